@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install xaikit with what the demo and the tests need.
+# torch is pinned first so that no other requirement pulls a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch, xaikit, efficientnet_lite_pytorch, pytest" >/dev/null 2>&1 \
+   || [ pyproject.toml -nt .venv/.xaikit-installed ]; then
+  .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+  touch .venv/.xaikit-installed
+fi

@@ -1,0 +1,14 @@
+"""xaikit: explain, evaluate and improve PyTorch models.
+
+``method = xk.Name(model, **settings); expl = method(x, target=y)`` for every attribution method;
+``xk.explain(model, x, y, method="lrp", composite="epsilon_gamma_box")`` as a functional shortcut.
+"""
+from .batching import set_memory_budget
+from .explanation import Explanation
+from .methods import *  # noqa: F401,F403
+from .methods import __all__ as _methods
+from .methods.base import METHODS, Method, explain, get_method
+from .targets import Contrast
+
+__version__ = "0.1.0"
+__all__ = ["Explanation", "Contrast", "Method", "METHODS", "explain", "get_method", "set_memory_budget", *_methods]

@@ -1,0 +1,200 @@
+"""Chunked evaluation under a memory budget, with an automatic choice of the fastest chunk size.
+
+Every method and metric that evaluates many perturbed or interpolated inputs builds them as one tensor and
+hands it to :func:`chunked` (or :func:`batched_forward`). ``batch_size="auto"`` does not pick the largest
+chunk that fits: on CPUs, large chunks are often *slower per sample* (cache effects). It times the real work
+at chunk sizes 1, 2, 4, ... (no work is wasted: results are kept), stops doubling as soon as the time per
+item stops improving, and then runs the rest at the best size. The choice is cached per ``key`` (e.g. the
+model and the per-item shape) so later calls skip the exploration. The memory budget caps the chunk size.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Hashable, Sequence, TypeVar
+
+import torch
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+#: bytes of activations assumed per byte of input when capping a chunk by the memory budget
+ACTIVATION_FACTOR = 32
+_memory_budget: int | None = None
+_best_chunk: dict[Hashable, int] = {}
+
+
+def set_memory_budget(num_bytes: int | None) -> None:
+    """Set the memory budget (bytes) that caps chunk sizes; ``None`` restores the default."""
+    global _memory_budget
+    if num_bytes is not None and (not isinstance(num_bytes, int) or num_bytes <= 0):
+        raise ValueError(f"num_bytes must be a positive int or None, got {num_bytes!r}")
+    _memory_budget = num_bytes
+
+
+def memory_budget(device: torch.device | str = "cpu") -> int:
+    """The memory budget in bytes: the user's setting, else half the free GPU memory or 1/8 of RAM (≤ 4 GiB)."""
+    if _memory_budget is not None:
+        return _memory_budget
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    return min(ram // 8, 4 << 30)
+
+
+def max_chunk(item_bytes: int, device: torch.device | str = "cpu") -> int:
+    """Largest chunk whose estimated activations fit in the memory budget (at least 1)."""
+    return max(1, memory_budget(device) // max(1, item_bytes * ACTIVATION_FACTOR))
+
+
+def check_batch_size(batch_size: Any, name: str = "batch_size") -> None:
+    """Accept ``"auto"`` or a positive int."""
+    if batch_size == "auto":
+        return
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"{name} must be 'auto' or a positive int, got {batch_size!r}")
+
+
+def chunked(
+    fn: Callable[[int, int], T],
+    total: int,
+    batch_size: int | str = "auto",
+    *,
+    key: Hashable | None = None,
+    cap: int | None = None,
+    progress: bool = False,
+    desc: str | None = None,
+) -> list[T]:
+    """Evaluate ``fn(start, stop)`` over ``range(total)`` in chunks and return the results in order.
+
+    Parameters
+    ----------
+    fn : callable
+        Evaluates items ``start:stop`` and returns anything (typically a tensor).
+    total : int
+        Number of items.
+    batch_size : int or "auto"
+        Fixed chunk size, or ``"auto"`` to time chunk sizes 1, 2, 4, ... on the real work and keep the
+        fastest per item (cached under ``key``).
+    key : hashable, optional
+        Cache key for the auto choice (e.g. ``(id(model), item_shape, device)``); ``None`` never caches.
+    cap : int, optional
+        Upper bound on the chunk size (e.g. from :func:`max_chunk`).
+    progress : bool
+        Show a progress bar (on a terminal or notebook).
+    """
+    check_batch_size(batch_size)
+    cap = max(1, cap or total)
+    results: list[T] = []
+    bar = tqdm(total=total, desc=desc, disable=None if progress else True, leave=False)
+
+    def run(start: int, size: int) -> float:
+        stop = min(total, start + size)
+        began = time.perf_counter()
+        results.append(fn(start, stop))
+        bar.update(stop - start)
+        return (time.perf_counter() - began) / (stop - start)
+
+    start = 0
+    try:
+        if batch_size != "auto":
+            size = min(int(batch_size), cap)
+        elif key is not None and key in _best_chunk:
+            size = min(_best_chunk[key], cap)
+        else:
+            size, start = _explore(run, total, cap, key)
+        while start < total:
+            run(start, size)
+            start += size
+    finally:
+        bar.close()
+    return results
+
+
+def _explore(run: Callable[[int, int], float], total: int, cap: int, key: Hashable | None) -> tuple[int, int]:
+    """Run chunks of 1 (warm-up), 1, 2, 4, ... while the time per item improves; return (best size, next start)."""
+    start = 0
+    run(start, 1)  # warm-up: first calls pay one-off allocation costs
+    start += 1
+    best_size, best_time, size = 1, float("inf"), 1
+    while start < total:
+        if start + size > total:  # not enough items left to measure this size fairly
+            return best_size, start
+        per_item = run(start, size)
+        start += size
+        if per_item < best_time * 0.95:
+            best_size, best_time = size, per_item
+        elif per_item > best_time * 1.05:  # clearly worse: stop growing
+            break
+        if size >= cap:
+            break
+        size = min(size * 2, cap)
+    else:
+        return best_size, start
+    if key is not None:
+        _best_chunk[key] = best_size
+    return best_size, start
+
+
+def select_batch(obj: Any, index: torch.Tensor, batch: int) -> Any:
+    """Index every tensor in ``obj`` (nested tuples/lists/dicts) whose leading dimension is ``batch``.
+
+    Used to give each perturbed copy of sample ``i`` the extra model inputs of sample ``i``
+    (e.g. an attention mask), with ``index`` mapping perturbation rows to samples.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.index_select(0, index.to(obj.device)) if obj.ndim and obj.shape[0] == batch else obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(select_batch(o, index, batch) for o in obj)
+    if isinstance(obj, dict):
+        return {k: select_batch(v, index, batch) for k, v in obj.items()}
+    return obj
+
+
+def batched_forward(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    batch_size: int | str = "auto",
+    *,
+    owner: torch.Tensor | None = None,
+    batch: int | None = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: dict[str, Any] | None = None,
+    reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = False,
+    desc: str | None = None,
+) -> torch.Tensor:
+    """Run ``model`` on ``inputs`` (M, ...) in chunks without gradients and concatenate the outputs.
+
+    Parameters
+    ----------
+    owner : LongTensor (M,), optional
+        Which original sample each row belongs to; extra inputs with leading dimension ``batch`` are
+        indexed by it (so sample i's attention mask travels with its perturbations).
+    reduce : callable ``(output_chunk, rows) -> tensor``, optional
+        Applied to each chunk's output (e.g. select the target logit) so that only what is needed is kept.
+    """
+    forward_kwargs = forward_kwargs or {}
+    rows_all = torch.arange(inputs.shape[0])
+    item_bytes = inputs[0].numel() * inputs.element_size()
+    key = ("forward", id(model), tuple(inputs.shape[1:]), inputs.dtype, str(inputs.device))
+
+    def evaluate(start: int, stop: int) -> torch.Tensor:
+        args, kwargs = forward_args, forward_kwargs
+        if owner is not None and batch is not None:
+            args = select_batch(forward_args, owner[start:stop], batch)
+            kwargs = select_batch(forward_kwargs, owner[start:stop], batch)
+        with torch.no_grad():
+            out = model(inputs[start:stop], *args, **kwargs)
+        return reduce(out, rows_all[start:stop]) if reduce is not None else out
+
+    parts = chunked(
+        evaluate, inputs.shape[0], batch_size, key=key, cap=max_chunk(item_bytes, inputs.device),
+        progress=progress, desc=desc,
+    )
+    return torch.cat(parts)

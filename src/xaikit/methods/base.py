@@ -1,0 +1,119 @@
+"""The calling convention shared by every attribution method, and the registry of method names.
+
+``method = Name(model, **settings)`` checks the settings (unknown ones are rejected with the list of valid
+ones); ``method(x, target=..., forward_args=(), forward_kwargs={})`` checks the input, warns on a model in
+training mode, runs the method and returns an :class:`~xaikit.explanation.Explanation`.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import time
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import check_input, warn_if_training
+from ..explanation import Explanation
+from ..targets import TargetSpec
+
+#: snake_case name -> method class, filled by subclassing :class:`Method`
+METHODS: dict[str, type["Method"]] = {}
+
+
+def snake_case(name: str) -> str:
+    """``IntegratedGradients`` -> ``integrated_gradients``; ``LRP`` -> ``lrp``; ``GradCAMPlusPlus`` -> ..."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+def _checked_init(init: Callable) -> Callable:
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        try:
+            signature.bind(self, *args, **kwargs)
+        except TypeError as err:
+            valid = [p for p in signature.parameters if p not in ("self", "model")]
+            unknown = [k for k in kwargs if k not in signature.parameters]
+            if unknown:
+                raise TypeError(
+                    f"{type(self).__name__} got unknown setting {unknown[0]!r}; valid settings: {', '.join(valid)}"
+                ) from None
+            raise TypeError(f"{type(self).__name__}: {err}; valid settings: {', '.join(valid)}") from None
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
+class Method:
+    """Base class of attribution methods.
+
+    Subclasses implement :meth:`explain` and set ``allow_integer_input = True`` when they accept token ids.
+    Every public subclass is registered under its snake_case name for :func:`explain` and the CLI.
+    """
+
+    allow_integer_input: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _checked_init(cls.__dict__["__init__"])
+        if not cls.__name__.startswith("_"):
+            METHODS[snake_case(cls.__name__)] = cls
+
+    @property
+    def name(self) -> str:
+        """The display name used in ``Explanation.method``."""
+        return type(self).__name__
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        target: TargetSpec = None,
+        *,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: dict[str, Any] | None = None,
+    ) -> Explanation:
+        """Explain ``model(x, *forward_args, **forward_kwargs)`` for ``target``; the attribution is for ``x``."""
+        check_input(x, "x", self.model, allow_int=self.allow_integer_input)
+        if not isinstance(forward_args, (tuple, list)):
+            raise TypeError(f"forward_args must be a tuple of extra positional inputs, got {type(forward_args).__name__}")
+        if forward_kwargs is not None and not isinstance(forward_kwargs, dict):
+            raise TypeError(f"forward_kwargs must be a dict of keyword inputs, got {type(forward_kwargs).__name__}")
+        warn_if_training(self.model)
+        began = time.perf_counter()
+        expl = self.explain(x, target, tuple(forward_args), dict(forward_kwargs or {}))
+        expl.info.setdefault("time_s", time.perf_counter() - began)
+        return expl
+
+    def explain(
+        self, x: torch.Tensor, target: TargetSpec, forward_args: tuple, forward_kwargs: dict[str, Any]
+    ) -> Explanation:
+        """Compute the explanation (inputs already validated)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{self.name}({type(self.model).__name__})"
+
+
+def get_method(name: str) -> type[Method]:
+    """Look up a method class by snake_case or class name."""
+    key = snake_case(name) if name not in METHODS else name
+    if key not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(sorted(METHODS))}")
+    return METHODS[key]
+
+
+def explain(model: nn.Module, x: torch.Tensor, target: TargetSpec = None, method: str = "gradient",
+            forward_args: Sequence[Any] = (), forward_kwargs: dict[str, Any] | None = None,
+            **settings: Any) -> Explanation:
+    """Functional shortcut: ``explain(model, x, y, method="integrated_gradients", steps=64)``."""
+    return get_method(method)(model, **settings)(x, target, forward_args=forward_args, forward_kwargs=forward_kwargs)

@@ -1,0 +1,147 @@
+"""Gradient methods and the backward pass they share with the propagation engine.
+
+- :class:`Gradient`: the sensitivity map ``∂f_t/∂x`` (Simonyan et al. 2014).
+- :class:`InputXGradient`: ``x ⊙ ∂f_t/∂x`` (Shrikumar et al. 2016); on a ReLU network without biases this
+  equals LRP-0.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, ContextManager, Callable
+
+import torch
+from torch import nn
+
+from ..batching import check_batch_size, chunked, max_chunk, select_batch
+from ..explanation import Explanation
+from ..targets import ResolvedTarget, TargetSpec, resolve_target, slice_target
+from .base import Method
+
+
+@dataclass
+class Backprop:
+    """Result of one explained forward/backward pass."""
+
+    grad: torch.Tensor  #: d score / d x
+    output: torch.Tensor  #: detached model output
+    target: ResolvedTarget
+    score: torch.Tensor  #: detached (N,) selected output values (the starting relevance)
+    extra: dict = field(default_factory=dict)  #: method-specific results of the pass
+
+
+def backprop(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetSpec | ResolvedTarget,
+    forward_args: tuple = (),
+    forward_kwargs: dict[str, Any] | None = None,
+    forward: Callable[..., torch.Tensor] | None = None,
+    allow_unused: bool = False,
+) -> Backprop:
+    """Forward ``x`` through ``model`` (or ``forward``), select the target and return the gradient w.r.t. ``x``.
+
+    Only the gradient of ``x`` is computed (``torch.autograd.grad``): the model's ``.grad`` fields are untouched.
+    ``allow_unused`` returns a zero gradient where the output does not reach ``x`` through the graph (LRP
+    first-layer rules write their relevance outside the gradient).
+    """
+    forward = forward or model
+    x_leaf = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        output = forward(x_leaf, *forward_args, **(forward_kwargs or {}))
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(
+                f"the model returned {type(output).__name__}; wrap it so that it returns a tensor of scores "
+                "(e.g. lambda x: model(x).logits)"
+            )
+        resolved = target if isinstance(target, ResolvedTarget) else resolve_target(target, output)
+        score = resolved.score(output)
+        if not score.requires_grad:
+            raise ValueError(
+                "the model output does not depend differentiably on x (is there torch.no_grad, .detach() or an "
+                "integer cast inside forward?); gradient methods need a differentiable model"
+            )
+        (grad,) = torch.autograd.grad(score.sum(), x_leaf, allow_unused=True)
+    if grad is None and allow_unused:
+        grad = torch.zeros_like(x)
+    elif grad is None:
+        raise ValueError("the selected output does not depend on x; check which input the model uses")
+    return Backprop(grad, output.detach(), resolved, score.detach())
+
+
+def chunk_key(method: Method, x: torch.Tensor) -> tuple:
+    """Cache key for the auto chunk size of a method on a model and per-sample input shape."""
+    return (type(method).__name__, id(method.model), tuple(x.shape[1:]), x.dtype, str(x.device))
+
+
+def map_samples(
+    method: Method,
+    x: torch.Tensor,
+    target: TargetSpec,
+    forward_args: tuple,
+    forward_kwargs: dict,
+    batch_size: int | str,
+    explain_chunk: Callable[[torch.Tensor, TargetSpec, tuple, dict], tuple[torch.Tensor, Backprop]],
+    cost_per_sample: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[Backprop]]:
+    """Run ``explain_chunk`` over chunks of the batch.
+
+    Returns (attribution, output, target index, score, the per-chunk :class:`Backprop` results).
+
+    ``explain_chunk(x_chunk, target_chunk, args_chunk, kwargs_chunk) -> (attribution, Backprop)``.
+    ``cost_per_sample`` (e.g. IG steps) scales the memory estimate.
+    """
+    n = x.shape[0]
+
+    def run(start: int, stop: int):
+        rows = torch.arange(start, stop)
+        return explain_chunk(
+            x[start:stop], slice_target(target, start, stop, n),
+            select_batch(forward_args, rows, n), select_batch(forward_kwargs, rows, n),
+        )
+
+    item_bytes = x[0].numel() * x.element_size() * cost_per_sample
+    parts = chunked(run, n, batch_size, key=chunk_key(method, x), cap=max_chunk(item_bytes, x.device))
+    attribution = torch.cat([a for a, _ in parts])
+    output = torch.cat([b.output for _, b in parts])
+    index = torch.cat([b.target.index for _, b in parts])
+    score = torch.cat([b.score for _, b in parts])
+    return attribution, output, index, score, [b for _, b in parts]
+
+
+class Gradient(Method):
+    """Sensitivity map: the gradient of the target output w.r.t. the input (Simonyan et al. 2014).
+
+    Parameters
+    ----------
+    model : nn.Module
+    batch_size : int or "auto"
+        Samples per backward pass.
+    absolute : bool
+        Return ``|∂f/∂x|`` as in the original saliency map (default ``False``: signed gradient).
+    """
+
+    multiply_by_input: bool = False
+
+    def __init__(self, model: nn.Module, batch_size: int | str = "auto", absolute: bool = False) -> None:
+        super().__init__(model)
+        check_batch_size(batch_size)
+        self.batch_size = batch_size
+        self.absolute = absolute
+
+    def _chunk(self, x, target, args, kwargs):
+        result = backprop(self.model, x, target, args, kwargs)
+        attribution = result.grad * x if self.multiply_by_input else result.grad
+        return (attribution.abs() if self.absolute else attribution), result
+
+    def explain(self, x, target, forward_args, forward_kwargs) -> Explanation:
+        attribution, output, index, score, _ = map_samples(
+            self, x, target, forward_args, forward_kwargs, self.batch_size, self._chunk
+        )
+        return Explanation(attribution, index, output, self.name, {"score": score})
+
+
+class InputXGradient(Gradient):
+    """Gradient × input, ``x ⊙ ∂f/∂x`` (Shrikumar et al. 2016). Equals LRP-0 on bias-free ReLU networks."""
+
+    multiply_by_input = True

@@ -1,0 +1,122 @@
+"""Propagation methods: LRP with any composite, Guided Backprop, DeconvNet, Excitation Backprop.
+
+All run on the engine of :mod:`xaikit.propagation`: one forward pass with the rules applied to the
+operations it sees and one backward pass; the user's model is not modified.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..batching import check_batch_size
+from ..explanation import Explanation
+from ..propagation.composites import Composite, make_composite
+from ..propagation.engine import Session
+from .base import Method
+from .gradient import Backprop, backprop, map_samples
+
+
+class LRP(Method):
+    """Layer-wise Relevance Propagation (Bach et al. 2015; Montavon et al. 2019) on any architecture.
+
+    Parameters
+    ----------
+    model : nn.Module
+    composite : str or Composite
+        A preset name (``epsilon``, ``zero``, ``epsilon_plus``, ``epsilon_plus_flat`` (default),
+        ``epsilon_gamma_box``, ``epsilon_alpha2_beta1``, ``epsilon_alpha2_beta1_flat``, ``guided_backprop``,
+        ``deconvnet``, ``excitation_backprop``, ``attnlrp``, ``cp_lrp``) or a :class:`Composite`.
+    batch_size : int or "auto"
+        Samples per forward/backward pass.
+    **settings
+        ``epsilon``, ``gamma``, ``alpha``, ``beta``, ``low``, ``high``: override the preset's values.
+        For ``epsilon_gamma_box`` the box bounds default to each sample's per-channel minimum and maximum.
+
+    Notes
+    -----
+    The backward pass starts from the selected output value (the logit), so the relevance at the input sums
+    to it up to what biases and stabilisers absorb. ``expl.info["conservation"]`` reports per sample
+    ``start``, ``input`` (Σ relevance), ``absorbed`` and ``residual`` (= start − input − absorbed, relevance
+    lost in operations that do not conserve it); ``expl.info["coverage"]`` lists the operations of one
+    explained forward pass as handled / linear / unknown.
+    """
+
+    multiply_by_input: bool = True
+
+    def __init__(self, model: nn.Module, composite: str | Composite = "epsilon_plus_flat",
+                 batch_size: int | str = "auto", **settings: Any) -> None:
+        super().__init__(model)
+        check_batch_size(batch_size)
+        self.composite = make_composite(composite, **settings)
+        self.batch_size = batch_size
+
+    @property
+    def name(self) -> str:
+        return f"{type(self).__name__}({self.composite.name})"
+
+    def _chunk(self, x: torch.Tensor, target, args, kwargs) -> tuple[torch.Tensor, Backprop]:
+        session = Session(self.model, self.composite)
+        result = backprop(self.model, x, target, args, kwargs, forward=session.forward, allow_unused=True)
+        attribution = x * result.grad if self.multiply_by_input else result.grad
+        if session.direct is not None:
+            attribution = attribution + session.direct
+        result.extra = {"absorbed": session.absorbed, "coverage": session.coverage}
+        return attribution, result
+
+    def explain(self, x, target, forward_args, forward_kwargs) -> Explanation:
+        coverages = []
+
+        def chunk(*a):
+            attribution, result = self._chunk(*a)
+            coverages.append(result.extra["coverage"])
+            return attribution, result
+
+        attribution, output, index, score, parts = map_samples(
+            self, x, target, forward_args, forward_kwargs, self.batch_size, chunk
+        )
+        coverages[0].warn_unknown()
+        info: dict[str, Any] = {"coverage": coverages[0].as_dict(), "composite": self.composite.name}
+        if self.multiply_by_input:
+            absorbed = torch.cat([p.extra["absorbed"] for p in parts])
+            total = attribution.flatten(1).sum(1)
+            info["conservation"] = {
+                "start": score, "input": total, "absorbed": absorbed, "residual": score - total - absorbed,
+            }
+        return Explanation(attribution, index, output, self.name, info)
+
+
+class _FixedComposite(LRP):
+    preset: str = ""
+
+    def __init__(self, model: nn.Module, batch_size: int | str = "auto") -> None:
+        super().__init__(model, self.preset, batch_size)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+class GuidedBackprop(_FixedComposite):
+    """Guided Backpropagation (Springenberg et al. 2014): ReLUs pass only positive gradients, through the
+    forward mask. Returns the modified gradient (not multiplied by the input), as in the paper."""
+
+    preset = "guided_backprop"
+    multiply_by_input = False
+
+
+class DeconvNet(_FixedComposite):
+    """DeconvNet (Zeiler & Fergus 2014, as in Springenberg et al. 2014): ReLUs pass positive gradients and
+    ignore the forward mask. Returns the modified gradient."""
+
+    preset = "deconvnet"
+    multiply_by_input = False
+
+
+class ExcitationBackprop(_FixedComposite):
+    """Excitation Backprop (Zhang et al. 2016/2018): the marginal winning probability propagates with
+    positive weights only, which is the z⁺ rule on every layer. Started from the target logit (the paper
+    starts from probability 1; the map differs only by that factor)."""
+
+    preset = "excitation_backprop"

@@ -1,0 +1,7 @@
+"""The propagation engine: rules (data), composites (data), and the per-call interception session."""
+from . import rules
+from .composites import PRESETS, Composite, make_composite, with_rules
+from .engine import Session
+from .rules import Part, Rule, Term
+
+__all__ = ["rules", "Rule", "Part", "Term", "Composite", "make_composite", "with_rules", "PRESETS", "Session"]

@@ -1,0 +1,33 @@
+"""The coverage report: which operations of the explained forward pass the engine handled, passed through as
+safe under the input × gradient convention, or did not know."""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+_warned: set[str] = set()
+
+
+class Coverage:
+    """Counts of operations seen on activations, by kind: ``handled``, ``linear`` or ``unknown``."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, Counter] = {"handled": Counter(), "linear": Counter(), "unknown": Counter()}
+
+    def add(self, kind: str, op: str) -> None:
+        self.counts[kind][op] += 1
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {kind: dict(sorted(c.items())) for kind, c in self.counts.items()}
+
+    def warn_unknown(self) -> None:
+        """Warn once per process and op about operations whose relevance handling is unknown."""
+        new = sorted(set(self.counts["unknown"]) - _warned)
+        if new:
+            _warned.update(new)
+            warnings.warn(
+                "LRP passed these operations through with their plain gradient, which may not conserve "
+                f"relevance: {', '.join(new)} (see expl.info['coverage'])",
+                UserWarning,
+                stacklevel=4,
+            )

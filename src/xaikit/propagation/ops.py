@@ -1,0 +1,330 @@
+"""Operation handlers of the propagation engine: one small function per kind of operation.
+
+Each handler receives ``(session, func, name, args, kwargs, activations)``, returns the operation's value
+and records what it did in the coverage report. Operations that are linear or positively homogeneous of
+degree 1 in their activation inputs need no handler: plain gradient × input already redistributes their
+relevance (the ``LINEAR`` set).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from .engine import LayerState, Redistribute, Session, tensors_in
+from .rules import scale_factor
+
+#: safe under input × gradient (linear, or positively homogeneous of degree 1, or selecting/moving values)
+INDEX_OPS = {
+    "reshape", "view", "view_as", "flatten", "unflatten", "permute", "transpose", "swapaxes", "movedim", "t", "T",
+    "mT", "contiguous", "squeeze", "unsqueeze", "getitem", "narrow", "select", "clone", "to", "type", "type_as",
+    "float", "double", "half", "bfloat16", "pad", "constant_pad_nd", "expand", "expand_as",
+}
+LINEAR = INDEX_OPS | {
+    "add", "sub", "rsub", "neg", "cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack",
+    "repeat", "tile", "split", "split_with_sizes", "chunk", "unbind", "index_select", "gather",
+    "take_along_dim", "setitem", "masked_fill", "where", "roll", "flip", "sum", "mean", "relu", "leaky_relu",
+    "max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+    "max_pool3d_with_indices", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices",
+    "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
+    "feature_alpha_dropout", "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "unfold", "fold",
+    "max", "amax", "min", "amin", "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+    "conv_transpose2d", "conv_transpose3d", "batch_norm", "mul", "div", "matmul", "mm", "bmm", "einsum",
+    "embedding", "identity",
+}
+LAYER_OPS = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
+NONLINEAR = {
+    "gelu", "silu", "tanh", "sigmoid", "elu", "selu", "celu", "softplus", "mish", "hardswish", "hardsigmoid",
+    "hardtanh", "relu6", "logsigmoid", "softsign", "tanhshrink",
+}
+GATES = {"sigmoid", "hardsigmoid", "softmax"}
+PRODUCTS = {"mul", "matmul", "mm", "bmm", "einsum"}
+
+
+def classify_plain(s: Session, func: Callable, name: str, args: tuple, kwargs: dict, acts: list) -> Any:
+    """Run an operation without a handler and record whether it is safe (linear) or unknown."""
+    out = func(*args, **kwargs)
+    if any(t.requires_grad for t in tensors_in(out)):
+        s.coverage.add("linear" if name in LINEAR else "unknown", name)
+        if name in INDEX_OPS and isinstance(out, torch.Tensor) and len(acts) == 1 and id(acts[0]) in s.chain:
+            _extend_chain(s, func, args, kwargs, acts[0], out)
+    return out
+
+
+def _extend_chain(s: Session, func, args, kwargs, source: torch.Tensor, out: torch.Tensor) -> None:
+    """Remember how ``out`` is computed from the model input by index operations (for first-layer rules)."""
+    parent = s.chain[id(source)][1]
+
+    def replay(base: torch.Tensor) -> torch.Tensor:
+        value = parent(base)
+        swap = lambda a: value if a is source else a  # noqa: E731
+        return func(*[swap(a) for a in args], **{k: swap(v) for k, v in kwargs.items()})
+
+    s.chain[id(out)] = (out, replay)
+
+
+def _unpack_layer(args: tuple, kwargs: dict):
+    """(input, weight, bias, call(x, w, b)) for F.linear / F.convNd / F.conv_transposeNd."""
+    names = ("input", "weight", "bias")
+    values = list(args[:3]) + [kwargs.get(n) for n in names[len(args[:3]):]]
+    rest_args, rest_kwargs = args[3:], {k: v for k, v in kwargs.items() if k not in names}
+    return values[0], values[1], values[2], rest_args, rest_kwargs
+
+
+def layer(s: Session, func, name, args, kwargs, acts):
+    """Linear and convolution layers: the composite's rule (LRP-0/ε by gradient rescaling, others modified)."""
+    x, weight, bias, rest_args, rest_kwargs = _unpack_layer(args, kwargs)
+    if not s.is_activation(x) or s.is_activation(weight):  # e.g. weights computed from the input
+        return product(s, func, name, args, kwargs, acts)
+    module_name, module = s.owners.get(id(weight), (None, None))
+    kind = "conv" if name.startswith("conv") else "dense"
+    first = id(x) in s.chain
+    rule = s.composite.rule_for(kind, module_name, module, first)
+    if rule.direct and not first:
+        raise ValueError(
+            f"rule {rule.name!r} writes relevance at the model input and applies only to the first layer, "
+            f"but was selected for {module_name or name}"
+        )
+    s.coverage.add("handled", f"{name}:{rule.name}")
+    channel = 1 if kind == "conv" else -1
+    if rule.plain:
+        return _plain_layer(s, func(*args, **kwargs), rule, bias, channel, name)
+    with torch.no_grad():  # the modified backward recomputes what it needs
+        out = func(*args, **kwargs)
+    call = lambda xi, w, b: func(xi, w, b, *rest_args, **rest_kwargs)  # noqa: E731
+    state = LayerState(rule, name, call, weight, bias, z=out, extra={"channel": channel})
+    if rule.direct:
+        state.replay = s.chain[id(x)][1]
+    result = Redistribute.apply(x, out, state, s)
+    s.remember(result, state)
+    return result
+
+
+def _channel_view(b: torch.Tensor, ndim: int, channel: int) -> torch.Tensor:
+    return b if channel == -1 or ndim <= 2 else b.view(-1, *([1] * (ndim - 2)))
+
+
+def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: str) -> torch.Tensor:
+    """LRP-0 and ε: the contributions are those of the plain layer; only the output gradient is rescaled."""
+    b = None if bias is None else _channel_view(bias.detach(), out.ndim, channel)
+    if rule.epsilon == 0:
+        if b is not None:
+            out.register_hook(lambda g: s.absorb((g * b).flatten(1).sum(1)))
+        return out
+    z = out.detach()
+    state = LayerState(rule, name)
+    state.scale = scale_factor(z, rule.epsilon)
+    state.absorb = state.scale * (torch.where(z >= 0, rule.epsilon, -rule.epsilon) + (0 if b is None else b))
+    state.bias, state.extra["channel"] = bias, channel
+
+    def hook(g: torch.Tensor) -> torch.Tensor:
+        if state.fold is None:
+            s.absorb((g * state.absorb).flatten(1).sum(1))
+        return g * state.scale
+
+    out.register_hook(hook)
+    s.remember(out, state)
+    return out
+
+
+def batch_norm(s: Session, func, name, args, kwargs, acts):
+    """Eval-mode BatchNorm right after a rule's layer is folded into that layer's rule (no module change)."""
+    x = args[0]
+    out = func(*args, **kwargs)
+    params = dict(zip(("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
+                      args))
+    params.update(kwargs)
+    state = s.layers.get(id(x))
+    training = params.get("training", False)
+    shift_scale = _bn_affine(params, out.dtype)
+    if training or shift_scale is None:
+        s.coverage.add("linear", name)
+        return out
+    scale, shift = shift_scale
+    foldable = (
+        state is not None and state.fold is None and not state.kind.startswith("conv_transpose")
+        and (x.ndim == 2 or state.extra["channel"] == 1)
+    )
+    if not foldable:
+        s.coverage.add("linear", name)  # an affine map: LRP-0 with the shift absorbing relevance
+        view = _channel_view(shift, out.ndim, 1)
+        out.register_hook(lambda g: s.absorb((g * view).flatten(1).sum(1)))
+        return out
+    s.coverage.add("handled", f"{name}:folded")
+    bias = shift if state.bias is None else scale * state.bias.detach() + shift
+    state.fold = (scale, bias)
+    if state.scale is not None:  # ε: rescale by the folded output, absorb at the BatchNorm output
+        z = out.detach()
+        state.scale = scale_factor(z, state.rule.epsilon)
+        absorb = state.scale * (torch.where(z >= 0, state.rule.epsilon, -state.rule.epsilon)
+                                + _channel_view(bias, out.ndim, 1))
+        out.register_hook(lambda g: s.absorb((g * absorb).flatten(1).sum(1)))
+        return out
+    state.z = out.detach()
+    return x + (out - x).detach()  # gradient passes straight to the layer, whose rule sees the folded layer
+
+
+def _bn_affine(params: dict, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+    mean, var = params.get("running_mean"), params.get("running_var")
+    if mean is None or var is None:
+        return None
+    scale = torch.rsqrt(var.detach() + params.get("eps", 1e-5)).to(dtype)
+    weight, bias = params.get("weight"), params.get("bias")
+    if weight is not None:
+        scale = scale * weight.detach()
+    shift = -mean.detach() * scale
+    if bias is not None:
+        shift = shift + bias.detach()
+    return scale, shift
+
+
+def _out_of_place(func, name: str, args: tuple, kwargs: dict):
+    """The same call without ``inplace=True`` (relevance rules need the input value after the op)."""
+    if getattr(func, "__name__", "").endswith("_") and hasattr(torch.Tensor, name):
+        func = getattr(torch.Tensor, name)
+    args = tuple(False if (i > 0 and a is True) else a for i, a in enumerate(args))
+    if kwargs.get("inplace"):
+        kwargs = {**kwargs, "inplace": False}
+    return func, args, kwargs
+
+
+class _IdentityRule(torch.autograd.Function):
+    """``y = f(x)``; backward passes ``g · f(x)/x`` so that ``R_x = R_y`` (0 where x = 0)."""
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        out = fn(x)
+        ctx.save_for_backward(torch.where(x == 0, torch.zeros_like(out), out / x))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (factor,) = ctx.saved_tensors
+        return grad * factor, None
+
+
+def nonlinear(s: Session, func, name, args, kwargs, acts):
+    """Element-wise non-linearities that are not homogeneous: identity rule (or plain gradient)."""
+    if name in ("hardtanh", "relu6") and s.composite.op_rule("relu") != "gradient":
+        return relu(s, func, name, args, kwargs, acts)  # ReLU6 is a ReLU for Guided Backprop / DeconvNet
+    func, args, kwargs = _out_of_place(func, name, args, kwargs)
+    rule = s.composite.op_rule("nonlinear")
+    x = args[0]
+    if rule == "identity" and s.is_activation(x):
+        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs))
+    else:
+        out = func(*args, **kwargs)
+    s.coverage.add("handled", f"{name}:{rule}")
+    if name in GATES:
+        s.tag_gate(out)
+    return out
+
+
+def relu(s: Session, func, name, args, kwargs, acts):
+    """ReLU: exact under LRP; Guided Backprop and DeconvNet keep only positive gradients."""
+    rule = s.composite.op_rule("relu")
+    if rule == "gradient":
+        return classify_plain(s, func, name, args, kwargs, acts)
+    s.coverage.add("handled", f"{name}:{rule}")
+    func, args, kwargs = _out_of_place(func, name, args, kwargs)
+    out = func(*args, **kwargs)
+    if rule == "deconvnet":  # backward ignores the forward mask
+        x = args[0]
+        out = out.detach() + (x - x.detach())
+    out.register_hook(lambda g: g.clamp(min=0))
+    return out
+
+
+def product(s: Session, func, name, args, kwargs, acts):
+    """Products of activations: uniform split, or "signal takes all" when one factor is a gate."""
+    if len(acts) < 2:  # scaling by a parameter or constant: linear
+        return classify_plain(s, func, name, args, kwargs, acts)
+    gates = {id(t) for t in acts if id(t) in s.gates}
+    if gates and len(gates) < len(acts) and s.composite.op_rule("gate") == "signal_takes_all":
+        def detach(a):
+            if isinstance(a, (list, tuple)):
+                return type(a)(detach(i) for i in a)
+            return a.detach() if isinstance(a, torch.Tensor) and id(a) in gates else a
+
+        s.coverage.add("handled", f"{name}:signal_takes_all")
+        return func(*[detach(a) for a in args], **kwargs)
+    rule = s.composite.op_rule("product")
+    s.coverage.add("handled", f"{name}:{rule}")
+    out = func(*args, **kwargs)
+    if rule == "uniform":
+        share = 1.0 / len(acts)
+        out.register_hook(lambda g: g * share)
+    return out
+
+
+def div(s: Session, func, name, args, kwargs, acts):
+    """Division by a constant is linear; division by an activation is not (reported as unknown)."""
+    divisor = args[1] if len(args) > 1 else kwargs.get("other")
+    label = "div_by_activation" if s.is_activation(divisor) else name
+    return classify_plain(s, func, label, args, kwargs, acts)
+
+
+def softmax(s: Session, func, name, args, kwargs, acts):
+    """Softmax: Taylor rule (gradient × input) or detached (CP-LRP: no relevance through the weights)."""
+    rule = s.composite.op_rule("softmax")
+    out = func(*args, **kwargs)
+    s.coverage.add("handled", f"{name}:{rule}")
+    if rule == "detach":
+        return out.detach()
+    s.tag_gate(out)
+    return out
+
+
+def _norm_linearised(x: torch.Tensor, dims: tuple[int, ...], eps: float, rms: bool = False) -> torch.Tensor:
+    centred = x if rms else x - x.mean(dims, keepdim=True)
+    var = (centred.detach() ** 2).mean(dims, keepdim=True)
+    return centred / torch.sqrt(var + eps)
+
+
+def norm(s: Session, func, name, args, kwargs, acts):
+    """LayerNorm/GroupNorm/RMSNorm: identity rule on the 1/σ scaling (σ treated as a constant)."""
+    out = func(*args, **kwargs)
+    rule = s.composite.op_rule("norm")
+    x = args[0]
+    s.coverage.add("handled", f"{name}:{rule}")
+    if rule == "gradient" or not s.is_activation(x):
+        return out
+    keys = ("input", "shape", "weight", "eps") if name == "rms_norm" else ("input", "shape", "weight", "bias", "eps")
+    p = dict(zip(keys, args))
+    p.update(kwargs)
+    p.setdefault("shape", p.get("normalized_shape", p.get("num_groups")))
+    if name == "group_norm":
+        groups = p["shape"]  # F.group_norm(input, num_groups, weight, bias, eps)
+        grouped = x.reshape(x.shape[0], groups, -1)
+        lin = _norm_linearised(grouped, (2,), p.get("eps", 1e-5)).reshape(x.shape)
+        channel = 1
+    else:
+        shape = p["shape"]
+        dims = tuple(range(x.ndim - len(shape), x.ndim))
+        eps = p.get("eps") or (torch.finfo(x.dtype).eps if name == "rms_norm" else 1e-5)
+        lin = _norm_linearised(x, dims, eps, rms=name == "rms_norm")
+        channel = -1
+    weight, bias = p.get("weight"), p.get("bias")
+    if weight is not None:
+        lin = lin * (_channel_view(weight, x.ndim, channel) if channel == 1 else weight)
+    if bias is not None:
+        b = (_channel_view(bias, x.ndim, channel) if channel == 1 else bias).detach()
+        lin = lin + b
+    result = lin + (out - lin).detach()
+    if bias is not None:
+        result.register_hook(lambda g: s.absorb((g * b).flatten(1).sum(1)))
+    return result
+
+
+HANDLERS: dict[str, Callable] = {
+    **{n: layer for n in LAYER_OPS},
+    "batch_norm": batch_norm,
+    "relu": relu,
+    **{n: nonlinear for n in NONLINEAR},
+    **{n: product for n in PRODUCTS},
+    "div": div,
+    "softmax": softmax,
+    **{n: norm for n in ("layer_norm", "group_norm", "rms_norm")},
+}

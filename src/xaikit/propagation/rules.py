@@ -1,0 +1,264 @@
+"""LRP rules for linear and convolutional layers, as data.
+
+Every rule is an instance of the generic LRP rule (Montavon et al. 2019, eq. "generic rule"; Bach et al. 2015)
+
+    R_i = Σ_parts  scale_p · Σ_j  n_p,ij / (n_p,j + ε·sign(n_p,j)) · R_j ,     n_p,j = Σ_i n_p,ij
+
+where the contributions ``n_p,ij`` of a *part* are a sum of *terms*, each term pairing a modified input
+(``x``, its positive or negative part ``x⁺``/``x⁻``, constants ``1``, ``low``, ``high``) with modified
+weights ``ρ(w)`` and a coefficient. The table of the lecture:
+
+=============  =====================================================================  ======================
+rule           contributions n_ij                                                     root point (DTD view)
+=============  =====================================================================  ======================
+LRP-0          x_i w_ij (+ b_j)                                                       0 (gradient × input)
+ε              x_i w_ij (+ b_j), denominator + ε·sign                                 shrinks to 0 with ε
+γ              x_i w_ij + γ (x_i w_ij)⁺ (+ b_j + γ b_j⁺)                              along x ⊙ (1+γ·1[w>0])
+z⁺             (x_i w_ij)⁺ = x⁺w⁺ + x⁻w⁻ (no bias)                                    on the x⁺ segment
+αβ             α (x_i w_ij)⁺ / Σ⁺  −  β (x_i w_ij)⁻ / Σ⁻ (+ b⁺ / b⁻), α − β = 1       —
+flat           1 · 1  (uniform over the receptive field)                              —
+w²             w_ij²                                                                  —
+z^B (box)      x_i w_ij − l_i w_ij⁺ − h_i w_ij⁻, l ≤ x ≤ h                            box-constrained root
+=============  =====================================================================  ======================
+
+For γ the positive *contributions* are favoured, ``(x w)⁺ = x⁺w⁺ + x⁻w⁻``: for non-negative inputs (after a
+ReLU) this is the paper's ``w + γw⁺``; for mixed-sign inputs it is its sign-aware generalisation.
+Rules whose terms use constant inputs (flat, w², z^B) write relevance directly and apply to the first layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+
+def _same(w: torch.Tensor) -> torch.Tensor:
+    return w
+
+
+def _positive(w: torch.Tensor) -> torch.Tensor:
+    return w.clamp(min=0)
+
+
+def _negative(w: torch.Tensor) -> torch.Tensor:
+    return w.clamp(max=0)
+
+
+def _ones(w: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(w)
+
+
+def _square(w: torch.Tensor) -> torch.Tensor:
+    return w * w
+
+
+#: inputs a term may use; "x", "pos" and "neg" depend on the layer input, the others are constants
+INPUTS = ("x", "pos", "neg", "ones", "low", "high")
+CONSTANT_INPUTS = ("ones", "low", "high")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One summand of the contributions: ``coef · layer(input, ρ(weight), ρ(bias) if bias else None)``."""
+
+    input: str
+    weight: Callable[[torch.Tensor], torch.Tensor] = _same
+    coef: float = 1.0
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class Part:
+    """A normalised group of terms: relevance ``scale · R_j · n_ij / n_j``.
+
+    ``outputs`` restricts the part to outputs with ``z_j > 0`` (``"pos"``) or ``z_j < 0`` (``"neg"``).
+    """
+
+    terms: tuple[Term, ...]
+    scale: float = 1.0
+    outputs: str | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A layer rule: parts, stabiliser ε, and a name. Rules compare by value and are immutable."""
+
+    name: str
+    parts: tuple[Part, ...]
+    epsilon: float = 1e-9
+    settings: dict = field(default_factory=dict, compare=False, hash=False)
+    low: torch.Tensor | float | None = field(default=None, compare=False, hash=False)
+    high: torch.Tensor | float | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def direct(self) -> bool:
+        """True when the rule uses constant inputs and so writes relevance directly (first-layer rules)."""
+        return any(t.input in CONSTANT_INPUTS for p in self.parts for t in p.terms)
+
+    @property
+    def plain(self) -> bool:
+        """True for LRP-0/ε: contributions ``x w + b``, so only the gradient at the output is rescaled."""
+        return self.parts == _PLAIN
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.settings.items())
+        return f"{self.name}({args})"
+
+
+_PLAIN = (Part((Term("x"),)),)
+
+
+def zero() -> Rule:
+    """LRP-0 (Bach et al. 2015): plain gradient × input."""
+    return Rule("zero", _PLAIN, epsilon=0.0)
+
+
+def epsilon(eps: float = 1e-6) -> Rule:
+    """LRP-ε (Bach et al. 2015): ``R_i = Σ_j x_i w_ij / (z_j + ε·sign(z_j)) R_j``."""
+    _check_nonneg(eps, "epsilon")
+    return Rule("epsilon", _PLAIN, epsilon=float(eps), settings={"epsilon": eps})
+
+
+def gamma(g: float = 0.25, eps: float = 1e-9) -> Rule:
+    """LRP-γ (Montavon et al. 2019): favour contributions of the output's sign by ``γ``.
+
+    For an output ``z_j > 0`` the contributions are ``x w + γ (x w)⁺`` (the paper's ``w + γw⁺`` on
+    non-negative inputs); for ``z_j < 0`` they are ``x w + γ (x w)⁻``, so the denominator keeps the sign of
+    ``z_j`` and never crosses zero. The second part costs nothing when no relevance reaches negative outputs
+    (layers followed by a ReLU).
+    """
+    _check_nonneg(g, "gamma")
+    favour_pos = (Term("x"), Term("pos", _positive, g), Term("neg", _negative, g, bias=False))
+    favour_neg = (Term("x"), Term("pos", _negative, g), Term("neg", _positive, g, bias=False))
+    parts = (Part(favour_pos, outputs="pos"), Part(favour_neg, outputs="neg"))
+    return Rule("gamma", parts, epsilon=eps, settings={"gamma": g})
+
+
+def zplus(eps: float = 1e-9) -> Rule:
+    """LRP-z⁺ (Montavon et al. 2017): only positive contributions, no bias."""
+    terms = (Term("pos", _positive, bias=False), Term("neg", _negative, bias=False))
+    return Rule("zplus", (Part(terms),), epsilon=eps)
+
+
+def alpha_beta(alpha: float = 2.0, beta: float = 1.0, eps: float = 1e-9) -> Rule:
+    """LRP-αβ (Bach et al. 2015, eq. 60): ``α·positive − β·negative`` contributions, ``α − β = 1``."""
+    _check_nonneg(alpha, "alpha")
+    _check_nonneg(beta, "beta")
+    if abs(alpha - beta - 1) > 1e-9:
+        raise ValueError(f"alpha - beta must equal 1 for a conservative rule, got alpha={alpha}, beta={beta}")
+    positive = Part((Term("pos", _positive), Term("neg", _negative, bias=False)), scale=alpha)
+    negative = Part((Term("pos", _negative), Term("neg", _positive, bias=False)), scale=-beta)
+    parts = (positive, negative) if beta else (positive,)
+    return Rule("alpha_beta", parts, epsilon=eps, settings={"alpha": alpha, "beta": beta})
+
+
+def flat() -> Rule:
+    """Flat rule (Lapuschkin et al. 2019): relevance spread uniformly over each output's receptive field."""
+    return Rule("flat", (Part((Term("ones", _ones, bias=False),)),), epsilon=1e-9)
+
+
+def wsquare() -> Rule:
+    """w² rule (Montavon et al. 2017): ``R_i = Σ_j w_ij² / Σ_i w_ij² R_j``."""
+    return Rule("wsquare", (Part((Term("ones", _square, bias=False),)),), epsilon=1e-9)
+
+
+def zbox(low: float | torch.Tensor = -1.0, high: float | torch.Tensor = 1.0) -> Rule:
+    """z^B rule (Montavon et al. 2017) for inputs bounded by ``low ≤ x ≤ high`` (scalars or per channel)."""
+    terms = (Term("x", bias=False), Term("low", _positive, -1.0, bias=False), Term("high", _negative, -1.0, bias=False))
+    return Rule("zbox", (Part(terms),), epsilon=1e-9, low=low, high=high,
+                settings={"low": _describe(low), "high": _describe(high)})
+
+
+def _describe(bound) -> object:
+    return bound if not isinstance(bound, torch.Tensor) else f"tensor{tuple(bound.shape)}"
+
+
+def _check_nonneg(value, name: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+
+
+#: rule constructors by name, for composites built from strings
+RULES: dict[str, Callable[..., Rule]] = {
+    "zero": zero, "epsilon": epsilon, "gamma": gamma, "zplus": zplus, "alpha_beta": alpha_beta,
+    "flat": flat, "wsquare": wsquare, "zbox": zbox,
+}
+
+
+def _stabilise(d: torch.Tensor, eps: float) -> torch.Tensor:
+    """``d + ε·sign(d)`` with sign(0) = +1, and a floor so that 0/0 gives 0 rather than NaN."""
+    return d + torch.where(d >= 0, eps, -eps) if eps else torch.where(d == 0, torch.ones_like(d), d)
+
+
+def scale_factor(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """Gradient rescaling of LRP-ε at a layer output: ``z / (z + ε·sign(z))``."""
+    return z / _stabilise(z, eps)
+
+
+def _fuse_inputs(part: Part, sign: int) -> dict[str, list[Term]]:
+    """Group a part's terms by input; fold "x" into "pos"/"neg" (or all into "x" for one-signed inputs)."""
+    groups: dict[str, list[Term]] = {}
+    for term in part.terms:
+        inputs = [term.input]
+        if sign > 0 and term.input in ("pos", "neg"):  # x ≥ 0: x⁺ = x, x⁻ = 0
+            inputs = ["x"] if term.input == "pos" else []
+        elif sign < 0 and term.input in ("pos", "neg"):
+            inputs = ["x"] if term.input == "neg" else []
+        elif sign == 0 and term.input == "x":  # mixed sign: x w = x⁺ w + x⁻ w
+            inputs = ["pos", "neg"]
+        for name in inputs:
+            groups.setdefault(name, []).append(term)
+    return groups
+
+
+def redistribute(
+    rule: Rule,
+    layer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    relevance: torch.Tensor,
+    output: torch.Tensor,
+    constants: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Apply ``rule`` to one layer call ``z = layer(x, weight, bias)`` with output relevance ``relevance``.
+
+    Returns the gradient ``g`` at ``x`` such that ``R_x = x ⊙ g`` (or, for direct rules, ``R_x`` itself).
+    Costs one modified forward and one backward of the layer per part and input group (one for γ, z⁺ and
+    α1β0 on non-negative inputs).
+    """
+    x = x.detach()
+    weight, bias = weight.detach(), None if bias is None else bias.detach()
+    sign = 1 if bool((x >= 0).all()) else (-1 if bool((x <= 0).all()) else 0)
+    with torch.enable_grad():
+        leaf = x.requires_grad_(True)
+        variants = {"x": leaf, "pos": leaf.clamp(min=0), "neg": leaf.clamp(max=0)}
+        constants = {k: v.detach().requires_grad_(True) for k, v in (constants or {}).items()}
+        variants.update(constants)
+        result = None
+        for part in rule.parts:
+            part_relevance = relevance
+            if part.outputs is not None:
+                part_relevance = relevance * ((output > 0) if part.outputs == "pos" else (output < 0))
+                if not bool(part_relevance.any()):
+                    continue
+            numerator = 0
+            b = None  # the part's bias ρ(b), added once
+            if bias is not None and any(t.bias for t in part.terms):
+                b = sum(t.coef * t.weight(bias) for t in part.terms if t.bias)
+            for name, terms in _fuse_inputs(part, sign).items():
+                w = sum(t.coef * t.weight(weight) for t in terms)
+                numerator = numerator + layer(variants[name], w, b)
+                b = None
+            if isinstance(numerator, int):  # every term vanished (e.g. z⁻ on non-negative inputs)
+                continue
+            ratio = part.scale * part_relevance / _stabilise(numerator.detach(), rule.epsilon)
+            wrt = [leaf] if not constants else [leaf, *constants.values()]
+            grads = torch.autograd.grad(numerator, wrt, ratio, allow_unused=True, retain_graph=True)
+            if constants:  # direct relevance: Σ_terms input ⊙ gradient
+                contribution = sum(v * g for v, g in zip(wrt, grads) if g is not None)
+            else:
+                contribution = grads[0] if grads[0] is not None else torch.zeros_like(x)
+            result = contribution if result is None else result + contribution
+    return torch.zeros_like(x) if result is None else result

@@ -1,0 +1,133 @@
+"""Target specifications: which model output an explanation explains.
+
+A target is one of
+
+- ``None``: the arg-max of each sample's output;
+- an ``int``: the same output index for every sample;
+- a sequence or tensor of ints ``(N,)``: one index per sample;
+- a callable ``output -> (N,)``: any scalar per sample (e.g. a margin, a next-token logit);
+- :class:`Contrast` ``(a, b)``: explain ``output[a] - output[b]`` ("why a rather than b").
+
+Outputs with more than one dimension after the batch dimension are indexed in their flattened form
+(``output.flatten(1)``). The selected value itself starts the backward pass, so LRP relevance sums to it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, Union
+
+import torch
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """Contrastive target: explain ``output[a] - output[b]`` per sample.
+
+    ``a`` and ``b`` are ints or per-sample sequences; ``a=None`` means the arg-max.
+    """
+
+    a: Any
+    b: Any
+
+
+TargetSpec = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor], Contrast]
+
+
+@dataclass
+class ResolvedTarget:
+    """A target spec bound to a batch: ``index`` (N,) (-1 for callables) and the scalar selector."""
+
+    index: torch.Tensor
+    spec: TargetSpec
+    contrast: torch.Tensor | None = None
+
+    def score(self, output: torch.Tensor) -> torch.Tensor:
+        """Per-sample scalar ``(N,)`` whose gradient starts the explanation."""
+        if callable(self.spec) and not isinstance(self.spec, Contrast):
+            values = self.spec(output)
+            if not isinstance(values, torch.Tensor) or values.shape != (output.shape[0],):
+                got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+                raise ValueError(f"callable target must return a tensor of shape ({output.shape[0]},), got {got}")
+            return values
+        flat = _flat(output)
+        index = self.index.to(flat.device)
+        if flat.shape[0] != index.shape[0]:  # a chunk of repeated samples: caller passes a matching index
+            raise ValueError(f"target has {index.shape[0]} entries for an output batch of {flat.shape[0]}")
+        values = flat.gather(1, index[:, None])[:, 0]
+        if self.contrast is not None:
+            values = values - flat.gather(1, self.contrast.to(flat.device)[:, None])[:, 0]
+        return values
+
+    def repeat_interleave(self, repeats: int) -> "ResolvedTarget":
+        """The same target for a batch where every sample is repeated ``repeats`` times consecutively."""
+        contrast = None if self.contrast is None else self.contrast.repeat_interleave(repeats)
+        spec = self.spec
+        if callable(spec) and not isinstance(spec, Contrast):
+            raise ValueError("callable targets cannot be repeated; evaluate them on the repeated output directly")
+        return ResolvedTarget(self.index.repeat_interleave(repeats), spec, contrast)
+
+    def select(self, rows: torch.Tensor | slice) -> "ResolvedTarget":
+        """The target restricted to some samples of the batch."""
+        contrast = None if self.contrast is None else self.contrast[rows]
+        return ResolvedTarget(self.index[rows], self.spec, contrast)
+
+
+def _flat(output: torch.Tensor) -> torch.Tensor:
+    return output[:, None] if output.ndim == 1 else output.flatten(1)
+
+
+def _indices(spec: Any, output: torch.Tensor, name: str) -> torch.Tensor:
+    n, classes = _flat(output).shape
+    if spec is None:
+        return _flat(output).argmax(1).detach()
+    if isinstance(spec, bool):
+        raise TypeError(f"{name} must be an int, a sequence of ints, a tensor, a callable or Contrast, got bool")
+    if isinstance(spec, int):
+        index = torch.full((n,), spec, dtype=torch.long)
+    else:
+        try:
+            index = torch.as_tensor(spec)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"{name} must be None, an int, a sequence of ints, a tensor, a callable or Contrast, "
+                f"got {type(spec).__name__}"
+            ) from None
+        if index.is_floating_point() or index.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer class indices, got dtype {index.dtype}")
+        index = index.long().reshape(-1).cpu()
+        if index.numel() == 1:
+            index = index.expand(n).clone()
+        if index.numel() != n:
+            raise ValueError(f"{name} has {index.numel()} entries but the batch has {n} samples")
+    bad = (index < 0) | (index >= classes)
+    if bad.any():
+        raise ValueError(
+            f"{name} {index[bad][0].item()} is out of range for an output with {classes} values per sample "
+            f"(valid: 0..{classes - 1})"
+        )
+    return index.to(output.device)
+
+
+def resolve_target(target: TargetSpec, output: torch.Tensor) -> ResolvedTarget:
+    """Bind a target spec to a model output of shape ``(N, ...)``."""
+    if isinstance(target, Contrast):
+        a = _indices(target.a, output, "target.a")
+        b = _indices(target.b, output, "target.b")
+        return ResolvedTarget(a, target, b)
+    if callable(target) and not isinstance(target, torch.Tensor):
+        return ResolvedTarget(torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device), target)
+    return ResolvedTarget(_indices(target, output, "target"), target)
+
+
+def _slice_spec(spec: Any, start: int, stop: int, batch: int) -> Any:
+    if spec is None or isinstance(spec, (int, bool)) or (callable(spec) and not isinstance(spec, torch.Tensor)):
+        return spec
+    values = torch.as_tensor(spec).reshape(-1)
+    return values if values.numel() == 1 else values[start:stop] if values.numel() == batch else values
+
+
+def slice_target(target: TargetSpec, start: int, stop: int, batch: int) -> TargetSpec:
+    """The part of a per-sample target spec that belongs to samples ``start:stop`` of a batch of ``batch``."""
+    if isinstance(target, Contrast):
+        return Contrast(_slice_spec(target.a, start, stop, batch), _slice_spec(target.b, start, stop, batch))
+    return _slice_spec(target, start, stop, batch)

@@ -1,0 +1,5 @@
+"""Models and data that work offline: the real EfficientNet-Lite0 and scikit-image photos, and small
+synthetic models/data with known answers."""
+from .imagenet import IMAGES, imagenet_label, load_efficientnet_lite0, load_image
+
+__all__ = ["load_efficientnet_lite0", "load_image", "imagenet_label", "IMAGES"]
