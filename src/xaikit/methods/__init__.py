@@ -1,5 +1,16 @@
 """Attribution methods, one module per family; every public class is registered by its snake_case name."""
+from .cam import GradCAM, GradCAMPlusPlus
 from .gradient import Gradient, InputXGradient
+from .occlusion import Occlusion
+from .path import IntegratedGradients
+from .perturbation import RISE, MeaningfulPerturbation
 from .propagation import LRP, DeconvNet, ExcitationBackprop, GuidedBackprop
+from .shapley import ExactShapley, KernelSHAP, PermutationShapley
+from .smoothing import SmoothGrad
+from .surrogate import LIME
 
-__all__ = ["Gradient", "InputXGradient", "LRP", "GuidedBackprop", "DeconvNet", "ExcitationBackprop"]
+__all__ = [
+    "Gradient", "InputXGradient", "LRP", "GuidedBackprop", "DeconvNet", "ExcitationBackprop",
+    "IntegratedGradients", "SmoothGrad", "GradCAM", "GradCAMPlusPlus", "Occlusion", "MeaningfulPerturbation",
+    "RISE", "LIME", "ExactShapley", "KernelSHAP", "PermutationShapley",
+]
