@@ -209,11 +209,10 @@ class MeaningfulPerturbation(Method):
             output = output.softmax(1)
         return target.score(output)
 
-    def _optimise(self, x, target: ResolvedTarget, args, kwargs, shifts: torch.Tensor):
+    def _optimise(self, x, baseline, target: ResolvedTarget, args, kwargs, shifts: torch.Tensor):
         spatial = tuple(x.shape[2:])
         n, dims = x.shape[0], tuple(range(2, x.ndim))
         grid = tuple(min(self.mask_size, s) for s in spatial)
-        baseline = resolve_baseline(self.baseline, x)
         start = 1.0 if self.area is None else 0.5
         param = torch.full((n, 1, *grid), start, dtype=x.dtype, device=x.device, requires_grad=True)
         optimiser = torch.optim.Adam([param], lr=self.lr)
@@ -249,6 +248,7 @@ class MeaningfulPerturbation(Method):
         if x.ndim < 3 or x.ndim > 5:
             raise ValueError(f"MeaningfulPerturbation needs inputs (N, C, *spatial) with 1-3 spatial dimensions, got {tuple(x.shape)}")
         n = x.shape[0]
+        baseline = resolve_baseline(self.baseline, x)
         output = forward_output(self.model, x, forward_args, forward_kwargs)
         resolved = resolve_target(target, output)
         generator, seed = make_generator(self.seed)
@@ -257,7 +257,7 @@ class MeaningfulPerturbation(Method):
         def run(start: int, stop: int) -> torch.Tensor:
             rows = torch.arange(start, stop)
             return self._optimise(
-                x[start:stop], resolved.select(rows), select_batch(forward_args, rows, n),
+                x[start:stop], baseline[start:stop], resolved.select(rows), select_batch(forward_args, rows, n),
                 select_batch(forward_kwargs, rows, n), shifts,
             )
 
@@ -266,7 +266,7 @@ class MeaningfulPerturbation(Method):
         upsampled = _upsample(masks, tuple(x.shape[2:])).expand_as(x)
         attribution = (1 - upsampled if self.area is None else upsampled).contiguous()
         with torch.no_grad():
-            kept = self._score(forward_output(self.model, torch.lerp(resolve_baseline(self.baseline, x), x, upsampled),
+            kept = self._score(forward_output(self.model, torch.lerp(baseline, x, upsampled),
                                               forward_args, forward_kwargs), resolved)
         info = {"mask": masks, "score_perturbed": kept, "score": self._score(output, resolved), "seed": seed,
                 "area": masks.flatten(1).mean(1), "baseline": describe_baseline(self.baseline)}

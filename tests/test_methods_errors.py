@@ -1,0 +1,157 @@
+"""Bad input gets a clear error naming the argument; nothing of the user's is changed."""
+import pytest
+import torch
+from torch import nn
+
+import xaikit as xk
+from models import assert_unchanged, snapshot
+
+
+def cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3)).eval()
+
+
+class NoGrad(nn.Module):
+    """A model whose output is computed without autograd: not differentiable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = cnn()
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self.net(x)
+
+
+X = torch.randn(2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: xk.LIME(m, features=torch.zeros(5, 5, dtype=torch.long)),
+    lambda m: xk.KernelSHAP(m, features=torch.zeros(3, 3, 8, 8, dtype=torch.long)),
+    lambda m: xk.ExactShapley(m, features=torch.zeros(2, 8, dtype=torch.long)),
+])
+def test_feature_mask_of_wrong_shape(make):
+    model = cnn()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"features mask of shape .* does not fit x of shape \(2, 3, 8, 8\)"):
+        make(model)(X)
+    assert_unchanged(model, before)
+
+
+def test_feature_mask_of_wrong_dtype_and_bad_grouping():
+    with pytest.raises(TypeError, match="features must be an integer tensor"):
+        xk.LIME(cnn(), features=torch.zeros(8, 8))(X)
+    with pytest.raises(ValueError, match="unknown features 'grid:x'"):
+        xk.KernelSHAP(cnn(), features="grid:x")(X)
+    with pytest.raises(ValueError, match="features 'slic:N' needs images"):
+        xk.LIME(nn.Linear(5, 2).eval(), features="slic:4")(torch.randn(2, 5))
+
+
+def test_exact_shapley_refuses_more_than_20_features():
+    with pytest.raises(ValueError, match=r"features: ExactShapley .* d = 64 .* limit is d <= 20"):
+        xk.ExactShapley(cnn(), features="grid:8")(X)
+    model = nn.Linear(21, 2).eval()
+    with pytest.raises(ValueError, match=r"d = 21"):
+        xk.ExactShapley(model)(torch.randn(1, 21))
+
+
+@pytest.mark.parametrize("make", [
+    lambda m, b: xk.IntegratedGradients(m, baseline=b),
+    lambda m, b: xk.Occlusion(m, baseline=b),
+    lambda m, b: xk.RISE(m, masks=4, baseline=b),
+    lambda m, b: xk.LIME(m, samples=4, baseline=b),
+    lambda m, b: xk.KernelSHAP(m, samples=4, baseline=b),
+    lambda m, b: xk.MeaningfulPerturbation(m, iterations=1, baseline=b),
+])
+def test_baseline_of_wrong_shape(make):
+    model = cnn()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"baseline of shape \(3, 7, 7\) does not fit x of shape \(2, 3, 8, 8\)"):
+        make(model, torch.zeros(3, 7, 7))(X)
+    with pytest.raises(ValueError, match="unknown baseline 'grey'"):
+        make(model, "grey")(X)
+    assert_unchanged(model, before)
+
+
+def test_background_errors():
+    with pytest.raises(ValueError, match="either baseline= .* or background="):
+        xk.KernelSHAP(cnn(), baseline=0.0, background=torch.zeros(4, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"background must hold B ≥ 1 reference samples .* got \(4, 3, 8\)"):
+        xk.KernelSHAP(cnn(), background=torch.zeros(4, 3, 8))(X)
+
+
+def test_blur_baseline_needs_spatial_dimensions():
+    with pytest.raises(ValueError, match="baseline 'blur' needs inputs with spatial dimensions"):
+        xk.IntegratedGradients(nn.Linear(5, 2).eval(), baseline="blur")(torch.randn(2, 5))
+
+
+def test_unknown_layer_lists_valid_names():
+    with pytest.raises(ValueError, match=r"layer 'conv9' is not a module of the model; valid names: 0, 1, 2, 3, 4"):
+        xk.GradCAM(cnn(), layer="conv9")
+    with pytest.raises(ValueError, match="layer 'features' is not a module"):
+        xk.GradCAMPlusPlus(cnn(), layer="features")
+
+
+def test_unknown_layer_on_efficientnet_lists_its_modules(efficientnet):
+    with pytest.raises(ValueError, match=r"valid names: .*_conv_stem.*_blocks\.15.*_conv_head"):
+        xk.GradCAM(efficientnet, layer="conv_head")
+
+
+def test_layer_without_spatial_output_and_upsample_mismatch():
+    with pytest.raises(ValueError, match="layer '4' outputs shape"):
+        xk.GradCAM(cnn(), layer="4")(X)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: xk.IntegratedGradients(m, steps=2),
+    lambda m: xk.SmoothGrad(m, samples=2),
+    lambda m: xk.GradCAM(m, layer="net.0"),
+])
+def test_non_differentiable_model_for_gradient_methods(make):
+    model = NoGrad().eval()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="model.*differentiabl|differentiabl.*model"):
+        make(model)(X)
+    assert_unchanged(model, before)
+
+
+def test_bad_settings_name_the_argument():
+    with pytest.raises(TypeError, match="unknown setting 'step'"):
+        xk.IntegratedGradients(cnn(), step=3)
+    with pytest.raises(ValueError, match="unknown rule 'simpson'"):
+        xk.IntegratedGradients(cnn(), rule="simpson")
+    with pytest.raises(ValueError, match="steps must be a.* integer > 0"):
+        xk.IntegratedGradients(cnn(), steps=0)
+    with pytest.raises(ValueError, match="window must be a.* integer > 0"):
+        xk.Occlusion(cnn(), window=0)
+    with pytest.raises(ValueError, match=r"window \(2, 2, 2, 2\) has 4 entries"):
+        xk.Occlusion(cnn(), window=(2, 2, 2, 2))(X)
+    with pytest.raises(ValueError, match="p must be a probability"):
+        xk.RISE(cnn(), p=1.5)
+    with pytest.raises(ValueError, match="unknown kernel 'rbf'"):
+        xk.LIME(cnn(), kernel="rbf")
+    with pytest.raises(TypeError, match="seed must be an int"):
+        xk.KernelSHAP(cnn(), seed=1.5)
+    with pytest.raises(ValueError, match="area must be None or a fraction"):
+        xk.MeaningfulPerturbation(cnn(), area=2)
+    with pytest.raises(ValueError, match="batch_size must be 'auto' or a positive int"):
+        xk.PermutationShapley(cnn(), batch_size=0)
+    with pytest.raises(ValueError, match="unknown method 'grad'"):
+        xk.SmoothGrad(cnn(), method="grad")
+    with pytest.raises(ValueError, match="target 7 is out of range"):
+        xk.Occlusion(cnn())(X, target=7)
+    with pytest.raises(TypeError, match="targets must be a non-empty list"):
+        xk.Occlusion(cnn()).explain_targets(X, 1)
+
+
+def test_smoothgrad_wrapped_method_checks():
+    model = cnn()
+    with pytest.raises(ValueError, match="same model"):
+        xk.SmoothGrad(model, method=xk.Gradient(cnn()))
+    with pytest.raises(TypeError, match="apply to a method given by name"):
+        xk.SmoothGrad(model, method=xk.Gradient(model), steps=3)
+    with pytest.raises(TypeError, match="unknown setting 'stepz'"):
+        xk.SmoothGrad(model, method="integrated_gradients", stepz=3)
