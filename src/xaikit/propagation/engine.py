@@ -65,8 +65,16 @@ class LayerState:
     scale: torch.Tensor | None = None  #: ε gradient rescaling at the output
     absorb: torch.Tensor | None = None  #: per-element relevance absorbed by bias and ε (per unit gradient)
     fold: tuple[torch.Tensor, torch.Tensor] | None = None  #: (per-channel scale, folded bias) of a BatchNorm
+    z_fold: torch.Tensor | None = None  #: the BatchNorm's output value
+    scale_fold: torch.Tensor | None = None  #: ε rescaling computed from the folded output
+    uses: int = 0  #: operations that consumed the layer output during the forward pass
     replay: Replay | None = None  #: for first-layer direct rules: recompute the layer input from x
     extra: dict = field(default_factory=dict)
+
+    @property
+    def folded(self) -> bool:
+        """The BatchNorm fold holds when the BatchNorm was the only consumer (known once the forward ended)."""
+        return self.fold is not None and self.uses == 1
 
 
 class _Mode(TorchFunctionMode):
@@ -110,7 +118,11 @@ class Session:
         self.chain = {id(x): (x, lambda base: base)}
         self.absorbed = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         with _Mode(self):
-            return self.model(x, *args, **kwargs)
+            out = self.model(x, *args, **kwargs)
+        for state in self.layers.values():  # folds whose layer output had other consumers do not hold
+            if state.fold is not None and not state.folded:
+                self.coverage.move("handled", "batch_norm:folded", "linear", "batch_norm")
+        return out
 
     def is_activation(self, t: Any) -> bool:
         """A tensor that depends on the explained input (not a parameter, buffer or constant)."""
@@ -122,11 +134,15 @@ class Session:
             return func(*args, **kwargs)
         name = op_name(func)
         handler = self.handlers.get(name)
-        if handler is not None:
-            return handler(self, func, name, args, kwargs, activations)
-        from .ops import classify_plain
-
-        return classify_plain(self, func, name, args, kwargs, activations)
+        if handler is None:
+            from .ops import classify_plain as handler
+        out = handler(self, func, name, args, kwargs, activations)
+        if self.layers and isinstance(out, (torch.Tensor, tuple, list)):
+            for t in activations:
+                state = self.layers.get(id(t))
+                if state is not None:
+                    state.uses += 1
+        return out
 
     def remember(self, out: torch.Tensor, state: LayerState) -> None:
         """Remember a layer output (kept alive for the call, so tensor ids stay unique)."""
@@ -187,14 +203,15 @@ class Redistribute(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         state, session = ctx.state, ctx.session
-        weight, bias = state.weight, state.bias
-        if state.fold is not None:
+        weight, bias, z = state.weight, state.bias, state.z
+        if state.folded:
             scale, bias = state.fold
             weight = weight * scale.view(-1, *([1] * (weight.ndim - 1)))
-        relevance = state.z * grad
+            z = state.z_fold
+        relevance = z * grad
         direct = state.rule.direct
         constants = session.bounds(state.rule, state.replay) if direct else None
-        result = redistribute(state.rule, state.layer, x, weight, bias, relevance, state.z, constants)
+        result = redistribute(state.rule, state.layer, x, weight, bias, relevance, z, constants)
         incoming = relevance.flatten(1).sum(1)
         if direct:
             session.absorb(incoming - result.flatten(1).sum(1))
@@ -202,3 +219,22 @@ class Redistribute(torch.autograd.Function):
             return None, None, None, None
         session.absorb(incoming - (x.detach() * result).flatten(1).sum(1))
         return result, None, None, None
+
+
+class FoldGate(torch.autograd.Function):
+    """Output of a BatchNorm folded into the preceding layer. Backward: the gradient passes unchanged to the
+    layer (whose rule sees the folded layer) when the fold holds; otherwise the BatchNorm's own gradient
+    ``scale ⊙ g`` with its shift absorbing ``shift ⊙ g``."""
+
+    @staticmethod
+    def forward(ctx, x, out, state: LayerState, session: Session, scale, shift):
+        ctx.state, ctx.session, ctx.affine = state, session, (scale, shift)
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.state.folded:
+            return grad, None, None, None, None, None
+        scale, shift = ctx.affine
+        ctx.session.absorb((grad * shift).flatten(1).sum(1))
+        return grad * scale, None, None, None, None, None

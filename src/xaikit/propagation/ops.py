@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-from .engine import LayerState, Redistribute, Session, tensors_in
+from .engine import FoldGate, LayerState, Redistribute, Session, tensors_in
 from .rules import scale_factor
 
 #: safe under input × gradient (linear, or positively homogeneous of degree 1, or selecting/moving values)
@@ -120,8 +120,9 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
     state.bias, state.extra["channel"] = bias, channel
 
     def hook(g: torch.Tensor) -> torch.Tensor:
-        if state.fold is None:
-            s.absorb((g * state.absorb).flatten(1).sum(1))
+        if state.folded:  # the BatchNorm output absorbs for the folded layer
+            return g * state.scale_fold
+        s.absorb((g * state.absorb).flatten(1).sum(1))
         return g * state.scale
 
     out.register_hook(hook)
@@ -130,40 +131,38 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
 
 
 def batch_norm(s: Session, func, name, args, kwargs, acts):
-    """Eval-mode BatchNorm right after a rule's layer is folded into that layer's rule (no module change)."""
+    """Eval-mode BatchNorm whose input is a rule's layer output is folded into that layer's rule (no module
+    change). The fold is used only if the BatchNorm turns out to be the layer output's only consumer."""
     x = args[0]
     out = func(*args, **kwargs)
     params = dict(zip(("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
                       args))
     params.update(kwargs)
-    state = s.layers.get(id(x))
-    training = params.get("training", False)
-    shift_scale = _bn_affine(params, out.dtype)
-    if training or shift_scale is None:
+    affine = None if params.get("training", False) else _bn_affine(params, out.dtype)
+    if affine is None:  # batch statistics: not an affine map of the sample
         s.coverage.add("linear", name)
         return out
-    scale, shift = shift_scale
+    scale, shift = (_channel_view(t, out.ndim, 1) for t in affine)
+    state = s.layers.get(id(x))
     foldable = (
         state is not None and state.fold is None and not state.kind.startswith("conv_transpose")
         and (x.ndim == 2 or state.extra["channel"] == 1)
     )
-    if not foldable:
-        s.coverage.add("linear", name)  # an affine map: LRP-0 with the shift absorbing relevance
-        view = _channel_view(shift, out.ndim, 1)
-        out.register_hook(lambda g: s.absorb((g * view).flatten(1).sum(1)))
+    if not foldable:  # an affine map: LRP-0 with the shift absorbing relevance
+        s.coverage.add("linear", name)
+        out.register_hook(lambda g: s.absorb((g * shift).flatten(1).sum(1)))
         return out
     s.coverage.add("handled", f"{name}:folded")
-    bias = shift if state.bias is None else scale * state.bias.detach() + shift
-    state.fold = (scale, bias)
+    state.fold = (affine[0], affine[1] if state.bias is None else affine[0] * state.bias.detach() + affine[1])
+    state.z_fold = out.detach()
     if state.scale is not None:  # ε: rescale by the folded output, absorb at the BatchNorm output
-        z = out.detach()
-        state.scale = scale_factor(z, state.rule.epsilon)
-        absorb = state.scale * (torch.where(z >= 0, state.rule.epsilon, -state.rule.epsilon)
-                                + _channel_view(bias, out.ndim, 1))
-        out.register_hook(lambda g: s.absorb((g * absorb).flatten(1).sum(1)))
+        eps = state.rule.epsilon
+        state.scale_fold = scale_factor(state.z_fold, eps)
+        absorb = state.scale_fold * (torch.where(state.z_fold >= 0, eps, -eps)
+                                     + _channel_view(state.fold[1], out.ndim, 1))
+        out.register_hook(lambda g: s.absorb((g * (absorb if state.folded else shift)).flatten(1).sum(1)))
         return out
-    state.z = out.detach()
-    return x + (out - x).detach()  # gradient passes straight to the layer, whose rule sees the folded layer
+    return FoldGate.apply(x, out.detach(), state, s, scale, shift)
 
 
 def _bn_affine(params: dict, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
