@@ -52,6 +52,37 @@ def tensors_in(obj: Any):
             yield from tensors_in(item)
 
 
+class Held:
+    """A tensor value that the backward pass needs, kept intact through later in-place operations.
+
+    The session copies the value only when an in-place operation is about to modify it (in-place ReLU is
+    harmless: relevance ``z ⊙ g`` is unchanged where the ReLU zeroes ``z``, because ``g`` is zero there).
+    """
+
+    __slots__ = ("value", "version")
+
+    def __init__(self, value: torch.Tensor) -> None:
+        self.value, self.version = value, value._version
+
+    def get(self) -> torch.Tensor:
+        if self.value._version != self.version:
+            raise RuntimeError(
+                "a tensor that LRP needs in the backward pass was modified in place through a view during the "
+                "forward pass; use out-of-place operations in the model (e.g. x = x + y instead of x[...] += y)"
+            )
+        return self.value
+
+
+def is_inplace(func: Callable, args: tuple, kwargs: dict) -> bool:
+    """Whether a call may modify its first argument in place (conservative: any ``True`` flag counts)."""
+    name = getattr(func, "__name__", "")
+    if (name.startswith("__i") and name.endswith("__")) or name == "__setitem__":
+        return True
+    if name.endswith("_") and not name.endswith("__"):
+        return True
+    return kwargs.get("inplace") is True or any(a is True for a in args[1:])
+
+
 @dataclass
 class LayerState:
     """What a layer handler remembers for BN folding and its modified backward."""
@@ -61,11 +92,11 @@ class LayerState:
     layer: Callable | None = None
     weight: torch.Tensor | None = None
     bias: torch.Tensor | None = None
-    z: torch.Tensor | None = None  #: output value that the relevance R = z ⊙ g refers to
+    z: Held | None = None  #: output value that the relevance R = z ⊙ g refers to
     scale: torch.Tensor | None = None  #: ε gradient rescaling at the output
     absorb: torch.Tensor | None = None  #: per-element relevance absorbed by bias and ε (per unit gradient)
     fold: tuple[torch.Tensor, torch.Tensor] | None = None  #: (per-channel scale, folded bias) of a BatchNorm
-    z_fold: torch.Tensor | None = None  #: the BatchNorm's output value
+    z_fold: Held | None = None  #: the BatchNorm's output value
     scale_fold: torch.Tensor | None = None  #: ε rescaling computed from the folded output
     uses: int = 0  #: operations that consumed the layer output during the forward pass
     replay: Replay | None = None  #: for first-layer direct rules: recompute the layer input from x
@@ -108,6 +139,7 @@ class Session:
         self.chain: dict[int, tuple[torch.Tensor, Replay]] = {}
         self.layers: dict[int, LayerState] = {}
         self.gates: dict[int, torch.Tensor] = {}
+        self.held: dict[int, list[Held]] = {}
         self.direct: torch.Tensor | None = None
         self.absorbed: torch.Tensor | None = None
 
@@ -136,7 +168,17 @@ class Session:
         handler = self.handlers.get(name)
         if handler is None:
             from .ops import classify_plain as handler
+        touched = [t for t in activations if id(t) in self.held] if self.held else ()
+        if touched and is_inplace(func, args, kwargs) and name != "relu":
+            for t in touched:  # keep the values the backward pass needs
+                copy = t.detach().clone()
+                for holder in self.held.pop(id(t)):
+                    holder.value, holder.version = copy, copy._version
+            touched = ()
         out = handler(self, func, name, args, kwargs, activations)
+        for t in touched:  # an in-place ReLU: values stay valid (see Held)
+            for holder in self.held.get(id(t), ()):
+                holder.version = t._version
         if self.layers and isinstance(out, (torch.Tensor, tuple, list)):
             for t in activations:
                 state = self.layers.get(id(t))
@@ -148,6 +190,12 @@ class Session:
         """Remember a layer output (kept alive for the call, so tensor ids stay unique)."""
         self.layers[id(out)] = state
         state.extra["out"] = out
+
+    def hold(self, t: torch.Tensor) -> Held:
+        """Keep ``t``'s current value for the backward pass (copied only if modified in place later)."""
+        holder = Held(t)
+        self.held.setdefault(id(t), []).append(holder)
+        return holder
 
     def tag_gate(self, out: torch.Tensor) -> None:
         self.gates[id(out)] = out
@@ -191,23 +239,26 @@ def _broadcast_bound(bound: Any, x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 class Redistribute(torch.autograd.Function):
-    """Forward: the layer output unchanged. Backward: the rule's modified gradient (or direct relevance)."""
+    """Forward: the layer output (computed here, no extra copy). Backward: the rule's modified gradient, or
+    direct relevance for first-layer rules."""
 
     @staticmethod
-    def forward(ctx, x, out, state: LayerState, session: Session):
+    def forward(ctx, x, state: LayerState, session: Session):
         ctx.state, ctx.session = state, session
         ctx.save_for_backward(x)
-        return out.clone()
+        return state.layer(x, state.weight, state.bias)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         state, session = ctx.state, ctx.session
-        weight, bias, z = state.weight, state.bias, state.z
+        weight, bias = state.weight, state.bias
         if state.folded:
             scale, bias = state.fold
             weight = weight * scale.view(-1, *([1] * (weight.ndim - 1)))
-            z = state.z_fold
+            z = state.z_fold.get()
+        else:
+            z = state.z.get()
         relevance = z * grad
         direct = state.rule.direct
         constants = session.bounds(state.rule, state.replay) if direct else None
@@ -216,9 +267,9 @@ class Redistribute(torch.autograd.Function):
         if direct:
             session.absorb(incoming - result.flatten(1).sum(1))
             session.write_direct(result, state.replay)
-            return None, None, None, None
-        session.absorb(incoming - (x.detach() * result).flatten(1).sum(1))
-        return result, None, None, None
+            return None, None, None
+        session.absorb(incoming - torch.linalg.vecdot(x.detach().flatten(1), result.flatten(1)))
+        return result, None, None
 
 
 class FoldGate(torch.autograd.Function):
@@ -227,9 +278,9 @@ class FoldGate(torch.autograd.Function):
     ``scale ⊙ g`` with its shift absorbing ``shift ⊙ g``."""
 
     @staticmethod
-    def forward(ctx, x, out, state: LayerState, session: Session, scale, shift):
+    def forward(ctx, x, norm: Callable, state: LayerState, session: Session, scale, shift):
         ctx.state, ctx.session, ctx.affine = state, session, (scale, shift)
-        return out.clone()
+        return norm(x)
 
     @staticmethod
     def backward(ctx, grad):

@@ -186,9 +186,16 @@ RULES: dict[str, Callable[..., Rule]] = {
 }
 
 
+def stabiliser(d: torch.Tensor, eps: float) -> torch.Tensor:
+    """``ε·sign(d)`` with sign(0) = +1."""
+    return torch.copysign(torch.tensor(eps, dtype=d.dtype, device=d.device), d)
+
+
 def _stabilise(d: torch.Tensor, eps: float) -> torch.Tensor:
-    """``d + ε·sign(d)`` with sign(0) = +1, and a floor so that 0/0 gives 0 rather than NaN."""
-    return d + torch.where(d >= 0, eps, -eps) if eps else torch.where(d == 0, torch.ones_like(d), d)
+    """``d + ε·sign(d)``; for ε = 0, zeros become ones so that 0/0 gives 0 rather than NaN."""
+    if eps:
+        return d + stabiliser(d, eps)
+    return d.masked_fill(d == 0, 1.0)
 
 
 def scale_factor(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -230,12 +237,13 @@ def redistribute(
     """
     x = x.detach()
     weight, bias = weight.detach(), None if bias is None else bias.detach()
-    sign = 1 if bool((x >= 0).all()) else (-1 if bool((x <= 0).all()) else 0)
+    low, high = torch.aminmax(x)
+    sign = 1 if low >= 0 else (-1 if high <= 0 else 0)
     with torch.enable_grad():
         leaf = x.requires_grad_(True)
-        variants = {"x": leaf, "pos": leaf.clamp(min=0), "neg": leaf.clamp(max=0)}
         constants = {k: v.detach().requires_grad_(True) for k, v in (constants or {}).items()}
-        variants.update(constants)
+        variants = {"x": lambda: leaf, "pos": lambda: leaf.clamp(min=0), "neg": lambda: leaf.clamp(max=0),
+                    **{k: (lambda v=v: v) for k, v in constants.items()}}
         result = None
         for part in rule.parts:
             part_relevance = relevance
@@ -243,17 +251,20 @@ def redistribute(
                 part_relevance = relevance * ((output > 0) if part.outputs == "pos" else (output < 0))
                 if not bool(part_relevance.any()):
                     continue
-            numerator = 0
+            numerator = None
             b = None  # the part's bias ρ(b), added once
             if bias is not None and any(t.bias for t in part.terms):
                 b = sum(t.coef * t.weight(bias) for t in part.terms if t.bias)
             for name, terms in _fuse_inputs(part, sign).items():
                 w = sum(t.coef * t.weight(weight) for t in terms)
-                numerator = numerator + layer(variants[name], w, b)
+                term = layer(variants[name](), w, b)
+                numerator = term if numerator is None else numerator + term
                 b = None
-            if isinstance(numerator, int):  # every term vanished (e.g. z⁻ on non-negative inputs)
+            if numerator is None:  # every term vanished (e.g. z⁻ on non-negative inputs)
                 continue
-            ratio = part.scale * part_relevance / _stabilise(numerator.detach(), rule.epsilon)
+            ratio = part_relevance / _stabilise(numerator.detach(), rule.epsilon)
+            if part.scale != 1:
+                ratio = ratio * part.scale
             wrt = [leaf] if not constants else [leaf, *constants.values()]
             grads = torch.autograd.grad(numerator, wrt, ratio, allow_unused=True, retain_graph=True)
             if constants:  # direct relevance: Σ_terms input ⊙ gradient
