@@ -71,3 +71,11 @@ def test_efficientnet_lite0_bias_free_conserves(efficientnet, chelsea, composite
         assert _relative_gap(expl) < 1e-4
     # every composite: nothing lost outside of what the rules themselves absorb
     assert (c["residual"].abs() / c["start"].abs()).max() < 1e-4
+
+
+@pytest.mark.parametrize("composite", xk.propagation.PRESETS)
+def test_every_preset_runs_on_efficientnet_lite0_without_unknown_ops(efficientnet, chelsea, composite):
+    expl = xk.LRP(efficientnet, composite=composite)(chelsea)
+    assert expl.target.tolist() == [285]  # Egyptian cat
+    assert expl.info["coverage"]["unknown"] == {}
+    assert torch.isfinite(expl.attribution).all() and expl.attribution.abs().sum() > 0

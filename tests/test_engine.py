@@ -219,3 +219,20 @@ def test_settings_override_preset_values():
     large = xk.LRP(model, composite="epsilon", epsilon=10.0)(x).attribution
     assert large.abs().sum() < small.abs().sum()
     assert xk.LRP(model, composite="epsilon_gamma_box", gamma=0.5).composite.conv.settings == {"gamma": 0.5}
+
+
+def test_forward_args_are_passed_positionally():
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2, bias=False)
+
+        def forward(self, x, y):
+            return self.fc(x) + self.fc(y)
+
+    model = TwoInputs().eval()
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    expl = xk.LRP(model, composite="zero")(x, target=0, forward_args=(y,))
+    torch.testing.assert_close(expl.attribution.sum(1), model.fc(x)[:, 0].detach())
+    c = expl.info["conservation"]  # the relevance of y is neither input nor absorbed: it is the residual
+    torch.testing.assert_close(c["residual"], model.fc(y)[:, 0].detach())

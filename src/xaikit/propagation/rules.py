@@ -219,6 +219,19 @@ def _fuse_inputs(part: Part, sign: int) -> dict[str, list[Term]]:
     return groups
 
 
+def _relevance_by_output_sign(rule: Rule, relevance: torch.Tensor, output: torch.Tensor) -> dict:
+    """Relevance of the positive and negative outputs (``None`` where there is none, so a part is skipped).
+
+    After a ReLU no relevance reaches negative outputs; then the positive part takes the relevance as is.
+    """
+    if not any(p.outputs for p in rule.parts):
+        return {}
+    negative = relevance * (output < 0)
+    if not bool(negative.any()):
+        return {"pos": relevance, "neg": None}
+    return {"pos": relevance - negative, "neg": negative}
+
+
 def redistribute(
     rule: Rule,
     layer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
@@ -245,12 +258,11 @@ def redistribute(
         variants = {"x": lambda: leaf, "pos": lambda: leaf.clamp(min=0), "neg": lambda: leaf.clamp(max=0),
                     **{k: (lambda v=v: v) for k, v in constants.items()}}
         result = None
+        by_sign = _relevance_by_output_sign(rule, relevance, output)
         for part in rule.parts:
-            part_relevance = relevance
-            if part.outputs is not None:
-                part_relevance = relevance * ((output > 0) if part.outputs == "pos" else (output < 0))
-                if not bool(part_relevance.any()):
-                    continue
+            part_relevance = relevance if part.outputs is None else by_sign[part.outputs]
+            if part_relevance is None:
+                continue
             numerator = None
             b = None  # the part's bias ρ(b), added once
             if bias is not None and any(t.bias for t in part.terms):
