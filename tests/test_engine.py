@@ -236,3 +236,13 @@ def test_forward_args_are_passed_positionally():
     torch.testing.assert_close(expl.attribution.sum(1), model.fc(x)[:, 0].detach())
     c = expl.info["conservation"]  # the relevance of y is neither input nor absorbed: it is the residual
     torch.testing.assert_close(c["residual"], model.fc(y)[:, 0].detach())
+
+
+def test_composite_selects_rules_by_first_layer_then_name_then_type_then_kind():
+    model = vgg_like().eval()  # convs at 0, 2, 5; linears at 9, 12
+    composite = xk.propagation.with_rules(
+        "epsilon", by_name={"5": "alpha_beta"}, by_type={nn.Conv2d: "zplus"}, first="flat")
+    handled = xk.LRP(model, composite=composite)(torch.rand(1, 3, 16, 16)).info["coverage"]["handled"]
+    assert handled == {"conv2d:flat": 1, "conv2d:zplus": 1, "conv2d:alpha_beta": 1, "linear:epsilon": 2}
+    with pytest.raises(ValueError, match="unknown rule 'gama'; valid: zero, epsilon"):
+        xk.propagation.with_rules("epsilon", by_name={"0": "gama"})

@@ -191,6 +191,17 @@ def stabiliser(d: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.copysign(torch.tensor(eps, dtype=d.dtype, device=d.device), d)
 
 
+def make_rule(rule: "str | Rule", **settings) -> Rule:
+    """A rule object from a rule or a name in :data:`RULES` (``"gamma"``, ``"zplus"``, ...) with its settings."""
+    if isinstance(rule, Rule):
+        if settings:
+            raise TypeError("settings apply to rule names; pass them to the rule constructor instead")
+        return rule
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
+    return RULES[rule](**settings)
+
+
 def _stabilise(d: torch.Tensor, eps: float) -> torch.Tensor:
     """``d + ε·sign(d)``; for ε = 0, zeros become ones so that 0/0 gives 0 rather than NaN."""
     if eps:
