@@ -40,6 +40,11 @@ def op_name(func: Callable) -> str:
 _DUNDER = {"add", "sub", "mul", "truediv", "matmul", "floordiv", "pow", "and", "or", "xor", "mod"}
 
 
+def sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``Σ a ⊙ b`` over all non-batch dimensions."""
+    return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
+
+
 def tensors_in(obj: Any):
     """All tensors in nested args (lists/tuples/dicts)."""
     if isinstance(obj, torch.Tensor):
@@ -50,6 +55,27 @@ def tensors_in(obj: Any):
     elif isinstance(obj, dict):
         for item in obj.values():
             yield from tensors_in(item)
+
+
+#: operations whose output is ≥ 0 whenever all their activation inputs are
+KEEPS_NONNEGATIVE = {
+    "reshape", "view", "view_as", "flatten", "unflatten", "permute", "transpose", "contiguous", "squeeze",
+    "unsqueeze", "getitem", "narrow", "select", "clone", "to", "float", "expand", "expand_as", "cat", "concat",
+    "stack", "add", "mul", "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d",
+    "adaptive_max_pool2d", "adaptive_max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "dropout", "dropout2d",
+    "interpolate", "relu",
+}
+_NONNEGATIVE_SOURCES = {"relu", "relu6", "sigmoid", "softmax", "hardsigmoid", "softplus"}
+
+
+def _makes_nonnegative(name: str, args: tuple, kwargs: dict) -> bool:
+    if name in _NONNEGATIVE_SOURCES:
+        return True
+    if name == "hardtanh":  # ReLU6 is hardtanh(x, 0, 6)
+        low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        return isinstance(low, (int, float)) and low >= 0
+    return False
 
 
 class Held:
@@ -140,6 +166,7 @@ class Session:
         self.layers: dict[int, LayerState] = {}
         self.gates: dict[int, torch.Tensor] = {}
         self.held: dict[int, list[Held]] = {}
+        self.nonnegative: dict[int, torch.Tensor] = {}  #: outputs known to be ≥ 0 by how they were made
         self.direct: torch.Tensor | None = None
         self.absorbed: torch.Tensor | None = None
 
@@ -176,6 +203,11 @@ class Session:
                     holder.value, holder.version = copy, copy._version
             touched = ()
         out = handler(self, func, name, args, kwargs, activations)
+        if _makes_nonnegative(name, args, kwargs) or (
+            name in KEEPS_NONNEGATIVE and all(id(t) in self.nonnegative for t in activations)
+        ):
+            for t in tensors_in(out):
+                self.nonnegative[id(t)] = t
         for t in touched:  # an in-place ReLU: values stay valid (see Held)
             for holder in self.held.get(id(t), ()):
                 holder.version = t._version
@@ -262,13 +294,14 @@ class Redistribute(torch.autograd.Function):
         relevance = z * grad
         direct = state.rule.direct
         constants = session.bounds(state.rule, state.replay) if direct else None
-        result = redistribute(state.rule, state.layer, x, weight, bias, relevance, z, constants)
+        result = redistribute(state.rule, state.layer, x, weight, bias, relevance, z, constants,
+                              nonnegative=state.extra.get("nonnegative", False))
         incoming = relevance.flatten(1).sum(1)
         if direct:
             session.absorb(incoming - result.flatten(1).sum(1))
             session.write_direct(result, state.replay)
             return None, None, None
-        session.absorb(incoming - torch.linalg.vecdot(x.detach().flatten(1), result.flatten(1)))
+        session.absorb(incoming - sample_dot(x.detach(), result))
         return result, None, None
 
 

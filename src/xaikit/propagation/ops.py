@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-from .engine import FoldGate, LayerState, Redistribute, Session, tensors_in
+from .engine import FoldGate, LayerState, Redistribute, Session, sample_dot, tensors_in
 from .rules import scale_factor, stabiliser
 
 #: safe under input × gradient (linear, or positively homogeneous of degree 1, or selecting/moving values)
@@ -92,7 +92,8 @@ def layer(s: Session, func, name, args, kwargs, acts):
     if rule.plain:
         return _plain_layer(s, func(*args, **kwargs), rule, bias, channel, name)
     call = lambda xi, w, b: func(xi, w, b, *rest_args, **rest_kwargs)  # noqa: E731
-    state = LayerState(rule, name, call, weight, bias, extra={"channel": channel})
+    state = LayerState(rule, name, call, weight, bias,
+                       extra={"channel": channel, "nonnegative": id(x) in s.nonnegative})
     if rule.direct:
         state.replay = s.chain[id(x)][1]
     result = Redistribute.apply(x, state, s)
@@ -121,7 +122,7 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
     def hook(g: torch.Tensor) -> torch.Tensor:
         if state.folded:  # the BatchNorm output absorbs for the folded layer
             return g * state.scale_fold
-        s.absorb(torch.linalg.vecdot(g.flatten(1), state.absorb.flatten(1)))
+        s.absorb(sample_dot(g, state.absorb))
         return g * state.scale
 
     out.register_hook(hook)
@@ -159,7 +160,7 @@ def batch_norm(s: Session, func, name, args, kwargs, acts):
         state.scale_fold = scale_factor(z, eps)
         absorb = state.scale_fold * (stabiliser(z, eps) + _channel_view(state.fold[1], out.ndim, 1))
         out.register_hook(lambda g: s.absorb(
-            torch.linalg.vecdot(g.flatten(1), absorb.flatten(1)) if state.folded else _channel_dot(g, shift)))
+            sample_dot(g, absorb) if state.folded else _channel_dot(g, shift)))
         return out
     result = FoldGate.apply(x, lambda t: func(t, *args[1:], **kwargs), state, s, scale, shift)
     state.z_fold = s.hold(result)

@@ -252,6 +252,7 @@ def redistribute(
     relevance: torch.Tensor,
     output: torch.Tensor,
     constants: dict[str, torch.Tensor] | None = None,
+    nonnegative: bool = False,
 ) -> torch.Tensor:
     """Apply ``rule`` to one layer call ``z = layer(x, weight, bias)`` with output relevance ``relevance``.
 
@@ -261,8 +262,11 @@ def redistribute(
     """
     x = x.detach()
     weight, bias = weight.detach(), None if bias is None else bias.detach()
-    low, high = torch.aminmax(x)
-    sign = 1 if low >= 0 else (-1 if high <= 0 else 0)
+    if nonnegative:
+        sign = 1
+    else:
+        low, high = torch.aminmax(x)
+        sign = 1 if low >= 0 else (-1 if high <= 0 else 0)
     with torch.enable_grad():
         leaf = x.requires_grad_(True)
         constants = {k: v.detach().requires_grad_(True) for k, v in (constants or {}).items()}
@@ -285,9 +289,12 @@ def redistribute(
                 b = None
             if numerator is None:  # every term vanished (e.g. z⁻ on non-negative inputs)
                 continue
-            ratio = part_relevance / _stabilise(numerator.detach(), rule.epsilon)
+            # R / (n + ε·sign n), written over n's values (the layer's backward does not read its output)
+            den = numerator.detach()
+            den = den.add_(stabiliser(den, rule.epsilon)) if rule.epsilon else den.masked_fill_(den == 0, 1.0)
+            ratio = torch.div(part_relevance, den, out=den)
             if part.scale != 1:
-                ratio = ratio * part.scale
+                ratio.mul_(part.scale)
             wrt = [leaf] if not constants else [leaf, *constants.values()]
             grads = torch.autograd.grad(numerator, wrt, ratio, allow_unused=True, retain_graph=True)
             if constants:  # direct relevance: Σ_terms input ⊙ gradient
