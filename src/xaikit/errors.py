@@ -14,6 +14,12 @@ def check_input(x: Any, name: str = "x", model: nn.Module | None = None, allow_i
         raise TypeError(f"{name} must be a torch.Tensor with a leading batch dimension, got {type(x).__name__}")
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"{name} must have a non-empty leading batch dimension, got shape {tuple(x.shape)}")
+    if model is not None:
+        device = model_device(model)
+        if device is not None and x.device != device:
+            raise ValueError(
+                f"{name} is on device {x.device} but the model is on {device}; move it with {name}.to('{device}')"
+            )
     if not x.is_floating_point():
         if not (allow_int and not x.is_complex() and x.dtype != torch.bool):
             raise TypeError(
@@ -21,12 +27,6 @@ def check_input(x: Any, name: str = "x", model: nn.Module | None = None, allow_i
             )
     elif not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values; clean the input before explaining it")
-    if model is not None:
-        device = model_device(model)
-        if device is not None and x.device != device:
-            raise ValueError(
-                f"{name} is on device {x.device} but the model is on {device}; move it with {name}.to('{device}')"
-            )
     return x
 
 

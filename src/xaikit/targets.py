@@ -131,3 +131,20 @@ def slice_target(target: TargetSpec, start: int, stop: int, batch: int) -> Targe
     if isinstance(target, Contrast):
         return Contrast(_slice_spec(target.a, start, stop, batch), _slice_spec(target.b, start, stop, batch))
     return _slice_spec(target, start, stop, batch)
+
+
+def check_target(target: TargetSpec, batch: int) -> None:
+    """Reject per-sample target specs whose length is neither 1 nor the batch size (before any chunking)."""
+    specs = (("target.a", target.a), ("target.b", target.b)) if isinstance(target, Contrast) else (("target", target),)
+    for name, spec in specs:
+        if spec is None or isinstance(spec, (int, bool)) or (callable(spec) and not isinstance(spec, torch.Tensor)):
+            continue
+        try:
+            count = torch.as_tensor(spec).numel()
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"{name} must be None, an int, a sequence of ints, a tensor, a callable or Contrast, "
+                f"got {type(spec).__name__}"
+            ) from None
+        if count not in (1, batch):
+            raise ValueError(f"{name} has {count} entries but the batch has {batch} samples")

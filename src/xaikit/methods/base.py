@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import check_input, warn_if_training
 from ..explanation import Explanation
-from ..targets import TargetSpec
+from ..targets import TargetSpec, check_target
 
 #: snake_case name -> method class, filled by subclassing :class:`Method`
 METHODS: dict[str, type["Method"]] = {}
@@ -88,6 +88,7 @@ class Method:
             raise TypeError(f"forward_args must be a tuple of extra positional inputs, got {type(forward_args).__name__}")
         if forward_kwargs is not None and not isinstance(forward_kwargs, dict):
             raise TypeError(f"forward_kwargs must be a dict of keyword inputs, got {type(forward_kwargs).__name__}")
+        check_target(target, x.shape[0])
         warn_if_training(self.model)
         began = time.perf_counter()
         expl = self.explain(x, target, tuple(forward_args), dict(forward_kwargs or {}))

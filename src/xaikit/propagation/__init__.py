@@ -2,6 +2,7 @@
 from . import rules
 from .composites import PRESETS, Composite, make_composite, with_rules
 from .engine import Session
-from .rules import Part, Rule, Term
+from .rules import Part, Rule, Term, make_rule
 
-__all__ = ["rules", "Rule", "Part", "Term", "Composite", "make_composite", "with_rules", "PRESETS", "Session"]
+__all__ = ["rules", "Rule", "Part", "Term", "make_rule", "Composite", "make_composite", "with_rules", "PRESETS",
+           "Session"]

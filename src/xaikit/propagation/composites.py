@@ -134,13 +134,16 @@ def make_composite(composite: str | Composite, **settings: Any) -> Composite:
     return _presets(settings)[composite]()
 
 
-def with_rules(composite: Composite, *, by_name: dict[str, Rule] | None = None,
-               by_type: dict[type, Rule] | None = None, first: Rule | None = None, **ops: str) -> Composite:
-    """A copy of ``composite`` with extra name/type rules (taking precedence), a first-layer rule or op rules."""
+def with_rules(composite: str | Composite, *, by_name: dict[str, Rule | str] | None = None,
+               by_type: dict[type, Rule | str] | None = None, first: Rule | str | None = None,
+               **ops: str) -> Composite:
+    """A copy of ``composite`` with extra rules by module-name pattern or module type (taking precedence), a
+    first-layer rule, or operation rules; rules may be given by name (``"gamma"``, ``"zplus"``, ...)."""
+    composite = make_composite(composite)
     return replace(
         composite,
-        by_name=tuple((by_name or {}).items()) + composite.by_name,
-        by_type=tuple((by_type or {}).items()) + composite.by_type,
-        first=first if first is not None else composite.first,
+        by_name=tuple((k, R.make_rule(v)) for k, v in (by_name or {}).items()) + composite.by_name,
+        by_type=tuple((k, R.make_rule(v)) for k, v in (by_type or {}).items()) + composite.by_type,
+        first=R.make_rule(first) if first is not None else composite.first,
         ops={**composite.ops, **ops},
     )

@@ -17,6 +17,13 @@ class Coverage:
     def add(self, kind: str, op: str) -> None:
         self.counts[kind][op] += 1
 
+    def move(self, kind: str, op: str, new_kind: str, new_op: str) -> None:
+        """Re-classify one counted operation (e.g. a BatchNorm fold that turned out not to hold)."""
+        self.counts[kind][op] -= 1
+        if not self.counts[kind][op]:
+            del self.counts[kind][op]
+        self.add(new_kind, new_op)
+
     def as_dict(self) -> dict[str, dict[str, int]]:
         return {kind: dict(sorted(c.items())) for kind, c in self.counts.items()}
 

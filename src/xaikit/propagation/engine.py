@@ -40,6 +40,11 @@ def op_name(func: Callable) -> str:
 _DUNDER = {"add", "sub", "mul", "truediv", "matmul", "floordiv", "pow", "and", "or", "xor", "mod"}
 
 
+def sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``Σ a ⊙ b`` over all non-batch dimensions."""
+    return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
+
+
 def tensors_in(obj: Any):
     """All tensors in nested args (lists/tuples/dicts)."""
     if isinstance(obj, torch.Tensor):
@@ -52,6 +57,58 @@ def tensors_in(obj: Any):
             yield from tensors_in(item)
 
 
+#: operations whose output is ≥ 0 whenever all their activation inputs are
+KEEPS_NONNEGATIVE = {
+    "reshape", "view", "view_as", "flatten", "unflatten", "permute", "transpose", "contiguous", "squeeze",
+    "unsqueeze", "getitem", "narrow", "select", "clone", "to", "float", "expand", "expand_as", "cat", "concat",
+    "stack", "add", "mul", "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d",
+    "adaptive_max_pool2d", "adaptive_max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "dropout", "dropout2d",
+    "interpolate", "relu",
+}
+_NONNEGATIVE_SOURCES = {"relu", "relu6", "sigmoid", "softmax", "hardsigmoid", "softplus"}
+
+
+def _makes_nonnegative(name: str, args: tuple, kwargs: dict) -> bool:
+    if name in _NONNEGATIVE_SOURCES:
+        return True
+    if name == "hardtanh":  # ReLU6 is hardtanh(x, 0, 6)
+        low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        return isinstance(low, (int, float)) and low >= 0
+    return False
+
+
+class Held:
+    """A tensor value that the backward pass needs, kept intact through later in-place operations.
+
+    The session copies the value only when an in-place operation is about to modify it (in-place ReLU is
+    harmless: relevance ``z ⊙ g`` is unchanged where the ReLU zeroes ``z``, because ``g`` is zero there).
+    """
+
+    __slots__ = ("value", "version")
+
+    def __init__(self, value: torch.Tensor) -> None:
+        self.value, self.version = value, value._version
+
+    def get(self) -> torch.Tensor:
+        if self.value._version != self.version:
+            raise RuntimeError(
+                "a tensor that LRP needs in the backward pass was modified in place through a view during the "
+                "forward pass; use out-of-place operations in the model (e.g. x = x + y instead of x[...] += y)"
+            )
+        return self.value
+
+
+def is_inplace(func: Callable, args: tuple, kwargs: dict) -> bool:
+    """Whether a call may modify its first argument in place (conservative: any ``True`` flag counts)."""
+    name = getattr(func, "__name__", "")
+    if (name.startswith("__i") and name.endswith("__")) or name == "__setitem__":
+        return True
+    if name.endswith("_") and not name.endswith("__"):
+        return True
+    return kwargs.get("inplace") is True or any(a is True for a in args[1:])
+
+
 @dataclass
 class LayerState:
     """What a layer handler remembers for BN folding and its modified backward."""
@@ -61,12 +118,20 @@ class LayerState:
     layer: Callable | None = None
     weight: torch.Tensor | None = None
     bias: torch.Tensor | None = None
-    z: torch.Tensor | None = None  #: output value that the relevance R = z ⊙ g refers to
+    z: Held | None = None  #: output value that the relevance R = z ⊙ g refers to
     scale: torch.Tensor | None = None  #: ε gradient rescaling at the output
     absorb: torch.Tensor | None = None  #: per-element relevance absorbed by bias and ε (per unit gradient)
     fold: tuple[torch.Tensor, torch.Tensor] | None = None  #: (per-channel scale, folded bias) of a BatchNorm
+    z_fold: Held | None = None  #: the BatchNorm's output value
+    scale_fold: torch.Tensor | None = None  #: ε rescaling computed from the folded output
+    uses: int = 0  #: operations that consumed the layer output during the forward pass
     replay: Replay | None = None  #: for first-layer direct rules: recompute the layer input from x
     extra: dict = field(default_factory=dict)
+
+    @property
+    def folded(self) -> bool:
+        """The BatchNorm fold holds when the BatchNorm was the only consumer (known once the forward ended)."""
+        return self.fold is not None and self.uses == 1
 
 
 class _Mode(TorchFunctionMode):
@@ -100,6 +165,8 @@ class Session:
         self.chain: dict[int, tuple[torch.Tensor, Replay]] = {}
         self.layers: dict[int, LayerState] = {}
         self.gates: dict[int, torch.Tensor] = {}
+        self.held: dict[int, list[Held]] = {}
+        self.nonnegative: dict[int, torch.Tensor] = {}  #: outputs known to be ≥ 0 by how they were made
         self.direct: torch.Tensor | None = None
         self.absorbed: torch.Tensor | None = None
 
@@ -110,7 +177,11 @@ class Session:
         self.chain = {id(x): (x, lambda base: base)}
         self.absorbed = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         with _Mode(self):
-            return self.model(x, *args, **kwargs)
+            out = self.model(x, *args, **kwargs)
+        for state in self.layers.values():  # folds whose layer output had other consumers do not hold
+            if state.fold is not None and not state.folded:
+                self.coverage.move("handled", "batch_norm:folded", "linear", "batch_norm")
+        return out
 
     def is_activation(self, t: Any) -> bool:
         """A tensor that depends on the explained input (not a parameter, buffer or constant)."""
@@ -122,16 +193,41 @@ class Session:
             return func(*args, **kwargs)
         name = op_name(func)
         handler = self.handlers.get(name)
-        if handler is not None:
-            return handler(self, func, name, args, kwargs, activations)
-        from .ops import classify_plain
-
-        return classify_plain(self, func, name, args, kwargs, activations)
+        if handler is None:
+            from .ops import classify_plain as handler
+        touched = [t for t in activations if id(t) in self.held] if self.held else ()
+        if touched and is_inplace(func, args, kwargs) and name != "relu":
+            for t in touched:  # keep the values the backward pass needs
+                copy = t.detach().clone()
+                for holder in self.held.pop(id(t)):
+                    holder.value, holder.version = copy, copy._version
+            touched = ()
+        out = handler(self, func, name, args, kwargs, activations)
+        if _makes_nonnegative(name, args, kwargs) or (
+            name in KEEPS_NONNEGATIVE and all(id(t) in self.nonnegative for t in activations)
+        ):
+            for t in tensors_in(out):
+                self.nonnegative[id(t)] = t
+        for t in touched:  # an in-place ReLU: values stay valid (see Held)
+            for holder in self.held.get(id(t), ()):
+                holder.version = t._version
+        if self.layers and isinstance(out, (torch.Tensor, tuple, list)):
+            for t in activations:
+                state = self.layers.get(id(t))
+                if state is not None:
+                    state.uses += 1
+        return out
 
     def remember(self, out: torch.Tensor, state: LayerState) -> None:
         """Remember a layer output (kept alive for the call, so tensor ids stay unique)."""
         self.layers[id(out)] = state
         state.extra["out"] = out
+
+    def hold(self, t: torch.Tensor) -> Held:
+        """Keep ``t``'s current value for the backward pass (copied only if modified in place later)."""
+        holder = Held(t)
+        self.held.setdefault(id(t), []).append(holder)
+        return holder
 
     def tag_gate(self, out: torch.Tensor) -> None:
         self.gates[id(out)] = out
@@ -175,30 +271,54 @@ def _broadcast_bound(bound: Any, x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 class Redistribute(torch.autograd.Function):
-    """Forward: the layer output unchanged. Backward: the rule's modified gradient (or direct relevance)."""
+    """Forward: the layer output (computed here, no extra copy). Backward: the rule's modified gradient, or
+    direct relevance for first-layer rules."""
 
     @staticmethod
-    def forward(ctx, x, out, state: LayerState, session: Session):
+    def forward(ctx, x, state: LayerState, session: Session):
         ctx.state, ctx.session = state, session
         ctx.save_for_backward(x)
-        return out.clone()
+        return state.layer(x, state.weight, state.bias)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         state, session = ctx.state, ctx.session
         weight, bias = state.weight, state.bias
-        if state.fold is not None:
+        if state.folded:
             scale, bias = state.fold
             weight = weight * scale.view(-1, *([1] * (weight.ndim - 1)))
-        relevance = state.z * grad
+            z = state.z_fold.get()
+        else:
+            z = state.z.get()
+        relevance = z * grad
         direct = state.rule.direct
         constants = session.bounds(state.rule, state.replay) if direct else None
-        result = redistribute(state.rule, state.layer, x, weight, bias, relevance, state.z, constants)
+        result = redistribute(state.rule, state.layer, x, weight, bias, relevance, z, constants,
+                              nonnegative=state.extra.get("nonnegative", False))
         incoming = relevance.flatten(1).sum(1)
         if direct:
             session.absorb(incoming - result.flatten(1).sum(1))
             session.write_direct(result, state.replay)
-            return None, None, None, None
-        session.absorb(incoming - (x.detach() * result).flatten(1).sum(1))
-        return result, None, None, None
+            return None, None, None
+        session.absorb(incoming - sample_dot(x.detach(), result))
+        return result, None, None
+
+
+class FoldGate(torch.autograd.Function):
+    """Output of a BatchNorm folded into the preceding layer. Backward: the gradient passes unchanged to the
+    layer (whose rule sees the folded layer) when the fold holds; otherwise the BatchNorm's own gradient
+    ``scale ⊙ g`` with its shift absorbing ``shift ⊙ g``."""
+
+    @staticmethod
+    def forward(ctx, x, norm: Callable, state: LayerState, session: Session, scale, shift):
+        ctx.state, ctx.session, ctx.affine = state, session, (scale, shift)
+        return norm(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.state.folded:
+            return grad, None, None, None, None, None
+        scale, shift = ctx.affine
+        ctx.session.absorb((grad * shift).flatten(1).sum(1))
+        return grad * scale, None, None, None, None, None

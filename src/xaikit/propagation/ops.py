@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import torch
 
-from .engine import LayerState, Redistribute, Session, tensors_in
-from .rules import scale_factor
+from .engine import FoldGate, LayerState, Redistribute, Session, sample_dot, tensors_in
+from .rules import scale_factor, stabiliser
 
 #: safe under input × gradient (linear, or positively homogeneous of degree 1, or selecting/moving values)
 INDEX_OPS = {
@@ -91,13 +91,13 @@ def layer(s: Session, func, name, args, kwargs, acts):
     channel = 1 if kind == "conv" else -1
     if rule.plain:
         return _plain_layer(s, func(*args, **kwargs), rule, bias, channel, name)
-    with torch.no_grad():  # the modified backward recomputes what it needs
-        out = func(*args, **kwargs)
     call = lambda xi, w, b: func(xi, w, b, *rest_args, **rest_kwargs)  # noqa: E731
-    state = LayerState(rule, name, call, weight, bias, z=out, extra={"channel": channel})
+    state = LayerState(rule, name, call, weight, bias,
+                       extra={"channel": channel, "nonnegative": id(x) in s.nonnegative})
     if rule.direct:
         state.replay = s.chain[id(x)][1]
-    result = Redistribute.apply(x, out, state, s)
+    result = Redistribute.apply(x, state, s)
+    state.z = s.hold(result)
     s.remember(result, state)
     return result
 
@@ -111,17 +111,18 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
     b = None if bias is None else _channel_view(bias.detach(), out.ndim, channel)
     if rule.epsilon == 0:
         if b is not None:
-            out.register_hook(lambda g: s.absorb((g * b).flatten(1).sum(1)))
+            out.register_hook(lambda g: s.absorb(_channel_dot(g, b)))
         return out
     z = out.detach()
     state = LayerState(rule, name)
     state.scale = scale_factor(z, rule.epsilon)
-    state.absorb = state.scale * (torch.where(z >= 0, rule.epsilon, -rule.epsilon) + (0 if b is None else b))
+    state.absorb = state.scale * (stabiliser(z, rule.epsilon) + (0 if b is None else b))
     state.bias, state.extra["channel"] = bias, channel
 
     def hook(g: torch.Tensor) -> torch.Tensor:
-        if state.fold is None:
-            s.absorb((g * state.absorb).flatten(1).sum(1))
+        if state.folded:  # the BatchNorm output absorbs for the folded layer
+            return g * state.scale_fold
+        s.absorb(sample_dot(g, state.absorb))
         return g * state.scale
 
     out.register_hook(hook)
@@ -130,40 +131,47 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
 
 
 def batch_norm(s: Session, func, name, args, kwargs, acts):
-    """Eval-mode BatchNorm right after a rule's layer is folded into that layer's rule (no module change)."""
+    """Eval-mode BatchNorm whose input is a rule's layer output is folded into that layer's rule (no module
+    change). The fold is used only if the BatchNorm turns out to be the layer output's only consumer."""
     x = args[0]
-    out = func(*args, **kwargs)
     params = dict(zip(("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
                       args))
     params.update(kwargs)
-    state = s.layers.get(id(x))
-    training = params.get("training", False)
-    shift_scale = _bn_affine(params, out.dtype)
-    if training or shift_scale is None:
+    affine = None if params.get("training", False) else _bn_affine(params, x.dtype)
+    if affine is None:  # batch statistics: not an affine map of the sample
         s.coverage.add("linear", name)
-        return out
-    scale, shift = shift_scale
+        return func(*args, **kwargs)
+    scale, shift = (_channel_view(t, x.ndim, 1) for t in affine)
+    state = s.layers.get(id(x))
     foldable = (
         state is not None and state.fold is None and not state.kind.startswith("conv_transpose")
         and (x.ndim == 2 or state.extra["channel"] == 1)
     )
-    if not foldable:
-        s.coverage.add("linear", name)  # an affine map: LRP-0 with the shift absorbing relevance
-        view = _channel_view(shift, out.ndim, 1)
-        out.register_hook(lambda g: s.absorb((g * view).flatten(1).sum(1)))
+    if not foldable:  # an affine map: LRP-0 with the shift absorbing relevance
+        s.coverage.add("linear", name)
+        out = func(*args, **kwargs)
+        out.register_hook(lambda g: s.absorb(_channel_dot(g, shift)))
         return out
     s.coverage.add("handled", f"{name}:folded")
-    bias = shift if state.bias is None else scale * state.bias.detach() + shift
-    state.fold = (scale, bias)
+    state.fold = (affine[0], affine[1] if state.bias is None else affine[0] * state.bias.detach() + affine[1])
     if state.scale is not None:  # ε: rescale by the folded output, absorb at the BatchNorm output
-        z = out.detach()
-        state.scale = scale_factor(z, state.rule.epsilon)
-        absorb = state.scale * (torch.where(z >= 0, state.rule.epsilon, -state.rule.epsilon)
-                                + _channel_view(bias, out.ndim, 1))
-        out.register_hook(lambda g: s.absorb((g * absorb).flatten(1).sum(1)))
+        out = func(*args, **kwargs)
+        z, eps = out.detach(), state.rule.epsilon
+        state.scale_fold = scale_factor(z, eps)
+        absorb = state.scale_fold * (stabiliser(z, eps) + _channel_view(state.fold[1], out.ndim, 1))
+        out.register_hook(lambda g: s.absorb(
+            sample_dot(g, absorb) if state.folded else _channel_dot(g, shift)))
         return out
-    state.z = out.detach()
-    return x + (out - x).detach()  # gradient passes straight to the layer, whose rule sees the folded layer
+    result = FoldGate.apply(x, lambda t: func(t, *args[1:], **kwargs), state, s, scale, shift)
+    state.z_fold = s.hold(result)
+    return result
+
+
+def _channel_dot(g: torch.Tensor, per_channel: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``Σ g ⊙ v`` for a per-channel ``v`` (broadcast view), without an element-wise product."""
+    if g.ndim <= 2 or per_channel.numel() == 1:
+        return (g * per_channel).flatten(1).sum(1)
+    return g.flatten(2).sum(2) @ per_channel.reshape(-1)
 
 
 def _bn_affine(params: dict, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -194,15 +202,14 @@ class _IdentityRule(torch.autograd.Function):
     """``y = f(x)``; backward passes ``g · f(x)/x`` so that ``R_x = R_y`` (0 where x = 0)."""
 
     @staticmethod
-    def forward(ctx, x, fn):
+    def forward(ctx, x, fn, session: Session):
         out = fn(x)
-        ctx.save_for_backward(torch.where(x == 0, torch.zeros_like(out), out / x))
+        ctx.x, ctx.out = session.hold(x), session.hold(out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        (factor,) = ctx.saved_tensors
-        return grad * factor, None
+        return (grad * ctx.out.get()).div_(ctx.x.get()).nan_to_num_(0.0, 0.0, 0.0), None, None
 
 
 def nonlinear(s: Session, func, name, args, kwargs, acts):
@@ -213,7 +220,7 @@ def nonlinear(s: Session, func, name, args, kwargs, acts):
     rule = s.composite.op_rule("nonlinear")
     x = args[0]
     if rule == "identity" and s.is_activation(x):
-        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs))
+        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s)
     else:
         out = func(*args, **kwargs)
     s.coverage.add("handled", f"{name}:{rule}")

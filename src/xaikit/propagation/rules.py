@@ -186,9 +186,27 @@ RULES: dict[str, Callable[..., Rule]] = {
 }
 
 
+def stabiliser(d: torch.Tensor, eps: float) -> torch.Tensor:
+    """``ε·sign(d)`` with sign(0) = +1."""
+    return torch.copysign(torch.tensor(eps, dtype=d.dtype, device=d.device), d)
+
+
+def make_rule(rule: "str | Rule", **settings) -> Rule:
+    """A rule object from a rule or a name in :data:`RULES` (``"gamma"``, ``"zplus"``, ...) with its settings."""
+    if isinstance(rule, Rule):
+        if settings:
+            raise TypeError("settings apply to rule names; pass them to the rule constructor instead")
+        return rule
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
+    return RULES[rule](**settings)
+
+
 def _stabilise(d: torch.Tensor, eps: float) -> torch.Tensor:
-    """``d + ε·sign(d)`` with sign(0) = +1, and a floor so that 0/0 gives 0 rather than NaN."""
-    return d + torch.where(d >= 0, eps, -eps) if eps else torch.where(d == 0, torch.ones_like(d), d)
+    """``d + ε·sign(d)``; for ε = 0, zeros become ones so that 0/0 gives 0 rather than NaN."""
+    if eps:
+        return d + stabiliser(d, eps)
+    return d.masked_fill(d == 0, 1.0)
 
 
 def scale_factor(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -212,6 +230,19 @@ def _fuse_inputs(part: Part, sign: int) -> dict[str, list[Term]]:
     return groups
 
 
+def _relevance_by_output_sign(rule: Rule, relevance: torch.Tensor, output: torch.Tensor) -> dict:
+    """Relevance of the positive and negative outputs (``None`` where there is none, so a part is skipped).
+
+    After a ReLU no relevance reaches negative outputs; then the positive part takes the relevance as is.
+    """
+    if not any(p.outputs for p in rule.parts):
+        return {}
+    negative = relevance * (output < 0)
+    if not bool(negative.any()):
+        return {"pos": relevance, "neg": None}
+    return {"pos": relevance - negative, "neg": negative}
+
+
 def redistribute(
     rule: Rule,
     layer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
@@ -221,6 +252,7 @@ def redistribute(
     relevance: torch.Tensor,
     output: torch.Tensor,
     constants: dict[str, torch.Tensor] | None = None,
+    nonnegative: bool = False,
 ) -> torch.Tensor:
     """Apply ``rule`` to one layer call ``z = layer(x, weight, bias)`` with output relevance ``relevance``.
 
@@ -230,30 +262,39 @@ def redistribute(
     """
     x = x.detach()
     weight, bias = weight.detach(), None if bias is None else bias.detach()
-    sign = 1 if bool((x >= 0).all()) else (-1 if bool((x <= 0).all()) else 0)
+    if nonnegative:
+        sign = 1
+    else:
+        low, high = torch.aminmax(x)
+        sign = 1 if low >= 0 else (-1 if high <= 0 else 0)
     with torch.enable_grad():
         leaf = x.requires_grad_(True)
-        variants = {"x": leaf, "pos": leaf.clamp(min=0), "neg": leaf.clamp(max=0)}
         constants = {k: v.detach().requires_grad_(True) for k, v in (constants or {}).items()}
-        variants.update(constants)
+        variants = {"x": lambda: leaf, "pos": lambda: leaf.clamp(min=0), "neg": lambda: leaf.clamp(max=0),
+                    **{k: (lambda v=v: v) for k, v in constants.items()}}
         result = None
+        by_sign = _relevance_by_output_sign(rule, relevance, output)
         for part in rule.parts:
-            part_relevance = relevance
-            if part.outputs is not None:
-                part_relevance = relevance * ((output > 0) if part.outputs == "pos" else (output < 0))
-                if not bool(part_relevance.any()):
-                    continue
-            numerator = 0
+            part_relevance = relevance if part.outputs is None else by_sign[part.outputs]
+            if part_relevance is None:
+                continue
+            numerator = None
             b = None  # the part's bias ρ(b), added once
             if bias is not None and any(t.bias for t in part.terms):
                 b = sum(t.coef * t.weight(bias) for t in part.terms if t.bias)
             for name, terms in _fuse_inputs(part, sign).items():
                 w = sum(t.coef * t.weight(weight) for t in terms)
-                numerator = numerator + layer(variants[name], w, b)
+                term = layer(variants[name](), w, b)
+                numerator = term if numerator is None else numerator + term
                 b = None
-            if isinstance(numerator, int):  # every term vanished (e.g. z⁻ on non-negative inputs)
+            if numerator is None:  # every term vanished (e.g. z⁻ on non-negative inputs)
                 continue
-            ratio = part.scale * part_relevance / _stabilise(numerator.detach(), rule.epsilon)
+            # R / (n + ε·sign n), written over n's values (the layer's backward does not read its output)
+            den = numerator.detach()
+            den = den.add_(stabiliser(den, rule.epsilon)) if rule.epsilon else den.masked_fill_(den == 0, 1.0)
+            ratio = torch.div(part_relevance, den, out=den)
+            if part.scale != 1:
+                ratio.mul_(part.scale)
             wrt = [leaf] if not constants else [leaf, *constants.values()]
             grads = torch.autograd.grad(numerator, wrt, ratio, allow_unused=True, retain_graph=True)
             if constants:  # direct relevance: Σ_terms input ⊙ gradient

@@ -1,0 +1,134 @@
+"""Bad input gets a clear error naming the argument; targets and chunked batching behave as documented."""
+import pytest
+import torch
+from torch import nn
+
+import xaikit as xk
+from xaikit.batching import batched_forward, chunked, select_batch
+from xaikit.targets import resolve_target
+from models import assert_unchanged, mlp, snapshot
+
+
+@pytest.fixture
+def model():
+    return mlp().eval()
+
+
+@pytest.mark.parametrize("method", [xk.Gradient, xk.InputXGradient, xk.LRP])
+def test_unknown_setting_names_the_setting_and_lists_valid_ones(model, method):
+    with pytest.raises(TypeError, match="batch_sise"):
+        method(model, batch_sise=4)
+
+
+def test_unknown_composite_and_misplaced_settings(model):
+    with pytest.raises(ValueError, match="unknown composite 'epsilon_gama_box'; valid: zero, epsilon, "):
+        xk.LRP(model, composite="epsilon_gama_box")
+    with pytest.raises(TypeError, match="unknown LRP setting 'gama'"):
+        xk.LRP(model, composite="epsilon_gamma_box", gama=0.3)
+    with pytest.raises(TypeError, match="composite 'epsilon' has no setting 'gamma'"):
+        xk.LRP(model, composite="epsilon", gamma=0.3)
+    with pytest.raises(ValueError, match="unknown relu rule 'guidd'"):
+        xk.propagation.Composite("mine", ops={"relu": "guidd"})
+    with pytest.raises(ValueError, match="unknown operation kind"):
+        xk.propagation.Composite("mine", ops={"relus": "guided"})
+
+
+def test_direct_rule_on_a_middle_layer_is_rejected(model):
+    composite = xk.propagation.with_rules(xk.propagation.make_composite("epsilon"), by_name={"2": xk.propagation.rules.flat()})
+    with pytest.raises(ValueError, match="only to the first layer"):
+        xk.LRP(model, composite=composite)(torch.randn(2, 8))
+
+
+@pytest.mark.parametrize("method", [xk.Gradient(mlp().eval()), xk.LRP(mlp().eval())])
+def test_bad_inputs(method):
+    before = snapshot(method.model)
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        method(torch.ones(2, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="x contains NaN"):
+        method(torch.full((2, 8), float("nan")))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        method([[0.0] * 8])
+    with pytest.raises(ValueError, match="target 3 is out of range .* 3 values per sample"):
+        method(torch.randn(2, 8), target=3)
+    with pytest.raises(ValueError, match="target has 3 entries but the batch has 2 samples"):
+        method(torch.randn(2, 8), target=[0, 1, 2])
+    with pytest.raises(TypeError, match="integer class indices"):
+        method(torch.randn(2, 8), target=torch.tensor([0.5, 1.0]))
+    with pytest.raises(RuntimeError):  # wrong feature size: the model's own error passes through
+        method(torch.randn(2, 7))
+    assert_unchanged(method.model, before)
+
+
+def test_device_mismatch_is_named(model):
+    meta = torch.empty(2, 8, device="meta")
+    with pytest.raises(ValueError, match="x is on device meta but the model is on cpu"):
+        xk.Gradient(model)(meta)
+
+
+def test_training_mode_warns_and_is_left_as_is():
+    model = mlp().train()
+    with pytest.warns(UserWarning, match="training mode"):
+        xk.LRP(model)(torch.randn(2, 8))
+    assert model.training
+
+
+def test_non_differentiable_model_is_explained_clearly():
+    class Rounded(nn.Module):
+        def forward(self, x):
+            with torch.no_grad():
+                return x.round()
+
+    with pytest.raises(ValueError, match="does not depend differentiably on x"):
+        xk.Gradient(Rounded().eval())(torch.randn(2, 3))
+
+
+def test_target_specs():
+    out = torch.tensor([[1.0, 3.0, 2.0], [5.0, 0.0, 1.0]])
+    assert resolve_target(None, out).index.tolist() == [1, 0]
+    assert resolve_target(2, out).score(out).tolist() == [2.0, 1.0]
+    assert resolve_target([0, 2], out).score(out).tolist() == [1.0, 1.0]
+    assert resolve_target(torch.tensor([2, 1]), out).score(out).tolist() == [2.0, 0.0]
+    assert resolve_target(lambda o: o.sum(1), out).score(out).tolist() == [6.0, 6.0]
+    assert resolve_target(xk.Contrast(None, 2), out).score(out).tolist() == [1.0, 4.0]
+    with pytest.raises(ValueError, match="callable target must return"):
+        resolve_target(lambda o: o, out).score(out)
+
+
+def test_explain_shortcut_and_registry(model):
+    x = torch.randn(2, 8)
+    a = xk.explain(model, x, 1, method="lrp", composite="epsilon").attribution
+    b = xk.LRP(model, composite="epsilon")(x, target=1).attribution
+    torch.testing.assert_close(a, b)
+    assert xk.get_method("InputXGradient") is xk.InputXGradient
+    with pytest.raises(ValueError, match="unknown method 'lrpp'"):
+        xk.explain(model, x, method="lrpp")
+
+
+def test_chunked_keeps_order_respects_cap_and_fixed_sizes():
+    sizes = []
+
+    def fn(start, stop):
+        sizes.append(stop - start)
+        return list(range(start, stop))
+
+    out = chunked(fn, 37, "auto", cap=4)
+    assert sum(out, []) == list(range(37))
+    assert max(sizes) <= 4
+    sizes.clear()
+    assert sum(chunked(fn, 10, 3), []) == list(range(10))
+    assert sizes == [3, 3, 3, 1]
+    with pytest.raises(ValueError, match="batch_size must be 'auto' or a positive int"):
+        chunked(fn, 3, 0)
+
+
+def test_batched_forward_gives_each_row_its_samples_extra_inputs():
+    class Scaled(nn.Module):
+        def forward(self, x, scale):
+            return x * scale
+
+    x = torch.arange(6.0).reshape(6, 1)
+    owner = torch.tensor([0, 0, 1, 1, 2, 2])
+    scale = torch.tensor([[1.0], [10.0], [100.0]])
+    out = batched_forward(Scaled(), x, 4, owner=owner, batch=3, forward_kwargs={"scale": scale})
+    assert out[:, 0].tolist() == [0.0, 1.0, 20.0, 30.0, 400.0, 500.0]
+    assert select_batch({"a": scale, "b": 3}, torch.tensor([2]), 3)["a"].tolist() == [[100.0]]
