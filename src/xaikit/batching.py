@@ -3,8 +3,9 @@
 Every method and metric that evaluates many perturbed or interpolated inputs builds them as one tensor and
 hands it to :func:`chunked` (or :func:`batched_forward`). ``batch_size="auto"`` does not pick the largest
 chunk that fits: on CPUs, large chunks are often *slower per sample* (cache effects). It times the real work
-at chunk sizes 1, 2, 4, ... (no work is wasted: results are kept), stops doubling as soon as the time per
-item stops improving, and then runs the rest at the best size. The choice is cached per ``key`` (e.g. the
+at chunk sizes 1, 2, 4, ... (no work is wasted: results are kept; a size that does not look better is timed
+on a second chunk, so one disturbed timing does not decide), stops doubling as soon as the time per item
+stops improving, and then runs the rest at the best size. The choice is cached per ``key`` (e.g. the
 model and the per-item shape) so later calls skip the exploration. The memory budget caps the chunk size.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ T = TypeVar("T")
 ACTIVATION_FACTOR = 32
 _memory_budget: int | None = None
 _best_chunk: dict[Hashable, int] = {}
+#: clock of the auto-tuner (wall time); benchmarks on a shared machine may swap in ``time.process_time``
+_clock: Callable[[], float] = time.perf_counter
 
 
 def set_memory_budget(num_bytes: int | None) -> None:
@@ -95,10 +98,10 @@ def chunked(
 
     def run(start: int, size: int) -> float:
         stop = min(total, start + size)
-        began = time.perf_counter()
+        began = _clock()
         results.append(fn(start, stop))
         bar.update(stop - start)
-        return (time.perf_counter() - began) / (stop - start)
+        return (_clock() - began) / (stop - start)
 
     start = 0
     try:
@@ -117,25 +120,34 @@ def chunked(
 
 
 def _explore(run: Callable[[int, int], float], total: int, cap: int, key: Hashable | None) -> tuple[int, int]:
-    """Run chunks of 1 (warm-up), 1, 2, 4, ... while the time per item improves; return (best size, next start)."""
+    """Time chunk sizes 1, 2, 4, ... on the real work while the time per item improves; return (best size, next start).
+
+    After a warm-up chunk of 1, each size is timed on one chunk. A size more than 2 % faster per item than the
+    best so far becomes the best at once: disturbances only ever make a chunk slower. Otherwise the size is
+    timed on a second chunk and the faster timing counts, because the first chunk of a new size pays one-off
+    costs (allocation, kernel set-up) and other processes may take the CPU; the size then becomes the best if
+    more than 2 % faster, or ends the search if more than 5 % slower. The choice is cached under ``key`` once
+    the search has ended; when the items run out first, nothing is cached.
+    """
     start = 0
     run(start, 1)  # warm-up: first calls pay one-off allocation costs
     start += 1
     best_size, best_time, size = 1, float("inf"), 1
-    while start < total:
+    while True:
         if start + size > total:  # not enough items left to measure this size fairly
             return best_size, start
         per_item = run(start, size)
         start += size
-        if per_item < best_time * 0.95:
+        if per_item >= best_time * 0.98 and start + size <= total:  # not clearly better: time it again
+            per_item = min(per_item, run(start, size))
+            start += size
+        if per_item < best_time * 0.98:
             best_size, best_time = size, per_item
         elif per_item > best_time * 1.05:  # clearly worse: stop growing
             break
         if size >= cap:
             break
         size = min(size * 2, cap)
-    else:
-        return best_size, start
     if key is not None:
         _best_chunk[key] = best_size
     return best_size, start

@@ -15,7 +15,7 @@ import torch
 from ..batching import batched_forward, check_batch_size
 from ..errors import check_input, warn_if_training
 from ..explanation import Explanation
-from ..targets import ResolvedTarget, TargetSpec, resolve_target
+from ..targets import ResolvedTarget, TargetSpec, check_target, resolve_target
 from .base import Method
 from .features import LazyInputs
 
@@ -95,6 +95,8 @@ class _ForwardMethod(Method):
             raise TypeError(f"forward_args must be a tuple of extra positional inputs, got {type(forward_args).__name__}")
         if forward_kwargs is not None and not isinstance(forward_kwargs, dict):
             raise TypeError(f"forward_kwargs must be a dict of keyword inputs, got {type(forward_kwargs).__name__}")
+        for target in targets:
+            check_target(target, x.shape[0])
         warn_if_training(self.model)
         began = time.perf_counter()
         explanations = self._explain(list(targets), x, tuple(forward_args), dict(forward_kwargs or {}))
