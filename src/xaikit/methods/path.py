@@ -74,6 +74,7 @@ class IntegratedGradients(Method):
         return f"IntegratedGradients({self.rule}, {self.steps})"
 
     def explain(self, x, target, forward_args, forward_kwargs) -> Explanation:
+        x = x.detach()
         n, steps = x.shape[0], self.steps
         baseline = resolve_baseline(self.baseline, x)
         both = torch.arange(2 * n) % n  # f(x) and f(b) in one forward pass

@@ -247,6 +247,7 @@ class MeaningfulPerturbation(Method):
     def explain(self, x, target, forward_args, forward_kwargs) -> Explanation:
         if x.ndim < 3 or x.ndim > 5:
             raise ValueError(f"MeaningfulPerturbation needs inputs (N, C, *spatial) with 1-3 spatial dimensions, got {tuple(x.shape)}")
+        x = x.detach()
         n = x.shape[0]
         baseline = resolve_baseline(self.baseline, x)
         output = forward_output(self.model, x, forward_args, forward_kwargs)

@@ -105,6 +105,7 @@ class _ForwardMethod(Method):
         return explanations
 
     def _explain(self, specs: list, x: torch.Tensor, args: tuple, kwargs: dict) -> list[Explanation]:
+        x = x.detach()
         output = forward_output(self.model, x, args, kwargs)
         targets = [resolve_target(spec, output) for spec in specs]
         results = self.attribute(x, targets, output, args, kwargs)

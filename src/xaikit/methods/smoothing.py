@@ -73,6 +73,7 @@ class SmoothGrad(Method):
         return f"SmoothGrad({self.inner.name})"
 
     def explain(self, x, target, forward_args, forward_kwargs) -> Explanation:
+        x = x.detach()
         n, t = x.shape[0], self.samples
         output = forward_output(self.model, x, forward_args, forward_kwargs)
         resolved = resolve_target(target, output)
