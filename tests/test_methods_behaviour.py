@@ -216,7 +216,7 @@ def test_efficientnet_grad_cam_and_occlusion(efficientnet, chelsea):
 def test_progress_bar_and_input_that_requires_grad():
     model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 2)).eval()
     x = torch.randn(2, 6, requires_grad=True)
-    for method in (xk.IntegratedGradients(model, steps=4, progress=True), xk.KernelSHAP(model, samples=16, progress=True),
-                   xk.RISE(model, masks=8, progress=True)):
+    for method in (xk.IntegratedGradients(model, steps=4, progress=True), xk.KernelSHAP(model, samples=32, seed=0, progress=True),
+                   xk.RISE(model, masks=8, seed=0, progress=True)):
         expl = method(x)
         assert not expl.attribution.requires_grad and x.grad is None
