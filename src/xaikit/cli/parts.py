@@ -1,0 +1,106 @@
+"""The pieces of other parts of xaikit that the command line and the default report use, in one place.
+
+Each function imports its piece lazily and raises :class:`Unavailable` with a one-line reason when the piece
+is not installed, so a report section can say what is missing instead of failing the whole run.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+class Unavailable(RuntimeError):
+    """A part of xaikit (or an optional dependency) that this command needs is not installed."""
+
+
+def attribute(spec: str, what: str) -> Any:
+    """``"package.module:name"`` -> the object, or :class:`Unavailable` naming what is missing."""
+    module_name, _, name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise Unavailable(f"{what} needs {module_name} ({err})") from None
+    if not hasattr(module, name):
+        raise Unavailable(f"{what} needs {module_name}.{name}, which this version does not have")
+    return getattr(module, name)
+
+
+# ---- models of the zoo, by CLI name --------------------------------------------------------------------------
+
+#: image models: loader, input size, input range, default inputs, label function
+IMAGE_MODELS: dict[str, dict[str, Any]] = {
+    "efficientnet-lite0": {
+        "loader": "xaikit.zoo.imagenet:load_efficientnet_lite0",
+        "size": 224, "low": -1.0, "high": 1.0,
+        "inputs": ("skimage:chelsea", "skimage:coffee", "skimage:astronaut", "skimage:rocket"),
+        "labels": "xaikit.zoo.imagenet:imagenet_label",
+    },
+}
+#: the ground-truth model and data set (synthetic objects with known masks): ``load_ground_truth_cnn(seed)``
+#: returns the trained small CNN, ``ground_truth_data(n, seed)`` returns ``(x, y, mask)``.
+GROUND_TRUTH_MODEL = "ground-truth-cnn"
+GROUND_TRUTH_DATA = "ground-truth"
+GROUND_TRUTH_LOADER = "xaikit.zoo.ground_truth:load_ground_truth_cnn"
+GROUND_TRUTH_DATASET = "xaikit.zoo.ground_truth:ground_truth_data"
+#: text models: ``load_minilm()`` returns ``(model, tokenizer)``
+TEXT_MODELS: dict[str, str] = {"minilm": "xaikit.zoo.text:load_minilm"}
+#: token heatmaps: ``tokens_html(tokens, relevance) -> str`` (one sentence, relevance (L,))
+TOKENS_HTML = "xaikit.viz.text:tokens_html"
+
+ZOO_NAMES = (*IMAGE_MODELS, GROUND_TRUTH_MODEL, *TEXT_MODELS)
+
+
+def load_ground_truth_cnn(seed: int) -> nn.Module:
+    """The small CNN trained on the ground-truth data set (trains in under a minute on CPU)."""
+    return attribute(GROUND_TRUTH_LOADER, "the ground-truth CNN")(seed=seed)
+
+
+def ground_truth_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` samples of the ground-truth data set: images ``(n, C, H, W)``, labels ``(n,)``, masks."""
+    return attribute(GROUND_TRUTH_DATASET, "the ground-truth data set")(n, seed=seed)
+
+
+def load_text_model(name: str) -> tuple[nn.Module, Any]:
+    """A zoo text model and its tokenizer."""
+    return attribute(TEXT_MODELS[name], f"the text model {name!r}")()
+
+
+def tokens_html() -> Callable[[list[str], Any], str]:
+    """The token heatmap renderer of :mod:`xaikit.viz.text`."""
+    return attribute(TOKENS_HTML, "token heatmaps")
+
+
+# ---- methods and metrics ------------------------------------------------------------------------------------
+
+#: the main image methods of the default report (those not installed are left out with a note)
+DEFAULT_IMAGE_METHODS = (
+    "gradient", "input_x_gradient", "integrated_gradients", "smooth_grad", "grad_cam", "guided_backprop",
+    "occlusion", "lrp:composite=epsilon_plus_flat", "lrp:composite=epsilon_gamma_box",
+)
+#: methods compared in the default metrics table (cheap enough for the ground-truth data set)
+DEFAULT_EVAL_METHODS = (
+    "gradient", "input_x_gradient", "integrated_gradients", "guided_backprop", "grad_cam", "occlusion",
+    "lrp:composite=epsilon_plus_flat",
+)
+#: metrics of the default table: faithfulness, localisation, complexity, randomisation
+DEFAULT_METRICS = ("pixel_flipping", "region_perturbation", "pointing_game", "relevance_mass_accuracy",
+                   "sparseness", "mprt")
+#: methods and composites for the default text example
+DEFAULT_TEXT_METHODS = ("gradient", "input_x_gradient", "lrp:composite=attnlrp")
+DEFAULT_SENTENCES = (
+    "The movie was a wonderful surprise and the actors were brilliant.",
+    "The food was cold and the service was painfully slow.",
+)
+
+
+def metric_registry() -> dict[str, type]:
+    """snake_case metric name -> metric class (``xaikit.metrics.METRICS``)."""
+    return attribute("xaikit.metrics:METRICS", "metrics")
+
+
+def benchmark() -> Callable[..., Any]:
+    """``benchmark(model, data, methods, metrics, ...)`` -> a benchmark table (``xaikit.metrics.benchmark``)."""
+    return attribute("xaikit.metrics:benchmark", "the metrics table")
