@@ -18,7 +18,7 @@ from ..methods.base import METHODS, Method
 from ..targets import slice_target
 from . import parts
 from .errors import UsageError
-from .inputs import Inputs, load_inputs
+from .inputs import Inputs, check_inputs_exist, load_inputs
 from .models import LoadedModel, load_model
 from .specs import build_methods, build_metrics, method_class, parse_spec
 
@@ -28,10 +28,11 @@ PROGRESS_CHUNK = 4
 
 # ---- shared steps ---------------------------------------------------------------------------------------------
 
-def check_method_names(specs: list[str]) -> None:
-    """Fail on an unknown method before anything slow is loaded."""
+def check_method_names(specs: list[str], inputs: list[str] = ()) -> None:
+    """Fail on an unknown method or a missing input file before anything slow is loaded."""
     for text in specs:
         method_class(parse_spec(text)[0])
+    check_inputs_exist(inputs)
 
 
 def installed(specs: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -140,7 +141,7 @@ def done(message: str, quiet: bool) -> None:
 
 def explain(args: argparse.Namespace) -> int:
     """Explain a model on inputs with methods: heatmap PNGs, a grid, raw attributions (.npz), a summary."""
-    check_method_names(args.methods)
+    check_method_names(args.methods, args.inputs)
     loaded, inputs = model_and_inputs(args, args.model, args.inputs, args.text)
     methods = build_methods(args.methods, loaded.model, args.batch_size, args.seed)
     results, times = run_methods(methods, inputs, target_of(args, inputs), args.batch_size, args.quiet)
@@ -194,7 +195,8 @@ def token_page(inputs: Inputs, results: dict[str, Explanation]) -> str:
 
 def evaluate(args: argparse.Namespace) -> int:
     """Score methods × metrics on a data set: scores.csv, scores.json, scores.md (and print the table)."""
-    table = benchmark_table(args, args.model, args.inputs, args.methods, args.metrics)
+    methods, _ = _defaults(args.methods, parts.DEFAULT_EVAL_METHODS)
+    table = benchmark_table(args, args.model, args.inputs, methods, args.metrics)
     out = Path(args.out)
     write_table(table, out)
     print(table.to_markdown())
@@ -203,10 +205,12 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def benchmark_table(args: argparse.Namespace, model_spec: str, input_specs: list[str], method_specs: list[str],
-                    metric_specs: list[str], main: bool = True) -> Any:
+                    metric_specs: list[str] | None, main: bool = True) -> Any:
     """Check the names, load model and data, build methods and metrics, and run the benchmark."""
-    check_method_names(method_specs)
+    check_method_names(method_specs, input_specs)
     registry = parts.metric_registry()
+    if metric_specs is None:
+        metric_specs = [m for m in parts.DEFAULT_METRICS if m in registry]
     for text in metric_specs:
         name = parse_spec(text)[0]
         if name not in registry:
@@ -231,6 +235,7 @@ def report(args: argparse.Namespace) -> int:
     """Write the HTML report: heatmaps of the image model, the metrics table, the text example."""
     out = Path(args.out)
     wanted = set(args.sections)
+    check_inputs_exist([*args.inputs, *args.eval_inputs])
     for specs in (args.methods, args.eval_methods, args.text_methods):
         if specs is not None:
             check_method_names(specs)
@@ -279,11 +284,7 @@ def image_part(args: argparse.Namespace, out: Path) -> viz.Section:
 
 def metrics_part(args: argparse.Namespace, out: Path) -> viz.Section:
     specs, note = _defaults(args.eval_methods, parts.DEFAULT_EVAL_METHODS)
-    metric_specs = args.metrics
-    if metric_specs is None:
-        registry = parts.metric_registry()
-        metric_specs = [m for m in parts.DEFAULT_METRICS if m in registry]
-    table = benchmark_table(args, args.eval_model, args.eval_inputs, specs, metric_specs, main=False)
+    table = benchmark_table(args, args.eval_model, args.eval_inputs, specs, args.metrics, main=False)
     write_table(table, out)
     return viz.scores_section(out, table, title=f"Metrics: {args.eval_model}", note=note,
                               files={"CSV": "scores.csv", "JSON": "scores.json", "Markdown": "scores.md"})

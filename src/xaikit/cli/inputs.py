@@ -43,6 +43,13 @@ class Inputs:
         return self.x.shape[0]
 
 
+def check_inputs_exist(specs: Sequence[str]) -> None:
+    """Fail on a missing input file before anything slow is loaded."""
+    for spec in specs:
+        if spec != parts.GROUND_TRUTH_DATA and not spec.startswith("skimage:") and not Path(spec).exists():
+            raise NotFound(f"input {spec!r} not found")
+
+
 def load_inputs(specs: Sequence[str], loaded: LoadedModel, texts: Sequence[str] = (), num_samples: int = 16,
                 seed: int = 0, target_column: str | None = None, device: str = "cpu") -> Inputs:
     """Read every input spec (see the module docstring) into one batch on ``device``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -72,7 +73,9 @@ def _resolve(spec: str, seed: int) -> LoadedModel:
 
 def _torchscript(path: Path) -> nn.Module:
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated but still loads
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception:  # noqa: BLE001 - any failure means "not TorchScript"; say what to do instead
         pass
     try:
@@ -82,7 +85,7 @@ def _torchscript(path: Path) -> nn.Module:
     if isinstance(content, dict):
         raise UsageError(f"{str(path)!r} is a state dict, not a model: give the architecture and the weights, "
                          f"--model module:factory --weights {path}")
-    raise NotFound(f"cannot load model file {str(path)!r}: save it with torch.jit.save (TorchScript) or as a state dict")
+    raise NotFound(f"cannot load model file {str(path)!r}: save it with torch.jit.save or as a state dict")
 
 
 def _factory(spec: str) -> nn.Module:
