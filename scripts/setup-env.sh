@@ -13,5 +13,7 @@ if ! .venv/bin/python -c "import torch, xaikit, efficientnet_lite_pytorch, pytes
   .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
   touch .venv/.xaikit-installed
 fi
-# headless Chromium for the report's browser test (tests/test_report_browser.py)
-command -v chromium >/dev/null 2>&1 || bash scripts/install-chromium.sh
+# headless Chromium for the report's browser test (tests/test_report_browser.py); the demo does not need it
+if [ -z "${XAIKIT_NO_BROWSER:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  bash scripts/install-chromium.sh
+fi

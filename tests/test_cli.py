@@ -108,6 +108,7 @@ def test_explain_csv_with_labels_and_npz_inputs(capsys, tmp_path):
     torch.manual_seed(0)
     expected = xk.Gradient(mlp().eval())(torch.from_numpy(x), torch.tensor(labels)).attribution
     np.testing.assert_allclose(arrays["Gradient"], expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "csv" / "features.png").is_file()
 
     np.savez(tmp_path / "data.npz", x=x, y=np.array(labels))
     code, _, err = run(capsys, "explain", "-m", "models:mlp", "-i", tmp_path / "data.npz", "--methods", "gradient",

@@ -160,6 +160,9 @@ def explain(args: argparse.Namespace) -> int:
         viz.save_figure(viz.plot_grid(images, maps, lines, overlay_alpha=0.85, cmap=args.cmap), out / "grid.png")
     elif inputs.kind == "text":
         (out / "tokens.html").write_text(token_page(inputs, results), encoding="utf-8")
+    elif inputs.x.ndim == 2:  # tabular: samples × features
+        maps = {label: viz.normalise(e.attribution, args.percentile) for label, e in results.items()}
+        viz.save_figure(viz.plot_features(maps, inputs.feature_names, inputs.names, args.cmap), out / "features.png")
     summary = {
         "model": loaded.spec,
         "inputs": [{"name": n, "explained": c} for n, c in zip(inputs.names, lines)],
@@ -266,7 +269,7 @@ def _defaults(given: list[str] | None, defaults: tuple[str, ...]) -> tuple[list[
     have, missing = installed(defaults)
     if not have:
         raise parts.Unavailable(f"none of the default methods is installed ({', '.join(defaults)})")
-    return have, f"not installed, left out: {', '.join(missing)}" if missing else ""
+    return have, f"methods not in this version of xaikit, left out: {', '.join(missing)}" if missing else ""
 
 
 def image_part(args: argparse.Namespace, out: Path) -> viz.Section:

@@ -6,6 +6,7 @@ from .heatmap import (
     normalise,
     overlay,
     plot_curves,
+    plot_features,
     plot_grid,
     plot_scores,
     relevance_cmap,
@@ -18,6 +19,6 @@ from .report import Scores, Section, html_section, image_section, note_section, 
 
 __all__ = [
     "relevance_map", "normalise", "colourise", "heatmap", "relevance_cmap", "to_rgb", "overlay", "save_png",
-    "plot_grid", "plot_curves", "plot_scores", "save_figure",
+    "plot_grid", "plot_features", "plot_curves", "plot_scores", "save_figure",
     "Section", "Scores", "image_section", "scores_section", "html_section", "note_section", "write_report",
 ]

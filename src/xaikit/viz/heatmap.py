@@ -167,6 +167,23 @@ def plot_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], row_labels: Se
     return fig
 
 
+def plot_features(maps: Mapping[str, np.ndarray], feature_names: Sequence[str] | None = None,
+                  sample_names: Sequence[str] | None = None, cmap: str = DEFAULT_CMAP) -> Figure:
+    """Attributions of tabular inputs: one panel per method, samples × features coloured by normalised
+    relevance (``maps``: label -> ``(N, F)`` in [-1, 1])."""
+    n, f = next(iter(maps.values())).shape
+    fig = Figure(figsize=(min(2.0 + 0.4 * f, 14.0), (0.5 + 0.3 * n) * len(maps) + 1.5))
+    axes = fig.subplots(len(maps), 1, squeeze=False, sharex=True)[:, 0]
+    for ax, (label, m) in zip(axes, maps.items()):
+        ax.imshow(colourise(m, cmap), aspect="auto", interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.set_yticks(range(n), list(sample_names) if sample_names else range(n), fontsize=7)
+    axes[-1].set_xticks(range(f), list(feature_names) if feature_names else range(f), rotation=60, ha="right",
+                        fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_curves(curves: Mapping[str, tuple], title: str = "", xlabel: str = "", ylabel: str = "",
                 ax: Axes | None = None) -> Figure:
     """Line plot of one curve per method, e.g. pixel-flipping (fraction removed -> score) or MPRT
