@@ -77,8 +77,9 @@ def tokens_html() -> Callable[[list[str], Any], str]:
 
 #: the main image methods of the default report (those not installed are left out with a note)
 DEFAULT_IMAGE_METHODS = (
-    "gradient", "input_x_gradient", "integrated_gradients", "smooth_grad", "grad_cam", "guided_backprop",
-    "occlusion", "lrp:composite=epsilon_plus_flat", "lrp:composite=epsilon_gamma_box",
+    "gradient", "input_x_gradient", "integrated_gradients:steps=16", "smooth_grad:samples=16", "grad_cam",
+    "guided_backprop", "occlusion:window=32,stride=16", "lrp:composite=epsilon_plus_flat",
+    "lrp:composite=epsilon_gamma_box",
 )
 #: methods compared in the default metrics table (cheap enough for the ground-truth data set)
 DEFAULT_EVAL_METHODS = (

@@ -137,7 +137,8 @@ def image_section(folder: str | Path, images: np.ndarray, maps: Mapping[str, np.
         rows.append(f"<tr>{''.join(cells)}</tr>")
     grid = f"{IMAGES}/{prefix}grid.png"
     save_figure(plot_grid(images, maps, captions, overlay_alpha=0.85, cmap=cmap), folder / grid)
-    body = (f'<table class="grid"><thead><tr><th></th><th>input</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    body = (f'<div class="scroll"><table class="grid"><thead><tr><th></th><th>input</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>'
             f'<p class="legend"><span class="swatch neg"></span> negative <span class="swatch zero"></span> zero '
             f'<span class="swatch pos"></span> positive relevance (each heatmap scaled on its own)</p>'
             f'<details><summary>Overview (heatmaps over the inputs)</summary><img class="wide" src="{grid}" '
@@ -165,9 +166,9 @@ def scores_section(folder: str | Path, table: Any, title: str = "Scores", note: 
             value = _format(scores.mean[i, j], None if scores.sem is None else scores.sem[i, j])
             cells.append(f'<td class="best">{value} ★</td>' if best[i, j] else f"<td>{value}</td>")
         rows.append(f"<tr><th>{html.escape(method)}</th>{''.join(cells)}</tr>")
-    body = [f'<table class="scores"><thead><tr><th>method</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
-            "</table><p class=\"legend\">mean ± standard error over samples; ↑ higher is better, ↓ lower is "
-            "better; ★ best per metric</p>"]
+    body = [f'<div class="scroll"><table class="scores"><thead><tr><th>method</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div><p class="legend">mean ± standard error over samples; '
+            "↑ higher is better, ↓ lower is better; ★ best per metric</p>"]
     if files:
         body.append("<p>" + " · ".join(f'<a href="{html.escape(p)}">{html.escape(k)}</a>' for k, p in files.items())
                     + "</p>")
@@ -222,11 +223,12 @@ def _key_values(mapping: Mapping[str, Any]) -> str:
 
 
 STYLE = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1500px;padding:0 1em;color:#222}
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#222}
+.scroll{overflow-x:auto}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse} th,td{padding:.3em .5em;text-align:center;vertical-align:top}
-table.grid img{width:160px;height:auto;display:block;image-rendering:auto}
-table.grid th{font-weight:600;font-size:.85em} table.grid th.row{text-align:right;vertical-align:middle;max-width:9em}
+table.grid img{width:150px;height:auto;display:block}
+table.grid th{font-weight:600;font-size:.85em;max-width:150px;overflow-wrap:anywhere} table.grid th.row{text-align:right;vertical-align:middle;max-width:9em}
 table.scores td,table.scores th{border:1px solid #ddd} table.scores td.best{font-weight:700;background:#e3f4e3}
 table.settings th{text-align:left;font-weight:600} table.settings td{text-align:left;font-family:monospace}
 .note{color:#555;font-style:italic} .missing{color:#a33} .legend{color:#555;font-size:.85em}
