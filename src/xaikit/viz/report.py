@@ -119,7 +119,7 @@ def image_section(folder: str | Path, images: np.ndarray, maps: Mapping[str, np.
     folder = Path(folder)
     captions = list(captions) if captions is not None else list(names)
     head = "".join(
-        f"<th>{html.escape(label)}"
+        f"<th>{_breakable(label)}"
         + (f"<br><small>{times[label]:.2f} s</small>" if times and label in times else "") + "</th>"
         for label in maps
     )
@@ -144,6 +144,11 @@ def image_section(folder: str | Path, images: np.ndarray, maps: Mapping[str, np.
             f'<details><summary>Overview (heatmaps over the inputs)</summary><img class="wide" src="{grid}" '
             f'alt="method by sample grid"></details>')
     return Section(title, body, note)
+
+
+def _breakable(label: str) -> str:
+    """Escaped label that may wrap before its settings: ``IntegratedGradients<wbr>(steps, 16)``."""
+    return html.escape(label).replace("(", "<wbr>(").replace(",", ",<wbr>")
 
 
 def scores_section(folder: str | Path, table: Any, title: str = "Scores", note: str = "",
@@ -228,7 +233,8 @@ body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;colo
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse} th,td{padding:.3em .5em;text-align:center;vertical-align:top}
 table.grid img{width:150px;height:auto;display:block}
-table.grid th{font-weight:600;font-size:.85em;max-width:150px;overflow-wrap:anywhere} table.grid th.row{text-align:right;vertical-align:middle;max-width:9em}
+table.grid th{font-weight:600;font-size:.85em;max-width:150px;overflow-wrap:break-word}
+table.grid th.row{text-align:right;vertical-align:middle;min-width:7em;max-width:10em}
 table.scores td,table.scores th{border:1px solid #ddd} table.scores td.best{font-weight:700;background:#e3f4e3}
 table.settings th{text-align:left;font-weight:600} table.settings td{text-align:left;font-family:monospace}
 .note{color:#555;font-style:italic} .missing{color:#a33} .legend{color:#555;font-size:.85em}
