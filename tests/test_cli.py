@@ -228,3 +228,44 @@ def test_the_module_entry_point_runs_in_a_fresh_process(tmp_path):
     done = subprocess.run([sys.executable, "-m", "xaikit.cli", "explain", "-m", "no_such_module:f", "-i",
                            "skimage:chelsea"], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert done.returncode == 3 and "cannot import 'no_such_module'" in one_line_error(done.stderr)
+
+
+def test_specs_parse_values_and_pass_seed_and_batch_size_where_taken():
+    from xaikit.cli.errors import UsageError
+    from xaikit.cli.specs import build_metrics, build_methods, parse_spec
+
+    assert parse_spec("lrp:composite=epsilon_gamma_box,gamma=0.25,low=-3") == (
+        "lrp", {"composite": "epsilon_gamma_box", "gamma": 0.25, "low": -3})
+    assert parse_spec("occlusion:window=(8, 8),stride=4")[1] == {"window": (8, 8), "stride": 4}
+    methods = build_methods(["gradient", "lrp:composite=epsilon", "lrp:composite=zero"], mlp(), 3, seed=7)
+    assert list(methods) == ["Gradient", "LRP(epsilon)", "LRP(zero)"]
+    assert methods["Gradient"].batch_size == 3
+
+    class Spread:
+        def __init__(self, bins: int = 4, seed: int | None = 0) -> None:
+            self.bins, self.seed = bins, seed
+
+    class Plain:
+        def __init__(self) -> None:
+            pass
+
+    built = build_metrics(["spread:bins=8", "plain"], {"spread": Spread, "plain": Plain}, seed=5)
+    assert list(built) == ["spread:bins=8", "plain"] and built["spread:bins=8"].seed == 5
+    assert built["spread:bins=8"].bins == 8
+    with pytest.raises(UsageError, match="unknown metric 'nope'; valid: plain, spread"):
+        build_metrics(["nope"], {"spread": Spread, "plain": Plain})
+    with pytest.raises(UsageError, match="metric 'plain:x=1'"):
+        build_metrics(["plain:x=1"], {"plain": Plain})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xaikit.zoo.text") is None or importlib.util.find_spec("xaikit.viz.text")
+                    is None, reason="needs xaikit.zoo.text and xaikit.viz.text")
+def test_explain_text_with_minilm(capsys, tmp_path):
+    out = tmp_path / "text"
+    code, _, err = run(capsys, "explain", "-m", "minilm", "--text", "a wonderful green garden", "--text",
+                       "the dog went home", "--methods", "gradient", "--out", out)
+    assert code == 0, err
+    arrays = np.load(out / "attributions.npz")
+    assert arrays["Gradient"].shape[0] == 2 and arrays["inputs"].dtype.kind == "i"
+    page = (out / "index.html").read_text()
+    assert "wonderful" in page and "Token heatmaps: minilm" in page

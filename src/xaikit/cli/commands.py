@@ -159,7 +159,8 @@ def explain(args: argparse.Namespace) -> int:
                 viz.save_png(out / "heatmaps" / name / f"{viz.report.slug(label)}.png", rgb[i])
         viz.save_figure(viz.plot_grid(images, maps, lines, overlay_alpha=0.85, cmap=args.cmap), out / "grid.png")
     elif inputs.kind == "text":
-        (out / "tokens.html").write_text(token_page(inputs, results), encoding="utf-8")
+        viz.write_report(out, [viz.html_section(f"Token heatmaps: {loaded.spec}", token_page(loaded, inputs, results))],
+                         settings_of(args), title="xaikit explain")
     elif inputs.x.ndim == 2:  # tabular: samples × features
         maps = {label: viz.normalise(e.attribution, args.percentile) for label, e in results.items()}
         viz.save_figure(viz.plot_features(maps, inputs.feature_names, inputs.names, args.cmap), out / "features.png")
@@ -183,14 +184,18 @@ def token_relevance(expl: Explanation) -> np.ndarray:
     return (a.sum(-1) if a.ndim == 3 else a).numpy()
 
 
-def token_page(inputs: Inputs, results: dict[str, Explanation]) -> str:
+def token_page(loaded: LoadedModel, inputs: Inputs, results: dict[str, Explanation]) -> str:
     """Token heatmaps of every method for every text input, as an HTML fragment."""
     render = parts.tokens_html()
+    escape = viz.report.html.escape
     blocks = []
     for label, expl in results.items():
         relevance = token_relevance(expl)
-        rows = "".join(f"<div>{render(tokens, relevance[i, : len(tokens)])}</div>" for i, tokens in enumerate(inputs.tokens))
-        blocks.append(f"<h3>{viz.report.html.escape(label)}</h3>{rows}")
+        rows = "".join(
+            f'<tr><th class="row">{escape(caption)}</th><td class="tokens">{render(tokens, relevance[i, : len(tokens)])}</td></tr>'
+            for i, (tokens, caption) in enumerate(zip(inputs.tokens, captions(loaded, expl)))
+        )
+        blocks.append(f"<h3>{escape(label)}</h3><table class=\"text\">{rows}</table>")
     return "".join(blocks)
 
 
@@ -220,7 +225,7 @@ def benchmark_table(args: argparse.Namespace, model_spec: str, input_specs: list
             raise UsageError(f"unknown metric {name!r}; valid: {', '.join(sorted(registry))}")
     loaded, inputs = model_and_inputs(args, model_spec, input_specs, main=main)
     methods = build_methods(method_specs, loaded.model, args.batch_size, args.seed)
-    metrics = build_metrics(metric_specs, registry)
+    metrics = build_metrics(metric_specs, registry, args.batch_size, args.seed)
     target = target_of(args, inputs) if main else inputs.target
     return parts.benchmark()(loaded.model, (inputs.x, target, inputs.mask), methods, metrics)
 
@@ -299,4 +304,4 @@ def text_part(args: argparse.Namespace, out: Path) -> viz.Section:
                                       main=False)
     methods = build_methods(specs, loaded.model, args.batch_size, args.seed)
     results, _ = run_methods(methods, inputs, None, args.batch_size, args.quiet)
-    return viz.html_section(f"Text: {loaded.spec}", token_page(inputs, results), note)
+    return viz.html_section(f"Text: {loaded.spec}", token_page(loaded, inputs, results), note)

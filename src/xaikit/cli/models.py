@@ -60,8 +60,9 @@ def _resolve(spec: str, seed: int) -> LoadedModel:
     if spec == parts.GROUND_TRUTH_MODEL:
         return LoadedModel(parts.load_ground_truth_cnn(seed), spec, "image", default_inputs=(parts.GROUND_TRUTH_DATA,))
     if spec in parts.TEXT_MODELS:
-        model, tokenizer = parts.load_text_model(spec)
-        return LoadedModel(model, spec, "text", tokenizer=tokenizer)
+        model, tokenizer, classes = parts.load_text_model(spec, seed)
+        return LoadedModel(model, spec, "text", label=lambda i: classes[i] if 0 <= i < len(classes) else f"class {i}",
+                           tokenizer=tokenizer)
     path = Path(spec)
     if path.is_file():
         return LoadedModel(_torchscript(path), spec)

@@ -45,8 +45,15 @@ GROUND_TRUTH_MODEL = "ground-truth-cnn"
 GROUND_TRUTH_DATA = "ground-truth"
 GROUND_TRUTH_LOADER = "xaikit.zoo.ground_truth:load_ground_truth_cnn"
 GROUND_TRUTH_DATASET = "xaikit.zoo.ground_truth:ground_truth_data"
-#: text models: ``load_minilm()`` returns ``(model, tokenizer)``
-TEXT_MODELS: dict[str, str] = {"minilm": "xaikit.zoo.text:load_minilm"}
+#: text models: name -> loader ``(seed) -> (model, tokenizer, class names)``, see :func:`load_text_model`
+TEXT_MODELS: dict[str, str] = {"minilm": "xaikit.zoo.text:keyword_task"}
+#: sentences of the default text example (the minilm classifier detects the keywords excellent, wonderful,
+#: fantastic and brilliant)
+DEFAULT_SENTENCES = (
+    "the old dog walked near the river with a wonderful friend",
+    "then the small train went over the bridge in the morning",
+    "a brilliant little garden with a blue door and a green tree",
+)
 #: token heatmaps: ``tokens_html(tokens, relevance) -> str`` (one sentence, relevance (L,))
 TOKENS_HTML = "xaikit.viz.text:tokens_html"
 
@@ -63,9 +70,14 @@ def ground_truth_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, to
     return attribute(GROUND_TRUTH_DATASET, "the ground-truth data set")(n, seed=seed)
 
 
-def load_text_model(name: str) -> tuple[nn.Module, Any]:
-    """A zoo text model and its tokenizer."""
-    return attribute(TEXT_MODELS[name], f"the text model {name!r}")()
+def load_text_model(name: str, seed: int) -> tuple[nn.Module, Any, tuple[str, ...]]:
+    """A zoo text model, its tokenizer and its class names.
+
+    ``minilm``: all-MiniLM-L6-v2 with a linear probe trained (seconds) to detect keywords, so the tokens
+    that should be relevant are known: ``(input_ids, attention_mask) -> (N, 2)`` logits.
+    """
+    task = attribute(TEXT_MODELS[name], f"the text model {name!r}")(seed=seed)
+    return task.model, task.tokenizer, ("no keyword", "keyword")
 
 
 def tokens_html() -> Callable[[list[str], Any], str]:
@@ -91,10 +103,6 @@ DEFAULT_METRICS = ("pixel_flipping", "region_perturbation", "pointing_game", "re
                    "sparseness", "mprt")
 #: methods and composites for the default text example
 DEFAULT_TEXT_METHODS = ("gradient", "input_x_gradient", "lrp:composite=attnlrp")
-DEFAULT_SENTENCES = (
-    "The movie was a wonderful surprise and the actors were brilliant.",
-    "The food was cold and the service was painfully slow.",
-)
 
 
 def metric_registry() -> dict[str, type]:

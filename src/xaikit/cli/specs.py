@@ -1,12 +1,13 @@
 """Method and metric specs on the command line: ``NAME`` or ``NAME:key=value,key=value``.
 
 ``lrp:composite=epsilon_gamma_box,gamma=0.5`` builds ``LRP(model, composite="epsilon_gamma_box", gamma=0.5)``.
-Values are read as Python literals where they parse (numbers, ``True``, ``None``, tuples) and as strings
-otherwise.
+Values are read as Python literals where they parse (numbers, ``True``, ``None``, tuples such as
+``window=(8, 8)``) and as strings otherwise; a comma starts a new setting only where ``key=`` follows it.
 """
 from __future__ import annotations
 
 import ast
+import re
 import inspect
 from typing import Any, Sequence
 
@@ -20,7 +21,7 @@ def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
     """``"lrp:composite=epsilon,epsilon=0.1"`` -> ``("lrp", {"composite": "epsilon", "epsilon": 0.1})``."""
     name, _, rest = text.partition(":")
     settings: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
+    for item in filter(None, (s.strip() for s in re.split(r",(?=\s*[A-Za-z_]\w*\s*=)", rest))):
         key, equals, value = item.partition("=")
         if not equals or not key.strip().isidentifier():
             raise UsageError(f"bad setting {item!r} in {text!r}; write NAME:key=value,key=value")
@@ -74,13 +75,19 @@ def build_methods(specs: Sequence[str], model: nn.Module, batch_size: int | str,
     return built
 
 
-def build_metrics(specs: Sequence[str], registry: dict[str, type]) -> dict[str, Any]:
-    """Build every metric of ``specs`` from ``registry`` (name -> class): label -> metric object."""
+def build_metrics(specs: Sequence[str], registry: dict[str, type], batch_size: int | str = "auto",
+                  seed: int | None = None) -> dict[str, Any]:
+    """Build every metric of ``specs`` from ``registry`` (name -> class): label -> metric object.
+
+    ``batch_size`` and ``seed`` are passed to the metrics that take them unless the spec sets them."""
     built: dict[str, Any] = {}
     for text in specs:
         name, settings = parse_spec(text)
         if name not in registry:
             raise UsageError(f"unknown metric {name!r}; valid: {', '.join(sorted(registry))}")
+        for key, value in (("batch_size", batch_size), ("seed", seed)):
+            if value is not None and key not in settings and accepts(registry[name], key):
+                settings[key] = value
         try:
             built[text if settings else name] = registry[name](**settings)
         except (TypeError, ValueError) as err:
