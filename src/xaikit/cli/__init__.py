@@ -78,7 +78,8 @@ def _model(parser: argparse.ArgumentParser, default: str | None, help_inputs: st
                             "TorchScript file" + (f" (default {default})" if default else ""))
     group.add_argument("--weights", help="a state dict (.pt) to load into the model")
     group.add_argument("--inputs", "-i", nargs="+", default=[], metavar="INPUT", help=help_inputs)
-    group.add_argument("--text", action="append", default=[], metavar="TEXT", help="a text input (repeatable)")
+    group.add_argument("--text", action="append", default=[], metavar="TEXT",
+                       help="a text input (repeatable; report: the texts of the text example)")
     group.add_argument("--num-samples", type=_positive_int, default=16,
                        help="samples drawn from a generated data set such as ground-truth (default 16)")
     group.add_argument("--target", help="class to explain: argmax (default; the labels where the data has them), "
@@ -135,7 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-methods", nargs="+", metavar="METHOD", help="methods of the metrics table")
     p.add_argument("--metrics", nargs="+", metavar="METRIC", help="metrics of the metrics table")
     p.add_argument("--text-model", default="minilm", help="model of the text example (default minilm)")
-    p.add_argument("--sentences", nargs="+", metavar="TEXT", help="texts of the text example")
     p.add_argument("--text-methods", nargs="+", metavar="METHOD", help="methods of the text example")
     p.add_argument("--sections", nargs="+", default=["images", "metrics", "text"],
                    choices=("images", "metrics", "text"), help="sections to include (default all)")

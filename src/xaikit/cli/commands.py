@@ -24,6 +24,8 @@ from .specs import build_methods, build_metrics, method_class, parse_spec
 
 #: inputs per method call when --batch-size is "auto" (the methods still choose their own chunks inside)
 PROGRESS_CHUNK = 4
+#: inputs shown in the overview grid picture (every input gets its own heatmap PNGs)
+GRID_ROWS = 16
 
 
 # ---- shared steps ---------------------------------------------------------------------------------------------
@@ -157,7 +159,9 @@ def explain(args: argparse.Namespace) -> int:
             rgb = viz.overlay(images, m, cmap=args.cmap) if args.overlay else viz.colourise(m, args.cmap)
             for i, name in enumerate(inputs.names):
                 viz.save_png(out / "heatmaps" / name / f"{viz.report.slug(label)}.png", rgb[i])
-        viz.save_figure(viz.plot_grid(images, maps, lines, overlay_alpha=0.85, cmap=args.cmap), out / "grid.png")
+        shown = slice(0, GRID_ROWS)
+        viz.save_figure(viz.plot_grid(images[shown], {k: m[shown] for k, m in maps.items()}, lines[shown],
+                                      overlay_alpha=0.85, cmap=args.cmap), out / "grid.png")
     elif inputs.kind == "text":
         viz.write_report(out, [viz.html_section(f"Token heatmaps: {loaded.spec}", token_page(loaded, inputs, results))],
                          settings_of(args), title="xaikit explain")
@@ -203,6 +207,8 @@ def token_page(loaded: LoadedModel, inputs: Inputs, results: dict[str, Explanati
 
 def evaluate(args: argparse.Namespace) -> int:
     """Score methods × metrics on a data set: scores.csv, scores.json, scores.md (and print the table)."""
+    if args.text:
+        raise UsageError("evaluate takes no --text inputs; give a data set with --inputs")
     methods, _ = _defaults(args.methods, parts.DEFAULT_EVAL_METHODS)
     table = benchmark_table(args, args.model, args.inputs, methods, args.metrics)
     out = Path(args.out)
@@ -300,7 +306,7 @@ def metrics_part(args: argparse.Namespace, out: Path) -> viz.Section:
 
 def text_part(args: argparse.Namespace, out: Path) -> viz.Section:
     specs, note = _defaults(args.text_methods, parts.DEFAULT_TEXT_METHODS)
-    loaded, inputs = model_and_inputs(args, args.text_model, [], args.sentences or list(parts.DEFAULT_SENTENCES),
+    loaded, inputs = model_and_inputs(args, args.text_model, [], args.text or list(parts.DEFAULT_SENTENCES),
                                       main=False)
     methods = build_methods(specs, loaded.model, args.batch_size, args.seed)
     results, _ = run_methods(methods, inputs, None, args.batch_size, args.quiet)

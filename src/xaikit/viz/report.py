@@ -109,12 +109,13 @@ def slug(text: str) -> str:
 def image_section(folder: str | Path, images: np.ndarray, maps: Mapping[str, np.ndarray], names: Sequence[str],
                   captions: Sequence[str] | None = None, times: Mapping[str, float] | None = None,
                   title: str = "Heatmaps", note: str = "", overlay_alpha: float | None = None,
-                  cmap: str = DEFAULT_CMAP, prefix: str = "") -> Section:
+                  cmap: str = DEFAULT_CMAP, prefix: str = "", overview_rows: int = 16) -> Section:
     """Per-sample heatmap grids: one row per sample, the input then one heatmap per method.
 
     ``images``: ``(N, H, W, 3)`` in [0, 1]; ``maps``: method label -> normalised maps ``(N, H, W)`` in
     [-1, 1]; ``names``: file-safe sample names; ``captions``: e.g. the predicted class; ``times``: seconds per
-    method, shown in the column header. Writes ``images/<prefix><sample>__<method>.png`` and an overview grid.
+    method, shown in the column header. Writes ``images/<prefix><sample>__<method>.png`` and an overview grid
+    of the first ``overview_rows`` samples with the heatmaps over the inputs.
     """
     folder = Path(folder)
     captions = list(captions) if captions is not None else list(names)
@@ -136,7 +137,9 @@ def image_section(folder: str | Path, images: np.ndarray, maps: Mapping[str, np.
             cells.append(f'<td><img src="{src}" alt="{html.escape(label)} on {html.escape(name)}"></td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
     grid = f"{IMAGES}/{prefix}grid.png"
-    save_figure(plot_grid(images, maps, captions, overlay_alpha=0.85, cmap=cmap), folder / grid)
+    shown = slice(0, overview_rows)
+    save_figure(plot_grid(images[shown], {k: m[shown] for k, m in maps.items()}, captions[shown], overlay_alpha=0.85,
+                          cmap=cmap), folder / grid)
     body = (f'<div class="scroll"><table class="grid"><thead><tr><th></th><th>input</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>'
             f'<p class="legend"><span class="swatch neg"></span> negative <span class="swatch zero"></span> zero '
