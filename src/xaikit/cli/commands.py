@@ -150,18 +150,9 @@ def explain(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_arrays(out / "attributions.npz", inputs, results)
-    first = next(iter(results.values()))
-    lines = captions(loaded, first)
+    lines = captions(loaded, next(iter(results.values())))
     if inputs.kind == "image":
-        images = viz.to_rgb(inputs.x, loaded.low, loaded.high)
-        maps = image_maps(results, args.percentile)
-        for label, m in maps.items():
-            rgb = viz.overlay(images, m, cmap=args.cmap) if args.overlay else viz.colourise(m, args.cmap)
-            for i, name in enumerate(inputs.names):
-                viz.save_png(out / "heatmaps" / name / f"{viz.report.slug(label)}.png", rgb[i])
-        shown = slice(0, GRID_ROWS)
-        viz.save_figure(viz.plot_grid(images[shown], {k: m[shown] for k, m in maps.items()}, lines[shown],
-                                      overlay_alpha=0.85, cmap=args.cmap), out / "grid.png")
+        write_heatmaps(out, args, loaded, inputs, results, lines)
     elif inputs.kind == "text":
         viz.write_report(out, [viz.html_section(f"Token heatmaps: {loaded.spec}", token_page(loaded, inputs, results))],
                          settings_of(args), title="xaikit explain")
@@ -180,6 +171,20 @@ def explain(args: argparse.Namespace) -> int:
     done(f"explained {len(inputs)} input(s) with {len(methods)} method(s) in {sum(times.values()):.1f} s -> {out}",
          args.quiet)
     return 0
+
+
+def write_heatmaps(out: Path, args: argparse.Namespace, loaded: LoadedModel, inputs: Inputs,
+                   results: dict[str, Explanation], lines: list[str]) -> None:
+    """``heatmaps/<input>/<method>.png`` (the input's size; over the input with --overlay) and ``grid.png``."""
+    images = viz.to_rgb(inputs.x, loaded.low, loaded.high)
+    maps = image_maps(results, args.percentile)
+    for label, m in maps.items():
+        rgb = viz.overlay(images, m, cmap=args.cmap) if args.overlay else viz.colourise(m, args.cmap)
+        for i, name in enumerate(inputs.names):
+            viz.save_png(out / "heatmaps" / name / f"{viz.report.slug(label)}.png", rgb[i])
+    shown = slice(0, GRID_ROWS)
+    viz.save_figure(viz.plot_grid(images[shown], {k: m[shown] for k, m in maps.items()}, lines[shown],
+                                  overlay_alpha=0.85, cmap=args.cmap), out / "grid.png")
 
 
 def token_relevance(expl: Explanation) -> np.ndarray:
