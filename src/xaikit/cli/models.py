@@ -58,11 +58,13 @@ def _resolve(spec: str, seed: int) -> LoadedModel:
         return LoadedModel(model, spec, "image", entry["size"], entry["low"], entry["high"], tuple(entry["inputs"]),
                            parts.attribute(entry["labels"], "class names"))
     if spec == parts.GROUND_TRUTH_MODEL:
-        return LoadedModel(parts.load_ground_truth_cnn(seed), spec, "image", default_inputs=(parts.GROUND_TRUTH_DATA,))
+        low, high = parts.GROUND_TRUTH_RANGE
+        classes = parts.attribute(parts.GROUND_TRUTH_CLASSES, "the ground-truth class names")
+        return LoadedModel(parts.load_ground_truth_cnn(seed), spec, "image", low=low, high=high,
+                           default_inputs=(parts.GROUND_TRUTH_DATA,), label=lambda i: _name(classes, i))
     if spec in parts.TEXT_MODELS:
         model, tokenizer, classes = parts.load_text_model(spec, seed)
-        return LoadedModel(model, spec, "text", label=lambda i: classes[i] if 0 <= i < len(classes) else f"class {i}",
-                           tokenizer=tokenizer)
+        return LoadedModel(model, spec, "text", label=lambda i: _name(classes, i), tokenizer=tokenizer)
     path = Path(spec)
     if path.is_file():
         return LoadedModel(_torchscript(path), spec)
@@ -70,6 +72,10 @@ def _resolve(spec: str, seed: int) -> LoadedModel:
         return LoadedModel(_factory(spec), spec)
     raise NotFound(f"model {spec!r} not found: give a zoo name ({', '.join(parts.ZOO_NAMES)}), "
                    "module:factory, file.py:factory or a TorchScript file")
+
+
+def _name(classes: tuple[str, ...], index: int) -> str:
+    return classes[index] if 0 <= index < len(classes) else f"class {index}"
 
 
 def _torchscript(path: Path) -> nn.Module:

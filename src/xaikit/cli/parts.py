@@ -39,12 +39,14 @@ IMAGE_MODELS: dict[str, dict[str, Any]] = {
         "labels": "xaikit.zoo.imagenet:imagenet_label",
     },
 }
-#: the ground-truth model and data set (synthetic objects with known masks): ``load_ground_truth_cnn(seed)``
-#: returns the trained small CNN, ``ground_truth_data(n, seed)`` returns ``(x, y, mask)``.
+#: the ground-truth model and data set (one shape on a textured background, known object masks, images in
+#: [-1, 1]): the CLI names, the trainer ``(seed=) -> model`` and the generator ``(n, seed=) -> .x, .y, .mask``
 GROUND_TRUTH_MODEL = "ground-truth-cnn"
 GROUND_TRUTH_DATA = "ground-truth"
-GROUND_TRUTH_LOADER = "xaikit.zoo.ground_truth:load_ground_truth_cnn"
-GROUND_TRUTH_DATASET = "xaikit.zoo.ground_truth:ground_truth_data"
+GROUND_TRUTH_LOADER = "xaikit.zoo.groundtruth:train_shapes_model"
+GROUND_TRUTH_DATASET = "xaikit.zoo.groundtruth:make_shapes"
+GROUND_TRUTH_RANGE = (-1.0, 1.0)
+GROUND_TRUTH_CLASSES = "xaikit.zoo.groundtruth:SHAPES"
 #: text models: name -> loader ``(seed) -> (model, tokenizer, class names)``, see :func:`load_text_model`
 TEXT_MODELS: dict[str, str] = {"minilm": "xaikit.zoo.text:keyword_task"}
 #: sentences of the default text example (the minilm classifier detects the keywords excellent, wonderful,
@@ -61,13 +63,15 @@ ZOO_NAMES = (*IMAGE_MODELS, GROUND_TRUTH_MODEL, *TEXT_MODELS)
 
 
 def load_ground_truth_cnn(seed: int) -> nn.Module:
-    """The small CNN trained on the ground-truth data set (trains in under a minute on CPU)."""
+    """The small CNN trained on the ground-truth data set (drawn with ``seed``; seconds on a CPU)."""
     return attribute(GROUND_TRUTH_LOADER, "the ground-truth CNN")(seed=seed)
 
 
 def ground_truth_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``n`` samples of the ground-truth data set: images ``(n, C, H, W)``, labels ``(n,)``, masks."""
-    return attribute(GROUND_TRUTH_DATASET, "the ground-truth data set")(n, seed=seed)
+    """``n`` held-out samples of the ground-truth data set (drawn with ``seed + 1``, so none was trained on):
+    images ``(n, C, H, W)``, labels ``(n,)``, object masks ``(n, H, W)``."""
+    data = attribute(GROUND_TRUTH_DATASET, "the ground-truth data set")(n, seed=seed + 1)
+    return data.x, data.y, data.mask
 
 
 def load_text_model(name: str, seed: int) -> tuple[nn.Module, Any, tuple[str, ...]]:

@@ -140,7 +140,8 @@ def image_section(folder: str | Path, images: np.ndarray, maps: Mapping[str, np.
     shown = slice(0, overview_rows)
     save_figure(plot_grid(images[shown], {k: m[shown] for k, m in maps.items()}, captions[shown], overlay_alpha=0.85,
                           cmap=cmap), folder / grid)
-    body = (f'<div class="scroll"><table class="grid"><thead><tr><th></th><th>input</th>{head}</tr></thead>'
+    small = " small" if images.shape[1] < 150 else ""  # small inputs are magnified without smoothing
+    body = (f'<div class="scroll"><table class="grid{small}"><thead><tr><th></th><th>input</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>'
             f'<p class="legend"><span class="swatch neg"></span> negative <span class="swatch zero"></span> zero '
             f'<span class="swatch pos"></span> positive relevance (each heatmap scaled on its own)</p>'
@@ -235,7 +236,7 @@ body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;colo
 .scroll{overflow-x:auto}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse} th,td{padding:.3em .5em;text-align:center;vertical-align:top}
-table.grid img{width:150px;height:auto;display:block}
+table.grid img{width:150px;height:auto;display:block} table.grid.small img{image-rendering:pixelated}
 table.grid th{font-weight:600;font-size:.85em;max-width:150px;overflow-wrap:break-word}
 table.grid th.row{text-align:right;vertical-align:middle;min-width:7em;max-width:10em}
 table.scores td,table.scores th{border:1px solid #ddd} table.scores td.best{font-weight:700;background:#e3f4e3}
