@@ -56,6 +56,16 @@ def _percentile(text: str) -> float:
     return value
 
 
+def _cmap(text: str) -> str:
+    from ..viz.heatmap import relevance_cmap
+
+    try:
+        relevance_cmap(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="random seed of the run and of seeded methods (default 0)")
@@ -68,7 +78,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     shown = parser.add_argument_group("heatmaps")
     shown.add_argument("--percentile", type=_percentile, default=99.5,
                        help="per-sample percentile of |relevance| shown at full colour (default 99.5)")
-    shown.add_argument("--cmap", default="bwr", help="matplotlib diverging colour map (default bwr)")
+    shown.add_argument("--cmap", type=_cmap, default="bwr", help="matplotlib diverging colour map (default bwr)")
 
 
 def _model(parser: argparse.ArgumentParser, default: str | None, help_inputs: str) -> None:

@@ -40,6 +40,8 @@ def _numpy(a) -> np.ndarray:
 def relevance_cmap(name: str = DEFAULT_CMAP) -> Colormap:
     """A matplotlib colour map resampled to an odd number of colours, so that zero maps exactly to its centre
     (white for ``bwr``/``seismic``) instead of the first colour right of it."""
+    if name not in matplotlib.colormaps:
+        raise ValueError(f"unknown colour map {name!r}; diverging ones: bwr, seismic, coolwarm, RdBu_r")
     return matplotlib.colormaps[name].resampled(255)
 
 
