@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ground-truth data set, and token heatmaps of a text model.")
     _model(p, "efficientnet-lite0", INPUTS_HELP)
     p.add_argument("--methods", nargs="+", metavar="METHOD", help="heatmap methods (default: the main methods)")
-    p.add_argument("--eval-model", default=parts.GROUND_TRUTH_MODEL, help=f"model of the metrics table (default {parts.GROUND_TRUTH_MODEL})")
+    p.add_argument("--eval-model", default=parts.GROUND_TRUTH_MODEL,
+                   help=f"model of the metrics table (default {parts.GROUND_TRUTH_MODEL})")
     p.add_argument("--eval-inputs", nargs="+", default=[], metavar="INPUT", help="data of the metrics table "
                                                                                 "(default: the model's own)")
     p.add_argument("--eval-methods", nargs="+", metavar="METHOD", help="methods of the metrics table")

@@ -62,7 +62,8 @@ def target_of(args: argparse.Namespace, inputs: Inputs) -> Any:
     try:
         values = [int(v) for v in args.target.split(",")]
     except ValueError:
-        raise UsageError(f"--target must be 'argmax', a class index or one index per input, got {args.target!r}") from None
+        raise UsageError(f"--target must be 'argmax', a class index or one index per input, "
+                         f"got {args.target!r}") from None
     if len(values) == 1:
         return values[0]
     if len(values) != len(inputs):
@@ -201,7 +202,8 @@ def token_page(loaded: LoadedModel, inputs: Inputs, results: dict[str, Explanati
     for label, expl in results.items():
         relevance = token_relevance(expl)
         rows = "".join(
-            f'<tr><th class="row">{escape(caption)}</th><td class="tokens">{render(tokens, relevance[i, : len(tokens)])}</td></tr>'
+            f'<tr><th class="row">{escape(caption)}</th>'
+            f'<td class="tokens">{render(tokens, relevance[i, : len(tokens)])}</td></tr>'
             for i, (tokens, caption) in enumerate(zip(inputs.tokens, captions(loaded, expl)))
         )
         blocks.append(f"<h3>{escape(label)}</h3><table class=\"text\">{rows}</table>")

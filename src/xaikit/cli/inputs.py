@@ -157,7 +157,8 @@ def _read_csv(path: Path, target_column: str | None) -> tuple:
     target = None
     if target_column is not None:
         if target_column not in names:
-            raise UsageError(f"--target-column {target_column!r} is not a column of {str(path)!r}; columns: {', '.join(names)}")
+            raise UsageError(f"--target-column {target_column!r} is not a column of {str(path)!r}; "
+                             f"columns: {', '.join(names)}")
         column = names.index(target_column)
         target = torch.tensor(values[:, column]).long()
         values = np.delete(values, column, axis=1)
@@ -181,7 +182,8 @@ def _read_array(path: Path) -> tuple:
     if isinstance(content, np.ndarray):
         return path.stem, torch.from_numpy(content).float(), None, None, None
     if "x" not in content.files:
-        raise UsageError(f"{str(path)!r} must hold an array 'x' (and optionally 'y', 'mask'); it has {', '.join(content.files)}")
+        raise UsageError(f"{str(path)!r} must hold an array 'x' (and optionally 'y', 'mask'); "
+                         f"it has {', '.join(content.files)}")
     y = torch.from_numpy(content["y"]).long() if "y" in content.files else None
     mask = torch.from_numpy(content["mask"]) if "mask" in content.files else None
     return path.stem, torch.from_numpy(content["x"]).float(), y, mask, None

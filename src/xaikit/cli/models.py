@@ -88,7 +88,8 @@ def _torchscript(path: Path) -> nn.Module:
     try:
         content = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
-        raise NotFound(f"cannot load model file {str(path)!r}: neither TorchScript nor a state dict ({_first_line(err)})") from None
+        raise NotFound(f"cannot load model file {str(path)!r}: neither TorchScript nor a state dict "
+                       f"({_first_line(err)})") from None
     if isinstance(content, dict):
         raise UsageError(f"{str(path)!r} is a state dict, not a model: give the architecture and the weights, "
                          f"--model module:factory --weights {path}")
@@ -111,7 +112,8 @@ def _factory(spec: str) -> nn.Module:
     except NotFound:
         raise
     except Exception as err:  # noqa: BLE001 - import errors of user code come in every kind
-        raise NotFound(f"cannot import {module_name!r} for model {spec!r}: {type(err).__name__}: {_first_line(err)}") from None
+        raise NotFound(f"cannot import {module_name!r} for model {spec!r}: "
+                       f"{type(err).__name__}: {_first_line(err)}") from None
     if not hasattr(module, name):
         raise NotFound(f"{module_name!r} has no {name!r} (model {spec!r})")
     factory = getattr(module, name)

@@ -157,7 +157,10 @@ def plot_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], row_labels: Se
                 ax.imshow(images[row])
             else:
                 m = maps[label][row : row + 1]
-                shown = overlay(images[row : row + 1], m, overlay_alpha, cmap)[0] if overlay_alpha else colourise(m[0], cmap)
+                if overlay_alpha:
+                    shown = overlay(images[row : row + 1], m, overlay_alpha, cmap)[0]
+                else:
+                    shown = colourise(m[0], cmap)
                 ax.imshow(shown, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])

@@ -131,7 +131,10 @@ def image_section(folder: str | Path, images: np.ndarray, maps: Mapping[str, np.
         cells = [f'<th class="row">{html.escape(name)}<br><small>{html.escape(captions[i])}</small></th>',
                  f'<td><img src="{src}" alt="{html.escape(name)}"></td>']
         for label, m in maps.items():
-            rgb = overlay(images[i : i + 1], m[i : i + 1], overlay_alpha, cmap)[0] if overlay_alpha else colourise(m[i], cmap)
+            if overlay_alpha:
+                rgb = overlay(images[i : i + 1], m[i : i + 1], overlay_alpha, cmap)[0]
+            else:
+                rgb = colourise(m[i], cmap)
             src = f"{IMAGES}/{prefix}{slug(name)}__{slug(label)}.png"
             save_png(folder / src, rgb)
             cells.append(f'<td><img src="{src}" alt="{html.escape(label)} on {html.escape(name)}"></td>')
