@@ -13,7 +13,6 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from types import SimpleNamespace
 
 import torch
 
