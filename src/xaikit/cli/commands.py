@@ -195,18 +195,15 @@ def token_relevance(expl: Explanation) -> np.ndarray:
 
 
 def token_page(loaded: LoadedModel, inputs: Inputs, results: dict[str, Explanation]) -> str:
-    """Token heatmaps of every method for every text input, as an HTML fragment."""
+    """The texts with their explained class, then the token heatmaps of every method, as an HTML fragment."""
     render = parts.tokens_html()
     escape = viz.report.html.escape
-    blocks = []
+    texts = "".join(f"<li>{escape(text)} <small>→ {escape(caption)}</small></li>"
+                    for text, caption in zip(inputs.texts, captions(loaded, next(iter(results.values())))))
+    blocks = [f'<ol class="texts">{texts}</ol>']
     for label, expl in results.items():
-        relevance = token_relevance(expl)
-        rows = "".join(
-            f'<tr><th class="row">{escape(caption)}</th>'
-            f'<td class="tokens">{render(tokens, relevance[i, : len(tokens)])}</td></tr>'
-            for i, (tokens, caption) in enumerate(zip(inputs.tokens, captions(loaded, expl)))
-        )
-        blocks.append(f"<h3>{escape(label)}</h3><table class=\"text\">{rows}</table>")
+        heatmaps = render(inputs.tokens, token_relevance(expl), merge=True, fragment=True)
+        blocks.append(f"<h3>{escape(label)}</h3>{heatmaps}")
     return "".join(blocks)
 
 
@@ -230,17 +227,28 @@ def benchmark_table(args: argparse.Namespace, model_spec: str, input_specs: list
     """Check the names, load model and data, build methods and metrics, and run the benchmark."""
     check_method_names(method_specs, input_specs)
     registry = parts.metric_registry()
-    if metric_specs is None:
-        metric_specs = [m for m in parts.DEFAULT_METRICS if m in registry]
-    for text in metric_specs:
+    for text in metric_specs or ():
         name = parse_spec(text)[0]
         if name not in registry:
             raise UsageError(f"unknown metric {name!r}; valid: {', '.join(sorted(registry))}")
     loaded, inputs = model_and_inputs(args, model_spec, input_specs, main=main)
+    needs_mask = lambda text: getattr(registry[parse_spec(text)[0]], "needs_mask", False)  # noqa: E731
+    if metric_specs is None:  # the defaults, less the localisation metrics where the data has no masks
+        metric_specs = [m for m in parts.DEFAULT_METRICS
+                        if m in registry and (inputs.mask is not None or not needs_mask(m))]
+    elif inputs.mask is None and any(map(needs_mask, metric_specs)):
+        raise UsageError(f"{', '.join(filter(needs_mask, metric_specs))} compare with ground-truth masks: give data "
+                         f"with masks (an .npz with 'mask', or {parts.GROUND_TRUTH_DATA})")
     methods = build_methods(method_specs, loaded.model, args.batch_size, args.seed)
     metrics = build_metrics(metric_specs, registry, args.batch_size, args.seed)
     target = target_of(args, inputs) if main else inputs.target
-    return parts.benchmark()(loaded.model, (inputs.x, target, inputs.mask), methods, metrics)
+    table = parts.benchmark()(loaded.model, (inputs.x, target, inputs.mask), methods, metrics,
+                              forward_kwargs=inputs.forward_kwargs, on_error="record", progress=not args.quiet)
+    for (method, metric), cell in (getattr(table, "info", {}) or {}).items():
+        if isinstance(cell, dict) and "error" in cell:
+            reason = str(cell["error"]).splitlines()[0]
+            print(f"xaikit: warning: {method} × {metric} failed: {reason}", file=sys.stderr)
+    return table
 
 
 def write_table(table: Any, out: Path) -> None:

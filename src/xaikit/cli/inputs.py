@@ -37,6 +37,7 @@ class Inputs:
     mask: torch.Tensor | None = None  #: ground-truth masks given with the data
     forward_kwargs: dict[str, Any] = field(default_factory=dict)  #: e.g. the attention mask of text
     tokens: list[list[str]] | None = None  #: text: the tokens of each input
+    texts: list[str] | None = None  #: text: the inputs as given
     feature_names: list[str] | None = None  #: CSV: the column names
 
     def __len__(self) -> int:
@@ -138,7 +139,7 @@ def _text_batch(lines: list[str], loaded: LoadedModel) -> Inputs:
     tokens = [loaded.tokenizer.convert_ids_to_tokens(row[row_mask.bool()].tolist())
               for row, row_mask in zip(encoded["input_ids"], encoded["attention_mask"])]
     return Inputs(encoded["input_ids"], [f"text{i}" for i in range(len(lines))], "text",
-                  forward_kwargs={"attention_mask": encoded["attention_mask"]}, tokens=tokens)
+                  forward_kwargs={"attention_mask": encoded["attention_mask"]}, tokens=tokens, texts=list(lines))
 
 
 def _read_csv(path: Path, target_column: str | None) -> tuple:

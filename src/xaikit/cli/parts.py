@@ -56,8 +56,8 @@ DEFAULT_SENTENCES = (
     "then the small train went over the bridge in the morning",
     "a brilliant little garden with a blue door and a green tree",
 )
-#: token heatmaps: ``tokens_html(tokens, relevance) -> str`` (one sentence, relevance (L,))
-TOKENS_HTML = "xaikit.viz.text:tokens_html"
+#: token heatmaps: ``token_html(tokens, relevance, merge=, fragment=) -> str`` (N token lists, relevance (N, L))
+TOKENS_HTML = "xaikit.viz.text:token_html"
 
 ZOO_NAMES = (*IMAGE_MODELS, GROUND_TRUTH_MODEL, *TEXT_MODELS)
 
@@ -84,7 +84,7 @@ def load_text_model(name: str, seed: int) -> tuple[nn.Module, Any, tuple[str, ..
     return task.model, task.tokenizer, ("no keyword", "keyword")
 
 
-def tokens_html() -> Callable[[list[str], Any], str]:
+def tokens_html() -> Callable[..., str]:
     """The token heatmap renderer of :mod:`xaikit.viz.text`."""
     return attribute(TOKENS_HTML, "token heatmaps")
 
@@ -97,10 +97,10 @@ DEFAULT_IMAGE_METHODS = (
     "guided_backprop", "occlusion:window=32,stride=16", "lrp:composite=epsilon_plus_flat",
     "lrp:composite=epsilon_gamma_box",
 )
-#: methods compared in the default metrics table (cheap enough for the ground-truth data set)
+#: methods compared in the default metrics table (settings for the 32×32 images of the ground-truth data set)
 DEFAULT_EVAL_METHODS = (
-    "gradient", "input_x_gradient", "integrated_gradients", "guided_backprop", "grad_cam", "occlusion",
-    "lrp:composite=epsilon_plus_flat",
+    "gradient", "input_x_gradient", "integrated_gradients", "guided_backprop", "grad_cam",
+    "occlusion:window=4,stride=2", "lrp:composite=epsilon_plus_flat",
 )
 #: metrics of the default table: faithfulness, localisation, complexity, randomisation
 DEFAULT_METRICS = ("pixel_flipping", "region_perturbation", "pointing_game", "relevance_mass_accuracy",

@@ -198,7 +198,7 @@ def plot_curves(curves: Mapping[str, tuple], title: str = "", xlabel: str = "", 
     drawn as a band. ``x`` may hold strings (layer names).
     """
     if ax is None:
-        fig = Figure(figsize=(5.0, 3.4))
+        fig = Figure(figsize=(7.5 if len(curves) > 4 else 5.0, 3.4))
         ax = fig.subplots()
     else:
         fig = ax.figure
@@ -217,7 +217,9 @@ def plot_curves(curves: Mapping[str, tuple], title: str = "", xlabel: str = "", 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if curves:
+    if len(curves) > 4:  # many methods: the legend beside the plot, not over the curves
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    elif curves:
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -55,6 +55,8 @@ class Scores:
         Direction of each metric.
     curves : dict
         ``{curve name: {method: (x, y) or (x, y, err)}}``, e.g. pixel-flipping or MPRT curves.
+    errors : dict
+        ``{(method, metric): message}`` for cells that failed.
     """
 
     methods: list[str]
@@ -63,12 +65,18 @@ class Scores:
     sem: np.ndarray | None
     higher_is_better: list[bool]
     curves: dict[str, dict[str, tuple]] = field(default_factory=dict)
+    errors: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, table: Any) -> "Scores":
-        """Read a table-like object: ``.methods``, ``.metrics``, ``.mean`` and ``.sem`` (``(methods, metrics)``
-        array-likes), ``.higher_is_better`` (a sequence or a ``{metric: bool}`` mapping) and optionally
-        ``.curves``."""
+        """Read a benchmark table.
+
+        Either :class:`xaikit.metrics.BenchmarkTable` (per-cell ``mean(method, metric)`` and ``sem(...)``,
+        ``higher_is_better`` as ``{metric: bool}``, ``curves`` as ``{(method, metric): (N, S) tensor}`` with the
+        curve positions in ``info[(method, metric)]``, failed cells in ``info[...]["error"]``), or any object
+        with ``methods``, ``metrics``, ``mean`` and ``sem`` as ``(methods, metrics)`` arrays,
+        ``higher_is_better`` as a sequence or mapping and optionally ``curves`` in the form of this class.
+        """
         if isinstance(table, cls):
             return table
         missing = [a for a in ("methods", "metrics", "mean", "higher_is_better") if not hasattr(table, a)]
@@ -79,20 +87,59 @@ class Scores:
         direction = table.higher_is_better
         if isinstance(direction, Mapping):
             direction = [direction[m] for m in table.metrics]
-        mean = np.asarray(_array(table.mean), dtype=np.float64)
-        sem = getattr(table, "sem", None)
-        sem = None if sem is None else np.asarray(_array(sem), dtype=np.float64)
+        mean, sem = (_cells(table, name, methods, metrics) for name in ("mean", "sem"))
         for name, value in (("mean", mean), ("sem", sem)):
             if value is not None and value.shape != (len(methods), len(metrics)):
                 raise ValueError(f"table.{name} must be (methods, metrics) = ({len(methods)}, {len(metrics)}), "
                                  f"got {value.shape}")
-        return cls(methods, metrics, mean, sem, [bool(d) for d in direction], dict(getattr(table, "curves", {}) or {}))
+        info = getattr(table, "info", {}) or {}
+        errors = {key: str(cell["error"]) for key, cell in info.items()
+                  if isinstance(cell, Mapping) and "error" in cell}
+        return cls(methods, metrics, mean, sem, [bool(d) for d in direction], _curves(table, info), errors)
 
     def best(self) -> np.ndarray:
         """Boolean ``(methods, metrics)``: the best mean per metric in its direction (ties all marked; NaN never)."""
         goodness = np.where(np.asarray(self.higher_is_better)[None, :], self.mean, -self.mean)
         top = np.nanmax(np.where(np.isnan(goodness), -np.inf, goodness), axis=0, keepdims=True)
         return np.isfinite(goodness) & (goodness == top)
+
+
+def _cells(table: Any, name: str, methods: list[str], metrics: list[str]) -> np.ndarray | None:
+    """``(methods, metrics)`` values of an array attribute or of a per-cell accessor ``table.name(method, metric)``."""
+    value = getattr(table, name, None)
+    if value is None:
+        return None
+    if callable(value):
+        return np.array([[value(method, metric) for metric in metrics] for method in methods], dtype=np.float64)
+    return np.asarray(_array(value), dtype=np.float64)
+
+
+def _curves(table: Any, info: Mapping) -> dict[str, dict[str, tuple]]:
+    """Curves by name, then method: ``(x, mean over samples, standard error)``; per-cell ``(N, S)`` curves keyed by
+    ``(method, metric)`` are averaged over the samples, their positions taken from the cell's info (a 1-D entry of
+    length S, e.g. ``fraction`` or ``layers``), else 0..S-1."""
+    curves = dict(getattr(table, "curves", {}) or {})
+    if not curves or not all(isinstance(k, tuple) for k in curves):
+        return curves
+    out: dict[str, dict[str, tuple]] = {}
+    for (method, metric), values in curves.items():
+        values = np.asarray(_array(values), dtype=np.float64).reshape(-1, np.shape(values)[-1])
+        counts = np.sum(~np.isnan(values), axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.nansum(values, axis=0) / np.maximum(counts, 1)
+            spread = np.sqrt(np.nansum((values - mean) ** 2, axis=0) / np.maximum(counts - 1, 1))
+            sem = np.where(counts > 1, spread / np.sqrt(np.maximum(counts, 1)), np.nan)
+        mean = np.where(counts > 0, mean, np.nan)
+        out.setdefault(metric, {})[method] = (_positions(info.get((method, metric), {}), values.shape[1]), mean, sem)
+    return out
+
+
+def _positions(cell: Mapping, steps: int) -> np.ndarray:
+    for value in cell.values() if isinstance(cell, Mapping) else ():
+        array = np.asarray(_array(value)) if not isinstance(value, (str, bytes)) else None
+        if array is not None and array.ndim == 1 and len(array) == steps:
+            return array
+    return np.arange(steps)
 
 
 def _array(value: Any) -> Any:
@@ -167,7 +214,7 @@ def scores_section(folder: str | Path, table: Any, title: str = "Scores", note: 
     scores = Scores.of(table)
     best = scores.best()
     head = "".join(
-        f'<th title="{"higher" if up else "lower"} is better">{html.escape(metric)} '
+        f'<th title="{"higher" if up else "lower"} is better">{html.escape(metric)}&nbsp;'
         f'<span class="arrow">{"↑" if up else "↓"}</span></th>'
         for metric, up in zip(scores.metrics, scores.higher_is_better)
     )
@@ -176,7 +223,11 @@ def scores_section(folder: str | Path, table: Any, title: str = "Scores", note: 
         cells = []
         for j in range(len(scores.metrics)):
             value = _format(scores.mean[i, j], None if scores.sem is None else scores.sem[i, j])
-            cells.append(f'<td class="best">{value} ★</td>' if best[i, j] else f"<td>{value}</td>")
+            error = scores.errors.get((method, scores.metrics[j]))
+            if error is not None:
+                cells.append(f'<td class="failed" title="{html.escape(error)}">failed</td>')
+            else:
+                cells.append(f'<td class="best">{value} ★</td>' if best[i, j] else f"<td>{value}</td>")
         rows.append(f"<tr><th>{html.escape(method)}</th>{''.join(cells)}</tr>")
     body = [f'<div class="scroll"><table class="scores"><thead><tr><th>method</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div><p class="legend">mean ± standard error over samples; '
@@ -242,7 +293,8 @@ table{border-collapse:collapse} th,td{padding:.3em .5em;text-align:center;vertic
 table.grid img{width:150px;height:auto;display:block} table.grid.small img{image-rendering:pixelated}
 table.grid th{font-weight:600;font-size:.85em;max-width:150px;overflow-wrap:break-word}
 table.grid th.row{text-align:right;vertical-align:middle;min-width:7em;max-width:10em}
-table.scores td,table.scores th{border:1px solid #ddd} table.scores td.best{font-weight:700;background:#e3f4e3}
+table.scores td,table.scores th{border:1px solid #ddd} table.scores td{white-space:nowrap} table.scores td.best{font-weight:700;background:#e3f4e3}
+table.scores td.failed{color:#a33;cursor:help}
 table.settings th{text-align:left;font-weight:600} table.settings td{text-align:left;font-family:monospace}
 .note{color:#555;font-style:italic} .missing{color:#a33} .legend{color:#555;font-size:.85em}
 .swatch{display:inline-block;width:1em;height:1em;vertical-align:middle;border:1px solid #aaa}
