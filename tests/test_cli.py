@@ -91,6 +91,9 @@ def test_explain_batch_size_and_seed(capsys, tmp_path, photos):
     # the seed fixes the random initialisation of the factory's model: same seed same result, other different
     assert not np.allclose(attribution("--seed", "1"), reference)
     np.testing.assert_array_equal(attribution("--seed", "1"), attribution("--seed", "1", "--quiet"))
+    threads = torch.get_num_threads()
+    np.testing.assert_allclose(attribution("--threads", "1"), reference, rtol=1e-5, atol=1e-7)
+    assert torch.get_num_threads() == threads  # restored after the run
 
 
 def test_explain_csv_with_labels_and_npz_inputs(capsys, tmp_path):

@@ -73,6 +73,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                      help="inputs per method call, passed on to the methods (default auto)")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                      help="where to run (auto: cuda when available, else cpu)")
+    run.add_argument("--threads", type=_positive_int, help="CPU threads of torch (default: torch's choice; "
+                                                           "1 is much faster on a busy shared machine)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bars and no closing line")
     run.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     shown = parser.add_argument_group("heatmaps")
@@ -192,13 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     args.argv = argv
     prog = f"xaikit {args.command}"
+    import torch
+
+    threads = torch.get_num_threads()
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         try:
             import numpy as np
-            import torch
 
             args.device = _resolve_device(args.device)
+            if args.threads is not None:
+                torch.set_num_threads(args.threads)
             torch.manual_seed(args.seed)
             np.random.seed(args.seed % 2**32)
             return args.func(args)
@@ -217,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = str(err).strip().splitlines()[0] if str(err).strip() else ""
             print(f"{prog}: failed: {type(err).__name__}: {text} (--debug shows the traceback)", file=sys.stderr)
             return FAILED
+        finally:
+            torch.set_num_threads(threads)  # main() may run inside a notebook or a test
 
 
 __all__ = ["main", "build_parser"]
