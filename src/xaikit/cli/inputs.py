@@ -1,0 +1,226 @@
+"""Inputs on the command line: image files and folders, scikit-image photos, text lines, CSV tables, arrays.
+
+- ``photo.jpg``, ``folder/`` (its images, sorted), ``skimage:chelsea`` (a photo bundled with scikit-image):
+  resized to the model's size and scaled to its input range;
+- ``lines.txt``: one text per line (text models);
+- ``table.csv``: numeric columns, one sample per row (a header row is skipped; ``--target-column`` takes the
+  labels from a column);
+- ``data.npy`` / ``data.npz``: a float array ``(N, ...)``; an ``.npz`` holds ``x`` and optionally ``y``
+  (targets) and ``mask`` (ground-truth masks);
+- ``ground-truth``: samples of the synthetic ground-truth data set (with masks).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import parts
+from .errors import NotFound, UsageError
+from .models import LoadedModel
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+
+
+@dataclass
+class Inputs:
+    """A batch of inputs ready for the model, with names for the files written about them."""
+
+    x: torch.Tensor
+    names: list[str]
+    kind: str  #: "image", "text" or "tensor"
+    target: torch.Tensor | None = None  #: labels given with the data
+    mask: torch.Tensor | None = None  #: ground-truth masks given with the data
+    forward_kwargs: dict[str, Any] = field(default_factory=dict)  #: e.g. the attention mask of text
+    tokens: list[list[str]] | None = None  #: text: the tokens of each input
+    texts: list[str] | None = None  #: text: the inputs as given
+    feature_names: list[str] | None = None  #: CSV: the column names
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def check_inputs_exist(specs: Sequence[str]) -> None:
+    """Fail on a missing input file before anything slow is loaded."""
+    for spec in specs:
+        if spec != parts.GROUND_TRUTH_DATA and not spec.startswith("skimage:") and not Path(spec).exists():
+            raise NotFound(f"input {spec!r} not found")
+
+
+def load_inputs(specs: Sequence[str], loaded: LoadedModel, texts: Sequence[str] = (), num_samples: int = 16,
+                seed: int = 0, target_column: str | None = None, device: str = "cpu") -> Inputs:
+    """Read every input spec (see the module docstring) into one batch on ``device``."""
+    specs = list(specs) or ([] if texts else list(loaded.default_inputs))
+    if not specs and not texts:
+        raise UsageError(f"no inputs: give --inputs FILE/FOLDER (the model {loaded.spec!r} has no default inputs)")
+    images, lines, arrays = [], list(texts), []
+    for spec in specs:
+        if spec == parts.GROUND_TRUTH_DATA:
+            x, y, mask = parts.ground_truth_data(num_samples, seed)
+            arrays.append(("ground-truth", x, y, mask, None))
+        elif spec.startswith("skimage:"):
+            images.append((spec.split(":", 1)[1], _skimage_photo(spec.split(":", 1)[1])))
+        else:
+            path = Path(spec)
+            if not path.exists():
+                raise NotFound(f"input {spec!r} not found")
+            if path.is_dir():
+                files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                if not files:
+                    raise NotFound(f"input folder {spec!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                images.extend((p.stem, _read_image(p)) for p in files)
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
+                images.append((path.stem, _read_image(path)))
+            elif path.suffix.lower() == ".txt":
+                lines.extend(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+            elif path.suffix.lower() == ".csv":
+                arrays.append(_read_csv(path, target_column))
+            elif path.suffix.lower() in (".npy", ".npz"):
+                arrays.append(_read_array(path))
+            else:
+                raise UsageError(f"input {spec!r}: unknown kind of file; give images, .txt, .csv, .npy or .npz")
+    kinds = [k for k, v in (("image", images), ("text", lines), ("tensor", arrays)) if v]
+    if len(kinds) > 1:
+        raise UsageError(f"inputs mix {' and '.join(kinds)}; give one kind per run")
+    if images:
+        inputs = _image_batch(images, loaded)
+    elif lines:
+        inputs = _text_batch(lines, loaded)
+    else:
+        inputs = _array_batch(arrays)
+    return _to(inputs, device)
+
+
+def _skimage_photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    if name.startswith("_") or not callable(getattr(data, name, None)):
+        raise NotFound(f"scikit-image has no photo {name!r} (e.g. skimage:chelsea, skimage:coffee)")
+    return getattr(data, name)()
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from skimage import io
+
+    try:
+        return io.imread(str(path))
+    except Exception as err:  # noqa: BLE001 - any decoder error means the same to the user
+        raise NotFound(f"cannot read image {str(path)!r}: {type(err).__name__}") from None
+
+
+def image_tensor(image: np.ndarray, size: int, low: float, high: float) -> torch.Tensor:
+    """An ``(H, W[, C])`` image -> ``(3, size, size)`` float tensor in ``[low, high]`` (resized whole)."""
+    from skimage import color, transform, util
+
+    image = util.img_as_float(image)
+    if image.ndim == 2:
+        image = color.gray2rgb(image)
+    elif image.shape[-1] == 4:
+        image = color.rgba2rgb(image)
+    image = transform.resize(image, (size, size), anti_aliasing=True)
+    return torch.tensor(image, dtype=torch.float32).permute(2, 0, 1) * (high - low) + low
+
+
+def _image_batch(images: list[tuple[str, np.ndarray]], loaded: LoadedModel) -> Inputs:
+    low = 0.0 if loaded.low is None else loaded.low
+    high = 1.0 if loaded.high is None else loaded.high
+    x = torch.stack([image_tensor(image, loaded.size, low, high) for _, image in images])
+    return Inputs(x, _unique([name for name, _ in images]), "image")
+
+
+def _text_batch(lines: list[str], loaded: LoadedModel) -> Inputs:
+    if loaded.tokenizer is None:
+        raise UsageError(f"text inputs need a text model with a tokenizer (e.g. --model minilm), not {loaded.spec!r}")
+    encoded = loaded.tokenizer(lines, padding=True, truncation=True, return_tensors="pt")
+    tokens = [loaded.tokenizer.convert_ids_to_tokens(row[row_mask.bool()].tolist())
+              for row, row_mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+    return Inputs(encoded["input_ids"], [f"text{i}" for i in range(len(lines))], "text",
+                  forward_kwargs={"attention_mask": encoded["attention_mask"]}, tokens=tokens, texts=list(lines))
+
+
+def _read_csv(path: Path, target_column: str | None) -> tuple:
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.reader(handle) if row]
+    if not rows:
+        raise NotFound(f"CSV file {str(path)!r} is empty")
+    header = None if _numeric(rows[0]) else rows.pop(0)
+    try:
+        values = np.array([[float(v) for v in row] for row in rows], dtype=np.float32)
+    except ValueError:
+        raise UsageError(f"CSV file {str(path)!r} has non-numeric values; give numeric feature columns only") from None
+    if values.ndim != 2 or len(values) == 0:
+        raise UsageError(f"CSV file {str(path)!r} has rows of different lengths or no data rows")
+    names = header or [f"feature{i}" for i in range(values.shape[1])]
+    target = None
+    if target_column is not None:
+        if target_column not in names:
+            raise UsageError(f"--target-column {target_column!r} is not a column of {str(path)!r}; "
+                             f"columns: {', '.join(names)}")
+        column = names.index(target_column)
+        target = torch.tensor(values[:, column]).long()
+        values = np.delete(values, column, axis=1)
+        names = names[:column] + names[column + 1:]
+    return path.stem, torch.from_numpy(values), target, None, names
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(v) for v in row]
+    except ValueError:
+        return False
+    return True
+
+
+def _read_array(path: Path) -> tuple:
+    try:
+        content = np.load(path, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001
+        raise NotFound(f"cannot read array file {str(path)!r}: {type(err).__name__}") from None
+    if isinstance(content, np.ndarray):
+        return path.stem, torch.from_numpy(content).float(), None, None, None
+    if "x" not in content.files:
+        raise UsageError(f"{str(path)!r} must hold an array 'x' (and optionally 'y', 'mask'); "
+                         f"it has {', '.join(content.files)}")
+    y = torch.from_numpy(content["y"]).long() if "y" in content.files else None
+    mask = torch.from_numpy(content["mask"]) if "mask" in content.files else None
+    return path.stem, torch.from_numpy(content["x"]).float(), y, mask, None
+
+
+def _array_batch(arrays: list[tuple]) -> Inputs:
+    shapes = {tuple(x.shape[1:]) for _, x, *_ in arrays}
+    if len(shapes) > 1:
+        raise UsageError(f"array inputs have different sample shapes {sorted(shapes)}")
+    names = _unique([f"{stem}{i}" for stem, x, *_ in arrays for i in range(len(x))])
+    x = torch.cat([x for _, x, *_ in arrays])
+    target = _cat_optional([t for _, _, t, _, _ in arrays], len(arrays))
+    mask = _cat_optional([m for _, _, _, m, _ in arrays], len(arrays))
+    kind = "image" if x.ndim == 4 and x.shape[1] in (1, 3) else "tensor"
+    return Inputs(x, names, kind, target, mask, feature_names=arrays[0][4])
+
+
+def _cat_optional(parts_: list, n: int) -> torch.Tensor | None:
+    present = [p for p in parts_ if p is not None]
+    if not present:
+        return None
+    if len(present) != n:
+        raise UsageError("some inputs come with targets/masks and some without; give them for all or none")
+    return torch.cat(present)
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return out
+
+
+def _to(inputs: Inputs, device: str) -> Inputs:
+    inputs.x = inputs.x.to(device)
+    inputs.forward_kwargs = {k: v.to(device) for k, v in inputs.forward_kwargs.items()}
+    return inputs

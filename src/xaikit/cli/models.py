@@ -1,0 +1,147 @@
+"""Model specs on the command line.
+
+- a zoo name: ``efficientnet-lite0``, ``ground-truth-cnn``, ``minilm``;
+- ``module:factory`` or ``path/to/file.py:factory``: a callable returning an ``nn.Module`` (or the module itself);
+- a saved TorchScript file (``torch.jit.save``);
+- ``--weights FILE``: a state dict loaded into the model given by one of the above.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import parts
+from .errors import NotFound, UsageError
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to explain and what the command line needs to feed it."""
+
+    model: nn.Module
+    spec: str
+    kind: str = "auto"  #: "image", "text" or "auto" (decided by the inputs)
+    size: int = 224  #: image side length
+    low: float | None = None  #: input range of images (None: each image's own range, for display only)
+    high: float | None = None
+    default_inputs: tuple[str, ...] = ()
+    label: Callable[[int], str] = field(default=lambda i: f"class {i}")
+    tokenizer: Any = None
+
+
+def load_model(spec: str, weights: str | None = None, device: str = "cpu", seed: int = 0,
+               image_size: int | None = None, input_range: tuple[float, float] | None = None) -> LoadedModel:
+    """Resolve a model spec (see module docstring) to an eval-mode model on ``device``."""
+    loaded = _resolve(spec, seed)
+    if weights is not None:
+        _load_weights(loaded.model, weights)
+    if image_size is not None:
+        loaded.size = image_size
+    if input_range is not None:
+        loaded.low, loaded.high = input_range
+    loaded.model = loaded.model.eval().to(device)
+    return loaded
+
+
+def _resolve(spec: str, seed: int) -> LoadedModel:
+    if spec in parts.IMAGE_MODELS:
+        entry = parts.IMAGE_MODELS[spec]
+        model = parts.attribute(entry["loader"], f"the model {spec!r}")()
+        return LoadedModel(model, spec, "image", entry["size"], entry["low"], entry["high"], tuple(entry["inputs"]),
+                           parts.attribute(entry["labels"], "class names"))
+    if spec == parts.GROUND_TRUTH_MODEL:
+        low, high = parts.GROUND_TRUTH_RANGE
+        classes = parts.attribute(parts.GROUND_TRUTH_CLASSES, "the ground-truth class names")
+        return LoadedModel(parts.load_ground_truth_cnn(seed), spec, "image", low=low, high=high,
+                           default_inputs=(parts.GROUND_TRUTH_DATA,), label=lambda i: _name(classes, i))
+    if spec in parts.TEXT_MODELS:
+        model, tokenizer, classes = parts.load_text_model(spec, seed)
+        return LoadedModel(model, spec, "text", label=lambda i: _name(classes, i), tokenizer=tokenizer)
+    path = Path(spec)
+    if path.is_file():
+        return LoadedModel(_torchscript(path), spec)
+    if ":" in spec and not path.exists():
+        return LoadedModel(_factory(spec), spec)
+    raise NotFound(f"model {spec!r} not found: give a zoo name ({', '.join(parts.ZOO_NAMES)}), "
+                   "module:factory, file.py:factory or a TorchScript file")
+
+
+def _name(classes: tuple[str, ...], index: int) -> str:
+    return classes[index] if 0 <= index < len(classes) else f"class {index}"
+
+
+def _torchscript(path: Path) -> nn.Module:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated but still loads
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception:  # noqa: BLE001 - any failure means "not TorchScript"; say what to do instead
+        pass
+    try:
+        content = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise NotFound(f"cannot load model file {str(path)!r}: neither TorchScript nor a state dict "
+                       f"({_first_line(err)})") from None
+    if isinstance(content, dict):
+        raise UsageError(f"{str(path)!r} is a state dict, not a model: give the architecture and the weights, "
+                         f"--model module:factory --weights {path}")
+    raise NotFound(f"cannot load model file {str(path)!r}: save it with torch.jit.save or as a state dict")
+
+
+def _factory(spec: str) -> nn.Module:
+    module_name, _, name = spec.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            file = Path(module_name)
+            if not file.is_file():
+                raise NotFound(f"model file {module_name!r} not found")
+            module_spec = importlib.util.spec_from_file_location(file.stem, file)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules.setdefault(file.stem, module)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except NotFound:
+        raise
+    except Exception as err:  # noqa: BLE001 - import errors of user code come in every kind
+        raise NotFound(f"cannot import {module_name!r} for model {spec!r}: "
+                       f"{type(err).__name__}: {_first_line(err)}") from None
+    if not hasattr(module, name):
+        raise NotFound(f"{module_name!r} has no {name!r} (model {spec!r})")
+    factory = getattr(module, name)
+    try:
+        model = factory if isinstance(factory, nn.Module) else factory()
+    except Exception as err:  # noqa: BLE001
+        raise NotFound(f"model factory {spec!r} failed: {type(err).__name__}: {_first_line(err)}") from None
+    if not isinstance(model, nn.Module):
+        raise NotFound(f"model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _load_weights(model: nn.Module, weights: str) -> None:
+    path = Path(weights)
+    if not path.is_file():
+        raise NotFound(f"weights file {weights!r} not found")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise NotFound(f"cannot read weights {weights!r}: {_first_line(err)}") from None
+    if not isinstance(state, dict):
+        raise NotFound(f"weights file {weights!r} does not hold a state dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise UsageError(f"weights {weights!r} do not fit the model: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,119 @@
+"""The pieces of other parts of xaikit that the command line and the default report use, in one place.
+
+Each function imports its piece lazily and raises :class:`Unavailable` with a one-line reason when the piece
+is not installed, so a report section can say what is missing instead of failing the whole run.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+class Unavailable(RuntimeError):
+    """A part of xaikit (or an optional dependency) that this command needs is not installed."""
+
+
+def attribute(spec: str, what: str) -> Any:
+    """``"package.module:name"`` -> the object, or :class:`Unavailable` naming what is missing."""
+    module_name, _, name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise Unavailable(f"{what} needs {module_name} ({err})") from None
+    if not hasattr(module, name):
+        raise Unavailable(f"{what} needs {module_name}.{name}, which this version does not have")
+    return getattr(module, name)
+
+
+# ---- models of the zoo, by CLI name --------------------------------------------------------------------------
+
+#: image models: loader, input size, input range, default inputs, label function
+IMAGE_MODELS: dict[str, dict[str, Any]] = {
+    "efficientnet-lite0": {
+        "loader": "xaikit.zoo.imagenet:load_efficientnet_lite0",
+        "size": 224, "low": -1.0, "high": 1.0,
+        "inputs": ("skimage:chelsea", "skimage:coffee", "skimage:astronaut", "skimage:rocket"),
+        "labels": "xaikit.zoo.imagenet:imagenet_label",
+    },
+}
+#: the ground-truth model and data set (one shape on a textured background, known object masks, images in
+#: [-1, 1]): the CLI names, the trainer ``(seed=) -> model`` and the generator ``(n, seed=) -> .x, .y, .mask``
+GROUND_TRUTH_MODEL = "ground-truth-cnn"
+GROUND_TRUTH_DATA = "ground-truth"
+GROUND_TRUTH_LOADER = "xaikit.zoo.groundtruth:train_shapes_model"
+GROUND_TRUTH_DATASET = "xaikit.zoo.groundtruth:make_shapes"
+GROUND_TRUTH_RANGE = (-1.0, 1.0)
+GROUND_TRUTH_CLASSES = "xaikit.zoo.groundtruth:SHAPES"
+#: text models: name -> loader ``(seed) -> (model, tokenizer, class names)``, see :func:`load_text_model`
+TEXT_MODELS: dict[str, str] = {"minilm": "xaikit.zoo.text:keyword_task"}
+#: sentences of the default text example (the minilm classifier detects the keywords excellent, wonderful,
+#: fantastic and brilliant)
+DEFAULT_SENTENCES = (
+    "the old dog walked near the river with a wonderful friend",
+    "then the small train went over the bridge in the morning",
+    "a brilliant little garden with a blue door and a green tree",
+)
+#: token heatmaps: ``token_html(tokens, relevance, merge=, fragment=) -> str`` (N token lists, relevance (N, L))
+TOKENS_HTML = "xaikit.viz.text:token_html"
+
+ZOO_NAMES = (*IMAGE_MODELS, GROUND_TRUTH_MODEL, *TEXT_MODELS)
+
+
+def load_ground_truth_cnn(seed: int) -> nn.Module:
+    """The small CNN trained on the ground-truth data set (drawn with ``seed``; seconds on a CPU)."""
+    return attribute(GROUND_TRUTH_LOADER, "the ground-truth CNN")(seed=seed)
+
+
+def ground_truth_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` held-out samples of the ground-truth data set (drawn with ``seed + 1``, so none was trained on):
+    images ``(n, C, H, W)``, labels ``(n,)``, object masks ``(n, H, W)``."""
+    data = attribute(GROUND_TRUTH_DATASET, "the ground-truth data set")(n, seed=seed + 1)
+    return data.x, data.y, data.mask
+
+
+def load_text_model(name: str, seed: int) -> tuple[nn.Module, Any, tuple[str, ...]]:
+    """A zoo text model, its tokenizer and its class names.
+
+    ``minilm``: all-MiniLM-L6-v2 with a linear probe trained (seconds) to detect keywords, so the tokens
+    that should be relevant are known: ``(input_ids, attention_mask) -> (N, 2)`` logits.
+    """
+    task = attribute(TEXT_MODELS[name], f"the text model {name!r}")(seed=seed)
+    return task.model, task.tokenizer, ("no keyword", "keyword")
+
+
+def tokens_html() -> Callable[..., str]:
+    """The token heatmap renderer of :mod:`xaikit.viz.text`."""
+    return attribute(TOKENS_HTML, "token heatmaps")
+
+
+# ---- methods and metrics ------------------------------------------------------------------------------------
+
+#: the main image methods of the default report (those not installed are left out with a note)
+DEFAULT_IMAGE_METHODS = (
+    "gradient", "input_x_gradient", "integrated_gradients:steps=16", "smooth_grad:samples=16", "grad_cam",
+    "guided_backprop", "occlusion:window=32,stride=16", "lrp:composite=epsilon_plus_flat",
+    "lrp:composite=epsilon_gamma_box",
+)
+#: methods compared in the default metrics table (settings for the 32×32 images of the ground-truth data set)
+DEFAULT_EVAL_METHODS = (
+    "gradient", "input_x_gradient", "integrated_gradients", "guided_backprop", "grad_cam",
+    "occlusion:window=4,stride=2", "lrp:composite=epsilon_plus_flat",
+)
+#: metrics of the default table: faithfulness, localisation, complexity, randomisation
+DEFAULT_METRICS = ("pixel_flipping", "region_perturbation", "pointing_game", "relevance_mass_accuracy",
+                   "sparseness", "mprt")
+#: methods and composites for the default text example
+DEFAULT_TEXT_METHODS = ("gradient", "input_x_gradient", "lrp:composite=attnlrp")
+
+
+def metric_registry() -> dict[str, type]:
+    """snake_case metric name -> metric class (``xaikit.metrics.METRICS``)."""
+    return attribute("xaikit.metrics:METRICS", "metrics")
+
+
+def benchmark() -> Callable[..., Any]:
+    """``benchmark(model, data, methods, metrics, ...)`` -> a benchmark table (``xaikit.metrics.benchmark``)."""
+    return attribute("xaikit.metrics:benchmark", "the metrics table")

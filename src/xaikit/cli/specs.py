@@ -1,0 +1,95 @@
+"""Method and metric specs on the command line: ``NAME`` or ``NAME:key=value,key=value``.
+
+``lrp:composite=epsilon_gamma_box,gamma=0.5`` builds ``LRP(model, composite="epsilon_gamma_box", gamma=0.5)``.
+Values are read as Python literals where they parse (numbers, ``True``, ``None``, tuples such as
+``window=(8, 8)``) and as strings otherwise; a comma starts a new setting only where ``key=`` follows it.
+"""
+from __future__ import annotations
+
+import ast
+import re
+import inspect
+from typing import Any, Sequence
+
+from torch import nn
+
+from ..methods.base import METHODS, Method, get_method
+from .errors import UsageError
+
+
+def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """``"lrp:composite=epsilon,epsilon=0.1"`` -> ``("lrp", {"composite": "epsilon", "epsilon": 0.1})``."""
+    name, _, rest = text.partition(":")
+    settings: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in re.split(r",(?=\s*[A-Za-z_]\w*\s*=)", rest))):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip().isidentifier():
+            raise UsageError(f"bad setting {item!r} in {text!r}; write NAME:key=value,key=value")
+        settings[key.strip()] = _value(value.strip())
+    if not name.strip():
+        raise UsageError(f"empty name in {text!r}; write NAME or NAME:key=value")
+    return name.strip(), settings
+
+
+def _value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def method_class(name: str) -> type[Method]:
+    """The registered method class, or a :class:`UsageError` listing the valid names."""
+    try:
+        return get_method(name)
+    except ValueError:
+        raise UsageError(f"unknown method {name!r}; valid: {', '.join(sorted(METHODS))}") from None
+
+
+def accepts(cls: type, keyword: str) -> bool:
+    """Whether ``cls(...)`` takes ``keyword`` as a named parameter."""
+    init = inspect.unwrap(cls.__init__)
+    return keyword in inspect.signature(init).parameters
+
+
+def build_methods(specs: Sequence[str], model: nn.Module, batch_size: int | str, seed: int | None
+                  ) -> dict[str, Method]:
+    """Build every method of ``specs`` on ``model``: label -> method object.
+
+    ``batch_size`` and ``seed`` are passed to the methods that take them unless the spec sets them. Labels are
+    the methods' display names (``LRP(epsilon_gamma_box)``), or the spec itself where two would coincide.
+    """
+    built: dict[str, Method] = {}
+    for text in specs:
+        name, settings = parse_spec(text)
+        cls = method_class(name)
+        for key, value in (("batch_size", batch_size), ("seed", seed)):
+            if value is not None and key not in settings and accepts(cls, key):
+                settings[key] = value
+        try:
+            method = cls(model, **settings)
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"method {text!r}: {err}") from None
+        label = method.name if method.name not in built else text
+        built[label] = method
+    return built
+
+
+def build_metrics(specs: Sequence[str], registry: dict[str, type], batch_size: int | str = "auto",
+                  seed: int | None = None) -> dict[str, Any]:
+    """Build every metric of ``specs`` from ``registry`` (name -> class): label -> metric object.
+
+    ``batch_size`` and ``seed`` are passed to the metrics that take them unless the spec sets them."""
+    built: dict[str, Any] = {}
+    for text in specs:
+        name, settings = parse_spec(text)
+        if name not in registry:
+            raise UsageError(f"unknown metric {name!r}; valid: {', '.join(sorted(registry))}")
+        for key, value in (("batch_size", batch_size), ("seed", seed)):
+            if value is not None and key not in settings and accepts(registry[name], key):
+                settings[key] = value
+        try:
+            built[text if settings else name] = registry[name](**settings)
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"metric {text!r}: {err}") from None
+    return built

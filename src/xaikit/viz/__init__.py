@@ -1,0 +1,24 @@
+"""Visualisation: heatmaps (positive red, negative blue, zero white), overlays, grids, curves, score plots and
+the HTML report."""
+from .heatmap import (
+    colourise,
+    heatmap,
+    normalise,
+    overlay,
+    plot_curves,
+    plot_features,
+    plot_grid,
+    plot_scores,
+    relevance_cmap,
+    relevance_map,
+    save_figure,
+    save_png,
+    to_rgb,
+)
+from .report import Scores, Section, html_section, image_section, note_section, scores_section, write_report
+
+__all__ = [
+    "relevance_map", "normalise", "colourise", "heatmap", "relevance_cmap", "to_rgb", "overlay", "save_png",
+    "plot_grid", "plot_features", "plot_curves", "plot_scores", "save_figure",
+    "Section", "Scores", "image_section", "scores_section", "html_section", "note_section", "write_report",
+]

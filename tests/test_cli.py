@@ -1,0 +1,278 @@
+"""The ``xaikit`` command line: every subcommand, inputs of each kind, and one-line errors with exit codes."""
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import xaikit as xk
+from models import mlp, vgg_like
+from xaikit.cli import main
+from xaikit.cli.inputs import image_tensor
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+HAVE_METRICS = importlib.util.find_spec("xaikit.metrics") is not None
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Two small PNG images in a folder."""
+    from skimage import io as skio
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        skio.imsave(folder / f"{name}.png", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8), check_contrast=False)
+    return folder
+
+
+def vgg(seed=0):
+    torch.manual_seed(seed)
+    return vgg_like().eval()
+
+
+def test_explain_images_matches_the_library_and_writes_heatmaps(capsys, tmp_path, photos):
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "explain", "--model", "models:vgg_like", "--inputs", photos, "--image-size", 16,
+                            "--methods", "gradient", "lrp:composite=epsilon,epsilon=0.01", "--target", "1,3",
+                            "--out", out)
+    assert code == 0, err
+    assert err == ""  # no progress bar when stderr is not a terminal
+    assert "explained 2 input(s) with 2 method(s)" in stdout
+    arrays = np.load(out / "attributions.npz")
+    assert list(arrays["names"]) == ["a", "b"] and arrays["target"].tolist() == [1, 3]
+    from skimage import io as skio
+
+    x = torch.stack([image_tensor(skio.imread(photos / f"{n}.png"), 16, 0.0, 1.0) for n in "ab"])
+    np.testing.assert_allclose(arrays["inputs"], x.numpy())
+    model = vgg()
+    expected = xk.Gradient(model)(x, torch.tensor([1, 3])).attribution
+    np.testing.assert_allclose(arrays["Gradient"], expected.numpy(), rtol=1e-5, atol=1e-7)
+    expected = xk.LRP(model, composite="epsilon", epsilon=0.01)(x, torch.tensor([1, 3])).attribution
+    np.testing.assert_allclose(arrays["LRP(epsilon)"], expected.numpy(), rtol=1e-4, atol=1e-7)
+    for name in "ab":
+        assert sorted(p.name for p in (out / "heatmaps" / name).iterdir()) == ["gradient.png", "lrp-epsilon.png"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inputs"][1]["explained"].startswith("class 3 (3)")
+    assert summary["settings"]["seed"] == 0 and (out / "grid.png").is_file()
+
+
+def test_explain_batch_size_and_seed(capsys, tmp_path, photos):
+    def attribution(*extra):
+        out = tmp_path / "_".join(map(str, extra))
+        code, _, err = run(capsys, "explain", "-m", "models:vgg_like", "-i", photos, photos, "--image-size", 16,
+                           "--methods", "input_x_gradient", "--out", out, *extra)
+        assert code == 0, err
+        return np.load(out / "attributions.npz")["InputXGradient"]
+
+    reference = attribution("--batch-size", "1")
+    np.testing.assert_allclose(attribution("--batch-size", "3"), reference, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(attribution("--batch-size", "auto"), reference, rtol=1e-5, atol=1e-7)
+    # the seed fixes the random initialisation of the factory's model: same seed same result, other different
+    assert not np.allclose(attribution("--seed", "1"), reference)
+    np.testing.assert_array_equal(attribution("--seed", "1"), attribution("--seed", "1", "--quiet"))
+    threads = torch.get_num_threads()
+    np.testing.assert_allclose(attribution("--threads", "1"), reference, rtol=1e-5, atol=1e-7)
+    assert torch.get_num_threads() == threads  # restored after the run
+
+
+def test_explain_csv_with_labels_and_npz_inputs(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 8)).astype(np.float32)
+    labels = [0, 2, 1, 1, 0]
+    csv = tmp_path / "table.csv"
+    csv.write_text("\n".join([",".join([f"f{i}" for i in range(4)] + ["label"] + [f"f{i}" for i in range(4, 8)])]
+                             + [",".join(map(str, [*row[:4], y, *row[4:]])) for row, y in zip(x, labels)]))
+    code, _, err = run(capsys, "explain", "-m", "models:mlp", "-i", csv, "--target-column", "label",
+                       "--methods", "gradient", "--out", tmp_path / "csv")
+    assert code == 0, err
+    arrays = np.load(tmp_path / "csv" / "attributions.npz")
+    assert arrays["target"].tolist() == labels
+    torch.manual_seed(0)
+    expected = xk.Gradient(mlp().eval())(torch.from_numpy(x), torch.tensor(labels)).attribution
+    np.testing.assert_allclose(arrays["Gradient"], expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "csv" / "features.png").is_file()
+
+    np.savez(tmp_path / "data.npz", x=x, y=np.array(labels))
+    code, _, err = run(capsys, "explain", "-m", "models:mlp", "-i", tmp_path / "data.npz", "--methods", "gradient",
+                       "--out", tmp_path / "npz")
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(tmp_path / "npz" / "attributions.npz")["Gradient"], arrays["Gradient"])
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_explain_torchscript_and_state_dict_models(capsys, tmp_path, photos):
+    model = vgg(seed=5)
+    torch.jit.save(torch.jit.trace(model, torch.zeros(1, 3, 16, 16)), tmp_path / "model.ts")
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    results = []
+    for spec in (["-m", tmp_path / "model.ts"], ["-m", "models:vgg_like", "--weights", tmp_path / "weights.pt"]):
+        out = tmp_path / str(len(results))
+        code, _, err = run(capsys, "explain", *spec, "-i", photos, "--image-size", 16, "--methods", "gradient",
+                           "--out", out)
+        assert code == 0, err
+        results.append(np.load(out / "attributions.npz")["Gradient"])
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-7)
+
+
+def test_progress_bar_with_eta_on_a_terminal(capsys, tmp_path, photos, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code = main(["explain", "-m", "models:vgg_like", "-i", str(photos), "--image-size", "16", "--methods",
+                 "gradient", "--out", str(tmp_path / "o")])
+    assert code == 0
+    assert "Gradient" in terminal.getvalue() and "2/2" in terminal.getvalue() and "<" in terminal.getvalue()
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["explain", "-m", "models:vgg_like", "-i", "missing.png"], 3, "input 'missing.png' not found"),
+    (["explain", "-m", "models:vgg_like", "-i", "{photos}", "--methods", "nope"], 2, "unknown method 'nope'; valid: "),
+    (["explain", "-m", "models:vgg_like", "-i", "{photos}", "--methods", "lrp:colour=red"], 2,
+     "setting 'colour'"),
+    (["explain", "-m", "models:vgg_like", "-i", "{photos}", "--methods", "lrp:composite"], 2, "bad setting"),
+    (["explain", "-m", "no_such_module:build", "-i", "{photos}"], 3,
+     "cannot import 'no_such_module' for model 'no_such_module:build': ModuleNotFoundError"),
+    (["explain", "-m", "models:no_such_factory", "-i", "{photos}"], 3, "'models' has no 'no_such_factory'"),
+    (["explain", "-m", "missing_model.pt", "-i", "{photos}"], 3, "model 'missing_model.pt' not found"),
+    (["explain", "-m", "{state_dict}", "-i", "{photos}"], 2, "is a state dict, not a model"),
+    (["explain", "-m", "models:vgg_like", "--weights", "{state_dict}", "-i", "{photos}"], 2, "do not fit the model"),
+    (["explain", "-m", "models:vgg_like", "-i", "{photos}", "--batch-size", "0"], 2, "--batch-size: must be 'auto'"),
+    (["explain", "-i", "{photos}"], 2, "the following arguments are required: --model"),
+    (["explain", "-m", "models:vgg_like", "-i", "{photos}", "--cmap", "nope"], 2, "unknown colour map 'nope'"),
+    (["explain", "-m", "models:vgg_like", "-i", "{photos}", "--percentile", "0"], 2, "--percentile: must be"),
+    (["evaluate", "--text", "hello", "--methods", "gradient"], 2, "evaluate takes no --text inputs"),
+    (["explain", "-m", "models:vgg_like", "-i", "{photos}", "--image-size", "16", "--target", "9"], 1,
+     "failed: ValueError: "),
+    (["explain", "-m", "models:vgg_like", "-i", "{photos}", "{table}"], 2, "inputs mix image and tensor"),
+    (["evaluate", "-i", "missing.npz", "--methods", "gradient"], 3, "input 'missing.npz' not found"),
+    (["evaluate", "--methods", "nope"], 2, "unknown method 'nope'"),
+    (["report", "--methods", "nope"], 2, "unknown method 'nope'"),
+    (["report", "--sections", "pictures"], 2, "invalid choice: 'pictures'"),
+    (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+    ([], 2, "give a command: explain, evaluate or report"),
+])
+def test_bad_arguments_exit_non_zero_with_one_line(capsys, tmp_path, photos, argv, code, message):
+    torch.save(mlp().state_dict(), tmp_path / "mlp.pt")
+    (tmp_path / "table.csv").write_text("1,2\n3,4\n")
+    values = {"{photos}": str(photos), "{state_dict}": str(tmp_path / "mlp.pt"), "{table}": str(tmp_path / "table.csv")}
+    extra = ["--out", tmp_path / "out"] if argv and argv[0] in ("explain", "evaluate", "report") else []
+    got, _, err = run(capsys, *[values.get(a, a) for a in argv], *extra)
+    assert got == code, err
+    assert message in one_line_error(err)
+
+
+def test_unknown_metric_or_missing_metrics_part(capsys, tmp_path):
+    code, _, err = run(capsys, "evaluate", "--methods", "gradient", "--metrics", "nope", "--out", tmp_path)
+    line = one_line_error(err)
+    if HAVE_METRICS:
+        assert code == 2 and "unknown metric 'nope'; valid: " in line
+    else:
+        assert code == 4 and "metrics needs xaikit.metrics" in line
+
+
+def test_no_cuda_is_a_usage_error(capsys, tmp_path, photos):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run(capsys, "explain", "-m", "models:vgg_like", "-i", photos, "--device", "cuda", "--out", tmp_path)
+    assert code == 2 and "no CUDA device is available" in one_line_error(err)
+
+
+def test_report_on_a_small_model(capsys, tmp_path, photos):
+    out = tmp_path / "report"
+    code, stdout, err = run(capsys, "report", "-m", "models:vgg_like", "-i", photos, "--image-size", 16,
+                            "--methods", "gradient", "guided_backprop", "--sections", "images", "--out", out)
+    assert code == 0, err
+    page = (out / "index.html").read_text()
+    assert "Heatmaps: models:vgg_like" in page and page.count("<img") == 2 * 3 + 1
+    assert "GuidedBackprop" in page and "xaikit report -m models:vgg_like" in page
+
+
+@pytest.mark.skipif(HAVE_METRICS, reason="the metrics part is installed")
+def test_report_says_which_part_is_missing_or_fails_when_strict(capsys, tmp_path):
+    code, _, err = run(capsys, "report", "--sections", "metrics", "--out", tmp_path / "r")
+    assert code == 0 and "metrics section left out" in one_line_error(err)
+    assert "Not included: metrics needs xaikit.metrics" in (tmp_path / "r" / "index.html").read_text()
+    code, _, err = run(capsys, "report", "--sections", "metrics", "--strict", "--out", tmp_path / "s")
+    assert code == 4 and "metrics needs xaikit.metrics" in one_line_error(err)
+
+
+@pytest.mark.skipif(not HAVE_METRICS, reason="needs xaikit.metrics")
+def test_evaluate_writes_the_table(capsys, tmp_path):
+    out = tmp_path / "eval"
+    code, stdout, err = run(capsys, "evaluate", "--methods", "gradient", "lrp", "--num-samples", 4, "--out", out)
+    assert code == 0, err
+    assert (out / "scores.csv").is_file() and (out / "scores.md").is_file()
+    assert json.loads((out / "scores.json").read_text())
+    assert "Gradient" in stdout
+
+
+def test_the_module_entry_point_runs_in_a_fresh_process(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{Path(__file__).parent}"}
+    done = subprocess.run([sys.executable, "-m", "xaikit.cli", "explain", "-m", "no_such_module:f", "-i",
+                           "skimage:chelsea"], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert done.returncode == 3 and "cannot import 'no_such_module'" in one_line_error(done.stderr)
+
+
+def test_specs_parse_values_and_pass_seed_and_batch_size_where_taken():
+    from xaikit.cli.errors import UsageError
+    from xaikit.cli.specs import build_metrics, build_methods, parse_spec
+
+    assert parse_spec("lrp:composite=epsilon_gamma_box,gamma=0.25,low=-3") == (
+        "lrp", {"composite": "epsilon_gamma_box", "gamma": 0.25, "low": -3})
+    assert parse_spec("occlusion:window=(8, 8),stride=4")[1] == {"window": (8, 8), "stride": 4}
+    methods = build_methods(["gradient", "lrp:composite=epsilon", "lrp:composite=zero"], mlp(), 3, seed=7)
+    assert list(methods) == ["Gradient", "LRP(epsilon)", "LRP(zero)"]
+    assert methods["Gradient"].batch_size == 3
+
+    class Spread:
+        def __init__(self, bins: int = 4, seed: int | None = 0) -> None:
+            self.bins, self.seed = bins, seed
+
+    class Plain:
+        def __init__(self) -> None:
+            pass
+
+    built = build_metrics(["spread:bins=8", "plain"], {"spread": Spread, "plain": Plain}, seed=5)
+    assert list(built) == ["spread:bins=8", "plain"] and built["spread:bins=8"].seed == 5
+    assert built["spread:bins=8"].bins == 8
+    with pytest.raises(UsageError, match="unknown metric 'nope'; valid: plain, spread"):
+        build_metrics(["nope"], {"spread": Spread, "plain": Plain})
+    with pytest.raises(UsageError, match="metric 'plain:x=1'"):
+        build_metrics(["plain:x=1"], {"plain": Plain})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xaikit.zoo.text") is None or importlib.util.find_spec("xaikit.viz.text")
+                    is None, reason="needs xaikit.zoo.text and xaikit.viz.text")
+def test_explain_text_with_minilm(capsys, tmp_path):
+    out = tmp_path / "text"
+    code, _, err = run(capsys, "explain", "-m", "minilm", "--text", "a wonderful green garden", "--text",
+                       "the dog went home", "--methods", "gradient", "--out", out)
+    assert code == 0, err
+    arrays = np.load(out / "attributions.npz")
+    assert arrays["Gradient"].shape[0] == 2 and arrays["inputs"].dtype.kind == "i"
+    page = (out / "index.html").read_text()
+    assert "wonderful" in page and "Token heatmaps: minilm" in page
