@@ -16,6 +16,7 @@ from torch import nn
 from ..batching import check_batch_size, chunked, max_chunk, select_batch
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, TargetSpec, resolve_target, slice_target
+from ..tokens import TokenInput, model_scores
 from .base import Method
 
 
@@ -48,7 +49,7 @@ def backprop(
     forward = forward or model
     x_leaf = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        output = forward(x_leaf, *forward_args, **(forward_kwargs or {}))
+        output = model_scores(forward(x_leaf, *forward_args, **(forward_kwargs or {})))
         if not isinstance(output, torch.Tensor):
             raise TypeError(
                 f"the model returned {type(output).__name__}; wrap it so that it returns a tensor of scores "
@@ -119,24 +120,43 @@ class Gradient(Method):
         Samples per backward pass.
     absolute : bool
         Return ``|∂f/∂x|`` as in the original saliency map (default ``False``: signed gradient).
+    embedding : str, nn.Module or None
+        For integer token ids ``(N, L)``: the input embedding to explain at (found automatically by default,
+        see :mod:`xaikit.tokens`). The attribution is then one value per token: the L2 norm of the gradient
+        w.r.t. the token's embedding vector (``Gradient``) or ``Σ_d e_d ∂f/∂e_d`` (``InputXGradient``).
     """
 
     multiply_by_input: bool = False
+    allow_integer_input = True
 
-    def __init__(self, model: nn.Module, batch_size: int | str = "auto", absolute: bool = False) -> None:
+    def __init__(self, model: nn.Module, batch_size: int | str = "auto", absolute: bool = False,
+                 embedding: str | nn.Module | None = None) -> None:
         super().__init__(model)
         check_batch_size(batch_size)
         self.batch_size = batch_size
         self.absolute = absolute
+        self.tokens = TokenInput(model, embedding)
 
     def _chunk(self, x, target, args, kwargs):
-        result = backprop(self.model, x, target, args, kwargs)
-        attribution = result.grad * x if self.multiply_by_input else result.grad
+        if x.is_floating_point():
+            result = backprop(self.model, x, target, args, kwargs)
+            attribution = result.grad * x if self.multiply_by_input else result.grad
+        else:  # token ids: explained at the embedding vectors
+            vectors = self.tokens.embed(x)
+            result = backprop(self.model, vectors, target, args, kwargs, forward=self.tokens.forward(x))
+            if self.multiply_by_input:
+                attribution = (result.grad * vectors).sum(-1)
+            else:
+                attribution = result.grad.norm(dim=-1)
         return (attribution.abs() if self.absolute else attribution), result
 
     def explain(self, x, target, forward_args, forward_kwargs) -> Explanation:
+        cost = 1
+        if not x.is_floating_point():
+            self.tokens.check(x, forward_kwargs)
+            cost = self.tokens.dim()
         attribution, output, index, score, _ = map_samples(
-            self, x, target, forward_args, forward_kwargs, self.batch_size, self._chunk
+            self, x, target, forward_args, forward_kwargs, self.batch_size, self._chunk, cost
         )
         return Explanation(attribution, index, output, self.name, {"score": score})
 

@@ -14,6 +14,7 @@ from ..batching import check_batch_size
 from ..explanation import Explanation
 from ..propagation.composites import Composite, make_composite
 from ..propagation.engine import Session
+from ..tokens import TokenInput
 from .base import Method
 from .gradient import Backprop, backprop, map_samples
 
@@ -30,6 +31,10 @@ class LRP(Method):
         ``deconvnet``, ``excitation_backprop``, ``attnlrp``, ``cp_lrp``) or a :class:`Composite`.
     batch_size : int or "auto"
         Samples per forward/backward pass.
+    embedding : str, nn.Module or None
+        For integer token ids ``x`` of shape ``(N, L)``: the input embedding at whose output the model is
+        explained (found automatically by default, see :mod:`xaikit.tokens`); the attribution is then the
+        relevance per token ``(N, L)``, summed over the embedding dimension.
     **settings
         ``epsilon``, ``gamma``, ``alpha``, ``beta``, ``low``, ``high``: override the preset's values.
         For ``epsilon_gamma_box`` the box bounds default to each sample's per-channel minimum and maximum.
@@ -45,12 +50,15 @@ class LRP(Method):
 
     multiply_by_input: bool = True
 
+    allow_integer_input = True
+
     def __init__(self, model: nn.Module, composite: str | Composite = "epsilon_plus_flat",
-                 batch_size: int | str = "auto", **settings: Any) -> None:
+                 batch_size: int | str = "auto", embedding: str | nn.Module | None = None, **settings: Any) -> None:
         super().__init__(model)
         check_batch_size(batch_size)
         self.composite = make_composite(composite, **settings)
         self.batch_size = batch_size
+        self.tokens = TokenInput(model, embedding)
 
     @property
     def name(self) -> str:
@@ -58,10 +66,18 @@ class LRP(Method):
 
     def _chunk(self, x: torch.Tensor, target, args, kwargs) -> tuple[torch.Tensor, Backprop]:
         session = Session(self.model, self.composite)
-        result = backprop(self.model, x, target, args, kwargs, forward=session.forward, allow_unused=True)
+        ids = None
+        if x.is_floating_point():
+            forward = session.forward
+        else:  # token ids: explained at the embedding vectors, relevance summed per token
+            ids, x = x, self.tokens.embed(x)
+            forward = self.tokens.forward(ids, session.run)
+        result = backprop(self.model, x, target, args, kwargs, forward=forward, allow_unused=True)
         attribution = x * result.grad if self.multiply_by_input else result.grad
         if session.direct is not None:
             attribution = attribution + session.direct
+        if ids is not None:  # relevance per token; a modified gradient (Guided Backprop) by its norm
+            attribution = attribution.sum(-1) if self.multiply_by_input else attribution.norm(dim=-1)
         result.extra = {"absorbed": session.absorbed, "coverage": session.coverage}
         return attribution, result
 
@@ -73,8 +89,12 @@ class LRP(Method):
             coverages.append(result.extra["coverage"])
             return attribution, result
 
+        cost = 1
+        if not x.is_floating_point():
+            self.tokens.check(x, forward_kwargs)
+            cost = self.tokens.dim()
         attribution, output, index, score, parts = map_samples(
-            self, x, target, forward_args, forward_kwargs, self.batch_size, chunk
+            self, x, target, forward_args, forward_kwargs, self.batch_size, chunk, cost
         )
         coverages[0].warn_unknown()
         info: dict[str, Any] = {"coverage": coverages[0].as_dict(), "composite": self.composite.name}

@@ -9,8 +9,9 @@ autograd graph of that one call and are freed with it.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
 from torch import nn
@@ -21,6 +22,9 @@ from .coverage import Coverage
 from .rules import Rule, redistribute
 
 Replay = Callable[[torch.Tensor], torch.Tensor]
+#: context managers ``setup(session)`` entered around every explained forward pass, e.g. to register
+#: forward hooks on the model's modules for the call only (extensions such as :mod:`.sequence_ops` add to it)
+SETUP: list[Callable[["Session"], ContextManager]] = []
 
 
 def op_name(func: Callable) -> str:
@@ -173,11 +177,23 @@ class Session:
     # -- forward -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Run the model on ``x`` (a leaf that requires grad) with the rules applied."""
+        return self.run(x, lambda: self.model(x, *args, **kwargs))
+
+    def run(self, x: torch.Tensor, call: Callable[[], Any]) -> Any:
+        """Run ``call()`` with the rules applied, explaining the leaf ``x`` that it computes from.
+
+        ``x`` need not be what ``call`` passes to the model: for token ids it is the output of the input
+        embedding, substituted by a forward hook (:mod:`xaikit.tokens`). The context managers in
+        :data:`SETUP` (e.g. module hooks of :mod:`.sequence_ops`) are active for the call.
+        """
         self.input = x
         self.chain = {id(x): (x, lambda base: base)}
         self.absorbed = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        with _Mode(self):
-            out = self.model(x, *args, **kwargs)
+        with contextlib.ExitStack() as stack:
+            for setup in SETUP:
+                stack.enter_context(setup(self))
+            with _Mode(self):
+                out = call()
         for state in self.layers.values():  # folds whose layer output had other consumers do not hold
             if state.fold is not None and not state.folded:
                 self.coverage.move("handled", "batch_norm:folded", "linear", "batch_norm")
@@ -234,8 +250,16 @@ class Session:
 
     # -- backward bookkeeping ------------------------------------------------------------------------------
     def absorb(self, amount: torch.Tensor) -> None:
-        """Add per-sample absorbed relevance ``(N,)`` (called from backward hooks)."""
-        self.absorbed = self.absorbed + amount.detach().to(self.absorbed.dtype)
+        """Add per-sample absorbed relevance ``(N,)`` (called from backward hooks).
+
+        A layer applied to a flattened batch (e.g. ``(N·L, D)`` rows, as GPT-2's ``Conv1D`` does) reports one
+        value per row: rows are summed per sample (batch-major order).
+        """
+        amount = amount.detach().to(self.absorbed.dtype)
+        n = self.absorbed.shape[0]
+        if amount.shape != (n,):
+            amount = amount.reshape(n, -1).sum(1) if amount.numel() % n == 0 else amount.sum().expand(n) / n
+        self.absorbed = self.absorbed + amount
 
     def write_direct(self, relevance: torch.Tensor, replay: Replay) -> None:
         """Add relevance computed at a first layer's input, mapped back to the model input through ``replay``."""

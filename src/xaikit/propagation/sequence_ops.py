@@ -1,0 +1,384 @@
+"""Operation handlers for transformers and recurrent networks.
+
+Fused operations are decomposed into the operations they compute, and every part is sent back through the
+engine's :meth:`~xaikit.propagation.engine.Session.dispatch`, so the composite's rules apply to the parts
+exactly as if the model had written them out (no per-architecture code):
+
+- ``F.scaled_dot_product_attention`` and ``F.multi_head_attention_forward`` (``nn.MultiheadAttention``,
+  ``nn.TransformerEncoderLayer``) become ``Q·Kᵀ`` (a product of two activations), a scaling, the mask,
+  softmax and ``A·V``. AttnLRP (Achtibat et al. 2024, sec. 3.2-3.3): uniform rule on both products, Taylor
+  rule (gradient × input) on the softmax; CP-LRP (Ali et al. 2022, sec. 3): softmax detached, so the
+  attention weights get no relevance and ``A·V`` is linear in ``V``. Dropout is not applied (explanations
+  are of the deterministic model).
+- ``torch.addmm``/``baddbmm`` (e.g. GPT-2's ``Conv1D``) with a parameter matrix are a linear layer
+  ``x·W + b`` and get the composite's dense rule.
+- ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (the fused ``_VF.lstm``/``gru``/``rnn_tanh``/``rnn_relu``) are unrolled
+  into per-step linear maps, sigmoid gates, ``tanh`` and the gate products. With the default
+  ``gate="signal_takes_all"`` the gates get no relevance (Arras et al. 2017, sec. 2.3; Arras et al. 2019).
+- A module without parameters that maps one tensor element-wise to a tensor of the same shape through
+  several operations (e.g. ``NewGELUActivation``: ``0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))``) is one
+  non-linearity and gets the composite's ``nonlinear`` rule as a whole (identity rule in AttnLRP, eq. 9),
+  not rules for its internal products.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections import Counter
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .engine import SETUP, Session
+from .ops import HANDLERS, LINEAR, NONLINEAR, _IdentityRule, classify_plain, layer
+
+
+def call(s: Session, func: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Run one part of a decomposed operation through the engine, as if the model had called it."""
+    return s.dispatch(func, args, kwargs)
+
+
+@contextlib.contextmanager
+def _owned_like(s: Session, derived: torch.Tensor, param: torch.Tensor | None) -> Iterator[None]:
+    """Let a tensor derived from a parameter (a slice, a transpose) count as that parameter's module's, so
+    name- and type-based composite rules still find the layer."""
+    owner = s.owners.get(id(param)) if param is not None else None
+    if owner is None or id(derived) in s.owners:
+        yield
+        return
+    s.owners[id(derived)] = owner
+    try:
+        yield
+    finally:
+        del s.owners[id(derived)]
+
+
+def linear(s: Session, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+           param: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` through the engine; ``param`` is the parameter ``weight`` comes from
+    (a slice or transpose of it is detached, so that the engine sees a constant weight, not an activation)."""
+    if param is not None and weight is not param:
+        weight = weight.detach()
+    if bias is not None and bias.grad_fn is not None:
+        bias = bias.detach()
+    with _owned_like(s, weight, param):
+        return call(s, F.linear, x, weight, bias)
+
+
+# -- attention ---------------------------------------------------------------------------------------------
+def attention(s: Session, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+              causal: bool = False, scale: float | None = None, gqa: bool = False) -> torch.Tensor:
+    """``softmax(Q·Kᵀ·scale + mask)·V`` written out (the reference definition of
+    ``F.scaled_dot_product_attention``); a boolean ``mask`` marks the keys that take part."""
+    length, keys = q.shape[-2], k.shape[-2]
+    if gqa and k.shape[-3] != q.shape[-3]:
+        groups = q.shape[-3] // k.shape[-3]
+        k = call(s, torch.repeat_interleave, k, groups, dim=-3)
+        v = call(s, torch.repeat_interleave, v, groups, dim=-3)
+    scores = call(s, torch.matmul, q, call(s, torch.transpose, k, -2, -1))
+    scores = call(s, torch.mul, scores, 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    if causal:
+        allowed = torch.ones(length, keys, dtype=torch.bool, device=q.device).tril()
+        scores = call(s, torch.masked_fill, scores, ~allowed, float("-inf"))
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores = call(s, torch.masked_fill, scores, ~mask, float("-inf"))
+        else:
+            scores = call(s, torch.add, scores, mask)
+    weights = call(s, torch.softmax, scores, -1)
+    return call(s, torch.matmul, weights, v), weights
+
+
+_SDPA = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+def sdpa(s: Session, func, name, args, kwargs, acts):
+    """``F.scaled_dot_product_attention``: decomposed so that the product and softmax rules apply."""
+    p = {**dict(zip(_SDPA, args)), **kwargs}
+    s.coverage.add("handled", f"{name}:decomposed")
+    out, _ = attention(s, p["query"], p["key"], p["value"], p.get("attn_mask"), p.get("is_causal", False),
+                       p.get("scale"), p.get("enable_gqa", False))
+    return out
+
+
+_MHA = tuple(inspect.signature(F.multi_head_attention_forward).parameters)
+
+
+def _as_additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An ``nn.MultiheadAttention`` mask (boolean: True = ignore; or additive) as an additive float mask."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def multi_head_attention(s: Session, func, name, args, kwargs, acts):
+    """``F.multi_head_attention_forward`` (``nn.MultiheadAttention``): input projections, attention per head
+    (:func:`attention`), output projection, each through the engine."""
+    p = {**dict(zip(_MHA, args)), **kwargs}
+    if p.get("bias_k") is not None or p.get("static_k") is not None or p.get("static_v") is not None \
+            or p.get("add_zero_attn"):
+        return classify_plain(s, func, f"{name}(bias_kv/static_kv/add_zero_attn)", args, kwargs, acts)
+    s.coverage.add("handled", f"{name}:decomposed")
+    query, key, value, heads = p["query"], p["key"], p["value"], p["num_heads"]
+    batched = query.ndim == 3
+    if not batched:  # (L, E) -> (L, 1, E)
+        query, key, value = (call(s, torch.unsqueeze, t, 1) for t in (query, key, value))
+    length, n, dim = query.shape
+    keys = key.shape[0]
+    head_dim = dim // heads
+    w_in, b_in = p.get("in_proj_weight"), p.get("in_proj_bias")
+    if p.get("use_separate_proj_weight"):
+        weights = [(p["q_proj_weight"], p["q_proj_weight"]), (p["k_proj_weight"], p["k_proj_weight"]),
+                   (p["v_proj_weight"], p["v_proj_weight"])]
+    else:
+        weights = [(w_in[i * dim:(i + 1) * dim], w_in) for i in range(3)]
+    biases = [None] * 3 if b_in is None else [b_in[i * dim:(i + 1) * dim] for i in range(3)]
+    q, k, v = (linear(s, t, w, b, param) for t, (w, param), b in zip((query, key, value), weights, biases))
+
+    def split(t: torch.Tensor, steps: int) -> torch.Tensor:  # (steps, N, E) -> (N, heads, steps, head_dim)
+        t = call(s, torch.reshape, t, (steps, n, heads, head_dim))
+        return call(s, torch.permute, t, (1, 2, 0, 3))
+
+    q, k, v = split(q, length), split(k, keys), split(v, keys)
+    mask = None
+    if p.get("attn_mask") is not None:
+        m = _as_additive(p["attn_mask"], q.dtype)
+        mask = m.view(n, heads, length, keys) if m.ndim == 3 else m
+    if p.get("key_padding_mask") is not None:
+        kpm = _as_additive(p["key_padding_mask"], q.dtype).view(n, 1, 1, keys)
+        mask = kpm if mask is None else mask + kpm
+    causal = bool(p.get("is_causal")) and mask is None
+    out, weights = attention(s, q, k, v, mask, causal)
+    out = call(s, torch.permute, out, (2, 0, 1, 3))  # (L, N, heads, head_dim)
+    out = call(s, torch.reshape, out, (length, n, dim))
+    out = linear(s, out, p["out_proj_weight"], p.get("out_proj_bias"))
+    if not batched:
+        out = call(s, torch.squeeze, out, 1)
+    if not p.get("need_weights", True):
+        return out, None
+    if p.get("average_attn_weights", True):
+        weights = call(s, torch.mean, weights, 1)
+    if not batched:
+        weights = call(s, torch.squeeze, weights, 0)
+    return out, weights
+
+
+# -- linear layers written as matrix products ----------------------------------------------------------------
+def addmm(s: Session, func, name, args, kwargs, acts):
+    """``addmm(b, x, W)`` / ``baddbmm(b, x, W)`` with a constant ``W``: the linear layer ``x·W + b``; otherwise
+    the product and the sum through the engine."""
+    names = ("input", "mat1", "mat2") if name == "addmm" else ("input", "batch1", "batch2")
+    p = {**dict(zip(names + ("beta", "alpha"), args)), **kwargs}
+    bias, x, w = p[names[0]], p[names[1]], p[names[2]]
+    beta, alpha = p.get("beta", 1), p.get("alpha", 1)
+    if name == "addmm" and beta == 1 and alpha == 1 and s.is_activation(x) and not s.is_activation(w) \
+            and not s.is_activation(bias) and bias.ndim <= 1:
+        return linear(s, x, w.t(), bias, param=w)
+    out = call(s, torch.matmul, x, w)
+    if alpha != 1:
+        out = call(s, torch.mul, out, alpha)
+    b = bias if beta == 1 else call(s, torch.mul, bias, beta)
+    return call(s, torch.add, out, b) if beta != 0 else out
+
+
+# -- recurrent networks --------------------------------------------------------------------------------------
+_RNN = ("input", "hx", "params", "has_biases", "num_layers", "dropout", "train", "bidirectional", "batch_first")
+
+
+def _gated(s: Session, gate: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+    """``gate ⊙ signal`` through the product rule. A signal that does not depend on the input (an initial
+    state, a bias) keeps its relevance as absorbed under "signal takes all" instead of passing it to the gate."""
+    if not s.is_activation(signal) and s.composite.op_rule("gate") == "signal_takes_all":
+        out = gate.detach() * signal
+        if s.is_activation(gate):
+            s.coverage.add("handled", "mul:signal_takes_all")
+        return out
+    return call(s, torch.mul, gate, signal)
+
+
+def _sigmoid_gate(s: Session, z: torch.Tensor) -> torch.Tensor:
+    out = call(s, torch.sigmoid, z)
+    s.tag_gate(out)
+    return out
+
+
+def _lstm_cell(s, x_part, h, c, w_hh, b_hh, w_hr, param_hh, param_hr):
+    z = call(s, torch.add, x_part, linear(s, h, w_hh, b_hh, param_hh))
+    i, f, g, o = call(s, torch.chunk, z, 4, -1)
+    i, f, o = _sigmoid_gate(s, i), _sigmoid_gate(s, f), _sigmoid_gate(s, o)
+    g = call(s, torch.tanh, g)
+    c = call(s, torch.add, _gated(s, f, c), _gated(s, i, g))
+    h = _gated(s, o, call(s, torch.tanh, c))
+    if w_hr is not None:
+        h = linear(s, h, w_hr, None, param_hr)
+    return h, c
+
+
+def _gru_cell(s, x_part, h, c, w_hh, b_hh, w_hr, param_hh, param_hr):
+    xr, xz, xn = call(s, torch.chunk, x_part, 3, -1)
+    hr, hz, hn = call(s, torch.chunk, linear(s, h, w_hh, b_hh, param_hh), 3, -1)
+    r = _sigmoid_gate(s, call(s, torch.add, xr, hr))
+    z = _sigmoid_gate(s, call(s, torch.add, xz, hz))
+    n = call(s, torch.tanh, call(s, torch.add, xn, _gated(s, r, hn)))
+    keep = call(s, torch.rsub, z, 1)  # 1 − z is a gate too
+    s.tag_gate(keep)
+    return call(s, torch.add, _gated(s, keep, n), _gated(s, z, h)), None
+
+
+def _simple_cell(activation: Callable) -> Callable:
+    def cell(s, x_part, h, c, w_hh, b_hh, w_hr, param_hh, param_hr):
+        return call(s, activation, call(s, torch.add, x_part, linear(s, h, w_hh, b_hh, param_hh))), None
+
+    return cell
+
+
+_CELLS = {"lstm": _lstm_cell, "gru": _gru_cell, "rnn_tanh": _simple_cell(torch.tanh),
+          "rnn_relu": _simple_cell(torch.relu)}
+
+
+def recurrent(s: Session, func, name, args, kwargs, acts):
+    """``_VF.lstm``/``gru``/``rnn_tanh``/``rnn_relu`` on a padded batch, unrolled step by step.
+
+    The input projection of all time steps is one linear call per layer and direction; the recurrent
+    projection is one call per step. Inter-layer dropout is not applied. Packed sequences are run as they
+    are and reported as unknown.
+    """
+    packed = isinstance(args[1], torch.Tensor) and not args[1].is_floating_point()
+    if packed or len(args) < len(_RNN):
+        return classify_plain(s, func, f"{name}(packed)", args, kwargs, acts)
+    p = dict(zip(_RNN, args))
+    s.coverage.add("handled", f"{name}:unrolled")
+    x, hx, params = p["input"], p["hx"], list(p["params"])
+    layers, dirs = p["num_layers"], 2 if p["bidirectional"] else 1
+    if p["batch_first"]:
+        x = call(s, torch.transpose, x, 0, 1)  # (T, N, F)
+    h0, c0 = (hx if name == "lstm" else (hx, None))
+    per = len(params) // (layers * dirs)
+    cell = _CELLS[name]
+    finals_h, finals_c = [], []
+    for layer_index in range(layers):
+        outputs = []
+        for direction in range(dirs):
+            k = layer_index * dirs + direction
+            w = params[k * per:(k + 1) * per]
+            w_ih, w_hh = w[0], w[1]
+            b_ih, b_hh = (w[2], w[3]) if p["has_biases"] else (None, None)
+            w_hr = w[-1] if per in (3, 5) else None  # LSTM with proj_size
+            x_all = linear(s, x, w_ih, b_ih)
+            steps = call(s, torch.unbind, x_all, 0)
+            order = range(len(steps) - 1, -1, -1) if direction else range(len(steps))
+            h, c = h0[k], (c0[k] if c0 is not None else None)
+            hs = [None] * len(steps)
+            for t in order:
+                h, c = cell(s, steps[t], h, c, w_hh, b_hh, w_hr, w_hh, w_hr)
+                hs[t] = h
+            outputs.append(call(s, torch.stack, hs, 0))
+            finals_h.append(h)
+            finals_c.append(c)
+        x = outputs[0] if dirs == 1 else call(s, torch.cat, outputs, -1)
+    out = call(s, torch.transpose, x, 0, 1) if p["batch_first"] else x
+    h_n = call(s, torch.stack, finals_h, 0)
+    if name == "lstm":
+        return out, h_n, call(s, torch.stack, finals_c, 0)
+    return out, h_n
+
+
+# -- element-wise functions written as several operations ------------------------------------------------------
+#: operations that act element by element (an element-wise function of one tensor may use only these)
+POINTWISE = NONLINEAR | {
+    "add", "sub", "rsub", "mul", "div", "div_by_activation", "neg", "pow", "sqrt", "rsqrt", "exp", "exp2",
+    "expm1", "log", "log1p", "erf", "erfc", "abs", "clamp", "clip", "relu", "leaky_relu", "where", "maximum",
+    "minimum", "square", "reciprocal", "sign", "sin", "cos", "to", "float", "double", "half", "bfloat16",
+    "type", "type_as", "contiguous", "clone",
+}
+
+
+class _ElementwiseModules:
+    """Forward hooks, for one call, on the model's parameter-free leaf modules: a module whose single
+    activation input is mapped element-wise (only :data:`POINTWISE` operations, same shape) by more than one
+    operation gets the ``nonlinear`` rule as a whole."""
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+        self.stack: list[tuple[torch.Tensor, dict[str, Counter]] | None] = []
+        self.handles = []
+
+    def __enter__(self) -> "_ElementwiseModules":
+        for module in self.s.model.modules():
+            if next(module.children(), None) is None and next(module.parameters(), None) is None:
+                self.handles.append(module.register_forward_pre_hook(self.pre))
+                self.handles.append(module.register_forward_hook(self.post))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def pre(self, module, inputs) -> None:
+        x = inputs[0] if len(inputs) == 1 else None
+        if self.s.is_activation(x):
+            counts = {k: Counter(v) for k, v in self.s.coverage.counts.items()}
+            self.stack.append((x, counts))
+        else:
+            self.stack.append(None)
+
+    def post(self, module, inputs, out):
+        entry = self.stack.pop()
+        if entry is None or not isinstance(out, torch.Tensor) or out.shape != entry[0].shape:
+            return None
+        x, before = entry
+        seen = Counter()
+        for kind, counts in self.s.coverage.counts.items():
+            seen.update({op: n for op, n in (counts - before[kind]).items()})
+        names = {op.split(":")[0] for op in seen}
+        nonlinear = names - LINEAR
+        if sum(seen.values()) < 2 or not nonlinear or not names <= POINTWISE:
+            return None
+        rule = self.s.composite.op_rule("nonlinear")
+        if rule != "identity":
+            return None
+        self.s.coverage.counts = before
+        self.s.coverage.add("handled", f"{type(module).__name__}:identity")
+        value = out.detach()
+        return _IdentityRule.apply(x, lambda _: value)
+
+
+SETUP.append(_ElementwiseModules)
+
+
+# -- softmax: what the Taylor rule does not pass on is absorbed ----------------------------------------------------
+_softmax_rule = HANDLERS["softmax"]
+
+
+def softmax(s: Session, func, name, args, kwargs, acts):
+    """The engine's softmax rule, plus bookkeeping for the Taylor rule (AttnLRP, Proposition 3.1): the
+    relevance ``R_i = x_i (R̂_i − s_i Σ_j R̂_j)`` passed to the input is not the relevance ``R̂`` received; the
+    difference is the share of the expansion's bias term and is reported as absorbed, like a layer's bias."""
+    out = _softmax_rule(s, func, name, args, kwargs, acts)
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    x = args[0] if args else kwargs.get("input")
+    if s.composite.op_rule("softmax") != "taylor" or not isinstance(dim, int) or not s.is_activation(out) \
+            or out.dtype != x.dtype:
+        return out
+    x, y = x.detach(), out.detach()
+
+    def hook(g: torch.Tensor) -> None:
+        received = y * g
+        passed = torch.where(y == 0, 0.0, x * (received - y * received.sum(dim, keepdim=True)))
+        s.absorb(received.flatten(1).sum(1) - passed.flatten(1).sum(1))
+
+    out.register_hook(hook)
+    return out
+
+#: the handlers of this module, registered into the engine's table
+SEQUENCE_HANDLERS: dict[str, Callable] = {
+    "scaled_dot_product_attention": sdpa,
+    "multi_head_attention_forward": multi_head_attention,
+    "addmm": addmm,
+    "baddbmm": addmm,
+    **{n: recurrent for n in _CELLS},
+    "softmax": softmax,
+}
+HANDLERS.update(SEQUENCE_HANDLERS)

@@ -1,0 +1,207 @@
+"""Token-id inputs and sequence targets.
+
+A language model reads integer token ids, which have no gradient. Methods that accept ids (``LRP``,
+``Gradient``, ``InputXGradient``) explain the model at the output of its *input embedding*: the embedding
+vectors ``e`` of the ids become the explained input, substituted into the model's own forward pass by a
+forward hook registered for the call only, and the relevance of a token is the sum of ``e ⊙ g`` over the
+embedding dimension (an ``(N, L)`` map for ``(N, L)`` ids). Position and token-type embeddings that the model
+adds to ``e`` are constants of the explanation.
+
+The input embedding is found automatically: the module named by ``embedding=``; else
+``model.get_input_embeddings()`` (Hugging Face models), or that of the first submodule that has it (a
+wrapper around one); else the model's only ``nn.Embedding``.
+
+:class:`NextToken` is the target for sequence outputs ``(N, L, V)`` such as a language model's logits.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+#: keyword inputs of Hugging Face models that carry one value per token and must match the ids' shape
+PER_TOKEN_KWARGS = ("attention_mask", "token_type_ids", "position_ids")
+
+
+class TokenInput:
+    """The input embedding of ``model`` (see module docstring) and the checks and substitution for ids.
+
+    Parameters
+    ----------
+    model : nn.Module
+    embedding : str, nn.Module or None
+        The input embedding module or its name in ``model.named_modules()``; ``None`` finds it.
+    """
+
+    def __init__(self, model: nn.Module, embedding: str | nn.Module | None = None) -> None:
+        if embedding is not None and not isinstance(embedding, (str, nn.Module)):
+            raise TypeError(f"embedding must be a module, a module name or None, got {type(embedding).__name__}")
+        self.model = model
+        self.embedding = embedding
+        if isinstance(embedding, str):
+            self.module  # noqa: B018 - fail early on a wrong name
+
+    @property
+    def module(self) -> nn.Module:
+        """The input embedding module (raises a ``ValueError`` saying how to name it when none is found)."""
+        found = self.embedding if isinstance(self.embedding, nn.Module) else None
+        if isinstance(self.embedding, str):
+            modules = dict(self.model.named_modules())
+            if self.embedding not in modules:
+                raise ValueError(
+                    f"embedding {self.embedding!r} is not a module of the model; embedding modules: "
+                    f"{', '.join(_embedding_names(self.model)) or 'none'}"
+                )
+            found = modules[self.embedding]
+        if found is None:
+            found = _find_input_embedding(self.model)
+        if found is None:
+            raise ValueError(
+                "x holds integer token ids, but the model's input embedding was not found (no "
+                "get_input_embeddings() and not exactly one nn.Embedding); pass embedding=<module or name>, "
+                f"e.g. one of: {', '.join(_embedding_names(self.model)) or 'none'}"
+            )
+        return found
+
+    def check(self, ids: torch.Tensor, forward_kwargs: dict[str, Any]) -> None:
+        """Token ids within the vocabulary; per-token keyword inputs (attention mask, ...) of the ids' shape."""
+        module = self.module
+        if ids.ndim != 2:
+            raise ValueError(f"token ids x must have shape (batch, length), got {tuple(ids.shape)}")
+        vocabulary = getattr(module, "num_embeddings", None)
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or (vocabulary is not None and high >= vocabulary):
+            bad = low if low < 0 else high
+            limit = f"0..{vocabulary - 1}" if vocabulary is not None else ">= 0"
+            raise ValueError(f"x holds token id {bad}, outside the vocabulary of the input embedding (valid: {limit})")
+        check_per_token_kwargs(ids.shape[0], ids.shape[1], forward_kwargs)
+
+    def dim(self) -> int:
+        """The embedding width (for memory estimates)."""
+        weight = getattr(self.module, "weight", None)
+        return int(weight.shape[-1]) if isinstance(weight, torch.Tensor) else 1
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """The embedding vectors of ``ids`` (detached)."""
+        with torch.no_grad():
+            return self.module(ids).detach()
+
+    @contextlib.contextmanager
+    def substituted(self, vectors: torch.Tensor) -> Iterator[None]:
+        """Within the block, the input embedding returns ``vectors`` (once per forward pass)."""
+        calls = []
+
+        def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+            calls.append(tuple(out.shape))
+            if len(calls) > 1:
+                raise ValueError(
+                    "the model calls its input embedding more than once per forward pass; pass embedding= to name "
+                    "the one to explain at, or pass embedding vectors instead of ids"
+                )
+            if out.shape != vectors.shape:
+                raise ValueError(
+                    f"the input embedding returned shape {tuple(out.shape)}, not {tuple(vectors.shape)} as for the "
+                    "ids x; does the model reshape its ids before embedding them?"
+                )
+            return vectors
+
+        handle = self.module.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+        if not calls:
+            raise ValueError("the model did not call its input embedding; pass embedding= to name the right one")
+
+    def forward(self, ids: torch.Tensor, run: Callable[[torch.Tensor, Callable[[], Any]], Any] | None = None
+                ) -> Callable[..., Any]:
+        """A ``forward(vectors, *args, **kwargs)`` for :func:`~xaikit.methods.gradient.backprop`: the model on
+        ``ids`` with the embedding output replaced by ``vectors``; ``run(vectors, call)`` wraps the call
+        (e.g. :meth:`~xaikit.propagation.engine.Session.run`)."""
+
+        def forward(vectors: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            def call() -> Any:
+                with self.substituted(vectors):
+                    return self.model(ids, *args, **kwargs)
+
+            return call() if run is None else run(vectors, call)
+
+        return forward
+
+
+def check_per_token_kwargs(n: int, length: int, forward_kwargs: dict[str, Any]) -> None:
+    """Raise when an attention mask (or token-type/position ids) does not have one value per token."""
+    for key in PER_TOKEN_KWARGS:
+        value = forward_kwargs.get(key)
+        if isinstance(value, torch.Tensor) and value.ndim == 2 and tuple(value.shape) != (n, length):
+            raise ValueError(
+                f"forward_kwargs[{key!r}] has shape {tuple(value.shape)}, but x has {n} sequences of {length} "
+                f"tokens; give one value per token, shape ({n}, {length})"
+            )
+
+
+def _find_input_embedding(model: nn.Module) -> nn.Module | None:
+    for module in model.modules():
+        getter = getattr(module, "get_input_embeddings", None)
+        if callable(getter):
+            try:
+                found = getter()
+            except (NotImplementedError, AttributeError):
+                continue
+            if isinstance(found, nn.Module):
+                return found
+    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    return embeddings[0] if len(embeddings) == 1 else None
+
+
+def _embedding_names(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
+
+
+def model_scores(output: Any) -> Any:
+    """A model output as a tensor of scores: Hugging Face outputs give their ``logits``."""
+    if not isinstance(output, torch.Tensor) and isinstance(getattr(output, "logits", None), torch.Tensor):
+        return output.logits
+    return output
+
+
+@dataclass(frozen=True)
+class NextToken:
+    """Target for sequence outputs ``(N, L, V)``: the logit of ``token`` at ``position`` (default: the last
+    position and the token the model predicts there, i.e. its arg-max).
+
+    ``position`` counts from 0, or from the end when negative; a position outside the sequence or a token
+    outside the vocabulary raises a ``ValueError``. For a per-sample token, use a callable target.
+    """
+
+    position: int = -1
+    token: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("position", "token"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise TypeError(f"NextToken {name} must be an int, got {type(value).__name__}")
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        if output.ndim != 3:
+            raise ValueError(
+                f"NextToken needs a model output of shape (batch, length, vocabulary), got {tuple(output.shape)}"
+            )
+        length, vocabulary = output.shape[1:]
+        if not -length <= self.position < length:
+            raise ValueError(
+                f"target position {self.position} is beyond the sequence of length {length} "
+                f"(valid: {-length}..{length - 1})"
+            )
+        logits = output[:, self.position]
+        if self.token is None:
+            index = logits.argmax(-1)
+        elif 0 <= self.token < vocabulary:
+            index = torch.full((output.shape[0],), self.token, dtype=torch.long, device=output.device)
+        else:
+            raise ValueError(f"target token {self.token} is outside the vocabulary (valid: 0..{vocabulary - 1})")
+        return logits.gather(1, index[:, None])[:, 0]
