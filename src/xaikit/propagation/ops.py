@@ -113,17 +113,21 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
         if b is not None:
             out.register_hook(lambda g: s.absorb(_channel_dot(g, b)))
         return out
-    z = out.detach()
+    held, eps = s.hold(out), rule.epsilon
     state = LayerState(rule, name)
-    state.scale = scale_factor(z, rule.epsilon)
-    state.absorb = state.scale * (stabiliser(z, rule.epsilon) + (0 if b is None else b))
-    state.bias, state.extra["channel"] = bias, channel
+    state.bias, state.extra["channel"], state.extra["epsilon"] = bias, channel, eps
 
     def hook(g: torch.Tensor) -> torch.Tensor:
         if state.folded:  # the BatchNorm output absorbs for the folded layer
             return g * state.scale_fold
-        s.absorb(sample_dot(g, state.absorb))
-        return g * state.scale
+        # ε rescaling z / (z + ε·sign z) = |z| / (|z| + ε), computed here so the forward pass costs nothing;
+        # absorbed: ε·sign(z)·g·scale = ε·z·q with q = g / (|z| + ε), and the bias b·g·scale
+        z = held.get().detach()
+        q = g / z.abs().add_(eps)
+        scaled = g.add(q, alpha=-eps)  # g − ε·g/(|z| + ε)
+        absorbed = eps * sample_dot(q, z)
+        s.absorb(absorbed if b is None else absorbed + _channel_dot(scaled, b))
+        return scaled
 
     out.register_hook(hook)
     s.remember(out, state)
@@ -154,7 +158,7 @@ def batch_norm(s: Session, func, name, args, kwargs, acts):
         return out
     s.coverage.add("handled", f"{name}:folded")
     state.fold = (affine[0], affine[1] if state.bias is None else affine[0] * state.bias.detach() + affine[1])
-    if state.scale is not None:  # ε: rescale by the folded output, absorb at the BatchNorm output
+    if "epsilon" in state.extra:  # ε: rescale by the folded output, absorb at the BatchNorm output
         out = func(*args, **kwargs)
         z, eps = out.detach(), state.rule.epsilon
         state.scale_fold = scale_factor(z, eps)
@@ -168,10 +172,15 @@ def batch_norm(s: Session, func, name, args, kwargs, acts):
 
 
 def _channel_dot(g: torch.Tensor, per_channel: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``Σ g ⊙ v`` for a per-channel ``v`` (broadcast view), without an element-wise product."""
+    """Per-sample ``Σ g ⊙ v`` for a per-channel ``v`` (broadcast view), without an element-wise product: a
+    view ``(C, 1, ..., 1)`` has its channels at dimension 1 (convolutions), a vector ``(C,)`` at the last
+    dimension (dense layers on ``(N, ..., C)``, LayerNorm)."""
+    v = per_channel.reshape(-1)
     if g.ndim <= 2 or per_channel.numel() == 1:
         return (g * per_channel).flatten(1).sum(1)
-    return g.flatten(2).sum(2) @ per_channel.reshape(-1)
+    if per_channel.ndim == 1:
+        return (g.reshape(g.shape[0], -1, v.numel()) @ v).sum(1)
+    return g.flatten(2).sum(2) @ v
 
 
 def _bn_affine(params: dict, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -284,45 +293,85 @@ def softmax(s: Session, func, name, args, kwargs, acts):
     return out
 
 
-def _norm_linearised(x: torch.Tensor, dims: tuple[int, ...], eps: float, rms: bool = False) -> torch.Tensor:
-    centred = x if rms else x - x.mean(dims, keepdim=True)
-    var = (centred.detach() ** 2).mean(dims, keepdim=True)
-    return centred / torch.sqrt(var + eps)
+class _FrozenScale(torch.autograd.Function):
+    """A normalisation ``y = (x − μ)·r·w + b`` whose backward holds ``r = 1/σ`` constant (identity rule on
+    the scaling): ``g_x = centre(g ⊙ w ⊙ r)``, without centring for RMSNorm. One native forward and two to
+    four element-wise operations backward; the bias ``b`` absorbs ``Σ g ⊙ b``."""
+
+    @staticmethod
+    def forward(ctx, x, compute, weight, bias, groups, centre, session):
+        out, r = compute(x)
+        ctx.save_for_backward(r)
+        ctx.weight, ctx.bias, ctx.groups, ctx.centre, ctx.session = weight, bias, groups, centre, session
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (r,) = ctx.saved_tensors
+        weight, bias, groups = ctx.weight, ctx.bias, ctx.groups
+        if bias is not None:
+            ctx.session.absorb(_channel_dot(g, bias))
+        c = g if weight is None else g * weight
+        if groups is None:  # LayerNorm / RMSNorm over the trailing dimensions where r has size 1
+            c = c * r
+            if ctx.centre:
+                dims = tuple(i for i in range(r.ndim) if r.shape[i] == 1 and c.shape[i] != 1)
+                c = c - c.mean(dims, keepdim=True)
+            return c, None, None, None, None, None, None
+        shape = c.shape  # GroupNorm: r is (N, groups)
+        c = c.reshape(shape[0], groups, -1) * r[..., None]
+        return (c - c.mean(2, keepdim=True)).reshape(shape), None, None, None, None, None, None
+
+
+_NORM_KEYS = {
+    "layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
+    "rms_norm": ("input", "normalized_shape", "weight", "eps"),
+    "group_norm": ("input", "num_groups", "weight", "bias", "eps"),
+}
 
 
 def norm(s: Session, func, name, args, kwargs, acts):
-    """LayerNorm/GroupNorm/RMSNorm: identity rule on the 1/σ scaling (σ treated as a constant)."""
-    out = func(*args, **kwargs)
+    """LayerNorm/GroupNorm/RMSNorm: identity rule on the 1/σ scaling (σ treated as a constant; CP-LRP,
+    Ali et al. 2022; AttnLRP, Achtibat et al. 2024). An affine weight or bias that depends on the input
+    (adaptive normalisation) is applied through the product and sum rules."""
     rule = s.composite.op_rule("norm")
-    x = args[0]
+    x = args[0] if args else kwargs["input"]
     s.coverage.add("handled", f"{name}:{rule}")
     if rule == "gradient" or not s.is_activation(x):
-        return out
-    keys = ("input", "shape", "weight", "eps") if name == "rms_norm" else ("input", "shape", "weight", "bias", "eps")
-    p = dict(zip(keys, args))
-    p.update(kwargs)
-    p.setdefault("shape", p.get("normalized_shape", p.get("num_groups")))
-    if name == "group_norm":
-        groups = p["shape"]  # F.group_norm(input, num_groups, weight, bias, eps)
-        grouped = x.reshape(x.shape[0], groups, -1)
-        lin = _norm_linearised(grouped, (2,), p.get("eps", 1e-5)).reshape(x.shape)
-        channel = 1
-    else:
-        shape = p["shape"]
-        dims = tuple(range(x.ndim - len(shape), x.ndim))
-        eps = p.get("eps") or (torch.finfo(x.dtype).eps if name == "rms_norm" else 1e-5)
-        lin = _norm_linearised(x, dims, eps, rms=name == "rms_norm")
-        channel = -1
+        return func(*args, **kwargs)
+    p = {**dict(zip(_NORM_KEYS[name], args)), **kwargs}
     weight, bias = p.get("weight"), p.get("bias")
-    if weight is not None:
-        lin = lin * (_channel_view(weight, x.ndim, channel) if channel == 1 else weight)
-    if bias is not None:
-        b = (_channel_view(bias, x.ndim, channel) if channel == 1 else bias).detach()
-        lin = lin + b
-    result = lin + (out - lin).detach()
-    if bias is not None:
-        result.register_hook(lambda g: s.absorb((g * b).flatten(1).sum(1)))
-    return result
+    adaptive = s.is_activation(weight) or s.is_activation(bias)
+    w, b = (None, None) if adaptive else (weight, bias)
+    eps = p.get("eps")
+    channel, groups = -1, None
+    if name == "group_norm":
+        groups, channel = p["num_groups"], 1
+        n, c = x.shape[:2]
+        compute = lambda t: (lambda o: (o[0], o[2]))(  # noqa: E731
+            torch.native_group_norm(t, w, b, n, c, t[0, 0].numel(), groups, 1e-5 if eps is None else eps))
+    elif name == "layer_norm":
+        shape = tuple(p["normalized_shape"])
+        compute = lambda t: (lambda o: (o[0], o[2]))(  # noqa: E731
+            torch.native_layer_norm(t, shape, w, b, 1e-5 if eps is None else eps))
+    else:
+        shape = tuple(p["normalized_shape"])
+        dims = tuple(range(x.ndim - len(shape), x.ndim))
+        eps = torch.finfo(x.dtype).eps if eps is None else eps
+        compute = lambda t: (lambda r: (func(t, shape, w, eps), r))(  # noqa: E731
+            torch.rsqrt(t.pow(2).mean(dims, keepdim=True) + eps))
+    view = lambda v, shape: None if v is None else v.detach().reshape(  # noqa: E731
+        (-1,) + (1,) * (x.ndim - 2) if channel == 1 else shape)
+    out = _FrozenScale.apply(x, compute, view(w, w.shape if w is not None else None), view(b, (-1,)), groups,
+                             name != "rms_norm", s)
+    if adaptive:
+        from .sequence_ops import call
+
+        if weight is not None:
+            out = call(s, torch.mul, out, weight if channel == -1 else _channel_view(weight, x.ndim, 1))
+        if bias is not None:
+            out = call(s, torch.add, out, bias if channel == -1 else _channel_view(bias, x.ndim, 1))
+    return out
 
 
 HANDLERS: dict[str, Callable] = {

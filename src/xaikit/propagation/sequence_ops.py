@@ -32,7 +32,12 @@ import torch
 import torch.nn.functional as F
 
 from .engine import SETUP, Session
-from .ops import HANDLERS, LINEAR, NONLINEAR, _IdentityRule, classify_plain, layer
+from .ops import HANDLERS, LINEAR, NONLINEAR, _IdentityRule, classify_plain
+
+
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``Σ a ⊙ b`` per row (first dimension) without a temporary of their size."""
+    return torch.linalg.vecdot(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1))
 
 
 def call(s: Session, func: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -68,17 +73,74 @@ def linear(s: Session, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 # -- attention ---------------------------------------------------------------------------------------------
+def attention_factors(s: Session) -> tuple[float, float]:
+    """What the composite's rules do to attention ``softmax(Q·Kᵀ·c + M)·V``, as gradient factors for
+    (Q and K, V).
+
+    Every rule involved multiplies the backward pass by a constant: the uniform rule halves the gradient at
+    a product's output (both operands then receive ``x ⊙ g/2``), the Taylor rule on the softmax is its
+    plain gradient, and a detached softmax (CP-LRP) or a gate rule "signal takes all" stops the gradient to
+    the attention weights. Hence AttnLRP's attention backward is the plain one with ``g_V/2`` and
+    ``g_Q/4``, ``g_K/4`` (uniform rule on ``A·V``, then on ``Q·Kᵀ``), and CP-LRP's is ``g_V`` alone.
+    """
+    if s.composite.op_rule("softmax") == "detach" or s.composite.op_rule("gate") == "signal_takes_all":
+        return 0.0, 1.0
+    share = 0.5 if s.composite.op_rule("product") == "uniform" else 1.0
+    return share * share, share
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward ``factor · g``, with the relevance ``x ⊙ factor·g`` that reaches the
+    input subtracted from the session's absorbed relevance (the attention output adds what it received)."""
+
+    @staticmethod
+    def forward(ctx, x, factor, session):
+        ctx.factor, ctx.session = factor, session
+        ctx.save_for_backward(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        g = g * ctx.factor
+        ctx.session.absorb(-_row_dot(x, g))
+        return g, None, None
+
+
+def fused_attention(s: Session, func: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    **options: Any) -> torch.Tensor:
+    """``func(q, k, v, **options)`` (the fused ``F.scaled_dot_product_attention``) with the backward of the
+    composite's rules (:func:`attention_factors`), exactly what the written-out attention gives, at the
+    cost of the fused kernel. What the attention output receives and does not pass to Q, K, V (the softmax
+    Taylor rule's bias term, relevance of additive masks) is reported as absorbed."""
+    qk, vf = attention_factors(s)
+    rule = f"{s.composite.op_rule('softmax')}+{s.composite.op_rule('product')}" if qk else "value_only"
+    s.coverage.add("handled", f"scaled_dot_product_attention:{rule}")
+
+    def scaled(t: torch.Tensor, factor: float) -> torch.Tensor:
+        if not s.is_activation(t):
+            return t
+        return _ScaleGrad.apply(t, factor, s) if factor else t.detach()
+
+    out = func(scaled(q, qk), scaled(k, qk), scaled(v, vf), **options)
+    if out.requires_grad:
+        held = s.hold(out)
+        out.register_hook(lambda g: s.absorb(_row_dot(held.get().detach(), g)))
+    return out
+
+
 def attention(s: Session, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
               causal: bool = False, scale: float | None = None, gqa: bool = False) -> torch.Tensor:
     """``softmax(Q·Kᵀ·scale + mask)·V`` written out (the reference definition of
-    ``F.scaled_dot_product_attention``); a boolean ``mask`` marks the keys that take part."""
+    ``F.scaled_dot_product_attention``); a boolean ``mask`` marks the keys that take part. Returns the
+    output and the attention weights."""
     length, keys = q.shape[-2], k.shape[-2]
     if gqa and k.shape[-3] != q.shape[-3]:
         groups = q.shape[-3] // k.shape[-3]
         k = call(s, torch.repeat_interleave, k, groups, dim=-3)
         v = call(s, torch.repeat_interleave, v, groups, dim=-3)
+    q = call(s, torch.mul, q, 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)  # cheaper than scores
     scores = call(s, torch.matmul, q, call(s, torch.transpose, k, -2, -1))
-    scores = call(s, torch.mul, scores, 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
     if causal:
         allowed = torch.ones(length, keys, dtype=torch.bool, device=q.device).tril()
         scores = call(s, torch.masked_fill, scores, ~allowed, float("-inf"))
@@ -95,12 +157,11 @@ _SDPA = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale"
 
 
 def sdpa(s: Session, func, name, args, kwargs, acts):
-    """``F.scaled_dot_product_attention``: decomposed so that the product and softmax rules apply."""
+    """``F.scaled_dot_product_attention``: the fused kernel with the rules' backward (:func:`fused_attention`);
+    dropout is not applied."""
     p = {**dict(zip(_SDPA, args)), **kwargs}
-    s.coverage.add("handled", f"{name}:decomposed")
-    out, _ = attention(s, p["query"], p["key"], p["value"], p.get("attn_mask"), p.get("is_causal", False),
-                       p.get("scale"), p.get("enable_gqa", False))
-    return out
+    options = {k: p[k] for k in ("attn_mask", "is_causal", "scale", "enable_gqa") if p.get(k) is not None}
+    return fused_attention(s, func, p["query"], p["key"], p["value"], **options)
 
 
 _MHA = tuple(inspect.signature(F.multi_head_attention_forward).parameters)
@@ -150,13 +211,17 @@ def multi_head_attention(s: Session, func, name, args, kwargs, acts):
         kpm = _as_additive(p["key_padding_mask"], q.dtype).view(n, 1, 1, keys)
         mask = kpm if mask is None else mask + kpm
     causal = bool(p.get("is_causal")) and mask is None
-    out, weights = attention(s, q, k, v, mask, causal)
+    need_weights = p.get("need_weights", True)
+    if need_weights:  # the weights are an output: written out, so they carry relevance too
+        out, weights = attention(s, q, k, v, mask, causal)
+    else:
+        out = fused_attention(s, F.scaled_dot_product_attention, q, k, v, attn_mask=mask, is_causal=causal)
     out = call(s, torch.permute, out, (2, 0, 1, 3))  # (L, N, heads, head_dim)
     out = call(s, torch.reshape, out, (length, n, dim))
     out = linear(s, out, p["out_proj_weight"], p.get("out_proj_bias"))
     if not batched:
         out = call(s, torch.squeeze, out, 1)
-    if not p.get("need_weights", True):
+    if not need_weights:
         return out, None
     if p.get("average_attn_weights", True):
         weights = call(s, torch.mean, weights, 1)
@@ -342,7 +407,7 @@ class _ElementwiseModules:
         self.s.coverage.counts = before
         self.s.coverage.add("handled", f"{type(module).__name__}:identity")
         value = out.detach()
-        return _IdentityRule.apply(x, lambda _: value)
+        return _IdentityRule.apply(x, lambda _: value, self.s)
 
 
 SETUP.append(_ElementwiseModules)
@@ -362,12 +427,16 @@ def softmax(s: Session, func, name, args, kwargs, acts):
     if s.composite.op_rule("softmax") != "taylor" or not isinstance(dim, int) or not s.is_activation(out) \
             or out.dtype != x.dtype:
         return out
-    x, y = x.detach(), out.detach()
+    y = out.detach()
+    # per softmax row: received A = Σ y g, passed Σ x y (g − A) = B − A·C with B = Σ (x y) g, C = Σ x y;
+    # x·y is 0 where y = 0 (also for masked scores x = −inf)
+    xy = (x.detach() * y).nan_to_num_(0.0, 0.0, 0.0)
+    c = xy.sum(dim, keepdim=True)
 
     def hook(g: torch.Tensor) -> None:
-        received = y * g
-        passed = torch.where(y == 0, 0.0, x * (received - y * received.sum(dim, keepdim=True)))
-        s.absorb(received.flatten(1).sum(1) - passed.flatten(1).sum(1))
+        received = _row_dot(y, g)
+        rows = (xy * g).sum(dim, keepdim=True) - (y * g).sum(dim, keepdim=True) * c
+        s.absorb(received - rows.reshape(rows.shape[0], -1).sum(1))
 
     out.register_hook(hook)
     return out
