@@ -1,4 +1,5 @@
 """Attribution methods, one module per family; every public class is registered by its snake_case name."""
+from .bilrp import BiLRP
 from .cam import GradCAM, GradCAMPlusPlus
 from .gradient import Gradient, InputXGradient
 from .occlusion import Occlusion
@@ -12,5 +13,5 @@ from .surrogate import LIME
 __all__ = [
     "Gradient", "InputXGradient", "LRP", "GuidedBackprop", "DeconvNet", "ExcitationBackprop",
     "IntegratedGradients", "SmoothGrad", "GradCAM", "GradCAMPlusPlus", "Occlusion", "MeaningfulPerturbation",
-    "RISE", "LIME", "ExactShapley", "KernelSHAP", "PermutationShapley",
+    "RISE", "LIME", "ExactShapley", "KernelSHAP", "PermutationShapley", "BiLRP",
 ]

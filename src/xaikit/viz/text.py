@@ -1,0 +1,189 @@
+"""Token heatmaps: relevance per token as self-contained HTML or as a terminal line, and BiLRP matrices.
+
+Colours: red for positive relevance, blue for negative, the intensity proportional to ``|R| / scale`` with
+``scale`` the largest magnitude of the sequence (or one given for comparable renderings). Word pieces can be
+merged into words (relevance summed): WordPiece continuations start with ``##`` (BERT), byte-level BPE and
+SentencePiece mark word starts with ``Ġ`` / ``▁`` (GPT-2, T5, LLaMA).
+"""
+from __future__ import annotations
+
+import html
+from typing import Sequence
+
+import torch
+
+#: RGB of the colour for positive and negative relevance
+POSITIVE = (220, 38, 38)
+NEGATIVE = (37, 99, 235)
+_WORD_START = ("Ġ", "▁")
+
+
+def _values(relevance, length: int) -> list[float]:
+    values = torch.as_tensor(relevance, dtype=torch.float64).detach().cpu().reshape(-1).tolist()
+    if len(values) != length:
+        raise ValueError(f"got {length} tokens but {len(values)} relevance values; give one value per token")
+    return values
+
+
+def tokens_of(tokenizer, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[list[str]]:
+    """Token strings of a batch of ids ``(N, L)`` (or one sequence), without the masked (padding) positions."""
+    ids = torch.as_tensor(ids)
+    ids = ids[None] if ids.ndim == 1 else ids
+    rows = []
+    for i, row in enumerate(ids.tolist()):
+        keep = len(row) if attention_mask is None else int(torch.as_tensor(attention_mask).reshape(ids.shape)[i].sum())
+        rows.append(tokenizer.convert_ids_to_tokens(row[:keep]))
+    return rows
+
+
+def merge_subwords(tokens: Sequence[str], relevance) -> tuple[list[str], list[float]]:
+    """Merge word pieces into words, summing their relevance; returns (words, relevance per word)."""
+    values = _values(relevance, len(tokens))
+    marked = any(t.startswith(_WORD_START) for t in tokens)
+    words: list[str] = []
+    merged: list[float] = []
+    for token, value in zip(tokens, values):
+        if token.startswith("##") and words:
+            words[-1] += token[2:]
+            merged[-1] += value
+        elif marked and words and not token.startswith(_WORD_START) and not _special(token) \
+                and not _special(words[-1]):
+            words[-1] += token
+            merged[-1] += value
+        else:
+            words.append(token.lstrip("".join(_WORD_START)) or token)
+            merged.append(value)
+    return words, merged
+
+
+def _special(token: str) -> bool:
+    return (token.startswith("[") and token.endswith("]")) or (token.startswith("<") and token.endswith(">"))
+
+
+def _display(token: str) -> str:
+    return token[2:] if token.startswith("##") else token.lstrip("".join(_WORD_START)) or token
+
+
+def _alpha(value: float, scale: float) -> float:
+    return 0.0 if scale <= 0 else min(1.0, abs(value) / scale)
+
+
+def _prepare(tokens, relevance, merge: bool, scale: float | None) -> tuple[list[str], list[float], float]:
+    if merge:
+        tokens, values = merge_subwords(tokens, relevance)
+    else:
+        values = _values(relevance, len(tokens))
+        tokens = [_display(t) for t in tokens]
+    if scale is not None and not scale > 0:
+        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    return list(tokens), values, scale if scale is not None else max((abs(v) for v in values), default=0.0)
+
+
+def _rows(tokens, relevance):
+    """Normalise (tokens, relevance) to a list of sequences: one sequence, or a batch (N, L)."""
+    if tokens and isinstance(tokens[0], str):
+        return [(tokens, relevance)]
+    relevance = torch.as_tensor(relevance)
+    if relevance.ndim != 2 or relevance.shape[0] != len(tokens):
+        raise ValueError(f"for {len(tokens)} token sequences give relevance of shape ({len(tokens)}, L)")
+    return [(row, relevance[i, : len(row)]) for i, row in enumerate(tokens)]
+
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;line-height:2.1;margin:1.5em}"
+    ".seq{margin:.4em 0}.tok{padding:.15em .25em;margin:0 .05em;border-radius:.25em;white-space:pre}"
+    ".legend{font-size:.85em;color:#555}"
+)
+
+
+def token_html(tokens, relevance, merge: bool = False, scale: float | None = None, title: str | None = None,
+               fragment: bool = False) -> str:
+    """A self-contained HTML page (or ``fragment``) colouring each token by its relevance.
+
+    ``tokens`` is one sequence of strings with ``relevance`` of the same length, or a list of sequences
+    with relevance ``(N, L)`` (padding beyond each sequence ignored). Hovering a token shows its value.
+    """
+    lines = []
+    for row_tokens, row_relevance in _rows(tokens, relevance):
+        words, values, row_scale = _prepare(row_tokens, row_relevance, merge, scale)
+        spans = []
+        for word, value in zip(words, values):
+            colour = POSITIVE if value >= 0 else NEGATIVE
+            a = _alpha(value, row_scale)
+            spans.append(
+                f'<span class="tok" style="background:rgba({colour[0]},{colour[1]},{colour[2]},{a:.3f})" '
+                f'title="{value:+.4g}">{html.escape(word)}</span>'
+            )
+        lines.append(f'<div class="seq">{"".join(spans)}</div>')
+    legend = '<div class="legend">red: positive relevance, blue: negative; intensity: |R| / max |R|</div>'
+    body = (f"<h3>{html.escape(title)}</h3>" if title else "") + "".join(lines) + legend
+    if fragment:
+        return f"<style>{_STYLE}</style>{body}"
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title or "relevance")}'
+            f"</title><style>{_STYLE}</style></head><body>{body}</body></html>")
+
+
+def token_terminal(tokens, relevance, merge: bool = False, scale: float | None = None, color: bool = True) -> str:
+    """A terminal rendering: ANSI 24-bit background colours, or with ``color=False`` plain text
+    ``word(+0.12)`` (values rounded to two significant digits)."""
+    lines = []
+    for row_tokens, row_relevance in _rows(tokens, relevance):
+        words, values, row_scale = _prepare(row_tokens, row_relevance, merge, scale)
+        parts = []
+        for word, value in zip(words, values):
+            if not color:
+                parts.append(f"{word}({value:+.2g})")
+                continue
+            colour = POSITIVE if value >= 0 else NEGATIVE
+            a = _alpha(value, row_scale)
+            r, g, b = (round(255 + (c - 255) * a) for c in colour)
+            fg = "97" if a > 0.6 else "30"
+            parts.append(f"\x1b[48;2;{r};{g};{b}m\x1b[{fg}m{word}\x1b[0m")
+        lines.append(" ".join(parts))
+    return "\n".join(lines)
+
+
+def bilrp_html(tokens_a: Sequence[str], tokens_b: Sequence[str], matrix, scale: float | None = None,
+               title: str | None = None) -> str:
+    """A BiLRP matrix ``(La, Lb)`` as a self-contained HTML table (rows: tokens of a, columns: tokens of b)."""
+    values = torch.as_tensor(matrix, dtype=torch.float64).detach().cpu()
+    if values.shape != (len(tokens_a), len(tokens_b)):
+        raise ValueError(f"matrix has shape {tuple(values.shape)}, expected ({len(tokens_a)}, {len(tokens_b)})")
+    scale = float(values.abs().max()) if scale is None else scale
+    head = "".join(f'<th class="col">{html.escape(_display(t))}</th>' for t in tokens_b)
+    rows = []
+    for token, row in zip(tokens_a, values.tolist()):
+        cells = []
+        for v in row:
+            colour = POSITIVE if v >= 0 else NEGATIVE
+            cells.append(f'<td title="{v:+.4g}" style="background:rgba({colour[0]},{colour[1]},{colour[2]},'
+                         f'{_alpha(v, scale):.3f})"></td>')
+        rows.append(f'<tr><th>{html.escape(_display(token))}</th>{"".join(cells)}</tr>')
+    style = (_STYLE + "table{border-collapse:collapse}td{width:1.6em;height:1.6em;border:1px solid #eee}"
+             "th{font-weight:normal;padding:0 .4em;text-align:right}"
+             "th.col{writing-mode:vertical-rl;transform:rotate(180deg);text-align:left}")
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title or "BiLRP")}</title>'
+            f"<style>{style}</style></head><body>{f'<h3>{html.escape(title)}</h3>' if title else ''}"
+            f'<table><tr><th></th>{head}</tr>{"".join(rows)}</table>'
+            '<div class="legend">red: the pair of tokens adds to the similarity, blue: subtracts</div>'
+            "</body></html>")
+
+
+def bilrp_figure(tokens_a: Sequence[str], tokens_b: Sequence[str], matrix, ax=None, scale: float | None = None):
+    """A BiLRP matrix as a matplotlib heatmap (red positive, blue negative); returns the figure."""
+    import matplotlib.pyplot as plt
+
+    values = torch.as_tensor(matrix, dtype=torch.float64).detach().cpu().numpy()
+    if values.shape != (len(tokens_a), len(tokens_b)):
+        raise ValueError(f"matrix has shape {values.shape}, expected ({len(tokens_a)}, {len(tokens_b)})")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(0.35 * len(tokens_b) + 2, 0.35 * len(tokens_a) + 1.5))
+    else:
+        fig = ax.figure
+    if scale is None:
+        scale = float(abs(values).max()) or 1.0
+    ax.imshow(values, cmap="bwr", vmin=-scale, vmax=scale)
+    ax.set_xticks(range(len(tokens_b)), [_display(t) for t in tokens_b], rotation=90)
+    ax.set_yticks(range(len(tokens_a)), [_display(t) for t in tokens_a])
+    fig.tight_layout()
+    return fig
