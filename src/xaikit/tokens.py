@@ -46,7 +46,7 @@ class TokenInput:
 
     @property
     def module(self) -> nn.Module:
-        """The input embedding module (raises a ``ValueError`` saying how to name it when none is found)."""
+        """The input embedding module (a ``TypeError`` saying how to name it when none is found)."""
         found = self.embedding if isinstance(self.embedding, nn.Module) else None
         if isinstance(self.embedding, str):
             modules = dict(self.model.named_modules())
@@ -59,10 +59,11 @@ class TokenInput:
         if found is None:
             found = _find_input_embedding(self.model)
         if found is None:
-            raise ValueError(
-                "x holds integer token ids, but the model's input embedding was not found (no "
-                "get_input_embeddings() and not exactly one nn.Embedding); pass embedding=<module or name>, "
-                f"e.g. one of: {', '.join(_embedding_names(self.model)) or 'none'}"
+            names = _embedding_names(self.model)
+            raise TypeError(
+                "x must be a floating-point tensor, or token ids for a model with an input embedding; none was "
+                "found (no get_input_embeddings() and not exactly one nn.Embedding): convert x with x.float(), "
+                f"or pass embedding=<module or name>{' (one of: ' + ', '.join(names) + ')' if names else ''}"
             )
         return found
 
