@@ -285,10 +285,10 @@ def _gru_cell(s, x_part, h, c, w_hh, b_hh, w_hr, param_hh, param_hr):
     xr, xz, xn = call(s, torch.chunk, x_part, 3, -1)
     hr, hz, hn = call(s, torch.chunk, linear(s, h, w_hh, b_hh, param_hh), 3, -1)
     r = _sigmoid_gate(s, call(s, torch.add, xr, hr))
-    z = _sigmoid_gate(s, call(s, torch.add, xz, hz))
+    a = call(s, torch.add, xz, hz)
+    z = _sigmoid_gate(s, a)
+    keep = _sigmoid_gate(s, call(s, torch.neg, a))  # 1 − σ(a) = σ(−a): a gate, homogeneous path to a
     n = call(s, torch.tanh, call(s, torch.add, xn, _gated(s, r, hn)))
-    keep = call(s, torch.rsub, z, 1)  # 1 − z is a gate too
-    s.tag_gate(keep)
     return call(s, torch.add, _gated(s, keep, n), _gated(s, z, h)), None
 
 
