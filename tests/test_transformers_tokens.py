@@ -110,7 +110,7 @@ def test_clear_errors_and_model_unchanged():
     with pytest.raises(ValueError, match="embedding 'bert.embedings' is not a module.*word_embeddings"):
         xk.LRP(model, embedding="bert.embedings")
     with pytest.raises(TypeError, match="x must be a floating-point tensor.*embedding="):
-        xk.LRP(mlp())(torch.ones(2, 8, dtype=torch.long))
+        xk.LRP(mlp().eval())(torch.ones(2, 8, dtype=torch.long))
     with pytest.raises(ValueError, match="token ids x must have shape"):
         lrp(IDS[0], target=0)
     assert_unchanged(model, before)
