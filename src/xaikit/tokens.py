@@ -117,18 +117,17 @@ class TokenInput:
         if not calls:
             raise ValueError("the model did not call its input embedding; pass embedding= to name the right one")
 
-    def forward(self, ids: torch.Tensor, run: Callable[[torch.Tensor, Callable[[], Any]], Any] | None = None
-                ) -> Callable[..., Any]:
+    def forward(self, ids: torch.Tensor, run: Callable[..., Any] | None = None) -> Callable[..., Any]:
         """A ``forward(vectors, *args, **kwargs)`` for :func:`~xaikit.methods.gradient.backprop`: the model on
-        ``ids`` with the embedding output replaced by ``vectors``; ``run(vectors, call)`` wraps the call
-        (e.g. :meth:`~xaikit.propagation.engine.Session.run`)."""
+        ``ids`` with the embedding output replaced by ``vectors``; ``run(vectors, call, inputs)`` wraps the
+        call (e.g. :meth:`~xaikit.propagation.engine.Session.run`)."""
 
         def forward(vectors: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             def call() -> Any:
                 with self.substituted(vectors):
                     return self.model(ids, *args, **kwargs)
 
-            return call() if run is None else run(vectors, call)
+            return call() if run is None else run(vectors, call, (args, kwargs))
 
         return forward
 

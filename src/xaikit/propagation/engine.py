@@ -171,21 +171,26 @@ class Session:
         self.gates: dict[int, torch.Tensor] = {}
         self.held: dict[int, list[Held]] = {}
         self.nonnegative: dict[int, torch.Tensor] = {}  #: outputs known to be ≥ 0 by how they were made
+        self.constants: dict[int, torch.Tensor] = {}  #: tensors with a gradient path to parameters only
+        self.external: dict[int, torch.Tensor] = {}  #: tensors computed from other floating-point inputs
         self.direct: torch.Tensor | None = None
         self.absorbed: torch.Tensor | None = None
 
     # -- forward -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Run the model on ``x`` (a leaf that requires grad) with the rules applied."""
-        return self.run(x, lambda: self.model(x, *args, **kwargs))
+        return self.run(x, lambda: self.model(x, *args, **kwargs), (args, kwargs))
 
-    def run(self, x: torch.Tensor, call: Callable[[], Any]) -> Any:
+    def run(self, x: torch.Tensor, call: Callable[[], Any], inputs: Any = ()) -> Any:
         """Run ``call()`` with the rules applied, explaining the leaf ``x`` that it computes from.
 
         ``x`` need not be what ``call`` passes to the model: for token ids it is the output of the input
-        embedding, substituted by a forward hook (:mod:`xaikit.tokens`). The context managers in
-        :data:`SETUP` (e.g. module hooks of :mod:`.sequence_ops`) are active for the call.
+        embedding, substituted by a forward hook (:mod:`xaikit.tokens`). ``inputs`` are the model's other
+        inputs: what the model computes from floating-point ones is *external* (its relevance is residual, not
+        absorbed like that of the model's own constants). The context managers in :data:`SETUP` (e.g. module
+        hooks of :mod:`.sequence_ops`) are active for the call.
         """
+        self.external = {id(t): t for t in tensors_in(inputs) if t.is_floating_point()}
         self.input = x
         self.chain = {id(x): (x, lambda base: base)}
         self.absorbed = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -199,14 +204,27 @@ class Session:
                 self.coverage.move("handled", "batch_norm:folded", "linear", "batch_norm")
         return out
 
+    def is_external(self, t: Any) -> bool:
+        """A tensor computed from the model's other floating-point inputs (not from the explained input)."""
+        return id(t) in self.external
+
     def is_activation(self, t: Any) -> bool:
         """A tensor that depends on the explained input (not a parameter, buffer or constant)."""
-        return isinstance(t, torch.Tensor) and t.requires_grad and (t.grad_fn is not None or t is self.input)
+        return (isinstance(t, torch.Tensor) and t.requires_grad and (t.grad_fn is not None or t is self.input)
+                and id(t) not in self.constants)
 
     def dispatch(self, func: Callable, args: tuple, kwargs: dict) -> Any:
         activations = [t for t in tensors_in((args, kwargs)) if self.is_activation(t)]
-        if not activations:
-            return func(*args, **kwargs)
+        if not activations:  # computed from parameters only (a position embedding, a weight slice): a constant
+            out = func(*args, **kwargs)
+            for value in tensors_in(out):
+                if value.grad_fn is not None:
+                    self.constants[id(value)] = value
+            if self.external and any(id(t) in self.external for t in tensors_in((args, kwargs))):
+                self.external.update((id(value), value) for value in tensors_in(out))
+            return out
+        if self.constants and args and is_inplace(func, args, kwargs) and id(args[0]) in self.constants:
+            del self.constants[id(args[0])]  # a constant updated in place with an activation becomes one
         name = op_name(func)
         handler = self.handlers.get(name)
         if handler is None:
