@@ -45,7 +45,9 @@ class BiLRP:
 
     Calling ``bilrp(a, b, kwargs_a=..., kwargs_b=...)`` returns an :class:`~xaikit.explanation.Explanation`
     whose ``attribution`` is ``(N, La, Lb)`` (sample ``n`` of ``a`` against sample ``n`` of ``b``), whose
-    ``output`` is the similarity ``(N,)``, and whose ``info["conservation"]`` compares ``Σ_ij R_ij`` with it.
+    ``output`` is the similarity ``(N,)``, and whose ``info["conservation"]`` compares ``Σ_ij R_ij`` with it
+    (``residual``: what the first-order maps leave with biases, ε, position embeddings and, under AttnLRP,
+    the softmax; zero for a bias-free model under CP-LRP with ε → 0).
     """
 
     def __init__(self, model: nn.Module, composite: str | Composite = "attnlrp", similarity: str = "cosine",
