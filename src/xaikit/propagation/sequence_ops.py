@@ -4,12 +4,13 @@ Fused operations are decomposed into the operations they compute, and every part
 engine's :meth:`~xaikit.propagation.engine.Session.dispatch`, so the composite's rules apply to the parts
 exactly as if the model had written them out (no per-architecture code):
 
-- ``F.scaled_dot_product_attention`` and ``F.multi_head_attention_forward`` (``nn.MultiheadAttention``,
-  ``nn.TransformerEncoderLayer``) become ``Q·Kᵀ`` (a product of two activations), a scaling, the mask,
-  softmax and ``A·V``. AttnLRP (Achtibat et al. 2024, sec. 3.2-3.3): uniform rule on both products, Taylor
-  rule (gradient × input) on the softmax; CP-LRP (Ali et al. 2022, sec. 3): softmax detached, so the
-  attention weights get no relevance and ``A·V`` is linear in ``V``. Dropout is not applied (explanations
-  are of the deterministic model).
+- ``F.scaled_dot_product_attention``: ``softmax(Q·Kᵀ·c + M)·V``. AttnLRP (Achtibat et al. 2024, sec. 3):
+  uniform rule on both products, Taylor rule (gradient × input) on the softmax; CP-LRP (Ali et al. 2022):
+  softmax detached, so the attention weights get no relevance and ``A·V`` is linear in ``V``. These rules
+  only scale the backward pass by constants, so the fused kernel runs with that scaled backward
+  (:func:`fused_attention`), equal to the written-out rules (:func:`attention`). Dropout is not applied.
+- ``F.multi_head_attention_forward`` (``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer``):
+  projections, heads, masks and output projection through the engine; the attention as above.
 - ``torch.addmm``/``baddbmm`` (e.g. GPT-2's ``Conv1D``) with a parameter matrix are a linear layer
   ``x·W + b`` and get the composite's dense rule.
 - ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (the fused ``_VF.lstm``/``gru``/``rnn_tanh``/``rnn_relu``) are unrolled
@@ -17,8 +18,10 @@ exactly as if the model had written them out (no per-architecture code):
   ``gate="signal_takes_all"`` the gates get no relevance (Arras et al. 2017, sec. 2.3; Arras et al. 2019).
 - A module without parameters that maps one tensor element-wise to a tensor of the same shape through
   several operations (e.g. ``NewGELUActivation``: ``0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))``) is one
-  non-linearity and gets the composite's ``nonlinear`` rule as a whole (identity rule in AttnLRP, eq. 9),
+  non-linearity and gets the composite's ``nonlinear`` rule as a whole (identity rule in AttnLRP),
   not rules for its internal products.
+- Bookkeeping for the conservation report: the softmax Taylor rule's bias term, constants added to or
+  concatenated with activations (position embeddings, a CLS token) are reported as absorbed.
 """
 from __future__ import annotations
 
