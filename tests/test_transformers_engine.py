@@ -196,3 +196,26 @@ def test_absorbed_relevance_is_per_sample_for_flattened_layers():
     one = xk.LRP(model, composite="cp_lrp", batch_size=1)(x, target=xk.NextToken(-1))
     torch.testing.assert_close(both.info["conservation"]["absorbed"], one.info["conservation"]["absorbed"])
     torch.testing.assert_close(both.attribution, one.attribution)
+
+
+class ShiftedRelu(nn.Module):
+    def __init__(self, shift: torch.Tensor, subtract: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.shift, self.subtract = nn.Linear(4, 6), nn.Linear(6, 2), shift, subtract
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(h - (-self.shift) if self.subtract else h + self.shift)
+
+
+@pytest.mark.parametrize("parameter", [False, True])
+def test_a_negative_constant_added_after_a_relu_is_not_taken_as_nonnegative(parameter):
+    """γ skips the x⁻ half only for inputs known to be ≥ 0: relu(x) + c with c < 0 is not (a constant or a
+    parameter), and gives what the same model written with a subtraction gives."""
+    shift = torch.full((6,), -0.7)
+    composite = with_rules("epsilon", by_name={"b": "gamma"})
+    x = torch.randn(3, 4)
+    added = ShiftedRelu(nn.Parameter(shift) if parameter else shift).eval()
+    expected = xk.LRP(ShiftedRelu(shift, subtract=True).eval(), composite=composite)(x, target=0)
+    torch.testing.assert_close(xk.LRP(added, composite=composite)(x, target=0).attribution, expected.attribution)

@@ -73,6 +73,21 @@ KEEPS_NONNEGATIVE = {
 _NONNEGATIVE_SOURCES = {"relu", "relu6", "sigmoid", "softmax", "hardsigmoid", "softplus"}
 
 
+def _constants_nonnegative(name: str, args: tuple, kwargs: dict, activations: list) -> bool:
+    """The other operands of a sum, product or concatenation (constants, numbers) are ≥ 0 too."""
+    if name not in ("add", "mul", "cat", "concat", "stack"):
+        return True
+    acts = {id(t) for t in activations}
+    for value in (*args, *kwargs.values(), *(args[0] if args and isinstance(args[0], (list, tuple)) else ())):
+        if isinstance(value, torch.Tensor) and id(value) not in acts and value.is_floating_point():
+            if not bool((value >= 0).all()):
+                return False
+        elif name in ("add", "mul") and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and value < 0:  # (for cat/stack, numbers are dimensions)
+            return False
+    return True
+
+
 def _makes_nonnegative(name: str, args: tuple, kwargs: dict) -> bool:
     if name in _NONNEGATIVE_SOURCES:
         return True
@@ -239,6 +254,7 @@ class Session:
         out = handler(self, func, name, args, kwargs, activations)
         if _makes_nonnegative(name, args, kwargs) or (
             name in KEEPS_NONNEGATIVE and all(id(t) in self.nonnegative for t in activations)
+            and _constants_nonnegative(name, args, kwargs, activations)
         ):
             for t in tensors_in(out):
                 self.nonnegative[id(t)] = t
