@@ -9,6 +9,7 @@ from .methods import *  # noqa: F401,F403
 from .methods import __all__ as _methods
 from .methods.base import METHODS, Method, explain, get_method
 from .targets import Contrast
+from . import metrics  # noqa: E402  (xk.metrics)
 
 __version__ = "0.1.0"
-__all__ = ["Explanation", "Contrast", "Method", "METHODS", "explain", "get_method", "set_memory_budget", *_methods]
+__all__ = ["metrics", "Explanation", "Contrast", "Method", "METHODS", "explain", "get_method", "set_memory_budget", *_methods]
