@@ -377,7 +377,8 @@ class MonotonicityCorrelation(Metric):
 class IROF(_Flipping):
     """Iterative removal of features (Rieger & Hansen 2020).
 
-    Each image is segmented into superpixels (scikit-image SLIC, ``segments`` target count); segments are
+    Each image is segmented into superpixels (scikit-image SLIC on the image scaled to [0, 1], ``segments``
+    target count, ``compactness`` trading colour for spatial distance); segments are
     removed in order of their *mean* relevance and replaced with the baseline (default: the image's
     per-channel mean). The curve is the class probability relative to the unperturbed input; IROF is the area
     over it, 1 − ∫ f(x⁽ᵏ⁾)/f(x) over the fraction of removed segments in [0, 1]. Higher is better.
@@ -385,7 +386,7 @@ class IROF(_Flipping):
 
     higher_is_better = True
 
-    def __init__(self, segments: int = 50, compactness: float = 10.0, baseline: Any = "mean",
+    def __init__(self, segments: int = 50, compactness: float = 1.0, baseline: Any = "mean",
                  softmax: bool = True, batch_size: int | str = "auto", seed: int | None = 0) -> None:
         check_positive(segments, "segments", integer=True)
         check_positive(compactness, "compactness")
@@ -405,7 +406,7 @@ class IROF(_Flipping):
             low, high = image.min(), image.max()
             scaled = (image - low) / (high - low) if high > low else np.zeros_like(image)
             label = slic(scaled, n_segments=self.segments, compactness=self.compactness, start_label=0,
-                         channel_axis=-1, convert2lab=image.shape[-1] == 3)
+                         channel_axis=-1, convert2lab=False)
             labels.append(np.unique(label, return_inverse=True)[1].reshape(label.shape))
         return torch.as_tensor(np.stack(labels).reshape(len(images), -1), dtype=torch.long, device=x.device)
 
