@@ -1,4 +1,5 @@
 """The metric calling convention, shared perturbation helpers, bad input, directions, unknown settings."""
+import functools
 import math
 import warnings
 
@@ -292,3 +293,12 @@ def test_no_warning_on_a_clean_call():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         xk.metrics.PixelFlipping(pixels_per_step=4)(model, x, 0, attribution)
+
+
+@functools.lru_cache(maxsize=1)
+def shapes_model():
+    """The ground-truth shapes CNN trained once per test session, and held-out data ``(x, y, mask)``."""
+    from xaikit.zoo import make_shapes, train_shapes_model
+
+    model = train_shapes_model()
+    return model, make_shapes(256, seed=1)
