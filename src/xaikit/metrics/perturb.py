@@ -251,14 +251,25 @@ def apply_masks(x: torch.Tensor, baseline: torch.Tensor, masks: torch.Tensor, la
 Fill = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+#: most perturbed inputs built at once (keeps the block in memory modest; chunks are far smaller)
+BLOCK_ROWS = 256
+
+
+def _block_rows(case: "Case") -> int:
+    item_bytes = case.x[0].numel() * case.x.element_size()
+    return max(1, min(BLOCK_ROWS, memory_budget(case.x.device) // (4 * item_bytes)))
+
+
 def evaluate_masks(case: "Case", masks: torch.Tensor, baseline: torch.Tensor | None = None,
                    fill: Fill | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Target scores ``(N, S)`` of the inputs perturbed by ``masks`` ``(N, S, P)`` (or ``(S, P)`` for all samples).
 
-    The perturbed inputs are ``fill(owner, step, masks_rows, x_rows)`` (default: ``baseline`` where masked). They are
-    built in blocks of rows that fit a quarter of the memory budget and evaluated with ``batched_forward``.
-    Steps where ``valid`` ``(N, S)`` is false are not evaluated and score NaN.
+    The perturbed inputs are ``baseline`` where masked, else ``x`` (or ``fill(owner, step, masks_rows,
+    x_rows)``), built in blocks of rows and evaluated with ``batched_forward``. Steps where ``valid``
+    ``(N, S)`` is false are not evaluated and score NaN.
     """
+    if fill is None and valid is None:
+        return _evaluate_broadcast(case, masks, baseline)
     n = case.n
     if masks.ndim == 2:
         masks = masks[None].expand(n, -1, -1)
@@ -270,11 +281,10 @@ def evaluate_masks(case: "Case", masks: torch.Tensor, baseline: torch.Tensor | N
     if keep is not None:
         flat = flat.index_select(0, keep.to(flat.device))
         owner, step = owner.index_select(0, keep), step.index_select(0, keep)
-    item_bytes = case.x[0].numel() * case.x.element_size()
-    block = max(1, memory_budget(case.x.device) // (4 * item_bytes))
     if fill is None:
         def fill(rows, _step, m, x_rows):
             return apply_masks(x_rows, baseline.index_select(0, rows), m, case.layout)
+    block = _block_rows(case)
     scores = []
     for start in range(0, owner.shape[0], block):
         rows = owner[start: start + block]
@@ -286,3 +296,25 @@ def evaluate_masks(case: "Case", masks: torch.Tensor, baseline: torch.Tensor | N
     result = torch.full((n * steps,), float("nan"), dtype=values.dtype, device=values.device)
     result[keep.to(values.device)] = values
     return result.reshape(n, steps)
+
+
+def _evaluate_broadcast(case: "Case", masks: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+    """:func:`evaluate_masks` with a baseline: blocks of steps for all samples, built by broadcasting
+    (no gathered copies of ``x``) into one reused buffer."""
+    n, x, layout = case.n, case.x, case.layout
+    if masks.ndim == 2:
+        masks = masks[None]
+    steps = masks.shape[1]
+    per_block = max(1, _block_rows(case) // n)
+    buffer = None
+    scores = []
+    for start in range(0, steps, per_block):
+        part = masks[:, start: start + per_block]
+        count = part.shape[1]
+        condition = part.reshape(part.shape[0], count, *((1,) if layout.has_channels else ()), *layout.spatial)
+        if buffer is None or buffer.shape[1] != count:
+            buffer = x.new_empty(n, count, *x.shape[1:])
+        torch.where(condition, baseline[:, None], x[:, None], out=buffer)
+        owner = torch.arange(n, device=x.device).repeat_interleave(count)
+        scores.append(case.scores(buffer.reshape(n * count, *x.shape[1:]), owner).reshape(n, count))
+    return torch.cat(scores, 1)
