@@ -94,9 +94,12 @@ class FineOperator:
         self.side = unknown / 12
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        padded = F.pad(v, (1, 1, 1, 1))
-        rows = (padded[..., :, :-2] + padded[..., :, 2:]).add_(padded[..., :, 1:-1], alpha=2)
-        box = (rows[..., :-2, :] + rows[..., 2:, :]).add_(rows[..., 1:-1, :], alpha=2)
+        rows = v * 2  # (1 2 1) along the width, then along the height, with zeros outside
+        rows[..., 1:].add_(v[..., :-1])
+        rows[..., :-1].add_(v[..., 1:])
+        box = rows * 2
+        box[..., 1:, :].add_(rows[..., :-1, :])
+        box[..., :-1, :].add_(rows[..., 1:, :])
         return (self.centre * v).addcmul_(self.side, box, value=-1)
 
     def select(self, rows: torch.Tensor) -> "FineOperator":
@@ -116,6 +119,7 @@ class Multigrid:
             self.levels.append(stencil)
         diagonals = [s[:, 4:5] for s in self.levels]
         self.inverse = [torch.where(d > 0, OMEGA / d.clamp_min(1e-30), torch.zeros_like(d)) for d in diagonals]
+        self.scale = [OVERCORRECT * (d > 0).to(d.dtype) for d in diagonals]
         self.dense = _dense(self.levels[-1])
 
     def select(self, rows: torch.Tensor) -> "Multigrid":
@@ -124,6 +128,7 @@ class Multigrid:
         other.fine = self.fine.select(rows)
         other.levels = [s[rows] for s in self.levels]
         other.inverse = [i[rows] for i in self.inverse]
+        other.scale = [i[rows] for i in self.scale]
         other.dense = self.dense[rows]
         return other
 
@@ -141,8 +146,8 @@ class Multigrid:
         h, w = rest.shape[-2:]
         coarse = F.avg_pool2d(F.pad(rest, (0, w % 2, 0, h % 2)), 2) * 4  # restriction Pᵀ: sum over blocks
         fine = self(coarse, level + 1).repeat_interleave(2, -2).repeat_interleave(2, -1)[..., :h, :w]
-        correction = correction + OVERCORRECT * fine * (inverse > 0)
-        return correction + inverse * (residual - self.apply(level, correction))  # post-smoothing
+        correction = correction.addcmul_(self.scale[level], fine)
+        return correction.addcmul_(inverse, residual - self.apply(level, correction))  # post-smoothing
 
 
 def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: torch.Tensor | None = None,
@@ -207,12 +212,12 @@ def conjugate_gradients(precondition: Multigrid, residual: torch.Tensor, rhs: to
         a_dir = precondition.fine(direction)
         curvature = (direction * a_dir).sum(dims, keepdim=True)
         alpha = torch.where(active & (curvature > 0), rz / curvature.clamp_min(1e-30), torch.zeros_like(rz))
-        solution = solution + alpha * direction
-        residual = residual - alpha * a_dir
+        solution = solution.addcmul_(alpha, direction)
+        residual = residual.addcmul_(alpha, a_dir, value=-1)
         z = precondition(residual)
         rz_new = (residual * z).sum(dims, keepdim=True)
         beta = torch.where(active & (rz > 0), rz_new / rz.clamp_min(1e-30), torch.zeros_like(rz))
-        direction = z + beta * direction
+        direction = z.addcmul_(beta, direction)
         rz = rz_new
     result[rows] = solution
     return result
