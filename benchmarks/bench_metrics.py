@@ -25,7 +25,6 @@ from torch import nn
 
 import xaikit as xk
 from xaikit import batching
-from xaikit.metrics import imputation
 from xaikit.zoo import IMAGES, load_efficientnet_lite0, load_image
 
 

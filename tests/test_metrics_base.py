@@ -159,6 +159,17 @@ def test_pixel_flipping_counts_steps_per_pixel_not_per_channel_value():
     assert torch.allclose(curve[:, -1], torch.zeros(2), atol=1e-5)  # everything removed: f(0) = 0
 
 
+def test_pixel_flipping_breaks_ties_by_pixel_index():
+    model, x, _ = linear_case(n=1)
+    tied = torch.zeros(1, 3, 4, 4)
+    tied[0, :, 2, 3] = 1.0  # one clear winner, then 15 tied pixels
+    curve = xk.metrics.PixelFlipping(pixels_per_step=1).curve(model, x, 0, tied)
+    contribution = (model.w * x)[0].sum(0).reshape(-1)
+    order = [11] + [i for i in range(16) if i != 11]  # the winner, then row-major index order
+    expected = contribution.sum() - torch.cat([torch.zeros(1), contribution[order].cumsum(0)])
+    assert torch.allclose(curve[0], expected, atol=1e-5)
+
+
 # -- bad input ----------------------------------------------------------------------------------------------
 def test_attribution_shape_must_match_the_input():
     model, x, attribution = linear_case()

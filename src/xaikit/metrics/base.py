@@ -319,7 +319,8 @@ class Metric:
                     "pixel), so the metric is undefined for them; their score is NaN", UserWarning, stacklevel=3)
             undefined |= empty
         if undefined.any():
-            result.scores = result.scores.clone().float() if not result.scores.is_floating_point() else result.scores.clone()
+            result.scores = result.scores.to(torch.get_default_dtype() if not result.scores.is_floating_point()
+                                             else result.scores.dtype).clone()
             result.scores[undefined] = float("nan")
             if result.curve is not None:
                 result.curve = result.curve.clone()

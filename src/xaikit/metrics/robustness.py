@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import check_positive
 from .base import Case, Metric, MetricResult
-from .perturb import make_generator, stable_order, to_pixels
+from .perturb import make_generator, stable_order
 
 __all__ = [
     "LocalLipschitzEstimate", "MaxSensitivity", "AvgSensitivity", "Continuity", "Consistency",
