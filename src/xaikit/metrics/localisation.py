@@ -64,6 +64,8 @@ def _dilate(mask: torch.Tensor, spatial: tuple[int, ...], radius: float) -> torc
     """Pixels within Euclidean ``radius`` of the mask (2-D grids; 1-D feature vectors are dilated along D)."""
     r = int(math.floor(radius))
     t = torch.arange(-r, r + 1, device=mask.device, dtype=torch.float32)
+    if len(spatial) > 2:
+        raise ValueError(f"tolerance works on 1-D and 2-D inputs, got spatial shape {spatial}; use tolerance=0")
     if len(spatial) == 2:
         disk = ((t[:, None] ** 2 + t[None, :] ** 2) <= radius ** 2).float()[None, None]
         grown = F.conv2d(mask.float().reshape(-1, 1, *spatial), disk, padding=r)

@@ -148,9 +148,8 @@ class Consistency(Metric):
         self.k = k
 
     def compute(self, case: Case) -> MetricResult:
-        top = stable_order(case.pixels, descending=True)[:, : self.k]
-        key = torch.zeros_like(case.pixels, dtype=torch.bool).scatter_(1, top, True)
-        same_explanation = (key[:, None] == key[None]).all(2)
+        top = stable_order(case.pixels, descending=True)[:, : self.k].sort(1).values  # the set, as sorted indices
+        same_explanation = (top[:, None] == top[None]).all(2)
         same_explanation.fill_diagonal_(False)
         predicted = case.output.flatten(1).argmax(1)
         same = same_explanation & (predicted[:, None] == predicted[None])
