@@ -1,8 +1,10 @@
 """xaikit: explain, evaluate and improve PyTorch models.
 
 ``method = xk.Name(model, **settings); expl = method(x, target=y)`` for every attribution method;
-``xk.explain(model, x, y, method="lrp", composite="epsilon_gamma_box")`` as a functional shortcut.
+``xk.explain(model, x, y, method="lrp", composite="epsilon_gamma_box")`` as a functional shortcut;
+``xk.metrics`` for evaluating explanations.
 """
+from . import metrics
 from .batching import set_memory_budget
 from .explanation import Explanation
 from .methods import *  # noqa: F401,F403
@@ -12,4 +14,5 @@ from .targets import Contrast
 from .tokens import NextToken
 
 __version__ = "0.1.0"
-__all__ = ["Explanation", "Contrast", "NextToken", "Method", "METHODS", "explain", "get_method", "set_memory_budget", *_methods]
+__all__ = ["metrics", "Explanation", "Contrast", "NextToken", "Method", "METHODS", "explain", "get_method",
+           "set_memory_budget", *_methods]
