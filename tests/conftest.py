@@ -5,6 +5,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+# one thread: the suite is many small operations, which two OpenMP threads slow down badly whenever another
+# process shares the two cores (measured up to 8× on the development machines)
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
