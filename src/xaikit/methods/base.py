@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import check_input, warn_if_training
 from ..explanation import Explanation
+from ..settings import bind_settings
 from ..targets import TargetSpec, check_target
 
 #: snake_case name -> method class, filled by subclassing :class:`Method`
@@ -33,16 +34,7 @@ def _checked_init(init: Callable) -> Callable:
 
     @functools.wraps(init)
     def wrapper(self, *args, **kwargs):
-        try:
-            signature.bind(self, *args, **kwargs)
-        except TypeError as err:
-            valid = [p for p in signature.parameters if p not in ("self", "model")]
-            unknown = [k for k in kwargs if k not in signature.parameters]
-            if unknown:
-                raise TypeError(
-                    f"{type(self).__name__} got unknown setting {unknown[0]!r}; valid settings: {', '.join(valid)}"
-                ) from None
-            raise TypeError(f"{type(self).__name__}: {err}; valid settings: {', '.join(valid)}") from None
+        bind_settings(self, signature, args, kwargs, hidden=("self", "model"))
         init(self, *args, **kwargs)
 
     return wrapper

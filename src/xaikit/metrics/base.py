@@ -26,6 +26,7 @@ from ..batching import batched_forward, check_batch_size, select_batch
 from ..errors import check_input, warn_if_training
 from ..explanation import Explanation
 from ..methods.base import Method, snake_case
+from ..settings import bind_settings
 from ..targets import Contrast, ResolvedTarget, TargetSpec, resolve_target
 from .perturb import Layout, to_pixels
 
@@ -122,16 +123,7 @@ def _record_settings(init: Callable) -> Callable:
 
     @functools.wraps(init)
     def wrapper(self, *args, **kwargs):
-        try:
-            bound = signature.bind(self, *args, **kwargs)
-        except TypeError as err:
-            valid = [p for p in signature.parameters if p != "self"]
-            unknown = [k for k in kwargs if k not in signature.parameters]
-            if unknown:
-                raise TypeError(
-                    f"{type(self).__name__} got unknown setting {unknown[0]!r}; valid settings: {', '.join(valid)}"
-                ) from None
-            raise TypeError(f"{type(self).__name__}: {err}; valid settings: {', '.join(valid)}") from None
+        bound = bind_settings(self, signature, args, kwargs)
         init(self, *args, **kwargs)
         if type(self).__init__ is wrapper or not hasattr(self, "_settings"):
             bound.apply_defaults()
