@@ -121,21 +121,30 @@ class Insertion(_Flipping):
 
     def __init__(self, pixels_per_step: int | None = None, baseline: Any = "blur", softmax: bool = True,
                  batch_size: int | str = "auto", seed: int | None = 0) -> None:
-        if pixels_per_step is not None:
-            check_positive(pixels_per_step, "pixels_per_step", integer=True)
-        check_baseline(baseline)
-        self._common(batch_size, softmax, seed)
-        self.pixels_per_step, self.baseline = pixels_per_step, baseline
+        _init_insertion(self, pixels_per_step, baseline, softmax, batch_size, seed)
 
     def compute(self, case: Case) -> MetricResult:
-        pixels = case.layout.pixels
-        counts = _counts(pixels, _pixels_per_step(self.pixels_per_step, pixels), start=0)[:-1]
-        order = stable_order(case.pixels, descending=True)
-        base = make_baseline(case.x, self.baseline, make_generator(self.seed))
-        inserted = removal_masks(order, None, counts)
-        curve = torch.cat([evaluate_masks(case, ~inserted, base), case.base_scores()[:, None]], 1)
-        fraction = torch.cat([counts / pixels, torch.ones(1)])
+        curve, counts = _insertion_curve(self, case, most_relevant_first=True)
+        fraction = torch.cat([counts / case.layout.pixels, torch.ones(1)])
         return MetricResult(trapezoid_mean(curve, fraction), curve, {"fraction": fraction})
+
+
+def _init_insertion(metric: Metric, pixels_per_step, baseline, softmax, batch_size, seed) -> None:
+    if pixels_per_step is not None:
+        check_positive(pixels_per_step, "pixels_per_step", integer=True)
+    check_baseline(baseline)
+    metric._common(batch_size, softmax, seed)
+    metric.pixels_per_step, metric.baseline = pixels_per_step, baseline
+
+
+def _insertion_curve(metric: Metric, case: Case, most_relevant_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs after inserting 0, k, 2k, ..., P pixels into the baseline (N, steps + 1), and the counts."""
+    pixels = case.layout.pixels
+    counts = _counts(pixels, _pixels_per_step(metric.pixels_per_step, pixels), start=0)[:-1]
+    order = stable_order(case.pixels, descending=most_relevant_first)
+    base = make_baseline(case.x, metric.baseline, make_generator(metric.seed))
+    inserted = removal_masks(order, None, counts)
+    return torch.cat([evaluate_masks(case, ~inserted, base), case.base_scores()[:, None]], 1), counts
 
 
 class RegionPerturbation(_Flipping):
@@ -315,19 +324,10 @@ class Monotonicity(Metric):
 
     def __init__(self, pixels_per_step: int | None = None, baseline: Any = "zero", softmax: bool = True,
                  batch_size: int | str = "auto", seed: int | None = 0) -> None:
-        if pixels_per_step is not None:
-            check_positive(pixels_per_step, "pixels_per_step", integer=True)
-        check_baseline(baseline)
-        self._common(batch_size, softmax, seed)
-        self.pixels_per_step, self.baseline = pixels_per_step, baseline
+        _init_insertion(self, pixels_per_step, baseline, softmax, batch_size, seed)
 
     def compute(self, case: Case) -> MetricResult:
-        pixels = case.layout.pixels
-        counts = _counts(pixels, _pixels_per_step(self.pixels_per_step, pixels), start=0)[:-1]
-        order = stable_order(case.pixels, descending=False)
-        inserted = removal_masks(order, None, counts)
-        base = make_baseline(case.x, self.baseline, make_generator(self.seed))
-        curve = torch.cat([evaluate_masks(case, ~inserted, base), case.base_scores()[:, None]], 1)
+        curve, _ = _insertion_curve(self, case, most_relevant_first=False)
         monotone = (curve[:, 1:] >= curve[:, :-1]).all(1)
         return MetricResult(monotone.to(curve.dtype), curve)
 
