@@ -56,21 +56,9 @@ def timed(call, clock) -> float:
 
 def sample_efficiency(seeds: int = 40, budget: int = 96) -> None:
     """Paired/antithetic vs plain Shapley estimators at equal budget on wine (13 features), against exact values."""
-    from sklearn.datasets import load_wine
-    from torch import nn
+    from xaikit.zoo import train_wine_mlp
 
-    data = load_wine()
-    x_all = torch.tensor(data.data, dtype=torch.float32)
-    y_all = torch.tensor(data.target)
-    x_all = (x_all - x_all.mean(0)) / x_all.std(0)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(13, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 3))
-    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(200):
-        optimiser.zero_grad()
-        nn.functional.cross_entropy(model(x_all), y_all).backward()
-        optimiser.step()
-    model.eval()
+    model, x_all, _ = train_wine_mlp()
     x = x_all[::30][:6]
     print(f"\nwine, 6 samples, {budget} evaluations per sample, {seeds} seeds: mean ‖φ̂ − φ_exact‖²\n")
     print("| game | KernelSHAP paired | KernelSHAP plain | permutations antithetic | permutations plain |")

@@ -1,10 +1,9 @@
 """Sample efficiency of the Shapley estimators on scikit-learn's wine data (13 features), against exact values."""
 import pytest
 import torch
-from sklearn.datasets import load_wine
-from torch import nn
 
 import xaikit as xk
+from xaikit.zoo import train_wine_mlp
 
 SEEDS = range(8)
 BUDGET = 96  # model evaluations per sample besides v(∅): 8 orders × 12 steps for the permutation estimator
@@ -13,18 +12,7 @@ BUDGET = 96  # model evaluations per sample besides v(∅): 8 orders × 12 steps
 @pytest.fixture(scope="module")
 def wine_game():
     """A small tanh MLP trained on standardised wine data (≈1 s); six samples; exact Shapley values."""
-    data = load_wine()
-    x_all = torch.tensor(data.data, dtype=torch.float32)
-    y_all = torch.tensor(data.target)
-    x_all = (x_all - x_all.mean(0)) / x_all.std(0)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(13, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 3))
-    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(200):
-        optimiser.zero_grad()
-        nn.functional.cross_entropy(model(x_all), y_all).backward()
-        optimiser.step()
-    model.eval()
+    model, x_all, y_all = train_wine_mlp()
     assert (model(x_all).argmax(1) == y_all).float().mean() > 0.95
     x = x_all[::30][:6]
     exact = xk.ExactShapley(model)(x).info["feature_attribution"]  # baseline 0 = the data mean
