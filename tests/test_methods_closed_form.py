@@ -161,13 +161,14 @@ def test_integrated_gradients_quadrature_rules_closed_form():
 
 def test_integrated_gradients_gauss_legendre_exact_on_cubic_and_completeness():
     """Along the path a cubic f gives a quadratic integrand: 2-point Gauss-Legendre is exact, midpoint is not."""
-    w = torch.randn(5)
+    # float64: the identity below is checked to rounding, and the outputs (~10) make float32 rounding 1e-5
+    w = torch.randn(5, dtype=torch.float64)
 
     class Cube(nn.Module):
         def forward(self, x):
             return ((x @ w) ** 3 + x.sum(1))[:, None]
 
-    x, b = torch.randn(2, 5), torch.randn(5)
+    x, b = torch.randn(2, 5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
     gl = xk.IntegratedGradients(Cube().eval(), steps=2, rule="gauss_legendre", baseline=b)(x, target=0)
     assert gl.info["convergence_delta"].abs().max() < 1e-4
     mid = xk.IntegratedGradients(Cube().eval(), steps=2, rule="riemann_middle", baseline=b)(x, target=0)

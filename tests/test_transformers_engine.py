@@ -54,8 +54,11 @@ def test_bias_free_models_conserve_relevance(bias_free_models, name):
 
 @pytest.mark.parametrize("name", ["bert", "gpt2", "vit", "lstm", "gru", "encoder"])
 def test_no_unknown_operation_with_biases(name):
+    """Float64: with biases, input and absorbed relevance can be large and cancel to a small logit, so the
+    bookkeeping is checked where rounding is far below the bound."""
     build, x, target, kwargs = _cases(False)[name]
-    model = build()
+    model = build().double()
+    x = x.double() if x.is_floating_point() else x
     before = snapshot(model)
     for composite in ("attnlrp", "cp_lrp"):
         expl = xk.LRP(model, composite=composite)(x, target=target, forward_kwargs=kwargs)
