@@ -19,6 +19,7 @@ from torch.overrides import TorchFunctionMode
 
 from .composites import Composite
 from .coverage import Coverage
+from .layers import LayerCall
 from .rules import Rule, redistribute
 
 Replay = Callable[[torch.Tensor], torch.Tensor]
@@ -97,6 +98,11 @@ def _makes_nonnegative(name: str, args: tuple, kwargs: dict) -> bool:
     return False
 
 
+def _rectifies(name: str, args: tuple, kwargs: dict) -> bool:
+    """ReLU and ReLU6 (hardtanh from 0): their gradient, as every rule passes it, is zero for negative inputs."""
+    return name == "relu" or (name in ("relu6", "hardtanh") and _makes_nonnegative(name, args, kwargs))
+
+
 class Held:
     """A tensor value that the backward pass needs, kept intact through later in-place operations.
 
@@ -134,7 +140,7 @@ class LayerState:
 
     rule: Rule
     kind: str
-    layer: Callable | None = None
+    layer: "LayerCall | None" = None
     weight: torch.Tensor | None = None
     bias: torch.Tensor | None = None
     z: Held | None = None  #: output value that the relevance R = z ⊙ g refers to
@@ -144,6 +150,10 @@ class LayerState:
     z_fold: Held | None = None  #: the BatchNorm's output value
     scale_fold: torch.Tensor | None = None  #: ε rescaling computed from the folded output
     uses: int = 0  #: operations that consumed the layer output during the forward pass
+    #: for each operation that consumed the layer output ("layer") or its folded BatchNorm's ("fold") before an
+    #: in-place change of it: whether its gradient is zero where that output is negative (a ReLU)
+    rectifiers: dict[str, list[bool]] = field(default_factory=lambda: {"layer": [], "fold": []})
+    overwritten: set[str] = field(default_factory=set)  #: outputs changed in place (later uses see another value)
     replay: Replay | None = None  #: for first-layer direct rules: recompute the layer input from x
     extra: dict = field(default_factory=dict)
 
@@ -151,6 +161,20 @@ class LayerState:
     def folded(self) -> bool:
         """The BatchNorm fold holds when the BatchNorm was the only consumer (known once the forward ended)."""
         return self.fold is not None and self.uses == 1
+
+    @property
+    def rectified(self) -> bool:
+        """Every consumer of the (folded) output is a rectifier: no relevance reaches negative outputs."""
+        consumers = self.rectifiers["fold" if self.folded else "layer"]
+        return bool(consumers) and all(consumers)
+
+    def consumed(self, key: str, rectifies: bool, overwrites: bool) -> None:
+        """Record a use of the layer output (``key="layer"``) or of its folded BatchNorm's (``"fold"``)."""
+        self.uses += key == "layer"
+        if key not in self.overwritten:
+            self.rectifiers[key].append(rectifies)
+        if overwrites:
+            self.overwritten.add(key)
 
 
 class _Mode(TorchFunctionMode):
@@ -183,6 +207,7 @@ class Session:
         self.input: torch.Tensor | None = None
         self.chain: dict[int, tuple[torch.Tensor, Replay]] = {}
         self.layers: dict[int, LayerState] = {}
+        self.fold_outputs: dict[int, LayerState] = {}  #: BatchNorm outputs folded into a layer's rule
         self.gates: dict[int, torch.Tensor] = {}
         self.held: dict[int, list[Held]] = {}
         self.nonnegative: dict[int, torch.Tensor] = {}  #: outputs known to be ≥ 0 by how they were made
@@ -262,10 +287,13 @@ class Session:
             for holder in self.held.get(id(t), ()):
                 holder.version = t._version
         if self.layers and isinstance(out, (torch.Tensor, tuple, list)):
+            rectifies = _rectifies(name, args, kwargs)
+            inplace = is_inplace(func, args, kwargs)
             for t in activations:
-                state = self.layers.get(id(t))
-                if state is not None:
-                    state.uses += 1
+                for key, table in (("layer", self.layers), ("fold", self.fold_outputs)):
+                    state = table.get(id(t))
+                    if state is not None:
+                        state.consumed(key, rectifies, inplace and t is args[0])
         return out
 
     def remember(self, out: torch.Tensor, state: LayerState) -> None:
@@ -306,13 +334,26 @@ class Session:
     def bounds(self, rule: Rule, replay: Replay) -> dict[str, torch.Tensor]:
         """Constant inputs of a direct rule at the first layer's input: ones, and the box bounds."""
         x = self.input.detach()
-        consts = {"ones": replay(torch.ones_like(x))}  # padding added on the way gets no relevance
+        consts = {"ones": _replay_constant(replay, x.new_ones((1, *x.shape[1:])), x)}  # padding gets no relevance
         if any(t.input in ("low", "high") for p in rule.parts for t in p.terms):
             dims = tuple(range(2, x.ndim)) if x.ndim > 2 else tuple(range(1, x.ndim))
             for key, bound, default in (("low", rule.low, x.amin), ("high", rule.high, x.amax)):
                 value = default(dim=dims, keepdim=True) if bound is None else _broadcast_bound(bound, x, key)
-                consts[key] = replay(value.expand_as(x))
+                consts[key] = _replay_constant(replay, value, x)
         return consts
+
+
+def _replay_constant(replay: Replay, value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``replay`` of a constant input: for one sample when the value is the same for all samples (the layer's
+    forward of it then costs one sample, and broadcasts) and the replay allows it, else for the batch."""
+    if value.shape[0] == 1:
+        try:
+            one = replay(value.expand(1, *x.shape[1:]))
+            if one.shape[0] == 1:
+                return one
+        except (RuntimeError, ValueError, IndexError):  # a replay written for the batch size
+            pass
+    return replay(value.expand_as(x))
 
 
 def _broadcast_bound(bound: Any, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -320,7 +361,8 @@ def _broadcast_bound(bound: Any, x: torch.Tensor, name: str) -> torch.Tensor:
     if value.ndim == 1 and x.ndim > 2 and value.shape[0] == x.shape[1]:  # per channel
         value = value.view(1, -1, *([1] * (x.ndim - 2)))
     try:
-        return torch.broadcast_to(value, x.shape)
+        full = torch.broadcast_to(value, x.shape)
+        return full[:1] if value.ndim < x.ndim or value.shape[0] == 1 else full  # [:1]: the same for all
     except RuntimeError:
         raise ValueError(
             f"{name} of shape {tuple(value.shape)} does not broadcast to the input {tuple(x.shape)}; "
@@ -336,7 +378,7 @@ class Redistribute(torch.autograd.Function):
     def forward(ctx, x, state: LayerState, session: Session):
         ctx.state, ctx.session = state, session
         ctx.save_for_backward(x)
-        return state.layer(x, state.weight, state.bias)
+        return state.layer.native(x, state.weight, state.bias)
 
     @staticmethod
     def backward(ctx, grad):
@@ -352,8 +394,9 @@ class Redistribute(torch.autograd.Function):
         relevance = z * grad
         direct = state.rule.direct
         constants = session.bounds(state.rule, state.replay) if direct else None
+        rectified = state.rectified and session.composite.op_rule("relu") != "deconvnet"
         result = redistribute(state.rule, state.layer, x, weight, bias, relevance, z, constants,
-                              nonnegative=state.extra.get("nonnegative", False))
+                              nonnegative=state.extra.get("nonnegative", False), rectified=rectified)
         incoming = relevance.flatten(1).sum(1)
         if direct:
             session.absorb(incoming - result.flatten(1).sum(1))

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import torch
 
+from .layers import LayerCall
 from .engine import FoldGate, LayerState, Redistribute, Session, sample_dot, tensors_in
 from .rules import scale_factor, stabiliser
 
@@ -91,8 +92,7 @@ def layer(s: Session, func, name, args, kwargs, acts):
     channel = 1 if kind == "conv" else -1
     if rule.plain:
         return _plain_layer(s, func(*args, **kwargs), rule, bias, channel, name)
-    call = lambda xi, w, b: func(xi, w, b, *rest_args, **rest_kwargs)  # noqa: E731
-    state = LayerState(rule, name, call, weight, bias,
+    state = LayerState(rule, name, LayerCall(func, name, rest_args, rest_kwargs, tuple(weight.shape[2:])), weight, bias,
                        extra={"channel": channel, "nonnegative": id(x) in s.nonnegative})
     if rule.direct:
         state.replay = s.chain[id(x)][1]
@@ -168,6 +168,7 @@ def batch_norm(s: Session, func, name, args, kwargs, acts):
         return out
     result = FoldGate.apply(x, lambda t: func(t, *args[1:], **kwargs), state, s, scale, shift)
     state.z_fold = s.hold(result)
+    s.fold_outputs[id(result)] = state
     return result
 
 

@@ -32,6 +32,8 @@ from typing import Callable
 
 import torch
 
+from .layers import LayerCall
+
 
 def _same(w: torch.Tensor) -> torch.Tensor:
     return w
@@ -88,6 +90,9 @@ class Rule:
     parts: tuple[Part, ...]
     epsilon: float = 1e-9
     settings: dict = field(default_factory=dict, compare=False, hash=False)
+    #: the γ family: ``parts`` are ``x w + favour·(x w)^±`` of the output's sign, which the engine computes from
+    #: the layer output and one modified forward (``None``: computed part by part from the terms)
+    favour: float | None = None
     low: torch.Tensor | float | None = field(default=None, compare=False, hash=False)
     high: torch.Tensor | float | None = field(default=None, compare=False, hash=False)
 
@@ -132,7 +137,7 @@ def gamma(g: float = 0.25, eps: float = 1e-9) -> Rule:
     favour_pos = (Term("x"), Term("pos", _positive, g), Term("neg", _negative, g, bias=False))
     favour_neg = (Term("x"), Term("pos", _negative, g), Term("neg", _positive, g, bias=False))
     parts = (Part(favour_pos, outputs="pos"), Part(favour_neg, outputs="neg"))
-    return Rule("gamma", parts, epsilon=eps, settings={"gamma": g})
+    return Rule("gamma", parts, epsilon=eps, settings={"gamma": g}, favour=float(g))
 
 
 def zplus(eps: float = 1e-9) -> Rule:
@@ -216,6 +221,7 @@ def scale_factor(z: torch.Tensor, eps: float) -> torch.Tensor:
 
 def _fuse_inputs(part: Part, sign: int) -> dict[str, list[Term]]:
     """Group a part's terms by input; fold "x" into "pos"/"neg" (or all into "x" for one-signed inputs)."""
+    split = sign == 0 and any(t.input in ("pos", "neg") for t in part.terms)
     groups: dict[str, list[Term]] = {}
     for term in part.terms:
         inputs = [term.input]
@@ -223,7 +229,7 @@ def _fuse_inputs(part: Part, sign: int) -> dict[str, list[Term]]:
             inputs = ["x"] if term.input == "pos" else []
         elif sign < 0 and term.input in ("pos", "neg"):
             inputs = ["x"] if term.input == "neg" else []
-        elif sign == 0 and term.input == "x":  # mixed sign: x w = x⁺ w + x⁻ w
+        elif split and term.input == "x":  # mixed sign, beside x⁺/x⁻ terms: x w = x⁺ w + x⁻ w
             inputs = ["pos", "neg"]
         for name in inputs:
             groups.setdefault(name, []).append(term)
@@ -243,9 +249,45 @@ def _relevance_by_output_sign(rule: Rule, relevance: torch.Tensor, output: torch
     return {"pos": relevance - negative, "neg": negative}
 
 
+def _ratio(relevance: torch.Tensor, numerator: torch.Tensor, eps: float, scale: float = 1.0,
+           sign: int = 0) -> torch.Tensor:
+    """``scale · R / (n + ε·sign n)``, written over ``numerator`` (a temporary of the caller) where shapes allow.
+
+    ``sign`` = 1 (-1) when ``n`` is known to be ≥ 0 (≤ 0), which saves computing its sign.
+    """
+    if not eps:
+        den = numerator.masked_fill_(numerator == 0, 1.0)
+    elif sign:
+        den = numerator.add_(sign * eps)
+    else:
+        den = numerator.add_(stabiliser(numerator, eps))
+    ratio = torch.div(relevance, den, out=den) if den.shape == relevance.shape else relevance / den
+    return ratio.mul_(scale) if scale != 1 else ratio
+
+
+def _input_sign(x: torch.Tensor, nonnegative: bool) -> int:
+    """1 for x ≥ 0, -1 for x ≤ 0, 0 for mixed signs."""
+    if nonnegative:
+        return 1
+    low, high = torch.aminmax(x)
+    return 1 if low >= 0 else (-1 if high <= 0 else 0)
+
+
+#: the sign of what a weight modifier returns (0: either sign)
+_MODIFIER_SIGN = {_positive: 1, _negative: -1, _ones: 1, _square: 1}
+_INPUT_SIGN = {"pos": 1, "neg": -1, "ones": 1}
+
+
+def _contribution_sign(name: str, terms: list[Term], sign: int) -> int:
+    """The sign every contribution of an input group shares (1 or -1), or 0 if it is not known."""
+    input_sign = sign if name == "x" else _INPUT_SIGN.get(name, 0)
+    signs = {input_sign * _MODIFIER_SIGN.get(t.weight, 0) * (1 if t.coef > 0 else -1) for t in terms}
+    return signs.pop() if len(signs) == 1 else 0
+
+
 def redistribute(
     rule: Rule,
-    layer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    layer: LayerCall,
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
@@ -253,53 +295,114 @@ def redistribute(
     output: torch.Tensor,
     constants: dict[str, torch.Tensor] | None = None,
     nonnegative: bool = False,
+    rectified: bool = False,
 ) -> torch.Tensor:
     """Apply ``rule`` to one layer call ``z = layer(x, weight, bias)`` with output relevance ``relevance``.
 
     Returns the gradient ``g`` at ``x`` such that ``R_x = x ⊙ g`` (or, for direct rules, ``R_x`` itself).
-    Costs one modified forward and one backward of the layer per part and input group (one for γ, z⁺ and
-    α1β0 on non-negative inputs).
+    ``rectified``: no relevance reaches negative outputs (the output feeds only a ReLU). The γ family costs
+    one modified forward of the layer and one transposed pass (two where relevance reaches outputs of both
+    signs or the input has mixed signs); other rules one forward and one transposed pass per part and input
+    group (one for z⁺ on non-negative inputs; the plain ``x w`` contributions are the output itself).
     """
-    x = x.detach()
-    weight, bias = weight.detach(), None if bias is None else bias.detach()
-    if nonnegative:
-        sign = 1
-    else:
-        low, high = torch.aminmax(x)
-        sign = 1 if low >= 0 else (-1 if high <= 0 else 0)
-    with torch.enable_grad():
-        leaf = x.requires_grad_(True)
-        constants = {k: v.detach().requires_grad_(True) for k, v in (constants or {}).items()}
-        variants = {"x": lambda: leaf, "pos": lambda: leaf.clamp(min=0), "neg": lambda: leaf.clamp(max=0),
-                    **{k: (lambda v=v: v) for k, v in constants.items()}}
-        result = None
-        by_sign = _relevance_by_output_sign(rule, relevance, output)
-        for part in rule.parts:
-            part_relevance = relevance if part.outputs is None else by_sign[part.outputs]
-            if part_relevance is None:
-                continue
-            numerator = None
-            b = None  # the part's bias ρ(b), added once
-            if bias is not None and any(t.bias for t in part.terms):
-                b = sum(t.coef * t.weight(bias) for t in part.terms if t.bias)
-            for name, terms in _fuse_inputs(part, sign).items():
-                w = sum(t.coef * t.weight(weight) for t in terms)
-                term = layer(variants[name](), w, b)
-                numerator = term if numerator is None else numerator + term
-                b = None
-            if numerator is None:  # every term vanished (e.g. z⁻ on non-negative inputs)
-                continue
-            # R / (n + ε·sign n), written over n's values (the layer's backward does not read its output)
-            den = numerator.detach()
-            den = den.add_(stabiliser(den, rule.epsilon)) if rule.epsilon else den.masked_fill_(den == 0, 1.0)
-            ratio = torch.div(part_relevance, den, out=den)
-            if part.scale != 1:
-                ratio.mul_(part.scale)
-            wrt = [leaf] if not constants else [leaf, *constants.values()]
-            grads = torch.autograd.grad(numerator, wrt, ratio, allow_unused=True, retain_graph=True)
-            if constants:  # direct relevance: Σ_terms input ⊙ gradient
-                contribution = sum(v * g for v, g in zip(wrt, grads) if g is not None)
-            else:
-                contribution = grads[0] if grads[0] is not None else torch.zeros_like(x)
-            result = contribution if result is None else result + contribution
+    x, weight, output = x.detach(), weight.detach(), output.detach()
+    bias = None if bias is None else bias.detach()
+    sign = _input_sign(x, nonnegative)
+    if rule.favour is not None and not constants:
+        return _favour_output_sign(rule.favour, rule.epsilon, layer, x, weight, bias, relevance, output, sign,
+                                   rectified)
+    return _by_parts(rule, layer, x, weight, bias, relevance, output, constants or {}, sign)
+
+
+def _by_parts(rule: Rule, layer: LayerCall, x, weight, bias, relevance, output, constants: dict, sign: int):
+    """The generic rule: per part, the contributions of each input group forward, then transposed (the groups
+    of a part in one stacked call each way where the layer allows)."""
+    inputs = {"x": lambda: x, "pos": lambda: x.clamp(min=0), "neg": lambda: x.clamp(max=0),
+              **{k: (lambda v=v: v.detach()) for k, v in constants.items()}}
+    by_sign = _relevance_by_output_sign(rule, relevance, output)
+    result = None
+    for part in rule.parts:
+        part_relevance = relevance if part.outputs is None else by_sign[part.outputs]
+        if part_relevance is None:
+            continue
+        b = None  # the part's bias ρ(b)
+        if bias is not None and any(t.bias for t in part.terms):
+            b = sum(t.coef * t.weight(bias) for t in part.terms if t.bias)
+        fused = _fuse_inputs(part, sign)
+        if not fused:  # every term vanished (e.g. z⁻ on non-negative inputs)
+            continue
+        groups = {name: (inputs[name](), sum(t.coef * t.weight(weight) for t in terms)) for name, terms in fused.items()}
+        signs = {_contribution_sign(name, terms, sign) for name, terms in fused.items()}
+        ratio = _ratio(part_relevance, _numerator(layer, groups, fused, b, bias, output), rule.epsilon,
+                       part.scale, signs.pop() if len(signs) == 1 and b is None else 0)
+        grads = dict(zip(groups, layer.transpose_each(ratio, [w for _, w in groups.values()], x)))
+        if constants:  # direct relevance: Σ input ⊙ gradient
+            contribution = sum(grads[name].mul_(value) for name, (value, _) in groups.items())
+        elif "pos" in grads and "neg" in grads:  # the gradient of x⁺ where x ≥ 0, of x⁻ elsewhere
+            contribution = torch.where(x >= 0, grads.pop("pos"), grads.pop("neg"))
+            contribution = sum(grads.values(), contribution)
+        else:
+            masks = {"pos": lambda: x >= 0, "neg": lambda: x <= 0}
+            contribution = sum(g.mul_(masks[name]()) if name in masks else g for name, g in grads.items())
+        result = contribution if result is None else result.add_(contribution)
     return torch.zeros_like(x) if result is None else result
+
+
+def _numerator(layer: LayerCall, groups: dict, fused: dict, part_bias, bias, output: torch.Tensor) -> torch.Tensor:
+    """``Σ_groups layer(input, W) + ρ(b)`` (a fresh tensor). The plain group ``x·w`` is the layer output less
+    its bias (no forward); groups of constant inputs computed for one sample broadcast."""
+    plain = [name for name, terms in fused.items()
+             if name == "x" and len(terms) == 1 and terms[0].weight is _same and terms[0].coef == 1]
+    rest = [groups[name] for name in groups if name not in plain]
+    numerator = None
+    if plain:
+        numerator = output.clone() if bias is None else output - layer.channel_view(bias, output.ndim)
+    if rest:
+        same_batch = all(value.shape[0] == rest[0][0].shape[0] for value, _ in rest)
+        pieces = [layer.forward_sum(*zip(*rest))] if same_batch else [layer(v, w) for v, w in rest]
+        for piece in pieces:
+            numerator = piece if numerator is None else (
+                numerator.add_(piece) if numerator.shape[0] >= piece.shape[0] else piece.add_(numerator))
+    if part_bias is not None:
+        numerator.add_(layer.channel_view(part_bias, numerator.ndim))
+    return numerator
+
+
+def _favour_output_sign(gamma: float, eps: float, layer: LayerCall, x, weight, bias, relevance, z, sign: int,
+                        rectified: bool):
+    """The γ family, ``n_ij = x_i w_ij + γ (x_i w_ij)^±`` of the output's sign, from the layer output ``z`` and
+    one modified forward.
+
+    With ``Q = S⁺ + b⁺`` (the positive contributions and bias; ``S⁺ = Σ x w⁺`` for x ≥ 0, ``Σ (xw)⁺ =
+    (z − b + Σ |x||w|)/2`` for mixed signs), the negative ones are ``S⁻ + b⁻ = z − Q``, so the denominators are
+    ``n = z + γQ`` (z > 0) and ``z + γ(z − Q)`` (z < 0): they keep the sign of ``z``, and
+    ``|n| = (1 + γ/2)|z| − (γ/2) z + γQ``. Backward, ``w + γ w^±`` is ``(1 + γ/2) w ± (γ/2)|w|`` (the second
+    term times sign(x) for mixed inputs); for a rectified output and a one-signed input, ``w + γw⁺`` (x ≥ 0)
+    or ``w + γw⁻`` (x ≤ 0) in one transposed pass.
+    """
+    if sign == 0:
+        q = layer(x.abs(), weight.abs()).add_(z)
+        if bias is not None:
+            q.add_(layer.channel_view(bias.abs(), z.ndim))
+        q.mul_(0.5)
+    else:
+        q = layer(x, weight.clamp(min=0) if sign > 0 else weight.clamp(max=0))
+        if bias is not None:
+            q.add_(layer.channel_view(bias.clamp(min=0), z.ndim))
+    if sign != 0 and rectified:  # relevance on outputs z > 0 only, where n = z + γQ > 0
+        ratio = _ratio(relevance, torch.add(z, q, alpha=gamma, out=q).abs_(), eps, sign=1)
+        w = weight + gamma * (weight.clamp(min=0) if sign > 0 else weight.clamp(max=0))
+        return layer.transpose(ratio, w, x)
+    plain, absolute = (1 + gamma / 2) * weight, (gamma / 2) * weight.abs()
+    if rectified:  # mixed-sign input: w + γw⁺ where x > 0, w + γw⁻ where x < 0
+        ratio = _ratio(relevance, torch.add(z, q, alpha=gamma, out=q).abs_(), eps, sign=1)
+        result, flipped = layer.transpose_each(ratio, [plain, absolute], x)
+        return result.addcmul_(flipped, x.sign())
+    magnitude = z.abs()
+    den = q.mul_(gamma).add_(magnitude, alpha=1 + gamma / 2).add_(z, alpha=-gamma / 2).add_(eps)  # |n| + ε
+    flipped = torch.div(relevance, den, out=den)  # R/(n + ε·sign n) · sign(z)
+    ratio = torch.sign(z, out=magnitude).mul_(flipped)
+    if sign != 0:
+        return layer.transpose_sum([ratio, flipped], [plain, absolute if sign > 0 else -absolute], x)
+    result = layer.transpose(ratio, plain, x)
+    return result.addcmul_(layer.transpose(flipped, absolute, x), x.sign())
