@@ -1,5 +1,7 @@
 """Each LRP rule equals its matrix-form formula on single layers (Linear, Conv1d/2d/3d; with and without
 bias; non-negative and mixed-sign inputs)."""
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -68,6 +70,10 @@ LAYERS = {
     "conv1d": lambda bias: (nn.Conv1d(2, 3, 3, padding=1, bias=bias), (3, 2, 5)),
     "conv2d": lambda bias: (nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=bias), (3, 2, 5, 5)),
     "conv3d": lambda bias: (nn.Conv3d(2, 2, 2, bias=bias), (3, 2, 3, 3, 3)),
+    # 1×1 convolutions run as matrix products (strided: every other pixel); "same" padding of an even kernel
+    # is asymmetric, which the native backward cannot take (autograd fallback)
+    "conv2d_1x1": lambda bias: (nn.Conv2d(3, 4, 1, stride=2, bias=bias), (3, 3, 5, 5)),
+    "conv2d_same": lambda bias: (nn.Conv2d(2, 3, (3, 2), padding="same", bias=bias), (3, 2, 4, 5)),
 }
 
 
@@ -78,6 +84,7 @@ def _explain(layer, x, rule, weights):
     return xk.LRP(layer, composite=composite)(x, target=target).attribution
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize("layer_name", LAYERS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("signed", [False, True])
@@ -128,3 +135,24 @@ def test_box_bounds_of_wrong_shape_are_rejected():
     layer = nn.Conv2d(3, 2, 3).eval()
     with pytest.raises(ValueError, match="low"):
         xk.LRP(layer, composite="epsilon_gamma_box", low=torch.zeros(5), high=1.0)(torch.rand(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("layer_name", ["linear", "conv1d", "conv2d", "conv2d_1x1"])
+@pytest.mark.parametrize("inputs", ["nonnegative", "nonpositive", "mixed"])
+@pytest.mark.parametrize("rectified", [False, True])
+def test_gamma_shortcut_equals_its_parts(layer_name, inputs, rectified):
+    """The γ rule's shortcut (denominators from the layer output and one modified forward, one transposed
+    pass on rectified outputs) gives the relevance of its terms computed part by part."""
+    layer, shape = LAYERS[layer_name](True)
+    nn.init.normal_(layer.bias, std=0.5)
+    model = (nn.Sequential(layer, nn.ReLU()) if rectified else layer).eval()
+    x = {"nonnegative": torch.rand, "nonpositive": lambda *s: -torch.rand(*s), "mixed": torch.randn}[inputs](shape)
+    with torch.no_grad():
+        weights = torch.randn(model(x).flatten(1).shape[1])
+    target = lambda out: (out.flatten(1) * weights).sum(1)  # noqa: E731
+    shortcut = R.gamma(0.25)
+    by_parts = replace(shortcut, favour=None)
+    got, want = (xk.LRP(model, composite=Composite("test", conv=r, dense=r))(x, target=target).attribution
+                 for r in (shortcut, by_parts))
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    assert got.abs().sum() > 0

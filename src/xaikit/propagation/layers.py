@@ -86,10 +86,7 @@ class LayerCall:
         return total
 
     def transpose_sum(self, signals: list[torch.Tensor], weights: list[torch.Tensor], x: torch.Tensor):
-        """``Σ_k W_kᵀ s_k`` (stacked along the output channels when stackable)."""
-        if len(signals) > 1 and self.stackable:
-            dim = -1 if self.name == "linear" else 1
-            return self.transpose(torch.cat(signals, dim), torch.cat(weights, 0), x)
+        """``Σ_k W_kᵀ s_k`` (separate calls: stacking would copy the signals, which are large)."""
         total = self.transpose(signals[0], weights[0], x)
         for signal, w in zip(signals[1:], weights[1:]):
             total.add_(self.transpose(signal, w, x))
