@@ -9,9 +9,12 @@ one sparse linear system per image over all its removed pixels, shared by the ch
 right-hand side per channel). The matrix is symmetric and positive definite on every group of removed pixels
 that touches a known one. All systems of a batch are solved at once in torch by conjugate gradients,
 preconditioned with a multigrid V-cycle: 2×2 aggregation, Galerkin coarse operators (9-point stencils with
-per-pixel coefficients), damped Jacobi smoothing, and a dense solve on the coarsest grid. A group of removed
-pixels without any known neighbour keeps its initial value, the mean of the image's known pixels. Finally
-Gaussian noise is added to the imputed pixels.
+per-pixel coefficients), damped Jacobi smoothing, and a dense solve on the coarsest grid. The iteration
+starts from a pull-push fill of the known pixels (block means, coarser and coarser, blended back down
+bilinearly): smooth, built from the known pixels only (so a truncated solve cannot leak removed values), and
+on the ROAD benchmark systems it saves about a sixth of the V-cycles over starting from the image mean. A
+group of removed pixels without any known neighbour keeps that initial value. Finally Gaussian noise is
+added to the imputed pixels.
 
 **How accurately.** Rong et al. add Gaussian noise (in ROAD: std ``noise`` × the image's value range) to the
 imputed pixels, so solving far below that noise buys nothing. With ``atol`` (ROAD passes
@@ -218,6 +221,25 @@ class Multigrid:
         return correction.addcmul_(inverse, self.residual(level, residual, correction))  # post-smoothing
 
 
+def _pull_push(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """A smooth first guess from the known pixels only (pull-push): block sums of the known values and of
+    their count, coarser and coarser; then, from the coarsest grid down, every block takes the mean of its
+    known pixels, blended (by its share of known pixels, clamped to 1) with the bilinearly upsampled guess of
+    the grid above. Returns the guess on the full grid."""
+    pyramid = [(values, known)]
+    while pyramid[-1][0].shape[-1] * pyramid[-1][0].shape[-2] > COARSEST:
+        v, k = pyramid[-1]
+        pyramid.append((_restrict(v), _restrict(k)))
+    v, k = pyramid[-1]
+    total = v.sum((2, 3), keepdim=True) / k.sum((2, 3), keepdim=True).clamp_min(1)
+    guess = torch.where(k > 0, v / k.clamp_min(1e-30), total)
+    for v, k in reversed(pyramid[:-1]):
+        up = F.interpolate(guess, size=v.shape[-2:], mode="bilinear", align_corners=False)
+        share = k.clamp(max=1)
+        guess = (v / k.clamp_min(1)).mul_(share).addcmul_(1 - share, up) if v is not values else up
+    return guess
+
+
 def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: torch.Tensor | None = None,
                             tol: float = 1e-5, max_iter: int = 500,
                             atol: float | torch.Tensor | None = None) -> torch.Tensor:
@@ -244,11 +266,12 @@ def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: torch
     values = x * known
     count = known.sum((2, 3), keepdim=True)
     mean = torch.where(count > 0, values.sum((2, 3), keepdim=True) / count.clamp_min(1), x.mean((2, 3), keepdim=True))
-    start = values + mean * unknown
+    guess = torch.where(count > 0, _pull_push(values, known), mean) * unknown
+    start = values + guess
     fine = FineOperator(unknown)
     # A x_U = b with b = Σ_{known j} w_ij x_j: the residual of the start is b − A x_U⁽⁰⁾ on the removed pixels
     rhs = unknown * (_box(values) / 12)
-    residual = fine.residual(rhs, mean * unknown)
+    residual = fine.residual(rhs, guess)
     if atol is not None:
         atol = torch.as_tensor(atol, dtype=x.dtype, device=x.device).expand(m).reshape(m, 1, 1, 1)
     imputed = start + conjugate_gradients(Multigrid(fine_stencil(unknown), fine), residual, rhs, tol, max_iter,
