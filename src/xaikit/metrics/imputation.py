@@ -25,7 +25,10 @@ the removed pixels and channels). The safety factor covers the V-cycle's under-e
 components; on the ROAD benchmark systems (EfficientNet-Lite0 inputs, 10 %, ..., 90 % removed) the true
 largest error was at most 2.8 × max |z| once it mattered. The test suite checks the resulting true error
 against a direct sparse solve on random, hole and relevance-shaped masks. Without ``atol`` (or where it is 0,
-e.g. ROAD with ``noise=0``) the relative residual tolerance ``tol`` decides.
+e.g. ROAD with ``noise=0``) the relative residual tolerance ``tol`` decides. On the ROAD benchmark (36 systems
+of 224×224, 10 %, ..., 90 % removed) this takes 3 CG iterations at 10–30 % and 8–9 at 90 % (13 for all at
+relative residual 1e-5) with a largest true error of 0.07 σ; the set-up plus one V-cycle for all 36 systems
+already cost about as much as 6–8 forward passes of EfficientNet-Lite0 (benchmarks/results/metrics.md).
 """
 from __future__ import annotations
 
