@@ -8,7 +8,9 @@ the ratio to a lower bound measured in the same run:
   perturbed copies in one call).
 
 The reference cost is measured right before and right after each metric and the lower one is used (the machine
-may be shared). ROAD's time spent in the imputation solve is reported too. Run:
+may be shared). ROAD's time spent in the imputation solve is reported too, with its number of V-cycles
+(batched calls of the multigrid preconditioner: the CG iterations + 1) and of image-V-cycles (the same,
+summed over the images still iterating). Run:
 
     PYTHONPATH=src python benchmarks/bench_metrics.py [--repeat 1] [--threads N] [--only PixelFlipping,ROAD]
 
@@ -106,6 +108,18 @@ def main() -> None:
             imputing["s"] += time.perf_counter() - began
 
     faithfulness.noisy_linear_imputation = timed_imputation
+    from xaikit.metrics import imputation
+
+    cycles = {"calls": 0, "images": 0}  # V-cycles on the full grid (one per CG iteration, + 1), and × images
+    cycle = imputation.Multigrid.__call__
+
+    def counted_cycle(self, residual, level=0):
+        if level == 0:
+            cycles["calls"] += 1
+            cycles["images"] += residual.shape[0]
+        return cycle(self, residual, level)
+
+    imputation.Multigrid.__call__ = counted_cycle
     for name, metric in metrics.items():
         if only and name not in only:
             continue
@@ -114,12 +128,13 @@ def main() -> None:
         for _ in range(args.repeat):
             counting.samples = 0
             imputing["s"] = 0.0
+            cycles["calls"] = cycles["images"] = 0
             batching._best_chunk.clear()  # every run pays its own chunk-size exploration
             began = time.perf_counter()
             metric(counting, x, target, attribution)
             elapsed = time.perf_counter() - began
             if elapsed < best:
-                best, best_imputing = elapsed, imputing["s"]
+                best, best_imputing, best_cycles = elapsed, imputing["s"], dict(cycles)
         chosen = [v for k, v in batching._best_chunk.items() if k[0] == "forward" and k[1] == id(counting)]
         after, size_after, per_size_after = best_forward_cost(model, x)  # the machine may have changed
         if after < cost:
@@ -127,7 +142,8 @@ def main() -> None:
         reference = counting.samples * cost
         note = f"{size} ({chosen[0] if chosen else 'not cached'})"
         if best_imputing:
-            note += f"; imputation {best_imputing:.2f} s"
+            note += (f"; imputation {best_imputing:.2f} s, {best_cycles['calls']} V-cycles "
+                     f"({best_cycles['images']} image-V-cycles)")
         rows.append((name, counting.samples, best, reference, best / reference, note))
         print(f"{name}: {counting.samples} forwards, {best:.2f} s, reference {reference:.2f} s, "
               f"ratio {best / reference:.2f}; per-sample cost by chunk "

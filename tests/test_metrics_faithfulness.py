@@ -187,14 +187,65 @@ def test_imputation_reproduces_a_linear_ramp_inside_the_image():
     assert torch.allclose(imputation.noisy_linear_imputation(ramp, removed), ramp, atol=1e-4)
 
 
+def _accuracy_cases() -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [-1, 1] with texture, and masks of every kind ROAD makes: scattered pixels at 10/50/90 %,
+    one large hole, and the most relevant 50/70/90 % of a smooth random relevance map (blobs)."""
+    g = torch.Generator().manual_seed(1)
+    h, w = 72, 80
+    smooth = torch.nn.functional.interpolate(torch.rand(7, 3, 9, 10, generator=g), size=(h, w), mode="bicubic")
+    x = (smooth + 0.3 * torch.rand(7, 3, h, w, generator=g)).clamp(0, 1) * 2 - 1
+    x = x.double()
+    removed = torch.zeros(7, h, w, dtype=torch.bool)
+    for i, p in enumerate((0.1, 0.5, 0.9)):
+        removed[i] = torch.rand(h, w, generator=g) < p
+    removed[3, 10:60, 8:70] = True
+    relevance = torch.nn.functional.interpolate(torch.rand(1, 1, 6, 6, generator=g), size=(h, w), mode="bicubic")
+    relevance = relevance.flatten() + 0.05 * torch.rand(h * w, generator=g)
+    order = relevance.argsort(descending=True)
+    for i, p in zip((4, 5, 6), (0.5, 0.7, 0.9)):
+        removed[i].view(-1)[order[: round(p * h * w)]] = True
+    return x, removed
+
+
+def test_imputation_error_stays_below_a_tenth_of_the_noise():
+    x, removed = _accuracy_cases()
+    std = 0.01 * (x.amax((1, 2, 3)) - x.amin((1, 2, 3)))  # ROAD's default noise=0.01 × value range
+    out = imputation.noisy_linear_imputation(x, removed, atol=imputation.ACCURACY * std)
+    errors = torch.stack([(out[i] - torch.from_numpy(_scipy_imputation(x[i].numpy(), removed[i].numpy()))).abs().max()
+                          for i in range(len(x))])
+    assert (errors <= imputation.ACCURACY * std).all(), (errors / std).tolist()
+    # the accuracy target, not the residual tolerance, ended the solve: a tolerance-only solve is far closer
+    tight = imputation.noisy_linear_imputation(x, removed, tol=1e-10)
+    assert (out - tight).abs().max() > 1e-3 * std.min()
+    # a coarser target is honoured too (and gives a coarser answer)
+    loose = imputation.noisy_linear_imputation(x, removed, atol=imputation.ACCURACY * 10 * std)
+    assert ((loose - tight).abs().flatten(1).amax(1) <= imputation.ACCURACY * 10 * std).all()
+    assert (loose - tight).abs().max() > (out - tight).abs().max()
+
+
+def test_road_asks_for_a_tenth_of_its_noise(monkeypatch):
+    model, x, attribution = linear_case(n=2, h=10, w=10)
+    seen = []
+    original = faithfulness.noisy_linear_imputation
+
+    def record(images, removed, noise, **settings):
+        seen.append(settings["atol"])
+        return original(images, removed, noise, **settings)
+
+    monkeypatch.setattr(faithfulness, "noisy_linear_imputation", record)
+    xk.metrics.ROAD(percentages=(0.2, 0.5), noise=0.02)(model, x, 0, attribution)
+    spread = x.amax((1, 2, 3)) - x.amin((1, 2, 3))
+    assert torch.allclose(torch.cat(seen), (imputation.ACCURACY * 0.02 * spread).repeat_interleave(2))
+
+
 def test_road_removes_whole_pixels_and_counts_every_sample(monkeypatch):
     model, x, attribution = linear_case(n=3, h=10, w=10)
     seen = []
     original = faithfulness.noisy_linear_imputation
 
-    def record(images, removed, noise):
+    def record(images, removed, noise, **settings):
         seen.append(removed.clone())
-        return original(images, removed, noise)
+        return original(images, removed, noise, **settings)
 
     monkeypatch.setattr(faithfulness, "noisy_linear_imputation", record)
     metric = xk.metrics.ROAD(percentages=(0.2, 0.5), batch_size=1)
