@@ -440,8 +440,8 @@ class ROAD(_Flipping):
     direct, 1/12 for diagonal neighbours), which is one sparse linear system per image over all removed pixels
     (shared by the channels), plus Gaussian noise of std ``noise`` × the sample's value range. The systems are
     solved to the accuracy that noise allows: the largest deviation from the exact solution is held (by an
-    error estimate, checked against a direct solve in the tests) to a tenth of the noise's std (see :mod:`xaikit.metrics.imputation`; with ``noise=0`` to a relative residual of
-    1e-5). The curve holds the target probability at 0 and each fraction; the score is its mean over the
+    error estimate, checked against a direct solve in the tests) to a tenth of the noise's std (see
+    :mod:`xaikit.metrics.imputation`; with ``noise=0`` to a relative residual of 1e-5). The curve holds the target probability at 0 and each fraction; the score is its mean over the
     fractions. MoRF: lower is better; LeRF: higher is better.
     """
 

@@ -50,7 +50,7 @@ class LayerCall:
         return self.native(x, weight, bias)
 
     def transpose(self, signal: torch.Tensor, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``Wᵀ signal``: the gradient at the input ``x`` (only its shape is used) of ``⟨signal, layer(x, W)⟩``."""
+        """``Wᵀ signal``: the gradient at ``x`` (only its shape is used) of ``⟨signal, layer(x, W)⟩``."""
         if self.name == "linear":
             return signal @ weight
         if self.pointwise:

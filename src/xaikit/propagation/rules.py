@@ -331,7 +331,8 @@ def _by_parts(rule: Rule, layer: LayerCall, x, weight, bias, relevance, output, 
         fused = _fuse_inputs(part, sign)
         if not fused:  # every term vanished (e.g. z⁻ on non-negative inputs)
             continue
-        groups = {name: (inputs[name](), sum(t.coef * t.weight(weight) for t in terms)) for name, terms in fused.items()}
+        groups = {name: (inputs[name](), sum(t.coef * t.weight(weight) for t in terms))
+                  for name, terms in fused.items()}
         signs = {_contribution_sign(name, terms, sign) for name, terms in fused.items()}
         ratio = _ratio(part_relevance, _numerator(layer, groups, fused, b, bias, output), rule.epsilon,
                        part.scale, signs.pop() if len(signs) == 1 and b is None else 0)
