@@ -114,7 +114,8 @@ class LayerCall:
     @staticmethod
     def _matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``weight (C_out, C_in, 1, ...) · x (N, C_in, *spatial)`` over the channels at every position."""
-        out = torch.matmul(weight.flatten(1), x.flatten(2))
+        rows = x.flatten(2)  # (N, C_in, positions); bmm with the weight broadcast (matmul would copy it)
+        out = torch.bmm(weight.flatten(1).expand(rows.shape[0], -1, -1), rows)
         return out.view(x.shape[0], -1, *x.shape[2:])
 
 
