@@ -1,7 +1,9 @@
 """The engine leaves the user's model alone, folds BatchNorm correctly, handles non-linearities, products,
 the first layer behind padding/reshapes, and reports its coverage."""
 import copy
+import gc
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -246,3 +248,39 @@ def test_composite_selects_rules_by_first_layer_then_name_then_type_then_kind():
     assert handled == {"conv2d:flat": 1, "conv2d:zplus": 1, "conv2d:alpha_beta": 1, "linear:epsilon": 2}
     with pytest.raises(ValueError, match="unknown rule 'gama'; valid: zero, epsilon"):
         xk.propagation.with_rules("epsilon", by_name={"0": "gama"})
+
+
+class _Recording(nn.Module):
+    """conv-BN-ReLU6-conv-add-ReLU; keeps weak references to its activations; raises on request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv2, self.head = nn.Conv2d(4, 4, 1), nn.Linear(4 * 6 * 6, 3)
+        self.refs, self.fail = [], False
+
+    def forward(self, x):
+        a = F.relu6(self.bn(self.conv1(x)))
+        b = F.relu(self.conv2(a) + a)
+        self.refs += [weakref.ref(t) for t in (a, b)]
+        if self.fail:
+            raise RuntimeError("failing forward")
+        return self.head(b.flatten(1))
+
+
+@pytest.mark.parametrize("composite", ["epsilon_gamma_box", "epsilon_plus_flat", "epsilon"])
+def test_a_call_keeps_no_activation_alive(composite):
+    """The rules' backward functions and the values they hold form reference cycles through the autograd
+    graph, which the garbage collector cannot see: the session releases them after every call (a leak of
+    about 0.8 GB per call on ResNet-50 at batch 8 before)."""
+    model = randomise_batchnorm(_Recording()).eval()
+    x = torch.randn(2, 3, 6, 6)
+    for fail in (False, True):
+        model.refs.clear()
+        model.fail = fail
+        try:
+            xk.LRP(model, composite=composite)(x, target=0)
+        except RuntimeError:
+            assert fail
+        gc.collect()
+        assert model.refs and all(ref() is None for ref in model.refs), (composite, fail)

@@ -72,7 +72,10 @@ class LRP(Method):
         else:  # token ids: explained at the embedding vectors, relevance summed per token
             ids, x = x, self.tokens.embed(x)
             forward = self.tokens.forward(ids, session.run)
-        result = backprop(self.model, x, target, args, kwargs, forward=forward, allow_unused=True)
+        try:
+            result = backprop(self.model, x, target, args, kwargs, forward=forward, allow_unused=True)
+        finally:
+            session.release()
         attribution = x * result.grad if self.multiply_by_input else result.grad
         if session.direct is not None:
             attribution = attribution + session.direct

@@ -210,6 +210,7 @@ class Session:
         self.fold_outputs: dict[int, LayerState] = {}  #: BatchNorm outputs folded into a layer's rule
         self.gates: dict[int, torch.Tensor] = {}
         self.held: dict[int, list[Held]] = {}
+        self.holders: list[Held] = []  #: every value held for the backward pass (see :meth:`release`)
         self.nonnegative: dict[int, torch.Tensor] = {}  #: outputs known to be ≥ 0 by how they were made
         self.constants: dict[int, torch.Tensor] = {}  #: tensors with a gradient path to parameters only
         self.external: dict[int, torch.Tensor] = {}  #: tensors computed from other floating-point inputs
@@ -305,7 +306,26 @@ class Session:
         """Keep ``t``'s current value for the backward pass (copied only if modified in place later)."""
         holder = Held(t)
         self.held.setdefault(id(t), []).append(holder)
+        self.holders.append(holder)
         return holder
+
+    def release(self) -> None:
+        """Drop the values kept for the backward pass, once it has run (or the call failed).
+
+        The modified backward functions reach the session and its layer states from the autograd graph, and
+        those hold tensors whose graph leads back to the functions: a reference cycle through the graph that
+        Python's collector cannot see. Without this, every call would keep its activations alive.
+        """
+        for holder in self.holders:
+            holder.value = None
+        for state in self.layers.values():
+            state.extra.clear()
+            state.replay = None
+        for table in (self.layers, self.fold_outputs, self.held, self.chain, self.gates, self.nonnegative,
+                      self.constants, self.external):
+            table.clear()
+        self.holders.clear()
+        self.input = None
 
     def tag_gate(self, out: torch.Tensor) -> None:
         self.gates[id(out)] = out
