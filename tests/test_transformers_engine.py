@@ -29,6 +29,7 @@ def _cases(free: bool):
 
 @pytest.fixture(scope="module")
 def bias_free_models():
+    torch.manual_seed(0)  # module-scoped: built before the per-test seed, so seed here (order-independent)
     return {name: (build(), x, t, kw) for name, (build, x, t, kw) in _cases(True).items()}
 
 

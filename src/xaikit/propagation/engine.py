@@ -69,13 +69,17 @@ KEEPS_NONNEGATIVE = {
     "stack", "add", "mul", "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d",
     "adaptive_max_pool2d", "adaptive_max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "dropout", "dropout2d",
-    "interpolate", "relu",
+    "interpolate", "relu", "pad", "constant_pad_nd",
 }
 _NONNEGATIVE_SOURCES = {"relu", "relu6", "sigmoid", "softmax", "hardsigmoid", "softplus"}
 
 
 def _constants_nonnegative(name: str, args: tuple, kwargs: dict, activations: list) -> bool:
     """The other operands of a sum, product or concatenation (constants, numbers) are ≥ 0 too."""
+    if name in ("pad", "constant_pad_nd"):  # the fill value of constant padding
+        value = kwargs.get("value", args[3] if name == "pad" and len(args) > 3 else
+                           args[2] if name == "constant_pad_nd" and len(args) > 2 else 0)
+        return value is None or value >= 0
     if name not in ("add", "mul", "cat", "concat", "stack"):
         return True
     acts = {id(t) for t in activations}
@@ -287,7 +291,7 @@ class Session:
         for t in touched:  # an in-place ReLU: values stay valid (see Held)
             for holder in self.held.get(id(t), ()):
                 holder.version = t._version
-        if self.layers and isinstance(out, (torch.Tensor, tuple, list)):
+        if self.layers and next(tensors_in(out), None) is not None:  # not `x.shape` and other attributes
             rectifies = _rectifies(name, args, kwargs)
             inplace = is_inplace(func, args, kwargs)
             for t in activations:
