@@ -26,9 +26,11 @@ def test_model_unchanged_after_call(composite):
         p.requires_grad_(False)  # mixed requires_grad flags stay as they are
     model.fc.register_forward_hook(lambda m, i, o: None)  # the user's own hook stays
     before = snapshot(model)
-    xk.LRP(model, composite=composite)(torch.randn(2, 3, 16, 16))
+    x = torch.randn(2, 3, 16, 16)
+    expl = xk.LRP(model, composite=composite)(x)
     assert_unchanged(model, before)
     assert _no_mode_left()
+    assert torch.equal(expl.output, model(x))  # the explained forward pass is the model's own
 
 
 class Exploding(nn.Module):
