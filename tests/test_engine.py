@@ -27,7 +27,7 @@ def test_model_unchanged_after_call(composite):
     model.fc.register_forward_hook(lambda m, i, o: None)  # the user's own hook stays
     before = snapshot(model)
     x = torch.randn(2, 3, 16, 16)
-    expl = xk.LRP(model, composite=composite)(x)
+    expl = xk.LRP(model, composite=composite, batch_size=2)(x)
     assert_unchanged(model, before)
     assert _no_mode_left()
     assert torch.equal(expl.output, model(x))  # the explained forward pass is the model's own
