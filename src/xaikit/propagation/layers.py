@@ -86,13 +86,6 @@ class LayerCall:
             total.add_(self(x, w))
         return total
 
-    def transpose_sum(self, signals: list[torch.Tensor], weights: list[torch.Tensor], x: torch.Tensor):
-        """``Σ_k W_kᵀ s_k`` (separate calls: stacking would copy the signals, which are large)."""
-        total = self.transpose(signals[0], weights[0], x)
-        for signal, w in zip(signals[1:], weights[1:]):
-            total.add_(self.transpose(signal, w, x))
-        return total
-
     def transpose_each(self, signal: torch.Tensor, weights: list[torch.Tensor], x: torch.Tensor) -> list:
         """``[W_kᵀ s for each k]`` (stacked along the input channels when stackable)."""
         if len(weights) > 1 and self.stackable:

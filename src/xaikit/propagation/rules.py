@@ -390,20 +390,18 @@ def _favour_output_sign(gamma: float, eps: float, layer: LayerCall, x, weight, b
         q = layer(x, weight.clamp(min=0) if sign > 0 else weight.clamp(max=0))
         if bias is not None:
             q.add_(layer.channel_view(bias.clamp(min=0), z.ndim))
-    if sign != 0 and rectified:  # relevance on outputs z > 0 only, where n = z + γQ > 0
-        ratio = _ratio(relevance, torch.add(z, q, alpha=gamma, out=q).abs_(), eps, sign=1)
-        w = weight + gamma * (weight.clamp(min=0) if sign > 0 else weight.clamp(max=0))
-        return layer.transpose(ratio, w, x)
     plain, absolute = (1 + gamma / 2) * weight, (gamma / 2) * weight.abs()
-    if rectified:  # mixed-sign input: w + γw⁺ where x > 0, w + γw⁻ where x < 0
+    if rectified:  # relevance on outputs z > 0 only, where n = z + γQ > 0
         ratio = _ratio(relevance, torch.add(z, q, alpha=gamma, out=q).abs_(), eps, sign=1)
-        result, flipped = layer.transpose_each(ratio, [plain, absolute], x)
-        return result.addcmul_(flipped, x.sign())
+        if sign != 0:  # one pass with w + γw⁺ (x ≥ 0) or w + γw⁻ (x ≤ 0)
+            favoured = weight.clamp(min=0) if sign > 0 else weight.clamp(max=0)
+            return layer.transpose(ratio, weight + gamma * favoured, x)
+        result, signed = layer.transpose_each(ratio, [plain, absolute], x)
+        return result.addcmul_(signed, x.sign())
     magnitude = z.abs()
     den = q.mul_(gamma).add_(magnitude, alpha=1 + gamma / 2).add_(z, alpha=-gamma / 2).add_(eps)  # |n| + ε
     flipped = torch.div(relevance, den, out=den)  # R/(n + ε·sign n) · sign(z)
     ratio = torch.sign(z, out=magnitude).mul_(flipped)
-    if sign != 0:
-        return layer.transpose_sum([ratio, flipped], [plain, absolute if sign > 0 else -absolute], x)
-    result = layer.transpose(ratio, plain, x)
-    return result.addcmul_(layer.transpose(flipped, absolute, x), x.sign())
+    signed = layer.transpose(flipped, absolute, x)
+    signed = signed if sign > 0 else (signed.neg_() if sign < 0 else signed.mul_(x.sign()))
+    return layer.transpose(ratio, plain, x).add_(signed)
