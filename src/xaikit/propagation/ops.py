@@ -92,7 +92,8 @@ def layer(s: Session, func, name, args, kwargs, acts):
     channel = 1 if kind == "conv" else -1
     if rule.plain:
         return _plain_layer(s, func(*args, **kwargs), rule, bias, channel, name)
-    state = LayerState(rule, name, LayerCall(func, name, rest_args, rest_kwargs, tuple(weight.shape[2:])), weight, bias,
+    call = LayerCall(func, name, rest_args, rest_kwargs, tuple(weight.shape[2:]))
+    state = LayerState(rule, name, call, weight, bias,
                        extra={"channel": channel, "nonnegative": id(x) in s.nonnegative})
     if rule.direct:
         state.replay = s.chain[id(x)][1]
