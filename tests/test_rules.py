@@ -74,6 +74,8 @@ LAYERS = {
     # is asymmetric, which the native backward cannot take (autograd fallback)
     "conv2d_1x1": lambda bias: (nn.Conv2d(3, 4, 1, stride=2, bias=bias), (3, 3, 5, 5)),
     "conv2d_same": lambda bias: (nn.Conv2d(2, 3, (3, 2), padding="same", bias=bias), (3, 2, 4, 5)),
+    "conv_transpose2d": lambda bias: (nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                                      (3, 2, 3, 3)),
 }
 
 
@@ -137,7 +139,7 @@ def test_box_bounds_of_wrong_shape_are_rejected():
         xk.LRP(layer, composite="epsilon_gamma_box", low=torch.zeros(5), high=1.0)(torch.rand(1, 3, 4, 4))
 
 
-@pytest.mark.parametrize("layer_name", ["linear", "conv1d", "conv2d", "conv2d_1x1"])
+@pytest.mark.parametrize("layer_name", ["linear", "conv1d", "conv2d", "conv2d_1x1", "conv_transpose2d"])
 @pytest.mark.parametrize("inputs", ["nonnegative", "nonpositive", "mixed"])
 @pytest.mark.parametrize("rectified", [False, True])
 def test_gamma_shortcut_equals_its_parts(layer_name, inputs, rectified):
