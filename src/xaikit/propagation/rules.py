@@ -381,20 +381,21 @@ def _favour_output_sign(gamma: float, eps: float, layer: LayerCall, x, weight, b
     term times sign(x) for mixed inputs); for a rectified output and a one-signed input, ``w + γw⁺`` (x ≥ 0)
     or ``w + γw⁻`` (x ≤ 0) in one transposed pass.
     """
+    magnitude_w = weight.abs()
     if sign == 0:
-        q = layer(x.abs(), weight.abs()).add_(z)
+        q = layer(x.abs(), magnitude_w).add_(z)
         if bias is not None:
             q.add_(layer.channel_view(bias.abs(), z.ndim))
         q.mul_(0.5)
     else:
-        q = layer(x, weight.clamp(min=0) if sign > 0 else weight.clamp(max=0))
+        favoured = weight.clamp(min=0) if sign > 0 else weight.clamp(max=0)  # the weights of (x w)⁺
+        q = layer(x, favoured)
         if bias is not None:
             q.add_(layer.channel_view(bias.clamp(min=0), z.ndim))
-    plain, absolute = (1 + gamma / 2) * weight, (gamma / 2) * weight.abs()
+    plain, absolute = (1 + gamma / 2) * weight, (gamma / 2) * magnitude_w
     if rectified:  # relevance on outputs z > 0 only, where n = z + γQ > 0
         ratio = _ratio(relevance, torch.add(z, q, alpha=gamma, out=q).abs_(), eps, sign=1)
         if sign != 0:  # one pass with w + γw⁺ (x ≥ 0) or w + γw⁻ (x ≤ 0)
-            favoured = weight.clamp(min=0) if sign > 0 else weight.clamp(max=0)
             return layer.transpose(ratio, weight + gamma * favoured, x)
         result, signed = layer.transpose_each(ratio, [plain, absolute], x)
         return result.addcmul_(signed, x.sign())
