@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import xaikit as xk
+from xaikit.propagation import Composite, rules as R
 from models import DenseBlockNet, ResNetLike, mlp, randomise_batchnorm, vgg_like, zero_biases
 
 NETS = {
@@ -42,6 +43,20 @@ def test_with_biases_absorbed_relevance_closes_the_balance(net, composite):
     c = xk.LRP(model, composite=composite, **settings)(x).info["conservation"]
     torch.testing.assert_close(c["input"] + c["absorbed"], c["start"], rtol=1e-4, atol=1e-5)
     assert c["residual"].abs().max() < 1e-4 * c["start"].abs().max() + 1e-5
+
+
+@pytest.mark.parametrize("net", ["mlp", "vgg", "resnet"])
+@pytest.mark.parametrize("rule", [R.zplus(eps=0.5), R.gamma(0.25, eps=0.5), R.alpha_beta(2.0, 1.0, eps=0.5)],
+                         ids=["zplus", "gamma", "alpha_beta"])
+def test_large_stabilisers_are_absorbed(net, rule):
+    """ε far from negligible, with biases: what the rules report absorbed (for z⁺ and rectified γ computed from
+    the output side) closes the balance exactly."""
+    model, shape = NETS[net](True)
+    model.eval()
+    composite = Composite(f"large-{rule.name}", conv=rule, dense=rule)
+    c = xk.LRP(model, composite=composite)(torch.randn(shape)).info["conservation"]
+    assert (c["absorbed"].abs() > 1e-3 * c["start"].abs()).all()  # ε matters here
+    torch.testing.assert_close(c["input"] + c["absorbed"], c["start"], rtol=1e-4, atol=1e-5)
 
 
 def test_lrp_zero_equals_gradient_times_input_on_relu_nets():

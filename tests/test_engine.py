@@ -102,6 +102,24 @@ def test_identity_rule_conserves_through_non_homogeneous_activations(act):
     assert expl.info["coverage"]["unknown"] == {}
 
 
+@pytest.mark.parametrize("act", [nn.ReLU6(), nn.ReLU6(inplace=True), nn.Hardtanh(), nn.Hardtanh(-2.0, 3.0)])
+@pytest.mark.parametrize("clipped", ["few", "many"])
+def test_identity_rule_on_clamps_passes_each_value_its_relevance(act, clipped):
+    """Under the identity rule the relevance of y = clamp(x) is that of x: attribution_i = w_i · y_i for y ↦ w·y,
+    both where few values are clipped (set apart in the forward) and where many are (the generic rule)."""
+    torch.manual_seed(0)
+    x = torch.rand(3, 64) * 0.8 - 0.4  # inside every clamp
+    if clipped == "few":
+        x[:, 5], x[:, 9] = 7.0, -5.0
+    else:
+        x = torch.randn(3, 64) * 12
+    x[:, 0] = 0.0
+    model = nn.Sequential(act, nn.Linear(64, 1, bias=False)).eval()
+    expl = xk.LRP(model, composite="zero")(x.clone())
+    y = act(x.clone())
+    torch.testing.assert_close(expl.attribution, model[1].weight.detach() * y)
+
+
 class Gated(nn.Module):
     def __init__(self, gate: bool):
         super().__init__()

@@ -45,11 +45,6 @@ def op_name(func: Callable) -> str:
 _DUNDER = {"add", "sub", "mul", "truediv", "matmul", "floordiv", "pow", "and", "or", "xor", "mod"}
 
 
-def sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``Σ a ⊙ b`` over all non-batch dimensions."""
-    return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
-
-
 def tensors_in(obj: Any):
     """All tensors in nested args (lists/tuples/dicts)."""
     if isinstance(obj, torch.Tensor):
@@ -220,6 +215,8 @@ class Session:
         self.external: dict[int, torch.Tensor] = {}  #: tensors computed from other floating-point inputs
         self.direct: torch.Tensor | None = None
         self.absorbed: torch.Tensor | None = None
+        self.scratch: dict[str, torch.Tensor] = {}  #: reused temporaries of the backward pass (see :meth:`buffer`)
+        self.largest = 0  #: elements of the largest layer output of the forward pass
 
     # -- forward -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -305,6 +302,25 @@ class Session:
         """Remember a layer output (kept alive for the call, so tensor ids stay unique)."""
         self.layers[id(out)] = state
         state.extra["out"] = out
+        self.largest = max(self.largest, out.numel())
+
+    def buffer(self, key: str, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised tensor shaped like ``like``, reused by every layer of the call under ``key``.
+
+        The rules' large temporaries (the relevance ``z ⊙ g``, the products of the bookkeeping) then take
+        fresh memory once per call instead of once per layer: fresh memory costs page faults, which on CPU
+        cost more than the element-wise operation that fills it. Sized for the largest layer tensor of the
+        forward pass (larger requests grow it); a value is valid until the next request under the same key.
+        """
+        flat = self.scratch.get(key)
+        n = like.numel()
+        if flat is None or flat.numel() < n or flat.dtype != like.dtype or flat.device != like.device:
+            flat = self.scratch[key] = torch.empty(max(n, self.largest), dtype=like.dtype, device=like.device)
+        return flat[:n].view(like.shape)
+
+    def sample_dot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Per-sample ``Σ a ⊙ b``, the product written to a reused buffer."""
+        return torch.mul(a, b, out=self.buffer("product", a)).flatten(1).sum(1)
 
     def hold(self, t: torch.Tensor) -> Held:
         """Keep ``t``'s current value for the backward pass (copied only if modified in place later)."""
@@ -326,7 +342,7 @@ class Session:
             state.extra.clear()
             state.replay = None
         for table in (self.layers, self.fold_outputs, self.held, self.chain, self.gates, self.nonnegative,
-                      self.constants, self.external):
+                      self.constants, self.external, self.scratch):
             table.clear()
         self.holders.clear()
         self.input = None
@@ -415,18 +431,19 @@ class Redistribute(torch.autograd.Function):
             z = state.z_fold.get()
         else:
             z = state.z.get()
-        relevance = z * grad
+        relevance = torch.mul(z, grad, out=session.buffer("relevance", z))
         direct = state.rule.direct
         constants = session.bounds(state.rule, state.replay) if direct else None
         rectified = state.rectified and session.composite.op_rule("relu") != "deconvnet"
-        result = redistribute(state.rule, state.layer, x, weight, bias, relevance, z, constants,
-                              nonnegative=state.extra.get("nonnegative", False), rectified=rectified)
-        incoming = relevance.flatten(1).sum(1)
+        result, absorbed = redistribute(state.rule, state.layer, x, weight, bias, relevance, z, constants,
+                                        nonnegative=state.extra.get("nonnegative", False), rectified=rectified)
         if direct:
-            session.absorb(incoming - result.flatten(1).sum(1))
+            session.absorb(relevance.flatten(1).sum(1) - result.flatten(1).sum(1))
             session.write_direct(result, state.replay)
             return None, None, None
-        session.absorb(incoming - sample_dot(x.detach(), result))
+        if absorbed is None:
+            absorbed = relevance.flatten(1).sum(1) - session.sample_dot(x.detach(), result)
+        session.absorb(absorbed)
         return result, None, None
 
 

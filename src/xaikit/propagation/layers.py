@@ -129,3 +129,15 @@ def _conv_params(name: str, args: tuple, kwargs: dict) -> tuple | None:
     padding = 0 if padding == "valid" else padding
     stride, dilation, output_padding = (expand(params[k]) for k in ("stride", "dilation", "output_padding"))
     return stride, expand(padding), dilation, output_padding, int(params["groups"])
+
+
+def channel_dot(g: torch.Tensor, per_channel: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``Σ g ⊙ v`` for a per-channel ``v`` (broadcast view), without an element-wise product: a
+    view ``(C, 1, ..., 1)`` has its channels at dimension 1 (convolutions), a vector ``(C,)`` at the last
+    dimension (dense layers on ``(N, ..., C)``, LayerNorm)."""
+    v = per_channel.reshape(-1)
+    if g.ndim <= 2 or per_channel.numel() == 1:
+        return (g * per_channel).flatten(1).sum(1)
+    if per_channel.ndim == 1:
+        return (g.reshape(g.shape[0], -1, v.numel()) @ v).sum(1)
+    return g.flatten(2).sum(2) @ v

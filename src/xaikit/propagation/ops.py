@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import torch
 
-from .layers import LayerCall
-from .engine import FoldGate, LayerState, Redistribute, Session, sample_dot, tensors_in
+from .layers import LayerCall, channel_dot
+from .engine import FoldGate, LayerState, Redistribute, Session, tensors_in
 from .rules import scale_factor, stabiliser
 
 #: safe under input × gradient (linear, or positively homogeneous of degree 1, or selecting/moving values)
@@ -112,7 +112,7 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
     b = None if bias is None else _channel_view(bias.detach(), out.ndim, channel)
     if rule.epsilon == 0:
         if b is not None:
-            out.register_hook(lambda g: s.absorb(_channel_dot(g, b)))
+            out.register_hook(lambda g: s.absorb(channel_dot(g, b)))
         return out
     held, eps = s.hold(out), rule.epsilon
     state = LayerState(rule, name)
@@ -124,10 +124,11 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
         # ε rescaling z / (z + ε·sign z) = |z| / (|z| + ε), computed here so the forward pass costs nothing;
         # absorbed: ε·sign(z)·g·scale = ε·z·q with q = g / (|z| + ε), and the bias b·g·scale
         z = held.get().detach()
-        q = g / z.abs().add_(eps)
+        q = torch.abs(z, out=s.buffer("epsilon", z)).add_(eps)
+        q = torch.div(g, q, out=q) if q.shape == g.shape else g / q
         scaled = g.add(q, alpha=-eps)  # g − ε·g/(|z| + ε)
-        absorbed = eps * sample_dot(q, z)
-        s.absorb(absorbed if b is None else absorbed + _channel_dot(scaled, b))
+        absorbed = eps * s.sample_dot(q, z)
+        s.absorb(absorbed if b is None else absorbed + channel_dot(scaled, b))
         return scaled
 
     out.register_hook(hook)
@@ -155,7 +156,7 @@ def batch_norm(s: Session, func, name, args, kwargs, acts):
     if not foldable:  # an affine map: LRP-0 with the shift absorbing relevance
         s.coverage.add("linear", name)
         out = func(*args, **kwargs)
-        out.register_hook(lambda g: s.absorb(_channel_dot(g, shift)))
+        out.register_hook(lambda g: s.absorb(channel_dot(g, shift)))
         return out
     s.coverage.add("handled", f"{name}:folded")
     state.fold = (affine[0], affine[1] if state.bias is None else affine[0] * state.bias.detach() + affine[1])
@@ -165,24 +166,12 @@ def batch_norm(s: Session, func, name, args, kwargs, acts):
         state.scale_fold = scale_factor(z, eps)
         absorb = state.scale_fold * (stabiliser(z, eps) + _channel_view(state.fold[1], out.ndim, 1))
         out.register_hook(lambda g: s.absorb(
-            sample_dot(g, absorb) if state.folded else _channel_dot(g, shift)))
+            s.sample_dot(g, absorb) if state.folded else channel_dot(g, shift)))
         return out
     result = FoldGate.apply(x, lambda t: func(t, *args[1:], **kwargs), state, s, scale, shift)
     state.z_fold = s.hold(result)
     s.fold_outputs[id(result)] = state
     return result
-
-
-def _channel_dot(g: torch.Tensor, per_channel: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``Σ g ⊙ v`` for a per-channel ``v`` (broadcast view), without an element-wise product: a
-    view ``(C, 1, ..., 1)`` has its channels at dimension 1 (convolutions), a vector ``(C,)`` at the last
-    dimension (dense layers on ``(N, ..., C)``, LayerNorm)."""
-    v = per_channel.reshape(-1)
-    if g.ndim <= 2 or per_channel.numel() == 1:
-        return (g * per_channel).flatten(1).sum(1)
-    if per_channel.ndim == 1:
-        return (g.reshape(g.shape[0], -1, v.numel()) @ v).sum(1)
-    return g.flatten(2).sum(2) @ v
 
 
 def _bn_affine(params: dict, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -210,17 +199,47 @@ def _out_of_place(func, name: str, args: tuple, kwargs: dict):
 
 
 class _IdentityRule(torch.autograd.Function):
-    """``y = f(x)``; backward passes ``g · f(x)/x`` so that ``R_x = R_y`` (0 where x = 0)."""
+    """``y = f(x)``; backward passes ``g · f(x)/x`` so that ``R_x = R_y`` (0 where x = 0).
+
+    For a clamp to ``[low, high] ∋ 0`` (ReLU6, hardtanh), ``f(x)/x`` is 1 inside: the backward is the clamp's own
+    gradient, with the clipped values (found in the forward, when they are few) set to ``g · bound/x``: one
+    pass instead of three.
+    """
 
     @staticmethod
-    def forward(ctx, x, fn, session: Session):
+    def forward(ctx, x, fn, session: Session, clip: tuple[float, float] | None = None):
         out = fn(x)
-        ctx.x, ctx.out = session.hold(x), session.hold(out)
+        ctx.x, ctx.clip = session.hold(x), clip
+        if clip is not None:
+            low, high = clip
+            clipped = x >= high if low == 0 else (x >= high) | (x <= low)
+            if int(clipped.sum()) * 8 <= clipped.numel():
+                ctx.where = clipped.nonzero(as_tuple=True)
+                ctx.factor = out[ctx.where] / x[ctx.where]
+                return out
+            ctx.clip = None
+        ctx.out = session.hold(out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad * ctx.out.get()).div_(ctx.x.get()).nan_to_num_(0.0, 0.0, 0.0), None, None
+        x = ctx.x.get()
+        if ctx.clip is None:
+            return (grad * ctx.out.get()).div_(x).nan_to_num_(0.0, 0.0, 0.0), None, None, None
+        result = torch.ops.aten.hardtanh_backward(grad, x, *ctx.clip)
+        result[ctx.where] = grad[ctx.where] * ctx.factor
+        return result, None, None, None
+
+
+def _clip_bounds(name: str, args: tuple, kwargs: dict) -> tuple[float, float] | None:
+    """``(low, high)`` of ReLU6 / hardtanh when ``low ≤ 0 ≤ high`` (else None)."""
+    if name == "relu6":
+        return 0.0, 6.0
+    if name != "hardtanh":
+        return None
+    low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+    high = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+    return (float(low), float(high)) if low <= 0 <= high else None
 
 
 def nonlinear(s: Session, func, name, args, kwargs, acts):
@@ -231,7 +250,7 @@ def nonlinear(s: Session, func, name, args, kwargs, acts):
     rule = s.composite.op_rule("nonlinear")
     x = args[0]
     if rule == "identity" and s.is_activation(x):
-        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s)
+        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s, _clip_bounds(name, args, kwargs))
     else:
         out = func(*args, **kwargs)
     s.coverage.add("handled", f"{name}:{rule}")
@@ -312,7 +331,7 @@ class _FrozenScale(torch.autograd.Function):
         (r,) = ctx.saved_tensors
         weight, bias, groups = ctx.weight, ctx.bias, ctx.groups
         if bias is not None:
-            ctx.session.absorb(_channel_dot(g, bias))
+            ctx.session.absorb(channel_dot(g, bias))
         c = g if weight is None else g * weight
         if groups is None:  # LayerNorm / RMSNorm over the trailing dimensions where r has size 1
             c = c * r
