@@ -106,7 +106,7 @@ def test_identity_rule_conserves_through_non_homogeneous_activations(act):
 @pytest.mark.parametrize("clipped", ["few", "many"])
 def test_identity_rule_on_clamps_passes_each_value_its_relevance(act, clipped):
     """Under the identity rule the relevance of y = clamp(x) is that of x: attribution_i = w_i · y_i for y ↦ w·y,
-    both where few values are clipped (set apart in the forward) and where many are (the generic rule)."""
+    on values inside the clamp, clipped at either bound, and at 0."""
     torch.manual_seed(0)
     x = torch.rand(3, 64) * 0.8 - 0.4  # inside every clamp
     if clipped == "few":

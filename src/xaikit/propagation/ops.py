@@ -199,47 +199,17 @@ def _out_of_place(func, name: str, args: tuple, kwargs: dict):
 
 
 class _IdentityRule(torch.autograd.Function):
-    """``y = f(x)``; backward passes ``g · f(x)/x`` so that ``R_x = R_y`` (0 where x = 0).
-
-    For a clamp to ``[low, high] ∋ 0`` (ReLU6, hardtanh), ``f(x)/x`` is 1 inside: the backward is the clamp's own
-    gradient, with the clipped values (found in the forward, when they are few) set to ``g · bound/x``: one
-    pass instead of three.
-    """
+    """``y = f(x)``; backward passes ``g · f(x)/x`` so that ``R_x = R_y`` (0 where x = 0)."""
 
     @staticmethod
-    def forward(ctx, x, fn, session: Session, clip: tuple[float, float] | None = None):
+    def forward(ctx, x, fn, session: Session):
         out = fn(x)
-        ctx.x, ctx.clip = session.hold(x), clip
-        if clip is not None:
-            low, high = clip
-            clipped = x >= high if low == 0 else (x >= high) | (x <= low)
-            if int(clipped.sum()) * 8 <= clipped.numel():
-                ctx.where = clipped.nonzero(as_tuple=True)
-                ctx.factor = out[ctx.where] / x[ctx.where]
-                return out
-            ctx.clip = None
-        ctx.out = session.hold(out)
+        ctx.x, ctx.out = session.hold(x), session.hold(out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x = ctx.x.get()
-        if ctx.clip is None:
-            return (grad * ctx.out.get()).div_(x).nan_to_num_(0.0, 0.0, 0.0), None, None, None
-        result = torch.ops.aten.hardtanh_backward(grad, x, *ctx.clip)
-        result[ctx.where] = grad[ctx.where] * ctx.factor
-        return result, None, None, None
-
-
-def _clip_bounds(name: str, args: tuple, kwargs: dict) -> tuple[float, float] | None:
-    """``(low, high)`` of ReLU6 / hardtanh when ``low ≤ 0 ≤ high`` (else None)."""
-    if name == "relu6":
-        return 0.0, 6.0
-    if name != "hardtanh":
-        return None
-    low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
-    high = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
-    return (float(low), float(high)) if low <= 0 <= high else None
+        return (grad * ctx.out.get()).div_(ctx.x.get()).nan_to_num_(0.0, 0.0, 0.0), None, None
 
 
 def nonlinear(s: Session, func, name, args, kwargs, acts):
@@ -250,7 +220,7 @@ def nonlinear(s: Session, func, name, args, kwargs, acts):
     rule = s.composite.op_rule("nonlinear")
     x = args[0]
     if rule == "identity" and s.is_activation(x):
-        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s, _clip_bounds(name, args, kwargs))
+        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s)
     else:
         out = func(*args, **kwargs)
     s.coverage.add("handled", f"{name}:{rule}")
