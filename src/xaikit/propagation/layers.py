@@ -52,6 +52,8 @@ class LayerCall:
 
     def transpose(self, signal: torch.Tensor, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``Wᵀ signal``: the gradient at ``x`` (only its shape is used) of ``⟨signal, layer(x, W)⟩``."""
+        if self._outputs_alike(weight):  # every output has the same weights (flat rule): Wᵀs = w₁ᵀ Σ_j s_j
+            signal, weight = signal.sum(-1 if self.name == "linear" else 1, keepdim=True), weight[:1]
         if self.name == "linear":
             return signal @ weight
         if self.pointwise:
@@ -69,6 +71,12 @@ class LayerCall:
         return torch.ops.aten.convolution_backward(
             signal, x, weight, None, stride, padding, dilation, self.transposed, output_padding, groups,
             (True, False, False))[0]
+
+    def _outputs_alike(self, weight: torch.Tensor) -> bool:
+        """All output channels share one weight slice (dense, or convolution without groups)."""
+        if weight.shape[0] < 2 or not self.stackable or not torch.equal(weight[0], weight[-1]):
+            return False
+        return bool((weight == weight[:1]).all())
 
     @property
     def stackable(self) -> bool:

@@ -341,16 +341,30 @@ def _by_parts(rule: Rule, layer: LayerCall, x, weight, bias, relevance, output, 
                        part.scale, known)
         if known and len(rule.parts) == 1 and part.outputs is None and part.scale == 1 and not constants:
             absorbed = _absorbed(layer, ratio, known * rule.epsilon)
+        if constants:
+            contribution = _direct(layer, ratio, groups, x)
+            result = contribution if result is None else result.add_(contribution)
+            continue
         grads = dict(zip(groups, layer.transpose_each(ratio, [w for _, w in groups.values()], x)))
-        if constants:  # direct relevance: Σ input ⊙ gradient
-            contribution = _total([grads[name].mul_(value) for name, (value, _) in groups.items()])
-        elif "pos" in grads and "neg" in grads:  # the gradient of x⁺ where x ≥ 0, of x⁻ elsewhere
+        if "pos" in grads and "neg" in grads:  # the gradient of x⁺ where x ≥ 0, of x⁻ elsewhere
             contribution = _total([torch.where(x >= 0, grads.pop("pos"), grads.pop("neg")), *grads.values()])
         else:
             masks = {"pos": lambda: x >= 0, "neg": lambda: x <= 0}
             contribution = _total([g.mul_(masks[name]()) if name in masks else g for name, g in grads.items()])
         result = contribution if result is None else result.add_(contribution)
     return (torch.zeros_like(x) if result is None else result), absorbed
+
+
+def _direct(layer: LayerCall, ratio: torch.Tensor, groups: dict, x: torch.Tensor) -> torch.Tensor:
+    """Direct relevance ``Σ_groups input ⊙ ρ(W)ᵀs``. Where the ``x`` group's weights are minus the sum of the
+    others' (z^B: ``w = w⁺ + w⁻``), its transposed pass is implied: ``Σ_k (c_k − x) ⊙ W_kᵀs``."""
+    weights = {name: w for name, (_, w) in groups.items()}
+    others = [name for name in groups if name != "x"]
+    if "x" in groups and others and torch.equal(weights["x"], -sum(weights[name] for name in others)):
+        grads = layer.transpose_each(ratio, [weights[name] for name in others], x)
+        return _total([g.mul_(groups[name][0] - x) for name, g in zip(others, grads)])
+    grads = layer.transpose_each(ratio, list(weights.values()), x)
+    return _total([g.mul_(value) for (value, _), g in zip(groups.values(), grads)])
 
 
 def _absorbed(layer: LayerCall, ratio: torch.Tensor, stabiliser: float,
