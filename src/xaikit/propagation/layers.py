@@ -103,6 +103,10 @@ class LayerCall:
             return list(self.transpose(signal, torch.cat(weights, 1), x.new_empty(shape)).chunk(len(weights), dim))
         return [self.transpose(signal, w, x) for w in weights]
 
+    def channels(self, out: torch.Tensor) -> int:
+        """The number of output channels of an output ``out``."""
+        return out.shape[1] if self.name.startswith("conv") else out.shape[-1]
+
     def channel_view(self, v: torch.Tensor, ndim: int) -> torch.Tensor:
         """A per-output-channel vector shaped to broadcast against the layer output."""
         return v.view(-1, *([1] * (ndim - 2))) if self.name.startswith("conv") else v

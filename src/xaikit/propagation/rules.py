@@ -416,9 +416,16 @@ def _favour_output_sign(gamma: float, eps: float, layer: LayerCall, x, weight, b
     (z − b + Σ |x||w|)/2`` for mixed signs), the negative ones are ``S⁻ + b⁻ = z − Q``, so the denominators are
     ``n = z + γQ`` (z > 0) and ``z + γ(z − Q)`` (z < 0): they keep the sign of ``z``, and
     ``|n| = (1 + γ/2)|z| − (γ/2) z + γQ``. Backward, ``w + γ w^±`` is ``(1 + γ/2) w ± (γ/2)|w|`` (the second
-    term times sign(x) for mixed inputs); for a rectified output and a one-signed input, ``w + γw⁺`` (x ≥ 0)
-    or ``w + γw⁻`` (x ≤ 0) in one transposed pass.
+    term times sign(x) for mixed inputs). For a rectified output and a one-signed input, the modified weights
+    ``w + γw⁺`` (x ≥ 0) or ``w + γw⁻`` (x ≤ 0) give ``n`` in one forward and the gradient in one transposed pass.
     """
+    if rectified and sign != 0 and eps > 0:
+        favoured = weight.clamp(min=0) if sign > 0 else weight.clamp(max=0)  # the weights of (x w)⁺
+        modified = weight + gamma * favoured
+        shift = None if bias is None else bias + gamma * bias.clamp(min=0)  # the bias of n: b + γb⁺
+        den = layer(x, modified, (shift if shift is not None else z.new_zeros(layer.channels(z))) + eps)
+        ratio = torch.div(relevance, den.clamp_min_(eps), out=den)  # n + ε where R ≠ 0 (n > 0); R = 0 elsewhere
+        return layer.transpose(ratio, modified, x), _absorbed(layer, ratio, eps, shift)
     magnitude_w = weight.abs()
     if sign == 0:
         q = layer(x.abs(), magnitude_w).add_(z)
@@ -434,7 +441,7 @@ def _favour_output_sign(gamma: float, eps: float, layer: LayerCall, x, weight, b
     if rectified:  # relevance on outputs z > 0 only, where n = z + γQ > 0 (its bias b + γb⁺)
         ratio = _ratio(relevance, torch.add(z, q, alpha=gamma, out=q).abs_(), eps, sign=1)
         absorbed = _absorbed(layer, ratio, eps, None if bias is None else bias + gamma * bias.clamp(min=0))
-        if sign != 0:  # one pass with w + γw⁺ (x ≥ 0) or w + γw⁻ (x ≤ 0)
+        if sign != 0:  # ε = 0
             return layer.transpose(ratio, weight + gamma * favoured, x), absorbed
         result, signed = layer.transpose_each(ratio, [plain, absolute], x)
         return result.addcmul_(signed, x.sign()), absorbed
