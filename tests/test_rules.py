@@ -142,7 +142,8 @@ def test_box_bounds_of_wrong_shape_are_rejected():
 @pytest.mark.parametrize("layer_name", ["linear", "conv1d", "conv2d", "conv2d_1x1", "conv_transpose2d"])
 @pytest.mark.parametrize("inputs", ["nonnegative", "nonpositive", "mixed"])
 @pytest.mark.parametrize("rectified", [False, True])
-def test_gamma_shortcut_equals_its_parts(layer_name, inputs, rectified):
+@pytest.mark.parametrize("eps", [1e-9, 0.0])
+def test_gamma_shortcut_equals_its_parts(layer_name, inputs, rectified, eps):
     """The γ rule's shortcut (denominators from the layer output and one modified forward, one transposed
     pass on rectified outputs) gives the relevance of its terms computed part by part."""
     layer, shape = LAYERS[layer_name](True)
@@ -152,7 +153,7 @@ def test_gamma_shortcut_equals_its_parts(layer_name, inputs, rectified):
     with torch.no_grad():
         weights = torch.randn(model(x).flatten(1).shape[1])
     target = lambda out: (out.flatten(1) * weights).sum(1)  # noqa: E731
-    shortcut = R.gamma(0.25)
+    shortcut = R.gamma(0.25, eps=eps)
     by_parts = replace(shortcut, favour=None)
     got, want = (xk.LRP(model, composite=Composite("test", conv=r, dense=r))(x, target=target).attribution
                  for r in (shortcut, by_parts))

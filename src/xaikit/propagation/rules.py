@@ -419,12 +419,14 @@ def _favour_output_sign(gamma: float, eps: float, layer: LayerCall, x, weight, b
     term times sign(x) for mixed inputs). For a rectified output and a one-signed input, the modified weights
     ``w + γw⁺`` (x ≥ 0) or ``w + γw⁻`` (x ≤ 0) give ``n`` in one forward and the gradient in one transposed pass.
     """
-    if rectified and sign != 0 and eps > 0:
+    if rectified and sign != 0:
         favoured = weight.clamp(min=0) if sign > 0 else weight.clamp(max=0)  # the weights of (x w)⁺
         modified = weight + gamma * favoured
         shift = None if bias is None else bias + gamma * bias.clamp(min=0)  # the bias of n: b + γb⁺
-        den = layer(x, modified, (shift if shift is not None else z.new_zeros(layer.channels(z))) + eps)
-        ratio = torch.div(relevance, den.clamp_min_(eps), out=den)  # n + ε where R ≠ 0 (n > 0); R = 0 elsewhere
+        den = layer(x, modified, z.new_full((layer.channels(z),), eps) if shift is None else shift + eps)
+        # n + ε where relevance is (n > 0); elsewhere R = 0 and any non-zero denominator will do
+        den = den.clamp_min_(eps) if eps else den.masked_fill_(den <= 0, 1.0)
+        ratio = torch.div(relevance, den, out=den)
         return layer.transpose(ratio, modified, x), _absorbed(layer, ratio, eps, shift)
     magnitude_w = weight.abs()
     if sign == 0:
@@ -438,11 +440,9 @@ def _favour_output_sign(gamma: float, eps: float, layer: LayerCall, x, weight, b
         if bias is not None:
             q.add_(layer.channel_view(bias.clamp(min=0), z.ndim))
     plain, absolute = (1 + gamma / 2) * weight, (gamma / 2) * magnitude_w
-    if rectified:  # relevance on outputs z > 0 only, where n = z + γQ > 0 (its bias b + γb⁺)
+    if rectified:  # mixed-sign input; relevance on outputs z > 0 only, where n = z + γQ > 0 (bias b + γb⁺)
         ratio = _ratio(relevance, torch.add(z, q, alpha=gamma, out=q).abs_(), eps, sign=1)
         absorbed = _absorbed(layer, ratio, eps, None if bias is None else bias + gamma * bias.clamp(min=0))
-        if sign != 0:  # ε = 0
-            return layer.transpose(ratio, weight + gamma * favoured, x), absorbed
         result, signed = layer.transpose_each(ratio, [plain, absolute], x)
         return result.addcmul_(signed, x.sign()), absorbed
     magnitude = z.abs()
