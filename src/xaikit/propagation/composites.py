@@ -20,7 +20,6 @@ import fnmatch
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import torch
 from torch import nn
 
 from . import rules as R

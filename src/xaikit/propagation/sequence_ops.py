@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from collections import Counter
 from typing import Any, Callable, Iterator
 
 import torch
@@ -369,7 +368,7 @@ class _ElementwiseModules:
 
     def __init__(self, s: Session) -> None:
         self.s = s
-        self.stack: list[tuple[torch.Tensor, dict[str, Counter]] | None] = []
+        self.stack: list[tuple[torch.Tensor, int] | None] = []  #: (input, coverage log mark) per open module
         self.handles = []
 
     def __enter__(self) -> "_ElementwiseModules":
@@ -386,8 +385,7 @@ class _ElementwiseModules:
     def pre(self, module, inputs) -> None:
         x = inputs[0] if len(inputs) == 1 else None
         if self.s.is_activation(x):
-            counts = {k: Counter(v) for k, v in self.s.coverage.counts.items()}
-            self.stack.append((x, counts))
+            self.stack.append((x, len(self.s.coverage.log)))
         else:
             self.stack.append(None)
 
@@ -395,18 +393,16 @@ class _ElementwiseModules:
         entry = self.stack.pop()
         if entry is None or not isinstance(out, torch.Tensor) or out.shape != entry[0].shape:
             return None
-        x, before = entry
-        seen = Counter()
-        for kind, counts in self.s.coverage.counts.items():
-            seen.update({op: n for op, n in (counts - before[kind]).items()})
-        names = {op.split(":")[0] for op in seen}
+        x, mark = entry
+        seen = self.s.coverage.since(mark)
+        names = {op.split(":")[0] for _, op in seen}
         nonlinear = names - LINEAR
-        if sum(seen.values()) < 2 or not nonlinear or not names <= POINTWISE:
+        if len(seen) < 2 or not nonlinear or not names <= POINTWISE:
             return None
         rule = self.s.composite.op_rule("nonlinear")
         if rule != "identity":
             return None
-        self.s.coverage.counts = before
+        self.s.coverage.undo(mark)
         self.s.coverage.add("handled", f"{type(module).__name__}:identity")
         value = out.detach()
         return _IdentityRule.apply(x, lambda _: value, self.s)
