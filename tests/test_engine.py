@@ -120,6 +120,37 @@ def test_identity_rule_on_clamps_passes_each_value_its_relevance(act, clipped):
     torch.testing.assert_close(expl.attribution, model[1].weight.detach() * y)
 
 
+class _RectifiedNet(nn.Module):
+    """conv → BN → rectifier → conv → head; ``extra`` adds a second, relevance-free consumer of the BN output,
+    which keeps the engine from reading the first layer's relevance at the rectifier's output."""
+
+    def __init__(self, rectifier: nn.Module, extra: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.bn, self.act = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), rectifier
+        self.conv2, self.head, self.extra = nn.Conv2d(6, 4, 3), nn.Linear(4 * 4 * 4, 3), extra
+
+    def forward(self, x):
+        h = self.bn(self.conv(x))
+        out = self.head(self.conv2(self.act(h)).flatten(1))
+        return out + 0.0 * h.sum() if self.extra else out
+
+
+@pytest.mark.parametrize("rectifier", [nn.ReLU(), nn.ReLU(inplace=True), nn.ReLU6()], ids=["relu", "relu_", "relu6"])
+@pytest.mark.parametrize("composite", ["epsilon_plus", "epsilon_gamma_box", "epsilon_alpha2_beta1"])
+def test_relevance_read_at_the_rectifier_output_is_the_same(rectifier, composite):
+    """A rectifier that is a layer output's only consumer passes its gradient on unchanged and the layer's rule
+    reads R = y ⊙ g_y at the rectifier's output; with a second consumer it runs its own backward. Same result."""
+    x = torch.randn(2, 3, 6, 6) * 3  # ReLU6 clips some values
+    fused, plain = (randomise_batchnorm(_RectifiedNet(rectifier, extra)).eval() for extra in (False, True))
+    plain.load_state_dict(fused.state_dict())
+    settings = {"low": -10.0, "high": 10.0} if "box" in composite else {}
+    a, b = (xk.LRP(m, composite=composite, **settings)(x.clone(), target=1) for m in (fused, plain))
+    torch.testing.assert_close(a.attribution, b.attribution, rtol=1e-5, atol=1e-6)
+    c = a.info["conservation"]
+    torch.testing.assert_close(c["input"] + c["absorbed"], c["start"], rtol=1e-4, atol=1e-5)
+
+
 class Gated(nn.Module):
     def __init__(self, gate: bool):
         super().__init__()

@@ -167,6 +167,13 @@ class LayerState:
         consumers = self.rectifiers["fold" if self.folded else "layer"]
         return bool(consumers) and all(consumers)
 
+    def fused_rectifier(self) -> "Held | None":
+        """The output of the ReLU/ReLU6 that is the (folded) output's only consumer (see ``ops._Rectifier``):
+        the rule then reads its relevance ``y ⊙ g_y`` there, and the rectifier passes ``g_y`` on unchanged."""
+        key = "fold" if self.folded else "layer"
+        outputs = self.extra.get("rectifier_outputs", {}).get(key, [])
+        return outputs[0] if len(outputs) == 1 and self.rectifiers[key] == [True] else None
+
     def consumed(self, key: str, rectifies: bool, overwrites: bool) -> None:
         """Record a use of the layer output (``key="layer"``) or of its folded BatchNorm's (``"fold"``)."""
         self.uses += key == "layer"
@@ -431,7 +438,8 @@ class Redistribute(torch.autograd.Function):
             z = state.z_fold.get()
         else:
             z = state.z.get()
-        relevance = torch.mul(z, grad, out=session.buffer("relevance", z))
+        rectifier = state.fused_rectifier()  # R at the rectifier's output: the same relevance, R_z = R_y
+        relevance = torch.mul(z if rectifier is None else rectifier.get(), grad, out=session.buffer("relevance", z))
         direct = state.rule.direct
         constants = session.bounds(state.rule, state.replay) if direct else None
         rectified = state.rectified and session.composite.op_rule("relu") != "deconvnet"

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from .layers import LayerCall, channel_dot
-from .engine import FoldGate, LayerState, Redistribute, Session, tensors_in
+from .engine import FoldGate, LayerState, Redistribute, Session, _rectifies, is_inplace, tensors_in
 from .rules import scale_factor, stabiliser
 
 #: safe under input × gradient (linear, or positively homogeneous of degree 1, or selecting/moving values)
@@ -212,12 +212,60 @@ class _IdentityRule(torch.autograd.Function):
         return (grad * ctx.out.get()).div_(ctx.x.get()).nan_to_num_(0.0, 0.0, 0.0), None, None
 
 
+class _Rectifier(torch.autograd.Function):
+    """A ReLU or ReLU6 on the output of a rule's layer (or of its folded BatchNorm), passing relevance
+    unchanged: ``R_x = R_y`` (exact for ReLU, the identity rule for ReLU6).
+
+    When it turns out to be that output's only consumer (known once the forward pass has ended), the layer's
+    rule reads ``R = y ⊙ g_y`` at the rectifier's output and the backward here passes ``g_y`` on as it is: no
+    element-wise pass of its own. Otherwise the backward is the ReLU's gradient or ReLU6's identity rule.
+    """
+
+    @staticmethod
+    def forward(ctx, x, fn, state: LayerState, key: str, session: Session, identity: bool, inplace: bool):
+        out = fn(x)
+        if inplace:
+            ctx.mark_dirty(x)
+        ctx.state, ctx.identity = state, identity
+        ctx.y, ctx.x = session.hold(out), session.hold(x) if identity else None
+        state.extra.setdefault("rectifier_outputs", {}).setdefault(key, []).append(ctx.y)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        none = (None,) * 6
+        if ctx.state.fused_rectifier() is ctx.y:
+            return (grad, *none)
+        y = ctx.y.get()
+        if ctx.identity:
+            return ((grad * y).div_(ctx.x.get()).nan_to_num_(0.0, 0.0, 0.0), *none)
+        return (torch.ops.aten.threshold_backward(grad, y, 0), *none)
+
+
+def _rectify(s: Session, func, name: str, args: tuple, kwargs: dict, identity: bool) -> torch.Tensor | None:
+    """A rectifier on a rule's layer output as a :class:`_Rectifier` (None for any other input)."""
+    x = args[0] if args else kwargs.get("input")
+    state, key = s.fold_outputs.get(id(x)), "fold"
+    if state is None:
+        state, key = s.layers.get(id(x)), "layer"
+    if state is None or state.layer is None or key in state.overwritten or not _rectifies(name, args, kwargs):
+        return None  # (an output changed in place, e.g. by a residual `+=`, is no longer the layer's)
+    inplace = not identity and is_inplace(func, args, kwargs)
+    if not inplace:
+        func, args, kwargs = _out_of_place(func, name, args, kwargs)
+    return _Rectifier.apply(x, lambda t: func(t, *args[1:], **kwargs), state, key, s, identity, inplace)
+
+
 def nonlinear(s: Session, func, name, args, kwargs, acts):
     """Element-wise non-linearities that are not homogeneous: identity rule (or plain gradient)."""
     if name in ("hardtanh", "relu6") and s.composite.op_rule("relu") != "gradient":
         return relu(s, func, name, args, kwargs, acts)  # ReLU6 is a ReLU for Guided Backprop / DeconvNet
-    func, args, kwargs = _out_of_place(func, name, args, kwargs)
     rule = s.composite.op_rule("nonlinear")
+    out = _rectify(s, func, name, args, kwargs, identity=True) if rule == "identity" else None
+    if out is not None:
+        s.coverage.add("handled", f"{name}:{rule}")
+        return out
+    func, args, kwargs = _out_of_place(func, name, args, kwargs)
     x = args[0]
     if rule == "identity" and s.is_activation(x):
         out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s)
@@ -233,7 +281,11 @@ def relu(s: Session, func, name, args, kwargs, acts):
     """ReLU: exact under LRP; Guided Backprop and DeconvNet keep only positive gradients."""
     rule = s.composite.op_rule("relu")
     if rule == "gradient":
-        return classify_plain(s, func, name, args, kwargs, acts)
+        out = _rectify(s, func, name, args, kwargs, identity=False)
+        if out is None:
+            return classify_plain(s, func, name, args, kwargs, acts)
+        s.coverage.add("linear", name)
+        return out
     s.coverage.add("handled", f"{name}:{rule}")
     func, args, kwargs = _out_of_place(func, name, args, kwargs)
     out = func(*args, **kwargs)
