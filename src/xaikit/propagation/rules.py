@@ -370,8 +370,9 @@ def _direct(layer: LayerCall, ratio: torch.Tensor, groups: dict, x: torch.Tensor
 def _absorbed(layer: LayerCall, ratio: torch.Tensor, stabiliser: float,
               bias: torch.Tensor | None = None) -> torch.Tensor | None:
     """Per-sample relevance absorbed by a part's bias ``b`` and a stabiliser ``ε·sign n`` of known sign, from the
-    output side: the input receives ``Σ_i x_i g_i = Σ_j s_j (n_j − b_j)`` (``g = Wᵀs``, ``s = R / (n + ε·sign n)``),
-    so the rest is ``Σ_j s_j (ε·sign n_j + b_j)``: one reduction of ``s`` instead of two of ``R`` and ``x ⊙ g``.
+    output side: the input receives ``Σ_i x_i g_i = Σ_j s_j (n_j − b_j)`` (``g = Wᵀs``,
+    ``s = R / (n + ε·sign n)``), so the rest is ``Σ_j s_j (ε·sign n_j + b_j)``: one reduction of ``s`` instead
+    of two of ``R`` and ``x ⊙ g``.
     ``None`` for ε = 0, where zero denominators drop their relevance instead."""
     if not stabiliser:
         return None
@@ -415,40 +416,48 @@ def _favour_output_sign(gamma: float, eps: float, layer: LayerCall, x, weight, b
     With ``Q = S⁺ + b⁺`` (the positive contributions and bias; ``S⁺ = Σ x w⁺`` for x ≥ 0, ``Σ (xw)⁺ =
     (z − b + Σ |x||w|)/2`` for mixed signs), the negative ones are ``S⁻ + b⁻ = z − Q``, so the denominators are
     ``n = z + γQ`` (z > 0) and ``z + γ(z − Q)`` (z < 0): they keep the sign of ``z``, and
-    ``|n| = (1 + γ/2)|z| − (γ/2) z + γQ``. Backward, ``w + γ w^±`` is ``(1 + γ/2) w ± (γ/2)|w|`` (the second
-    term times sign(x) for mixed inputs). For a rectified output and a one-signed input, the modified weights
-    ``w + γw⁺`` (x ≥ 0) or ``w + γw⁻`` (x ≤ 0) give ``n`` in one forward and the gradient in one transposed pass.
+    ``|n| = (1 + γ/2)|z| − (γ/2) z + γQ``. The modified forward gives ``γQ + ε`` directly (its weights and bias
+    scaled by γ). Backward, ``w + γ w^±`` is ``(1 + γ/2) w ± (γ/2)|w|`` (the second term times sign(x) for
+    mixed inputs). For a rectified output and a one-signed input, the modified weights ``w + γw⁺`` (x ≥ 0) or
+    ``w + γw⁻`` (x ≤ 0) give ``n`` in one forward and the gradient in one transposed pass.
     """
+    channels = layer.channels(z)
     if rectified and sign != 0:
         favoured = weight.clamp(min=0) if sign > 0 else weight.clamp(max=0)  # the weights of (x w)⁺
         modified = weight + gamma * favoured
         shift = None if bias is None else bias + gamma * bias.clamp(min=0)  # the bias of n: b + γb⁺
-        den = layer(x, modified, z.new_full((layer.channels(z),), eps) if shift is None else shift + eps)
-        # n + ε where relevance is (n > 0); elsewhere R = 0 and any non-zero denominator will do
-        den = den.clamp_min_(eps) if eps else den.masked_fill_(den <= 0, 1.0)
-        ratio = torch.div(relevance, den, out=den)
+        den = layer(x, modified, z.new_full((channels,), eps) if shift is None else shift + eps)
+        ratio = torch.div(relevance, _nonzero(den, eps), out=den)
         return layer.transpose(ratio, modified, x), _absorbed(layer, ratio, eps, shift)
     magnitude_w = weight.abs()
-    if sign == 0:
-        q = layer(x.abs(), magnitude_w).add_(z)
-        if bias is not None:
-            q.add_(layer.channel_view(bias.abs(), z.ndim))
-        q.mul_(0.5)
+    if sign == 0:  # γQ = (γ/2)(z + Σ |x||w| + |b|): the forward gives all but (γ/2) z
+        inputs, favoured = x.abs(), (gamma / 2) * magnitude_w
+        favoured_bias = None if bias is None else (gamma / 2) * bias.abs()
     else:
-        favoured = weight.clamp(min=0) if sign > 0 else weight.clamp(max=0)  # the weights of (x w)⁺
-        q = layer(x, favoured)
-        if bias is not None:
-            q.add_(layer.channel_view(bias.clamp(min=0), z.ndim))
+        inputs = x
+        favoured = gamma * (weight.clamp(min=0) if sign > 0 else weight.clamp(max=0))
+        favoured_bias = None if bias is None else gamma * bias.clamp(min=0)
+    den = layer(inputs, favoured, z.new_full((channels,), eps) if favoured_bias is None else favoured_bias + eps)
     plain, absolute = (1 + gamma / 2) * weight, (gamma / 2) * magnitude_w
     if rectified:  # mixed-sign input; relevance on outputs z > 0 only, where n = z + γQ > 0 (bias b + γb⁺)
-        ratio = _ratio(relevance, torch.add(z, q, alpha=gamma, out=q).abs_(), eps, sign=1)
+        ratio = torch.div(relevance, _nonzero(den.add_(z, alpha=1 + gamma / 2), eps), out=den)
         absorbed = _absorbed(layer, ratio, eps, None if bias is None else bias + gamma * bias.clamp(min=0))
         result, signed = layer.transpose_each(ratio, [plain, absolute], x)
         return result.addcmul_(signed, x.sign()), absorbed
     magnitude = z.abs()
-    den = q.mul_(gamma).add_(magnitude, alpha=1 + gamma / 2).add_(z, alpha=-gamma / 2).add_(eps)  # |n| + ε
+    den.add_(magnitude, alpha=1 + gamma / 2)  # |n| + ε (for mixed signs the ± (γ/2) z terms cancel)
+    if sign != 0:
+        den.add_(z, alpha=-gamma / 2)
+    if not eps:
+        den.masked_fill_(den == 0, 1.0)
     flipped = torch.div(relevance, den, out=den)  # R/(n + ε·sign n) · sign(z)
     ratio = torch.sign(z, out=magnitude).mul_(flipped)
     signed = layer.transpose(flipped, absolute, x)
     signed = signed if sign > 0 else (signed.neg_() if sign < 0 else signed.mul_(x.sign()))
     return layer.transpose(ratio, plain, x).add_(signed), None
+
+
+def _nonzero(den: torch.Tensor, eps: float) -> torch.Tensor:
+    """``n + ε`` of rectified outputs, in place: where relevance is, ``n > 0``; elsewhere the relevance is 0 and
+    any non-zero denominator will do."""
+    return den.clamp_min_(eps) if eps else den.masked_fill_(den <= 0, 1.0)
