@@ -183,12 +183,22 @@ class LayerState:
             self.overwritten.add(key)
 
 
+#: reads of a tensor's metadata: nothing flows through them, so the mode passes them on without dispatching
+_METADATA = frozenset({
+    torch.Tensor.size, torch.Tensor.dim, torch.Tensor.numel, torch.Tensor.stride, torch.Tensor.is_contiguous,
+    *(getattr(torch.Tensor, name).__get__
+      for name in ("shape", "ndim", "dtype", "device", "layout", "requires_grad", "grad_fn", "is_leaf")),
+})
+
+
 class _Mode(TorchFunctionMode):
     def __init__(self, session: "Session") -> None:
         super().__init__()
         self.session = session
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _METADATA:
+            return func(*args, **(kwargs or {}))
         return self.session.dispatch(func, args, kwargs or {})
 
 
