@@ -162,15 +162,20 @@ class LayerState:
         return self.fold is not None and self.uses == 1
 
     @property
+    def output(self) -> str:
+        """Which output the rule sees: its folded BatchNorm's (``"fold"``) or the layer's own (``"layer"``)."""
+        return "fold" if self.folded else "layer"
+
+    @property
     def rectified(self) -> bool:
         """Every consumer of the (folded) output is a rectifier: no relevance reaches negative outputs."""
-        consumers = self.rectifiers["fold" if self.folded else "layer"]
+        consumers = self.rectifiers[self.output]
         return bool(consumers) and all(consumers)
 
     def fused_rectifier(self) -> "Held | None":
         """The output of the ReLU/ReLU6 that is the (folded) output's only consumer (see ``ops._Rectifier``):
         the rule then reads its relevance ``y ⊙ g_y`` there, and the rectifier passes ``g_y`` on unchanged."""
-        key = "fold" if self.folded else "layer"
+        key = self.output
         outputs = self.extra.get("rectifier_outputs", {}).get(key, [])
         return outputs[0] if len(outputs) == 1 and self.rectifiers[key] == [True] else None
 

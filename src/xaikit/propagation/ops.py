@@ -209,7 +209,12 @@ class _IdentityRule(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad * ctx.out.get()).div_(ctx.x.get()).nan_to_num_(0.0, 0.0, 0.0), None, None
+        return _identity_gradient(grad, ctx.out.get(), ctx.x.get()), None, None
+
+
+def _identity_gradient(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``g · y/x`` (0 where x = 0): the gradient that passes ``R_x = R_y`` for ``y = f(x)``."""
+    return (grad * y).div_(x).nan_to_num_(0.0, 0.0, 0.0)
 
 
 class _Rectifier(torch.autograd.Function):
@@ -238,7 +243,7 @@ class _Rectifier(torch.autograd.Function):
             return (grad, *none)
         y = ctx.y.get()
         if ctx.identity:
-            return ((grad * y).div_(ctx.x.get()).nan_to_num_(0.0, 0.0, 0.0), *none)
+            return (_identity_gradient(grad, y, ctx.x.get()), *none)
         return (torch.ops.aten.threshold_backward(grad, y, 0), *none)
 
 

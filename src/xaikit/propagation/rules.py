@@ -421,27 +421,27 @@ def _favour_output_sign(gamma: float, eps: float, layer: LayerCall, x, weight, b
     mixed inputs). For a rectified output and a one-signed input, the modified weights ``w + γw⁺`` (x ≥ 0) or
     ``w + γw⁻`` (x ≤ 0) give ``n`` in one forward and the gradient in one transposed pass.
     """
-    channels = layer.channels(z)
-    if rectified and sign != 0:
-        favoured = weight.clamp(min=0) if sign > 0 else weight.clamp(max=0)  # the weights of (x w)⁺
-        modified = weight + gamma * favoured
-        shift = None if bias is None else bias + gamma * bias.clamp(min=0)  # the bias of n: b + γb⁺
-        den = layer(x, modified, z.new_full((channels,), eps) if shift is None else shift + eps)
-        ratio = torch.div(relevance, _nonzero(den, eps), out=den)
-        return layer.transpose(ratio, modified, x), _absorbed(layer, ratio, eps, shift)
+    shift = None if bias is None else bias + gamma * bias.clamp(min=0)  # n's bias on positive outputs: b + γb⁺
+
+    def stabilised(inputs: torch.Tensor, weights: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """``layer(inputs, weights) + b + ε`` in one call."""
+        return layer(inputs, weights, z.new_full((layer.channels(z),), eps) if b is None else b + eps)
+
     magnitude_w = weight.abs()
-    if sign == 0:  # γQ = (γ/2)(z + Σ |x||w| + |b|): the forward gives all but (γ/2) z
-        inputs, favoured = x.abs(), (gamma / 2) * magnitude_w
-        favoured_bias = None if bias is None else (gamma / 2) * bias.abs()
-    else:
-        inputs = x
-        favoured = gamma * (weight.clamp(min=0) if sign > 0 else weight.clamp(max=0))
-        favoured_bias = None if bias is None else gamma * bias.clamp(min=0)
-    den = layer(inputs, favoured, z.new_full((channels,), eps) if favoured_bias is None else favoured_bias + eps)
+    if sign != 0:
+        favoured = weight.clamp(min=0) if sign > 0 else weight.clamp(max=0)  # the weights of (x w)⁺
+        if rectified:
+            modified = weight + gamma * favoured
+            den = stabilised(x, modified, shift)
+            ratio = torch.div(relevance, _nonzero(den, eps), out=den)
+            return layer.transpose(ratio, modified, x), _absorbed(layer, ratio, eps, shift)
+        den = stabilised(x, gamma * favoured, None if bias is None else gamma * bias.clamp(min=0))  # γQ + ε
+    else:  # γQ = (γ/2)(z + Σ |x||w| + |b|): the forward gives all but (γ/2) z
+        den = stabilised(x.abs(), (gamma / 2) * magnitude_w, None if bias is None else (gamma / 2) * bias.abs())
     plain, absolute = (1 + gamma / 2) * weight, (gamma / 2) * magnitude_w
     if rectified:  # mixed-sign input; relevance on outputs z > 0 only, where n = z + γQ > 0 (bias b + γb⁺)
         ratio = torch.div(relevance, _nonzero(den.add_(z, alpha=1 + gamma / 2), eps), out=den)
-        absorbed = _absorbed(layer, ratio, eps, None if bias is None else bias + gamma * bias.clamp(min=0))
+        absorbed = _absorbed(layer, ratio, eps, shift)
         result, signed = layer.transpose_each(ratio, [plain, absolute], x)
         return result.addcmul_(signed, x.sign()), absorbed
     magnitude = z.abs()
