@@ -1,8 +1,9 @@
 """Input checks shared by every method and metric: each message names the argument and the fix."""
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -39,15 +40,34 @@ def model_device(model: nn.Module) -> torch.device | None:
     return None
 
 
-def warn_if_training(model: nn.Module) -> None:
-    """Warn when the model is in training mode (dropout and batch statistics make explanations random)."""
-    if model.training:
-        warnings.warn(
-            "model is in training mode: dropout and batch-norm batch statistics make the explanation random "
-            "and batch-dependent; call model.eval() first",
-            UserWarning,
-            stacklevel=3,
-        )
+@contextlib.contextmanager
+def eval_semantics(model: nn.Module) -> Iterator[None]:
+    """Run the body with every module of ``model`` in eval mode; each module's own flag is restored after.
+
+    A model left in training mode would make an explanation random (dropout) and batch-dependent (BatchNorm
+    batch statistics), and BatchNorm would update its running statistics with the method's perturbed inputs,
+    changing the user's model. So the explanation is computed in eval semantics: the flags are set directly
+    (no ``train()`` override of the user's runs), nothing is written to any buffer, and a warning says so.
+    Explanations inside a training step are an explicit opt-in of :mod:`xaikit.improve`.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    if not any(training for _, training in flags):
+        yield
+        return
+    warnings.warn(
+        "model is in training mode: the explanation is computed in eval mode (dropout off, BatchNorm running "
+        "statistics, not updated); the model's training flags are restored after the call. Call model.eval() "
+        "to silence this warning",
+        UserWarning,
+        stacklevel=4,
+    )
+    try:
+        for module, _ in flags:
+            module.training = False
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
 
 
 def check_choice(value: Any, name: str, choices: dict | list | tuple | set) -> None:

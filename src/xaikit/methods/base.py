@@ -2,7 +2,7 @@
 
 ``method = Name(model, **settings)`` checks the settings (unknown ones are rejected with the list of valid
 ones); ``method(x, target=..., forward_args=(), forward_kwargs={})`` checks the input, warns on a model in
-training mode, runs the method and returns an :class:`~xaikit.explanation.Explanation`.
+training mode (and explains it in eval semantics, see :func:`~xaikit.errors.eval_semantics`), runs the method and returns an :class:`~xaikit.explanation.Explanation`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..errors import check_input, warn_if_training
+from ..errors import check_input, eval_semantics
 from ..explanation import Explanation
 from ..settings import bind_settings
 from ..targets import TargetSpec, check_target
@@ -81,9 +81,9 @@ class Method:
         if forward_kwargs is not None and not isinstance(forward_kwargs, dict):
             raise TypeError(f"forward_kwargs must be a dict of keyword inputs, got {type(forward_kwargs).__name__}")
         check_target(target, x.shape[0])
-        warn_if_training(self.model)
         began = time.perf_counter()
-        expl = self.explain(x, target, tuple(forward_args), dict(forward_kwargs or {}))
+        with eval_semantics(self.model):
+            expl = self.explain(x, target, tuple(forward_args), dict(forward_kwargs or {}))
         expl.info.setdefault("time_s", time.perf_counter() - began)
         return expl
 

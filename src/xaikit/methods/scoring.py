@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from ..batching import batched_forward, check_batch_size
-from ..errors import check_input, warn_if_training
+from ..errors import check_input, eval_semantics
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, TargetSpec, check_target, resolve_target
 from .base import Method
@@ -97,9 +97,9 @@ class _ForwardMethod(Method):
             raise TypeError(f"forward_kwargs must be a dict of keyword inputs, got {type(forward_kwargs).__name__}")
         for target in targets:
             check_target(target, x.shape[0])
-        warn_if_training(self.model)
         began = time.perf_counter()
-        explanations = self._explain(list(targets), x, tuple(forward_args), dict(forward_kwargs or {}))
+        with eval_semantics(self.model):
+            explanations = self._explain(list(targets), x, tuple(forward_args), dict(forward_kwargs or {}))
         for expl in explanations:
             expl.info.setdefault("time_s", time.perf_counter() - began)
         return explanations
