@@ -8,6 +8,7 @@ one forward pass yields every output, such a method explains several targets at 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -57,10 +58,19 @@ def forward_scores(
         rows_owner = owner[rows]
         return torch.stack([t.select(rows_owner).score(output) for t in targets], 1)
 
-    return batched_forward(
+    scores = batched_forward(
         model, inputs, batch_size, owner=owner, batch=batch, forward_args=forward_args,
         forward_kwargs=forward_kwargs, reduce=reduce, progress=progress, desc=desc,
     )
+    bad = ~torch.isfinite(scores)
+    if bad.any():
+        warnings.warn(
+            f"the model gave NaN or infinite scores on {int(bad.any(1).sum())} of {scores.shape[0]} perturbed "
+            f"inputs (samples {sorted(set(owner[bad.any(1).cpu()].tolist()))[:10]}); the attributions of those "
+            "samples are NaN or infinite: check the model on perturbed inputs (e.g. the baseline)",
+            UserWarning, stacklevel=4,
+        )
+    return scores
 
 
 class _ForwardMethod(Method):
