@@ -28,7 +28,26 @@ def check_input(x: Any, name: str = "x", model: nn.Module | None = None, allow_i
             )
     elif not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values; clean the input before explaining it")
+    if model is not None:
+        _check_matches_model(x, name, model)
     return x
+
+
+def _check_matches_model(x: torch.Tensor, name: str, model: nn.Module) -> None:
+    """A float input of another precision than the model's weights, or an image missing its batch dimension."""
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if x.is_floating_point() and weight is not None and x.dtype != weight.dtype:
+        short = {torch.float32: "float", torch.float64: "double", torch.float16: "half", torch.bfloat16: "bfloat16"}
+        fix = f"{name}.{short[weight.dtype]}()" if weight.dtype in short else f"{name}.to({weight.dtype})"
+        raise TypeError(f"{name} has dtype {x.dtype} but the model's weights are {weight.dtype}; convert it with {fix}")
+    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if first is not None and x.is_floating_point():
+        dims = len(first.kernel_size) + 2  # (N, C, *spatial)
+        if x.ndim == dims - 1 and x.shape[0] == first.in_channels:
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}, but the model's first convolution takes {dims}-d input "
+                f"(N, C, ...): add the batch dimension with {name}[None] (or {name}.unsqueeze(0))"
+            )
 
 
 def model_device(model: nn.Module) -> torch.device | None:

@@ -45,6 +45,8 @@ class GradCAM(Method):
         Keep only positive evidence (the paper's ReLU; default ``True``).
     batch_size : int or "auto"
         Samples per forward/backward pass.
+    progress : bool
+        Show a progress bar over the chunks of the batch.
 
     Notes
     -----
@@ -54,9 +56,10 @@ class GradCAM(Method):
     """
 
     def __init__(self, model: nn.Module, layer: str | None = None, upsample: bool = True, relu: bool = True,
-                 batch_size: int | str = "auto") -> None:
+                 batch_size: int | str = "auto", progress: bool = False) -> None:
         super().__init__(model)
         check_batch_size(batch_size)
+        self.progress = bool(progress)
         self.layer, self.module = find_layer(model, layer)
         self.upsample, self.relu, self.batch_size = bool(upsample), bool(relu), batch_size
 
