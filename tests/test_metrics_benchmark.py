@@ -72,8 +72,8 @@ def test_benchmark_names_lists_and_checks_its_input():
         xk.metrics.benchmark(model, (x, 0), [xk.Gradient(model)], [xk.metrics.PointingGame()])
     with pytest.raises(TypeError, match="tuple"):
         xk.metrics.benchmark(model, x, [xk.Gradient(model)], [xk.metrics.Sparseness()])
-    with pytest.raises(TypeError, match="Metric"):
-        xk.metrics.benchmark(model, (x, 0), [xk.Gradient(model)], ["sparseness"])
+    with pytest.raises(TypeError, match="must be an xk.Metric or its name, got int"):
+        xk.metrics.benchmark(model, (x, 0), [xk.Gradient(model)], [3])
     tabular = LinearScore(torch.randn(6)).eval()  # IROF segments images: it fails on tabular data
     z = torch.randn(3, 6)
     recorded = xk.metrics.benchmark(tabular, (z, 0), [xk.Gradient(tabular)], [xk.metrics.IROF(), xk.metrics.Sparseness()],
@@ -95,3 +95,15 @@ def test_benchmark_on_the_ground_truth_data_set():
         assert table.count(method, "PG") == 8
         assert table.mean(method, "RMA") > mask.float().mean()  # better than relevance spread uniformly
     assert table.curves[("LRP", "MPRT")].shape[0] == 8
+
+
+def test_metrics_and_methods_by_name_and_a_misspelt_name_gets_a_suggestion():
+    """Issue 18: ``benchmark(..., ["pixel_flippin"])`` said "metrics['str'] must be an xk.Metric"."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    table = xk.metrics.benchmark(model, (x, None), ["gradient"], ["sparseness"])
+    assert table.methods == ["Gradient"] and table.metrics == ["Sparseness"]
+    with pytest.raises(ValueError, match="unknown metric 'pixel_flippin'; did you mean 'pixel_flipping'"):
+        xk.metrics.benchmark(model, (x, None), ["gradient"], ["pixel_flippin"])
+    with pytest.raises(ValueError, match="unknown method 'integrated_gradient'; did you mean 'integrated_gradients'"):
+        xk.metrics.benchmark(model, (x, None), ["integrated_gradient"], ["sparseness"])

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import warnings
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -89,11 +90,18 @@ def eval_semantics(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+def unknown_name(what: str, value: Any, choices: Iterable[Any]) -> ValueError:
+    """The error for an unknown name: the closest valid names first (difflib), then all of them."""
+    choices = sorted(choices, key=str)
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return ValueError(f"unknown {what} {value!r}; {hint}valid: {', '.join(str(c) for c in choices)}")
+
+
 def check_choice(value: Any, name: str, choices: dict | list | tuple | set) -> None:
     """Raise a ``ValueError`` naming ``name`` when ``value`` is not one of ``choices``."""
     if value not in choices:
-        valid = ", ".join(repr(c) for c in sorted(choices, key=str))
-        raise ValueError(f"unknown {name} {value!r}; valid: {valid}")
+        raise unknown_name(name, value, choices)
 
 
 def check_positive(value: Any, name: str, integer: bool = False, allow_zero: bool = False) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..errors import check_input, eval_semantics
+from ..errors import check_input, eval_semantics, unknown_name
 from ..explanation import Explanation
 from ..settings import bind_settings
 from ..targets import TargetSpec, check_target
@@ -101,7 +101,7 @@ def get_method(name: str) -> type[Method]:
     """Look up a method class by snake_case or class name."""
     key = snake_case(name) if name not in METHODS else name
     if key not in METHODS:
-        raise ValueError(f"unknown method {name!r}; valid: {', '.join(sorted(METHODS))}")
+        raise unknown_name("method", name, METHODS)
     return METHODS[key]
 
 

@@ -13,14 +13,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..methods.base import Method
-from .base import Metric
+from ..methods.base import Method, get_method
+from .base import Metric, get_metric
 
 __all__ = ["BenchmarkTable", "benchmark"]
 
@@ -169,12 +169,15 @@ class BenchmarkTable:
         return f"BenchmarkTable(methods={self.methods}, metrics={self.metrics})"
 
 
-def _named(items: Mapping[str, Any] | Sequence[Any], kind: type, what: str) -> dict[str, Any]:
+def _named(items: Mapping[str, Any] | Sequence[Any], kind: type, what: str,
+           build: Callable[[str], Any]) -> dict[str, Any]:
+    """Items by display name; a name string stands for the item ``build(name)`` (defaults of that class)."""
     if isinstance(items, Mapping):
-        named = dict(items)
+        named = {key: build(item) if isinstance(item, str) else item for key, item in items.items()}
     elif isinstance(items, (list, tuple)):
         named = {}
         for item in items:
+            item = build(item) if isinstance(item, str) else item
             base = item.name if isinstance(item, kind) else type(item).__name__
             name, k = base, 2
             while name in named:
@@ -184,7 +187,7 @@ def _named(items: Mapping[str, Any] | Sequence[Any], kind: type, what: str) -> d
         raise TypeError(f"{what} must be a dict name -> {kind.__name__} or a list of them, got {type(items).__name__}")
     for name, item in named.items():
         if not isinstance(item, kind):
-            raise TypeError(f"{what}[{name!r}] must be an xk.{kind.__name__}, got {type(item).__name__}")
+            raise TypeError(f"{what}[{name!r}] must be an xk.{kind.__name__} or its name, got {type(item).__name__}")
     if not named:
         raise ValueError(f"{what} is empty")
     return named
@@ -202,8 +205,10 @@ def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Seq
     data : tuple
         ``(x, y)`` or ``(x, y, mask)``; ``y`` is the target (``None``: the predicted class), ``mask`` the
         ground truth for localisation metrics.
-    methods : dict name -> Method, or list of Methods (named by ``method.name``)
-    metrics : dict name -> Metric, or list of Metrics (named by class name)
+    methods : dict name -> Method, or list of Methods (named by ``method.name``); a method name (``"lrp"``)
+        stands for that method with its default settings
+    metrics : dict name -> Metric, or list of Metrics (named by class name); a metric name
+        (``"pixel_flipping"``) stands for that metric with its default settings
     on_error : "raise" or "record"
         ``"record"`` keeps going when a cell fails: its scores are NaN and ``info[cell]["error"]`` says why.
     progress : bool
@@ -217,8 +222,8 @@ def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Seq
         raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
     x, y = data[0], data[1]
     mask = data[2] if len(data) == 3 else None
-    methods = _named(methods, Method, "methods")
-    metrics = _named(metrics, Metric, "metrics")
+    methods = _named(methods, Method, "methods", lambda name: get_method(name)(model))
+    metrics = _named(metrics, Metric, "metrics", lambda name: get_metric(name)())
     needing = [name for name, metric in metrics.items() if metric.needs_mask]
     if needing and mask is None:
         raise ValueError(f"metric(s) {', '.join(needing)} compare with a ground-truth mask: pass data=(x, y, mask)")
