@@ -109,6 +109,6 @@ def check_positive(value: Any, name: str, integer: bool = False, allow_zero: boo
     kind = int if integer else (int, float)
     ok = isinstance(value, kind) and not isinstance(value, bool) and (value > 0 or (allow_zero and value == 0))
     if not ok:
-        what = "integer" if integer else "number"
+        what = "an integer" if integer else "a number"
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a {what} {bound}, got {value!r}")
+        raise ValueError(f"{name} must be {what} {bound}, got {value!r}")
