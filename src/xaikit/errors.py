@@ -25,7 +25,10 @@ def check_input(x: Any, name: str = "x", model: nn.Module | None = None, allow_i
     if not x.is_floating_point():
         if not (allow_int and not x.is_complex() and x.dtype != torch.bool):
             raise TypeError(
-                f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with {name}.float()"
+                f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with {name}.float() "
+                "if it holds numbers; if it holds token ids, this method does not apply to them (for token ids: "
+                "Gradient, InputXGradient, IntegratedGradients, SmoothGrad, LRP, Occlusion, LIME, KernelSHAP, "
+                "ExactShapley, PermutationShapley)"
             )
     elif not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values; clean the input before explaining it")

@@ -19,6 +19,7 @@ from ..errors import check_input, eval_semantics, unknown_name
 from ..explanation import Explanation
 from ..settings import bind_settings
 from ..targets import TargetSpec, check_target
+from .tokens_ids import explain_in_embedding_space
 
 #: snake_case name -> method class, filled by subclassing :class:`Method`
 METHODS: dict[str, type["Method"]] = {}
@@ -48,6 +49,11 @@ class Method:
     """
 
     allow_integer_input: ClassVar[bool] = False
+    #: how the method reads token ids when it does not take them itself: "embedding" (it runs on the input
+    #: embedding's vectors, see :mod:`xaikit.methods.tokens_ids`) or ``None`` (it does not apply to ids)
+    token_mode: ClassVar[str | None] = None
+    #: embedding-space attributions become one value per token by their "sum" or "norm" over the embedding
+    token_reduction: ClassVar[str] = "sum"
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
@@ -75,7 +81,8 @@ class Method:
         forward_kwargs: dict[str, Any] | None = None,
     ) -> Explanation:
         """Explain ``model(x, *forward_args, **forward_kwargs)`` for ``target``; the attribution is for ``x``."""
-        check_input(x, "x", self.model, allow_int=self.allow_integer_input)
+        in_embedding_space = self.token_mode == "embedding" and _token_ids(x)
+        check_input(x, "x", self.model, allow_int=self.allow_integer_input or in_embedding_space)
         if not isinstance(forward_args, (tuple, list)):
             raise TypeError(f"forward_args must be a tuple of extra positional inputs, got {type(forward_args).__name__}")
         if forward_kwargs is not None and not isinstance(forward_kwargs, dict):
@@ -83,7 +90,10 @@ class Method:
         check_target(target, x.shape[0])
         began = time.perf_counter()
         with eval_semantics(self.model):
-            expl = self.explain(x, target, tuple(forward_args), dict(forward_kwargs or {}))
+            if in_embedding_space:
+                expl = explain_in_embedding_space(self, x, target, tuple(forward_args), dict(forward_kwargs or {}))
+            else:
+                expl = self.explain(x, target, tuple(forward_args), dict(forward_kwargs or {}))
         expl.info.setdefault("time_s", time.perf_counter() - began)
         return expl
 
@@ -95,6 +105,10 @@ class Method:
 
     def __repr__(self) -> str:
         return f"{self.name}({type(self.model).__name__})"
+
+
+def _token_ids(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
 
 
 def get_method(name: str) -> type[Method]:

@@ -129,6 +129,7 @@ class Gradient(Method):
         Show a progress bar over the chunks of the batch.
     """
 
+    token_reduction = "norm"
     multiply_by_input: bool = False
     allow_integer_input = True
 
@@ -167,4 +168,5 @@ class Gradient(Method):
 class InputXGradient(Gradient):
     """Gradient × input, ``x ⊙ ∂f/∂x`` (Shrikumar et al. 2016). Equals LRP-0 on bias-free ReLU networks."""
 
+    token_reduction = "sum"
     multiply_by_input = True
