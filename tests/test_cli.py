@@ -370,3 +370,23 @@ def test_report_eval_inputs_honour_the_target_column(capsys, tmp_path):
                        "--metrics", "sparseness", "--strict", "--quiet", "--out", out)
     assert code == 0, err
     assert "| Gradient | **" in (out / "scores.md").read_text()  # the label column is not a feature
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xaikit.zoo.text") is None, reason="needs xaikit.zoo.text")
+def test_text_beyond_lrp_skips_what_does_not_apply_and_fails_when_nothing_could_be_done(capsys, tmp_path):
+    out = tmp_path / "text"
+    code, _, err = run(capsys, "explain", "-m", "minilm", "--text", "a wonderful green garden", "--methods",
+                       "integrated_gradients:steps=4", "occlusion", "kernel_shap:samples=32", "rise:masks=8",
+                       "--quiet", "--out", out)
+    assert code == 0, err
+    assert "RISE skipped: RISE does not apply to token ids" in err
+    arrays = np.load(out / "attributions.npz")
+    assert {"IntegratedGradients(gauss_legendre, 4)", "Occlusion", "KernelSHAP"} <= set(arrays.files)
+    assert "RISE" not in arrays.files
+    assert arrays["Occlusion"].shape == arrays["inputs"].shape  # one value per token
+    summary = json.loads((out / "summary.json").read_text())
+    assert "[MASK]" not in json.dumps(summary) and summary["methods"]["Occlusion"]["tokens"] == \
+        "masked with token id 103"  # the tokenizer's [MASK]
+    code, _, err = run(capsys, "explain", "-m", "minilm", "--text", "a dull movie", "--methods", "rise:masks=8",
+                       "--quiet", "--out", tmp_path / "none")
+    assert code == 1 and "no method could explain the inputs (RISE: RISE does not apply" in err.splitlines()[-1]

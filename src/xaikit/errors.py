@@ -10,6 +10,11 @@ import torch
 from torch import nn
 
 
+class NotApplicable(TypeError):
+    """The method or metric does not apply to this kind of input (for example token ids for RISE); callers
+    that run several methods skip it and go on with the others."""
+
+
 def check_input(x: Any, name: str = "x", model: nn.Module | None = None, allow_int: bool = False) -> torch.Tensor:
     """Validate an input batch: a finite floating-point tensor with a batch dimension on the model's device."""
     if not isinstance(x, torch.Tensor):
@@ -24,7 +29,7 @@ def check_input(x: Any, name: str = "x", model: nn.Module | None = None, allow_i
             )
     if not x.is_floating_point():
         if not (allow_int and not x.is_complex() and x.dtype != torch.bool):
-            raise TypeError(
+            raise NotApplicable(
                 f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with {name}.float() "
                 "if it holds numbers; if it holds token ids, this method does not apply to them (for token ids: "
                 "Gradient, InputXGradient, IntegratedGradients, SmoothGrad, LRP, Occlusion, LIME, KernelSHAP, "

@@ -13,11 +13,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import viz
+from ..errors import NotApplicable
 from ..explanation import Explanation
 from ..methods.base import METHODS, Method
 from ..targets import slice_target
 from . import parts
-from .errors import UsageError, one_line
+from .errors import CLIError, UsageError, one_line
 from .inputs import Inputs, check_inputs_exist, load_inputs
 from .models import LoadedModel, load_model
 from .outputs import check_out, finish_writing, start_writing
@@ -60,9 +61,19 @@ def model_and_inputs(args: argparse.Namespace, spec: str, input_specs: list[str]
 def methods_for(args: argparse.Namespace, specs: list[str], loaded: LoadedModel, inputs: Inputs,
                 input_specs: list[str]) -> dict[str, Method]:
     """Build the methods (their settings are checked first), then check that the inputs fit the model."""
-    methods = build_methods(specs, loaded.model, args.batch_size, args.seed)
+    methods = build_methods(specs, loaded.model, args.batch_size, args.seed,
+                            mask_token=mask_token_id(loaded.tokenizer) if inputs.kind == "text" else None)
     check_fits(loaded, inputs, input_specs)
     return methods
+
+
+def mask_token_id(tokenizer: Any) -> int | None:
+    """The id that switches a token off in perturbation methods: the tokenizer's mask token, else its pad token."""
+    for key in ("mask_token_id", "pad_token_id"):
+        value = getattr(tokenizer, key, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def check_fits(loaded: LoadedModel, inputs: Inputs, input_specs: list[str]) -> None:
@@ -101,21 +112,31 @@ def run_methods(methods: dict[str, Method], inputs: Inputs, target: Any, batch_s
     chunk = batch_size if isinstance(batch_size, int) else PROGRESS_CHUNK
     results, times = {}, {}
     log_lines = not quiet and not sys.stderr.isatty()
+    skipped = []
     with tqdm(total=n * len(methods), unit="input", disable=True if quiet else None, file=sys.stderr,
               dynamic_ncols=True) as bar:
         for label, method in methods.items():
             bar.set_description(label)
             parts_, began = [], time.perf_counter()
-            for start in range(0, n, chunk):
-                stop = min(n, start + chunk)
-                kwargs = {k: v[start:stop] for k, v in inputs.forward_kwargs.items()}
-                parts_.append(method(inputs.x[start:stop], slice_target(target, start, stop, n), forward_kwargs=kwargs))
-                bar.update(stop - start)
-                if log_lines:
-                    print(f"xaikit: {label}: {stop}/{n} inputs done ({time.perf_counter() - began:.1f} s)",
-                          file=sys.stderr, flush=True)
+            try:
+                for start in range(0, n, chunk):
+                    stop = min(n, start + chunk)
+                    kwargs = {k: v[start:stop] for k, v in inputs.forward_kwargs.items()}
+                    parts_.append(method(inputs.x[start:stop], slice_target(target, start, stop, n),
+                                         forward_kwargs=kwargs))
+                    bar.update(stop - start)
+                    if log_lines:
+                        print(f"xaikit: {label}: {stop}/{n} inputs done ({time.perf_counter() - began:.1f} s)",
+                              file=sys.stderr, flush=True)
+            except NotApplicable as err:  # the method does not apply to these inputs: the others go on
+                skipped.append(f"{label}: {one_line(err)}")
+                print(f"xaikit: warning: {label} skipped: {one_line(err)}", file=sys.stderr, flush=True)
+                bar.update(n - bar.n % n if bar.n % n else 0)
+                continue
             times[label] = time.perf_counter() - began
             results[label] = _concat(parts_)
+    if not results:
+        raise CLIError(f"no method could explain the inputs ({'; '.join(skipped)})")
     return results, times
 
 
@@ -274,10 +295,15 @@ def benchmark_table(args: argparse.Namespace, model_spec: str, input_specs: list
     target = target_of(args, inputs) if main else inputs.target
     table = parts.benchmark()(loaded.model, (inputs.x, target, inputs.mask), methods, metrics,
                               forward_kwargs=inputs.forward_kwargs, on_error="record", progress=not args.quiet)
-    for (method, metric), cell in (getattr(table, "info", {}) or {}).items():
+    cells = (getattr(table, "info", {}) or {}).items()
+    failed = 0
+    for (method, metric), cell in cells:
         if isinstance(cell, dict) and "error" in cell:
+            failed += 1
             reason = " ".join(str(cell["error"]).split())
             print(f"xaikit: warning: {method} × {metric} failed: {reason}", file=sys.stderr)
+    if cells and failed == len(cells):
+        raise CLIError(f"every cell of the metrics table failed ({failed} of {failed}; see the warnings above)")
     return table
 
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from ..batching import batched_forward, check_batch_size
-from ..errors import check_input, eval_semantics
+from ..errors import NotApplicable, check_input, eval_semantics
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, TargetSpec, check_target, resolve_target
 from ..tokens import check_per_token_kwargs, model_scores
@@ -137,7 +137,7 @@ class _ForwardMethod(Method):
     def _explain_ids(self, specs: list, ids: torch.Tensor, args: tuple, kwargs: dict) -> list[Explanation]:
         """Token ids: one feature per token, switched off by the mask token's id (the baseline)."""
         if self.not_for_token_ids:
-            raise TypeError(f"{self.name} does not apply to token ids: {self.not_for_token_ids}")
+            raise NotApplicable(f"{self.name} does not apply to token ids: {self.not_for_token_ids}")
         if ids.ndim != 2:
             raise ValueError(f"token ids x must have shape (batch, length), got {tuple(ids.shape)}")
         check_per_token_kwargs(ids.shape[0], ids.shape[1], kwargs)

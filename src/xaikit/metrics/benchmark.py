@@ -233,7 +233,17 @@ def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Seq
     try:
         for method_name, method in methods.items():
             began = time.perf_counter()
-            explanation = method(x, target=y, forward_args=forward_args, forward_kwargs=forward_kwargs)
+            try:
+                explanation = method(x, target=y, forward_args=forward_args, forward_kwargs=forward_kwargs)
+            except Exception as err:  # noqa: BLE001 - recorded for every cell of the method on request
+                if on_error == "raise":
+                    raise
+                for metric_name in metrics:
+                    table.scores[(method_name, metric_name)] = torch.full((x.shape[0],), float("nan"))
+                    table.info[(method_name, metric_name)] = {"error": f"{method_name} failed: {type(err).__name__}: "
+                                                                       f"{err}", "time_s": 0.0}
+                bar.update(len(metrics))
+                continue
             table.timing[method_name] = time.perf_counter() - began
             for metric_name, metric in metrics.items():
                 key = (method_name, metric_name)
