@@ -76,7 +76,7 @@ def test_explain_images_matches_the_library_and_writes_heatmaps(capsys, tmp_path
     for name in "ab":
         assert sorted(p.name for p in (out / "heatmaps" / name).iterdir()) == ["gradient.png", "lrp-epsilon.png"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["inputs"][1]["explained"].startswith("class 3 (3)")
+    assert summary["inputs"][1]["explained"].startswith("class 3 p=")  # no names: "class 3", not "class 3 (3)"
     assert summary["settings"]["seed"] == 0 and (out / "grid.png").is_file()
 
 

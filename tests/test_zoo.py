@@ -28,3 +28,11 @@ def test_shipped_weights_are_what_the_trainer_gives_and_classify_held_out_data()
     trained = train_shapes_model(seed=0).state_dict()
     for key, value in shipped.state_dict().items():
         torch.testing.assert_close(value, trained[key], rtol=0, atol=1e-5, msg=key)
+
+
+def test_all_imagenet_class_names_ship_with_the_package():
+    from xaikit.zoo import imagenet_label
+
+    assert imagenet_label(285) == "Egyptian cat" and imagenet_label(967) == "espresso"
+    assert imagenet_label(0) == "tench" and imagenet_label(999) == "toilet tissue"
+    assert imagenet_label(872) != "class 872" and imagenet_label(1000) == "class 1000"

@@ -157,7 +157,8 @@ def captions(loaded: LoadedModel, expl: Explanation) -> list[str]:
         if t < 0:
             lines.append("custom target")
             continue
-        text = f"{loaded.label(t)} ({t})"
+        name = loaded.label(t)
+        text = name if name == f"class {t}" else f"{name} ({t})"
         lines.append(text if probability is None else f"{text} p={probability[i, t]:.2f}")
     return lines
 
