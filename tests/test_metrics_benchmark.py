@@ -57,7 +57,8 @@ def test_benchmark_table_statistics_and_exports(tmp_path):
     assert len(rows) == 8 and {r["best"] for r in rows if r["metric"] == "PixelFlipping" and r["method"] == "ixg"} == {"True"}
     table.to_json(tmp_path / "t.json")
     data = json.loads((tmp_path / "t.json").read_text())
-    assert data["metrics"][1] == {"name": "PixelFlipping", "higher_is_better": False, "family": "faithfulness", "best": "ixg"}
+    assert data["metrics"][1] == {"name": "PixelFlipping", "higher_is_better": False, "family": "faithfulness",
+                                  "best": "ixg", "best_all": ["ixg"]}
     assert data["cells"]["ixg"]["PixelFlipping"]["mean"] == pytest.approx(table.mean("ixg", "PixelFlipping"))
     assert len(data["curves"]["ixg"]["PixelFlipping"]) == 4
     assert table.to_dict(samples=False, curves=False)["cells"]["gradient"]["Sparseness"].keys() == {"mean", "sem", "n", "time_s"}
@@ -107,3 +108,16 @@ def test_metrics_and_methods_by_name_and_a_misspelt_name_gets_a_suggestion():
         xk.metrics.benchmark(model, (x, None), ["gradient"], ["pixel_flippin"])
     with pytest.raises(ValueError, match="unknown method 'integrated_gradient'; did you mean 'integrated_gradients'"):
         xk.metrics.benchmark(model, (x, None), ["integrated_gradient"], ["sparseness"])
+
+
+def test_tied_methods_are_all_best_in_every_export(tmp_path):
+    """Issue 18: the HTML starred all tied methods, the CSV, Markdown and PNG only the first."""
+    model, x, _ = linear_case(n=2)
+    table = xk.metrics.benchmark(model, (x, 0), {"a": xk.Gradient(model), "b": xk.Gradient(model)},
+                                 [xk.metrics.Sparseness()])
+    assert table.best_methods("Sparseness") == ["a", "b"]
+    table.to_csv(tmp_path / "t.csv")
+    rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+    assert [r["best"] for r in rows] == ["True", "True"]
+    assert table.to_markdown().count("**") == 4
+    assert json.loads(table.to_json())["metrics"][0]["best_all"] == ["a", "b"]

@@ -77,13 +77,19 @@ class BenchmarkTable:
         return int(self.values(method, metric).numel())
 
     def best(self, metric: str) -> str | None:
-        """The method with the best mean for ``metric`` (by its direction), ``None`` if no mean is defined."""
+        """The method with the best mean for ``metric`` (by its direction; the first of tied ones), ``None`` if no
+        mean is defined."""
+        tied = self.best_methods(metric)
+        return tied[0] if tied else None
+
+    def best_methods(self, metric: str) -> list[str]:
+        """Every method whose mean for ``metric`` equals the best one (ties are all best, in every export)."""
         means = {m: self.mean(m, metric) for m in self.methods}
         means = {m: v for m, v in means.items() if not math.isnan(v)}
         if not means:
-            return None
-        pick = max if self.higher_is_better[metric] else min
-        return pick(means, key=means.get)
+            return []
+        top = (max if self.higher_is_better[metric] else min)(means.values())
+        return [m for m, v in means.items() if v == top]
 
     def arrow(self, metric: str) -> str:
         """``"↑"`` if higher is better, else ``"↓"``."""
@@ -113,7 +119,7 @@ class BenchmarkTable:
         result: dict[str, Any] = {
             "methods": list(self.methods),
             "metrics": [{"name": m, "higher_is_better": self.higher_is_better[m], "family": self.families.get(m, ""),
-                         "best": self.best(m)} for m in self.metrics],
+                         "best": self.best(m), "best_all": self.best_methods(m)} for m in self.metrics],
             "cells": cells,
             "timing": dict(self.timing),
         }
@@ -138,18 +144,18 @@ class BenchmarkTable:
             writer = csv.writer(handle)
             writer.writerow(["method", "metric", "family", "higher_is_better", "mean", "sem", "n", "best"])
             for metric in self.metrics:
-                best = self.best(metric)
+                best = self.best_methods(metric)
                 for method in self.methods:
                     writer.writerow([method, metric, self.families.get(metric, ""), self.higher_is_better[metric],
                                      self.mean(method, metric), self.sem(method, metric),
-                                     self.count(method, metric), method == best])
+                                     self.count(method, metric), method in best])
 
     def to_markdown(self, digits: int = 3) -> str:
         """A markdown table: one row per method, one column per metric (with its arrow), ``mean ± sem``, the best
         per metric in bold."""
         header = "| method | " + " | ".join(f"{m} {self.arrow(m)}" for m in self.metrics) + " |"
         lines = [header, "|" + "---|" * (len(self.metrics) + 1)]
-        best = {m: self.best(m) for m in self.metrics}
+        best = {m: self.best_methods(m) for m in self.metrics}
         for method in self.methods:
             cells = []
             for metric in self.metrics:
@@ -158,7 +164,7 @@ class BenchmarkTable:
                     text = "n/a"
                 else:
                     text = f"{mean:.{digits}g}" + ("" if math.isnan(sem) else f" ± {sem:.{max(1, digits - 1)}g}")
-                cells.append(f"**{text}**" if best[metric] == method else text)
+                cells.append(f"**{text}**" if method in best[metric] else text)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 

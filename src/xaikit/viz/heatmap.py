@@ -240,8 +240,10 @@ def plot_scores(methods: Sequence[str], metrics: Sequence[str], mean, higher_is_
         raise ValueError(f"mean must be (methods, metrics) = ({len(methods)}, {len(metrics)}), got {mean.shape}")
     sem = None if sem is None else _numpy(sem)
     goodness = np.where(np.asarray(higher_is_better, bool)[None, :], mean, -mean)
-    # rank 0 = best per metric; NaN scores rank last
+    # rank 0 = best per metric; NaN scores rank last; every method tied with the best is in bold
     ranks = np.argsort(np.argsort(-np.nan_to_num(goodness, nan=-np.inf), axis=0, kind="stable"), axis=0)
+    top = np.nanmax(np.where(np.isnan(goodness), -np.inf, goodness), axis=0, keepdims=True)
+    tied_best = np.isfinite(goodness) & (goodness == top)
     shade = 1.0 - ranks / max(len(methods) - 1, 1)
     fig = Figure(figsize=(1.6 + 1.5 * len(metrics), 0.8 + 0.42 * len(methods)))
     ax = fig.subplots()
@@ -250,7 +252,7 @@ def plot_scores(methods: Sequence[str], metrics: Sequence[str], mean, higher_is_
         for j in range(len(metrics)):
             text = f"{mean[i, j]:.3g}" + (f"\n±{sem[i, j]:.2g}" if sem is not None else "")
             ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    fontweight="bold" if ranks[i, j] == 0 else "normal")
+                    fontweight="bold" if tied_best[i, j] else "normal")
     arrows = ["↑" if h else "↓" for h in higher_is_better]
     ax.set_xticks(range(len(metrics)), [f"{m} {a}" for m, a in zip(metrics, arrows)], rotation=30, ha="right",
                   fontsize=8)
