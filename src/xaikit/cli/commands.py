@@ -163,8 +163,13 @@ def captions(loaded: LoadedModel, expl: Explanation) -> list[str]:
     return lines
 
 
-def image_maps(results: dict[str, Explanation], percentile: float) -> dict[str, np.ndarray]:
-    return {label: viz.normalise(viz.relevance_map(e.attribution), percentile) for label, e in results.items()}
+def image_maps(results: dict[str, Explanation], percentile: float, methods: dict[str, Method]
+               ) -> tuple[dict[str, np.ndarray], set[str]]:
+    """Normalised maps per method label, and the labels whose maps are unsigned (min–max, see viz.heatmap)."""
+    unsigned = {label for label in results if not methods[label].signed_map}
+    maps = {label: viz.normalise_unsigned(viz.relevance_map(e.attribution)) if label in unsigned
+            else viz.normalise(viz.relevance_map(e.attribution), percentile) for label, e in results.items()}
+    return maps, unsigned
 
 
 def save_arrays(path: Path, inputs: Inputs, results: dict[str, Explanation]) -> None:
@@ -202,13 +207,15 @@ def explain(args: argparse.Namespace) -> int:
     save_arrays(out / "attributions.npz", inputs, results)
     lines = captions(loaded, next(iter(results.values())))
     if inputs.kind == "image":
-        write_heatmaps(out, args, loaded, inputs, results, lines)
+        write_heatmaps(out, args, loaded, inputs, results, lines, methods)
     elif inputs.kind == "text":
         viz.write_report(out, [viz.html_section(f"Token heatmaps: {loaded.spec}", token_page(loaded, inputs, results))],
                          settings_of(args), title="xaikit explain")
     elif inputs.x.ndim == 2:  # tabular: samples × features
         maps = {label: viz.normalise(e.attribution, args.percentile) for label, e in results.items()}
-        viz.save_figure(viz.plot_features(maps, inputs.feature_names, inputs.names, args.cmap), out / "features.png")
+        values = {label: e.attribution for label, e in results.items()}
+        viz.save_figure(viz.plot_features(maps, inputs.feature_names, inputs.names, args.cmap, values),
+                        out / "features.png")
     summary = {
         "model": loaded.spec,
         "inputs": [{"name": n, "explained": c} for n, c in zip(inputs.names, lines)],
@@ -225,17 +232,20 @@ def explain(args: argparse.Namespace) -> int:
 
 
 def write_heatmaps(out: Path, args: argparse.Namespace, loaded: LoadedModel, inputs: Inputs,
-                   results: dict[str, Explanation], lines: list[str]) -> None:
+                   results: dict[str, Explanation], lines: list[str], methods: dict[str, Method]) -> None:
     """``heatmaps/<input>/<method>.png`` (the input's size; over the input with --overlay) and ``grid.png``."""
     images = viz.to_rgb(inputs.x, loaded.low, loaded.high)
-    maps = image_maps(results, args.percentile)
+    maps, unsigned = image_maps(results, args.percentile, methods)
     for label, m in maps.items():
-        rgb = viz.overlay(images, m, cmap=args.cmap) if args.overlay else viz.colourise(m, args.cmap)
+        signed = label not in unsigned
+        rgb = viz.overlay(images, m, cmap=args.cmap, signed=signed) if args.overlay else \
+            viz.colourise(m, args.cmap, signed)
         for i, name in enumerate(inputs.names):
             viz.save_png(out / "heatmaps" / name / f"{viz.report.slug(label)}.png", rgb[i])
     shown = slice(0, GRID_ROWS)
     viz.save_figure(viz.plot_grid(images[shown], {k: m[shown] for k, m in maps.items()}, lines[shown],
-                                  overlay_alpha=0.85, cmap=args.cmap), out / "grid.png")
+                                  overlay_alpha=0.85, cmap=args.cmap, unsigned=unsigned, percentile=args.percentile),
+                    out / "grid.png")
 
 
 def token_relevance(expl: Explanation) -> np.ndarray:
@@ -365,9 +375,9 @@ def image_part(args: argparse.Namespace, out: Path) -> viz.Section:
     methods = methods_for(args, specs, loaded, inputs, args.inputs)
     results, times = run_methods(methods, inputs, target_of(args, inputs), args.batch_size, args.quiet)
     images = viz.to_rgb(inputs.x, loaded.low, loaded.high)
-    return viz.image_section(out, images, image_maps(results, args.percentile), inputs.names,
-                             captions(loaded, next(iter(results.values()))), times,
-                             title=f"Heatmaps: {loaded.spec}", note=note, cmap=args.cmap)
+    maps, unsigned = image_maps(results, args.percentile, methods)
+    return viz.image_section(out, images, maps, inputs.names, captions(loaded, next(iter(results.values()))), times,
+                             title=f"Heatmaps: {loaded.spec}", note=note, cmap=args.cmap, unsigned=unsigned)
 
 
 def metrics_part(args: argparse.Namespace, out: Path) -> viz.Section:

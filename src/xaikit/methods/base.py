@@ -54,6 +54,9 @@ class Method:
     token_mode: ClassVar[str | None] = None
     #: embedding-space attributions become one value per token by their "sum" or "norm" over the embedding
     token_reduction: ClassVar[str] = "sum"
+    #: False for maps that are not signed relevances about zero (RISE's expected scores): figures stretch them
+    #: from their minimum to their maximum on a sequential colour map
+    signed_map: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):

@@ -69,6 +69,7 @@ class RISE(_ForwardMethod):
     batch and rebuilt chunk by chunk from their grids, so memory does not grow with ``masks``.
     """
 
+    signed_map = False  # expected scores (all near the mean output), not relevances about zero
     not_for_token_ids = ("it blends inputs with smooth masks, which token ids cannot take; use Occlusion, LIME "
                          "or KernelSHAP for text")
 
