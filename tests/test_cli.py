@@ -273,12 +273,15 @@ def test_specs_parse_values_and_pass_seed_and_batch_size_where_taken():
 def test_explain_text_with_minilm(capsys, tmp_path):
     out = tmp_path / "text"
     code, _, err = run(capsys, "explain", "-m", "minilm", "--text", "a wonderful green garden", "--text",
-                       "the dog went home", "--methods", "gradient", "--out", out)
+                       "a dull movie", "--methods", "gradient", "lrp", "--out", out)
     assert code == 0, err
     arrays = np.load(out / "attributions.npz")
     assert arrays["Gradient"].shape[0] == 2 and arrays["inputs"].dtype.kind == "i"
+    assert "LRP(attnlrp)" in arrays.files  # one default LRP composite for text, in the CLI as in the report
     page = (out / "index.html").read_text()
     assert "wonderful" in page and "Token heatmaps: minilm" in page
+    summary = json.loads((out / "summary.json").read_text())  # the sentiment probe's answers make sense
+    assert [i["explained"].split(" (")[0] for i in summary["inputs"]] == ["positive", "negative"]
 
 
 # ---- issue 18: outputs checked first, user files kept, bad files named and skipped ------------------------------

@@ -61,8 +61,10 @@ def model_and_inputs(args: argparse.Namespace, spec: str, input_specs: list[str]
 def methods_for(args: argparse.Namespace, specs: list[str], loaded: LoadedModel, inputs: Inputs,
                 input_specs: list[str]) -> dict[str, Method]:
     """Build the methods (their settings are checked first), then check that the inputs fit the model."""
+    text = inputs.kind == "text"
     methods = build_methods(specs, loaded.model, args.batch_size, args.seed,
-                            mask_token=mask_token_id(loaded.tokenizer) if inputs.kind == "text" else None)
+                            mask_token=mask_token_id(loaded.tokenizer) if text else None,
+                            composite=parts.TEXT_COMPOSITE if text else None)
     check_fits(loaded, inputs, input_specs)
     return methods
 
@@ -384,8 +386,16 @@ def metrics_part(args: argparse.Namespace, out: Path) -> viz.Section:
     specs, note = _defaults(args.eval_methods, parts.DEFAULT_EVAL_METHODS)
     table = benchmark_table(args, args.eval_model, args.eval_inputs, specs, args.metrics, main=False)
     write_table(table, out)
-    return viz.scores_section(out, table, title=f"Metrics: {args.eval_model}", note=note,
-                              files={"CSV": "scores.csv", "JSON": "scores.json", "Markdown": "scores.md"})
+    section = viz.scores_section(out, table, title=f"Metrics: {args.eval_model}", note=note,
+                                 files={"CSV": "scores.csv", "JSON": "scores.json", "Markdown": "scores.md"})
+    data = ", ".join(args.eval_inputs) or "its own data"
+    if args.eval_model == parts.GROUND_TRUTH_MODEL and not args.eval_inputs:
+        data = (f"{args.num_samples} held-out images of the synthetic ground-truth data set (one shape on a "
+                "texture, with its object mask, so that localisation can be scored)")
+    intro = (f"A different model from the heatmaps above: the methods are scored on {args.eval_model} with {data}. "
+             "No metric alone says which explanation is right; read the columns together.")
+    section.html = viz.report.about(intro) + section.html
+    return section
 
 
 def text_part(args: argparse.Namespace, out: Path) -> viz.Section:
@@ -394,4 +404,6 @@ def text_part(args: argparse.Namespace, out: Path) -> viz.Section:
                                       main=False)
     methods = methods_for(args, specs, loaded, inputs, [])
     results, _ = run_methods(methods, inputs, None, args.batch_size, args.quiet)
-    return viz.html_section(f"Text: {loaded.spec}", token_page(loaded, inputs, results), note)
+    intro = viz.report.about(f"A third model: {loaded.spec}, explained on short texts, each token coloured by its "
+                             "relevance for the predicted class (red for, blue against).")
+    return viz.html_section(f"Text: {loaded.spec}", intro + token_page(loaded, inputs, results), note)

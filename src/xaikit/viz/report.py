@@ -282,6 +282,12 @@ def _format(mean: float, sem: float | None) -> str:
     return f"{mean:.4g}" + ("" if sem is None or not np.isfinite(sem) else f" ± {sem:.2g}")
 
 
+def about(text: str) -> str:
+    """A highlighted paragraph that says what a section shows (its model and data), so parts of a report on
+    different models are not read as one."""
+    return f'<p class="about">{html.escape(text)}</p>'
+
+
 def html_section(title: str, fragment: str, note: str = "") -> Section:
     """A section made of a ready HTML fragment (e.g. token heatmaps from :mod:`xaikit.viz.text`)."""
     return Section(title, fragment, note)
@@ -315,6 +321,8 @@ def _key_values(mapping: Mapping[str, Any]) -> str:
 STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#222}
 .scroll{overflow-x:auto}
+section{border:1px solid #ccc;border-radius:6px;padding:.2em 1em 1em;margin:1.4em 0;background:#fcfcfc}
+section h2{margin-top:.6em} .about{background:#eef3fa;border-left:4px solid #5b7db1;padding:.4em .8em}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse} th,td{padding:.3em .5em;text-align:center;vertical-align:top}
 table.grid img{width:150px;height:auto;display:block} table.grid.small img{image-rendering:pixelated}
