@@ -157,13 +157,17 @@ def layers_after(model: nn.Module, layer: str, example: torch.Tensor) -> list[st
 
 
 def a_clarc(model: nn.Module, cav: CAV, x: torch.Tensor, y: torch.Tensor, epochs: int = 5, lr: float = 1e-3,
-            batch_size: int = 32, seed: int = 0) -> nn.Module:
+            batch_size: int = 32, fraction: float = 0.5, seed: int = 0) -> nn.Module:
     """A-ClArC: a fine-tuned copy of ``model`` (the original is not changed).
 
-    The artifact is added to every training sample at ``cav.layer`` (``a ↦ a + v(vᵀz_artifact − vᵀa)``) and only
-    the parameters of the layers after it are trained (Adam, cross entropy) on ``(x, y)``, data of all classes,
-    so that the artifact no longer tells a class apart. The returned model is in eval mode, without hooks.
+    The artifact is added at ``cav.layer`` (``a ↦ a + v(vᵀz_artifact − vᵀa)``) to a random ``fraction`` of the
+    samples of every batch, whatever their class, and only the parameters of the layers after it are trained
+    (Adam, cross entropy) on ``(x, y)``, data of all classes, so that the artifact no longer tells a class apart
+    (with ``fraction=1`` every training sample carries it, and artifact-free inputs are never seen in
+    fine-tuning). The returned model is in eval mode, without hooks.
     """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
     check_positive(epochs, "epochs", integer=True)
     check_positive(batch_size, "batch_size", integer=True)
     check_positive(lr, "lr")
@@ -180,15 +184,25 @@ def a_clarc(model: nn.Module, cav: CAV, x: torch.Tensor, y: torch.Tensor, epochs
     optimiser = torch.optim.Adam(params, lr=lr)
     g = torch.Generator().manual_seed(seed)
     tuned.train()
-    with project(tuned, cav, "a"):
+    chosen: list[torch.Tensor] = []
+
+    def add_artifact(module: nn.Module, args, out: torch.Tensor) -> torch.Tensor:
+        moved = _shift_hook(cav, cav.artifact_mean)(module, args, out)
+        return torch.where(chosen[-1].view(-1, *([1] * (out.ndim - 1))).to(out.device), moved, out)
+
+    handle = find_modules(tuned, cav.layer, "cav.layer")[cav.layer].register_forward_hook(add_artifact)
+    try:
         for _ in range(epochs):
             order = torch.randperm(x.shape[0], generator=g)
             for start in range(0, x.shape[0], batch_size):
                 idx = order[start:start + batch_size]
+                chosen.append(torch.rand(len(idx), generator=g) < fraction)
                 loss = F.cross_entropy(tuned(x[idx]), y[idx])
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
+    finally:
+        handle.remove()
     for p in tuned.parameters():
         p.requires_grad_(True)
         p.grad = None
