@@ -129,6 +129,7 @@ class Projected(nn.Module):
         check_choice(mode, "mode", ("p", "a"))
         find_modules(model, cav.layer, "cav.layer")
         self.model, self.cav, self.mode = model, cav, mode
+        self.train(model.training)  # the wrapper is in the model's mode
 
     def forward(self, *args, **kwargs):
         with project(self.model, self.cav, self.mode):
