@@ -146,16 +146,7 @@ def layer(s: Session, func, name, args, kwargs, acts):
     x, weight, bias, rest_args, rest_kwargs = ops._unpack_layer(args, kwargs)
     if not s.is_activation(x) or s.is_activation(weight):
         return _unsupported(s, func, f"{name} with input-dependent weights", args, kwargs, acts)
-    module_name, module = s.owners.get(id(weight), (None, None))
-    kind = "conv" if name.startswith("conv") else "dense"
-    first = id(x) in s.chain
-    rule = s.composite.rule_for(kind, module_name, module, first)
-    if rule.direct and not first:
-        raise ValueError(
-            f"rule {rule.name!r} writes relevance at the model input and applies only to the first layer, "
-            f"but was selected for {module_name or name}"
-        )
-    s.coverage.add("handled", f"{name}:{rule.name}")
+    _, rule = ops.layer_rule(s, name, x, weight)
     call = LayerCall(func, name, rest_args, rest_kwargs, tuple(weight.shape[2:]))
     state = LayerState(rule, name, call)
     if rule.direct:
