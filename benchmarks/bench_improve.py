@@ -97,7 +97,8 @@ def artifact_share(model: nn.Module, x: torch.Tensor) -> float:
     return float((inside / relevance.flatten(1).sum(1).clamp_min(1e-12)).mean())
 
 
-def watermark(seed: int) -> dict:
+def _watermark_setup(seed: int):
+    """The watermarked training set, the model trained on it, the test scores, and SpRAy's suspected cluster."""
     train_set = make_watermark_shapes(512, seed=seed, fraction=0.8)
     test = make_shapes(400, seed=1000 + seed)
     poisoned = add_watermark(test.x)
@@ -109,16 +110,20 @@ def watermark(seed: int) -> dict:
         return {"clean": accuracy(m, test.x, test.y), "poisoned": accuracy(m, poisoned, test.y),
                 "artifact_relevance": artifact_share(m, poisoned)}
 
-    out = {"before": scores(model)}
     # reveal: SpRAy on the class-0 training heatmaps
     class0 = train_set.y == 0
     heatmaps = xk.LRP(model, composite="epsilon_plus")(train_set.x[class0], target=0).attribution
     found = spray(heatmaps, n_clusters=2, seed=seed)
-    flags = train_set.artifact[class0]
     # the suspected cluster: the one whose mean heatmap puts most relevance on one 2×2 cell (a spot, not a shape)
     peak = found.mean.flatten(1).amax(1) / found.mean.flatten(1).abs().sum(1).clamp_min(1e-12)
-    cluster = int(peak.argmax())
-    suspected = found.labels == cluster
+    suspected = found.labels == int(peak.argmax())
+    return train_set, model, scores, class0, heatmaps, suspected
+
+
+def watermark(seed: int) -> dict:
+    train_set, model, scores, class0, heatmaps, suspected = _watermark_setup(seed)
+    out = {"before": scores(model)}
+    flags = train_set.artifact[class0]
     precision = float(flags[suspected].float().mean()) if suspected.any() else float("nan")
     recall = float(suspected[flags].float().mean())
     out["spray"] = {"precision": precision, "recall": recall, "size": int(suspected.sum()),
@@ -136,24 +141,11 @@ def watermark(seed: int) -> dict:
 def watermark_reveal(seed: int) -> dict:
     """Reveal → revise end to end: the CAV from the SpRAy cluster against images of the other classes (which
     carry no watermark), as a user with no flags would choose clean references; the same model as ``watermark``."""
-    train_set = make_watermark_shapes(512, seed=seed, fraction=0.8)
-    test = make_shapes(400, seed=1000 + seed)
-    poisoned = add_watermark(test.x)
-    torch.manual_seed(seed)
-    model = small_cnn()
-    train(model, train_set.x, train_set.y, 25, 32, 3e-3, seed)
-    class0 = train_set.y == 0
-    heatmaps = xk.LRP(model, composite="epsilon_plus")(train_set.x[class0], target=0).attribution
-    found = spray(heatmaps, n_clusters=2, seed=seed)
-    peak = found.mean.flatten(1).amax(1) / found.mean.flatten(1).abs().sum(1).clamp_min(1e-12)
-    suspected = found.labels == int(peak.argmax())
+    train_set, model, scores, class0, _, suspected = _watermark_setup(seed)
     out = {}
     for method in ("pattern", "svm"):
         cav = fit_cav(model, "4", train_set.x[class0][suspected], train_set.x[~class0], method=method, seed=seed)
-        fixed = Projected(model, cav)
-        out[f"p_clarc_{method}_others"] = {"clean": accuracy(fixed, test.x, test.y),
-                                           "poisoned": accuracy(fixed, poisoned, test.y),
-                                           "artifact_relevance": artifact_share(fixed, poisoned)}
+        out[f"p_clarc_{method}_others"] = scores(Projected(model, cav))
     return out
 
 
