@@ -174,3 +174,34 @@ def test_batched_forward_gives_each_row_its_samples_extra_inputs():
     out = batched_forward(Scaled(), x, 4, owner=owner, batch=3, forward_kwargs={"scale": scale})
     assert out[:, 0].tolist() == [0.0, 1.0, 20.0, 30.0, 400.0, 500.0]
     assert select_batch({"a": scale, "b": 3}, torch.tensor([2]), 3)["a"].tolist() == [[100.0]]
+
+
+class _NaNFor(nn.Module):
+    """A linear model whose output is NaN wherever feature ``index`` is exactly ``value``."""
+
+    def __init__(self, index: int = 0, value: float | None = None) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+        self.index, self.value = index, value
+
+    def forward(self, x):
+        out = self.linear(x)
+        if self.value is None:
+            return out * torch.nan
+        poisoned = (x[:, self.index] == self.value)[:, None]
+        return torch.where(poisoned, torch.full_like(out, torch.nan), out)
+
+
+@pytest.mark.parametrize("method", [
+    lambda m: xk.LRP(m), lambda m: xk.Gradient(m), lambda m: xk.KernelSHAP(m, samples=16, seed=0),
+    lambda m: xk.Occlusion(m, window=1),
+])
+def test_a_nan_output_to_explain_is_an_error(method):
+    with pytest.raises(ValueError, match="output to explain is nan for sample"):
+        method(_NaNFor().eval())(torch.randn(2, 4), target=0)
+
+
+def test_nan_scores_of_perturbed_inputs_are_warned_about():
+    model = _NaNFor(index=1, value=0.0).eval()  # the zero baseline of feature 1 gives NaN
+    with pytest.warns(UserWarning, match="NaN or infinite scores on"):
+        xk.Occlusion(model, window=1)(torch.ones(2, 4), target=0)

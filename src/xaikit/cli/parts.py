@@ -43,7 +43,7 @@ IMAGE_MODELS: dict[str, dict[str, Any]] = {
 #: [-1, 1]): the CLI names, the trainer ``(seed=) -> model`` and the generator ``(n, seed=) -> .x, .y, .mask``
 GROUND_TRUTH_MODEL = "ground-truth-cnn"
 GROUND_TRUTH_DATA = "ground-truth"
-GROUND_TRUTH_LOADER = "xaikit.zoo.groundtruth:train_shapes_model"
+GROUND_TRUTH_LOADER = "xaikit.zoo.groundtruth:load_shapes_model"
 GROUND_TRUTH_DATASET = "xaikit.zoo.groundtruth:make_shapes"
 GROUND_TRUTH_RANGE = (-1.0, 1.0)
 GROUND_TRUTH_CLASSES = "xaikit.zoo.groundtruth:SHAPES"
@@ -63,7 +63,7 @@ ZOO_NAMES = (*IMAGE_MODELS, GROUND_TRUTH_MODEL, *TEXT_MODELS)
 
 
 def load_ground_truth_cnn(seed: int) -> nn.Module:
-    """The small CNN trained on the ground-truth data set (drawn with ``seed``; seconds on a CPU)."""
+    """The small CNN trained on the ground-truth data set drawn with ``seed`` (shipped weights for seed 0)."""
     return attribute(GROUND_TRUTH_LOADER, "the ground-truth CNN")(seed=seed)
 
 

@@ -52,18 +52,20 @@ def accepts(cls: type, keyword: str) -> bool:
     return keyword in inspect.signature(init).parameters
 
 
-def build_methods(specs: Sequence[str], model: nn.Module, batch_size: int | str, seed: int | None
-                  ) -> dict[str, Method]:
+def build_methods(specs: Sequence[str], model: nn.Module, batch_size: int | str, seed: int | None,
+                  mask_token: int | None = None) -> dict[str, Method]:
     """Build every method of ``specs`` on ``model``: label -> method object.
 
-    ``batch_size`` and ``seed`` are passed to the methods that take them unless the spec sets them. Labels are
+    ``batch_size`` and ``seed`` are passed to the methods that take them unless the spec sets them, and for
+    text the tokenizer's ``mask_token`` id is the baseline of the methods that switch tokens off. Labels are
     the methods' display names (``LRP(epsilon_gamma_box)``), or the spec itself where two would coincide.
     """
     built: dict[str, Method] = {}
     for text in specs:
         name, settings = parse_spec(text)
         cls = method_class(name)
-        for key, value in (("batch_size", batch_size), ("seed", seed)):
+        masks_tokens = mask_token is not None and getattr(cls, "not_for_token_ids", "") is None
+        for key, value in (("batch_size", batch_size), ("seed", seed), ("baseline", mask_token if masks_tokens else None)):
             if value is not None and key not in settings and accepts(cls, key):
                 settings[key] = value
         try:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..batching import batched_forward, check_batch_size, select_batch
-from ..errors import check_input, eval_semantics
+from ..errors import check_input, eval_semantics, unknown_name
 from ..explanation import Explanation
 from ..methods.base import Method, snake_case
 from ..settings import bind_settings
@@ -331,7 +331,7 @@ def get_metric(name: str) -> type[Metric]:
     """Look up a metric class by snake_case or class name."""
     key = name if name in METRICS else snake_case(name)
     if key not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; valid: {', '.join(sorted(METRICS))}")
+        raise unknown_name("metric", name, METRICS)
     return METRICS[key]
 
 
