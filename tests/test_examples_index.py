@@ -168,7 +168,14 @@ def test_layer_features_stop_at_the_layer_and_leave_no_hook():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert LayerFeatures(model)(test.x[:2]).shape == (2, 16)
-    unused = nn.Sequential(nn.Linear(4, 4))
-    unused.extra = nn.Linear(4, 4)
     with pytest.raises(ValueError, match="not used"):
-        LayerFeatures(unused, "extra")(torch.zeros(1, 4))
+        LayerFeatures(_Unused(), "extra")(torch.zeros(1, 4))
+
+
+class _Unused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.used, self.extra = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x)
