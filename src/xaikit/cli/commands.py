@@ -361,7 +361,8 @@ def examples_part(args: argparse.Namespace, out: Path) -> viz.Section:
     labels = found.label[0].tolist() if found.label is not None else [None] * k
     shown = [f"{loaded.label(c)} " if c is not None else "" for c in labels]
     neighbour_captions = [f"{s}cos={v:.3f}" for s, v in zip(shown, found.similarity[0].tolist())]
-    cem = examples.CEM(loaded.model, feature_range=(loaded.low, loaded.high), c_init=100.0, c_steps=4,
+    cem = examples.CEM(loaded.model, feature_range=(loaded.low, loaded.high), absent=(loaded.low + loaded.high) / 2,
+                       c_init=100.0, c_steps=4,
                        iterations=200)(query)
     predicted = int(cem.target[0])
     pertinent = {
@@ -376,4 +377,4 @@ def examples_part(args: argparse.Namespace, out: Path) -> viz.Section:
                                 pertinent, low=loaded.low, high=loaded.high,
                                 title=f"Explanation by example: {loaded.spec}",
                                 note=f"{note} ({maps.info['layer']}, cosine); heatmaps: BiLRP of the cosine "
-                                     f"similarity; CEM with κ=0, β=0.1, 4 × 200 iterations")
+                                     f"similarity; CEM with κ=0, β=0.1, 4 × 200 iterations, absent = mid-grey")
