@@ -92,8 +92,8 @@ def examples_section(folder: str | Path, query, caption: str, neighbours, neighb
                     + _cell(folder, f"{prefix}query_cem", q[0], "query", caption) + "".join(cells)
                     + "</tr></tbody></table></div>"
                     '<p class="legend">pertinent positive: what must stay present to keep the class (the rest set to '
-                    '"absent"); pertinent negative: the smallest sparse addition that changes the class; δ in red '
-                    "(added) and blue (removed).</p>")
+                    '"absent"); pertinent negative: the smallest sparse addition that changes the class; δ: red where '
+                    "the input is raised, blue where it is lowered (PP: against the absent value; PN: against the query).</p>")
     body.append('<p class="legend"><span class="swatch neg"></span> negative <span class="swatch zero"></span> zero '
                 '<span class="swatch pos"></span> positive relevance (each heatmap scaled on its own)</p>')
     return Section(title, "".join(body), note)
