@@ -151,6 +151,8 @@ def test_bad_input_is_named():
         FeatureIndex(model, layer="pol")
     with pytest.raises(ValueError, match="unknown metric"):
         FeatureIndex(model, metric="manhattan")
+    with pytest.raises(TypeError, match="unknown setting 'k'"):
+        FeatureIndex(model, k=5)
     with pytest.raises(ValueError, match=r"query vectors must be \(Q, 16\)"):
         index.search(torch.zeros(2, 5))
     with pytest.raises(ValueError, match="NaN"):

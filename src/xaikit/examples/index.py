@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import check_choice, check_input, model_device, warn_if_training
+from ..methods.base import _checked_init
 from ..methods.bilrp import BiLRP
 from ..propagation.composites import Composite
 from .data import DataSource, model_fingerprint
@@ -286,3 +287,6 @@ class FeatureIndex:
         info = {"similarity": similarity, "composite": bilrp.lrp.composite.name, "layer": self.features.label,
                 "total": total, "residual": score - total}
         return SimilarityMaps(query_map.reshape(shape), neighbour_map.reshape(shape), score, neighbours, info)
+
+
+FeatureIndex.__init__ = _checked_init(FeatureIndex.__init__)  # unknown settings are rejected by name
