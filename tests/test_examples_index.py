@@ -75,6 +75,12 @@ def test_streamed_loader_equals_tensor_and_reads_samples_back():
     assert torch.equal(from_tensor.labels, streamed.labels)
     nb = streamed.neighbours(test.x[:3], k=2)
     assert torch.equal(streamed.samples(nb.index), data.x[nb.index])
+    generated = FeatureIndex(model, layer="pool").fit(((data.x[i:i + 10], data.y[i:i + 10]) for i in range(0, 100, 10)))
+    assert torch.allclose(generated.vectors, from_tensor.vectors, atol=1e-6)
+    with pytest.raises(TypeError, match="without random access"):
+        generated.samples(nb.index)
+    with pytest.raises(ValueError, match="read only once"):
+        FeatureIndex(model).fit((data.x[i:i + 10] for i in range(0, 100, 10)), cache="unused.pt")
     with pytest.raises(ValueError, match="shuffle"):
         FeatureIndex(model).fit(DataLoader(TensorDataset(data.x, data.y), batch_size=8, shuffle=True))
 

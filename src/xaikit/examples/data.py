@@ -101,8 +101,16 @@ class DataSource:
                             "DataLoader over a map-style Dataset to read neighbours back")
         return out.reshape(*index.shape, *out.shape[1:])
 
+    @property
+    def one_shot(self) -> bool:
+        """Whether the data is an iterator that can be read only once (a generator)."""
+        return self.tensors is None and self.loader is not None and iter(self.loader) is self.loader
+
     def fingerprint(self) -> str:
         """A short hash of the first batch and the length (when known): identifies the data of a cache."""
+        if self.one_shot:
+            raise ValueError(f"{self.name} is an iterator that can be read only once; a cache needs to read its "
+                             "first batch again: pass a DataLoader, a Dataset or tensors")
         digest = hashlib.sha1()
         for x, y in self.batches():
             digest.update(str((tuple(x.shape), str(x.dtype))).encode())
