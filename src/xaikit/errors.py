@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import warnings
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -96,6 +97,17 @@ def eval_semantics(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in flags:
             module.training = training
+
+
+def explains_in_eval(function: Callable) -> Callable:
+    """Decorator of a method of an object with a ``model``: the call runs in :func:`eval_semantics`."""
+
+    @functools.wraps(function)
+    def wrapper(self, *args: Any, **kwargs: Any) -> Any:
+        with eval_semantics(self.model):
+            return function(self, *args, **kwargs)
+
+    return wrapper
 
 
 def unknown_name(what: str, value: Any, choices: Iterable[Any]) -> ValueError:
