@@ -10,9 +10,10 @@ from .explanation import Explanation
 from .methods import *  # noqa: F401,F403
 from .methods import __all__ as _methods
 from .methods.base import METHODS, Method, explain, get_method
+from .numpy_model import NumpyModel
 from .targets import Contrast
 from .tokens import NextToken
 
 __version__ = "0.1.0"
 __all__ = ["metrics", "Explanation", "Contrast", "NextToken", "Method", "METHODS", "explain", "get_method",
-           "set_memory_budget", *_methods]
+           "set_memory_budget", "NumpyModel", *_methods]

@@ -30,8 +30,35 @@ def check_input(x: Any, name: str = "x", model: nn.Module | None = None, allow_i
     return x
 
 
-def model_device(model: nn.Module) -> torch.device | None:
-    """The device of the model's first parameter or buffer (``None`` for a model without tensors)."""
+#: the methods that need only a function ``x -> scores`` (named in the error for a non-module model)
+AGNOSTIC_METHODS = "Occlusion, RISE, LIME, ExactShapley, KernelSHAP, PermutationShapley"
+
+
+def check_model(model: Any, name: str = "model", needs_module: str | None = None) -> None:
+    """Accept a ``torch.nn.Module``, or any callable ``x -> tensor of scores`` when ``needs_module`` is ``None``.
+
+    ``needs_module`` says why a module is required (e.g. "it back-propagates through the layers"); the error
+    then names the methods that accept a plain function.
+    """
+    if isinstance(model, nn.Module):
+        return
+    if needs_module is not None:
+        raise TypeError(
+            f"{name} must be a torch.nn.Module because {needs_module}; got {type(model).__name__}. A plain "
+            f"function x -> scores works with the model-agnostic methods ({AGNOSTIC_METHODS}) and the metrics "
+            "that only need outputs"
+        )
+    if not callable(model):
+        raise TypeError(
+            f"{name} must be a torch.nn.Module or a callable x -> tensor of scores, got {type(model).__name__}; "
+            "wrap a NumPy function (e.g. sklearn's predict_proba) with xk.NumpyModel(fn)"
+        )
+
+
+def model_device(model: Any) -> torch.device | None:
+    """The device of the model's first parameter or buffer (``None`` for a model without tensors or a function)."""
+    if not isinstance(model, nn.Module):
+        return None
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
@@ -39,9 +66,9 @@ def model_device(model: nn.Module) -> torch.device | None:
     return None
 
 
-def warn_if_training(model: nn.Module) -> None:
-    """Warn when the model is in training mode (dropout and batch statistics make explanations random)."""
-    if model.training:
+def warn_if_training(model: Any) -> None:
+    """Warn when the model is a module in training mode (dropout and batch statistics make explanations random)."""
+    if isinstance(model, nn.Module) and model.training:
         warnings.warn(
             "model is in training mode: dropout and batch-norm batch statistics make the explanation random "
             "and batch-dependent; call model.eval() first",

@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..errors import check_input, warn_if_training
+from ..errors import check_input, check_model, warn_if_training
 from ..explanation import Explanation
 from ..settings import bind_settings
 from ..targets import TargetSpec, check_target
@@ -44,14 +44,16 @@ class Method:
     """Base class of attribution methods.
 
     Subclasses implement :meth:`explain` and set ``allow_integer_input = True`` when they accept token ids.
-    Every public subclass is registered under its snake_case name for :func:`explain` and the CLI.
+    ``needs_module`` says why the method needs a ``torch.nn.Module``; the forward-only methods set it to
+    ``None`` and accept any callable ``x -> tensor of scores``. Every public subclass is registered under its
+    snake_case name for :func:`explain` and the CLI.
     """
 
     allow_integer_input: ClassVar[bool] = False
+    needs_module: ClassVar[str | None] = "it uses the model's gradients or layers"
 
-    def __init__(self, model: nn.Module) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    def __init__(self, model: nn.Module | Callable[[torch.Tensor], torch.Tensor]) -> None:
+        check_model(model, f"the model of {type(self).__name__}", self.needs_module)
         self.model = model
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
