@@ -2,8 +2,8 @@
 synthetic models/data with known answers."""
 from .groundtruth import SHAPES, ShapesCNN, ShapesData, accuracy, make_shapes, train_shapes_model
 from .imagenet import IMAGES, imagenet_label, load_efficientnet_lite0, load_image
-from .tabular import train_wine_mlp
+from .tabular import BlockAdditive, train_cancer_blocks, train_wine_mlp
 
 __all__ = ["load_efficientnet_lite0", "load_image", "imagenet_label", "IMAGES",
            "make_shapes", "train_shapes_model", "ShapesData", "ShapesCNN", "SHAPES", "accuracy",
-           "train_wine_mlp"]
+           "train_wine_mlp", "train_cancer_blocks", "BlockAdditive"]
