@@ -15,10 +15,11 @@ from .heatmap import (
     save_png,
     to_rgb,
 )
+from .tabular import plot_bar, plot_beeswarm
 from .report import Scores, Section, html_section, image_section, note_section, scores_section, write_report
 
 __all__ = [
     "relevance_map", "normalise", "colourise", "heatmap", "relevance_cmap", "to_rgb", "overlay", "save_png",
-    "plot_grid", "plot_features", "plot_curves", "plot_scores", "save_figure",
+    "plot_grid", "plot_features", "plot_curves", "plot_scores", "save_figure", "plot_bar", "plot_beeswarm",
     "Section", "Scores", "image_section", "scores_section", "html_section", "note_section", "write_report",
 ]
