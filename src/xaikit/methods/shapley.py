@@ -172,7 +172,8 @@ class KernelSHAP(_Shapley):
 
     Notes
     -----
-    Cost: ``N * (1 + samples * B)`` forward passes. ``info``: ``"exact_sizes"`` (sizes evaluated exactly),
+    Cost: ``N * (1 + samples * B)`` forward passes. ``info``: ``"exact_sizes"`` (sizes evaluated exactly; a
+    list per sample when samples have different numbers of features),
     ``"samples"`` (coalitions evaluated), ``"seed"``. An additive model (e.g. linear) is recovered exactly.
     """
 
@@ -216,7 +217,8 @@ class KernelSHAP(_Shapley):
         values = torch.cat([v[:, :1], full[:, None], v[:, 1:]], 1)  # rows as in the weights: ∅, F, z_1..C
         phi = torch.einsum("nck,ncd->nkd", values, weights[group])
         info = {"samples": self.samples, "paired": self.paired, "seed": seed,
-                "exact_sizes": designs[0].exact_sizes if len(designs) == 1 else [g.exact_sizes for g in designs]}
+                "exact_sizes": designs[0].exact_sizes if len(designs) == 1
+                else [designs[g].exact_sizes for g in group.tolist()]}  # per sample when their d differ
         return self._results(x, features, phi, full, v[:, 0], info)
 
 
