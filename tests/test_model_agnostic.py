@@ -117,3 +117,15 @@ def test_kernel_shap_budget_checks_and_exactness_at_full_budget():
     # coalitions depend on the seed and d only: one row alone gets what it gets in the batch
     torch.testing.assert_close(xk.KernelSHAP(model, samples=9, seed=3)(X[2:3], target=2).attribution[0],
                                xk.KernelSHAP(model, samples=9, seed=3)(X, target=2).attribution[2])
+
+
+def test_kernel_shap_with_per_sample_feature_counts_is_exact_at_full_budget():
+    """Samples with 3, 5 and 4 features get their own designs (padded together); 30 ≥ 2^5 - 2 covers all."""
+    model = tiny_mlp()
+    mask = torch.tensor([[0, 0, 1, 1, 2], [0, 1, 2, 3, 4], [0, 1, 1, 2, 3]])
+    got = xk.KernelSHAP(model, features=mask, samples=30, seed=0)(X[:3], target=1)
+    want = xk.ExactShapley(model, features=mask)(X[:3], target=1)
+    torch.testing.assert_close(got.attribution, want.attribution, atol=1e-5, rtol=1e-5)
+    assert got.info["exact_sizes"][1] == [1, 4, 2, 3]
+    few = xk.KernelSHAP(model, features=mask, samples=8, seed=0)(X[:3], target=1)
+    assert few.info["convergence_delta"].abs().max() < 1e-5
