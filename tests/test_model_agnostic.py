@@ -62,6 +62,13 @@ def test_numpy_model_wraps_sklearn_predict_proba_with_dtype_and_exact_shapley():
         xk.KernelSHAP(xk.NumpyModel(clf.predict), samples=20)(X)
     with pytest.raises(TypeError, match="fn must be a callable"):
         xk.NumpyModel("predict_proba")
+    pytest.importorskip("pandas")
+    seen = []
+    framed = xk.NumpyModel(lambda frame: seen.append(list(frame.columns)) or frame.to_numpy().sum(1), dtype="float64",
+                           feature_names=list("abcde"))
+    assert framed(X).dtype == torch.float32 and seen == [list("abcde")]
+    with pytest.raises(ValueError, match="feature_names has 5 names"):
+        framed(torch.zeros(2, 3))
 
 
 @pytest.mark.parametrize("make", [xk.Gradient, xk.IntegratedGradients, xk.LRP, xk.GuidedBackprop,
