@@ -5,6 +5,7 @@
 ``xk.metrics`` for evaluating explanations.
 """
 from . import metrics
+from . import run
 from .batching import set_memory_budget
 from .explanation import Explanation
 from .methods import *  # noqa: F401,F403
