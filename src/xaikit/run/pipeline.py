@@ -134,6 +134,7 @@ def _summary(engine: str, workers: int, seconds: float, computed: list[dict[str,
     return {"engine": engine, "workers": workers, "seconds": round(seconds, 3),
             "shards_computed": len(computed), "shards_reused": reused, "shards_total": total,
             "samples_computed": samples, "failures": sum(s["failures"] for s in computed),
+            "retried_chunks": sum(s.get("retried_chunks", 0) for s in computed),
             "samples_per_s": round(samples / seconds, 3) if seconds > 0 and samples else 0.0,
             "finished": len(computed) + reused == total, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
