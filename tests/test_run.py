@@ -217,3 +217,30 @@ def test_table_and_image_folder_sources(tmp_path):
     assert (table["target"] == table["prediction"]).all()
     with pytest.raises(ValueError, match="label_column 'nope'"):
         run(RunSpec(model=mlp, methods=["gradient"]), tmp_path / "t.csv", tmp_path / "x", label_column="nope")
+
+
+def test_cli_run_resume_refuse_and_errors(tmp_path, capsys):
+    from xaikit.cli import main
+
+    out = str(tmp_path / "cli")
+    base = ["run", "-m", MODEL, "-i", "ground-truth", "--num-samples", "6", "--shard-size", "4", "--batch-size", "2",
+            "-o", out]
+    assert main(base + ["--methods", "gradient", "--metrics", "sparseness", "-q"]) == 0
+    table = open_run(out).table()
+    assert len(table) == 6 and "sparseness/gradient" in table.columns
+    assert main(base + ["--methods", "gradient", "--metrics", "sparseness"]) == 0  # resumed: nothing to do
+    assert "0 samples" in capsys.readouterr().err
+    assert main(base + ["--methods", "input_x_gradient", "-q"]) == 2
+    assert "holds a different run" in capsys.readouterr().err
+    assert main(base + ["--methods", "input_x_gradient", "--overwrite", "-q"]) == 0
+    assert main(base + ["--methods", "nope", "-q"]) == 2
+    assert main(["run", "-m", "no_such_module:f", "-i", "ground-truth", "-o", str(tmp_path / "x"), "-q"]) == 3
+    assert "model factory" in capsys.readouterr().err
+    code = main(base + ["--overwrite", "--engine", "ray", "--address", "127.0.0.1:1", "-q"])
+    err = capsys.readouterr().err
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is not None:
+        assert code == 3 and "cannot reach the Ray cluster at '127.0.0.1:1'" in err
+    else:
+        assert code == 4 and "xaikit[ray]" in err
