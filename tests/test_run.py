@@ -76,6 +76,23 @@ def test_benchmark_table_adapter(reference):
     assert "| gradient |" in table.to_markdown()
 
 
+def test_benchmark_through_pipeline_equals_metrics_benchmark(tmp_path, data):
+    import xaikit as xk
+    from xaikit.run import benchmark
+
+    metrics = {"pixel_flipping": ("pixel_flipping", {"pixels_per_step": 64}), "pointing_game": "pointing_game"}
+    piped = benchmark(spec(metrics=metrics), data, tmp_path, progress=False)
+    torch.manual_seed(0)
+    model = ShapesCNN().eval()
+    direct = xk.metrics.benchmark(
+        model, data.astuple(),
+        {"gradient": xk.Gradient(model), "lrp:composite=epsilon_plus_flat": xk.LRP(model, composite="epsilon_plus_flat")},
+        {"pixel_flipping": xk.metrics.PixelFlipping(pixels_per_step=64), "pointing_game": xk.metrics.PointingGame()})
+    for key, scores in direct.scores.items():
+        torch.testing.assert_close(piped.scores[key], scores.double(), rtol=1e-4, atol=1e-6)
+    assert {m: direct.best(m) for m in direct.metrics} == {m: piped.best(m) for m in piped.metrics}
+
+
 class Interrupt(torch.utils.data.Dataset):
     """Samples of ``data``; reading sample ``at`` raises KeyboardInterrupt once (a kill of the driver)."""
 

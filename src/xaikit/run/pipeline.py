@@ -145,3 +145,15 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"({summary['samples_per_s']:.2f} samples/s, {summary['engine']}, {summary['workers']} worker(s)); "
             f"{summary['failures']} failed; shards: {summary['shards_computed']} computed, "
             f"{summary['shards_reused']} reused of {summary['shards_total']}")
+
+
+def benchmark(spec: RunSpec, data: Any, out: str | Path, **options: Any) -> Any:
+    """The methods × metrics table of :func:`xaikit.metrics.benchmark`, computed through the pipeline.
+
+    Runs (or resumes) ``spec`` on the whole data set ``data`` with :func:`run` (``options`` go to it: engine,
+    workers, overwrite, ...) and returns the :class:`~xaikit.metrics.benchmark.BenchmarkTable` of the rows:
+    per-sample scores, mean ± standard error, the best method per metric, Markdown/CSV/JSON export.
+    """
+    if not spec.metric_items:
+        raise ValueError("spec has no metrics: give RunSpec(metrics=[...]) for a methods × metrics table")
+    return run(spec, data, out, **options).benchmark_table()
