@@ -21,6 +21,7 @@ import torch
 
 from . import parts
 from .errors import NotFound, UsageError
+from ..run.sources import image_tensor
 from .models import LoadedModel
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
@@ -110,19 +111,6 @@ def _read_image(path: Path) -> np.ndarray:
         return io.imread(str(path))
     except Exception as err:  # noqa: BLE001 - any decoder error means the same to the user
         raise NotFound(f"cannot read image {str(path)!r}: {type(err).__name__}") from None
-
-
-def image_tensor(image: np.ndarray, size: int, low: float, high: float) -> torch.Tensor:
-    """An ``(H, W[, C])`` image -> ``(3, size, size)`` float tensor in ``[low, high]`` (resized whole)."""
-    from skimage import color, transform, util
-
-    image = util.img_as_float(image)
-    if image.ndim == 2:
-        image = color.gray2rgb(image)
-    elif image.shape[-1] == 4:
-        image = color.rgba2rgb(image)
-    image = transform.resize(image, (size, size), anti_aliasing=True)
-    return torch.tensor(image, dtype=torch.float32).permute(2, 0, 1) * (high - low) + low
 
 
 def _image_batch(images: list[tuple[str, np.ndarray]], loaded: LoadedModel) -> Inputs:

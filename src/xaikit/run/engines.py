@@ -104,7 +104,7 @@ def run_ray(spec: RunSpec, source: Source, store: Store, shards: list[int], repo
         context.max_consecutive_actor_init_deaths = 0  # a factory that fails once fails the run
         ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=len(shards))
         ds = ds.map_batches(
-            RayShardWorker, batch_size=1, batch_format="numpy", concurrency=workers,
+            RayShardWorker, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0,
             fn_constructor_kwargs={"spec": spec, "source": source, "store": store, "threads": cpus_per_worker})
         try:
