@@ -12,6 +12,7 @@ Run: ``PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_run.py --n 512 -
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
@@ -64,6 +65,7 @@ def main() -> None:
     configs = {"inprocess": {"engine": "inprocess"}, "ray, 1 worker": {"engine": "ray", "workers": 1},
                "ray, 2 workers": {"engine": "ray", "workers": 2}}
     times: dict[str, list[float]] = {name: [] for name in configs}
+    inside: dict[str, list[float]] = {name: [] for name in configs}  # seconds spent inside shards, all workers
     try:
         for repeat in range(args.repeats):
             for name, options in configs.items():
@@ -73,19 +75,22 @@ def main() -> None:
                 result = run(spec, images, out, size=224, low=-1.0, high=1.0, progress=False, **options)
                 times[name].append(time.perf_counter() - began)
                 assert result.complete and result.summary["failures"] == 0
-                print(f"repeat {repeat} {name}: {times[name][-1]:.1f} s", flush=True)
+                inside[name].append(sum(json.loads(p.read_text())["seconds"] for p in (out / "timing").iterdir()))
+                print(f"repeat {repeat} {name}: {times[name][-1]:.1f} s (in shards {inside[name][-1]:.1f} s)",
+                      flush=True)
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
     base = statistics.median(times["inprocess"])
     print(f"\n{args.n} images, LRP(epsilon_gamma_box) on EfficientNet-Lite0, shard size {args.shard_size}, "
           f"batch size {args.batch_size}; ray.init (2 CPUs) {ray_init:.1f} s (not in the times)\n")
-    print("| engine | median s | runs (s) | images/s | × in-process |")
-    print("|---|---|---|---|---|")
+    print("| engine | median s | runs (s) | images/s | × in-process | s inside shards (sum over workers) |")
+    print("|---|---|---|---|---|---|")
     for name, values in times.items():
         median = statistics.median(values)
         runs = ", ".join(f"{v:.1f}" for v in values)
-        print(f"| {name} | {median:.1f} | {runs} | {args.n / median:.2f} | {median / base:.3f} |")
+        shards = ", ".join(f"{v:.1f}" for v in inside[name])
+        print(f"| {name} | {median:.1f} | {runs} | {args.n / median:.2f} | {median / base:.3f} | {shards} |")
 
 
 if __name__ == "__main__":
