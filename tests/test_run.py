@@ -110,7 +110,9 @@ class Interrupt(torch.utils.data.Dataset):
 
 
 def test_resume_after_interruption_computes_only_missing_shards(tmp_path, data):
-    straight = run(spec(), torch.utils.data.TensorDataset(data.x, data.y), tmp_path / "a", progress=False)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x, data.y), batch_size=3, shuffle=True)
+    with pytest.warns(UserWarning, match="sampler, order, batch size and collate_fn are not used"):
+        straight = run(spec(), loader, tmp_path / "a", progress=False)  # read by index
     source = Interrupt(data, at=9, flag=tmp_path / "flag")
     with pytest.raises(KeyboardInterrupt):
         run(spec(), source, tmp_path / "b", progress=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
-import sys
+import warnings
 from typing import Any, Callable, Iterable
 
 from .errors import ClusterUnreachable, RunError, WorkerSetupError, require
@@ -69,6 +69,9 @@ def connect(address: str | None, num_cpus: int | None) -> bool:
     """Connect to the cluster at ``address`` or start a local one; returns whether we started it."""
     ray = require("ray", "ray")
     if ray.is_initialized():
+        if address is not None:
+            warnings.warn(f"Ray is already initialised in this process: the run uses that session, not address "
+                          f"{address!r}", UserWarning, stacklevel=3)
         return False
     if address is not None:
         check_address(address)

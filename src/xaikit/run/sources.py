@@ -8,6 +8,7 @@ them; a sample that cannot be read raises, and the worker records the error for 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -295,6 +296,8 @@ def as_source(data: Any, **options: Any) -> Source:
     if type(data).__module__.startswith("datasets.") and hasattr(data, "features"):
         return HFSource(data, **options)
     if isinstance(data, torch.utils.data.DataLoader):
+        warnings.warn("xaikit.run reads the DataLoader's dataset by index (shards and resume need random access): "
+                      "its sampler, order, batch size and collate_fn are not used", UserWarning, stacklevel=3)
         data = data.dataset
     if isinstance(data, torch.utils.data.IterableDataset):
         raise TypeError("an IterableDataset has no random access: sharding and resume need a map-style dataset")

@@ -54,6 +54,8 @@ class ShardWorker:
         self.n, self.shard_size = manifest["num_samples"], manifest["shard_size"]
         self.sample_shape = tuple(manifest["sample_shape"])
         self.maps = manifest["maps"]
+        self.method_s: dict[str, float] = {}  #: seconds per method in the current shard
+        self.retries: list[str] = []  #: chunks of the current shard retried smaller, and why
 
     # -- one shard -----------------------------------------------------------------------------------------
     def __call__(self, shard: int) -> dict[str, Any]:
