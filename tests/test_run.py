@@ -200,6 +200,8 @@ def test_bad_input(tmp_path, data):
         run(spec(metrics=["pointing_game"]), torch.utils.data.TensorDataset(data.x, data.y), tmp_path, progress=False)
     with pytest.raises(ValueError, match="unknown engine"):
         run(spec(), data, tmp_path, engine="spark", progress=False)
+    with pytest.warns(UserWarning, match="every sample of this run failed; the first error: computing: "):
+        run(spec(), torch.utils.data.TensorDataset(data.x.double()), tmp_path / "f64", progress=False)
     with pytest.raises(TypeError, match="IterableDataset"):
         run(spec(), torch.utils.data.IterableDataset(), tmp_path, progress=False)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,11 @@ def run(spec: RunSpec, data: Any, out: str | Path, *, engine: str = "inprocess",
         raise RunError(f"{len(missing)} shard(s) were not written ({sorted(missing)[:8]}); run again to resume")
     if progress:
         print(format_summary(summary), file=sys.stderr)
-    return RunResult(out, summary)
+    result = RunResult(out, summary)
+    if summary["samples_computed"] and summary["failures"] == summary["samples_computed"]:
+        first = result.failures()["error"].iloc[0]
+        warnings.warn(f"every sample of this run failed; the first error: {first}", UserWarning, stacklevel=2)
+    return result
 
 
 def _summary(engine: str, workers: int, seconds: float, computed: list[dict[str, Any]], reused: int,

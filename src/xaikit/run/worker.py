@@ -82,7 +82,7 @@ class ShardWorker:
             masks.append(sample.mask)
             loaded.append(i)
         self.method_s = {label: 0.0 for label in self.parts.methods}
-        self.retries: list[str] = []
+        self.retries = []
         result = self._compute(xs, ys, masks) if loaded else None
         maps = {label: np.full((count, *self.sample_shape), np.nan, np.float32) for label in self.maps}
         rows = _empty_rows(count, self.parts.methods, self.parts.metrics)
@@ -101,8 +101,8 @@ class ShardWorker:
         table = _table(start, shard, ids, labels, errors, rows)
         seconds = time.perf_counter() - began
         failures = sum(e is not None for e in errors)
-        self.store.write_rows(shard, table, {"seconds": seconds, "method_s": self.method_s, "worker": worker_name(),
-                                     "retried_chunks": self.retries})
+        timing = {"seconds": seconds, "method_s": self.method_s, "worker": worker_name(), "retried_chunks": self.retries}
+        self.store.write_rows(shard, table, timing)
         return {"shard": shard, "rows": count, "failures": failures, "seconds": seconds,
                 "retried_chunks": len(self.retries)}
 
@@ -116,11 +116,7 @@ class ShardWorker:
         key = ("xaikit.run", id(self), tuple(x.shape[1:]), str(device))
         parts = chunked(lambda a, b: self._safe(x, y, mask, a, b), x.shape[0], self.spec.batch_size, key=key,
                         cap=max_chunk(item_bytes, device))
-        merged: dict[str, Any] = {"errors": [e for p in parts for e in p["errors"]], "rows": {}, "maps": {}}
-        for kind in ("rows", "maps"):
-            for name in parts[0][kind]:
-                merged[kind][name] = np.concatenate([p[kind][name] for p in parts])
-        return merged
+        return _cat(parts)
 
     def _safe(self, x, y, mask, a: int, b: int) -> dict[str, Any]:
         """Chunk ``a:b``; halves on out-of-memory, one sample at a time on any other error."""
