@@ -1,0 +1,135 @@
+"""Rule search by metric (issue 15): successive halving against the exhaustive 7⁴ = 2,401-configuration γ grid
+(Pahde et al. 2023) on the shapes CNN, and the winner against the LRP presets on held-out samples.
+
+Set-up (all seeded): the shapes CNN ``train_shapes_model(seed=0)``; ``make_shapes(16 + 256, seed=1)``: the first
+16 images are the tuning pool, the other 256 the held-out split (never seen by any search). Objective:
+pixel-flipping, most relevant first, 64 pixels per step (17 points of the curve), zero (grey) baseline, on
+the logit of the true class (lower is better). Space: γ ∈ {0, 0.01, 0.05, 0.1, 0.25, 0.5, 1} for each of the
+four conv layers (groups by depth), LRP-ε (1e-6) on the linear head.
+
+Phases (run in this order; each appends to / reads its results file under benchmarks/out/, so an
+interrupted phase resumes):
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_tune.py grid      # 2,401 × 16 evaluations
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_tune.py search    # halving, 5 seeds, budget 3,841
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_tune.py holdout   # grid best, searches, presets
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_tune.py effnet    # EfficientNet-Lite0, 4 photos
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import xaikit as xk
+from xaikit.zoo import make_shapes, train_shapes_model
+
+OUT = Path(__file__).parent / "out" / "tune"
+GAMMAS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+TUNE, HELD = 16, 256
+BUDGET = 2401 * TUNE // 10  # ≥ 10× fewer metric evaluations than the grid
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def setup():
+    model = train_shapes_model(seed=0)
+    data = make_shapes(TUNE + HELD, seed=1)
+    tune_data = (data.x[:TUNE], data.y[:TUNE])
+    held = (data.x[TUNE:], data.y[TUNE:])
+    space = xk.tune.LRPSpace(model, groups=4, gamma=GAMMAS)
+    metric = {"pixel_flipping": xk.metrics.PixelFlipping(pixels_per_step=64, batch_size=1024)}
+    return model, tune_data, held, space, metric
+
+
+def grid() -> None:
+    model, tune_data, _, space, metric = setup()
+    began = time.perf_counter()
+    result = xk.tune.tune(model, tune_data, space, metric, strategy="grid", results=OUT / "grid.jsonl",
+                          chunk=49, progress=True)
+    seconds = time.perf_counter() - began
+    result.to_csv(OUT / "grid.csv")
+    summary = {"winner": result.winner.key, "mean": result.winner.mean, "sem": result.winner.sem,
+               "evaluations": result.evaluations, "computed": result.computed, "seconds": seconds}
+    (OUT / "grid.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+
+
+def search() -> None:
+    model, tune_data, _, space, metric = setup()
+    rows = []
+    for seed in SEEDS:
+        began = time.perf_counter()
+        result = xk.tune.tune(model, tune_data, space, metric, budget=BUDGET, seed=seed,
+                              results=OUT / f"search_{seed}.jsonl", progress=True)
+        seconds = time.perf_counter() - began
+        result.to_csv(OUT / f"search_{seed}.csv")
+        result.plot(OUT / f"search_{seed}.png")
+        rows.append({"seed": seed, "winner": result.winner.key, "mean": result.winner.mean,
+                     "sem": result.winner.sem, "evaluations": result.evaluations, "tried": len(result.candidates),
+                     "seconds": seconds})
+        print(rows[-1])
+    (OUT / "search.json").write_text(json.dumps(rows, indent=2))
+
+
+def holdout() -> None:
+    model, _, held, space, metric = setup()
+    grid_best = json.loads((OUT / "grid.json").read_text())["winner"]
+    searches = json.loads((OUT / "search.json").read_text())
+    config = lambda key: dict(item.split("=", 1) for item in key.split(":", 1)[1].split(","))  # noqa: E731
+    build = lambda key: xk.LRP(model, composite=space.composite(  # noqa: E731
+        {k: f"gamma={float(v.split('=')[1])!r}" for k, v in config(key).items()}))
+    methods = {"grid best": build(grid_best)}
+    for row in searches:
+        label = f"search seed {row['seed']}"
+        if row["winner"] == grid_best:
+            label += " (= grid best)"
+        methods[label] = build(row["winner"])
+    for preset in ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1"):
+        methods[f"preset {preset}"] = xk.LRP(model, composite=preset)
+    methods["preset epsilon_gamma_box"] = xk.LRP(model, composite="epsilon_gamma_box", low=-1.0, high=1.0)
+    began = time.perf_counter()
+    table = xk.tune.holdout(model, held, methods, metric, reference="grid best")
+    text = table.to_markdown()
+    print(text)
+    (OUT / "holdout.md").write_text(text + f"\n\n({time.perf_counter() - began:.0f} s)\n")
+
+
+def effnet() -> None:
+    from xaikit.zoo import IMAGES, load_efficientnet_lite0, load_image
+
+    model = load_efficientnet_lite0()
+    x = torch.cat([load_image(name) for name in IMAGES])
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    # 2 photos to tune on, the others held out; 16 points of the pixel-flipping curve
+    tune_data, held = (x[:2], y[:2]), (x[2:], y[2:])
+    metric = {"pixel_flipping": xk.metrics.PixelFlipping(pixels_per_step=224 * 224 // 16, batch_size=16)}
+    space = xk.tune.LRPSpace(model, groups=4, gamma=GAMMAS)
+    began = time.perf_counter()
+    result = xk.tune.tune(model, tune_data, space, metric, budget=2401 * 2 // 10, min_samples=1, eta=3,
+                          results=OUT / "effnet.jsonl", chunk=4, progress=True)
+    seconds = time.perf_counter() - began
+    result.to_csv(OUT / "effnet.csv")
+    result.composite.to_json(OUT / "effnet_composite.json")
+    methods = {"tuned": result.method(model)}
+    for preset in ("epsilon", "epsilon_plus", "epsilon_plus_flat"):
+        methods[f"preset {preset}"] = xk.LRP(model, composite=preset)
+    methods["preset epsilon_gamma_box"] = xk.LRP(model, composite="epsilon_gamma_box", low=-1.0, high=1.0)
+    table = xk.tune.holdout(model, held, methods, metric, reference="tuned", chunk=2)
+    text = (f"winner {result.winner.key}: tuning {result.winner.mean} ± {result.winner.sem}, "
+            f"{result.evaluations} evaluations, {len(result.candidates)} configurations, {seconds:.0f} s\n\n"
+            + table.to_markdown())
+    print(text)
+    (OUT / "effnet.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("phase", choices=("grid", "search", "holdout", "effnet"))
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    {"grid": grid, "search": search, "holdout": holdout, "effnet": effnet}[args.phase]()
