@@ -1,4 +1,4 @@
-"""The ``xaikit`` command line: ``explain``, ``evaluate`` and ``report`` (see ``docs/cli.md``).
+"""The ``xaikit`` command line: ``explain``, ``evaluate``, ``report`` and ``tune`` (see ``docs/cli.md``).
 
 Every error ends the run with one line on stderr and a non-zero exit code: 1 the run failed, 2 bad arguments
 (unknown method, metric, setting or option value), 3 a file, model or input that does not exist or cannot be
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", default="out/report", help="output folder (default out/report)")
     _common(p)
     p.set_defaults(func=commands.report)
+
+    from .tune_command import add_parser as add_tune
+    add_tune(sub, _model, _common, INPUTS_HELP, parts.GROUND_TRUTH_MODEL)
     return parser
 
 
@@ -190,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help, --version and argument errors
         return int(stop.code or 0)
     if args.command is None:
-        print("xaikit: error: give a command: explain, evaluate or report (see xaikit --help)", file=sys.stderr)
+        print("xaikit: error: give a command: explain, evaluate, report or tune (see xaikit --help)", file=sys.stderr)
         return USAGE
     args.argv = argv
     prog = f"xaikit {args.command}"

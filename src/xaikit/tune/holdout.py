@@ -48,7 +48,9 @@ class HoldoutTable:
         lines = [f"| objective | method | mean ± SE | − {self.reference} (paired) ± SE | |", "|---|---|---|---|---|"]
         for row in self.summary():
             mark = ""
-            if row["method"] != self.reference and not math.isnan(row["diff_sem"]):
+            if row["method"] != self.reference and row["diff"] == 0 and row["diff_sem"] == 0:
+                mark = "identical scores"
+            elif row["method"] != self.reference and not math.isnan(row["diff_sem"]):
                 worse = row["diff"] < 0 if row["higher_is_better"] else row["diff"] > 0
                 z = abs(row["diff"]) / row["diff_sem"] if row["diff_sem"] > 0 else math.inf
                 mark = ("worse" if worse else "better") + (" (> 2 SE)" if z > 2 else " (within 2 SE)")

@@ -50,8 +50,10 @@ class Store:
                 if number != len(lines):
                     raise ValueError(f"results file {str(self.path)!r}: line {number} is damaged") from None
                 warnings.warn(f"results file {self.path}: the last line was cut off (interrupted run); it is "
-                              "computed again", UserWarning, stacklevel=3)
-        if lines and not self.path.read_text(encoding="utf-8").endswith("\n"):
+                              "dropped and computed again", UserWarning, stacklevel=3)
+                self.path.write_text("".join(line + "\n" for line in lines[:-1]), encoding="utf-8")
+                return
+        if not self.path.read_text(encoding="utf-8").endswith("\n"):
             with self.path.open("a", encoding="utf-8") as handle:  # so the next line starts on its own
                 handle.write("\n")
 
