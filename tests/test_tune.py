@@ -175,6 +175,13 @@ def test_lrp_space_composite_is_the_per_group_composite_and_round_trips_through_
     for loaded in (Composite.from_json(path), make_composite(str(path)), make_composite(json.loads(path.read_text()))):
         assert loaded == composite
         torch.testing.assert_close(xk.LRP(model, composite=loaded)(x, target=1).attribution, expected)
+    named = LRPSpace(model, groups={"low": ["0", "2"], "high": "[59]"}, rules=["zplus", "gamma=0.5"])
+    chosen = named.composite({"low": "zplus", "high": "gamma=0.5"})
+    modules = dict(model.named_modules())
+    for name, rule in (("0", R.zplus()), ("2", R.zplus()), ("5", R.gamma(0.5)), ("9", R.gamma(0.5)),
+                       ("12", R.epsilon(1e-6))):
+        kind = "conv" if isinstance(modules[name], nn.Conv2d) else "dense"
+        assert chosen.rule_for(kind, name, modules[name], first=False) == rule
     assert_unchanged(model, before)
 
 
