@@ -161,6 +161,15 @@ def _halving(runner: _Runner, candidates: list[Candidate], rungs: list[int], eta
     raise AssertionError("unreachable")
 
 
+def fingerprint(spaces: Sequence[Space], objectives: Sequence[Objective], x: torch.Tensor, y: torch.Tensor,
+                **settings: Any) -> dict[str, Any]:
+    """What identifies a search in its results file: spaces, objectives, data and the search settings."""
+    return {
+        "spaces": [s.describe() for s in spaces], "objectives": [f"{o.name}={o.metric!r}" for o in objectives],
+        "data": [list(x.shape), round(float(x.double().sum()), 6), y.tolist()[:64]], **settings,
+    }
+
+
 def tune(model: nn.Module, data: tuple, spaces: Space | Sequence[Space], objectives: Any = None, *,
          budget: int | None = None, strategy: str = "halving", eta: int = 3, min_samples: int = 4,
          refine: bool = True, seed: int = 0, results: str | None = None, chunk: int = 16,
@@ -222,12 +231,9 @@ def tune(model: nn.Module, data: tuple, spaces: Space | Sequence[Space], objecti
     rng = np.random.default_rng(seed)
     order = rng.permutation(pool)
     total = sum(s.size for s in spaces)
-    fingerprint = {
-        "spaces": [s.describe() for s in spaces], "objectives": [f"{o.name}={o.metric!r}" for o in objectives],
-        "data": [list(x.shape), round(float(x.double().sum()), 6), y.tolist()[:64]], "seed": seed,
-        "strategy": strategy, "eta": eta, "min_samples": min_samples, "refine": refine, "budget": budget,
-    }
-    store = Store(fingerprint, results)
+    settings = {"seed": seed, "strategy": strategy, "eta": eta, "min_samples": min_samples, "refine": refine,
+                "budget": budget}
+    store = Store(fingerprint(spaces, objectives, x, y, **settings), results)
     if strategy == "grid":
         planned = total * pool if budget is None else min(budget, total * pool)
     else:
