@@ -50,16 +50,18 @@ def summarise(runner, winner: Candidate, spaces: list[Space], objectives: list[O
     the candidates scored on the whole pool."""
     from .search import pareto_ranks
 
-    candidates = sorted(runner.candidates.values(), key=lambda c: (-c.samples, c.key))
+    candidates = sorted((c for c in runner.candidates.values() if c.samples), key=lambda c: (-c.samples, c.key))
     for c in candidates:
         samples = [int(s) for s in order[:c.samples]]
         for o in objectives:
             c.mean[o.name], c.sem[o.name], c.undefined[o.name] = mean_sem(runner.store.values(c.key, o.name, samples))
     full = [c for c in candidates if c.samples == pool]
     if full:
-        for c, rank in zip(full, pareto_ranks(runner.means(full, pool))):
+        costs = runner.means(full, pool)
+        for c, rank in zip(full, pareto_ranks(costs, levels=1)):
             c.pareto = bool(rank == 0)
-    full.sort(key=lambda c: (not c.pareto, runner.means([c], pool)[0, 0]))
+        primary = dict(zip((c.key for c in full), costs[:, 0]))
+        full.sort(key=lambda c: (not c.pareto, primary[c.key], c.key))
     rest = [c for c in candidates if c.samples < pool]
     return TuneResult({s.name: s for s in spaces}, objectives, full + rest, winner, strategy, total, pool,
                       len(runner.used), runner.computed)
@@ -207,6 +209,9 @@ class TuneResult:
         ax.errorbar(w.samples, w.mean[first.name], yerr=np.nan_to_num(w.sem[first.name]), fmt="*", ms=14,
                     color="tab:red", label=f"winner {w.key}")
         ax.set_xscale("log")
+        counts = sorted({c.samples for c in self.candidates})
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.minorticks_off()
         ax.set_xlabel("tuning samples scored (rung)")
         ax.set_ylabel(f"{first.name} ({'higher' if first.higher_is_better else 'lower'} is better)")
         ax.set_title(f"{self.strategy}: {len(self.candidates)} configurations, {self.evaluations} evaluations",

@@ -112,25 +112,29 @@ class _Runner:
         return table
 
 
-def pareto_ranks(costs: np.ndarray) -> np.ndarray:
+def pareto_ranks(costs: np.ndarray, levels: int | None = None) -> np.ndarray:
     """Non-dominated sorting (Deb et al. 2002): rank 0 for the Pareto front of ``costs`` ``(K, M)`` (lower is
-    better in every column), rank 1 for the front of the rest, ..."""
+    better in every column), rank 1 for the front of the rest, ... With ``levels``, only the first ``levels``
+    fronts are peeled off; the rest get rank ``levels``. One column: the dense rank of the values."""
     k = costs.shape[0]
+    if costs.shape[1] == 1:
+        return np.unique(costs[:, 0], return_inverse=True)[1].reshape(k)
     ranks = np.full(k, -1)
     remaining = np.arange(k)
     level = 0
-    while remaining.size:
+    while remaining.size and (levels is None or level < levels):
         sub = costs[remaining]
         dominated = ((sub[None, :, :] <= sub[:, None, :]).all(2) & (sub[None, :, :] < sub[:, None, :]).any(2)).any(1)
         ranks[remaining[~dominated]] = level
         remaining = remaining[dominated]
         level += 1
+    ranks[remaining] = level
     return ranks
 
 
 def _select(runner: _Runner, candidates: list[Candidate], count: int, keep: int) -> list[Candidate]:
     costs = runner.means(candidates, count)
-    ranks = pareto_ranks(costs)
+    ranks = pareto_ranks(costs, levels=keep)  # `keep` fronts hold at least `keep` candidates
     order = sorted(range(len(candidates)), key=lambda i: (ranks[i], costs[i, 0], candidates[i].key))
     return [candidates[i] for i in order[:keep]]
 
@@ -275,18 +279,39 @@ def _search(runner: _Runner, spaces: list[Space], total: int, pool: int, budget:
         candidates += [runner.candidate(space, space.config(i)) for i in local]
         offset += space.size
     best = _halving(runner, candidates, rungs, eta)
-    while refine:
+    if not refine:
+        return best
+    # local refinement, hill-climbing from the best whole-pool configuration, then (while the budget lasts)
+    # from the next best ones not yet climbed from
+    climbed: set[str] = set()
+    start: Candidate | None = best
+    while start is not None:
+        climbed.add(start.key)
+        if not _climb(runner, spaces, start, rungs, eta, pool, budget, rng):
+            break  # the budget is spent
+        full = [c for c in runner.candidates.values() if c.samples == pool]
+        start = next((c for c in _select(runner, full, pool, len(full)) if c.key not in climbed), None)
+    full = [c for c in runner.candidates.values() if c.samples == pool]
+    return _select(runner, full, pool, 1)[0]
+
+
+def _climb(runner: _Runner, spaces: list[Space], best: Candidate, rungs: list[int], eta: int, pool: int,
+           budget: int, rng: np.random.Generator) -> bool:
+    """Move to the best neighbour (successive halving among the neighbours and the incumbent; the whole pool
+    decides) while that improves. Returns False when the budget did not allow the next step."""
+    while True:
         space = next(s for s in spaces if s.name == best.space)
-        fresh = [runner.candidate(space, c) for c in space.neighbours(best.config)]
-        fresh = [c for c in fresh if c.samples < pool]
+        neighbours = [runner.candidate(space, c) for c in space.neighbours(best.config)]
+        fresh = [c for c in neighbours if c.samples < pool]
         left = budget - len(runner.used)
-        while fresh and _plan_cost(len(fresh) + 1, rungs, eta) - pool > left:  # the incumbent is paid for
-            fresh.pop(int(rng.integers(len(fresh))))
-        if not fresh:
-            break
-        new = _halving(runner, [best, *fresh], rungs, eta)
-        # the incumbent may have dropped out on a few samples: the full pool decides
-        if new is best or _select(runner, [best, new], pool, 1)[0] is best:
-            break
+        affordable = list(fresh)
+        while affordable and _plan_cost(len(affordable) + 1, rungs, eta) - pool > left:  # the incumbent is paid
+            affordable.pop(int(rng.integers(len(affordable))))
+        if fresh and not affordable:
+            return False
+        scored = [c for c in neighbours if c.samples == pool]
+        new = _halving(runner, [best, *affordable], rungs, eta) if affordable else best
+        new = _select(runner, [best, new, *scored], pool, 1)[0]  # the whole pool decides
+        if new is best:
+            return True
         best = new
-    return best
