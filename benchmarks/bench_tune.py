@@ -109,16 +109,19 @@ def search() -> None:
 def holdout() -> None:
     model, _, held, space, metric = setup()
     grid_best = json.loads((OUT / "grid.json").read_text())["winner"]
-    searches = json.loads((OUT / "search.json").read_text())
     config = lambda key: dict(item.split("=", 1) for item in key.split(":", 1)[1].split(","))  # noqa: E731
     build = lambda key: xk.LRP(model, composite=space.composite(  # noqa: E731
         {k: f"gamma={float(v.split('=')[1])!r}" for k, v in config(key).items()}))
     methods = {"grid best": build(grid_best)}
-    for row in searches:
-        label = f"search seed {row['seed']}"
-        if row["winner"] == grid_best:
-            label += " (= grid best)"
-        methods[label] = build(row["winner"])
+    winners: dict[str, list[str]] = {}
+    for name, version in (("search.json", ""), ("search_v1.json", " v1")):
+        if (OUT / name).exists():
+            for row in json.loads((OUT / name).read_text()):
+                winners.setdefault(row["winner"], []).append(f"{row['seed']}{version}")
+    for key, seeds in winners.items():
+        if key != grid_best:
+            methods[f"search seeds {','.join(seeds)}: {key.split(':', 1)[1]}"] = build(key)
+    print("grid best found by seeds", winners.get(grid_best, []))
     for preset in ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1"):
         methods[f"preset {preset}"] = xk.LRP(model, composite=preset)
     methods["preset epsilon_gamma_box"] = xk.LRP(model, composite="epsilon_gamma_box", low=-1.0, high=1.0)

@@ -147,10 +147,12 @@ def _rungs(pool: int, min_samples: int, eta: int) -> list[int]:
     return rungs + [pool]
 
 
-def _plan_cost(count0: int, rungs: list[int], eta: int) -> int:
+def _plan_cost(count0: int, rungs: list[int], eta: int, paid: int = 0) -> int:
+    """Most new evaluations of successive halving from ``count0`` candidates, ``paid`` of which are already
+    scored on the whole pool (charged nothing; the others may take every slot of a rung)."""
     cost, previous, alive = 0, 0, count0
     for r in rungs:
-        cost += alive * (r - previous)
+        cost += min(alive, count0 - paid) * (r - previous)
         previous, alive = r, max(1, math.ceil(alive / eta))
     return cost
 
@@ -305,7 +307,7 @@ def _climb(runner: _Runner, spaces: list[Space], best: Candidate, rungs: list[in
         fresh = [c for c in neighbours if c.samples < pool]
         left = budget - len(runner.used)
         affordable = list(fresh)
-        while affordable and _plan_cost(len(affordable) + 1, rungs, eta) - pool > left:  # the incumbent is paid
+        while affordable and _plan_cost(len(affordable) + 1, rungs, eta, paid=1) > left:
             affordable.pop(int(rng.integers(len(affordable))))
         if fresh and not affordable:
             return False
