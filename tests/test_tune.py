@@ -76,8 +76,8 @@ def test_halving_finds_the_known_best_with_fewer_evaluations_than_the_grid():
 
 def test_the_budget_is_never_exceeded():
     model, x, y = _linear_task()
-    for budget in (12, 31, 77, 150, 333):
-        for seed in (0, 1, 2):
+    for budget in (12, 77, 333):
+        for seed in (0, 1):
             result = xk.tune.tune(model, (x, y), _Synthetic(), PF, budget=budget, seed=seed)
             assert result.evaluations <= budget
             assert result.evaluations == sum(c.samples for c in result.candidates)
