@@ -109,7 +109,9 @@ class _Runner:
             for j, o in enumerate(self.objectives):
                 value = float(np.mean(self.store.values(c.key, o.name, samples)))
                 table[i, j] = math.inf if math.isnan(value) else (-value if o.higher_is_better else value)
-        return table
+        # 6 significant digits: scores equal up to float32 rounding (which depends on how candidates were
+        # chunked, so on an interrupted and resumed run) tie exactly, and ties break by key, reproducibly
+        return np.vectorize(lambda v: float(f"{v:.6g}"))(table) if table.size else table
 
 
 def pareto_ranks(costs: np.ndarray, levels: int | None = None) -> np.ndarray:
