@@ -1,4 +1,5 @@
-"""The ``xaikit`` command line: ``explain``, ``evaluate``, ``report`` and ``run`` (see ``docs/cli.md``, ``docs/run.md``).
+"""The ``xaikit`` command line: ``explain``, ``evaluate``, ``report``, ``run`` and ``tune`` (see ``docs/cli.md``,
+``docs/run.md``, ``docs/tune.md``).
 
 Every error ends the run with one line on stderr and a non-zero exit code: 1 the run failed, 2 bad arguments
 (unknown method, metric, setting or option value), 3 a file, model or input that does not exist or cannot be
@@ -162,8 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.report)
 
     from .run import add_parser as add_run
+    from .tune_command import add_parser as add_tune
 
     add_run(sub)
+    add_tune(sub, _model, _common, INPUTS_HELP, parts.GROUND_TRUTH_MODEL)
     return parser
 
 
@@ -196,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help, --version and argument errors
         return int(stop.code or 0)
     if args.command is None:
-        print("xaikit: error: give a command: explain, evaluate or report (see xaikit --help)", file=sys.stderr)
+        print("xaikit: error: give a command: explain, evaluate, report, run or tune (see xaikit --help)", file=sys.stderr)
         return USAGE
     args.argv = argv
     prog = f"xaikit {args.command}"

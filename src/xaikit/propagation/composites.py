@@ -17,7 +17,10 @@ types, then the kind of layer (``conv`` or ``dense``). It also names the rule fo
 from __future__ import annotations
 
 import fnmatch
+import importlib
+import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -72,6 +75,71 @@ class Composite:
                     return rule
         return self.conv if kind == "conv" else self.dense
 
+    # -- JSON ------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The composite as a JSON-ready dict (rules as :func:`~.rules.rule_to_dict`, module types by their
+        import path); :meth:`from_dict` rebuilds an equal composite."""
+        return {
+            "name": self.name, "conv": R.rule_to_dict(self.conv), "dense": R.rule_to_dict(self.dense),
+            "first": None if self.first is None else R.rule_to_dict(self.first),
+            "by_name": [[pattern, R.rule_to_dict(rule)] for pattern, rule in self.by_name],
+            "by_type": [[f"{cls.__module__}:{cls.__qualname__}", R.rule_to_dict(rule)] for cls, rule in self.by_type],
+            "ops": dict(self.ops),
+        }
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> "Composite":
+        """Rebuild a composite from :meth:`to_dict`'s dict (missing keys take the defaults)."""
+        if not isinstance(spec, dict):
+            raise TypeError(f"a composite spec must be a dict, got {type(spec).__name__}")
+        unknown = set(spec) - _DICT_KEYS
+        if unknown:
+            raise ValueError(f"unknown composite key(s) {sorted(unknown)}; valid: {', '.join(sorted(_DICT_KEYS))}")
+        fields: dict[str, Any] = {"name": str(spec.get("name", "custom")), "ops": dict(spec.get("ops") or {})}
+        for key in ("conv", "dense"):
+            if key in spec:
+                fields[key] = R.make_rule(spec[key])
+        if spec.get("first") is not None:
+            fields["first"] = R.make_rule(spec["first"])
+        fields["by_name"] = tuple((str(p), R.make_rule(r)) for p, r in spec.get("by_name") or ())
+        fields["by_type"] = tuple((_import_type(t), R.make_rule(r)) for t, r in spec.get("by_type") or ())
+        return cls(**fields)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """:meth:`to_dict` as JSON text, also written to ``path`` if given."""
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> "Composite":
+        """A composite from JSON text or a ``.json`` file written by :meth:`to_json`."""
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            path = Path(source)
+            if not path.is_file():
+                raise ValueError(f"composite JSON file {str(path)!r} does not exist")
+            text = path.read_text(encoding="utf-8")
+        return cls.from_dict(json.loads(text))
+
+
+_DICT_KEYS = {"name", "conv", "dense", "first", "by_name", "by_type", "ops"}
+
+
+def _import_type(path: str) -> type:
+    module_name, _, qualname = str(path).partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError):
+        raise ValueError(f"module type {path!r} of a composite cannot be imported (write it as module:Class)") \
+            from None
+    if not isinstance(obj, type):
+        raise ValueError(f"{path!r} is not a class")
+    return obj
+
 
 def _first_box(low: Any, high: Any) -> Rule:
     return R.zbox(-1.0 if low is None else low, 1.0 if high is None else high)
@@ -112,14 +180,20 @@ PRESETS = tuple(PRESET_SETTINGS)
 SETTINGS = ("epsilon", "gamma", "alpha", "beta", "low", "high")
 
 
-def make_composite(composite: str | Composite, **settings: Any) -> Composite:
+def make_composite(composite: str | Composite | dict, **settings: Any) -> Composite:
     """A preset composite by name, with ``epsilon``, ``gamma``, ``alpha``, ``beta``, ``low``, ``high`` overrides.
 
     Settings that the preset does not use are rejected, so a typo or a misplaced setting cannot pass silently.
+    A dict (:meth:`Composite.to_dict`) or the path of a ``.json`` file (:meth:`Composite.to_json`, e.g. the
+    composite chosen by ``xaikit tune``) gives that composite.
     """
     for key in settings:
         if key not in SETTINGS:
             raise TypeError(f"unknown LRP setting {key!r}; valid: {', '.join(SETTINGS)}")
+    if isinstance(composite, dict) or (isinstance(composite, (str, Path)) and str(composite).endswith(".json")):
+        if settings:
+            raise TypeError("settings such as epsilon/gamma apply to preset names; write them into the composite")
+        return Composite.from_dict(composite) if isinstance(composite, dict) else Composite.from_json(composite)
     if isinstance(composite, Composite):
         if settings:
             raise TypeError("settings such as epsilon/gamma apply to preset names; build the Composite with them")

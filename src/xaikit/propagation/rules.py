@@ -199,20 +199,59 @@ RULES: dict[str, Callable[..., Rule]] = {
 }
 
 
+#: setting names of a rule (as in ``Rule.settings`` and rule dicts) -> its constructor's argument names
+_SETTING_ARGS = {"epsilon": {"epsilon": "eps"}, "gamma": {"gamma": "g"}}
+
+
 def stabiliser(d: torch.Tensor, eps: float) -> torch.Tensor:
     """``ε·sign(d)`` with sign(0) = +1."""
     return torch.copysign(torch.tensor(eps, dtype=d.dtype, device=d.device), d)
 
 
-def make_rule(rule: "str | Rule", **settings) -> Rule:
-    """A rule object from a rule or a name in :data:`RULES` (``"gamma"``, ``"zplus"``, ...) with its settings."""
+def make_rule(rule: "str | Rule | dict", **settings) -> Rule:
+    """A rule object from a rule, a name in :data:`RULES` (``"gamma"``, ``"zplus"``, ...) with its settings, or
+    a dict written by :func:`rule_to_dict` (``{"rule": "gamma", "gamma": 0.25}``)."""
     if isinstance(rule, Rule):
         if settings:
             raise TypeError("settings apply to rule names; pass them to the rule constructor instead")
         return rule
+    if isinstance(rule, dict):
+        if settings:
+            raise TypeError("give the settings inside the rule dict, not as keywords")
+        if "rule" not in rule:
+            raise ValueError(f"a rule dict needs the key 'rule' (its name), got keys {sorted(rule)}")
+        rule, settings = rule["rule"], {k: v for k, v in rule.items() if k != "rule"}
+        aliases = _SETTING_ARGS.get(rule, {})
+        settings = {aliases.get(k, k): v for k, v in settings.items()}
+    if not isinstance(rule, str):
+        raise TypeError(f"a rule must be a Rule, a rule name or a rule dict, got {type(rule).__name__}")
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
-    return RULES[rule](**settings)
+    try:
+        return RULES[rule](**settings)
+    except TypeError as err:  # an unknown setting: name the rule and what it takes
+        import inspect
+
+        valid = ", ".join(inspect.signature(RULES[rule]).parameters) or "none"
+        raise TypeError(f"rule {rule!r}: {err}; its settings: {valid}") from None
+
+
+def rule_to_dict(rule: Rule) -> dict:
+    """A rule as a JSON-ready dict that :func:`make_rule` turns back into an equal rule.
+
+    Raises ``ValueError`` for rules that cannot be written so: box bounds given as tensors, or rules that
+    are not built by a constructor of :data:`RULES`.
+    """
+    if isinstance(rule.low, torch.Tensor) or isinstance(rule.high, torch.Tensor):
+        raise ValueError("a zbox rule with tensor bounds cannot be written as JSON; use numbers for low/high")
+    if rule.name not in RULES:
+        raise ValueError(f"rule {rule.name!r} is not built by a named constructor and cannot be written as JSON")
+    spec = {"rule": rule.name, **rule.settings}
+    if make_rule(dict(spec)) != rule:  # a stabiliser other than the constructor's default
+        spec["eps"] = rule.epsilon
+    if make_rule(dict(spec)) != rule:
+        raise ValueError(f"rule {rule!r} cannot be rebuilt from its settings, so it cannot be written as JSON")
+    return spec
 
 
 def _stabilise(d: torch.Tensor, eps: float) -> torch.Tensor:
