@@ -6,7 +6,11 @@ A target is one of
 - an ``int``: the same output index for every sample;
 - a sequence or tensor of ints ``(N,)``: one index per sample;
 - a callable ``output -> (N,)``: any scalar per sample (e.g. a margin, a next-token logit);
-- :class:`Contrast` ``(a, b)``: explain ``output[a] - output[b]`` ("why a rather than b").
+- :class:`Contrast` ``(a, b)``: explain ``output[a] - output[b]`` ("why a rather than b");
+- a *per-sample* callable target: a callable that also has ``take(rows)`` (the target of some samples,
+  repeats allowed), ``rows`` (its number of samples, ``None`` if the same for all) and ``index(output)``
+  (the ``(N,)`` indices to report), e.g. :class:`~xaikit.generation.TokenLogits`. It is split and
+  repeated with the batch like an index target.
 
 Outputs with more than one dimension after the batch dimension are indexed in their flattened form
 (``output.flatten(1)``). The selected value itself starts the backward pass, so LRP relevance sums to it.
@@ -62,14 +66,24 @@ class ResolvedTarget:
         """The same target for a batch where every sample is repeated ``repeats`` times consecutively."""
         contrast = None if self.contrast is None else self.contrast.repeat_interleave(repeats)
         spec = self.spec
-        if callable(spec) and not isinstance(spec, Contrast):
+        if _per_sample(spec):
+            spec = spec.take(torch.arange(self.index.shape[0]).repeat_interleave(repeats))
+        elif callable(spec) and not isinstance(spec, Contrast):
             raise ValueError("callable targets cannot be repeated; evaluate them on the repeated output directly")
         return ResolvedTarget(self.index.repeat_interleave(repeats), spec, contrast)
 
     def select(self, rows: torch.Tensor | slice) -> "ResolvedTarget":
         """The target restricted to some samples of the batch."""
         contrast = None if self.contrast is None else self.contrast[rows]
-        return ResolvedTarget(self.index[rows], self.spec, contrast)
+        spec = self.spec
+        if _per_sample(spec):
+            spec = spec.take(torch.arange(self.index.shape[0])[rows.cpu() if isinstance(rows, torch.Tensor) else rows])
+        return ResolvedTarget(self.index[rows], spec, contrast)
+
+
+def _per_sample(spec: Any) -> bool:
+    """A callable target that knows its samples (``take``, ``rows``, ``index``; see the module docstring)."""
+    return callable(getattr(spec, "take", None)) and callable(getattr(spec, "index", None))
 
 
 def _flat(output: torch.Tensor) -> torch.Tensor:
@@ -114,12 +128,16 @@ def resolve_target(target: TargetSpec, output: torch.Tensor) -> ResolvedTarget:
         a = _indices(target.a, output, "target.a")
         b = _indices(target.b, output, "target.b")
         return ResolvedTarget(a, target, b)
+    if _per_sample(target):
+        return ResolvedTarget(target.index(output).long(), target)
     if callable(target) and not isinstance(target, torch.Tensor):
         return ResolvedTarget(torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device), target)
     return ResolvedTarget(_indices(target, output, "target"), target)
 
 
 def _slice_spec(spec: Any, start: int, stop: int, batch: int) -> Any:
+    if _per_sample(spec):
+        return spec.take(torch.arange(start, stop)) if spec.rows == batch else spec
     if spec is None or isinstance(spec, (int, bool)) or (callable(spec) and not isinstance(spec, torch.Tensor)):
         return spec
     values = torch.as_tensor(spec).reshape(-1)
@@ -137,6 +155,8 @@ def check_target(target: TargetSpec, batch: int) -> None:
     """Reject per-sample target specs whose length is neither 1 nor the batch size (before any chunking)."""
     specs = (("target.a", target.a), ("target.b", target.b)) if isinstance(target, Contrast) else (("target", target),)
     for name, spec in specs:
+        if _per_sample(spec) and spec.rows not in (None, batch):
+            raise ValueError(f"{name} has {spec.rows} rows but the batch has {batch} samples")
         if spec is None or isinstance(spec, (int, bool)) or (callable(spec) and not isinstance(spec, torch.Tensor)):
             continue
         try:

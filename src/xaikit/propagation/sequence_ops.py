@@ -422,10 +422,9 @@ def softmax(s: Session, func, name, args, kwargs, acts):
     out = _softmax_rule(s, func, name, args, kwargs, acts)
     dim = args[1] if len(args) > 1 else kwargs.get("dim")
     x = args[0] if args else kwargs.get("input")
-    if s.composite.op_rule("softmax") != "taylor" or not isinstance(dim, int) or not s.is_activation(out) \
-            or out.dtype != x.dtype:
+    if s.composite.op_rule("softmax") != "taylor" or not isinstance(dim, int) or not s.is_activation(out):
         return out
-    y = out.detach()
+    y = out.detach()  # softmax(x, dtype=torch.float32) (Hugging Face's eager attention): products in the wider type
     # per softmax row: received A = Σ y g, passed Σ x y (g − A) = B − A·C with B = Σ (x y) g, C = Σ x y;
     # x·y is 0 where y = 0 (also for masked scores x = −inf)
     xy = (x.detach() * y).nan_to_num_(0.0, 0.0, 0.0)
