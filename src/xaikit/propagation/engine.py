@@ -26,6 +26,10 @@ Replay = Callable[[torch.Tensor], torch.Tensor]
 #: context managers ``setup(session)`` entered around every explained forward pass, e.g. to register
 #: forward hooks on the model's modules for the call only (extensions such as :mod:`.sequence_ops` add to it)
 SETUP: list[Callable[["Session"], ContextManager]] = []
+#: functions ``follow(session, func, name, args, kwargs, activations, out, mark)`` called after every
+#: dispatched operation (``mark``: the coverage log's length before it), e.g. to carry tags from an
+#: operation's inputs to its outputs (:mod:`.statistics`)
+FOLLOW: list[Callable[..., None]] = []
 
 
 def op_name(func: Callable) -> str:
@@ -239,6 +243,7 @@ class Session:
         self.absorbed: torch.Tensor | None = None
         self.scratch: dict[str, torch.Tensor] = {}  #: reused temporaries of the backward pass (see :meth:`buffer`)
         self.largest = 0  #: elements of the largest layer output of the forward pass
+        self.statistics: Any = None  #: normalisation statistics of the forward pass (see :mod:`.statistics`)
 
     # -- forward -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -300,7 +305,10 @@ class Session:
                 for holder in self.held.pop(id(t)):
                     holder.value, holder.version = copy, copy._version
             touched = ()
+        mark = len(self.coverage.log)
         out = handler(self, func, name, args, kwargs, activations)
+        for follow in FOLLOW:
+            follow(self, func, name, args, kwargs, activations, out, mark)
         if _makes_nonnegative(name, args, kwargs) or (
             name in KEEPS_NONNEGATIVE and all(id(t) in self.nonnegative for t in activations)
             and _constants_nonnegative(name, args, kwargs, activations)

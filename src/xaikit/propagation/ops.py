@@ -326,6 +326,8 @@ def product(s: Session, func, name, args, kwargs, acts):
 def div(s: Session, func, name, args, kwargs, acts):
     """Division by a constant is linear; division by an activation is not (reported as unknown)."""
     divisor = args[1] if len(args) > 1 else kwargs.get("other")
+    if getattr(func, "__name__", "") == "__rtruediv__":  # number / activation
+        return classify_plain(s, func, "reciprocal", args, kwargs, acts)
     label = "div_by_activation" if s.is_activation(divisor) else name
     return classify_plain(s, func, label, args, kwargs, acts)
 

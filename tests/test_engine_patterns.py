@@ -1,0 +1,101 @@
+"""Patterns written by hand inside models, seen at the op level by the engine (issue 11): normalisation
+statistics, gates behind views, opaque functions, in-place writes through views, transformed inputs before
+the first layer. Each test builds a small model and compares with the same model written with the op the
+engine knows, or checks conservation."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import xaikit as xk
+
+
+# -- 1. normalisation statistics computed by hand ----------------------------------------------------------------
+class HandRMSNorm(nn.Module):
+    """``x · rsqrt(mean(x²) + ε) · w`` (Llama, Mistral, Qwen2, T5)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, style: str = "rsqrt"):
+        super().__init__()
+        self.weight, self.eps, self.style = nn.Parameter(torch.rand(dim) + 0.5), eps, style
+
+    def forward(self, x):
+        if self.style == "div":
+            return x / (x * x).mean(-1, keepdim=True).add(self.eps).sqrt() * self.weight
+        variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
+        if self.style == "rsqrt":
+            return self.weight * (x * torch.rsqrt(variance + self.eps))
+        return x * (1 / torch.sqrt(variance + self.eps)) * self.weight
+
+
+class HandLayerNorm(nn.Module):
+    """``(x − μ) / sqrt(var + ε) · w + b`` written out (ConvNeXt's LayerNorm2d style, over the last dim)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, style: str = "pow"):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.rand(dim) + 0.5), nn.Parameter(torch.randn(dim) * 0.1)
+        self.eps, self.style = eps, style
+
+    def forward(self, x):
+        u = x.mean(-1, keepdim=True)
+        v = (x - u).pow(2).mean(-1, keepdim=True) if self.style == "pow" else x.var(-1, keepdim=True, unbiased=False)
+        return (x - u) / torch.sqrt(v + self.eps) * self.weight + self.bias
+
+
+class NormNet(nn.Module):
+    def __init__(self, norm: str, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.fc1, self.fc2, self.head = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        make = {"hand_rms": lambda: HandRMSNorm(8), "hand_rms_reciprocal": lambda: HandRMSNorm(8, style="reciprocal"),
+                "hand_rms_div": lambda: HandRMSNorm(8, style="div"), "rms": lambda: nn.RMSNorm(8, eps=1e-6),
+                "hand_ln": lambda: HandLayerNorm(8), "hand_ln_var": lambda: HandLayerNorm(8, style="var"),
+                "ln": lambda: nn.LayerNorm(8, eps=1e-6)}[norm]
+        self.n1, self.n2 = make(), make()
+
+    def forward(self, x):
+        h = self.n1(self.fc1(x))
+        h = h + self.n2(F.gelu(self.fc2(h)))
+        return self.head(h)
+
+
+def _twin(hand: str, native: str) -> tuple[nn.Module, nn.Module]:
+    a, b = NormNet(hand), NormNet(native)
+    b.load_state_dict(a.state_dict())
+    return a.eval(), b.eval()
+
+
+@pytest.mark.parametrize("hand,native", [("hand_rms", "rms"), ("hand_rms_reciprocal", "rms"), ("hand_rms_div", "rms"),
+                                         ("hand_ln", "ln"), ("hand_ln_var", "ln")])
+@pytest.mark.parametrize("composite", ["cp_lrp", "attnlrp", "epsilon"])
+def test_hand_written_norms_get_the_norm_rule(hand, native, composite):
+    """A norm written out of reductions, rsqrt/sqrt and divisions gets the same relevance as the native one,
+    with nothing unknown and the balance closed."""
+    a, b = _twin(hand, native)
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(1))
+    ea = xk.LRP(a, composite=composite)(x, target=1)
+    eb = xk.LRP(b, composite=composite)(x, target=1)
+    assert ea.info["coverage"]["unknown"] == {}
+    torch.testing.assert_close(ea.attribution, eb.attribution, rtol=1e-4, atol=1e-6)
+    c = ea.info["conservation"]
+    assert c["residual"].abs().max() <= 1e-4 * c["start"].abs().max()
+    handled = ea.info["coverage"]["handled"]
+    assert any(k.endswith(":norm_statistic") for k in handled), handled
+
+
+def test_a_reduction_that_is_no_statistic_keeps_its_rules():
+    """Global average pooling feeding a layer (a mean, not a scale) is linear, and x² used for relevance
+    elsewhere stays reported as unknown."""
+    class Pool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.conv(x)
+            sq = h.pow(2)
+            scale = torch.rsqrt(sq.mean((2, 3), keepdim=True) + 1e-5)
+            return self.fc((h * scale + sq).mean((2, 3)))  # sq also carries relevance: not a statistic only
+
+    model = Pool().eval()
+    expl = xk.LRP(model, composite="epsilon")(torch.randn(2, 3, 8, 8))
+    assert expl.info["coverage"]["unknown"].get("pow") == 1
