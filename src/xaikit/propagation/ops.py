@@ -90,8 +90,9 @@ def layer(s: Session, func, name, args, kwargs, acts):
         )
     s.coverage.add("handled", f"{name}:{rule.name}")
     channel = 1 if kind == "conv" else -1
-    if rule.plain:
-        return _plain_layer(s, func(*args, **kwargs), rule, bias, channel, name)
+    if rule.plain:  # detached parameters: autograd then keeps no copy of x for a weight gradient nobody asks for
+        out = func(x, weight.detach(), None if bias is None else bias.detach(), *rest_args, **rest_kwargs)
+        return _plain_layer(s, out, rule, bias, channel, name)
     call = LayerCall(func, name, rest_args, rest_kwargs, tuple(weight.shape[2:]))
     state = LayerState(rule, name, call, weight, bias,
                        extra={"channel": channel, "nonnegative": id(x) in s.nonnegative})
@@ -123,17 +124,25 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
             return g * state.scale_fold
         # ε rescaling z / (z + ε·sign z) = |z| / (|z| + ε), computed here so the forward pass costs nothing;
         # absorbed: ε·sign(z)·g·scale = ε·z·q with q = g / (|z| + ε), and the bias b·g·scale
+        # one temporary of the output's size, which becomes the returned gradient (for a language model's
+        # head, the logits: (L, vocabulary) per sample, often the largest tensor of the pass)
         z = held.get().detach()
-        q = torch.abs(z, out=s.buffer("epsilon", z)).add_(eps)
-        q = torch.div(g, q, out=q) if q.shape == g.shape else g / q
-        scaled = g.add(q, alpha=-eps)  # g − ε·g/(|z| + ε)
-        absorbed = eps * s.sample_dot(q, z)
+        q = torch.abs(z).add_(eps)
+        q = torch.div(g, q, out=q)  # g has the output's shape
+        absorbed = eps * _sample_dot(q, z)
+        scaled = q.mul_(-eps).add_(g)  # g − ε·g/(|z| + ε)
         s.absorb(absorbed if b is None else absorbed + channel_dot(scaled, b))
         return scaled
 
     out.register_hook(hook)
     s.remember(out, state)
     return out
+
+
+def _sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``Σ a ⊙ b`` of two tensors of the same shape, as a batched dot product (no temporary)."""
+    n = a.shape[0]
+    return torch.bmm(a.reshape(n, 1, -1), b.reshape(n, -1, 1)).reshape(n)
 
 
 def batch_norm(s: Session, func, name, args, kwargs, acts):
