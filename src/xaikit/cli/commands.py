@@ -144,9 +144,14 @@ def done(message: str, quiet: bool) -> None:
 
 def explain(args: argparse.Namespace) -> int:
     """Explain a model on inputs with methods: heatmap PNGs, a grid, raw attributions (.npz), a summary."""
-    check_method_names(args.methods, args.inputs)
+    check_method_names(args.methods or [], args.inputs)
     loaded, inputs = model_and_inputs(args, args.model, args.inputs, args.text)
-    methods = build_methods(args.methods, loaded.model, args.batch_size, args.seed)
+    if loaded.kind == "causal-lm":  # heatmaps of the answer the model generates
+        from .generation import explain_answers
+
+        return explain_answers(args, loaded, inputs)
+    methods = build_methods(args.methods or list(parts.DEFAULT_EXPLAIN_METHODS), loaded.model, args.batch_size,
+                            args.seed)
     results, times = run_methods(methods, inputs, target_of(args, inputs), args.batch_size, args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
