@@ -216,10 +216,10 @@ def _explain_rows(method: Method, sequences: torch.Tensor, mask: torch.Tensor, r
 
 def _result(expl, relevance, sequences, mask, generated, explained, prompt, rows, step) -> GenerationExplanation:
     shape = generated.shape if relevance.shape[-1] > 1 else (generated.shape[0], 1)
-    scores = torch.zeros(shape)
     score = expl.info.get("conservation", {}).get("start", expl.info.get("score"))
+    scores = torch.zeros(shape, dtype=expl.attribution.dtype if score is None else score.dtype)
     if score is not None:
-        scores[rows, step] = score.detach().cpu().to(scores.dtype)
+        scores[rows, step] = score.detach().cpu()
     info = {k: v for k, v in expl.info.items() if k not in ("conservation", "score")}
     if "conservation" in expl.info:
         info["conservation"] = {}
