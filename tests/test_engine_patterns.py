@@ -99,3 +99,57 @@ def test_a_reduction_that_is_no_statistic_keeps_its_rules():
     model = Pool().eval()
     expl = xk.LRP(model, composite="epsilon")(torch.randn(2, 3, 8, 8))
     assert expl.info["coverage"]["unknown"].get("pow") == 1
+
+
+# -- 8. encoder–decoder token ids ---------------------------------------------------------------------------------
+def _t5():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.T5Config(vocab_size=40, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_decoder_layers=2,
+                                   num_heads=4, decoder_start_token_id=0, pad_token_id=0)
+    return transformers.T5ForConditionalGeneration(config).eval()
+
+
+@pytest.mark.parametrize("method", ["lrp", "input_x_gradient"])
+def test_encoder_decoder_ids_are_explained_at_the_embedding_the_encoder_calls(method):
+    """T5's get_input_embeddings() is `shared`; its encoder calls a tied copy. The ids are explained where the
+    encoder embeds them, the decoder's ids stay its own, and expl.target is the predicted token."""
+    model = _t5()
+    g = torch.Generator().manual_seed(0)
+    ids, decoder = torch.randint(1, 40, (2, 5), generator=g), torch.randint(1, 40, (2, 3), generator=g)
+    explainer = xk.LRP(model, composite="cp_lrp") if method == "lrp" else xk.InputXGradient(model)
+    expl = explainer(ids, target=xk.NextToken(), forward_kwargs={"decoder_input_ids": decoder})
+    with torch.no_grad():
+        logits = model(ids, decoder_input_ids=decoder).logits
+    assert expl.attribution.shape == (2, 5)
+    assert torch.equal(expl.target, logits[:, -1].argmax(-1))
+    if method == "lrp":
+        assert expl.info["coverage"]["unknown"] == {}
+        c = expl.info["conservation"]
+        assert c["residual"].abs().max() <= 1e-4 * c["start"].abs().max()
+    else:  # gradient × input at the encoder's embedding vectors
+        vectors = model.encoder.embed_tokens(ids).detach().requires_grad_(True)
+        out = model(inputs_embeds=vectors, decoder_input_ids=decoder).logits[:, -1]
+        (grad,) = torch.autograd.grad(out.gather(1, expl.target[:, None]).sum(), vectors)
+        torch.testing.assert_close(expl.attribution, (grad * vectors).sum(-1).detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_next_token_with_a_given_token_reports_it():
+    model = _t5()
+    ids = torch.randint(1, 40, (2, 4), generator=torch.Generator().manual_seed(3))
+    expl = xk.LRP(model, composite="cp_lrp")(ids, target=xk.NextToken(token=7),
+                                             forward_kwargs={"decoder_input_ids": ids[:, :2]})
+    assert expl.target.tolist() == [7, 7]
+
+
+def test_an_embedding_called_only_on_other_ids_is_an_error():
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.fc = nn.Embedding(10, 4), nn.Linear(4, 2)
+
+        def forward(self, ids):
+            return self.fc(self.emb((ids + 1) % 10).mean(1))  # the ids are changed before they are embedded
+
+    with pytest.raises(ValueError, match="did not call its input embedding on the ids x"):
+        xk.LRP(TwoInputs())(torch.randint(0, 10, (2, 3), generator=torch.Generator().manual_seed(0)))

@@ -5,7 +5,9 @@ A target is one of
 - ``None``: the arg-max of each sample's output;
 - an ``int``: the same output index for every sample;
 - a sequence or tensor of ints ``(N,)``: one index per sample;
-- a callable ``output -> (N,)``: any scalar per sample (e.g. a margin, a next-token logit);
+- a callable ``output -> (N,)``: any scalar per sample (e.g. a margin, a next-token logit); one with a method
+  ``indices(output) -> (N,)`` reports what it selects as ``expl.target`` (:class:`~xaikit.NextToken`: the
+  token), others report ``-1``;
 - :class:`Contrast` ``(a, b)``: explain ``output[a] - output[b]`` ("why a rather than b").
 
 Outputs with more than one dimension after the batch dimension are indexed in their flattened form
@@ -35,11 +37,18 @@ TargetSpec = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tenso
 
 @dataclass
 class ResolvedTarget:
-    """A target spec bound to a batch: ``index`` (N,) (-1 for callables) and the scalar selector."""
+    """A target spec bound to a batch: ``index`` (N,) into the flattened output (-1 for callables) and the
+    scalar selector; ``label`` is what a callable with ``indices`` reports it selects (a token)."""
 
     index: torch.Tensor
     spec: TargetSpec
     contrast: torch.Tensor | None = None
+    label: torch.Tensor | None = None
+
+    @property
+    def reported(self) -> torch.Tensor:
+        """The target as an explanation reports it (``expl.target``): the label, else the index."""
+        return self.index if self.label is None else self.label
 
     def score(self, output: torch.Tensor) -> torch.Tensor:
         """Per-sample scalar ``(N,)`` whose gradient starts the explanation."""
@@ -69,7 +78,7 @@ class ResolvedTarget:
     def select(self, rows: torch.Tensor | slice) -> "ResolvedTarget":
         """The target restricted to some samples of the batch."""
         contrast = None if self.contrast is None else self.contrast[rows]
-        return ResolvedTarget(self.index[rows], self.spec, contrast)
+        return ResolvedTarget(self.index[rows], self.spec, contrast, None if self.label is None else self.label[rows])
 
 
 def _flat(output: torch.Tensor) -> torch.Tensor:
@@ -115,7 +124,9 @@ def resolve_target(target: TargetSpec, output: torch.Tensor) -> ResolvedTarget:
         b = _indices(target.b, output, "target.b")
         return ResolvedTarget(a, target, b)
     if callable(target) and not isinstance(target, torch.Tensor):
-        return ResolvedTarget(torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device), target)
+        chosen = getattr(target, "indices", None)
+        index = torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device)
+        return ResolvedTarget(index, target, label=chosen(output).long() if callable(chosen) else None)
     return ResolvedTarget(_indices(target, output, "target"), target)
 
 
