@@ -153,3 +153,65 @@ def test_an_embedding_called_only_on_other_ids_is_an_error():
 
     with pytest.raises(ValueError, match="did not call its input embedding on the ids x"):
         xk.LRP(TwoInputs())(torch.randint(0, 10, (2, 3), generator=torch.Generator().manual_seed(0)))
+
+
+# -- 3. gates seen through views, indexing, expand and reshapes -----------------------------------------------
+class SqueezeExcite(nn.Module):
+    """Conv → SE block (the gate applied in one of several spellings) → head."""
+
+    def __init__(self, style: str, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv, self.fc1, self.fc2 = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4), nn.Linear(4, 8)
+        self.head, self.style = nn.Linear(8, 3), style
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        n, c = h.shape[:2]
+        z = self.fc2(F.relu(self.fc1(h.mean((2, 3)))))
+        if self.style == "reshape_first":  # the gate computed on the (N, C, 1, 1) shape: tagged directly
+            s = torch.sigmoid(z.view(n, c, 1, 1))
+        elif self.style == "index":
+            s = torch.sigmoid(z)[:, :, None, None]
+        elif self.style == "view":
+            s = torch.sigmoid(z).view(n, c, 1, 1)
+        else:
+            s = torch.sigmoid(z).unsqueeze(-1).unsqueeze(-1).expand_as(h)
+        return self.head((h * s).mean((2, 3)))
+
+
+@pytest.mark.parametrize("style", ["index", "view", "expand"])
+def test_a_gate_seen_through_an_index_or_view_is_still_a_gate(style):
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    reference = xk.LRP(SqueezeExcite("reshape_first").eval(), composite="epsilon")(x, target=0)
+    expl = xk.LRP(SqueezeExcite(style).eval(), composite="epsilon")(x, target=0)
+    assert expl.info["coverage"]["handled"].get("mul:signal_takes_all") == 1
+    torch.testing.assert_close(expl.attribution, reference.attribution)
+
+
+class ToyAttention(nn.Module):
+    """softmax(q kᵀ).view(...) @ v, bias-free (DeBERTa, BLOOM write the weights through a view)."""
+
+    def __init__(self, view: bool, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.q, self.k, self.v = (nn.Linear(6, 6, bias=False) for _ in range(3))
+        self.out, self.view = nn.Linear(6, 2, bias=False), view
+
+    def forward(self, x):  # (N, L, 6) -> (N, 2)
+        n, length, _ = x.shape
+        q, k, v = (f(x).view(n, length, 2, 3).transpose(1, 2) for f in (self.q, self.k, self.v))
+        a = torch.softmax(q @ k.transpose(-1, -2), -1)
+        if self.view:
+            a = a.reshape(n * 2, length, length).view(n, 2, length, length)
+        h = (a @ v).transpose(1, 2).reshape(n, length, 6)
+        return self.out(h).sum(1)
+
+
+def test_attention_weights_through_a_view_keep_the_gate_rule():
+    x = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(0))
+    plain = xk.LRP(ToyAttention(False).eval(), composite="epsilon", epsilon=1e-9)(x, target=0)
+    viewed = xk.LRP(ToyAttention(True).eval(), composite="epsilon", epsilon=1e-9)(x, target=0)
+    torch.testing.assert_close(viewed.attribution, plain.attribution)
+    c = viewed.info["conservation"]
+    assert c["residual"].abs().max() <= 1e-4 * c["start"].abs().max()
