@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import xaikit as xk
+from xaikit.propagation import coverage
 
 
 # -- 1. normalisation statistics computed by hand ----------------------------------------------------------------
@@ -215,3 +216,68 @@ def test_attention_weights_through_a_view_keep_the_gate_rule():
     torch.testing.assert_close(viewed.attribution, plain.attribution)
     c = viewed.info["conservation"]
     assert c["residual"].abs().max() <= 1e-4 * c["start"].abs().max()
+
+
+# -- 4. operations the engine cannot see ------------------------------------------------------------------------
+@torch.jit.script
+def scripted_gelu(x):
+    return x * 0.5 * (1.0 + torch.tanh(0.79788456 * x * (1.0 + 0.044715 * x * x)))
+
+
+class FusedGelu(torch.autograd.Function):
+    """A hand-written GeLU with its own (approximate) backward, as BLOOM writes it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * 0.5 * (1.0 + torch.tanh(0.79788456 * x * (1.0 + 0.044715 * x * x)))
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * torch.sigmoid(1.702 * x)
+
+
+class OpaqueNet(nn.Module):
+    def __init__(self, kind: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.kind = nn.Linear(4, 8, bias=False), nn.Linear(8, 2, bias=False), kind
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.kind == "script":
+            h = scripted_gelu(h)
+        elif self.kind == "function":
+            h = FusedGelu.apply(h)
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return self.b(h)
+
+
+@pytest.mark.parametrize("kind,label", [("script", "scripted_gelu:torch.jit"),
+                                        ("function", "FusedGelu:autograd.Function")])
+def test_operations_the_engine_cannot_see_are_reported_by_name(kind, label):
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    coverage._warned.discard(label)  # (warned once per process)
+    with pytest.warns(UserWarning, match=label.split(":")[0]):
+        expl = xk.LRP(OpaqueNet(kind).eval(), composite="epsilon")(x, target=0)
+    assert expl.info["coverage"]["unknown"] == {label: 1}
+    assert "linear:epsilon" in expl.info["coverage"]["handled"]  # the layers inside/outside stay handled
+    plain = xk.LRP(OpaqueNet("plain").eval(), composite="epsilon")(x, target=0)
+    assert plain.info["coverage"]["unknown"] == {}
+
+
+def test_an_opaque_model_output_is_reported():
+    class Last(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return FusedGelu.apply(self.a(x))
+
+    coverage._warned.discard("FusedGelu:autograd.Function")
+    with pytest.warns(UserWarning, match="FusedGelu"):
+        expl = xk.LRP(Last().eval(), composite="epsilon")(torch.randn(2, 4, generator=torch.Generator().manual_seed(0)))
+    assert expl.info["coverage"]["unknown"] == {"FusedGelu:autograd.Function": 1}

@@ -244,6 +244,8 @@ class Session:
         self.scratch: dict[str, torch.Tensor] = {}  #: reused temporaries of the backward pass (see :meth:`buffer`)
         self.largest = 0  #: elements of the largest layer output of the forward pass
         self.statistics: Any = None  #: normalisation statistics of the forward pass (see :mod:`.statistics`)
+        self.output: Any = None  #: the model output of the explained forward pass
+        self.depth = 0  #: handlers running (> 1: an operation a handler dispatches, see ``sequence_ops.call``)
 
     # -- forward -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -267,7 +269,7 @@ class Session:
             for setup in SETUP:
                 stack.enter_context(setup(self))
             with _Mode(self):
-                out = call()
+                out = self.output = call()
         for state in self.layers.values():  # folds whose layer output had other consumers do not hold
             if state.fold is not None and not state.folded:
                 self.coverage.move("handled", "batch_norm:folded", "linear", "batch_norm")
@@ -305,8 +307,12 @@ class Session:
                 for holder in self.held.pop(id(t)):
                     holder.value, holder.version = copy, copy._version
             touched = ()
+        if not torch.is_grad_enabled():  # no autograd graph (a custom autograd.Function's forward): nothing to do
+            return func(*args, **kwargs)
         mark = len(self.coverage.log)
+        self.depth += 1
         out = handler(self, func, name, args, kwargs, activations)
+        self.depth -= 1
         for follow in FOLLOW:
             follow(self, func, name, args, kwargs, activations, out, mark)
         if _makes_nonnegative(name, args, kwargs) or (
@@ -375,7 +381,7 @@ class Session:
                       self.constants, self.external, self.scratch):
             table.clear()
         self.holders.clear()
-        self.input = None
+        self.input = self.output = None
 
     def tag_gate(self, out: torch.Tensor) -> None:
         self.gates[id(out)] = out
