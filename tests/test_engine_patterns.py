@@ -281,3 +281,46 @@ def test_an_opaque_model_output_is_reported():
     with pytest.warns(UserWarning, match="FusedGelu"):
         expl = xk.LRP(Last().eval(), composite="epsilon")(torch.randn(2, 4, generator=torch.Generator().manual_seed(0)))
     assert expl.info["coverage"]["unknown"] == {"FusedGelu:autograd.Function": 1}
+
+
+# -- 2. in-place writes through a view --------------------------------------------------------------------------
+class WrittenThroughView(nn.Module):
+    def __init__(self, style: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 4, 3, padding=1), nn.Linear(4, 2)
+        self.style = style
+
+    def forward(self, x):
+        h = self.c1(x)
+        if self.style == "augmented":  # __getitem__, __iadd__ on the view, __setitem__ back
+            h[:, :4] += 0.5
+            h.sum()  # a later read
+        elif self.style == "method":  # no __setitem__: the view's add_ alone changes h
+            h[:, :4].add_(0.5)
+        elif self.style == "after_relu":  # a rectified (≥ 0) value made negative in place
+            h = F.relu(h)
+            h[:, :2] -= 0.7
+        else:
+            shift = torch.zeros(1, 6, 1, 1)
+            shift[:, :4] = 0.5
+            h = h + shift
+            if self.style == "after_relu_reference":
+                h = F.relu(h - shift)
+                h = h - torch.tensor([0.7, 0.7, 0, 0, 0, 0]).view(1, 6, 1, 1)
+        if self.style not in ("after_relu", "after_relu_reference"):
+            h = F.relu(h)
+        return self.fc(F.relu(self.c2(h)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus", "epsilon_gamma_box", "epsilon_alpha2_beta1",
+                                       "epsilon_plus_flat", "epsilon_alpha2_beta1_flat"])
+@pytest.mark.parametrize("style,reference", [("augmented", "out_of_place"), ("method", "out_of_place"),
+                                             ("after_relu", "after_relu_reference")])
+def test_in_place_writes_through_a_view_give_the_out_of_place_relevance(composite, style, reference):
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    expected = xk.LRP(WrittenThroughView(reference).eval(), composite=composite)(x, target=0)
+    expl = xk.LRP(WrittenThroughView(style).eval(), composite=composite)(x, target=0)
+    torch.testing.assert_close(expl.attribution, expected.attribution, rtol=1e-5, atol=1e-6)
+    c = expl.info["conservation"]
+    assert c["residual"].abs().max() <= 1e-4 * c["start"].abs().max()

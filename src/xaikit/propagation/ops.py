@@ -194,8 +194,10 @@ def _bn_affine(params: dict, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 def _out_of_place(func, name: str, args: tuple, kwargs: dict):
-    """The same call without ``inplace=True`` (relevance rules need the input value after the op)."""
-    if getattr(func, "__name__", "").endswith("_") and hasattr(torch.Tensor, name):
+    """The same call without ``inplace=True`` (relevance rules need the input value after the op);
+    ``x.add_(y)`` and ``x += y`` become ``x.add(y)``."""
+    raw = getattr(func, "__name__", "")
+    if (raw.endswith("_") or (raw.startswith("__i") and raw.endswith("__"))) and hasattr(torch.Tensor, name):
         func = getattr(torch.Tensor, name)
     args = tuple(False if (i > 0 and a is True) else a for i, a in enumerate(args))
     if kwargs.get("inplace"):
