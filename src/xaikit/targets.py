@@ -5,12 +5,13 @@ A target is one of
 - ``None``: the arg-max of each sample's output;
 - an ``int``: the same output index for every sample;
 - a sequence or tensor of ints ``(N,)``: one index per sample;
-- a callable ``output -> (N,)``: any scalar per sample (e.g. a margin, a next-token logit);
+- a callable ``output -> (N,)``: any scalar per sample (e.g. a margin, a next-token logit); one with a method
+  ``indices(output) -> (N,)`` reports what it selects as ``expl.target`` (:class:`~xaikit.NextToken`: the
+  token), others report ``-1``;
 - :class:`Contrast` ``(a, b)``: explain ``output[a] - output[b]`` ("why a rather than b");
 - a *per-sample* callable target: a callable that also has ``take(rows)`` (the target of some samples,
-  repeats allowed), ``rows`` (its number of samples, ``None`` if the same for all) and ``index(output)``
-  (the ``(N,)`` indices to report), e.g. :class:`~xaikit.generation.TokenLogits`. It is split and
-  repeated with the batch like an index target.
+  repeats allowed) and ``rows`` (its number of samples, ``None`` if the same for all), e.g.
+  :class:`~xaikit.generation.TokenLogits`. It is split and repeated with the batch like an index target.
 
 Outputs with more than one dimension after the batch dimension are indexed in their flattened form
 (``output.flatten(1)``). The selected value itself starts the backward pass, so LRP relevance sums to it.
@@ -39,11 +40,18 @@ TargetSpec = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tenso
 
 @dataclass
 class ResolvedTarget:
-    """A target spec bound to a batch: ``index`` (N,) (-1 for callables) and the scalar selector."""
+    """A target spec bound to a batch: ``index`` (N,) into the flattened output (-1 for callables) and the
+    scalar selector; ``label`` is what a callable with ``indices`` reports it selects (a token)."""
 
     index: torch.Tensor
     spec: TargetSpec
     contrast: torch.Tensor | None = None
+    label: torch.Tensor | None = None
+
+    @property
+    def reported(self) -> torch.Tensor:
+        """The target as an explanation reports it (``expl.target``): the label, else the index."""
+        return self.index if self.label is None else self.label
 
     def score(self, output: torch.Tensor) -> torch.Tensor:
         """Per-sample scalar ``(N,)`` whose gradient starts the explanation."""
@@ -70,7 +78,8 @@ class ResolvedTarget:
             spec = spec.take(torch.arange(self.index.shape[0]).repeat_interleave(repeats))
         elif callable(spec) and not isinstance(spec, Contrast):
             raise ValueError("callable targets cannot be repeated; evaluate them on the repeated output directly")
-        return ResolvedTarget(self.index.repeat_interleave(repeats), spec, contrast)
+        label = None if self.label is None else self.label.repeat_interleave(repeats)
+        return ResolvedTarget(self.index.repeat_interleave(repeats), spec, contrast, label)
 
     def select(self, rows: torch.Tensor | slice) -> "ResolvedTarget":
         """The target restricted to some samples of the batch."""
@@ -78,12 +87,12 @@ class ResolvedTarget:
         spec = self.spec
         if _per_sample(spec):
             spec = spec.take(torch.arange(self.index.shape[0])[rows.cpu() if isinstance(rows, torch.Tensor) else rows])
-        return ResolvedTarget(self.index[rows], spec, contrast)
+        return ResolvedTarget(self.index[rows], spec, contrast, None if self.label is None else self.label[rows])
 
 
 def _per_sample(spec: Any) -> bool:
-    """A callable target that knows its samples (``take``, ``rows``, ``index``; see the module docstring)."""
-    return callable(getattr(spec, "take", None)) and callable(getattr(spec, "index", None))
+    """A callable target that knows its samples (``take`` and ``rows``; see the module docstring)."""
+    return callable(getattr(spec, "take", None)) and hasattr(spec, "rows")
 
 
 def _flat(output: torch.Tensor) -> torch.Tensor:
@@ -128,10 +137,10 @@ def resolve_target(target: TargetSpec, output: torch.Tensor) -> ResolvedTarget:
         a = _indices(target.a, output, "target.a")
         b = _indices(target.b, output, "target.b")
         return ResolvedTarget(a, target, b)
-    if _per_sample(target):
-        return ResolvedTarget(target.index(output).long(), target)
     if callable(target) and not isinstance(target, torch.Tensor):
-        return ResolvedTarget(torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device), target)
+        chosen = getattr(target, "indices", None)
+        index = torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device)
+        return ResolvedTarget(index, target, label=chosen(output).long() if callable(chosen) else None)
     return ResolvedTarget(_indices(target, output, "target"), target)
 
 

@@ -70,7 +70,7 @@ class TokenLogits:
         pick = lambda t: t if t.shape[0] == 1 else t[rows]  # noqa: E731
         return TokenLogits(pick(self.positions), pick(self.tokens), pick(self.mask))
 
-    def index(self, output: torch.Tensor) -> torch.Tensor:
+    def indices(self, output: torch.Tensor) -> torch.Tensor:
         """``(N,)`` the explained token of each sample for one-slot targets, else ``-1``."""
         n = output.shape[0]
         if self.tokens.shape[1] == 1:

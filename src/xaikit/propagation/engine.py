@@ -244,6 +244,8 @@ class Session:
         self.scratch: dict[str, torch.Tensor] = {}  #: reused temporaries of the backward pass (see :meth:`buffer`)
         self.largest = 0  #: elements of the largest layer output of the forward pass
         self.statistics: Any = None  #: normalisation statistics of the forward pass (see :mod:`.statistics`)
+        self.output: Any = None  #: the model output of the explained forward pass
+        self.depth = 0  #: handlers running (> 1: an operation a handler dispatches, see ``sequence_ops.call``)
 
     # -- forward -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -267,7 +269,7 @@ class Session:
             for setup in SETUP:
                 stack.enter_context(setup(self))
             with _Mode(self):
-                out = call()
+                out = self.output = call()
         for state in self.layers.values():  # folds whose layer output had other consumers do not hold
             if state.fold is not None and not state.folded:
                 self.coverage.move("handled", "batch_norm:folded", "linear", "batch_norm")
@@ -298,15 +300,26 @@ class Session:
         handler = self.handlers.get(name)
         if handler is None:
             from .ops import classify_plain as handler
+        inplace = bool(args) and is_inplace(func, args, kwargs) and isinstance(args[0], torch.Tensor)
+        if inplace:
+            self.written(args[0])
+            if args[0]._is_view() and torch.is_grad_enabled():  # a write through a view: see `through_view`
+                done = self.through_view(func, name, args, kwargs)
+                if done is not None:
+                    return done
         touched = [t for t in activations if id(t) in self.held] if self.held else ()
-        if touched and is_inplace(func, args, kwargs) and name != "relu":
+        if touched and inplace and name != "relu":
             for t in touched:  # keep the values the backward pass needs
                 copy = t.detach().clone()
                 for holder in self.held.pop(id(t)):
                     holder.value, holder.version = copy, copy._version
             touched = ()
+        if not torch.is_grad_enabled():  # no autograd graph (a custom autograd.Function's forward): nothing to do
+            return func(*args, **kwargs)
         mark = len(self.coverage.log)
+        self.depth += 1
         out = handler(self, func, name, args, kwargs, activations)
+        self.depth -= 1
         for follow in FOLLOW:
             follow(self, func, name, args, kwargs, activations, out, mark)
         if _makes_nonnegative(name, args, kwargs) or (
@@ -320,13 +333,46 @@ class Session:
                 holder.version = t._version
         if self.layers and next(tensors_in(out), None) is not None:  # not `x.shape` and other attributes
             rectifies = _rectifies(name, args, kwargs)
-            inplace = is_inplace(func, args, kwargs)
             for t in activations:
                 for key, table in (("layer", self.layers), ("fold", self.fold_outputs)):
                     state = table.get(id(t))
                     if state is not None:
                         state.consumed(key, rectifies, inplace and t is args[0])
         return out
+
+    def written(self, target: torch.Tensor) -> None:
+        """Before an in-place operation on ``target``: it is no longer known to be ≥ 0; when it is a view, the
+        values the backward pass holds that share its memory (its base, other views of it) are copied, and a
+        layer output that is its base counts as overwritten (a later ReLU no longer reads the layer's value)."""
+        self.nonnegative.pop(id(target), None)
+        base = target._base if target._is_view() else None
+        if base is None:
+            return
+        self.nonnegative.pop(id(base), None)
+        for key, table in (("layer", self.layers), ("fold", self.fold_outputs)):
+            state = table.get(id(base))
+            if state is not None:
+                state.overwritten.add(key)
+        for key, holders in list(self.held.items()):
+            value = holders[0].value
+            if value is not target and (value is base or value._base is base):
+                copy = value.detach().clone()
+                for holder in self.held.pop(key):
+                    holder.value, holder.version = copy, copy._version
+
+    def through_view(self, func: Callable, name: str, args: tuple, kwargs: dict) -> Any:
+        """``v.op_(...)`` on a view ``v`` as ``v.copy_(v.op(...))``, the out-of-place op dispatched (None when
+        it has no out-of-place form). Autograd runs an in-place op on a view inside its base's node, where the
+        hooks that rules register on the op's output would never run."""
+        from .ops import _out_of_place
+
+        plain, plain_args, plain_kwargs = _out_of_place(func, name, args, kwargs)
+        if plain is func and plain_args == args and plain_kwargs == kwargs:
+            return None
+        result = self.dispatch(plain, plain_args, plain_kwargs)
+        if not isinstance(result, torch.Tensor):
+            return None
+        return args[0].copy_(result)
 
     def remember(self, out: torch.Tensor, state: LayerState) -> None:
         """Remember a layer output (kept alive for the call, so tensor ids stay unique)."""
@@ -375,7 +421,7 @@ class Session:
                       self.constants, self.external, self.scratch):
             table.clear()
         self.holders.clear()
-        self.input = None
+        self.input = self.output = None
 
     def tag_gate(self, out: torch.Tensor) -> None:
         self.gates[id(out)] = out

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from .layers import LayerCall, channel_dot
-from .engine import FoldGate, LayerState, Redistribute, Session, _rectifies, is_inplace, tensors_in
+from .engine import FOLLOW, FoldGate, LayerState, Redistribute, Session, _rectifies, is_inplace, tensors_in
 from .rules import scale_factor, stabiliser
 
 #: safe under input × gradient (linear, or positively homogeneous of degree 1, or selecting/moving values)
@@ -41,6 +41,11 @@ NONLINEAR = {
     "hardtanh", "relu6", "logsigmoid", "softsign", "tanhshrink",
 }
 GATES = {"sigmoid", "hardsigmoid", "softmax"}
+#: operations that only select, move or copy values: a gate seen through them is still a gate
+GATE_VIEWS = INDEX_OPS | {
+    "repeat", "repeat_interleave", "tile", "chunk", "split", "split_with_sizes", "unbind", "cat", "concat", "stack",
+    "flip", "roll", "index_select", "gather",
+}
 PRODUCTS = {"mul", "matmul", "mm", "bmm", "einsum"}
 
 
@@ -198,8 +203,10 @@ def _bn_affine(params: dict, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 def _out_of_place(func, name: str, args: tuple, kwargs: dict):
-    """The same call without ``inplace=True`` (relevance rules need the input value after the op)."""
-    if getattr(func, "__name__", "").endswith("_") and hasattr(torch.Tensor, name):
+    """The same call without ``inplace=True`` (relevance rules need the input value after the op);
+    ``x.add_(y)`` and ``x += y`` become ``x.add(y)``."""
+    raw = getattr(func, "__name__", "")
+    if (raw.endswith("_") or (raw.startswith("__i") and raw.endswith("__"))) and hasattr(torch.Tensor, name):
         func = getattr(torch.Tensor, name)
     args = tuple(False if (i > 0 and a is True) else a for i, a in enumerate(args))
     if kwargs.get("inplace"):
@@ -432,6 +439,20 @@ def norm(s: Session, func, name, args, kwargs, acts):
             out = call(s, torch.add, out, bias if channel == -1 else _channel_view(bias, x.ndim, 1))
     return out
 
+
+def follow_gates(s: Session, func, name, args, kwargs, acts, out, mark) -> None:
+    """A gate seen through a view, an index, an expand or a reshape (``A.view(...) @ v``, SE blocks'
+    ``x * s[:, :, None, None]``) stays a gate, so the gate rule still finds it."""
+    if not s.gates or name not in GATE_VIEWS:
+        return
+    sources = [args[0]] if name.endswith("_as") else acts  # expand_as(x, other): other gives only a shape
+    if all(id(t) in s.gates for t in sources):
+        for t in tensors_in(out):
+            if t.requires_grad:
+                s.tag_gate(t)
+
+
+FOLLOW.append(follow_gates)
 
 HANDLERS: dict[str, Callable] = {
     **{n: layer for n in LAYER_OPS},

@@ -38,6 +38,7 @@ CARRY = INDEX_OPS | SQUARES | ROOTS | REDUCTIONS | {
     "add", "sub", "rsub", "mul", "div", "neg", "clamp", "clamp_min", "clip", "maximum", "to", "float",
 }
 _RANK = {"square": 0, "reduced": 1, "statistic": 2}
+_STARTS = SQUARES | REDUCTIONS | SPREADS
 
 
 @dataclass(eq=False)
@@ -113,9 +114,8 @@ def follow(s: Session, func: Callable, name: str, args: tuple, kwargs: dict, act
     stats: _Statistics | None = getattr(s, "statistics", None)
     if stats is None:
         return
-    tags = [stats.tags.get(id(t)) for t in acts]
-    tagged = [t for t in tags if t is not None]
-    if not tagged and name not in SQUARES and name not in REDUCTIONS and name not in SPREADS:
+    tagged = [tag for tag in map(stats.tags.get, map(id, acts)) if tag is not None] if stats.tags else []
+    if not tagged and name not in _STARTS:
         return
     name = _name(func, name, args)
     for tag in tagged:
