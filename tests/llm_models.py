@@ -2,7 +2,8 @@
 weights, no download): 2 layers, hidden size 16, grouped-query attention where the family has it.
 
 `llm(family, attn)` builds one; `FAMILIES` lists them, `SDPA_FAMILIES` those with both an SDPA and an eager
-attention. `zero_constants` zeroes every additive constant (see `text_models.bias_free`).
+attention. `zero_constants` zeroes every additive constant (see `text_models.bias_free`); `padded_prompts`
+makes a padded batch of sequences of different lengths.
 """
 from __future__ import annotations
 
@@ -62,3 +63,15 @@ def zero_constants(model: nn.Module) -> nn.Module:
     """Zero every additive constant: biases, LayerNorm shifts, position embeddings, T5's relative position
     bias (rotary embeddings and norms are multiplicative and stay)."""
     return bias_free(model)
+
+
+def padded_prompts(lengths, side: str = "right", seed: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token sequences of the given lengths in one batch, padded with id 0 on ``side``; (ids, mask)."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = [torch.randint(3, VOCAB, (n,), generator=generator) for n in lengths]
+    ids = torch.zeros(len(rows), max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        cols = slice(0, len(row)) if side == "right" else slice(ids.shape[1] - len(row), None)
+        ids[i, cols], mask[i, cols] = row, 1
+    return ids, mask

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import xaikit as xk
-from llm_models import llm
+from llm_models import llm, padded_prompts
 from models import assert_unchanged, snapshot
 from text_models import VOCAB
 from xaikit.generation import (TokenLogits, explain_answer, explain_generation, greedy_continuation, repad,
@@ -18,16 +18,8 @@ LENGTHS = (6, 3, 5)
 STEPS = 4
 
 
-def prompts(side: str = "right", lengths=LENGTHS, seed: int = 2):
-    """Random prompts of different lengths, padded (pad id 0) on ``side``."""
-    generator = torch.Generator().manual_seed(seed)
-    rows = [torch.randint(3, VOCAB, (n,), generator=generator) for n in lengths]
-    ids = torch.zeros(len(rows), max(lengths), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        cols = slice(0, len(row)) if side == "right" else slice(ids.shape[1] - len(row), None)
-        ids[i, cols], mask[i, cols] = row, 1
-    return ids, mask
+def prompts(side: str = "right"):
+    return padded_prompts(LENGTHS, side)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import xaikit as xk
-from llm_models import FAMILIES, SDPA_FAMILIES, llm, zero_constants
+from llm_models import FAMILIES, SDPA_FAMILIES, llm, padded_prompts, zero_constants
 from models import assert_unchanged, snapshot
 from text_models import VOCAB, gpt2
 from xaikit.generation import TokenLogits, sequence_inputs
@@ -71,14 +71,7 @@ LENGTHS = (7, 4, 5)
 
 
 def _padded(side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    torch.manual_seed(1)
-    rows = [torch.randint(3, VOCAB, (n,)) for n in LENGTHS]
-    ids = torch.zeros(len(rows), max(LENGTHS), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        cols = slice(0, len(row)) if side == "right" else slice(ids.shape[1] - len(row), None)
-        ids[i, cols], mask[i, cols] = row, 1
-    return ids, mask
+    return padded_prompts(LENGTHS, side, seed=1)
 
 
 def _answer_target(mask: torch.Tensor, ids: torch.Tensor) -> TokenLogits:
