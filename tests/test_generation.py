@@ -162,6 +162,8 @@ def test_clear_errors(model):
     lrp = xk.LRP(model, composite="cp_lrp")
     with pytest.raises(TypeError, match="method must be an xaikit method"):
         explain_generation(model, ids, mask)
+    with pytest.raises(ValueError, match="for decoder-only language models"):
+        explain_generation(xk.LRP(llm("t5")), ids, mask)
     with pytest.raises(TypeError, match="does not explain token ids"):
         explain_generation(xk.IntegratedGradients(model), ids, mask)
     with pytest.raises(TypeError, match="ids must be an integer tensor"):

@@ -77,6 +77,10 @@ def _check_method(method: Any) -> None:
     if not method.allow_integer_input:
         raise TypeError(f"method {method.name} does not explain token ids; use one that does "
                         "(LRP, InputXGradient, Gradient)")
+    if getattr(getattr(method.model, "config", None), "is_encoder_decoder", False):
+        raise ValueError("explain_generation and explain_answer are for decoder-only language models; explain an "
+                         "encoder–decoder's output tokens with target=TokenLogits(...) and "
+                         "forward_kwargs={'decoder_input_ids': ...}")
 
 
 def _check_ids(ids: Any, name: str) -> torch.Tensor:
@@ -163,8 +167,8 @@ def explain_generation(method: Method, ids: torch.Tensor, attention_mask: torch.
     prompt, steps = ids.shape[1], continuation.shape[1]
     sequences = torch.cat([ids, continuation], 1)
     full_mask = torch.cat([mask, explained], 1)
-    rows, step = explained.bool().nonzero(as_tuple=True)  # one explained copy per (sequence, generated token)
-    target = TokenLogits((prompt - 1 + step)[:, None], continuation[rows, step][:, None])
+    rows, step = explained.bool().cpu().nonzero(as_tuple=True)  # one copy per (sequence, generated token)
+    target = TokenLogits((prompt - 1 + step)[:, None], continuation.cpu()[rows, step][:, None])
     result = _explain_rows(method, sequences, full_mask, rows, target, steps + 1, given)
     relevance = torch.zeros(*sequences.shape, steps, dtype=result.attribution.dtype)
     relevance[rows, :, step] = result.attribution.detach().cpu()
@@ -193,7 +197,7 @@ def explain_answer(method: Method, ids: torch.Tensor, answer: torch.Tensor,
     sequences, full_mask = torch.cat([ids, answer], 1), torch.cat([mask, answer_mask], 1)
     positions = torch.arange(prompt - 1, prompt - 1 + steps).expand(ids.shape[0], -1)
     rows = torch.arange(ids.shape[0])
-    target = TokenLogits(positions, answer, answer_mask.bool())
+    target = TokenLogits(positions, answer.cpu(), answer_mask.bool().cpu())
     result = _explain_rows(method, sequences, full_mask, rows, target, steps + 1, dict(forward_kwargs or {}))
     relevance = result.attribution.detach().cpu()[:, :, None]
     return _result(result, relevance, sequences, full_mask, answer, answer_mask, prompt, rows, torch.zeros_like(rows))
