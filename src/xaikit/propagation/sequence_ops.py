@@ -466,9 +466,9 @@ def constant_sum(s: Session, func, name, args, kwargs, acts):
         value = constant.detach() * coef
         if not bool(torch.isfinite(value).all()):  # masks with −inf: the gradient there is 0
             value = value.nan_to_num(0.0, 0.0, 0.0)
-        out.register_hook(lambda g: s.absorb((g * value).reshape(g.shape[0], -1).sum(1)))
-    elif constant != 0:
-        out.register_hook(lambda g: s.absorb(g.reshape(g.shape[0], -1).sum(1) * (constant * coef)))
+        out.register_hook(lambda g: None if g is None else s.absorb((g * value).reshape(g.shape[0], -1).sum(1)))
+    elif constant != 0:  # (no gradient: a first-layer rule wrote its relevance at the input directly)
+        out.register_hook(lambda g: None if g is None else s.absorb(g.reshape(g.shape[0], -1).sum(1) * (constant * coef)))
     return out
 
 
