@@ -365,3 +365,29 @@ def test_a_first_layer_rule_that_finds_no_first_layer_warns():
     x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
     with pytest.warns(UserWarning, match="first-layer rule 'flat'.*applied to no layer"):
         xk.LRP(Normalising("nonlinear").eval(), composite="epsilon_plus_flat")(x, target=0)
+
+
+# -- 6. recurrent networks: the per-sample report at batch > 1 -----------------------------------------------------
+class Recurrent(nn.Module):
+    def __init__(self, cell: str, batch_first: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        make = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn, self.head = make(5, 6, num_layers=2, batch_first=batch_first), nn.Linear(6, 3)
+        self.batch_first = batch_first
+
+    def forward(self, x):  # x: (N, T, 5)
+        out = self.rnn(x if self.batch_first else x.transpose(0, 1))[0]
+        return self.head(out[:, -1] if self.batch_first else out[-1])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_recurrent_conservation_is_reported_per_sample(cell, batch_first):
+    model = Recurrent(cell, batch_first).eval()
+    x = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(0))
+    expl = xk.LRP(model, composite="epsilon", batch_size=3)(x, target=0)
+    c = expl.info["conservation"]
+    assert (c["residual"].abs() <= 1e-4 * c["start"].abs()).all(), c
+    one = [xk.LRP(model, composite="epsilon")(x[i:i + 1], target=0) for i in range(3)]
+    torch.testing.assert_close(c["absorbed"], torch.cat([e.info["conservation"]["absorbed"] for e in one]))
