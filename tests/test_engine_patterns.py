@@ -391,3 +391,19 @@ def test_recurrent_conservation_is_reported_per_sample(cell, batch_first):
     assert (c["residual"].abs() <= 1e-4 * c["start"].abs()).all(), c
     one = [xk.LRP(model, composite="epsilon")(x[i:i + 1], target=0) for i in range(3)]
     torch.testing.assert_close(c["absorbed"], torch.cat([e.info["conservation"]["absorbed"] for e in one]))
+
+
+# -- 7. the identity rule on sigmoid gates near 0 -----------------------------------------------------------------
+def test_identity_rule_on_a_sigmoid_stays_finite_as_its_input_goes_to_zero():
+    """AttnLRP on an SE block whose gate input is ~1e-7 for every channel: relevance stays of the order of the
+    logit (g·σ(x)/x would scale it by 1/x), the balance closed, the constant σ(0) absorbing its share."""
+    model = SqueezeExcite("index").eval()
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # shift fc2's bias so that the gate input is 1e-7 for sample 0
+        h = F.relu(model.conv(x))
+        z = model.fc2(F.relu(model.fc1(h.mean((2, 3)))))
+        model.fc2.bias -= z[0] - 1e-7
+    expl = xk.LRP(model, composite="attnlrp")(x[:1], target=0)
+    c = expl.info["conservation"]
+    assert expl.attribution.abs().sum() <= 100 * c["start"].abs().item()
+    assert c["residual"].abs().max() <= 1e-4 * c["start"].abs().max()

@@ -219,17 +219,29 @@ def _out_of_place(func, name: str, args: tuple, kwargs: dict):
 
 
 class _IdentityRule(torch.autograd.Function):
-    """``y = f(x)``; backward passes ``g · f(x)/x`` so that ``R_x = R_y`` (0 where x = 0)."""
+    """``y = f(x)``; backward passes ``g · (f(x) − f(0))/x`` (0 where x = 0), so that ``R_x = R_y`` for
+    ``f(0) = 0`` (GELU, SiLU, tanh) and, where ``f(0) ≠ 0`` (sigmoid, softplus), the constant ``f(0)`` keeps
+    its share ``f(0) · g`` like a bias does (reported as absorbed). Dividing ``f(x)`` itself by ``x`` would
+    diverge as ``x → 0``; ``(f(x) − f(0))/x`` stays within the range of ``f'``.
+
+    ``zero``: ``f(0)`` when ``fn`` cannot compute it (``None``: ``fn`` of a zero)."""
 
     @staticmethod
-    def forward(ctx, x, fn, session: Session):
+    def forward(ctx, x, fn, session: Session, zero: float | None = None):
         out = fn(x)
-        ctx.x, ctx.out = session.hold(x), session.hold(out)
+        ctx.x, ctx.out, ctx.session = session.hold(x), session.hold(out), session
+        if zero is None:
+            zero = float(fn(x.new_zeros((1,) * x.ndim)).reshape(-1)[0])
+        ctx.zero = zero
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        return _identity_gradient(grad, ctx.out.get(), ctx.x.get()), None, None
+        y, zero = ctx.out.get(), ctx.zero
+        if zero:
+            ctx.session.absorb(grad.reshape(grad.shape[0], -1).sum(1) * zero)
+            y = y - zero
+        return _identity_gradient(grad, y, ctx.x.get()), None, None, None
 
 
 def _identity_gradient(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -293,13 +305,30 @@ def nonlinear(s: Session, func, name, args, kwargs, acts):
     func, args, kwargs = _out_of_place(func, name, args, kwargs)
     x = args[0]
     if rule == "identity" and s.is_activation(x):
-        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s)
+        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s, _at_zero(func, args, kwargs, x))
     else:
         out = func(*args, **kwargs)
     s.coverage.add("handled", f"{name}:{rule}")
     if name in GATES:
         s.tag_gate(out)
     return out
+
+
+_ZEROS: dict[Any, float] = {}  #: f(0) of element-wise functions, by (function, settings, dtype)
+
+
+def _at_zero(func, args: tuple, kwargs: dict, x: torch.Tensor) -> float | None:
+    """``func(0, *args[1:], **kwargs)``, remembered (``None`` where the settings are tensors or not hashable)."""
+    if any(isinstance(a, torch.Tensor) for a in (*args[1:], *kwargs.values())):
+        return None
+    try:
+        key = (func, args[1:], tuple(sorted(kwargs.items())), x.dtype)
+        hash(key)
+    except TypeError:
+        return None
+    if key not in _ZEROS:
+        _ZEROS[key] = float(func(torch.zeros((), dtype=x.dtype), *args[1:], **kwargs))
+    return _ZEROS[key]
 
 
 def relu(s: Session, func, name, args, kwargs, acts):

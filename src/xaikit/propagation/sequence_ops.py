@@ -405,7 +405,9 @@ class _ElementwiseModules:
         self.s.coverage.undo(mark)
         self.s.coverage.add("handled", f"{type(module).__name__}:identity")
         value = out.detach()
-        return _IdentityRule.apply(x, lambda _: value, self.s)
+        with torch.no_grad():  # f(0), without the module's hooks
+            zero = float(module.forward(torch.zeros_like(x[:1])).reshape(-1)[0])
+        return _IdentityRule.apply(x, lambda _: value, self.s, zero)
 
 
 SETUP.append(_ElementwiseModules)
