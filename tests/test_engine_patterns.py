@@ -324,3 +324,86 @@ def test_in_place_writes_through_a_view_give_the_out_of_place_relevance(composit
     torch.testing.assert_close(expl.attribution, expected.attribution, rtol=1e-5, atol=1e-6)
     c = expl.info["conservation"]
     assert c["residual"].abs().max() <= 1e-4 * c["start"].abs().max()
+
+
+# -- 5. first-layer rules behind an input transform -------------------------------------------------------------
+class Normalising(nn.Module):
+    """The same conv net, normalising its input inside forward (``transform``) or not (its input is then
+    normalised beforehand)."""
+
+    MEAN, STD = torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1), torch.tensor([0.2, -0.25, 0.3]).view(1, 3, 1, 1)
+
+    def __init__(self, transform: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc, self.transform = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 2), transform
+
+    def forward(self, x):
+        if self.transform == "affine":
+            x = (x - self.MEAN) / self.STD
+        elif self.transform == "nonlinear":
+            x = torch.tanh(x)
+        return self.fc(F.relu(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("composite,settings", [("epsilon_plus_flat", {}), ("epsilon_alpha2_beta1_flat", {}),
+                                                ("epsilon_gamma_box", {"low": 0.0, "high": 1.0})])
+def test_first_layer_rule_applies_behind_an_affine_input_transform(composite, settings):
+    """Relevance of the in-model normalisation equals that of the same net on the normalised input (box
+    bounds carried through the transform, a negative std flipping them), element for element."""
+    x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    inside = xk.LRP(Normalising("affine").eval(), composite=composite, **settings)(x, target=0)
+    pre = (x - Normalising.MEAN) / Normalising.STD
+    if settings:
+        low, high = ((torch.tensor(b).expand(1, 3, 1, 1) - Normalising.MEAN) / Normalising.STD for b in (0.0, 1.0))
+        settings = {"low": torch.minimum(low, high).view(3), "high": torch.maximum(low, high).view(3)}
+    outside = xk.LRP(Normalising("none").eval(), composite=composite, **settings)(pre, target=0)
+    torch.testing.assert_close(inside.attribution, outside.attribution, rtol=1e-5, atol=1e-6)
+
+
+def test_a_first_layer_rule_that_finds_no_first_layer_warns():
+    x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="first-layer rule 'flat'.*applied to no layer"):
+        xk.LRP(Normalising("nonlinear").eval(), composite="epsilon_plus_flat")(x, target=0)
+
+
+# -- 6. recurrent networks: the per-sample report at batch > 1 -----------------------------------------------------
+class Recurrent(nn.Module):
+    def __init__(self, cell: str, batch_first: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        make = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn, self.head = make(5, 6, num_layers=2, batch_first=batch_first), nn.Linear(6, 3)
+        self.batch_first = batch_first
+
+    def forward(self, x):  # x: (N, T, 5)
+        out = self.rnn(x if self.batch_first else x.transpose(0, 1))[0]
+        return self.head(out[:, -1] if self.batch_first else out[-1])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_recurrent_conservation_is_reported_per_sample(cell, batch_first):
+    model = Recurrent(cell, batch_first).eval()
+    x = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(0))
+    expl = xk.LRP(model, composite="epsilon", batch_size=3)(x, target=0)
+    c = expl.info["conservation"]
+    assert (c["residual"].abs() <= 1e-4 * c["start"].abs()).all(), c
+    one = [xk.LRP(model, composite="epsilon")(x[i:i + 1], target=0) for i in range(3)]
+    torch.testing.assert_close(c["absorbed"], torch.cat([e.info["conservation"]["absorbed"] for e in one]))
+
+
+# -- 7. the identity rule on sigmoid gates near 0 -----------------------------------------------------------------
+def test_identity_rule_on_a_sigmoid_stays_finite_as_its_input_goes_to_zero():
+    """AttnLRP on an SE block whose gate input is ~1e-7 for every channel: relevance stays of the order of the
+    logit (g·σ(x)/x would scale it by 1/x), the balance closed, the constant σ(0) absorbing its share."""
+    model = SqueezeExcite("index").eval()
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # shift fc2's bias so that the gate input is 1e-7 for sample 0
+        h = F.relu(model.conv(x))
+        z = model.fc2(F.relu(model.fc1(h.mean((2, 3)))))
+        model.fc2.bias -= z[0] - 1e-7
+    expl = xk.LRP(model, composite="attnlrp")(x[:1], target=0)
+    c = expl.info["conservation"]
+    assert expl.attribution.abs().sum() <= 100 * c["start"].abs().item()
+    assert c["residual"].abs().max() <= 1e-4 * c["start"].abs().max()

@@ -22,7 +22,10 @@ from .coverage import Coverage
 from .layers import LayerCall
 from .rules import Rule, redistribute
 
-Replay = Callable[[torch.Tensor], torch.Tensor]
+#: ``replay(base, positions=False)``: recompute a first layer's input from ``base`` in place of the model input,
+#: through the index operations and element-wise affine maps between them (``positions=True``: through the
+#: index operations only, i.e. where each input element lands)
+Replay = Callable[..., torch.Tensor]
 #: context managers ``setup(session)`` entered around every explained forward pass, e.g. to register
 #: forward hooks on the model's modules for the call only (extensions such as :mod:`.sequence_ops` add to it)
 SETUP: list[Callable[["Session"], ContextManager]] = []
@@ -263,7 +266,7 @@ class Session:
         """
         self.external = {id(t): t for t in tensors_in(inputs) if t.is_floating_point()}
         self.input = x
-        self.chain = {id(x): (x, lambda base: base)}
+        self.chain = {id(x): (x, lambda base, positions=False: base)}
         self.absorbed = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         with contextlib.ExitStack() as stack:
             for setup in SETUP:
@@ -440,22 +443,26 @@ class Session:
         self.absorbed = self.absorbed + amount
 
     def write_direct(self, relevance: torch.Tensor, replay: Replay) -> None:
-        """Add relevance computed at a first layer's input, mapped back to the model input through ``replay``."""
+        """Add relevance computed at a first layer's input, mapped back to the model input through ``replay``
+        (each element's relevance goes to the input element it came from, also through an affine map)."""
         base = torch.zeros_like(self.input).requires_grad_(True)
         with torch.enable_grad():
-            (mapped,) = torch.autograd.grad(replay(base), base, relevance, allow_unused=True)
+            (mapped,) = torch.autograd.grad(replay(base, positions=True), base, relevance, allow_unused=True)
         mapped = torch.zeros_like(base) if mapped is None else mapped.detach()
         self.direct = mapped if self.direct is None else self.direct + mapped
 
     def bounds(self, rule: Rule, replay: Replay) -> dict[str, torch.Tensor]:
-        """Constant inputs of a direct rule at the first layer's input: ones, and the box bounds."""
+        """Constant inputs of a direct rule at the first layer's input: ones, and the box bounds (given for the
+        model input, carried through the affine maps before the layer; ordered again where a map flips them)."""
         x = self.input.detach()
-        consts = {"ones": _replay_constant(replay, x.new_ones((1, *x.shape[1:])), x)}  # padding gets no relevance
+        consts = {"ones": _replay_constant(lambda t: replay(t, positions=True), x.new_ones((1, *x.shape[1:])), x)}
         if any(t.input in ("low", "high") for p in rule.parts for t in p.terms):
             dims = tuple(range(2, x.ndim)) if x.ndim > 2 else tuple(range(1, x.ndim))
             for key, bound, default in (("low", rule.low, x.amin), ("high", rule.high, x.amax)):
                 value = default(dim=dims, keepdim=True) if bound is None else _broadcast_bound(bound, x, key)
                 consts[key] = _replay_constant(replay, value, x)
+            consts["low"], consts["high"] = torch.minimum(consts["low"], consts["high"]), \
+                torch.maximum(consts["low"], consts["high"])
         return consts
 
 

@@ -7,12 +7,13 @@ relevance (the ``LINEAR`` set).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import torch
 
 from .layers import LayerCall, channel_dot
-from .engine import FOLLOW, FoldGate, LayerState, Redistribute, Session, _rectifies, is_inplace, tensors_in
+from .engine import FOLLOW, SETUP, FoldGate, LayerState, Redistribute, Session, _rectifies, is_inplace, tensors_in
 from .rules import scale_factor, stabiliser
 
 #: safe under input × gradient (linear, or positively homogeneous of degree 1, or selecting/moving values)
@@ -54,17 +55,28 @@ def classify_plain(s: Session, func: Callable, name: str, args: tuple, kwargs: d
     out = func(*args, **kwargs)
     if any(t.requires_grad for t in tensors_in(out)):
         s.coverage.add("linear" if name in LINEAR else "unknown", name)
-        if name in INDEX_OPS and isinstance(out, torch.Tensor) and len(acts) == 1 and id(acts[0]) in s.chain:
-            _extend_chain(s, func, args, kwargs, acts[0], out)
+        if len(acts) == 1 and id(acts[0]) in s.chain and isinstance(out, torch.Tensor):
+            if name in INDEX_OPS:
+                _extend_chain(s, func, args, kwargs, acts[0], out)
+            elif name in AFFINE and out.shape == acts[0].shape and getattr(func, "__name__", "") != "__rtruediv__":
+                _extend_chain(s, func, args, kwargs, acts[0], out, affine=True)
     return out
 
 
-def _extend_chain(s: Session, func, args, kwargs, source: torch.Tensor, out: torch.Tensor) -> None:
-    """Remember how ``out`` is computed from the model input by index operations (for first-layer rules)."""
+#: element-wise affine maps of an activation by constants (``(x - mean) / std`` in a model's forward)
+AFFINE = {"add", "sub", "rsub", "mul", "div", "neg"}
+
+
+def _extend_chain(s: Session, func, args, kwargs, source: torch.Tensor, out: torch.Tensor,
+                  affine: bool = False) -> None:
+    """Remember how ``out`` is computed from the model input by index operations and element-wise affine maps
+    (for first-layer rules); an affine map moves no element, so the positions pass it unchanged."""
     parent = s.chain[id(source)][1]
 
-    def replay(base: torch.Tensor) -> torch.Tensor:
-        value = parent(base)
+    def replay(base: torch.Tensor, positions: bool = False) -> torch.Tensor:
+        value = parent(base, positions)
+        if affine and positions:
+            return value
         swap = lambda a: value if a is source else a  # noqa: E731
         return func(*[swap(a) for a in args], **{k: swap(v) for k, v in kwargs.items()})
 
@@ -87,6 +99,7 @@ def layer(s: Session, func, name, args, kwargs, acts):
     module_name, module = s.owners.get(id(weight), (None, None))
     kind = "conv" if name.startswith("conv") else "dense"
     first = id(x) in s.chain
+    s.first_seen = s.first_seen or first
     rule = s.composite.rule_for(kind, module_name, module, first)
     if rule.direct and not first:
         raise ValueError(
@@ -215,17 +228,29 @@ def _out_of_place(func, name: str, args: tuple, kwargs: dict):
 
 
 class _IdentityRule(torch.autograd.Function):
-    """``y = f(x)``; backward passes ``g · f(x)/x`` so that ``R_x = R_y`` (0 where x = 0)."""
+    """``y = f(x)``; backward passes ``g · (f(x) − f(0))/x`` (0 where x = 0), so that ``R_x = R_y`` for
+    ``f(0) = 0`` (GELU, SiLU, tanh) and, where ``f(0) ≠ 0`` (sigmoid, softplus), the constant ``f(0)`` keeps
+    its share ``f(0) · g`` like a bias does (reported as absorbed). Dividing ``f(x)`` itself by ``x`` would
+    diverge as ``x → 0``; ``(f(x) − f(0))/x`` stays within the range of ``f'``.
+
+    ``zero``: ``f(0)`` when ``fn`` cannot compute it (``None``: ``fn`` of a zero)."""
 
     @staticmethod
-    def forward(ctx, x, fn, session: Session):
+    def forward(ctx, x, fn, session: Session, zero: float | None = None):
         out = fn(x)
-        ctx.x, ctx.out = session.hold(x), session.hold(out)
+        ctx.x, ctx.out, ctx.session = session.hold(x), session.hold(out), session
+        if zero is None:
+            zero = float(fn(x.new_zeros((1,) * x.ndim)).reshape(-1)[0])
+        ctx.zero = zero
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        return _identity_gradient(grad, ctx.out.get(), ctx.x.get()), None, None
+        y, zero = ctx.out.get(), ctx.zero
+        if zero:
+            ctx.session.absorb(grad.reshape(grad.shape[0], -1).sum(1) * zero)
+            y = y - zero
+        return _identity_gradient(grad, y, ctx.x.get()), None, None, None
 
 
 def _identity_gradient(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -289,13 +314,30 @@ def nonlinear(s: Session, func, name, args, kwargs, acts):
     func, args, kwargs = _out_of_place(func, name, args, kwargs)
     x = args[0]
     if rule == "identity" and s.is_activation(x):
-        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s)
+        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s, _at_zero(func, args, kwargs, x))
     else:
         out = func(*args, **kwargs)
     s.coverage.add("handled", f"{name}:{rule}")
     if name in GATES:
         s.tag_gate(out)
     return out
+
+
+_ZEROS: dict[Any, float] = {}  #: f(0) of element-wise functions, by (function, settings, dtype)
+
+
+def _at_zero(func, args: tuple, kwargs: dict, x: torch.Tensor) -> float | None:
+    """``func(0, *args[1:], **kwargs)``, remembered (``None`` where the settings are tensors or not hashable)."""
+    if any(isinstance(a, torch.Tensor) for a in (*args[1:], *kwargs.values())):
+        return None
+    try:
+        key = (func, args[1:], tuple(sorted(kwargs.items())), x.dtype)
+        hash(key)
+    except TypeError:
+        return None
+    if key not in _ZEROS:
+        _ZEROS[key] = float(func(torch.zeros((), dtype=x.dtype), *args[1:], **kwargs))
+    return _ZEROS[key]
 
 
 def relu(s: Session, func, name, args, kwargs, acts):
@@ -453,6 +495,31 @@ def follow_gates(s: Session, func, name, args, kwargs, acts, out, mark) -> None:
 
 
 FOLLOW.append(follow_gates)
+
+
+class _FirstRule:
+    """Warns, after the forward pass, when the composite's first-layer rule found no first layer."""
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+        s.first_seen = False
+
+    def __enter__(self) -> "_FirstRule":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        rule = self.s.composite.first
+        if exc[0] is None and rule is not None and not self.s.first_seen and self.s.layers is not None:
+            warnings.warn(
+                f"the first-layer rule {rule.name!r} of composite {self.s.composite.name!r} was applied to no layer: "
+                "no linear or convolution layer reads the model input through index operations (padding, reshapes) "
+                "or element-wise affine maps ((x - mean) / std); the model transforms its input otherwise before "
+                "its first layer, so the layer rules were used there",
+                UserWarning, stacklevel=2,
+            )
+
+
+SETUP.append(_FirstRule)
 
 HANDLERS: dict[str, Callable] = {
     **{n: layer for n in LAYER_OPS},
