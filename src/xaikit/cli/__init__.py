@@ -12,7 +12,7 @@ import warnings
 from typing import Sequence
 
 from . import parts
-from .errors import FAILED, INTERRUPTED, UNAVAILABLE, USAGE, CLIError, UsageError
+from .errors import FAILED, INTERRUPTED, UNAVAILABLE, USAGE, CLIError, UsageError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -223,8 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as err:  # noqa: BLE001 - one line for the user; --debug shows the traceback
             if args.debug:
                 raise
-            text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            print(f"{prog}: failed: {type(err).__name__}: {text} (--debug shows the traceback)", file=sys.stderr)
+            print(f"{prog}: failed: {type(err).__name__}: {one_line(err)} (--debug shows the traceback)",
+                  file=sys.stderr)
             return FAILED
         finally:
             torch.set_num_threads(threads)  # main() may run inside a notebook or a test

@@ -15,10 +15,11 @@ from . import parts
 from .errors import UsageError
 from .inputs import Inputs
 from .models import LoadedModel
+from .outputs import finish_writing, start_writing
 from .specs import build_methods
 
 
-def explain_answers(args: argparse.Namespace, loaded: LoadedModel, inputs: Inputs) -> int:
+def explain_answers(args: argparse.Namespace, loaded: LoadedModel, inputs: Inputs, out: Path) -> int:
     """Continue every prompt greedily for ``--max-new-tokens`` and explain each generated token with every
     method (:func:`~xaikit.generation.explain_generation`): ``index.html`` (token heatmaps),
     ``attributions.npz`` (the tokens × generated matrices) and ``summary.json``."""
@@ -39,8 +40,7 @@ def explain_answers(args: argparse.Namespace, loaded: LoadedModel, inputs: Input
     first = next(iter(results.values()))
     answers = [tokenizer.decode(first.generated[n][first.generated_mask[n].bool()].tolist())
                for n in range(len(inputs))]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    start_writing(out)
     page = _page(tokenizer, inputs, answers, results)
     viz.write_report(out, [viz.html_section(f"Token heatmaps of the answers: {loaded.spec}", page)],
                      settings_of(args), title="xaikit explain")
@@ -56,6 +56,7 @@ def explain_answers(args: argparse.Namespace, loaded: LoadedModel, inputs: Input
         "settings": settings_of(args),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    finish_writing(out)
     done(f"explained the answers to {len(inputs)} prompt(s) with {len(methods)} method(s) in "
          f"{sum(times.values()):.1f} s -> {out}", args.quiet)
     return 0

@@ -2,7 +2,7 @@
 
 ``method = Name(model, **settings)`` checks the settings (unknown ones are rejected with the list of valid
 ones); ``method(x, target=..., forward_args=(), forward_kwargs={})`` checks the input, warns on a model in
-training mode, runs the method and returns an :class:`~xaikit.explanation.Explanation`.
+training mode (and explains it in eval semantics, see :func:`~xaikit.errors.eval_semantics`), runs the method and returns an :class:`~xaikit.explanation.Explanation`.
 """
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..errors import check_input, warn_if_training
+from ..errors import check_input, eval_semantics, unknown_name
 from ..explanation import Explanation
 from ..settings import bind_settings
 from ..targets import TargetSpec, check_target
+from .tokens_ids import explain_in_embedding_space
 
 #: snake_case name -> method class, filled by subclassing :class:`Method`
 METHODS: dict[str, type["Method"]] = {}
@@ -48,6 +49,14 @@ class Method:
     """
 
     allow_integer_input: ClassVar[bool] = False
+    #: how the method reads token ids when it does not take them itself: "embedding" (it runs on the input
+    #: embedding's vectors, see :mod:`xaikit.methods.tokens_ids`) or ``None`` (it does not apply to ids)
+    token_mode: ClassVar[str | None] = None
+    #: embedding-space attributions become one value per token by their "sum" or "norm" over the embedding
+    token_reduction: ClassVar[str] = "sum"
+    #: False for maps that are not signed relevances about zero (RISE's expected scores): figures stretch them
+    #: from their minimum to their maximum on a sequential colour map
+    signed_map: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
@@ -75,15 +84,19 @@ class Method:
         forward_kwargs: dict[str, Any] | None = None,
     ) -> Explanation:
         """Explain ``model(x, *forward_args, **forward_kwargs)`` for ``target``; the attribution is for ``x``."""
-        check_input(x, "x", self.model, allow_int=self.allow_integer_input)
+        in_embedding_space = self.token_mode == "embedding" and _token_ids(x)
+        check_input(x, "x", self.model, allow_int=self.allow_integer_input or in_embedding_space)
         if not isinstance(forward_args, (tuple, list)):
             raise TypeError(f"forward_args must be a tuple of extra positional inputs, got {type(forward_args).__name__}")
         if forward_kwargs is not None and not isinstance(forward_kwargs, dict):
             raise TypeError(f"forward_kwargs must be a dict of keyword inputs, got {type(forward_kwargs).__name__}")
         check_target(target, x.shape[0])
-        warn_if_training(self.model)
         began = time.perf_counter()
-        expl = self.explain(x, target, tuple(forward_args), dict(forward_kwargs or {}))
+        with eval_semantics(self.model):
+            if in_embedding_space:
+                expl = explain_in_embedding_space(self, x, target, tuple(forward_args), dict(forward_kwargs or {}))
+            else:
+                expl = self.explain(x, target, tuple(forward_args), dict(forward_kwargs or {}))
         expl.info.setdefault("time_s", time.perf_counter() - began)
         return expl
 
@@ -97,11 +110,15 @@ class Method:
         return f"{self.name}({type(self.model).__name__})"
 
 
+def _token_ids(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+
+
 def get_method(name: str) -> type[Method]:
     """Look up a method class by snake_case or class name."""
     key = snake_case(name) if name not in METHODS else name
     if key not in METHODS:
-        raise ValueError(f"unknown method {name!r}; valid: {', '.join(sorted(METHODS))}")
+        raise unknown_name("method", name, METHODS)
     return METHODS[key]
 
 

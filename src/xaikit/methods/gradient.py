@@ -102,7 +102,8 @@ def map_samples(
         )
 
     item_bytes = x[0].numel() * x.element_size() * cost_per_sample
-    parts = chunked(run, n, batch_size, key=chunk_key(method, x), cap=max_chunk(item_bytes, x.device))
+    parts = chunked(run, n, batch_size, key=chunk_key(method, x), cap=max_chunk(item_bytes, x.device),
+                    progress=getattr(method, "progress", False), desc=method.name)
     attribution = torch.cat([a for a, _ in parts])
     output = torch.cat([b.output for _, b in parts])
     index = torch.cat([b.target.reported for _, b in parts])
@@ -124,16 +125,19 @@ class Gradient(Method):
         For integer token ids ``(N, L)``: the input embedding to explain at (found automatically by default,
         see :mod:`xaikit.tokens`). The attribution is then one value per token: the L2 norm of the gradient
         w.r.t. the token's embedding vector (``Gradient``) or ``Σ_d e_d ∂f/∂e_d`` (``InputXGradient``).
+    progress : bool
+        Show a progress bar over the chunks of the batch.
     """
 
+    token_reduction = "norm"
     multiply_by_input: bool = False
     allow_integer_input = True
 
     def __init__(self, model: nn.Module, batch_size: int | str = "auto", absolute: bool = False,
-                 embedding: str | nn.Module | None = None) -> None:
+                 embedding: str | nn.Module | None = None, progress: bool = False) -> None:
         super().__init__(model)
         check_batch_size(batch_size)
-        self.batch_size = batch_size
+        self.batch_size, self.progress = batch_size, bool(progress)
         self.absolute = absolute
         self.tokens = TokenInput(model, embedding)
 
@@ -164,4 +168,5 @@ class Gradient(Method):
 class InputXGradient(Gradient):
     """Gradient × input, ``x ⊙ ∂f/∂x`` (Shrikumar et al. 2016). Equals LRP-0 on bias-free ReLU networks."""
 
+    token_reduction = "sum"
     multiply_by_input = True

@@ -35,6 +35,8 @@ class LRP(Method):
         For integer token ids ``x`` of shape ``(N, L)``: the input embedding at whose output the model is
         explained (found automatically by default, see :mod:`xaikit.tokens`); the attribution is then the
         relevance per token ``(N, L)``, summed over the embedding dimension.
+    progress : bool
+        Show a progress bar over the chunks of the batch.
     **settings
         ``epsilon``, ``gamma``, ``alpha``, ``beta``, ``low``, ``high``: override the preset's values.
         For ``epsilon_gamma_box`` the box bounds default to each sample's per-channel minimum and maximum.
@@ -53,11 +55,12 @@ class LRP(Method):
     allow_integer_input = True
 
     def __init__(self, model: nn.Module, composite: str | Composite = "epsilon_plus_flat",
-                 batch_size: int | str = "auto", embedding: str | nn.Module | None = None, **settings: Any) -> None:
+                 batch_size: int | str = "auto", embedding: str | nn.Module | None = None, progress: bool = False,
+                 **settings: Any) -> None:
         super().__init__(model)
         check_batch_size(batch_size)
         self.composite = make_composite(composite, **settings)
-        self.batch_size = batch_size
+        self.batch_size, self.progress = batch_size, bool(progress)
         self.tokens = TokenInput(model, embedding)
 
     @property
@@ -113,8 +116,8 @@ class LRP(Method):
 class _FixedComposite(LRP):
     preset: str = ""
 
-    def __init__(self, model: nn.Module, batch_size: int | str = "auto") -> None:
-        super().__init__(model, self.preset, batch_size)
+    def __init__(self, model: nn.Module, batch_size: int | str = "auto", progress: bool = False) -> None:
+        super().__init__(model, self.preset, batch_size, progress=progress)
 
     @property
     def name(self) -> str:
