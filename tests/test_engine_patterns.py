@@ -407,3 +407,24 @@ def test_identity_rule_on_a_sigmoid_stays_finite_as_its_input_goes_to_zero():
     c = expl.info["conservation"]
     assert expl.attribution.abs().sum() <= 100 * c["start"].abs().item()
     assert c["residual"].abs().max() <= 1e-4 * c["start"].abs().max()
+
+
+# -- bad input: names that do not exist -------------------------------------------------------------------------
+def test_a_named_embedding_or_layer_that_does_not_exist_is_named_with_close_names():
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.word_embeddings, self.classifier = nn.Embedding(10, 4), nn.Linear(4, 2)
+
+        def forward(self, ids):
+            return self.classifier(self.word_embeddings(ids).mean(1))
+
+    with pytest.raises(ValueError, match=r"embedding 'word_embedding' is not a module.*did you mean 'word_embeddings'"):
+        xk.LRP(Tagger(), embedding="word_embedding")
+    from xaikit.propagation import with_rules
+
+    composite = with_rules("epsilon", by_name={"classifer": "zplus"})
+    with pytest.raises(ValueError, match=r"pattern 'classifer' matches no module.*did you mean 'classifier'"):
+        xk.LRP(Tagger(), composite=composite)(torch.randint(0, 10, (2, 3), generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match=r"layer 'conv' is not a module.*valid names: word_embeddings, classifier"):
+        xk.GradCAM(Tagger(), layer="conv")

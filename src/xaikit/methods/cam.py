@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batching import check_batch_size
+from ..errors import unknown_name
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, resolve_target
 from .base import Method
@@ -23,7 +24,7 @@ def find_layer(model: nn.Module, layer: str | None, name: str = "layer") -> tupl
     if not isinstance(layer, str):
         raise TypeError(f"{name} must be a module name (str) as in model.named_modules(), got {type(layer).__name__}")
     if layer not in modules:
-        raise ValueError(f"{name} {layer!r} is not a module of the model; valid names: {', '.join(modules)}")
+        raise unknown_name(name, layer, modules)
     return layer, modules[layer]
 
 

@@ -227,6 +227,7 @@ class Session:
 
         self.model = model
         self.composite = composite
+        composite.check_names(model)
         self.handlers = ops.HANDLERS
         self.coverage = Coverage()
         self.owners = {
