@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import unknown_name
+from ..errors import unknown_module
 from . import rules as R
 from .rules import Rule
 
@@ -65,7 +65,7 @@ class Composite:
         names = [name for name, _ in model.named_modules() if name]
         for pattern, _ in self.by_name:
             if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-                raise unknown_name("the by_name pattern", pattern, names, "matches no module of the model")
+                raise unknown_module("the by_name pattern", pattern, names, "matches no module of the model")
 
     def rule_for(self, kind: str, name: str | None, module: nn.Module | None, first: bool) -> Rule:
         """The rule for one layer call of ``kind`` ("conv"/"dense") by module ``name``/``module``."""
