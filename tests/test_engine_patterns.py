@@ -143,17 +143,20 @@ def test_next_token_with_a_given_token_reports_it():
     assert expl.target.tolist() == [7, 7]
 
 
+class Tagger(nn.Module):
+    """Token ids → embedding (of the ids shifted by ``shift``) → mean → classifier."""
+
+    def __init__(self, shift: int = 0):
+        super().__init__()
+        self.word_embeddings, self.classifier, self.shift = nn.Embedding(10, 4), nn.Linear(4, 2), shift
+
+    def forward(self, ids):
+        return self.classifier(self.word_embeddings((ids + self.shift) % 10).mean(1))
+
+
 def test_an_embedding_called_only_on_other_ids_is_an_error():
-    class TwoInputs(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb, self.fc = nn.Embedding(10, 4), nn.Linear(4, 2)
-
-        def forward(self, ids):
-            return self.fc(self.emb((ids + 1) % 10).mean(1))  # the ids are changed before they are embedded
-
     with pytest.raises(ValueError, match="did not call its input embedding on the ids x"):
-        xk.LRP(TwoInputs())(torch.randint(0, 10, (2, 3), generator=torch.Generator().manual_seed(0)))
+        xk.LRP(Tagger(shift=1))(torch.randint(0, 10, (2, 3), generator=torch.Generator().manual_seed(0)))
 
 
 # -- 3. gates seen through views, indexing, expand and reshapes -----------------------------------------------
@@ -407,3 +410,16 @@ def test_identity_rule_on_a_sigmoid_stays_finite_as_its_input_goes_to_zero():
     c = expl.info["conservation"]
     assert expl.attribution.abs().sum() <= 100 * c["start"].abs().item()
     assert c["residual"].abs().max() <= 1e-4 * c["start"].abs().max()
+
+
+# -- bad input: names that do not exist -------------------------------------------------------------------------
+def test_a_named_embedding_or_layer_that_does_not_exist_is_named_with_close_names():
+    with pytest.raises(ValueError, match=r"embedding 'word_embedding' is not a module.*did you mean 'word_embeddings'"):
+        xk.LRP(Tagger(), embedding="word_embedding")
+    from xaikit.propagation import with_rules
+
+    composite = with_rules("epsilon", by_name={"classifer": "zplus"})
+    with pytest.raises(ValueError, match=r"pattern 'classifer' matches no module.*did you mean 'classifier'"):
+        xk.LRP(Tagger(), composite=composite)(torch.randint(0, 10, (2, 3), generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match=r"layer 'conv' is not a module.*valid names: word_embeddings, classifier"):
+        xk.GradCAM(Tagger(), layer="conv")

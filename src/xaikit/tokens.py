@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from .errors import unknown_module
+
 #: keyword inputs of Hugging Face models that carry one value per token and must match the ids' shape
 PER_TOKEN_KWARGS = ("attention_mask", "token_type_ids", "position_ids")
 
@@ -51,10 +53,7 @@ class TokenInput:
         if isinstance(self.embedding, str):
             modules = dict(self.model.named_modules())
             if self.embedding not in modules:
-                raise ValueError(
-                    f"embedding {self.embedding!r} is not a module of the model; embedding modules: "
-                    f"{', '.join(_embedding_names(self.model)) or 'none'}"
-                )
+                raise unknown_module("embedding", self.embedding, _embedding_names(self.model) + list(modules))
             found = modules[self.embedding]
         if found is None:
             found = _find_input_embedding(self.model)

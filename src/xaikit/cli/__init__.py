@@ -95,7 +95,8 @@ def _model(parser: argparse.ArgumentParser, default: str | None, help_inputs: st
     group.add_argument("--num-samples", type=_positive_int, default=16,
                        help="samples drawn from a generated data set such as ground-truth (default 16)")
     group.add_argument("--target", help="class to explain: argmax (default; the labels where the data has them), "
-                                        "an index, or one index per input separated by commas")
+                                        "an index, one index per input separated by commas, or A-B: why class "
+                                        "A rather than B (A may be argmax)")
     group.add_argument("--target-column", help="CSV inputs: the column holding the labels")
     group.add_argument("--image-size", type=_positive_int, help="side length images are resized to (default: "
                                                                "the zoo model's, else 224)")
@@ -153,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", metavar="METRIC", help="metrics of the metrics table")
     p.add_argument("--text-model", default="minilm", help="model of the text example (default minilm)")
     p.add_argument("--text-methods", nargs="+", metavar="METHOD", help="methods of the text example")
-    p.add_argument("--sections", nargs="+", default=["images", "metrics", "text"],
-                   choices=("images", "metrics", "text"), help="sections to include (default all)")
+    p.add_argument("--sections", nargs="+", default=["images", "metrics", "text", "examples"],
+                   choices=("images", "metrics", "text", "examples"), help="sections to include (default all; "
+                   "examples: nearest samples and pertinent positive/negative of one sample of the metrics data)")
     p.add_argument("--strict", action="store_true", help="fail when a section cannot be made (default: the "
                                                          "report says what is missing)")
     p.add_argument("--title", default="xaikit report", help="title of the report")

@@ -16,7 +16,7 @@ from .. import viz
 from ..errors import NotApplicable
 from ..explanation import Explanation
 from ..methods.base import METHODS, Method
-from ..targets import slice_target
+from ..targets import Contrast, slice_target
 from . import parts
 from .errors import CLIError, UsageError, one_line
 from .inputs import Inputs, check_inputs_exist, load_inputs
@@ -94,6 +94,12 @@ def target_of(args: argparse.Namespace, inputs: Inputs) -> Any:
     """The target spec: --target (argmax, one class, or one per input), else labels given with the data."""
     if args.target in (None, "argmax"):
         return inputs.target if args.target is None and inputs.target is not None else None
+    a, sep, b = args.target.partition("-")
+    if sep:  # A-B: why A rather than B
+        try:
+            return Contrast(None if a == "argmax" else int(a), int(b))
+        except ValueError:
+            raise UsageError(f"--target A-B needs class indices (A may be argmax), got {args.target!r}") from None
     try:
         values = [int(v) for v in args.target.split(",")]
     except ValueError:
@@ -150,8 +156,9 @@ def _concat(parts_: list[Explanation]) -> Explanation:
     return Explanation(cat("attribution"), cat("target"), cat("output"), first.method, dict(first.info))
 
 
-def captions(loaded: LoadedModel, expl: Explanation) -> list[str]:
-    """One line per input: the explained class (and its probability for a classifier)."""
+def captions(loaded: LoadedModel, expl: Explanation, target: Any = None) -> list[str]:
+    """One line per input: the explained class (and its probability for a classifier); for a contrastive
+    target, the class it is contrasted with."""
     out = expl.output.reshape(len(expl.output), -1).float()
     probability = out.softmax(-1) if out.shape[1] > 1 else None
     lines = []
@@ -161,7 +168,11 @@ def captions(loaded: LoadedModel, expl: Explanation) -> list[str]:
             continue
         name = loaded.label(t)
         text = name if name == f"class {t}" else f"{name} ({t})"
-        lines.append(text if probability is None else f"{text} p={probability[i, t]:.2f}")
+        text = text if probability is None else f"{text} p={probability[i, t]:.2f}"
+        if isinstance(target, Contrast):
+            other = int(torch.as_tensor(target.b).reshape(-1)[0 if torch.as_tensor(target.b).numel() == 1 else i])
+            text = f"{text} vs {loaded.label(other)} ({other})"
+        lines.append(text)
     return lines
 
 
@@ -343,7 +354,8 @@ def report(args: argparse.Namespace) -> int:
     out = check_out(args.out)
     start_writing(out)
     sections, timings = [], {}
-    for name, make in (("images", image_part), ("metrics", metrics_part), ("text", text_part)):
+    for name, make in (("images", image_part), ("metrics", metrics_part), ("text", text_part),
+                       ("examples", examples_part)):
         if name not in wanted:
             continue
         began = time.perf_counter()
@@ -361,7 +373,7 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-SECTION_TITLES = {"images": "Heatmaps", "metrics": "Metrics", "text": "Text"}
+SECTION_TITLES = {"images": "Heatmaps", "metrics": "Metrics", "text": "Text", "examples": "Explanation by example"}
 
 
 def _defaults(given: list[str] | None, defaults: tuple[str, ...]) -> tuple[list[str], str]:
@@ -379,11 +391,12 @@ def image_part(args: argparse.Namespace, out: Path) -> viz.Section:
     if inputs.kind != "image":
         raise UsageError(f"the heatmap section needs image inputs; {args.model!r} got {inputs.kind} inputs")
     methods = methods_for(args, specs, loaded, inputs, args.inputs)
-    results, times = run_methods(methods, inputs, target_of(args, inputs), args.batch_size, args.quiet)
+    target = target_of(args, inputs)
+    results, times = run_methods(methods, inputs, target, args.batch_size, args.quiet)
     images = viz.to_rgb(inputs.x, loaded.low, loaded.high)
     maps, unsigned = image_maps(results, args.percentile, methods)
-    return viz.image_section(out, images, maps, inputs.names, captions(loaded, next(iter(results.values()))), times,
-                             title=f"Heatmaps: {loaded.spec}", note=note, cmap=args.cmap, unsigned=unsigned)
+    return viz.image_section(out, images, maps, inputs.names, captions(loaded, next(iter(results.values())), target),
+                             times, title=f"Heatmaps: {loaded.spec}", note=note, cmap=args.cmap, unsigned=unsigned)
 
 
 def metrics_part(args: argparse.Namespace, out: Path) -> viz.Section:
@@ -411,3 +424,42 @@ def text_part(args: argparse.Namespace, out: Path) -> viz.Section:
     intro = viz.report.about(f"A third model: {loaded.spec}, explained on short texts, each token coloured by its "
                              "relevance for the predicted class (red for, blue against).")
     return viz.html_section(f"Text: {loaded.spec}", intro + token_page(loaded, inputs, results), note)
+
+
+def examples_part(args: argparse.Namespace, out: Path) -> viz.Section:
+    """The first sample of the metrics data: its nearest training samples in the penultimate layer with BiLRP
+    heatmaps, and its pertinent positive and negative (CEM)."""
+    examples = parts.examples()
+    loaded, inputs = model_and_inputs(args, args.eval_model, args.eval_inputs, main=False)
+    if inputs.kind != "image":
+        raise UsageError(f"the examples section needs image inputs; {args.eval_model!r} got {inputs.kind} inputs")
+    query = inputs.x[:1]
+    if args.eval_model == parts.GROUND_TRUTH_MODEL:  # the data it was trained on
+        data, note = parts.ground_truth_training(512, args.seed), "neighbours among 512 training images"
+    else:
+        data, note = (inputs.x[1:], inputs.target[1:] if inputs.target is not None else None), \
+            "neighbours among the other inputs"
+    index = examples.FeatureIndex(loaded.model).fit(data if data[1] is not None else data[0])
+    k = min(5, len(index))
+    found = index.neighbours(query, k=k)
+    maps = index.heatmaps(query, found, composite="epsilon_plus_flat")
+    labels = found.label[0].tolist() if found.label is not None else [None] * k
+    shown = [f"{loaded.label(c)} " if c is not None else "" for c in labels]
+    neighbour_captions = [f"{s}cos={v:.3f}" for s, v in zip(shown, found.similarity[0].tolist())]
+    cem = examples.CEM(loaded.model, feature_range=(loaded.low, loaded.high), absent=(loaded.low + loaded.high) / 2,
+                       c_init=100.0, c_steps=4,
+                       iterations=200)(query)
+    predicted = int(cem.target[0])
+    pertinent = {
+        "pp": cem.pp[0], "pp_map": cem.pp_map[0], "pn": cem.pn[0], "pn_map": cem.pn_map[0],
+        "pp_caption": (f"classified {loaded.label(int(cem.pp_class[0]))}" if cem.pp_found[0] else "none found")
+        + f", {float(cem.info['pp_sparsity'][0]):.1%} kept",
+        "pn_caption": (f"classified {loaded.label(int(cem.pn_class[0]))}" if cem.pn_found[0] else "none found")
+        + f", {float(cem.info['pn_sparsity'][0]):.1%} changed",
+    }
+    return viz.examples_section(out, query[0], f"{inputs.names[0]}: {loaded.label(predicted)}",
+                                index.samples(found.index[0]), neighbour_captions, maps.query[0], maps.neighbour[0],
+                                pertinent, low=loaded.low, high=loaded.high,
+                                title=f"Explanation by example: {loaded.spec}",
+                                note=f"{note} ({maps.info['layer']}, cosine); heatmaps: BiLRP of the cosine "
+                                     f"similarity; CEM with κ=0, β=0.1, 4 × 200 iterations, absent = mid-grey")

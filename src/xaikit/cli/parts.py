@@ -77,6 +77,19 @@ def ground_truth_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, to
     return data.x, data.y, data.mask
 
 
+def ground_truth_training(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` samples of the ground-truth data set drawn with ``seed`` itself (as :func:`load_ground_truth_cnn`
+    trains on): images and labels, the data set searched for nearest neighbours in the report."""
+    data = attribute(GROUND_TRUTH_DATASET, "the ground-truth data set")(n, seed=seed)
+    return data.x, data.y
+
+
+def examples() -> Any:
+    """The explanation-by-example room (:mod:`xaikit.examples`: ``FeatureIndex``, ``CEM``)."""
+    attribute("xaikit.examples:CEM", "explanation by example")
+    return importlib.import_module("xaikit.examples")
+
+
 def load_text_model(name: str, seed: int) -> tuple[nn.Module, Any, tuple[str, ...]]:
     """A zoo text model, its tokenizer and its class names.
 

@@ -6,10 +6,12 @@ training mode (and explains it in eval semantics, see :func:`~xaikit.errors.eval
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import re
 import time
+import warnings
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
@@ -17,6 +19,7 @@ from torch import nn
 
 from ..errors import check_input, eval_semantics, unknown_name
 from ..explanation import Explanation
+from ..propagation.engine import differentiable_pass
 from ..settings import bind_settings
 from ..targets import TargetSpec, check_target
 from .tokens_ids import explain_in_embedding_space
@@ -49,6 +52,8 @@ class Method:
     """
 
     allow_integer_input: ClassVar[bool] = False
+    #: supports ``create_graph=True`` (training mode: the explanation is differentiable, for losses on it)
+    differentiable: ClassVar[bool] = False
     #: how the method reads token ids when it does not take them itself: "embedding" (it runs on the input
     #: embedding's vectors, see :mod:`xaikit.methods.tokens_ids`) or ``None`` (it does not apply to ids)
     token_mode: ClassVar[str | None] = None
@@ -82,8 +87,15 @@ class Method:
         *,
         forward_args: Sequence[Any] = (),
         forward_kwargs: dict[str, Any] | None = None,
+        create_graph: bool = False,
     ) -> Explanation:
-        """Explain ``model(x, *forward_args, **forward_kwargs)`` for ``target``; the attribution is for ``x``."""
+        """Explain ``model(x, *forward_args, **forward_kwargs)`` for ``target``; the attribution is for ``x``.
+
+        ``create_graph=True`` (training mode, an explicit opt-in for methods with ``differentiable = True``):
+        the attribution keeps its autograd graph, so a loss on it has exact gradients w.r.t. the parameters
+        (and ``x``'s history); the parameters' ``.grad`` are not touched. The model is still explained in eval
+        semantics (no warning: the caller asked for it). See :mod:`xaikit.propagation.training`.
+        """
         in_embedding_space = self.token_mode == "embedding" and _token_ids(x)
         check_input(x, "x", self.model, allow_int=self.allow_integer_input or in_embedding_space)
         if not isinstance(forward_args, (tuple, list)):
@@ -92,7 +104,7 @@ class Method:
             raise TypeError(f"forward_kwargs must be a dict of keyword inputs, got {type(forward_kwargs).__name__}")
         check_target(target, x.shape[0])
         began = time.perf_counter()
-        with eval_semantics(self.model):
+        with _training_mode(self, create_graph), eval_semantics(self.model):
             if in_embedding_space:
                 expl = explain_in_embedding_space(self, x, target, tuple(forward_args), dict(forward_kwargs or {}))
             else:
@@ -108,6 +120,22 @@ class Method:
 
     def __repr__(self) -> str:
         return f"{self.name}({type(self.model).__name__})"
+
+
+@contextlib.contextmanager
+def _training_mode(method: Method, create_graph: Any):
+    """The ``create_graph=True`` opt-in: a differentiable pass, without the train-mode warning."""
+    if not isinstance(create_graph, bool):
+        raise TypeError(f"create_graph must be True or False, got {create_graph!r}")
+    if create_graph and not method.differentiable:
+        valid = ", ".join(sorted(name for name, cls in METHODS.items() if cls.differentiable))
+        raise ValueError(f"{method.name} does not support create_graph=True; methods that do: {valid}")
+    if not create_graph:
+        yield
+        return
+    with differentiable_pass(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "model is in training mode", UserWarning)
+        yield
 
 
 def _token_ids(x: Any) -> bool:

@@ -25,7 +25,7 @@ def find_layer(model: nn.Module, layer: str | None, name: str = "layer") -> tupl
     if not isinstance(layer, str):
         raise TypeError(f"{name} must be a module name (str) as in model.named_modules(), got {type(layer).__name__}")
     if layer not in modules:
-        close = difflib.get_close_matches(layer, list(modules), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(layer, list(modules), n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
         raise ValueError(f"{name} {layer!r} is not a module of the model; {hint}valid names: {', '.join(modules)}")
     return layer, modules[layer]

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..batching import check_batch_size, chunked, max_chunk, select_batch
 from ..explanation import Explanation
+from ..propagation.engine import differentiable
 from ..targets import ResolvedTarget, TargetSpec, resolve_target, slice_target
 from ..tokens import TokenInput, model_scores
 from .base import Method
@@ -43,11 +44,14 @@ def backprop(
     """Forward ``x`` through ``model`` (or ``forward``), select the target and return the gradient w.r.t. ``x``.
 
     Only the gradient of ``x`` is computed (``torch.autograd.grad``): the model's ``.grad`` fields are untouched.
+    Inside :func:`~xaikit.propagation.engine.differentiable_pass` the gradient keeps its graph
+    (``create_graph=True``), also back through ``x`` when ``x`` has one.
     ``allow_unused`` returns a zero gradient where the output does not reach ``x`` through the graph (LRP
     first-layer rules write their relevance outside the gradient).
     """
     forward = forward or model
-    x_leaf = x.detach().requires_grad_(True)
+    create_graph = differentiable()  # training mode: the gradient keeps its graph (and x's, if it has one)
+    x_leaf = x.view_as(x) if create_graph and x.requires_grad else x.detach().requires_grad_(True)
     with torch.enable_grad():
         output = model_scores(forward(x_leaf, *forward_args, **(forward_kwargs or {})))
         if not isinstance(output, torch.Tensor):
@@ -62,7 +66,7 @@ def backprop(
                 "the model output does not depend differentiably on x (is there torch.no_grad, .detach() or an "
                 "integer cast inside forward?); gradient methods need a differentiable model"
             )
-        (grad,) = torch.autograd.grad(score.sum(), x_leaf, allow_unused=True)
+        (grad,) = torch.autograd.grad(score.sum(), x_leaf, allow_unused=True, create_graph=create_graph)
     if grad is None and allow_unused:
         grad = torch.zeros_like(x)
     elif grad is None:
@@ -93,6 +97,8 @@ def map_samples(
     ``cost_per_sample`` (e.g. IG steps) scales the memory estimate.
     """
     n = x.shape[0]
+    if differentiable():  # training mode: one pass over the batch (no chunk-size exploration)
+        batch_size = n
 
     def run(start: int, stop: int):
         rows = torch.arange(start, stop)
@@ -132,6 +138,7 @@ class Gradient(Method):
     token_reduction = "norm"
     multiply_by_input: bool = False
     allow_integer_input = True
+    differentiable = True
 
     def __init__(self, model: nn.Module, batch_size: int | str = "auto", absolute: bool = False,
                  embedding: str | nn.Module | None = None, progress: bool = False) -> None:

@@ -53,6 +53,7 @@ class LRP(Method):
     multiply_by_input: bool = True
 
     allow_integer_input = True
+    differentiable = True  #: create_graph=True: see :mod:`xaikit.propagation.training`
 
     def __init__(self, model: nn.Module, composite: str | Composite = "epsilon_plus_flat",
                  batch_size: int | str = "auto", embedding: str | nn.Module | None = None, progress: bool = False,
@@ -128,6 +129,7 @@ class GuidedBackprop(_FixedComposite):
     """Guided Backpropagation (Springenberg et al. 2014): ReLUs pass only positive gradients, through the
     forward mask. Returns the modified gradient (not multiplied by the input), as in the paper."""
 
+    differentiable = False  # ReLU rules by tensor hooks: not for a double backward
     preset = "guided_backprop"
     multiply_by_input = False
 
@@ -136,6 +138,7 @@ class DeconvNet(_FixedComposite):
     """DeconvNet (Zeiler & Fergus 2014, as in Springenberg et al. 2014): ReLUs pass positive gradients and
     ignore the forward mask. Returns the modified gradient."""
 
+    differentiable = False  # ReLU rules by tensor hooks: not for a double backward
     preset = "deconvnet"
     multiply_by_input = False
 
