@@ -94,11 +94,15 @@ def test_fold_is_not_used_when_the_layer_output_has_other_consumers():
 
 @pytest.mark.parametrize("act", [nn.GELU(), nn.SiLU(), nn.Tanh(), nn.Sigmoid(), nn.ELU(), nn.Softplus(), nn.ReLU6(inplace=True)])
 def test_identity_rule_conserves_through_non_homogeneous_activations(act):
+    """R_x = R_y where f(0) = 0; where f(0) ≠ 0 (sigmoid, softplus) the constant f(0) absorbs f(0)·g, like a
+    bias: here f(0)·Σ_j W2[target, j]."""
     model = nn.Sequential(nn.Linear(6, 8, bias=False), act, nn.Linear(8, 3, bias=False)).eval()
     x = torch.randn(4, 6)
     expl = xk.LRP(model, composite="zero")(x)
     c = expl.info["conservation"]
-    torch.testing.assert_close(c["input"], c["start"], rtol=1e-5, atol=1e-6)
+    zero = float(copy.deepcopy(act)(torch.zeros(1)))
+    torch.testing.assert_close(c["absorbed"], zero * model[2].weight.detach()[expl.target].sum(1))
+    torch.testing.assert_close(c["input"] + c["absorbed"], c["start"], rtol=1e-5, atol=1e-6)
     assert expl.info["coverage"]["unknown"] == {}
 
 

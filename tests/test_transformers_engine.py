@@ -49,8 +49,9 @@ def test_bias_free_models_conserve_relevance(bias_free_models, name):
         assert c["start"].abs().min() > 1e-3  # a meaningful logit to conserve
         total = c["input"] if composite != "attnlrp" else c["input"] + c["absorbed"]
         assert torch.allclose(total, c["start"], rtol=1e-3, atol=0), (composite, total, c["start"])
-        if name in ("lstm", "gru"):  # no softmax: even AttnLRP's uniform gate split conserves
-            assert torch.allclose(c["input"], c["start"], rtol=1e-3, atol=0)
+        if name in ("lstm", "gru"):  # no softmax: AttnLRP's uniform gate split loses nothing either; the
+            # identity rule on the sigmoid gates leaves σ(0)·g with the constant σ(0), reported as absorbed
+            assert (c["residual"].abs() <= 1e-4 * c["start"].abs()).all(), (composite, c)
 
 
 @pytest.mark.parametrize("name", ["bert", "gpt2", "vit", "lstm", "gru", "encoder"])

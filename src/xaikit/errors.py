@@ -161,3 +161,14 @@ def check_positive(value: Any, name: str, integer: bool = False, allow_zero: boo
         what = "an integer" if integer else "a number"
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {what} {bound}, got {value!r}")
+
+
+def unknown_module(what: str, name: str, names: Iterable[str], problem: str = "is not a module of the model",
+                 limit: int | None = None) -> ValueError:
+    """A ``ValueError`` for a module name that is not among ``names`` (in the model's order): it names it,
+    suggests the close ones (difflib) and lists the valid names (all, or the first ``limit``)."""
+    names = list(dict.fromkeys(n for n in names if n))
+    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    listed = ", ".join(names[:limit]) + (" ..." if limit is not None and len(names) > limit else "")
+    return ValueError(f"{what} {name!r} {problem}{hint}; valid names: {listed or 'none'}")

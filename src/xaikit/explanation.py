@@ -16,7 +16,8 @@ class Explanation:
     attribution : torch.Tensor
         Relevance of every input element, shaped like the explained input ``x``.
     target : torch.LongTensor
-        ``(N,)`` index of the explained output per sample (``-1`` where the target was a callable).
+        ``(N,)`` index of the explained output per sample (``-1`` where the target was a callable; for
+        :class:`~xaikit.NextToken` the token).
     output : torch.Tensor
         Model output ``(N, ...)`` of the forward pass that was explained (detached).
     method : str

@@ -5,8 +5,13 @@ A target is one of
 - ``None``: the arg-max of each sample's output;
 - an ``int``: the same output index for every sample;
 - a sequence or tensor of ints ``(N,)``: one index per sample;
-- a callable ``output -> (N,)``: any scalar per sample (e.g. a margin, a next-token logit);
-- :class:`Contrast` ``(a, b)``: explain ``output[a] - output[b]`` ("why a rather than b").
+- a callable ``output -> (N,)``: any scalar per sample (e.g. a margin, a next-token logit); one with a method
+  ``indices(output) -> (N,)`` reports what it selects as ``expl.target`` (:class:`~xaikit.NextToken`: the
+  token), others report ``-1``;
+- :class:`Contrast` ``(a, b)``: explain ``output[a] - output[b]`` ("why a rather than b");
+- a *per-sample* callable target: a callable that also has ``take(rows)`` (the target of some samples,
+  repeats allowed) and ``rows`` (its number of samples, ``None`` if the same for all), e.g.
+  :class:`~xaikit.generation.TokenLogits`. It is split and repeated with the batch like an index target.
 
 Outputs with more than one dimension after the batch dimension are indexed in their flattened form
 (``output.flatten(1)``). The selected value itself starts the backward pass, so LRP relevance sums to it.
@@ -35,11 +40,18 @@ TargetSpec = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tenso
 
 @dataclass
 class ResolvedTarget:
-    """A target spec bound to a batch: ``index`` (N,) (-1 for callables) and the scalar selector."""
+    """A target spec bound to a batch: ``index`` (N,) into the flattened output (-1 for callables) and the
+    scalar selector; ``label`` is what a callable with ``indices`` reports it selects (a token)."""
 
     index: torch.Tensor
     spec: TargetSpec
     contrast: torch.Tensor | None = None
+    label: torch.Tensor | None = None
+
+    @property
+    def reported(self) -> torch.Tensor:
+        """The target as an explanation reports it (``expl.target``): the label, else the index."""
+        return self.index if self.label is None else self.label
 
     def score(self, output: torch.Tensor) -> torch.Tensor:
         """Per-sample scalar ``(N,)`` whose gradient starts the explanation."""
@@ -62,14 +74,25 @@ class ResolvedTarget:
         """The same target for a batch where every sample is repeated ``repeats`` times consecutively."""
         contrast = None if self.contrast is None else self.contrast.repeat_interleave(repeats)
         spec = self.spec
-        if callable(spec) and not isinstance(spec, Contrast):
+        if _per_sample(spec):
+            spec = spec.take(torch.arange(self.index.shape[0]).repeat_interleave(repeats))
+        elif callable(spec) and not isinstance(spec, Contrast):
             raise ValueError("callable targets cannot be repeated; evaluate them on the repeated output directly")
-        return ResolvedTarget(self.index.repeat_interleave(repeats), spec, contrast)
+        label = None if self.label is None else self.label.repeat_interleave(repeats)
+        return ResolvedTarget(self.index.repeat_interleave(repeats), spec, contrast, label)
 
     def select(self, rows: torch.Tensor | slice) -> "ResolvedTarget":
         """The target restricted to some samples of the batch."""
         contrast = None if self.contrast is None else self.contrast[rows]
-        return ResolvedTarget(self.index[rows], self.spec, contrast)
+        spec = self.spec
+        if _per_sample(spec):
+            spec = spec.take(torch.arange(self.index.shape[0])[rows.cpu() if isinstance(rows, torch.Tensor) else rows])
+        return ResolvedTarget(self.index[rows], spec, contrast, None if self.label is None else self.label[rows])
+
+
+def _per_sample(spec: Any) -> bool:
+    """A callable target that knows its samples (``take`` and ``rows``; see the module docstring)."""
+    return callable(getattr(spec, "take", None)) and hasattr(spec, "rows")
 
 
 def _flat(output: torch.Tensor) -> torch.Tensor:
@@ -115,7 +138,9 @@ def resolve_target(target: TargetSpec, output: torch.Tensor) -> ResolvedTarget:
         b = _indices(target.b, output, "target.b")
         resolved = ResolvedTarget(a, target, b)
     elif callable(target) and not isinstance(target, torch.Tensor):
-        resolved = ResolvedTarget(torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device), target)
+        chosen = getattr(target, "indices", None)
+        index = torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device)
+        resolved = ResolvedTarget(index, target, label=chosen(output).long() if callable(chosen) else None)
     else:
         resolved = ResolvedTarget(_indices(target, output, "target"), target)
     _check_finite_score(resolved, output)
@@ -137,6 +162,8 @@ def _check_finite_score(resolved: ResolvedTarget, output: torch.Tensor) -> None:
 
 
 def _slice_spec(spec: Any, start: int, stop: int, batch: int) -> Any:
+    if _per_sample(spec):
+        return spec.take(torch.arange(start, stop)) if spec.rows == batch else spec
     if spec is None or isinstance(spec, (int, bool)) or (callable(spec) and not isinstance(spec, torch.Tensor)):
         return spec
     values = torch.as_tensor(spec).reshape(-1)
@@ -154,6 +181,8 @@ def check_target(target: TargetSpec, batch: int) -> None:
     """Reject per-sample target specs whose length is neither 1 nor the batch size (before any chunking)."""
     specs = (("target.a", target.a), ("target.b", target.b)) if isinstance(target, Contrast) else (("target", target),)
     for name, spec in specs:
+        if _per_sample(spec) and spec.rows not in (None, batch):
+            raise ValueError(f"{name} has {spec.rows} rows but the batch has {batch} samples")
         if spec is None or isinstance(spec, (int, bool)) or (callable(spec) and not isinstance(spec, torch.Tensor)):
             continue
         try:

@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from .errors import unknown_module
+
 #: keyword inputs of Hugging Face models that carry one value per token and must match the ids' shape
 PER_TOKEN_KWARGS = ("attention_mask", "token_type_ids", "position_ids")
 
@@ -51,10 +53,7 @@ class TokenInput:
         if isinstance(self.embedding, str):
             modules = dict(self.model.named_modules())
             if self.embedding not in modules:
-                raise ValueError(
-                    f"embedding {self.embedding!r} is not a module of the model; embedding modules: "
-                    f"{', '.join(_embedding_names(self.model)) or 'none'}"
-                )
+                raise unknown_module("embedding", self.embedding, _embedding_names(self.model) + list(modules))
             found = modules[self.embedding]
         if found is None:
             found = _find_input_embedding(self.model)
@@ -90,12 +89,31 @@ class TokenInput:
         with torch.no_grad():
             return self.module(ids).detach()
 
-    @contextlib.contextmanager
-    def substituted(self, vectors: torch.Tensor) -> Iterator[None]:
-        """Within the block, the input embedding returns ``vectors`` (once per forward pass)."""
-        calls = []
+    def modules(self) -> list[nn.Module]:
+        """The input embedding and the modules that share its weight: the copies a model ties to it, such as
+        an encoder–decoder's ``encoder.embed_tokens`` next to ``get_input_embeddings()``."""
+        module = self.module
+        weight = getattr(module, "weight", None)
+        tied = [m for m in self.model.modules()
+                if m is not module and isinstance(weight, torch.Tensor) and getattr(m, "weight", None) is weight]
+        return [module, *tied]
 
-        def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+    @contextlib.contextmanager
+    def substituted(self, vectors: torch.Tensor, ids: torch.Tensor | None = None) -> Iterator[None]:
+        """Within the block, the input embedding returns ``vectors`` (once per forward pass).
+
+        With ``ids``, the substitution happens where the model embeds exactly these ids, at the input embedding
+        or a module tied to it (the encoder's, in an encoder–decoder); calls on other ids (a decoder's) keep
+        their own output.
+        """
+        calls, other = [], []
+
+        def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor | None:
+            read = inputs[0] if inputs else None
+            if ids is not None and not (isinstance(read, torch.Tensor) and read.shape == ids.shape
+                                        and torch.equal(read, ids)):
+                other.append(tuple(read.shape) if isinstance(read, torch.Tensor) else type(read).__name__)
+                return None
             calls.append(tuple(out.shape))
             if len(calls) > 1:
                 raise ValueError(
@@ -107,15 +125,24 @@ class TokenInput:
                     f"the input embedding returned shape {tuple(out.shape)}, not {tuple(vectors.shape)} as for the "
                     "ids x; does the model reshape its ids before embedding them?"
                 )
+            if module is not self.module and not torch.equal(out.detach(), vectors.detach()):
+                raise ValueError(
+                    f"the model embeds the ids x with {type(module).__name__}, which shares the input embedding's "
+                    "weight but computes other vectors; pass embedding= to name the module to explain at"
+                )
             return vectors
 
-        handle = self.module.register_forward_hook(hook)
+        handles = [m.register_forward_hook(hook) for m in (self.modules() if ids is not None else [self.module])]
         try:
             yield
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
         if not calls:
-            raise ValueError("the model did not call its input embedding; pass embedding= to name the right one")
+            seen = f" (only on other ids, of shapes {', '.join(map(str, other))})" if other else ""
+            raise ValueError(
+                f"the model did not call its input embedding on the ids x{seen}; pass embedding= to name the right one"
+            )
 
     def forward(self, ids: torch.Tensor, run: Callable[..., Any] | None = None) -> Callable[..., Any]:
         """A ``forward(vectors, *args, **kwargs)`` for :func:`~xaikit.methods.gradient.backprop`: the model on
@@ -124,7 +151,7 @@ class TokenInput:
 
         def forward(vectors: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             def call() -> Any:
-                with self.substituted(vectors):
+                with self.substituted(vectors, ids):
                     return self.model(ids, *args, **kwargs)
 
             return call() if run is None else run(vectors, call, (args, kwargs))
@@ -186,7 +213,8 @@ class NextToken:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise TypeError(f"NextToken {name} must be an int, got {type(value).__name__}")
 
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+    def indices(self, output: torch.Tensor) -> torch.Tensor:
+        """The token whose logit is explained, per sample ``(N,)`` (reported as ``expl.target``)."""
         if output.ndim != 3:
             raise ValueError(
                 f"NextToken needs a model output of shape (batch, length, vocabulary), got {tuple(output.shape)}"
@@ -197,11 +225,12 @@ class NextToken:
                 f"target position {self.position} is beyond the sequence of length {length} "
                 f"(valid: {-length}..{length - 1})"
             )
-        logits = output[:, self.position]
         if self.token is None:
-            index = logits.argmax(-1)
-        elif 0 <= self.token < vocabulary:
-            index = torch.full((output.shape[0],), self.token, dtype=torch.long, device=output.device)
-        else:
+            return output[:, self.position].argmax(-1).detach()
+        if not 0 <= self.token < vocabulary:
             raise ValueError(f"target token {self.token} is outside the vocabulary (valid: 0..{vocabulary - 1})")
-        return logits.gather(1, index[:, None])[:, 0]
+        return torch.full((output.shape[0],), self.token, dtype=torch.long, device=output.device)
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        index = self.indices(output)
+        return output[:, self.position].gather(1, index[:, None])[:, 0]

@@ -120,9 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="heatmap PNGs and raw attributions (.npz) of methods on inputs",
                        description="Explain a model on inputs with one or more methods.")
     _model(p, None, INPUTS_HELP)
-    p.add_argument("--methods", nargs="+", default=["gradient", "input_x_gradient", "lrp"], metavar="METHOD",
+    p.add_argument("--methods", nargs="+", metavar="METHOD",
                    help="method specs NAME or NAME:key=value,key=value, e.g. lrp:composite=epsilon_gamma_box "
-                        "(default: gradient input_x_gradient lrp)")
+                        "(default: gradient input_x_gradient lrp; causal language models: input_x_gradient "
+                        "lrp:composite=attnlrp lrp:composite=cp_lrp)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=8,
+                   help="causal language models: length of the greedy answer explained (default 8)")
     p.add_argument("--overlay", action="store_true", help="draw the heatmap PNGs over the inputs")
     p.add_argument("--out", "-o", default="out/explain", help="output folder (default out/explain)")
     _common(p)

@@ -211,10 +211,14 @@ def done(message: str, quiet: bool) -> None:
 
 def explain(args: argparse.Namespace) -> int:
     """Explain a model on inputs with methods: heatmap PNGs, a grid, raw attributions (.npz), a summary."""
-    check_method_names(args.methods, args.inputs)
+    check_method_names(args.methods or [], args.inputs)
     out = check_out(args.out)
     loaded, inputs = model_and_inputs(args, args.model, args.inputs, args.text)
-    methods = methods_for(args, args.methods, loaded, inputs, args.inputs)
+    if loaded.kind == "causal-lm":  # heatmaps of the answer the model generates
+        from .generation import explain_answers
+
+        return explain_answers(args, loaded, inputs, out)
+    methods = methods_for(args, args.methods or list(parts.DEFAULT_EXPLAIN_METHODS), loaded, inputs, args.inputs)
     results, times = run_methods(methods, inputs, target_of(args, inputs), args.batch_size, args.quiet)
     start_writing(out)
     save_arrays(out / "attributions.npz", inputs, results)

@@ -3,6 +3,8 @@
 - a zoo name: ``efficientnet-lite0``, ``ground-truth-cnn``, ``minilm``;
 - ``module:factory`` or ``path/to/file.py:factory``: a callable returning an ``nn.Module`` (or the module itself);
 - a saved TorchScript file (``torch.jit.save``);
+- a Hugging Face causal language model folder (``config.json``, weights, tokenizer; ``save_pretrained``):
+  explained on the answer it generates for text prompts;
 - ``--weights FILE``: a state dict loaded into the model given by one of the above.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ class LoadedModel:
 
     model: nn.Module
     spec: str
-    kind: str = "auto"  #: "image", "text" or "auto" (decided by the inputs)
+    kind: str = "auto"  #: "image", "text", "causal-lm" or "auto" (decided by the inputs)
     size: int = 224  #: image side length
     low: float | None = None  #: input range of images (None: each image's own range, for display only)
     high: float | None = None
@@ -66,12 +68,40 @@ def _resolve(spec: str, seed: int) -> LoadedModel:
         model, tokenizer, classes = parts.load_text_model(spec, seed)
         return LoadedModel(model, spec, "text", label=lambda i: _name(classes, i), tokenizer=tokenizer)
     path = Path(spec)
+    if path.is_dir() and (path / "config.json").is_file():
+        model, tokenizer = _causal_lm(path)
+        return LoadedModel(model, spec, "causal-lm", tokenizer=tokenizer)
     if path.is_file():
         return LoadedModel(_torchscript(path), spec)
     if ":" in spec and not path.exists():
         return LoadedModel(_factory(spec), spec)
     raise NotFound(f"model {spec!r} not found: give a zoo name ({', '.join(parts.ZOO_NAMES)}), "
                    "module:factory, file.py:factory or a TorchScript file")
+
+
+def _causal_lm(path: Path) -> tuple[nn.Module, Any]:
+    """A Hugging Face causal language model and its tokenizer from a folder, offline."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging
+    except ImportError as err:
+        raise parts.Unavailable(f"a Hugging Face model folder needs transformers ({err})") from None
+    level, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - any loading error means the same to the user
+        raise NotFound(f"cannot load a causal language model and its tokenizer from {str(path)!r}: "
+                       f"{type(err).__name__}: {_first_line(err)}") from None
+    finally:
+        logging.set_verbosity(level)
+        if bar:
+            logging.enable_progress_bar()
+    if tokenizer.pad_token is None:  # prompts of different lengths are padded; the mask hides the padding
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return model, tokenizer
 
 
 def _name(classes: tuple[str, ...], index: int) -> str:

@@ -108,6 +108,9 @@ def tokens_html() -> Callable[..., str]:
 
 # ---- methods and metrics ------------------------------------------------------------------------------------
 
+#: methods of ``explain`` when none are given, and for causal language models (the generated answer)
+DEFAULT_EXPLAIN_METHODS = ("gradient", "input_x_gradient", "lrp")
+DEFAULT_GENERATION_METHODS = ("input_x_gradient", "lrp:composite=attnlrp", "lrp:composite=cp_lrp")
 #: the main image methods of the default report (those not installed are left out with a note)
 DEFAULT_IMAGE_METHODS = (
     "gradient", "input_x_gradient", "integrated_gradients:steps=16", "smooth_grad:samples=16", "grad_cam",

@@ -112,7 +112,7 @@ def map_samples(
                     progress=getattr(method, "progress", False), desc=method.name)
     attribution = torch.cat([a for a, _ in parts])
     output = torch.cat([b.output for _, b in parts])
-    index = torch.cat([b.target.index for _, b in parts])
+    index = torch.cat([b.target.reported for _, b in parts])
     score = torch.cat([b.score for _, b in parts])
     return attribution, output, index, score, [b for _, b in parts]
 

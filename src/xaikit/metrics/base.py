@@ -250,7 +250,8 @@ class Metric:
             )
         if isinstance(explanation, Explanation):
             index = explanation.target
-            expl_target = index if index.numel() == x.shape[0] and bool((index >= 0).all()) else None
+            flat = explanation.output is None or explanation.output.ndim != 3  # (N, L, V): tokens, not flat indices
+            expl_target = index if flat and index.numel() == x.shape[0] and bool((index >= 0).all()) else None
             return explanation.attribution, None, expl_target
         if isinstance(explanation, torch.Tensor):
             return explanation, None, None

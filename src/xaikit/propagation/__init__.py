@@ -1,5 +1,5 @@
 """The propagation engine: rules (data), composites (data), and the per-call interception session."""
-from . import rules, sequence_ops  # noqa: F401  (sequence_ops registers its handlers with the engine)
+from . import opaque, rules, sequence_ops, statistics  # noqa: F401  (they register their handlers with the engine)
 from .composites import PRESETS, Composite, make_composite, with_rules
 from .engine import Session
 from .rules import Part, Rule, Term, make_rule

@@ -25,6 +25,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import unknown_module
 from . import rules as R
 from .rules import Rule
 
@@ -60,6 +61,14 @@ class Composite:
     def op_rule(self, kind: str) -> str:
         """The rule name for an operation kind (the first listed in ``OP_RULES`` by default)."""
         return self.ops.get(kind, OP_RULES[kind][0])
+
+    def check_names(self, model: nn.Module) -> None:
+        """Raise when a module-name pattern of :attr:`by_name` matches no module of ``model`` (a typo would
+        otherwise leave the rule silently unused)."""
+        names = [name for name, _ in model.named_modules() if name]
+        for pattern, _ in self.by_name:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                raise unknown_module("the by_name pattern", pattern, names, "matches no module of the model")
 
     def rule_for(self, kind: str, name: str | None, module: nn.Module | None, first: bool) -> Rule:
         """The rule for one layer call of ``kind`` ("conv"/"dense") by module ``name``/``module``."""

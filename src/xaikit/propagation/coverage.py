@@ -49,8 +49,8 @@ class Coverage:
         if new:
             _warned.update(new)
             warnings.warn(
-                "LRP passed these operations through with their plain gradient, which may not conserve "
-                f"relevance: {', '.join(new)} (see expl.info['coverage'])",
+                "LRP passed these operations through with their plain gradient (or their author's backward), "
+                f"which may not conserve relevance: {', '.join(new)} (see expl.info['coverage'])",
                 UserWarning,
                 stacklevel=4,
             )

@@ -23,7 +23,10 @@ from .coverage import Coverage
 from .layers import LayerCall
 from .rules import Rule, redistribute
 
-Replay = Callable[[torch.Tensor], torch.Tensor]
+#: ``replay(base, positions=False)``: recompute a first layer's input from ``base`` in place of the model input,
+#: through the index operations and element-wise affine maps between them (``positions=True``: through the
+#: index operations only, i.e. where each input element lands)
+Replay = Callable[..., torch.Tensor]
 #: the training-mode opt-in (see :func:`differentiable_pass`)
 _DIFFERENTIABLE: contextvars.ContextVar[bool] = contextvars.ContextVar("xaikit_differentiable", default=False)
 
@@ -48,6 +51,10 @@ def differentiable() -> bool:
 #: context managers ``setup(session)`` entered around every explained forward pass, e.g. to register
 #: forward hooks on the model's modules for the call only (extensions such as :mod:`.sequence_ops` add to it)
 SETUP: list[Callable[["Session"], ContextManager]] = []
+#: functions ``follow(session, func, name, args, kwargs, activations, out, mark)`` called after every
+#: dispatched operation (``mark``: the coverage log's length before it), e.g. to carry tags from an
+#: operation's inputs to its outputs (:mod:`.statistics`)
+FOLLOW: list[Callable[..., None]] = []
 
 
 def op_name(func: Callable) -> str:
@@ -242,6 +249,7 @@ class Session:
 
         self.model = model
         self.composite = composite
+        composite.check_names(model)
         #: training mode (:func:`differentiable_pass`): rules as differentiable operations, exact double backward
         self.differentiable = differentiable()
         self.handlers = training.handlers() if self.differentiable else ops.HANDLERS
@@ -264,6 +272,9 @@ class Session:
         self.absorbed: torch.Tensor | None = None
         self.scratch: dict[str, torch.Tensor] = {}  #: reused temporaries of the backward pass (see :meth:`buffer`)
         self.largest = 0  #: elements of the largest layer output of the forward pass
+        self.statistics: Any = None  #: normalisation statistics of the forward pass (see :mod:`.statistics`)
+        self.output: Any = None  #: the model output of the explained forward pass
+        self.depth = 0  #: handlers running (> 1: an operation a handler dispatches, see ``sequence_ops.call``)
 
     # -- forward -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -281,13 +292,13 @@ class Session:
         """
         self.external = {id(t): t for t in tensors_in(inputs) if t.is_floating_point()}
         self.input = x
-        self.chain = {id(x): (x, lambda base: base)}
+        self.chain = {id(x): (x, lambda base, positions=False: base)}
         self.absorbed = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         with contextlib.ExitStack() as stack:
             for setup in SETUP:
                 stack.enter_context(setup(self))
             with _Mode(self):
-                out = call()
+                out = self.output = call()
         for state in self.layers.values():  # folds whose layer output had other consumers do not hold
             if state.fold is not None and not state.folded:
                 self.coverage.move("handled", "batch_norm:folded", "linear", "batch_norm")
@@ -318,14 +329,28 @@ class Session:
         handler = self.handlers.get(name)
         if handler is None:
             from .ops import classify_plain as handler
+        inplace = bool(args) and is_inplace(func, args, kwargs) and isinstance(args[0], torch.Tensor)
+        if inplace:
+            self.written(args[0])
+            if args[0]._is_view() and torch.is_grad_enabled():  # a write through a view: see `through_view`
+                done = self.through_view(func, name, args, kwargs)
+                if done is not None:
+                    return done
         touched = [t for t in activations if id(t) in self.held] if self.held else ()
-        if touched and is_inplace(func, args, kwargs) and name != "relu":
+        if touched and inplace and name != "relu":
             for t in touched:  # keep the values the backward pass needs
                 copy = t.detach().clone()
                 for holder in self.held.pop(id(t)):
                     holder.value, holder.version = copy, copy._version
             touched = ()
+        if not torch.is_grad_enabled():  # no autograd graph (a custom autograd.Function's forward): nothing to do
+            return func(*args, **kwargs)
+        mark = len(self.coverage.log)
+        self.depth += 1
         out = handler(self, func, name, args, kwargs, activations)
+        self.depth -= 1
+        for follow in FOLLOW:
+            follow(self, func, name, args, kwargs, activations, out, mark)
         if _makes_nonnegative(name, args, kwargs) or (
             name in KEEPS_NONNEGATIVE and all(id(t) in self.nonnegative for t in activations)
             and _constants_nonnegative(name, args, kwargs, activations)
@@ -337,13 +362,46 @@ class Session:
                 holder.version = t._version
         if self.layers and next(tensors_in(out), None) is not None:  # not `x.shape` and other attributes
             rectifies = _rectifies(name, args, kwargs)
-            inplace = is_inplace(func, args, kwargs)
             for t in activations:
                 for key, table in (("layer", self.layers), ("fold", self.fold_outputs)):
                     state = table.get(id(t))
                     if state is not None:
                         state.consumed(key, rectifies, inplace and t is args[0])
         return out
+
+    def written(self, target: torch.Tensor) -> None:
+        """Before an in-place operation on ``target``: it is no longer known to be ≥ 0; when it is a view, the
+        values the backward pass holds that share its memory (its base, other views of it) are copied, and a
+        layer output that is its base counts as overwritten (a later ReLU no longer reads the layer's value)."""
+        self.nonnegative.pop(id(target), None)
+        base = target._base if target._is_view() else None
+        if base is None:
+            return
+        self.nonnegative.pop(id(base), None)
+        for key, table in (("layer", self.layers), ("fold", self.fold_outputs)):
+            state = table.get(id(base))
+            if state is not None:
+                state.overwritten.add(key)
+        for key, holders in list(self.held.items()):
+            value = holders[0].value
+            if value is not target and (value is base or value._base is base):
+                copy = value.detach().clone()
+                for holder in self.held.pop(key):
+                    holder.value, holder.version = copy, copy._version
+
+    def through_view(self, func: Callable, name: str, args: tuple, kwargs: dict) -> Any:
+        """``v.op_(...)`` on a view ``v`` as ``v.copy_(v.op(...))``, the out-of-place op dispatched (None when
+        it has no out-of-place form). Autograd runs an in-place op on a view inside its base's node, where the
+        hooks that rules register on the op's output would never run."""
+        from .ops import _out_of_place
+
+        plain, plain_args, plain_kwargs = _out_of_place(func, name, args, kwargs)
+        if plain is func and plain_args == args and plain_kwargs == kwargs:
+            return None
+        result = self.dispatch(plain, plain_args, plain_kwargs)
+        if not isinstance(result, torch.Tensor):
+            return None
+        return args[0].copy_(result)
 
     def remember(self, out: torch.Tensor, state: LayerState) -> None:
         """Remember a layer output (kept alive for the call, so tensor ids stay unique)."""
@@ -393,7 +451,7 @@ class Session:
                       self.constants, self.external, self.scratch):
             table.clear()
         self.holders.clear()
-        self.input = None
+        self.input = self.output = None
 
     def tag_gate(self, out: torch.Tensor) -> None:
         self.gates[id(out)] = out
@@ -412,23 +470,27 @@ class Session:
         self.absorbed = self.absorbed + amount
 
     def write_direct(self, relevance: torch.Tensor, replay: Replay) -> None:
-        """Add relevance computed at a first layer's input, mapped back to the model input through ``replay``."""
+        """Add relevance computed at a first layer's input, mapped back to the model input through ``replay``
+        (each element's relevance goes to the input element it came from, also through an affine map)."""
         base = torch.zeros_like(self.input).requires_grad_(True)
         with torch.enable_grad():
-            (mapped,) = torch.autograd.grad(replay(base), base, relevance, allow_unused=True,
+            (mapped,) = torch.autograd.grad(replay(base, positions=True), base, relevance, allow_unused=True,
                                             create_graph=self.differentiable)
         mapped = torch.zeros_like(base) if mapped is None else mapped if self.differentiable else mapped.detach()
         self.direct = mapped if self.direct is None else self.direct + mapped
 
     def bounds(self, rule: Rule, replay: Replay) -> dict[str, torch.Tensor]:
-        """Constant inputs of a direct rule at the first layer's input: ones, and the box bounds."""
+        """Constant inputs of a direct rule at the first layer's input: ones, and the box bounds (given for the
+        model input, carried through the affine maps before the layer; ordered again where a map flips them)."""
         x = self.input.detach()
-        consts = {"ones": _replay_constant(replay, x.new_ones((1, *x.shape[1:])), x)}  # padding gets no relevance
+        consts = {"ones": _replay_constant(lambda t: replay(t, positions=True), x.new_ones((1, *x.shape[1:])), x)}
         if any(t.input in ("low", "high") for p in rule.parts for t in p.terms):
             dims = tuple(range(2, x.ndim)) if x.ndim > 2 else tuple(range(1, x.ndim))
             for key, bound, default in (("low", rule.low, x.amin), ("high", rule.high, x.amax)):
                 value = default(dim=dims, keepdim=True) if bound is None else _broadcast_bound(bound, x, key)
                 consts[key] = _replay_constant(replay, value, x)
+            consts["low"], consts["high"] = torch.minimum(consts["low"], consts["high"]), \
+                torch.maximum(consts["low"], consts["high"])
         return consts
 
 

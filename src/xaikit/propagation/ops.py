@@ -7,12 +7,13 @@ relevance (the ``LINEAR`` set).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import torch
 
 from .layers import LayerCall, channel_dot
-from .engine import FoldGate, LayerState, Redistribute, Session, _rectifies, is_inplace, tensors_in
+from .engine import FOLLOW, SETUP, FoldGate, LayerState, Redistribute, Session, _rectifies, is_inplace, tensors_in
 from .rules import Rule, scale_factor, stabiliser
 
 #: safe under input × gradient (linear, or positively homogeneous of degree 1, or selecting/moving values)
@@ -41,6 +42,11 @@ NONLINEAR = {
     "hardtanh", "relu6", "logsigmoid", "softsign", "tanhshrink",
 }
 GATES = {"sigmoid", "hardsigmoid", "softmax"}
+#: operations that only select, move or copy values: a gate seen through them is still a gate
+GATE_VIEWS = INDEX_OPS | {
+    "repeat", "repeat_interleave", "tile", "chunk", "split", "split_with_sizes", "unbind", "cat", "concat", "stack",
+    "flip", "roll", "index_select", "gather",
+}
 PRODUCTS = {"mul", "matmul", "mm", "bmm", "einsum"}
 
 
@@ -49,17 +55,28 @@ def classify_plain(s: Session, func: Callable, name: str, args: tuple, kwargs: d
     out = func(*args, **kwargs)
     if any(t.requires_grad for t in tensors_in(out)):
         s.coverage.add("linear" if name in LINEAR else "unknown", name)
-        if name in INDEX_OPS and isinstance(out, torch.Tensor) and len(acts) == 1 and id(acts[0]) in s.chain:
-            _extend_chain(s, func, args, kwargs, acts[0], out)
+        if len(acts) == 1 and id(acts[0]) in s.chain and isinstance(out, torch.Tensor):
+            if name in INDEX_OPS:
+                _extend_chain(s, func, args, kwargs, acts[0], out)
+            elif name in AFFINE and out.shape == acts[0].shape and getattr(func, "__name__", "") != "__rtruediv__":
+                _extend_chain(s, func, args, kwargs, acts[0], out, affine=True)
     return out
 
 
-def _extend_chain(s: Session, func, args, kwargs, source: torch.Tensor, out: torch.Tensor) -> None:
-    """Remember how ``out`` is computed from the model input by index operations (for first-layer rules)."""
+#: element-wise affine maps of an activation by constants (``(x - mean) / std`` in a model's forward)
+AFFINE = {"add", "sub", "rsub", "mul", "div", "neg"}
+
+
+def _extend_chain(s: Session, func, args, kwargs, source: torch.Tensor, out: torch.Tensor,
+                  affine: bool = False) -> None:
+    """Remember how ``out`` is computed from the model input by index operations and element-wise affine maps
+    (for first-layer rules); an affine map moves no element, so the positions pass it unchanged."""
     parent = s.chain[id(source)][1]
 
-    def replay(base: torch.Tensor) -> torch.Tensor:
-        value = parent(base)
+    def replay(base: torch.Tensor, positions: bool = False) -> torch.Tensor:
+        value = parent(base, positions)
+        if affine and positions:
+            return value
         swap = lambda a: value if a is source else a  # noqa: E731
         return func(*[swap(a) for a in args], **{k: swap(v) for k, v in kwargs.items()})
 
@@ -79,6 +96,7 @@ def layer_rule(s: Session, name: str, x: torch.Tensor, weight: torch.Tensor) -> 
     module_name, module = s.owners.get(id(weight), (None, None))
     kind = "conv" if name.startswith("conv") else "dense"
     first = id(x) in s.chain
+    s.first_seen = s.first_seen or first
     rule = s.composite.rule_for(kind, module_name, module, first)
     if rule.direct and not first:
         raise ValueError(
@@ -96,8 +114,9 @@ def layer(s: Session, func, name, args, kwargs, acts):
         return product(s, func, name, args, kwargs, acts)
     kind, rule = layer_rule(s, name, x, weight)
     channel = 1 if kind == "conv" else -1
-    if rule.plain:
-        return _plain_layer(s, func(*args, **kwargs), rule, bias, channel, name)
+    if rule.plain:  # detached parameters: autograd then keeps no copy of x for a weight gradient nobody asks for
+        out = func(x, weight.detach(), None if bias is None else bias.detach(), *rest_args, **rest_kwargs)
+        return _plain_layer(s, out, rule, bias, channel, name)
     call = LayerCall(func, name, rest_args, rest_kwargs, tuple(weight.shape[2:]))
     state = LayerState(rule, name, call, weight, bias,
                        extra={"channel": channel, "nonnegative": id(x) in s.nonnegative})
@@ -129,17 +148,25 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
             return g * state.scale_fold
         # ε rescaling z / (z + ε·sign z) = |z| / (|z| + ε), computed here so the forward pass costs nothing;
         # absorbed: ε·sign(z)·g·scale = ε·z·q with q = g / (|z| + ε), and the bias b·g·scale
+        # one temporary of the output's size, which becomes the returned gradient (for a language model's
+        # head, the logits: (L, vocabulary) per sample, often the largest tensor of the pass)
         z = held.get().detach()
-        q = torch.abs(z, out=s.buffer("epsilon", z)).add_(eps)
-        q = torch.div(g, q, out=q) if q.shape == g.shape else g / q
-        scaled = g.add(q, alpha=-eps)  # g − ε·g/(|z| + ε)
-        absorbed = eps * s.sample_dot(q, z)
+        q = torch.abs(z).add_(eps)
+        q = torch.div(g, q, out=q)  # g has the output's shape
+        absorbed = eps * _sample_dot(q, z)
+        scaled = q.mul_(-eps).add_(g)  # g − ε·g/(|z| + ε)
         s.absorb(absorbed if b is None else absorbed + channel_dot(scaled, b))
         return scaled
 
     out.register_hook(hook)
     s.remember(out, state)
     return out
+
+
+def _sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``Σ a ⊙ b`` of two tensors of the same shape, as a batched dot product (no temporary)."""
+    n = a.shape[0]
+    return torch.bmm(a.reshape(n, 1, -1), b.reshape(n, -1, 1)).reshape(n)
 
 
 def batch_norm(s: Session, func, name, args, kwargs, acts):
@@ -195,8 +222,10 @@ def _bn_affine(params: dict, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 def _out_of_place(func, name: str, args: tuple, kwargs: dict):
-    """The same call without ``inplace=True`` (relevance rules need the input value after the op)."""
-    if getattr(func, "__name__", "").endswith("_") and hasattr(torch.Tensor, name):
+    """The same call without ``inplace=True`` (relevance rules need the input value after the op);
+    ``x.add_(y)`` and ``x += y`` become ``x.add(y)``."""
+    raw = getattr(func, "__name__", "")
+    if (raw.endswith("_") or (raw.startswith("__i") and raw.endswith("__"))) and hasattr(torch.Tensor, name):
         func = getattr(torch.Tensor, name)
     args = tuple(False if (i > 0 and a is True) else a for i, a in enumerate(args))
     if kwargs.get("inplace"):
@@ -205,17 +234,29 @@ def _out_of_place(func, name: str, args: tuple, kwargs: dict):
 
 
 class _IdentityRule(torch.autograd.Function):
-    """``y = f(x)``; backward passes ``g · f(x)/x`` so that ``R_x = R_y`` (0 where x = 0)."""
+    """``y = f(x)``; backward passes ``g · (f(x) − f(0))/x`` (0 where x = 0), so that ``R_x = R_y`` for
+    ``f(0) = 0`` (GELU, SiLU, tanh) and, where ``f(0) ≠ 0`` (sigmoid, softplus), the constant ``f(0)`` keeps
+    its share ``f(0) · g`` like a bias does (reported as absorbed). Dividing ``f(x)`` itself by ``x`` would
+    diverge as ``x → 0``; ``(f(x) − f(0))/x`` stays within the range of ``f'``.
+
+    ``zero``: ``f(0)`` when ``fn`` cannot compute it (``None``: ``fn`` of a zero)."""
 
     @staticmethod
-    def forward(ctx, x, fn, session: Session):
+    def forward(ctx, x, fn, session: Session, zero: float | None = None):
         out = fn(x)
-        ctx.x, ctx.out = session.hold(x), session.hold(out)
+        ctx.x, ctx.out, ctx.session = session.hold(x), session.hold(out), session
+        if zero is None:
+            zero = float(fn(x.new_zeros((1,) * x.ndim)).reshape(-1)[0])
+        ctx.zero = zero
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        return _identity_gradient(grad, ctx.out.get(), ctx.x.get()), None, None
+        y, zero = ctx.out.get(), ctx.zero
+        if zero:
+            ctx.session.absorb(grad.reshape(grad.shape[0], -1).sum(1) * zero)
+            y = y - zero
+        return _identity_gradient(grad, y, ctx.x.get()), None, None, None
 
 
 def _identity_gradient(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -279,13 +320,30 @@ def nonlinear(s: Session, func, name, args, kwargs, acts):
     func, args, kwargs = _out_of_place(func, name, args, kwargs)
     x = args[0]
     if rule == "identity" and s.is_activation(x):
-        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s)
+        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s, _at_zero(func, args, kwargs, x))
     else:
         out = func(*args, **kwargs)
     s.coverage.add("handled", f"{name}:{rule}")
     if name in GATES:
         s.tag_gate(out)
     return out
+
+
+_ZEROS: dict[Any, float] = {}  #: f(0) of element-wise functions, by (function, settings, dtype)
+
+
+def _at_zero(func, args: tuple, kwargs: dict, x: torch.Tensor) -> float | None:
+    """``func(0, *args[1:], **kwargs)``, remembered (``None`` where the settings are tensors or not hashable)."""
+    if any(isinstance(a, torch.Tensor) for a in (*args[1:], *kwargs.values())):
+        return None
+    try:
+        key = (func, args[1:], tuple(sorted(kwargs.items())), x.dtype)
+        hash(key)
+    except TypeError:
+        return None
+    if key not in _ZEROS:
+        _ZEROS[key] = float(func(torch.zeros((), dtype=x.dtype), *args[1:], **kwargs))
+    return _ZEROS[key]
 
 
 def relu(s: Session, func, name, args, kwargs, acts):
@@ -332,6 +390,8 @@ def product(s: Session, func, name, args, kwargs, acts):
 def div(s: Session, func, name, args, kwargs, acts):
     """Division by a constant is linear; division by an activation is not (reported as unknown)."""
     divisor = args[1] if len(args) > 1 else kwargs.get("other")
+    if getattr(func, "__name__", "") == "__rtruediv__":  # number / activation
+        return classify_plain(s, func, "reciprocal", args, kwargs, acts)
     label = "div_by_activation" if s.is_activation(divisor) else name
     return classify_plain(s, func, label, args, kwargs, acts)
 
@@ -427,6 +487,45 @@ def norm(s: Session, func, name, args, kwargs, acts):
             out = call(s, torch.add, out, bias if channel == -1 else _channel_view(bias, x.ndim, 1))
     return out
 
+
+def follow_gates(s: Session, func, name, args, kwargs, acts, out, mark) -> None:
+    """A gate seen through a view, an index, an expand or a reshape (``A.view(...) @ v``, SE blocks'
+    ``x * s[:, :, None, None]``) stays a gate, so the gate rule still finds it."""
+    if not s.gates or name not in GATE_VIEWS:
+        return
+    sources = [args[0]] if name.endswith("_as") else acts  # expand_as(x, other): other gives only a shape
+    if all(id(t) in s.gates for t in sources):
+        for t in tensors_in(out):
+            if t.requires_grad:
+                s.tag_gate(t)
+
+
+FOLLOW.append(follow_gates)
+
+
+class _FirstRule:
+    """Warns, after the forward pass, when the composite's first-layer rule found no first layer."""
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+        s.first_seen = False
+
+    def __enter__(self) -> "_FirstRule":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        rule = self.s.composite.first
+        if exc[0] is None and rule is not None and not self.s.first_seen and self.s.layers is not None:
+            warnings.warn(
+                f"the first-layer rule {rule.name!r} of composite {self.s.composite.name!r} was applied to no layer: "
+                "no linear or convolution layer reads the model input through index operations (padding, reshapes) "
+                "or element-wise affine maps ((x - mean) / std); the model transforms its input otherwise before "
+                "its first layer, so the layer rules were used there",
+                UserWarning, stacklevel=2,
+            )
+
+
+SETUP.append(_FirstRule)
 
 HANDLERS: dict[str, Callable] = {
     **{n: layer for n in LAYER_OPS},

@@ -318,8 +318,8 @@ def recurrent(s: Session, func, name, args, kwargs, acts):
     s.coverage.add("handled", f"{name}:unrolled")
     x, hx, params = p["input"], p["hx"], list(p["params"])
     layers, dirs = p["num_layers"], 2 if p["bidirectional"] else 1
-    if p["batch_first"]:
-        x = call(s, torch.transpose, x, 0, 1)  # (T, N, F)
+    if not p["batch_first"]:  # (N, T, F): batch-major, so that what the layers absorb is counted per sample
+        x = call(s, torch.transpose, x, 0, 1)
     h0, c0 = (hx if name == "lstm" else (hx, None))
     per = len(params) // (layers * dirs)
     cell = _CELLS[name]
@@ -333,18 +333,18 @@ def recurrent(s: Session, func, name, args, kwargs, acts):
             b_ih, b_hh = (w[2], w[3]) if p["has_biases"] else (None, None)
             w_hr = w[-1] if per in (3, 5) else None  # LSTM with proj_size
             x_all = linear(s, x, w_ih, b_ih)
-            steps = call(s, torch.unbind, x_all, 0)
+            steps = call(s, torch.unbind, x_all, 1)
             order = range(len(steps) - 1, -1, -1) if direction else range(len(steps))
             h, c = h0[k], (c0[k] if c0 is not None else None)
             hs = [None] * len(steps)
             for t in order:
                 h, c = cell(s, steps[t], h, c, w_hh, b_hh, w_hr, w_hh, w_hr)
                 hs[t] = h
-            outputs.append(call(s, torch.stack, hs, 0))
+            outputs.append(call(s, torch.stack, hs, 1))
             finals_h.append(h)
             finals_c.append(c)
         x = outputs[0] if dirs == 1 else call(s, torch.cat, outputs, -1)
-    out = call(s, torch.transpose, x, 0, 1) if p["batch_first"] else x
+    out = x if p["batch_first"] else call(s, torch.transpose, x, 0, 1)
     h_n = call(s, torch.stack, finals_h, 0)
     if name == "lstm":
         return out, h_n, call(s, torch.stack, finals_c, 0)
@@ -405,7 +405,9 @@ class _ElementwiseModules:
         self.s.coverage.undo(mark)
         self.s.coverage.add("handled", f"{type(module).__name__}:identity")
         value = out.detach()
-        return _IdentityRule.apply(x, lambda _: value, self.s)
+        with torch.no_grad():  # f(0), without the module's hooks
+            zero = float(module.forward(torch.zeros_like(x[:1])).reshape(-1)[0])
+        return _IdentityRule.apply(x, lambda _: value, self.s, zero)
 
 
 SETUP.append(_ElementwiseModules)
@@ -422,10 +424,9 @@ def softmax(s: Session, func, name, args, kwargs, acts):
     out = _softmax_rule(s, func, name, args, kwargs, acts)
     dim = args[1] if len(args) > 1 else kwargs.get("dim")
     x = args[0] if args else kwargs.get("input")
-    if s.composite.op_rule("softmax") != "taylor" or not isinstance(dim, int) or not s.is_activation(out) \
-            or out.dtype != x.dtype:
+    if s.composite.op_rule("softmax") != "taylor" or not isinstance(dim, int) or not s.is_activation(out):
         return out
-    y = out.detach()
+    y = out.detach()  # softmax(x, dtype=torch.float32) (Hugging Face's eager attention): products in the wider type
     # per softmax row: received A = Σ y g, passed Σ x y (g − A) = B − A·C with B = Σ (x y) g, C = Σ x y;
     # x·y is 0 where y = 0 (also for masked scores x = −inf)
     xy = (x.detach() * y).nan_to_num_(0.0, 0.0, 0.0)
@@ -466,9 +467,9 @@ def constant_sum(s: Session, func, name, args, kwargs, acts):
         value = constant.detach() * coef
         if not bool(torch.isfinite(value).all()):  # masks with −inf: the gradient there is 0
             value = value.nan_to_num(0.0, 0.0, 0.0)
-        out.register_hook(lambda g: s.absorb((g * value).reshape(g.shape[0], -1).sum(1)))
-    elif constant != 0:
-        out.register_hook(lambda g: s.absorb(g.reshape(g.shape[0], -1).sum(1) * (constant * coef)))
+        out.register_hook(lambda g: None if g is None else s.absorb((g * value).reshape(g.shape[0], -1).sum(1)))
+    elif constant != 0:  # (no gradient: a first-layer rule wrote its relevance at the input directly)
+        out.register_hook(lambda g: None if g is None else s.absorb(g.reshape(g.shape[0], -1).sum(1) * (constant * coef)))
     return out
 
 

@@ -92,7 +92,8 @@ def _rows(tokens, relevance):
 _STYLE = (
     "body{font-family:system-ui,sans-serif;line-height:2.1;margin:1.5em}"
     ".seq{margin:.4em 0}.tok{padding:.15em .25em;margin:0 .05em;border-radius:.25em;white-space:pre}"
-    ".legend{font-size:.85em;color:#555}"
+    ".legend{font-size:.85em;color:#555}.label{color:#555;font-size:.85em;margin-right:.4em}"
+    ".mark{outline:1px solid #333}"
 )
 
 
@@ -103,24 +104,59 @@ def token_html(tokens, relevance, merge: bool = False, scale: float | None = Non
     ``tokens`` is one sequence of strings with ``relevance`` of the same length, or a list of sequences
     with relevance ``(N, L)`` (padding beyond each sequence ignored). Hovering a token shows its value.
     """
-    lines = []
-    for row_tokens, row_relevance in _rows(tokens, relevance):
-        words, values, row_scale = _prepare(row_tokens, row_relevance, merge, scale)
-        spans = []
-        for word, value in zip(words, values):
-            colour = POSITIVE if value >= 0 else NEGATIVE
-            a = _alpha(value, row_scale)
-            spans.append(
-                f'<span class="tok" style="background:rgba({colour[0]},{colour[1]},{colour[2]},{a:.3f})" '
-                f'title="{value:+.4g}">{html.escape(word)}</span>'
-            )
-        lines.append(f'<div class="seq">{"".join(spans)}</div>')
+    lines = [_sequence_html(*_prepare(row_tokens, row_relevance, merge, scale))
+             for row_tokens, row_relevance in _rows(tokens, relevance)]
+    return _page("".join(lines), title, fragment)
+
+
+def _sequence_html(words: Sequence[str], values: Sequence[float], scale: float, label: str = "",
+                   marked: frozenset[int] = frozenset()) -> str:
+    """One sequence as coloured spans (``marked`` positions outlined), after an optional label."""
+    spans = [f'<span class="label">{html.escape(label)}</span>'] if label else []
+    for i, (word, value) in enumerate(zip(words, values)):
+        colour = POSITIVE if value >= 0 else NEGATIVE
+        a = _alpha(value, scale)
+        mark = ' mark' if i in marked else ''
+        spans.append(
+            f'<span class="tok{mark}" style="background:rgba({colour[0]},{colour[1]},{colour[2]},{a:.3f})" '
+            f'title="{value:+.4g}">{html.escape(word)}</span>'
+        )
+    return f'<div class="seq">{"".join(spans)}</div>'
+
+
+def _page(body: str, title: str | None, fragment: bool) -> str:
     legend = '<div class="legend">red: positive relevance, blue: negative; intensity: |R| / max |R|</div>'
-    body = (f"<h3>{html.escape(title)}</h3>" if title else "") + "".join(lines) + legend
+    body = (f"<h3>{html.escape(title)}</h3>" if title else "") + body + legend
     if fragment:
         return f"<style>{_STYLE}</style>{body}"
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title or "relevance")}'
             f"</title><style>{_STYLE}</style></head><body>{body}</body></html>")
+
+
+def generation_html(tokens: Sequence[str], matrix, prompt_length: int, title: str | None = None,
+                    fragment: bool = False) -> str:
+    """Token heatmaps of a generated answer (see :func:`xaikit.generation.explain_generation`).
+
+    ``tokens``: the ``L`` tokens of prompt and answer; ``matrix`` ``(L, G)``: the relevance of each token for
+    each of the ``G`` generated tokens (``tokens[prompt_length + j]`` is generated token ``j``). The first
+    line colours every token by its relevance for the whole answer (the row sums; generated tokens outlined);
+    then one line per generated token ``j`` colours the tokens before it, each line on its own scale.
+    """
+    values = torch.as_tensor(matrix, dtype=torch.float64).detach().cpu()
+    length = len(tokens)
+    if values.ndim != 2 or values.shape[0] != length or prompt_length + values.shape[1] != length:
+        raise ValueError(f"matrix must have shape (tokens, generated) = ({length}, {length - prompt_length}) for "
+                         f"{length} tokens of which {prompt_length} are the prompt, got {tuple(values.shape)}")
+    words = [_display(t) for t in tokens]
+    answer = values.sum(1).tolist()
+    generated = frozenset(range(prompt_length, length))
+    lines = [_sequence_html(words, answer, max(map(abs, answer), default=0.0), "whole answer: ", generated)]
+    for j in range(values.shape[1]):
+        seen = prompt_length + j
+        column = values[:seen, j].tolist()
+        lines.append(_sequence_html(words[:seen], column, max(map(abs, column), default=0.0),
+                                    f"→ {words[seen]}: "))
+    return _page("".join(lines), title, fragment)
 
 
 def token_terminal(tokens, relevance, merge: bool = False, scale: float | None = None, color: bool = True) -> str:

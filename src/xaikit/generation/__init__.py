@@ -1,0 +1,13 @@
+"""Explaining what language models generate: per-token and multi-token targets, padded batches.
+
+- :class:`TokenLogits`: the target ``Σ_k logit[n, position_k, token_k]`` (one chosen token, or an answer).
+- :func:`explain_generation`: the tokens × generated relevance matrix of a prompt's continuation, one call.
+- :func:`explain_answer`: the relevance for the sum of an answer's logits (a multi-token target).
+- :mod:`.padding`: moving padding, position ids over real tokens, the keyword inputs of a padded batch.
+"""
+from .explain import GenerationExplanation, explain_answer, explain_generation, greedy_continuation
+from .padding import position_ids, repad, sequence_inputs
+from .targets import TokenLogits
+
+__all__ = ["TokenLogits", "GenerationExplanation", "explain_generation", "explain_answer", "greedy_continuation",
+           "position_ids", "repad", "sequence_inputs"]

@@ -1,0 +1,186 @@
+"""Normalisation statistics computed by hand, recognised at the op level.
+
+A normalisation divides an activation by a statistic of itself: RMSNorm ``x · rsqrt(mean(x²) + ε)``
+(Llama, Mistral, Qwen2, Gemma, T5), LayerNorm ``(x − μ) / sqrt(var + ε)`` written out (ConvNeXt's
+LayerNorm2d), ``x / x.norm()``. Whatever module or function computes it, the engine sees the same ops: a
+*reduction* of an activation (``mean``, ``sum``, ``var``, ``std``, ``norm``), turned into a *scale* by
+``rsqrt``/``sqrt``/``reciprocal``/``pow`` (or used as a divisor), that multiplies or divides an activation.
+Such a scale gets the composite's ``norm`` rule, as the native LayerNorm/RMSNorm do (:func:`.ops.norm`):
+under ``"identity"`` it is held constant (detached), so the relevance of the output passes to the
+normalised activation and none leaks into the statistic's branch (CP-LRP, Ali et al. 2022, sec. 3.2;
+AttnLRP, Achtibat et al. 2024, sec. 3.3).
+
+The operations computed only for the statistic (``x²``, ``rsqrt``, ``sqrt``, ``var``) are not linear and are
+first counted as unknown; when the forward pass ends, those whose every use turned out to be part of a
+statistic that was held constant are re-classified as handled (``"pow:norm_statistic"``). A square that also
+feeds something else keeps its place among the unknown operations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .engine import FOLLOW, SETUP, Session, tensors_in
+from .ops import HANDLERS, INDEX_OPS
+
+#: element-wise powers of an activation that a statistic may start from (x², |x|)
+SQUARES = {"pow", "square", "abs"}
+#: linear reductions: their output is a *reduced* value (a statistic once a root or a division uses it)
+REDUCTIONS = {"mean", "sum", "nansum", "nanmean"}
+#: reductions that are statistics themselves
+SPREADS = {"var", "std", "norm", "vector_norm", "linalg_vector_norm", "var_mean", "std_mean"}
+#: element-wise functions that turn a reduced value into a scale
+ROOTS = {"rsqrt", "sqrt", "reciprocal", "pow", "rdiv"}
+#: operations through which a statistic stays one (with constants: ε added, clamped, cast, viewed)
+CARRY = INDEX_OPS | SQUARES | ROOTS | REDUCTIONS | {
+    "add", "sub", "rsub", "mul", "div", "neg", "clamp", "clamp_min", "clip", "maximum", "to", "float",
+}
+_RANK = {"square": 0, "reduced": 1, "statistic": 2}
+_STARTS = SQUARES | REDUCTIONS | SPREADS
+
+
+@dataclass(eq=False)
+class _Op:
+    """An operation computed for a statistic, counted unknown until the statistic is used as a scale."""
+
+    name: str
+    holders: list["_Tag"] = field(default_factory=list)
+    scaled: bool = False  #: a statistic computed from it was held constant as a scale
+
+
+@dataclass(eq=False)
+class _Tag:
+    kind: str  #: "square", "reduced" or "statistic"
+    value: torch.Tensor  #: kept alive for the call, so that tensor ids stay unique
+    ops: list[_Op]
+    uses: int = 0  #: operations that read the tensor
+    kept: int = 0  #: of those, uses that are part of a statistic (carried on, or held constant as a scale)
+
+
+class _Statistics:
+    """The tags of one explained forward pass (entered through :data:`.engine.SETUP`); on exit, the
+    operations computed only for statistics that were held constant are re-classified as handled."""
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+        self.tags: dict[int, _Tag] = {}
+        self.ops: list[_Op] = []
+
+    def __enter__(self) -> "_Statistics":
+        self.s.statistics = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        counts = self.s.coverage.counts["unknown"]
+        for op in self.ops:
+            if op.scaled and all(t.uses == t.kept for t in op.holders) and counts.get(op.name, 0) > 0:
+                self.s.coverage.move("unknown", op.name, "handled", f"{op.name}:norm_statistic")
+        self.tags.clear()
+        self.ops.clear()
+        self.s.statistics = None
+
+    def tag(self, t: Any, kind: str, ops: list[_Op]) -> None:
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            tag = _Tag(kind, t, ops)
+            for op in ops:
+                op.holders.append(tag)
+            self.tags[id(t)] = tag
+
+    def scale(self, t: torch.Tensor) -> None:
+        """``t``'s tag is used as a scale, held constant."""
+        tag = self.tags[id(t)]
+        tag.kept += 1
+        for op in tag.ops:
+            op.scaled = True
+
+
+def _name(func: Callable, name: str, args: tuple) -> str:
+    """``1 / x`` (``__rtruediv__``) is a reciprocal, ``2 ** x`` (``__rpow__``) no power of ``x``."""
+    raw = getattr(func, "__name__", "")
+    if raw == "__rtruediv__":
+        return "rdiv"
+    if raw == "__rpow__":
+        return "rpow"
+    if name == "pow" and not (len(args) > 1 and isinstance(args[1], (int, float))):
+        return "pow_by_tensor"
+    return name
+
+
+def follow(s: Session, func: Callable, name: str, args: tuple, kwargs: dict, acts: list, out: Any,
+           mark: int) -> None:
+    """After each operation: start, carry or end the statistic tags (see the module docstring)."""
+    stats: _Statistics | None = getattr(s, "statistics", None)
+    if stats is None:
+        return
+    tagged = [tag for tag in map(stats.tags.get, map(id, acts)) if tag is not None] if stats.tags else []
+    if not tagged and name not in _STARTS:
+        return
+    name = _name(func, name, args)
+    for tag in tagged:
+        tag.uses += 1
+    outputs = [t for t in tensors_in(out) if t.requires_grad]
+    if not outputs or (tagged and len(tagged) < len(acts)) or name not in CARRY | SPREADS:
+        return  # mixed with another activation (a use as a scale is counted by the product handler)
+    ops = [op for tag in tagged for op in tag.ops]
+    new = [_Op(op) for kind, op in s.coverage.since(mark) if kind == "unknown"]
+    stats.ops.extend(new)
+    ops = list(dict.fromkeys(ops + new))
+    rank = max((_RANK[t.kind] for t in tagged), default=-1)
+    if name in SPREADS:
+        kinds = ["statistic", "reduced"]  # var_mean/std_mean: (spread, mean)
+    elif name in REDUCTIONS:
+        kinds = ["reduced"]
+    elif name in ROOTS and rank >= _RANK["reduced"]:
+        kinds = ["statistic"]
+    elif tagged:
+        kinds = [tagged[_index_of_max(tagged)].kind]
+    elif name in SQUARES and name != "pow_by_tensor":
+        kinds = ["square"]
+    else:
+        return
+    for tag in tagged:
+        tag.kept += 1
+    for i, t in enumerate(outputs):
+        stats.tag(t, kinds[min(i, len(kinds) - 1)], ops)
+
+
+def _index_of_max(tagged: list[_Tag]) -> int:
+    return max(range(len(tagged)), key=lambda i: _RANK[tagged[i].kind])
+
+
+def _scale_operands(s: Session, name: str, args: tuple, kwargs: dict, acts: list) -> list[torch.Tensor]:
+    """The operands of a product or division that are normalisation scales of the other activation."""
+    stats: _Statistics | None = getattr(s, "statistics", None)
+    if stats is None or not stats.tags or len(acts) < 2 or s.composite.op_rule("norm") == "gradient":
+        return []
+    kinds = {id(t): stats.tags[id(t)].kind for t in acts if id(t) in stats.tags}
+    if name == "div":  # x / statistic, x / reduction
+        divisor = args[1] if len(args) > 1 else kwargs.get("other")
+        if id(divisor) in kinds and kinds[id(divisor)] != "square" and id(args[0]) not in kinds:
+            return [divisor]
+        return []
+    scales = [t for t in acts if kinds.get(id(t)) == "statistic"]
+    return scales if len(scales) < len(acts) and any(id(t) not in kinds for t in acts) else []
+
+
+def _scaling(rule: Callable) -> Callable:
+    def handler(s: Session, func, name, args, kwargs, acts):
+        scales = _scale_operands(s, name, args, kwargs, acts)
+        if not scales:
+            return rule(s, func, name, args, kwargs, acts)
+        ids = {id(t) for t in scales}
+        for t in scales:
+            s.statistics.scale(t)
+        s.coverage.add("handled", f"{name}:{s.composite.op_rule('norm')}")
+        swap = lambda a: a.detach() if isinstance(a, torch.Tensor) and id(a) in ids else a  # noqa: E731
+        return func(*[swap(a) for a in args], **{k: swap(v) for k, v in kwargs.items()})
+
+    return handler
+
+
+HANDLERS["mul"] = _scaling(HANDLERS["mul"])
+HANDLERS["div"] = _scaling(HANDLERS["div"])
+FOLLOW.append(follow)
+SETUP.append(_Statistics)

@@ -1,0 +1,243 @@
+"""Explaining what a causal LM generates: the tokens × generated matrix in one call, multi-token targets,
+padding on either side, per-sample targets through chunking, the CLI on a model folder, clear errors."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import xaikit as xk
+from llm_models import llm, padded_prompts
+from models import assert_unchanged, snapshot
+from text_models import VOCAB
+from xaikit.generation import (TokenLogits, explain_answer, explain_generation, greedy_continuation, repad,
+                               sequence_inputs)
+from xaikit.targets import resolve_target, slice_target
+
+LENGTHS = (6, 3, 5)
+STEPS = 4
+
+
+def prompts(side: str = "right"):
+    return padded_prompts(LENGTHS, side)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return llm("llama", "sdpa", seed=3).double()
+
+
+def _count_calls(method):
+    calls = []
+    explain = method.explain
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return explain(*args, **kwargs)
+
+    method.explain = counted
+    return calls
+
+
+def test_every_generated_token_explained_in_one_call(model):
+    ids, mask = prompts()
+    before = snapshot(model)
+    lrp = xk.LRP(model, composite="attnlrp")
+    calls = _count_calls(lrp)
+    g = explain_generation(lrp, ids, mask, max_new_tokens=STEPS)
+    assert_unchanged(model, before)
+    assert len(calls) == 1 and calls[0][0] == len(LENGTHS) * STEPS  # one batched call, a copy per target
+    n, length = ids.shape
+    assert g.relevance.shape == (n, length + STEPS, STEPS) and g.prompt_length == length
+    # the sequences: each prompt, left-padded, then its continuation
+    left, left_mask = repad(ids, mask, "left")
+    torch.testing.assert_close(g.sequences[:, :length], left)
+    torch.testing.assert_close(g.attention_mask[:, :length], left_mask)
+    # the continuation is greedy and the explained values are the logits that chose it
+    with torch.no_grad():
+        logits = model(g.sequences, **sequence_inputs(model, g.attention_mask)).logits
+    chosen = logits[:, length - 1:-1]
+    torch.testing.assert_close(g.generated, chosen.argmax(-1))
+    torch.testing.assert_close(g.scores, chosen.gather(-1, g.generated[..., None])[..., 0])
+    c = g.info["conservation"]
+    assert c["residual"].shape == (n, STEPS) and (c["residual"].abs() <= 1e-4 * c["start"].abs()).all()
+    # causal: no relevance for the generated token itself or later ones; padding gets none
+    later = torch.arange(length + STEPS)[:, None] >= length + torch.arange(STEPS)[None, :]
+    assert (g.relevance[:, later] == 0).all()
+    assert (g.relevance[g.attention_mask == 0] == 0).all()
+    assert (g.relevance[:, :length][left_mask == 1] != 0).all()
+
+
+def test_greedy_continuation_equals_hugging_face_generate(model):
+    ids, mask = prompts("left")
+    new, explained = greedy_continuation(model, ids, mask, STEPS)
+    with torch.no_grad():
+        reference = model.generate(ids, attention_mask=mask, max_new_tokens=STEPS, do_sample=False,
+                                   pad_token_id=0, eos_token_id=None)
+    torch.testing.assert_close(new, reference[:, ids.shape[1]:])
+    assert (explained == 1).all()
+
+
+def test_answer_target_is_the_sum_of_the_per_token_relevances(model):
+    """The rules are linear in the starting relevance: explaining the sum of the answer's logits in one pass
+    gives the row sums of the tokens × generated matrix."""
+    ids, mask = prompts()
+    for composite in ("attnlrp", "cp_lrp"):
+        lrp = xk.LRP(model, composite=composite)
+        g = explain_generation(lrp, ids, mask, max_new_tokens=STEPS)
+        answer = explain_answer(lrp, ids, g.generated, mask)
+        assert answer.relevance.shape == (len(LENGTHS), ids.shape[1] + STEPS, 1)
+        torch.testing.assert_close(answer.scores[:, 0], g.scores.sum(1))
+        torch.testing.assert_close(answer.relevance[..., 0], g.answer(), rtol=1e-6, atol=1e-9)
+
+
+def test_answers_of_different_lengths(model):
+    """answer_mask: a shorter answer's padding is neither explained nor counted."""
+    ids, mask = prompts()
+    lrp = xk.LRP(model, composite="cp_lrp")
+    answer = torch.randint(3, VOCAB, (len(LENGTHS), 3), generator=torch.Generator().manual_seed(5))
+    answer_mask = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0]])
+    both = explain_answer(lrp, ids, answer, mask, answer_mask)
+    for i in range(len(LENGTHS)):
+        keep = int(answer_mask[i].sum())
+        alone = explain_answer(lrp, ids[i:i + 1, :LENGTHS[i]], answer[i:i + 1, :keep])
+        real = both.attention_mask[i] == 1
+        torch.testing.assert_close(both.relevance[i, real, 0], alone.relevance[0, :, 0], rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(both.scores[i], alone.scores[0])
+
+
+@pytest.mark.parametrize("composite", ["attnlrp", "cp_lrp"])
+def test_padding_side_and_batch_do_not_change_the_matrix(model, composite):
+    """Right- or left-padded prompts in a batch give each real token the relevance it has when its prompt is
+    explained alone (the mask and position ids over the real tokens make padding invisible)."""
+    lrp = xk.LRP(model, composite=composite)
+    right = explain_generation(lrp, *prompts("right"), max_new_tokens=STEPS)
+    left = explain_generation(lrp, *prompts("left"), max_new_tokens=STEPS)
+    torch.testing.assert_close(right.relevance, left.relevance)
+    ids, mask = prompts("right")
+    for i, n in enumerate(LENGTHS):
+        alone = explain_generation(lrp, ids[i:i + 1, :n], max_new_tokens=STEPS)
+        torch.testing.assert_close(right.generated[i], alone.generated[0])
+        real = right.attention_mask[i] == 1
+        torch.testing.assert_close(right.relevance[i, real], alone.relevance[0], rtol=1e-5, atol=1e-8)
+
+
+def test_per_sample_targets_survive_chunking_and_report_their_token(model):
+    ids, mask = prompts()
+    g = explain_generation(xk.LRP(model, composite="cp_lrp", batch_size=1), ids, mask, max_new_tokens=STEPS)
+    h = explain_generation(xk.LRP(model, composite="cp_lrp", batch_size=5), ids, mask, max_new_tokens=STEPS)
+    torch.testing.assert_close(g.relevance, h.relevance)
+    torch.testing.assert_close(g.info["conservation"]["absorbed"], h.info["conservation"]["absorbed"])
+    target = TokenLogits([[1], [2], [0]], [[7], [8], [9]])
+    expl = xk.InputXGradient(model)(ids, target, forward_kwargs=sequence_inputs(model, mask))
+    assert expl.target.tolist() == [7, 8, 9]
+    resolved = resolve_target(target, expl.output)
+    torch.testing.assert_close(resolved.select(torch.tensor([2, 0])).score(expl.output[[2, 0]]),
+                               expl.output[[2, 0], [0, 1], [9, 7]])
+    repeated = resolved.repeat_interleave(2)
+    torch.testing.assert_close(repeated.score(expl.output.repeat_interleave(2, 0)),
+                               target(expl.output).repeat_interleave(2))
+    assert slice_target(target, 1, 3, 3).tokens.tolist() == [[8], [9]]
+    shared = TokenLogits([-2, -1], [4, 5])  # the same slots for every sample: a two-token sum, reported as −1
+    expl = xk.InputXGradient(model)(ids, shared, forward_kwargs=sequence_inputs(model, mask))
+    assert expl.target.tolist() == [-1, -1, -1]
+    torch.testing.assert_close(expl.info["score"], expl.output[:, -2, 4] + expl.output[:, -1, 5])
+
+
+def test_end_of_sequence_stops_a_sequence(model):
+    ids, mask = prompts()
+    first = explain_generation(xk.InputXGradient(model), ids, mask, max_new_tokens=STEPS)
+    eos = int(first.generated[0, 1])  # sequence 0 ends at its second token (others may too)
+    g = explain_generation(xk.LRP(model, composite="cp_lrp"), ids, mask, max_new_tokens=STEPS, eos_token_id=eos)
+    ended = (g.generated == eos).long().cumsum(1)
+    stopped = torch.cat([torch.zeros_like(ended[:, :1]), ended[:, :-1]], 1) > 0  # tokens after the end
+    assert g.generated_mask[0].tolist() == [1, 1, 0, 0]
+    torch.testing.assert_close(g.generated_mask, (~stopped).long())
+    assert (g.relevance[..., :][stopped[:, None, :].expand_as(g.relevance)] == 0).all()
+    assert (g.scores[stopped] == 0).all()
+
+
+def test_clear_errors(model):
+    ids, mask = prompts()
+    lrp = xk.LRP(model, composite="cp_lrp")
+    with pytest.raises(TypeError, match="method must be an xaikit method"):
+        explain_generation(model, ids, mask)
+    with pytest.raises(ValueError, match="for decoder-only language models"):
+        explain_generation(xk.LRP(llm("t5")), ids, mask)
+    with pytest.raises(TypeError, match="does not explain token ids"):
+        explain_generation(xk.IntegratedGradients(model), ids, mask)
+    with pytest.raises(TypeError, match="ids must be an integer tensor"):
+        explain_generation(lrp, ids.float(), mask)
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(3, 5\)"):
+        explain_generation(lrp, ids, mask[:, :5])
+    with pytest.raises(ValueError, match="a sequence without any token"):
+        explain_generation(lrp, ids, mask * 0)
+    with pytest.raises(ValueError, match="max_new_tokens must be a positive int"):
+        explain_generation(lrp, ids, mask, max_new_tokens=0)
+    with pytest.raises(ValueError, match=r"forward_kwargs\['position_ids'\] is built by explain_generation"):
+        explain_generation(lrp, ids, mask, forward_kwargs={"position_ids": mask})
+    with pytest.raises(ValueError, match="continuation has 2 sequences, ids has 3"):
+        explain_generation(lrp, ids, mask, continuation=ids[:2])
+    with pytest.raises(ValueError, match="answer_mask must mark each answer's tokens first"):
+        explain_answer(lrp, ids, ids[:, :2], mask, torch.tensor([[0, 1], [1, 1], [1, 1]]))
+    with pytest.raises(ValueError, match="TokenLogits positions, tokens and mask must have the same shape"):
+        TokenLogits([[1, 2]], [[1], [2]])
+    with pytest.raises(TypeError, match="TokenLogits tokens must hold integers"):
+        TokenLogits([1], [0.5])
+    with pytest.raises(ValueError, match="target position 9 is beyond the sequence of length 6"):
+        lrp(ids, TokenLogits([9], [1]))
+    with pytest.raises(ValueError, match="target token 99 is outside the vocabulary"):
+        lrp(ids, TokenLogits([1], [99]))
+    with pytest.raises(ValueError, match="target has 2 rows but the batch has 3 samples"):
+        lrp(ids, TokenLogits([[1], [2]], [[1], [2]]))
+
+
+# -- the command line -----------------------------------------------------------------------------------------
+WORDS = ["<pad>", "<s>", "</s>", "<unk>"] + [f"w{i}" for i in range(VOCAB - 4)]
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """A tiny Llama and a word-level tokenizer of its vocabulary, saved as a Hugging Face model folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(folder)
+    llm("llama", seed=4).save_pretrained(folder)
+    return folder
+
+
+def test_cli_explains_the_generated_answer(capsys, tmp_path, model_folder):
+    from transformers import AutoModelForCausalLM
+
+    from xaikit.cli import main
+
+    out = tmp_path / "out"
+    texts = ["w1 w2 w3 w4", "w9 w8"]
+    code = main(["explain", "-m", str(model_folder), "--text", texts[0], "--text", texts[1], "--max-new-tokens",
+                 "3", "--methods", "lrp:composite=attnlrp", "-o", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    arrays = np.load(out / "attributions.npz")
+    matrix = arrays["LRP(attnlrp)"]
+    assert matrix.shape == (2, 4 + 3, 3)
+    model = AutoModelForCausalLM.from_pretrained(model_folder).eval()
+    ids = torch.tensor([[5, 6, 7, 8], [13, 12, 0, 0]])
+    mask = (ids != 0).long()
+    expected = explain_generation(xk.LRP(model, composite="attnlrp"), ids, mask, max_new_tokens=3,
+                                  eos_token_id=2)
+    np.testing.assert_allclose(matrix, expected.relevance.numpy(), rtol=1e-5, atol=1e-8)
+    summary = json.loads((out / "summary.json").read_text())
+    words = [WORDS[i] for i in expected.generated[0][expected.generated_mask[0] == 1].tolist()]
+    assert summary["inputs"][0] == {"name": "text0", "prompt": texts[0], "answer": " ".join(words)}
+    page = (out / "index.html").read_text()
+    lines = len(texts) + int(expected.generated_mask.sum())  # per prompt: the whole answer, each token
+    assert "whole answer" in page and page.count('class="seq"') == lines
+    assert f"→ {words[0]}: " in page
+    np.save(tmp_path / "x.npy", np.zeros((2, 3), dtype=np.float32))
+    code = main(["explain", "-m", str(model_folder), "--inputs", str(tmp_path / "x.npy"), "-o",
+                 str(tmp_path / "bad"), "--quiet"])
+    assert code == 2 and "explains text prompts" in capsys.readouterr().err
