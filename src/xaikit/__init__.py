@@ -4,7 +4,7 @@
 ``xk.explain(model, x, y, method="lrp", composite="epsilon_gamma_box")`` as a functional shortcut;
 ``xk.metrics`` for evaluating explanations.
 """
-from . import metrics
+from . import concepts, metrics
 from .batching import set_memory_budget
 from .explanation import Explanation
 from .methods import *  # noqa: F401,F403

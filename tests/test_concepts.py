@@ -1,0 +1,140 @@
+"""xaikit.concepts: CRP tools, channel discovery + ablation on the ground-truth shapes, reference samples."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import xaikit as xk
+from xaikit import concepts
+from xaikit.propagation.record import Recorder
+from xaikit.zoo import make_shapes, train_shapes_model
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    model = train_shapes_model(make_shapes(512, seed=0), epochs=6, seed=0)
+    return model, make_shapes(256, seed=1)
+
+
+def _bias_free(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1, bias=False), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(8, 3, bias=False)).eval()
+
+
+def test_top_k_ablation_collapses_accuracy_random_and_low_k_do_not(shapes):
+    """Chandrasegaran et al. 2022, Table 2 ordering on the last conv layer: top-k ≪ random-k ≤ low-k ≈ baseline,
+    per class with that class's own ranking (seeded model, data and draws)."""
+    model, data = shapes
+    scores = concepts.ChannelRelevance(model, layer="features.9")((data.x[:128], data.y[:128]))
+    assert torch.all((scores.score >= 0) & (scores.score <= 1)) and scores.score.sum() > 0
+    held_out = (data.x[128:], data.y[128:])
+    rows = []
+    for cls in range(4):
+        table = concepts.Ablation(model, "features.9", k=3, draws=5, seed=0)(held_out, scores, cls=cls)
+        assert table.rows == ["baseline", "top-3", "random-3", "low-3"]
+        rows.append(table.mean[:, cls])
+    baseline, top, random, low = torch.tensor(np.array(rows)).mean(0).tolist()
+    assert baseline > 95
+    assert top < random - 30, (top, random)
+    assert low >= baseline - 5 and random <= low + 1, (random, low, baseline)
+
+
+def test_composition_shares_and_heatmaps():
+    model = _bias_free()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    full = xk.LRP(model, composite="epsilon", epsilon=1e-9)(x, target=1)
+    settings = {"composite": "epsilon", "epsilon": 1e-9}
+    every = concepts.ConditionalHeatmaps(model, layer="2", method_settings=settings)(x, target=1)
+    assert len(every) == 16 and every.heatmaps.shape == (16, 3, 8, 8)
+    # all channels: heatmaps sum to the unconditional one, relevance to the logit (bias-free, ε → 0)
+    assert torch.allclose(every.heatmaps.view(2, 8, 3, 8, 8).sum(1), full.attribution, atol=1e-5)
+    assert torch.allclose(every.relevance.view(2, 8).sum(1), full.output[:, 1], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(every.share.view(2, 8).abs().sum(1), torch.full((2,), 100.0), atol=1e-3)
+    top = concepts.Composition(model, layer="2", top=3, method_settings=settings)(x, target=1)
+    assert len(top) == 6
+    for i in range(2):
+        shares = every.share.view(2, 8)[i]
+        best = shares.argsort(descending=True)[:3]
+        assert top.concepts[3 * i: 3 * i + 3] == best.tolist()
+        assert torch.allclose(top.share[3 * i: 3 * i + 3], shares[best], atol=1e-4)
+        assert torch.allclose(top.heatmaps[3 * i: 3 * i + 3], every.heatmaps.view(2, 8, 3, 8, 8)[i, best], atol=1e-6)
+    assert "channel" in top.describe()[0] and "%" in top.describe()[0]
+
+
+def test_hierarchy_splits_a_concept_over_lower_channels():
+    model = _bias_free()
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    settings = {"composite": "epsilon", "epsilon": 1e-9}
+    splits = concepts.Hierarchy(model, layer="5", lower="2", top=8, method_settings=settings)(x, target=0,
+                                                                                             concepts=[1, 4])
+    for split in splits:
+        # all lower channels: their conditioned relevance sums to the concept's (conserving, bias-free)
+        assert torch.allclose(split.relevance.sum(), torch.tensor(split.total), rtol=1e-4, atol=1e-6)
+        assert torch.allclose(split.share.abs().sum(), torch.tensor(100.0), atol=1e-3)
+        one = concepts.ConditionalHeatmaps(model, layer="5", method_settings=settings)(x, 0, concepts=[split.concept])
+        assert torch.allclose(split.heatmaps.sum(0), one.heatmaps[0], atol=1e-6)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _loader(data, batch: int, fail_after: int | None = None):
+    for i, start in enumerate(range(0, len(data), batch)):
+        if fail_after is not None and i == fail_after:
+            raise _Interrupted
+        yield data.x[start:start + batch], data.y[start:start + batch]
+
+
+def test_reference_samples_resume_gives_the_same_result(shapes, tmp_path):
+    model, data = shapes
+    data = data[:96]
+    tool = lambda cache: concepts.ReferenceSamples(model, layer="features.9", n=5, cache=cache,  # noqa: E731
+                                                   progress=False)
+    single = tool(None)(_loader(data, 16))
+    with pytest.raises(_Interrupted):
+        tool(tmp_path)(_loader(data, 16, fail_after=3))
+    resumed = tool(tmp_path)(_loader(data, 16))
+    assert resumed.seen == single.seen == 96
+    for by in ("activation", "relevance"):
+        assert torch.equal(resumed.ids[by], single.ids[by])
+        assert torch.equal(resumed.values[by], single.values[by])
+    # the references are the true top-n: compare with one recorded pass over all samples
+    with Recorder(model, ["features.9"]) as rec:
+        xk.LRP(model, composite="epsilon_plus_flat")(data.x, target=data.y)
+    relevance = rec["features.9"].relevance.sum((2, 3))
+    assert torch.allclose(single.values["relevance"], relevance.t().sort(1, descending=True).values[:, :5],
+                          atol=1e-5)
+    activation = rec["features.9"].activation.amax((2, 3))
+    assert torch.equal(single.ids["activation"], activation.t().argsort(dim=1, descending=True, stable=True)[:, :5])
+    crops, heatmaps = tool(None).crops(data.x, single, channel=2, size=16)
+    assert crops.shape == (5, 3, 16, 16) and heatmaps.shape == (5, 3, 32, 32)
+    field, _ = tool(None).crops(data.x, single, channel=2, by="activation", mode="receptive_field", size=16)
+    assert field.shape == (5, 3, 16, 16)
+    with pytest.raises(ValueError, match="cache"):  # another setting, same cache
+        concepts.ReferenceSamples(model, layer="features.9", n=4, cache=tmp_path, progress=False)(_loader(data, 16))
+
+
+def test_bad_input_names_the_argument(shapes):
+    model, data = shapes
+    with pytest.raises(ValueError, match="layer: 'features.99'.*close names"):
+        concepts.ConditionalHeatmaps(model, layer="features.99")
+    with pytest.raises(ValueError, match="concepts: channel 16"):
+        concepts.ConditionalHeatmaps(model, layer="features.9")(data.x[:1], concepts=[16])
+    with pytest.raises(ValueError, match="k=17"):
+        concepts.Ablation(model, "features.9", k=17)((data.x[:8], data.y[:8]), torch.rand(16))
+    with pytest.raises(ValueError, match="top=17"):
+        concepts.Composition(model, "features.9", top=17)(data.x[:1])
+    with pytest.raises(ValueError, match="data is empty"):
+        concepts.ReferenceSamples(model, "features.9", progress=False)([])
+    with pytest.raises(ValueError, match="data is empty"):
+        concepts.ChannelRelevance(model, "features.9")([])
+    with pytest.raises(TypeError, match="unknown setting 'topk'"):
+        concepts.Composition(model, "features.9", topk=3)
+    with pytest.raises(ValueError, match="no relevance inside"):
+        concepts.Composition(model, "features.9", method="occlusion")
