@@ -138,3 +138,66 @@ def test_bad_input_names_the_argument(shapes):
         concepts.Composition(model, "features.9", topk=3)
     with pytest.raises(ValueError, match="no relevance inside"):
         concepts.Composition(model, "features.9", method="occlusion")
+
+
+def test_feature_visualisation_beats_real_images(shapes):
+    from xaikit.concepts import FeatureVisualisation
+
+    model, data = shapes
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for objective, layer, units in (("channel", "features.9", [3, 5]), ("class", None, [0, 2])):
+        tool = FeatureVisualisation(model, layer, (3, 32, 32), objective=objective, steps=30, seed=0)
+        result = tool(units)
+        assert result.images.shape == (2, 3, 32, 32)
+        assert result.images.min() >= -1 and result.images.max() <= 1
+        final = tool.score(result.images, units)
+        real = torch.stack([tool.score(data.x[i:i + 1].expand(2, -1, -1, -1), units) for i in range(32)]).amax(0)
+        assert torch.all(final > real), (objective, final, real)
+        assert torch.all(result.history[-1] > result.history[0])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    # any size and channel count; starting from a real image reproduces it before any step
+    grey = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 10 * 18, 2)).eval()
+    tool = FeatureVisualisation(grey, "0", (1, 12, 20), steps=0)
+    start = torch.rand(1, 1, 12, 20) * 1.6 - 0.8
+    assert torch.allclose(tool([1], start=start).images, start, atol=1e-4)
+    assert FeatureVisualisation(grey, "0", (1, 12, 20), steps=3, objective="direction")(
+        [torch.ones(4)]).images.shape == (1, 1, 12, 20)
+
+
+@pytest.mark.parametrize("reducer", ["pca", "tsne"])
+def test_embedding_separates_the_classes(shapes, reducer):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    model, data = shapes
+    result = concepts.Embedding(model, "features.9", reducer=reducer, seed=0)((data.x[:128], data.y[:128]))
+    assert result.points.shape == (128, 2) and result.features.shape == (128, 16)
+    knn = KNeighborsClassifier(5).fit(result.points[:96], result.labels[:96])
+    assert knn.score(result.points[96:], result.labels[96:]) > 0.7
+    if reducer == "pca":
+        rel = concepts.Embedding(model, "features.9", of="relevance")((data.x[:32], data.y[:32]))
+        assert np.allclose(np.abs(rel.features).sum(1), 1.0, atol=1e-5)
+
+
+def test_concepts_report_section(shapes, tmp_path):
+    from xaikit import viz
+
+    model, data = shapes
+    x = data.x[:2]
+    composition = concepts.Composition(model, "features.9", top=3)(x)
+    tool = concepts.ReferenceSamples(model, "features.9", n=4, progress=False)
+    refs = tool(_loader(data[:64], 32))
+    images = viz.to_rgb(x, -1, 1)
+    crops = {c: viz.to_rgb(tool.crops(data.x[:64], refs, c, size=16)[0], -1, 1)
+             for c in set(composition.concepts)}
+    section = viz.concepts_section(tmp_path, images, composition, ["a", "b"], crops)
+    viz.write_report(tmp_path, [section])
+    page = (tmp_path / "index.html").read_text()
+    assert "Concepts" in page and " %" in page and "reference samples of" in page
+    for src in __import__("re").findall(r'src="([^"]+)"', section.html):
+        assert (tmp_path / src).exists()
+    figure = viz.plot_composition(images[0], composition.heatmaps[:3], composition.concepts[:3],
+                                  composition.share[:3].tolist(), crops)
+    assert len(figure.axes) == 8
+    assert viz.plot_embedding(np.random.default_rng(0).normal(size=(5, 2)), [0, 1, 0, 1, 0],
+                              images[[0, 1, 0, 1, 0]], zoom=0.2) is not None

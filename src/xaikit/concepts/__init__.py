@@ -10,9 +10,12 @@ inside the network through the engine's recorder (:mod:`xaikit.propagation.recor
 - :class:`Embedding`: PCA / t-SNE / UMAP of pooled activations or concept-relevance vectors.
 """
 from .crp import Composition, ConceptHeatmaps, ConceptSplit, ConditionalHeatmaps, Hierarchy
+from .embedding import Embedding, EmbeddingResult
+from .featureviz import FeatureVisualisation, FourierImage, Visualisation
 from .references import References, ReferenceSamples
 from .discovery import Ablation, AblationTable, ChannelRelevance, ChannelScores, ablated, channel_scores
 
 __all__ = ["ConditionalHeatmaps", "Composition", "Hierarchy", "ConceptHeatmaps", "ConceptSplit",
            "ChannelRelevance", "ChannelScores", "Ablation", "AblationTable", "ablated", "channel_scores",
-           "ReferenceSamples", "References"]
+           "ReferenceSamples", "References",
+           "FeatureVisualisation", "FourierImage", "Visualisation", "Embedding", "EmbeddingResult"]
