@@ -201,3 +201,19 @@ def test_concepts_report_section(shapes, tmp_path):
     assert len(figure.axes) == 8
     assert viz.plot_embedding(np.random.default_rng(0).normal(size=(5, 2)), [0, 1, 0, 1, 0],
                               images[[0, 1, 0, 1, 0]], zoom=0.2) is not None
+
+
+def test_integrated_gradients_at_a_layer_is_complete():
+    model = _bias_free()
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    ig = xk.IntegratedGradients(model, steps=24)
+    scores = concepts.ChannelRelevance(model, layer="3", method=ig)
+    expl, rec = scores.record(x, 1)
+    difference = expl.output[:, 1] - model(torch.zeros_like(x))[:, 1]
+    assert torch.allclose(rec["3"].relevance.flatten(1).sum(1), difference.detach(), rtol=1e-3, atol=1e-4)
+    # a ReLU network without biases is positively homogeneous: layer IG from a zero baseline is a ⊙ g
+    with Recorder(model, ["3"]) as grads:
+        xk.InputXGradient(model)(x, target=1)
+    assert torch.allclose(rec["3"].relevance, grads["3"].relevance, atol=1e-4)
+    with pytest.raises(ValueError, match="single-pass"):
+        concepts.ConditionalHeatmaps(model, layer="3", method=ig)(x[:1], target=1)

@@ -16,11 +16,13 @@ from torch import nn
 
 from ..errors import check_input, warn_if_training
 from ..methods.base import Method, get_method
-from ..propagation.record import Recorder, condition_masks, find_modules
+from ..methods.path import IntegratedGradients
+from ..propagation.record import Recorder, channel_axis, condition_masks, find_modules
 from ..settings import bind_settings
 
 #: methods whose relevance at a layer is defined (one backward pass per sample; input × modified gradient)
-GRADIENT_METHODS = ("lrp", "gradient", "input_x_gradient", "guided_backprop", "deconv_net", "excitation_backprop")
+GRADIENT_METHODS = ("lrp", "gradient", "input_x_gradient", "guided_backprop", "deconv_net", "excitation_backprop",
+                    "integrated_gradients")
 
 
 def _checked_init(init: Callable) -> Callable:
@@ -102,8 +104,30 @@ class ConceptTool:
         Returns ``(explanation, recorder)``.
         """
         layers = [self.layer] if layers is None else layers
+        if isinstance(self.method, IntegratedGradients):
+            return self._record_ig(x, target, layers, masks, keep, **call)
         with Recorder(self.model, layers, masks=masks, axis=self.axis, keep=keep) as rec:
             expl = self.method(x, target, **call)
+        return expl, rec
+
+    def _record_ig(self, x, target, layers, masks, keep, **call):
+        """Integrated Gradients: its relevance at each layer (:mod:`.layer_ig`), in a recorder-like result."""
+        from .layer_ig import integrated_layer_relevance
+
+        if masks:
+            raise ValueError("method: conditioning (CRP) needs a single-pass method such as LRP or "
+                             "InputXGradient; Integrated Gradients integrates over many passes")
+        rec = Recorder(self.model, layers, axis=self.axis, keep=keep)
+        for name in layers:
+            relevance, activation, index, _ = integrated_layer_relevance(
+                self.method, x, target, name, tuple(call.get("forward_args", ())), call.get("forward_kwargs"))
+            recorded = rec[name]
+            recorded.axis = channel_axis(rec.modules[name], activation.ndim) if self.axis == "auto" else \
+                self.axis % activation.ndim
+            recorded.shapes.append(activation.shape)
+            recorded.activations.append(activation if "activation" in keep else None)
+            recorded.relevances.append(relevance if "relevance" in keep else None)
+        expl = self.method(x, target, **call)  # the input attribution and the resolved target
         return expl, rec
 
     def masks(self, concepts: Iterable, channels: int, argument: str = "concepts") -> torch.Tensor:
