@@ -217,3 +217,27 @@ def test_integrated_gradients_at_a_layer_is_complete():
     assert torch.allclose(rec["3"].relevance, grads["3"].relevance, atol=1e-4)
     with pytest.raises(ValueError, match="single-pass"):
         concepts.ConditionalHeatmaps(model, layer="3", method=ig)(x[:1], target=1)
+
+
+@pytest.mark.parametrize("kind", ["bert", "vit"])
+def test_transformers_hidden_units_and_tokens(kind):
+    """The same calling convention on a BERT (token ids, hidden units of a layer) and a ViT (patch tokens)."""
+    from models import assert_unchanged, snapshot
+    from text_models import bert, vit
+
+    if kind == "bert":
+        model, layer = bert(), "bert.encoder.layer.0.output"
+        x = torch.randint(1, 40, (1, 7), generator=torch.Generator().manual_seed(0))
+    else:
+        model, layer = vit(), "vit.layers.1"
+        x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    before = snapshot(model)
+    settings = {"composite": "attnlrp"}
+    full = xk.LRP(model, composite="attnlrp")(x, target=1).attribution
+    for axis, units in ((-1, 16), (1, 7 if kind == "bert" else 17)):  # hidden units; tokens
+        maps = concepts.ConditionalHeatmaps(model, layer=layer, method_settings=settings, axis=axis)(x, target=1)
+        assert len(maps) == units
+        assert torch.allclose(maps.heatmaps.sum(0, keepdim=True), full, atol=1e-5, rtol=1e-4), axis
+    top = concepts.Composition(model, layer=layer, top=3, method_settings=settings)(x, target=1)
+    assert top.heatmaps.shape == (3, *full.shape[1:]) and top.share[0] >= top.share[1]
+    assert_unchanged(model, before)
