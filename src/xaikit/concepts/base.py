@@ -110,6 +110,27 @@ class ConceptTool:
             expl = self.method(x, target, **call)
         return expl, rec
 
+    def layer_output(self, x: torch.Tensor, args: tuple = (), kwargs: dict | None = None,
+                     grad: bool = False) -> tuple[torch.Tensor, int, int]:
+        """``(output, channels, axis)`` of the layer on ``x`` (one forward pass, no gradients unless ``grad``)."""
+        module = self.model.get_submodule(self.layer)
+        seen = []
+
+        def hook(mod, inputs, out):
+            out = out if isinstance(out, torch.Tensor) else out[0]
+            axis = channel_axis(mod, out.ndim) if self.axis == "auto" else self.axis % out.ndim
+            seen.append((out, out.shape[axis], axis))
+
+        handle = module.register_forward_hook(hook)
+        try:
+            with torch.set_grad_enabled(grad):
+                self.model(x, *args, **(kwargs or {}))
+        finally:
+            handle.remove()
+        if not seen:
+            raise ValueError(f"layer {self.layer!r} was not called in the forward pass; choose another layer")
+        return seen[-1]
+
     def _record_ig(self, x, target, layers, masks, keep, **call):
         """Integrated Gradients: its relevance at each layer (:mod:`.layer_ig`), in a recorder-like result."""
         from .layer_ig import integrated_layer_relevance

@@ -105,29 +105,47 @@ class ConditionalHeatmaps(ConceptTool):
         the same for every sample.
         """
         x = self.check(x)
-        expl, rec = self.record(x, target, keep=("relevance",), **call)
-        per_channel = rec[self.layer].per_channel()  # (N, C)
-        channels = per_channel.shape[1]
-        concepts = list(range(channels)) if concepts is None else list(concepts)
-        masks = self.masks(concepts, channels).to(per_channel.dtype)
-        return self._conditional(x, expl.target, per_channel, concepts, masks, call)
-
-    def _conditional(self, x, target, per_channel, concepts: list, masks: torch.Tensor, call: dict,
-                     sample: torch.Tensor | None = None) -> ConceptHeatmaps:
-        """One batched pass: sample ``sample[k]`` (default: every sample with every concept) under mask ``k``."""
         n = x.shape[0]
-        if target.min() < 0:
+        concepts = None if concepts is None else list(concepts)
+        if concepts is not None and not concepts:
+            raise ValueError("concepts must hold at least one concept (a channel index or a list of them)")
+        chosen: list = []
+
+        def masks(channels: int) -> torch.Tensor:  # built at the layer, when its channel count is known
+            each = list(range(channels)) if concepts is None else concepts
+            chosen.extend(each * n)
+            return self.masks(each, channels).repeat(n, 1)
+
+        k = len(concepts) if concepts is not None else self._channels(x, call)
+        sample = torch.arange(n).repeat_interleave(k)
+        return self._conditional(x, target, sample, masks, call, chosen)
+
+    def _channels(self, x: torch.Tensor, call: dict) -> int:
+        """The number of channels of the layer (a forward pass of one sample, without gradients)."""
+        from ..batching import select_batch
+
+        one = torch.zeros(1, dtype=torch.long)
+        args = select_batch(tuple(call.get("forward_args", ())), one, x.shape[0])
+        kwargs = select_batch(dict(call.get("forward_kwargs") or {}), one, x.shape[0])
+        return self.layer_output(x[:1], args, kwargs)[1]
+
+    def _conditional(self, x, target, sample: torch.Tensor, masks, call: dict, concepts: list) -> ConceptHeatmaps:
+        """One batched pass: sample ``sample[k]`` under mask row ``k``. The relevance recorded at the layer is
+        the unconditional one (before the mask), so each concept's share needs no pass of its own."""
+        if isinstance(target, torch.Tensor) and target.ndim == 1 and target.shape[0] == x.shape[0]:
+            target = target[sample]
+        elif isinstance(target, (list, tuple)) and len(target) == x.shape[0]:
+            target = [target[i] for i in sample.tolist()]
+        elif callable(target) and not isinstance(target, torch.Tensor):
             raise ValueError("target: conditional heatmaps need a class index per sample (an int, a sequence or "
                              "None for the prediction), not a callable")
-        if sample is None:
-            sample = torch.arange(n).repeat_interleave(len(concepts))
-            masks = masks.repeat(n, 1)
-            concepts = concepts * n
-        expl, rec = self.record(x[sample], target[sample].tolist(),
-                                masks={self.layer: masks}, keep=("relevance",), **call)
-        relevance = rec[self.layer].per_channel().sum(1)
-        total = per_channel.abs().sum(1).clamp_min(torch.finfo(per_channel.dtype).tiny)[sample]
-        return ConceptHeatmaps(expl.attribution, concepts, sample, relevance, 100 * relevance / total,
+        rec_masks = {self.layer: masks}
+        expl, rec = self.record(x[sample], target, masks=rec_masks, keep=("relevance",), **call)
+        theta = rec.masks[self.layer].to(expl.attribution.dtype)
+        per_channel = rec[self.layer].per_channel()  # the unconditional relevance per channel, every copy
+        relevance = (per_channel * theta).sum(1)
+        total = per_channel.abs().sum(1).clamp_min(torch.finfo(per_channel.dtype).tiny)
+        return ConceptHeatmaps(expl.attribution, list(concepts), sample, relevance, 100 * relevance / total,
                                expl.target, self.layer)
 
 
@@ -161,7 +179,7 @@ class Composition(ConditionalHeatmaps):
         masks = torch.zeros(x.shape[0] * self.top, channels, dtype=per_channel.dtype)
         masks[torch.arange(masks.shape[0]), order.reshape(-1)] = 1
         sample = torch.arange(x.shape[0]).repeat_interleave(self.top)
-        return self._conditional(x, expl.target, per_channel, order.reshape(-1).tolist(), masks, call, sample)
+        return self._conditional(x, expl.target, sample, masks, call, order.reshape(-1).tolist())
 
 
 @dataclass
@@ -233,7 +251,7 @@ class Hierarchy(ConceptTool):
         _, rec = self.record(x.expand(k, *x.shape[1:]), target, layers=[self.layer, self.lower],
                              masks={self.layer: upper}, keep=("relevance",), **call)
         lower = rec[self.lower].per_channel()  # (K, C_lower)
-        totals = rec[self.layer].per_channel().sum(1)
+        totals = (rec[self.layer].per_channel() * upper).sum(1)  # recorded before the layer's own mask
         order = lower.argsort(dim=1, descending=True, stable=True)[:, :self.top]  # (K, top)
         # pass 2: heatmaps conditioned on (concept, lower channel), K · top conditions in one pass
         rows = torch.arange(k).repeat_interleave(self.top)

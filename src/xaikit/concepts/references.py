@@ -92,6 +92,11 @@ class ReferenceSamples(ConceptTool):
     progress : bool
         Show a progress bar.
 
+    Notes
+    -----
+    A method given by name explains each data batch as one chunk (up to the memory budget), so that a resumed
+    run computes exactly what an uninterrupted one does.
+
     Examples
     --------
     >>> refs = xk.concepts.ReferenceSamples(model, layer="features.9", n=8, cache="refs/")(loader)  # doctest: +SKIP
@@ -101,6 +106,10 @@ class ReferenceSamples(ConceptTool):
     def __init__(self, model: nn.Module, layer: str, n: int = 8, method: str | Method = "lrp",
                  method_settings: dict | None = None, axis: int | str = "auto", target: str = "label",
                  cache: str | os.PathLike | None = None, save_every: int = 1, progress: bool = True) -> None:
+        if isinstance(method, str) and "batch_size" not in (method_settings or {}):
+            # each data batch as one chunk (up to the memory budget): the same chunks in a resumed run, so the
+            # values agree bit for bit (the auto chunk size may differ between runs)
+            method_settings = {**(method_settings or {}), "batch_size": 1 << 30}
         super().__init__(model, layer, method, method_settings, axis)
         check_positive(n, "n", integer=True)
         check_positive(save_every, "save_every", integer=True)
