@@ -241,3 +241,25 @@ def test_transformers_hidden_units_and_tokens(kind):
     top = concepts.Composition(model, layer=layer, top=3, method_settings=settings)(x, target=1)
     assert top.heatmaps.shape == (3, *full.shape[1:]) and top.share[0] >= top.share[1]
     assert_unchanged(model, before)
+
+
+def test_report_command_concepts_section(capsys, tmp_path):
+    from skimage import io as skio
+
+    from xaikit.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        skio.imsave(folder / f"{name}.png", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8), check_contrast=False)
+    out = tmp_path / "report"
+    code = main(["report", "-m", "models:vgg_like", "-i", str(folder), "--image-size", "16", "--sections",
+                 "concepts", "--concept-layer", "5", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    page = (out / "index.html").read_text()
+    assert "Concepts: models:vgg_like, layer 5" in page and page.count(" %</small>") == 3 * 3
+    assert page.count('class="refs"') == 3 * 3
+    code = main(["report", "-m", "models:vgg_like", "-i", str(folder), "--image-size", "16", "--sections",
+                 "concepts", "--concept-layer", "nope", "--strict", "--out", str(out)])
+    assert code != 0 and "--concept-layer" in capsys.readouterr().err

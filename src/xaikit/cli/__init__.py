@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default="minilm", help="model of the text example (default minilm)")
     p.add_argument("--text-methods", nargs="+", metavar="METHOD", help="methods of the text example")
     p.add_argument("--sections", nargs="+", default=["images", "metrics", "text"],
-                   choices=("images", "metrics", "text"), help="sections to include (default all)")
+                   choices=("images", "concepts", "metrics", "text"),
+                   help="sections to include (default images metrics text)")
+    p.add_argument("--concept-layer", default=None, help="layer of the concepts section (default: the last conv)")
     p.add_argument("--strict", action="store_true", help="fail when a section cannot be made (default: the "
                                                          "report says what is missing)")
     p.add_argument("--title", default="xaikit report", help="title of the report")

@@ -7,33 +7,19 @@ relevance inside the network through :class:`xaikit.propagation.record.Recorder`
 """
 from __future__ import annotations
 
-import functools
-import inspect
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
 
 from ..errors import check_input, warn_if_training
-from ..methods.base import Method, get_method
+from ..methods.base import Method, _checked_init, get_method, snake_case
 from ..methods.path import IntegratedGradients
 from ..propagation.record import Recorder, channel_axis, condition_masks, find_modules
-from ..settings import bind_settings
 
 #: methods whose relevance at a layer is defined (one backward pass per sample; input × modified gradient)
 GRADIENT_METHODS = ("lrp", "gradient", "input_x_gradient", "guided_backprop", "deconv_net", "excitation_backprop",
                     "integrated_gradients")
-
-
-def _checked_init(init: Callable) -> Callable:
-    signature = inspect.signature(init)
-
-    @functools.wraps(init)
-    def wrapper(self, *args, **kwargs):
-        bind_settings(self, signature, args, kwargs, hidden=("self", "model"))
-        init(self, *args, **kwargs)
-
-    return wrapper
 
 
 def make_method(model: nn.Module, method: str | Method, settings: dict | None) -> Method:
@@ -47,8 +33,6 @@ def make_method(model: nn.Module, method: str | Method, settings: dict | None) -
     if not isinstance(method, str):
         raise TypeError(f"method must be a method name or a xaikit Method, got {type(method).__name__}")
     cls = get_method(method)
-    from ..methods.base import snake_case
-
     if snake_case(cls.__name__) not in GRADIENT_METHODS:
         raise ValueError(f"method {method!r} has no relevance inside the network; use one of: "
                          f"{', '.join(GRADIENT_METHODS)}")
