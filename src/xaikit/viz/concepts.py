@@ -59,8 +59,8 @@ def plot_composition(image: np.ndarray, heatmaps: Any, concepts: Sequence, share
     k = len(concepts)
     maps = normalise(relevance_map(heatmaps))
     rows = 2 if references else 1
-    fig = Figure(figsize=(cell * (k + 1), cell * rows + 0.4))
-    axes = fig.subplots(rows, k + 1, squeeze=False)
+    fig = Figure(figsize=(cell * (k + 1), cell * (1.4 if references else 1) + 0.5))
+    axes = fig.subplots(rows, k + 1, squeeze=False, gridspec_kw={"height_ratios": [1, 0.4][:rows]})
     axes[0, 0].imshow(image)
     axes[0, 0].set_title("input", fontsize=9)
     for j, (concept, share) in enumerate(zip(concepts, shares)):
@@ -73,7 +73,7 @@ def plot_composition(image: np.ndarray, heatmaps: Any, concepts: Sequence, share
         ax.set_yticks([])
         if not ax.images:
             ax.set_axis_off()
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig
 
 
