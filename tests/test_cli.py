@@ -57,7 +57,10 @@ def test_explain_images_matches_the_library_and_writes_heatmaps(capsys, tmp_path
                             "--methods", "gradient", "lrp:composite=epsilon,epsilon=0.01", "--target", "1,3",
                             "--out", out)
     assert code == 0, err
-    assert err == ""  # no progress bar when stderr is not a terminal
+    # no progress bar when stderr is not a terminal, but a line per finished input for the logs
+    assert err.splitlines() == [f"xaikit: {m}: {k}/2 inputs done" for m in ("gradient", "lrp") for k in (1, 2)] or \
+        [line.rsplit(" (", 1)[0] for line in err.splitlines()] == \
+        [f"xaikit: {m}: {k}/2 inputs done" for m in ("Gradient", "LRP(epsilon)") for k in (1, 2)]
     assert "explained 2 input(s) with 2 method(s)" in stdout
     arrays = np.load(out / "attributions.npz")
     assert list(arrays["names"]) == ["a", "b"] and arrays["target"].tolist() == [1, 3]
@@ -73,7 +76,7 @@ def test_explain_images_matches_the_library_and_writes_heatmaps(capsys, tmp_path
     for name in "ab":
         assert sorted(p.name for p in (out / "heatmaps" / name).iterdir()) == ["gradient.png", "lrp-epsilon.png"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["inputs"][1]["explained"].startswith("class 3 (3)")
+    assert summary["inputs"][1]["explained"].startswith("class 3 p=")  # no names: "class 3", not "class 3 (3)"
     assert summary["settings"]["seed"] == 0 and (out / "grid.png").is_file()
 
 
@@ -270,9 +273,123 @@ def test_specs_parse_values_and_pass_seed_and_batch_size_where_taken():
 def test_explain_text_with_minilm(capsys, tmp_path):
     out = tmp_path / "text"
     code, _, err = run(capsys, "explain", "-m", "minilm", "--text", "a wonderful green garden", "--text",
-                       "the dog went home", "--methods", "gradient", "--out", out)
+                       "a dull movie", "--methods", "gradient", "lrp", "--out", out)
     assert code == 0, err
     arrays = np.load(out / "attributions.npz")
     assert arrays["Gradient"].shape[0] == 2 and arrays["inputs"].dtype.kind == "i"
+    assert "LRP(attnlrp)" in arrays.files  # one default LRP composite for text, in the CLI as in the report
     page = (out / "index.html").read_text()
     assert "wonderful" in page and "Token heatmaps: minilm" in page
+    summary = json.loads((out / "summary.json").read_text())  # the sentiment probe's answers make sense
+    assert [i["explained"].split(" (")[0] for i in summary["inputs"]] == ["positive", "negative"]
+
+
+# ---- issue 18: outputs checked first, user files kept, bad files named and skipped ------------------------------
+
+def test_an_output_path_that_is_a_file_is_refused_before_any_work(capsys, tmp_path, photos):
+    target = tmp_path / "results.txt"
+    target.write_text("mine")
+    code, _, err = run(capsys, "explain", "-m", "no_such_module:f", "-i", photos, "--out", target)
+    assert code == 2 and "--out" in one_line_error(err) and "is a file" in err  # before the model is imported
+    assert target.read_text() == "mine"
+
+
+def test_a_folder_of_user_files_is_never_written_into_and_stale_outputs_are_removed(capsys, tmp_path, photos):
+    code, _, err = run(capsys, "explain", "-m", "models:vgg_like", "-i", photos, "--image-size", 16,
+                       "--methods", "gradient", "--out", photos)
+    assert code == 2 and "already holds files xaikit did not write (a.png, b.png)" in one_line_error(err)
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "b.png"]
+    out = tmp_path / "out"
+    assert run(capsys, "explain", "-m", "models:vgg_like", "-i", photos, "--image-size", 16,
+               "--methods", "gradient", "--out", out)[0] == 0
+    assert (out / "heatmaps" / "b" / "gradient.png").is_file()
+    (photos / "b.png").unlink()  # the next run has one input less: its heatmaps must not stay behind
+    assert run(capsys, "explain", "-m", "models:vgg_like", "-i", photos, "--image-size", 16,
+               "--methods", "gradient", "--out", out)[0] == 0
+    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == ["a"]
+
+
+def test_outputs_written_into_the_input_folder_are_not_read_as_inputs(capsys, tmp_path, photos):
+    inner = photos / "explained"
+    assert run(capsys, "explain", "-m", "models:vgg_like", "-i", photos, "--image-size", 16,
+               "--methods", "gradient", "--out", inner)[0] == 0
+    from xaikit.cli.outputs import finish_writing
+    (inner / "extra.png").write_bytes((inner / "grid.png").read_bytes())
+    finish_writing(inner)  # an xaikit output folder full of PNGs, given as the input folder
+    code, _, err = run(capsys, "explain", "-m", "models:vgg_like", "-i", inner, "--image-size", 16,
+                       "--methods", "gradient", "--out", tmp_path / "o")
+    assert code == 3 and "holds no images" in one_line_error(err)
+
+
+def test_a_bad_file_in_a_folder_is_skipped_with_a_message_and_a_gif_is_read(capsys, tmp_path, photos):
+    from PIL import Image
+
+    (photos / "broken.jpg").write_text("not an image")
+    frames = [Image.fromarray(np.full((12, 10, 3), v, dtype=np.uint8)) for v in (30, 200)]
+    frames[0].save(photos / "moving.gif", save_all=True, append_images=frames[1:])
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "explain", "-m", "models:vgg_like", "-i", photos, "--image-size", 16,
+                       "--methods", "gradient", "--out", out)
+    assert code == 0, err
+    assert "broken.jpg" in err and "skipped" in err
+    assert list(np.load(out / "attributions.npz")["names"]) == ["a", "b", "moving"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("a,b,c\n1,2,3\n4,5\n", "line 3 has 2 values, the first (header) line 3"),
+    ("a,b\n1,x\n", "line 2, column 'b' holds 'x', not a number"),
+])
+def test_csv_problems_are_named_by_line_and_column(capsys, tmp_path, content, message):
+    (tmp_path / "t.csv").write_text(content)
+    code, _, err = run(capsys, "explain", "-m", "models:mlp", "-i", tmp_path / "t.csv", "--out", tmp_path / "o")
+    assert code == 2 and message in one_line_error(err)
+
+
+def test_an_array_of_the_wrong_shape_is_named_before_any_work(capsys, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 5), dtype=np.float32))  # the mlp takes 8 features
+    code, _, err = run(capsys, "explain", "-m", "models:mlp", "-i", tmp_path / "x.npy", "--out", tmp_path / "o")
+    line = one_line_error(err)
+    assert code == 2 and "x.npy (one sample: shape (5,), torch.float32) do not fit the model 'models:mlp'" in line
+
+
+def test_weights_errors_are_whole_sentences(capsys, tmp_path, photos):
+    (tmp_path / "notanimage.jpg").write_text("x" * 20)
+    code, _, err = run(capsys, "explain", "-m", "models:mlp", "--weights", tmp_path / "notanimage.jpg",
+                       "-i", photos, "--out", tmp_path / "o")
+    assert code == 3 and "not a state dict saved with torch.save" in one_line_error(err)
+    torch.save(vgg().state_dict(), tmp_path / "vgg.pt")
+    code, _, err = run(capsys, "explain", "-m", "models:mlp", "--weights", tmp_path / "vgg.pt", "-i", photos,
+                       "--out", tmp_path / "o")
+    line = one_line_error(err)
+    assert code == 2 and "do not fit the model" in line and "Missing key(s)" in line
+
+
+def test_report_eval_inputs_honour_the_target_column(capsys, tmp_path):
+    rows = ["f0,f1,f2,f3,f4,f5,f6,f7,label"] + [",".join(["0.5"] * 8 + [str(i % 3)]) for i in range(4)]
+    (tmp_path / "wine.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "r"
+    code, _, err = run(capsys, "report", "--sections", "metrics", "--eval-model", "models:mlp", "--eval-inputs",
+                       tmp_path / "wine.csv", "--target-column", "label", "--eval-methods", "gradient",
+                       "--metrics", "sparseness", "--strict", "--quiet", "--out", out)
+    assert code == 0, err
+    assert "| Gradient | **" in (out / "scores.md").read_text()  # the label column is not a feature
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xaikit.zoo.text") is None, reason="needs xaikit.zoo.text")
+def test_text_beyond_lrp_skips_what_does_not_apply_and_fails_when_nothing_could_be_done(capsys, tmp_path):
+    out = tmp_path / "text"
+    code, _, err = run(capsys, "explain", "-m", "minilm", "--text", "a wonderful green garden", "--methods",
+                       "integrated_gradients:steps=4", "occlusion", "kernel_shap:samples=32", "rise:masks=8",
+                       "--quiet", "--out", out)
+    assert code == 0, err
+    assert "RISE skipped: RISE does not apply to token ids" in err
+    arrays = np.load(out / "attributions.npz")
+    assert {"IntegratedGradients(gauss_legendre, 4)", "Occlusion", "KernelSHAP"} <= set(arrays.files)
+    assert "RISE" not in arrays.files
+    assert arrays["Occlusion"].shape == arrays["inputs"].shape  # one value per token
+    summary = json.loads((out / "summary.json").read_text())
+    assert "[MASK]" not in json.dumps(summary) and summary["methods"]["Occlusion"]["tokens"] == \
+        "masked with token id 103"  # the tokenizer's [MASK]
+    code, _, err = run(capsys, "explain", "-m", "minilm", "--text", "a dull movie", "--methods", "rise:masks=8",
+                       "--quiet", "--out", tmp_path / "none")
+    assert code == 1 and "no method could explain the inputs (RISE: RISE does not apply" in err.splitlines()[-1]

@@ -6,7 +6,7 @@ from torch import nn
 import xaikit as xk
 from xaikit.batching import batched_forward, chunked, select_batch
 from xaikit.targets import resolve_target
-from models import assert_unchanged, mlp, snapshot
+from models import ResNetLike, assert_unchanged, mlp, randomise_batchnorm, snapshot
 
 
 @pytest.fixture
@@ -72,6 +72,48 @@ def test_training_mode_warns_and_is_left_as_is():
     assert model.training
 
 
+TRAIN_MODE_METHODS = {
+    "lrp": lambda m: xk.LRP(m, composite="epsilon_plus"),
+    "gradient": lambda m: xk.Gradient(m),
+    "integrated_gradients": lambda m: xk.IntegratedGradients(m, steps=4),
+    "occlusion": lambda m: xk.Occlusion(m, window=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_MODE_METHODS))
+def test_a_model_in_training_mode_is_explained_in_eval_semantics_and_left_unchanged(name):
+    """Issue 18.1: BatchNorm running statistics must not move, dropout must be off, the flags must survive."""
+    model = randomise_batchnorm(ResNetLike(width=4), seed=3)
+    model.layer1.train()  # a mixed model: one block in training mode, the rest in eval mode
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    before = snapshot(model)
+    with pytest.warns(UserWarning, match="computed in eval mode"):
+        trained = TRAIN_MODE_METHODS[name](model)(x, target=1)
+    assert_unchanged(model, before)
+    reference = TRAIN_MODE_METHODS[name](model.eval())(x, target=1)
+    assert torch.allclose(trained.attribution, reference.attribution, atol=1e-6)
+
+
+def test_training_flags_are_restored_after_a_call_that_raised():
+    model = mlp().train()
+    model[1].eval()
+    before = snapshot(model)
+    with pytest.warns(UserWarning, match="training mode"), pytest.raises(ValueError):
+        xk.Gradient(model)(torch.randn(2, 8), target=7)  # target out of range is found after the forward
+    assert_unchanged(model, before)
+
+
+def test_a_metric_on_a_model_in_training_mode_leaves_its_statistics_alone():
+    model = randomise_batchnorm(ResNetLike(width=4), seed=1).train()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    attribution = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    before = snapshot(model)
+    with pytest.warns(UserWarning, match="training mode"):
+        trained = xk.metrics.PixelFlipping(pixels_per_step=8)(model, x, 0, attribution)
+    assert_unchanged(model, before)
+    assert torch.allclose(trained, xk.metrics.PixelFlipping(pixels_per_step=8)(model.eval(), x, 0, attribution))
+
+
 def test_non_differentiable_model_is_explained_clearly():
     class Rounded(nn.Module):
         def forward(self, x):
@@ -132,3 +174,34 @@ def test_batched_forward_gives_each_row_its_samples_extra_inputs():
     out = batched_forward(Scaled(), x, 4, owner=owner, batch=3, forward_kwargs={"scale": scale})
     assert out[:, 0].tolist() == [0.0, 1.0, 20.0, 30.0, 400.0, 500.0]
     assert select_batch({"a": scale, "b": 3}, torch.tensor([2]), 3)["a"].tolist() == [[100.0]]
+
+
+class _NaNFor(nn.Module):
+    """A linear model whose output is NaN wherever feature ``index`` is exactly ``value``."""
+
+    def __init__(self, index: int = 0, value: float | None = None) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+        self.index, self.value = index, value
+
+    def forward(self, x):
+        out = self.linear(x)
+        if self.value is None:
+            return out * torch.nan
+        poisoned = (x[:, self.index] == self.value)[:, None]
+        return torch.where(poisoned, torch.full_like(out, torch.nan), out)
+
+
+@pytest.mark.parametrize("method", [
+    lambda m: xk.LRP(m), lambda m: xk.Gradient(m), lambda m: xk.KernelSHAP(m, samples=16, seed=0),
+    lambda m: xk.Occlusion(m, window=1),
+])
+def test_a_nan_output_to_explain_is_an_error(method):
+    with pytest.raises(ValueError, match="output to explain is nan for sample"):
+        method(_NaNFor().eval())(torch.randn(2, 4), target=0)
+
+
+def test_nan_scores_of_perturbed_inputs_are_warned_about():
+    model = _NaNFor(index=1, value=0.0).eval()  # the zero baseline of feature 1 gives NaN
+    with pytest.warns(UserWarning, match="NaN or infinite scores on"):
+        xk.Occlusion(model, window=1)(torch.ones(2, 4), target=0)

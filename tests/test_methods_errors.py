@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import xaikit as xk
+from xaikit.methods.base import get_method
 from models import assert_unchanged, snapshot
 
 
@@ -155,3 +156,30 @@ def test_smoothgrad_wrapped_method_checks():
         xk.SmoothGrad(model, method=xk.Gradient(model), steps=3)
     with pytest.raises(TypeError, match="unknown setting 'stepz'"):
         xk.SmoothGrad(model, method="integrated_gradients", stepz=3)
+
+
+@pytest.mark.parametrize("name", ["lrp", "gradient", "input_x_gradient", "grad_cam", "guided_backprop",
+                                  "integrated_gradients", "occlusion", "smooth_grad"])
+def test_every_method_takes_progress(name):
+    """docs/methods.md promises ``progress=True`` on every method (issue 18)."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 4 * 4, 3)).eval()
+    settings = {"samples": 2} if name == "smooth_grad" else {}
+    method = get_method(name)(model, progress=True, **settings)
+    assert method(torch.randn(2, 3, 6, 6), target=0).attribution.shape[0] == 2
+
+
+@pytest.mark.parametrize("dtype, fix", [(torch.float64, r"x.float\(\)"), (torch.float16, r"x.float\(\)")])
+def test_an_input_of_another_precision_than_the_model_is_named(dtype, fix):
+    model = nn.Sequential(nn.Linear(4, 2)).eval()
+    with pytest.raises(TypeError, match=f"x has dtype {dtype} but the model's weights are torch.float32.*{fix}"):
+        xk.Gradient(model)(torch.randn(2, 4, dtype=dtype))
+
+
+def test_an_image_without_its_batch_dimension_is_named():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 2)).eval()
+    for method in (xk.LRP(model), xk.Occlusion(model, window=2)):
+        with pytest.raises(ValueError, match=r"add the batch dimension with x\[None\]"):
+            method(torch.randn(3, 6, 6))
+    with pytest.raises(ValueError, match="add the batch dimension"):
+        xk.metrics.Sparseness()(model, torch.randn(3, 6, 6), 0, torch.randn(3, 6, 6))

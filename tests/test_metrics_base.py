@@ -308,8 +308,8 @@ def test_no_warning_on_a_clean_call():
 
 @functools.lru_cache(maxsize=1)
 def shapes_model():
-    """The ground-truth shapes CNN trained once per test session, and held-out data ``(x, y, mask)``."""
-    from xaikit.zoo import make_shapes, train_shapes_model
+    """The ground-truth shapes CNN (shipped weights), and held-out data ``(x, y, mask)``."""
+    from xaikit.zoo import load_shapes_model, make_shapes
 
-    model = train_shapes_model()
+    model = load_shapes_model()
     return model, make_shapes(256, seed=1)

@@ -57,7 +57,8 @@ def test_benchmark_table_statistics_and_exports(tmp_path):
     assert len(rows) == 8 and {r["best"] for r in rows if r["metric"] == "PixelFlipping" and r["method"] == "ixg"} == {"True"}
     table.to_json(tmp_path / "t.json")
     data = json.loads((tmp_path / "t.json").read_text())
-    assert data["metrics"][1] == {"name": "PixelFlipping", "higher_is_better": False, "family": "faithfulness", "best": "ixg"}
+    assert data["metrics"][1] == {"name": "PixelFlipping", "higher_is_better": False, "family": "faithfulness",
+                                  "best": "ixg", "best_all": ["ixg"]}
     assert data["cells"]["ixg"]["PixelFlipping"]["mean"] == pytest.approx(table.mean("ixg", "PixelFlipping"))
     assert len(data["curves"]["ixg"]["PixelFlipping"]) == 4
     assert table.to_dict(samples=False, curves=False)["cells"]["gradient"]["Sparseness"].keys() == {"mean", "sem", "n", "time_s"}
@@ -72,8 +73,8 @@ def test_benchmark_names_lists_and_checks_its_input():
         xk.metrics.benchmark(model, (x, 0), [xk.Gradient(model)], [xk.metrics.PointingGame()])
     with pytest.raises(TypeError, match="tuple"):
         xk.metrics.benchmark(model, x, [xk.Gradient(model)], [xk.metrics.Sparseness()])
-    with pytest.raises(TypeError, match="Metric"):
-        xk.metrics.benchmark(model, (x, 0), [xk.Gradient(model)], ["sparseness"])
+    with pytest.raises(TypeError, match="must be an xk.Metric or its name, got int"):
+        xk.metrics.benchmark(model, (x, 0), [xk.Gradient(model)], [3])
     tabular = LinearScore(torch.randn(6)).eval()  # IROF segments images: it fails on tabular data
     z = torch.randn(3, 6)
     recorded = xk.metrics.benchmark(tabular, (z, 0), [xk.Gradient(tabular)], [xk.metrics.IROF(), xk.metrics.Sparseness()],
@@ -95,3 +96,28 @@ def test_benchmark_on_the_ground_truth_data_set():
         assert table.count(method, "PG") == 8
         assert table.mean(method, "RMA") > mask.float().mean()  # better than relevance spread uniformly
     assert table.curves[("LRP", "MPRT")].shape[0] == 8
+
+
+def test_metrics_and_methods_by_name_and_a_misspelt_name_gets_a_suggestion():
+    """Issue 18: ``benchmark(..., ["pixel_flippin"])`` said "metrics['str'] must be an xk.Metric"."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    table = xk.metrics.benchmark(model, (x, None), ["gradient"], ["sparseness"])
+    assert table.methods == ["Gradient"] and table.metrics == ["Sparseness"]
+    with pytest.raises(ValueError, match="unknown metric 'pixel_flippin'; did you mean 'pixel_flipping'"):
+        xk.metrics.benchmark(model, (x, None), ["gradient"], ["pixel_flippin"])
+    with pytest.raises(ValueError, match="unknown method 'integrated_gradient'; did you mean 'integrated_gradients'"):
+        xk.metrics.benchmark(model, (x, None), ["integrated_gradient"], ["sparseness"])
+
+
+def test_tied_methods_are_all_best_in_every_export(tmp_path):
+    """Issue 18: the HTML starred all tied methods, the CSV, Markdown and PNG only the first."""
+    model, x, _ = linear_case(n=2)
+    table = xk.metrics.benchmark(model, (x, 0), {"a": xk.Gradient(model), "b": xk.Gradient(model)},
+                                 [xk.metrics.Sparseness()])
+    assert table.best_methods("Sparseness") == ["a", "b"]
+    table.to_csv(tmp_path / "t.csv")
+    rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+    assert [r["best"] for r in rows] == ["True", "True"]
+    assert table.to_markdown().count("**") == 4
+    assert json.loads(table.to_json())["metrics"][0]["best_all"] == ["a", "b"]

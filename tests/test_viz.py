@@ -84,8 +84,25 @@ def test_grid_curves_and_score_plots(tmp_path):
     images = np.zeros((2, 8, 8, 3))
     maps = {"A": np.zeros((2, 8, 8)), "B": np.ones((2, 8, 8))}
     fig = viz.plot_grid(images, maps, ["one", "two"])
-    assert len(fig.axes) == 2 * 3 and fig.axes[1].get_title() == "A"
+    assert len(fig.axes) == 2 * 3 + 1 and fig.axes[1].get_title() == "A"  # + the colour bar
+    assert "99.5th percentile of |relevance|" in fig.axes[-1].get_xlabel()
+    assert [t.get_text() for t in fig.axes[-1].get_xticklabels()] == ["−1", "0", "1"]
     assert viz.save_figure(fig, tmp_path / "grid.png").stat().st_size > 0
+    # unsigned maps: their own colour bar and "(min–max)" in the title; long labels wrap between words
+    fig = viz.plot_grid(images, {"LRP(epsilon_plus_flat)": maps["A"], "RISE": maps["B"]}, unsigned={"RISE"})
+    assert fig.axes[2].get_title() == "RISE (min–max)" and "min" in fig.axes[-1].get_xlabel()
+    assert fig.axes[1].get_title() == "LRP(epsilon_\nplus_flat)"
+
+
+def test_unsigned_maps_are_stretched_from_minimum_to_maximum():
+    """Issue 18: RISE's values 9.5–11.5 all showed as the top of a zero-centred scale (solid red)."""
+    rise = np.array([[[9.5, 10.0], [11.0, 11.5]]])
+    stretched = viz.normalise_unsigned(rise)
+    np.testing.assert_allclose(stretched, [[[0.0, 0.25], [0.75, 1.0]]])
+    assert viz.normalise(rise).min() > 0.8  # a signed scale: all near its red end
+    colours = viz.colourise(stretched, signed=False)
+    assert len({tuple(np.round(c, 3)) for c in colours.reshape(-1, 3)}) == 4
+    assert np.all(viz.normalise_unsigned(np.full((1, 2, 2), 3.0)) == 0)
 
     fig = viz.plot_curves({"A": (np.linspace(0, 1, 5), np.arange(5.0), np.ones(5)),
                            "B": (["conv1", "conv2"], [1.0, 0.5])}, title="curves")

@@ -124,3 +124,14 @@ def test_scores_read_the_real_benchmark_table():
     scores = Scores.of(table)
     np.testing.assert_allclose(scores.mean, Scores.of(stand_in).mean)
     assert set(scores.curves) == {"flip", "mprt"} and scores.errors == {("B", "gini"): "ValueError: boom\nmore"}
+
+
+def test_curves_have_axis_labels_from_what_their_metric_reports():
+    from xaikit.viz.report import curve_axes
+
+    class Table:
+        info = {("g", "PixelFlipping"): {"fraction": [0, 1]}, ("g", "MPRT"): {"layers": ["original", "fc"]}}
+
+    assert curve_axes(Table(), "PixelFlipping")[0].startswith("fraction of the input perturbed")
+    assert curve_axes(Table(), "MPRT")[1] == "similarity to the original explanation"
+    assert curve_axes(Table(), "Other") == ("step", "value")

@@ -15,6 +15,8 @@ import time
 from typing import Any, Callable, Hashable, Sequence, TypeVar
 
 import torch
+
+from .tokens import model_scores
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
@@ -202,7 +204,7 @@ def batched_forward(
             args = select_batch(forward_args, owner[start:stop], batch)
             kwargs = select_batch(forward_kwargs, owner[start:stop], batch)
         with torch.no_grad():
-            out = model(inputs[start:stop], *args, **kwargs)
+            out = model_scores(model(inputs[start:stop], *args, **kwargs))
         return reduce(out, rows_all[start:stop]) if reduce is not None else out
 
     parts = chunked(

@@ -1,11 +1,19 @@
 """Input checks shared by every method and metric: each message names the argument and the fix."""
 from __future__ import annotations
 
+import contextlib
+import difflib
+import functools
 import warnings
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
+
+
+class NotApplicable(TypeError):
+    """The method or metric does not apply to this kind of input (for example token ids for RISE); callers
+    that run several methods skip it and go on with the others."""
 
 
 def check_input(x: Any, name: str = "x", model: nn.Module | None = None, allow_int: bool = False) -> torch.Tensor:
@@ -22,12 +30,34 @@ def check_input(x: Any, name: str = "x", model: nn.Module | None = None, allow_i
             )
     if not x.is_floating_point():
         if not (allow_int and not x.is_complex() and x.dtype != torch.bool):
-            raise TypeError(
-                f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with {name}.float()"
+            raise NotApplicable(
+                f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with {name}.float() "
+                "if it holds numbers; if it holds token ids, this method does not apply to them (for token ids: "
+                "Gradient, InputXGradient, IntegratedGradients, SmoothGrad, LRP, Occlusion, LIME, KernelSHAP, "
+                "ExactShapley, PermutationShapley)"
             )
     elif not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values; clean the input before explaining it")
+    if model is not None:
+        _check_matches_model(x, name, model)
     return x
+
+
+def _check_matches_model(x: torch.Tensor, name: str, model: nn.Module) -> None:
+    """A float input of another precision than the model's weights, or an image missing its batch dimension."""
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if x.is_floating_point() and weight is not None and x.dtype != weight.dtype:
+        short = {torch.float32: "float", torch.float64: "double", torch.float16: "half", torch.bfloat16: "bfloat16"}
+        fix = f"{name}.{short[weight.dtype]}()" if weight.dtype in short else f"{name}.to({weight.dtype})"
+        raise TypeError(f"{name} has dtype {x.dtype} but the model's weights are {weight.dtype}; convert it with {fix}")
+    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if first is not None and x.is_floating_point():
+        dims = len(first.kernel_size) + 2  # (N, C, *spatial)
+        if x.ndim == dims - 1 and x.shape[0] == first.in_channels:
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}, but the model's first convolution takes {dims}-d input "
+                f"(N, C, ...): add the batch dimension with {name}[None] (or {name}.unsqueeze(0))"
+            )
 
 
 def model_device(model: nn.Module) -> torch.device | None:
@@ -39,22 +69,59 @@ def model_device(model: nn.Module) -> torch.device | None:
     return None
 
 
-def warn_if_training(model: nn.Module) -> None:
-    """Warn when the model is in training mode (dropout and batch statistics make explanations random)."""
-    if model.training:
-        warnings.warn(
-            "model is in training mode: dropout and batch-norm batch statistics make the explanation random "
-            "and batch-dependent; call model.eval() first",
-            UserWarning,
-            stacklevel=3,
-        )
+@contextlib.contextmanager
+def eval_semantics(model: nn.Module) -> Iterator[None]:
+    """Run the body with every module of ``model`` in eval mode; each module's own flag is restored after.
+
+    A model left in training mode would make an explanation random (dropout) and batch-dependent (BatchNorm
+    batch statistics), and BatchNorm would update its running statistics with the method's perturbed inputs,
+    changing the user's model. So the explanation is computed in eval semantics: the flags are set directly
+    (no ``train()`` override of the user's runs), nothing is written to any buffer, and a warning says so.
+    Explanations inside a training step are an explicit opt-in of :mod:`xaikit.improve`.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    if not any(training for _, training in flags):
+        yield
+        return
+    warnings.warn(
+        "model is in training mode: the explanation is computed in eval mode (dropout off, BatchNorm running "
+        "statistics, not updated); the model's training flags are restored after the call. Call model.eval() "
+        "to silence this warning",
+        UserWarning,
+        stacklevel=4,
+    )
+    try:
+        for module, _ in flags:
+            module.training = False
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def explains_in_eval(function: Callable) -> Callable:
+    """Decorator of a method of an object with a ``model``: the call runs in :func:`eval_semantics`."""
+
+    @functools.wraps(function)
+    def wrapper(self, *args: Any, **kwargs: Any) -> Any:
+        with eval_semantics(self.model):
+            return function(self, *args, **kwargs)
+
+    return wrapper
+
+
+def unknown_name(what: str, value: Any, choices: Iterable[Any]) -> ValueError:
+    """The error for an unknown name: the closest valid names first (difflib), then all of them."""
+    choices = sorted(choices, key=str)
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return ValueError(f"unknown {what} {value!r}; {hint}valid: {', '.join(str(c) for c in choices)}")
 
 
 def check_choice(value: Any, name: str, choices: dict | list | tuple | set) -> None:
     """Raise a ``ValueError`` naming ``name`` when ``value`` is not one of ``choices``."""
     if value not in choices:
-        valid = ", ".join(repr(c) for c in sorted(choices, key=str))
-        raise ValueError(f"unknown {name} {value!r}; valid: {valid}")
+        raise unknown_name(name, value, choices)
 
 
 def check_positive(value: Any, name: str, integer: bool = False, allow_zero: bool = False) -> None:
@@ -62,6 +129,6 @@ def check_positive(value: Any, name: str, integer: bool = False, allow_zero: boo
     kind = int if integer else (int, float)
     ok = isinstance(value, kind) and not isinstance(value, bool) and (value > 0 or (allow_zero and value == 0))
     if not ok:
-        what = "integer" if integer else "number"
+        what = "an integer" if integer else "a number"
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a {what} {bound}, got {value!r}")
+        raise ValueError(f"{name} must be {what} {bound}, got {value!r}")

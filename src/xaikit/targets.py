@@ -109,14 +109,31 @@ def _indices(spec: Any, output: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def resolve_target(target: TargetSpec, output: torch.Tensor) -> ResolvedTarget:
-    """Bind a target spec to a model output of shape ``(N, ...)``."""
+    """Bind a target spec to a model output of shape ``(N, ...)``; a NaN or infinite target score is an error."""
     if isinstance(target, Contrast):
         a = _indices(target.a, output, "target.a")
         b = _indices(target.b, output, "target.b")
-        return ResolvedTarget(a, target, b)
-    if callable(target) and not isinstance(target, torch.Tensor):
-        return ResolvedTarget(torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device), target)
-    return ResolvedTarget(_indices(target, output, "target"), target)
+        resolved = ResolvedTarget(a, target, b)
+    elif callable(target) and not isinstance(target, torch.Tensor):
+        resolved = ResolvedTarget(torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device), target)
+    else:
+        resolved = ResolvedTarget(_indices(target, output, "target"), target)
+    _check_finite_score(resolved, output)
+    return resolved
+
+
+def _check_finite_score(resolved: ResolvedTarget, output: torch.Tensor) -> None:
+    """Raise when the explained score is NaN or infinite: every method would explain garbage (LRP would start
+    from NaN and spread it, Shapley values would all be NaN)."""
+    with torch.no_grad():
+        score = resolved.score(output.detach())
+    bad = ~torch.isfinite(score)
+    if bad.any():
+        rows = bad.nonzero()[:, 0].tolist()
+        raise ValueError(
+            f"the model's output to explain is {score[bad][0].item()} for sample(s) {rows[:10]}: there is nothing "
+            "meaningful to explain; check the model (e.g. a division by zero or log of 0) and its input"
+        )
 
 
 def _slice_spec(spec: Any, start: int, stop: int, batch: int) -> Any:

@@ -12,7 +12,7 @@ import warnings
 from typing import Sequence
 
 from . import parts
-from .errors import FAILED, INTERRUPTED, UNAVAILABLE, USAGE, CLIError, UsageError
+from .errors import FAILED, INTERRUPTED, UNAVAILABLE, USAGE, CLIError, UsageError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,7 +95,8 @@ def _model(parser: argparse.ArgumentParser, default: str | None, help_inputs: st
     group.add_argument("--num-samples", type=_positive_int, default=16,
                        help="samples drawn from a generated data set such as ground-truth (default 16)")
     group.add_argument("--target", help="class to explain: argmax (default; the labels where the data has them), "
-                                        "an index, or one index per input separated by commas")
+                                        "an index, one index per input separated by commas, or A-B: why class "
+                                        "A rather than B (A may be argmax)")
     group.add_argument("--target-column", help="CSV inputs: the column holding the labels")
     group.add_argument("--image-size", type=_positive_int, help="side length images are resized to (default: "
                                                                "the zoo model's, else 224)")
@@ -150,9 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", metavar="METRIC", help="metrics of the metrics table")
     p.add_argument("--text-model", default="minilm", help="model of the text example (default minilm)")
     p.add_argument("--text-methods", nargs="+", metavar="METHOD", help="methods of the text example")
-    p.add_argument("--sections", nargs="+", default=["images", "metrics", "text"],
-                   choices=("images", "concepts", "metrics", "text"),
-                   help="sections to include (default images metrics text)")
+    p.add_argument("--sections", nargs="+", default=["images", "metrics", "text", "examples"],
+                   choices=("images", "concepts", "metrics", "text", "examples"), help="sections to include "
+                   "(default all but concepts; examples: nearest samples and pertinent positive/negative of one "
+                   "sample of the metrics data; concepts: top channels of --concept-layer with %% share, "
+                   "conditional heatmaps and reference crops)")
     p.add_argument("--concept-layer", default=None, help="layer of the concepts section (default: the last conv)")
     p.add_argument("--strict", action="store_true", help="fail when a section cannot be made (default: the "
                                                          "report says what is missing)")
@@ -222,8 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as err:  # noqa: BLE001 - one line for the user; --debug shows the traceback
             if args.debug:
                 raise
-            text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            print(f"{prog}: failed: {type(err).__name__}: {text} (--debug shows the traceback)", file=sys.stderr)
+            print(f"{prog}: failed: {type(err).__name__}: {one_line(err)} (--debug shows the traceback)",
+                  file=sys.stderr)
             return FAILED
         finally:
             torch.set_num_threads(threads)  # main() may run inside a notebook or a test

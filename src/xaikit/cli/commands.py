@@ -13,17 +13,20 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import viz
+from ..errors import NotApplicable
 from ..explanation import Explanation
 from ..methods.base import METHODS, Method
-from ..targets import slice_target
+from ..targets import Contrast, slice_target
 from . import parts
-from .errors import UsageError
+from .errors import CLIError, UsageError, one_line
 from .inputs import Inputs, check_inputs_exist, load_inputs
 from .models import LoadedModel, load_model
+from .outputs import check_out, finish_writing, start_writing
 from .specs import build_methods, build_metrics, method_class, parse_spec
 
-#: inputs per method call when --batch-size is "auto" (the methods still choose their own chunks inside)
-PROGRESS_CHUNK = 4
+#: inputs per method call when --batch-size is "auto", so that progress moves per input (the methods still
+#: batch their perturbations, samples and steps inside a call)
+PROGRESS_CHUNK = 1
 #: inputs shown in the overview grid picture (every input gets its own heatmap PNGs)
 GRID_ROWS = 16
 
@@ -50,15 +53,53 @@ def model_and_inputs(args: argparse.Namespace, spec: str, input_specs: list[str]
         loaded = load_model(spec, args.weights, args.device, args.seed, args.image_size, args.input_range)
     else:
         loaded = load_model(spec, device=args.device, seed=args.seed)
-    inputs = load_inputs(input_specs, loaded, texts, args.num_samples, args.seed,
-                         args.target_column if main else None, args.device)
+    inputs = load_inputs(input_specs, loaded, texts, args.num_samples, args.seed, args.target_column,
+                         args.device)
     return loaded, inputs
+
+
+def methods_for(args: argparse.Namespace, specs: list[str], loaded: LoadedModel, inputs: Inputs,
+                input_specs: list[str]) -> dict[str, Method]:
+    """Build the methods (their settings are checked first), then check that the inputs fit the model."""
+    text = inputs.kind == "text"
+    methods = build_methods(specs, loaded.model, args.batch_size, args.seed,
+                            mask_token=mask_token_id(loaded.tokenizer) if text else None,
+                            composite=parts.TEXT_COMPOSITE if text else None)
+    check_fits(loaded, inputs, input_specs)
+    return methods
+
+
+def mask_token_id(tokenizer: Any) -> int | None:
+    """The id that switches a token off in perturbation methods: the tokenizer's mask token, else its pad token."""
+    for key in ("mask_token_id", "pad_token_id"):
+        value = getattr(tokenizer, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def check_fits(loaded: LoadedModel, inputs: Inputs, input_specs: list[str]) -> None:
+    """One forward pass of the first input, so that inputs of the wrong shape are named before any work."""
+    kwargs = {k: v[:1] for k, v in inputs.forward_kwargs.items()}
+    try:
+        with torch.no_grad():
+            loaded.model(inputs.x[:1], **kwargs)
+    except Exception as err:  # noqa: BLE001 - whatever the model raises, the inputs are the cause to name
+        given = ", ".join(input_specs) or "the default inputs"
+        raise UsageError(f"inputs {given} (one sample: shape {tuple(inputs.x.shape[1:])}, {inputs.x.dtype}) do not "
+                         f"fit the model {loaded.spec!r}: {one_line(err)}") from None
 
 
 def target_of(args: argparse.Namespace, inputs: Inputs) -> Any:
     """The target spec: --target (argmax, one class, or one per input), else labels given with the data."""
     if args.target in (None, "argmax"):
         return inputs.target if args.target is None and inputs.target is not None else None
+    a, sep, b = args.target.partition("-")
+    if sep:  # A-B: why A rather than B
+        try:
+            return Contrast(None if a == "argmax" else int(a), int(b))
+        except ValueError:
+            raise UsageError(f"--target A-B needs class indices (A may be argmax), got {args.target!r}") from None
     try:
         values = [int(v) for v in args.target.split(",")]
     except ValueError:
@@ -73,22 +114,37 @@ def target_of(args: argparse.Namespace, inputs: Inputs) -> Any:
 
 def run_methods(methods: dict[str, Method], inputs: Inputs, target: Any, batch_size: int | str, quiet: bool
                 ) -> tuple[dict[str, Explanation], dict[str, float]]:
-    """Explain all inputs with every method, a chunk at a time, with one progress bar (ETA) for the run."""
+    """Explain all inputs with every method, a chunk at a time, with one progress bar (ETA) for the run on a
+    terminal, and a line per finished input otherwise (so that logs show progress)."""
     n = len(inputs)
     chunk = batch_size if isinstance(batch_size, int) else PROGRESS_CHUNK
     results, times = {}, {}
+    log_lines = not quiet and not sys.stderr.isatty()
+    skipped = []
     with tqdm(total=n * len(methods), unit="input", disable=True if quiet else None, file=sys.stderr,
               dynamic_ncols=True) as bar:
         for label, method in methods.items():
             bar.set_description(label)
             parts_, began = [], time.perf_counter()
-            for start in range(0, n, chunk):
-                stop = min(n, start + chunk)
-                kwargs = {k: v[start:stop] for k, v in inputs.forward_kwargs.items()}
-                parts_.append(method(inputs.x[start:stop], slice_target(target, start, stop, n), forward_kwargs=kwargs))
-                bar.update(stop - start)
+            try:
+                for start in range(0, n, chunk):
+                    stop = min(n, start + chunk)
+                    kwargs = {k: v[start:stop] for k, v in inputs.forward_kwargs.items()}
+                    parts_.append(method(inputs.x[start:stop], slice_target(target, start, stop, n),
+                                         forward_kwargs=kwargs))
+                    bar.update(stop - start)
+                    if log_lines:
+                        print(f"xaikit: {label}: {stop}/{n} inputs done ({time.perf_counter() - began:.1f} s)",
+                              file=sys.stderr, flush=True)
+            except NotApplicable as err:  # the method does not apply to these inputs: the others go on
+                skipped.append(f"{label}: {one_line(err)}")
+                print(f"xaikit: warning: {label} skipped: {one_line(err)}", file=sys.stderr, flush=True)
+                bar.update(n - bar.n % n if bar.n % n else 0)
+                continue
             times[label] = time.perf_counter() - began
             results[label] = _concat(parts_)
+    if not results:
+        raise CLIError(f"no method could explain the inputs ({'; '.join(skipped)})")
     return results, times
 
 
@@ -100,8 +156,9 @@ def _concat(parts_: list[Explanation]) -> Explanation:
     return Explanation(cat("attribution"), cat("target"), cat("output"), first.method, dict(first.info))
 
 
-def captions(loaded: LoadedModel, expl: Explanation) -> list[str]:
-    """One line per input: the explained class (and its probability for a classifier)."""
+def captions(loaded: LoadedModel, expl: Explanation, target: Any = None) -> list[str]:
+    """One line per input: the explained class (and its probability for a classifier); for a contrastive
+    target, the class it is contrasted with."""
     out = expl.output.reshape(len(expl.output), -1).float()
     probability = out.softmax(-1) if out.shape[1] > 1 else None
     lines = []
@@ -109,13 +166,23 @@ def captions(loaded: LoadedModel, expl: Explanation) -> list[str]:
         if t < 0:
             lines.append("custom target")
             continue
-        text = f"{loaded.label(t)} ({t})"
-        lines.append(text if probability is None else f"{text} p={probability[i, t]:.2f}")
+        name = loaded.label(t)
+        text = name if name == f"class {t}" else f"{name} ({t})"
+        text = text if probability is None else f"{text} p={probability[i, t]:.2f}"
+        if isinstance(target, Contrast):
+            other = int(torch.as_tensor(target.b).reshape(-1)[0 if torch.as_tensor(target.b).numel() == 1 else i])
+            text = f"{text} vs {loaded.label(other)} ({other})"
+        lines.append(text)
     return lines
 
 
-def image_maps(results: dict[str, Explanation], percentile: float) -> dict[str, np.ndarray]:
-    return {label: viz.normalise(viz.relevance_map(e.attribution), percentile) for label, e in results.items()}
+def image_maps(results: dict[str, Explanation], percentile: float, methods: dict[str, Method]
+               ) -> tuple[dict[str, np.ndarray], set[str]]:
+    """Normalised maps per method label, and the labels whose maps are unsigned (min–max, see viz.heatmap)."""
+    unsigned = {label for label in results if not methods[label].signed_map}
+    maps = {label: viz.normalise_unsigned(viz.relevance_map(e.attribution)) if label in unsigned
+            else viz.normalise(viz.relevance_map(e.attribution), percentile) for label, e in results.items()}
+    return maps, unsigned
 
 
 def save_arrays(path: Path, inputs: Inputs, results: dict[str, Explanation]) -> None:
@@ -145,21 +212,23 @@ def done(message: str, quiet: bool) -> None:
 def explain(args: argparse.Namespace) -> int:
     """Explain a model on inputs with methods: heatmap PNGs, a grid, raw attributions (.npz), a summary."""
     check_method_names(args.methods, args.inputs)
+    out = check_out(args.out)
     loaded, inputs = model_and_inputs(args, args.model, args.inputs, args.text)
-    methods = build_methods(args.methods, loaded.model, args.batch_size, args.seed)
+    methods = methods_for(args, args.methods, loaded, inputs, args.inputs)
     results, times = run_methods(methods, inputs, target_of(args, inputs), args.batch_size, args.quiet)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    start_writing(out)
     save_arrays(out / "attributions.npz", inputs, results)
     lines = captions(loaded, next(iter(results.values())))
     if inputs.kind == "image":
-        write_heatmaps(out, args, loaded, inputs, results, lines)
+        write_heatmaps(out, args, loaded, inputs, results, lines, methods)
     elif inputs.kind == "text":
         viz.write_report(out, [viz.html_section(f"Token heatmaps: {loaded.spec}", token_page(loaded, inputs, results))],
                          settings_of(args), title="xaikit explain")
     elif inputs.x.ndim == 2:  # tabular: samples × features
         maps = {label: viz.normalise(e.attribution, args.percentile) for label, e in results.items()}
-        viz.save_figure(viz.plot_features(maps, inputs.feature_names, inputs.names, args.cmap), out / "features.png")
+        values = {label: e.attribution for label, e in results.items()}
+        viz.save_figure(viz.plot_features(maps, inputs.feature_names, inputs.names, args.cmap, values),
+                        out / "features.png")
     summary = {
         "model": loaded.spec,
         "inputs": [{"name": n, "explained": c} for n, c in zip(inputs.names, lines)],
@@ -169,23 +238,27 @@ def explain(args: argparse.Namespace) -> int:
         "settings": settings_of(args),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    finish_writing(out)
     done(f"explained {len(inputs)} input(s) with {len(methods)} method(s) in {sum(times.values()):.1f} s -> {out}",
          args.quiet)
     return 0
 
 
 def write_heatmaps(out: Path, args: argparse.Namespace, loaded: LoadedModel, inputs: Inputs,
-                   results: dict[str, Explanation], lines: list[str]) -> None:
+                   results: dict[str, Explanation], lines: list[str], methods: dict[str, Method]) -> None:
     """``heatmaps/<input>/<method>.png`` (the input's size; over the input with --overlay) and ``grid.png``."""
     images = viz.to_rgb(inputs.x, loaded.low, loaded.high)
-    maps = image_maps(results, args.percentile)
+    maps, unsigned = image_maps(results, args.percentile, methods)
     for label, m in maps.items():
-        rgb = viz.overlay(images, m, cmap=args.cmap) if args.overlay else viz.colourise(m, args.cmap)
+        signed = label not in unsigned
+        rgb = viz.overlay(images, m, cmap=args.cmap, signed=signed) if args.overlay else \
+            viz.colourise(m, args.cmap, signed)
         for i, name in enumerate(inputs.names):
             viz.save_png(out / "heatmaps" / name / f"{viz.report.slug(label)}.png", rgb[i])
     shown = slice(0, GRID_ROWS)
     viz.save_figure(viz.plot_grid(images[shown], {k: m[shown] for k, m in maps.items()}, lines[shown],
-                                  overlay_alpha=0.85, cmap=args.cmap), out / "grid.png")
+                                  overlay_alpha=0.85, cmap=args.cmap, unsigned=unsigned, percentile=args.percentile),
+                    out / "grid.png")
 
 
 def token_relevance(expl: Explanation) -> np.ndarray:
@@ -214,9 +287,11 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.text:
         raise UsageError("evaluate takes no --text inputs; give a data set with --inputs")
     methods, _ = _defaults(args.methods, parts.DEFAULT_EVAL_METHODS)
+    out = check_out(args.out)
     table = benchmark_table(args, args.model, args.inputs, methods, args.metrics)
-    out = Path(args.out)
+    start_writing(out)
     write_table(table, out)
+    finish_writing(out)
     print(table.to_markdown())
     done(f"wrote {out / 'scores.csv'} and {out / 'scores.json'}", args.quiet)
     return 0
@@ -239,15 +314,20 @@ def benchmark_table(args: argparse.Namespace, model_spec: str, input_specs: list
     elif inputs.mask is None and any(map(needs_mask, metric_specs)):
         raise UsageError(f"{', '.join(filter(needs_mask, metric_specs))} compare with ground-truth masks: give data "
                          f"with masks (an .npz with 'mask', or {parts.GROUND_TRUTH_DATA})")
-    methods = build_methods(method_specs, loaded.model, args.batch_size, args.seed)
+    methods = methods_for(args, method_specs, loaded, inputs, input_specs)
     metrics = build_metrics(metric_specs, registry, args.batch_size, args.seed)
     target = target_of(args, inputs) if main else inputs.target
     table = parts.benchmark()(loaded.model, (inputs.x, target, inputs.mask), methods, metrics,
                               forward_kwargs=inputs.forward_kwargs, on_error="record", progress=not args.quiet)
-    for (method, metric), cell in (getattr(table, "info", {}) or {}).items():
+    cells = (getattr(table, "info", {}) or {}).items()
+    failed = 0
+    for (method, metric), cell in cells:
         if isinstance(cell, dict) and "error" in cell:
-            reason = str(cell["error"]).splitlines()[0]
+            failed += 1
+            reason = " ".join(str(cell["error"]).split())
             print(f"xaikit: warning: {method} × {metric} failed: {reason}", file=sys.stderr)
+    if cells and failed == len(cells):
+        raise CLIError(f"every cell of the metrics table failed ({failed} of {failed}; see the warnings above)")
     return table
 
 
@@ -262,15 +342,16 @@ def write_table(table: Any, out: Path) -> None:
 
 def report(args: argparse.Namespace) -> int:
     """Write the HTML report: heatmaps of the image model, the metrics table, the text example."""
-    out = Path(args.out)
     wanted = set(args.sections)
     check_inputs_exist([*args.inputs, *args.eval_inputs])
     for specs in (args.methods, args.eval_methods, args.text_methods):
         if specs is not None:
             check_method_names(specs)
+    out = check_out(args.out)
+    start_writing(out)
     sections, timings = [], {}
     for name, make in (("images", image_part), ("concepts", concepts_part), ("metrics", metrics_part),
-                       ("text", text_part)):
+                       ("text", text_part), ("examples", examples_part)):
         if name not in wanted:
             continue
         began = time.perf_counter()
@@ -283,11 +364,13 @@ def report(args: argparse.Namespace) -> int:
             sections.append(viz.note_section(SECTION_TITLES[name], str(err)))
         timings[f"{name} section (s)"] = round(time.perf_counter() - began, 1)
     index = viz.write_report(out, sections, {**settings_of(args), **timings}, title=args.title)
+    finish_writing(out)
     done(f"wrote {index}", args.quiet)
     return 0
 
 
-SECTION_TITLES = {"images": "Heatmaps", "concepts": "Concepts", "metrics": "Metrics", "text": "Text"}
+SECTION_TITLES = {"images": "Heatmaps", "concepts": "Concepts", "metrics": "Metrics", "text": "Text",
+                  "examples": "Explanation by example"}
 
 
 def _defaults(given: list[str] | None, defaults: tuple[str, ...]) -> tuple[list[str], str]:
@@ -304,12 +387,13 @@ def image_part(args: argparse.Namespace, out: Path) -> viz.Section:
     loaded, inputs = model_and_inputs(args, args.model, args.inputs)
     if inputs.kind != "image":
         raise UsageError(f"the heatmap section needs image inputs; {args.model!r} got {inputs.kind} inputs")
-    methods = build_methods(specs, loaded.model, args.batch_size, args.seed)
-    results, times = run_methods(methods, inputs, target_of(args, inputs), args.batch_size, args.quiet)
+    methods = methods_for(args, specs, loaded, inputs, args.inputs)
+    target = target_of(args, inputs)
+    results, times = run_methods(methods, inputs, target, args.batch_size, args.quiet)
     images = viz.to_rgb(inputs.x, loaded.low, loaded.high)
-    return viz.image_section(out, images, image_maps(results, args.percentile), inputs.names,
-                             captions(loaded, next(iter(results.values()))), times,
-                             title=f"Heatmaps: {loaded.spec}", note=note, cmap=args.cmap)
+    maps, unsigned = image_maps(results, args.percentile, methods)
+    return viz.image_section(out, images, maps, inputs.names, captions(loaded, next(iter(results.values())), target),
+                             times, title=f"Heatmaps: {loaded.spec}", note=note, cmap=args.cmap, unsigned=unsigned)
 
 
 def concepts_part(args: argparse.Namespace, out: Path) -> viz.Section:
@@ -335,14 +419,63 @@ def metrics_part(args: argparse.Namespace, out: Path) -> viz.Section:
     specs, note = _defaults(args.eval_methods, parts.DEFAULT_EVAL_METHODS)
     table = benchmark_table(args, args.eval_model, args.eval_inputs, specs, args.metrics, main=False)
     write_table(table, out)
-    return viz.scores_section(out, table, title=f"Metrics: {args.eval_model}", note=note,
-                              files={"CSV": "scores.csv", "JSON": "scores.json", "Markdown": "scores.md"})
+    section = viz.scores_section(out, table, title=f"Metrics: {args.eval_model}", note=note,
+                                 files={"CSV": "scores.csv", "JSON": "scores.json", "Markdown": "scores.md"})
+    data = ", ".join(args.eval_inputs) or "its own data"
+    if args.eval_model == parts.GROUND_TRUTH_MODEL and not args.eval_inputs:
+        data = (f"{args.num_samples} held-out images of the synthetic ground-truth data set (one shape on a "
+                "texture, with its object mask, so that localisation can be scored)")
+    intro = (f"A different model from the heatmaps above: the methods are scored on {args.eval_model} with {data}. "
+             "No metric alone says which explanation is right; read the columns together.")
+    section.html = viz.report.about(intro) + section.html
+    return section
 
 
 def text_part(args: argparse.Namespace, out: Path) -> viz.Section:
     specs, note = _defaults(args.text_methods, parts.DEFAULT_TEXT_METHODS)
     loaded, inputs = model_and_inputs(args, args.text_model, [], args.text or list(parts.DEFAULT_SENTENCES),
                                       main=False)
-    methods = build_methods(specs, loaded.model, args.batch_size, args.seed)
+    methods = methods_for(args, specs, loaded, inputs, [])
     results, _ = run_methods(methods, inputs, None, args.batch_size, args.quiet)
-    return viz.html_section(f"Text: {loaded.spec}", token_page(loaded, inputs, results), note)
+    intro = viz.report.about(f"A third model: {loaded.spec}, explained on short texts, each token coloured by its "
+                             "relevance for the predicted class (red for, blue against).")
+    return viz.html_section(f"Text: {loaded.spec}", intro + token_page(loaded, inputs, results), note)
+
+
+def examples_part(args: argparse.Namespace, out: Path) -> viz.Section:
+    """The first sample of the metrics data: its nearest training samples in the penultimate layer with BiLRP
+    heatmaps, and its pertinent positive and negative (CEM)."""
+    examples = parts.examples()
+    loaded, inputs = model_and_inputs(args, args.eval_model, args.eval_inputs, main=False)
+    if inputs.kind != "image":
+        raise UsageError(f"the examples section needs image inputs; {args.eval_model!r} got {inputs.kind} inputs")
+    query = inputs.x[:1]
+    if args.eval_model == parts.GROUND_TRUTH_MODEL:  # the data it was trained on
+        data, note = parts.ground_truth_training(512, args.seed), "neighbours among 512 training images"
+    else:
+        data, note = (inputs.x[1:], inputs.target[1:] if inputs.target is not None else None), \
+            "neighbours among the other inputs"
+    index = examples.FeatureIndex(loaded.model).fit(data if data[1] is not None else data[0])
+    k = min(5, len(index))
+    found = index.neighbours(query, k=k)
+    maps = index.heatmaps(query, found, composite="epsilon_plus_flat")
+    labels = found.label[0].tolist() if found.label is not None else [None] * k
+    shown = [f"{loaded.label(c)} " if c is not None else "" for c in labels]
+    neighbour_captions = [f"{s}cos={v:.3f}" for s, v in zip(shown, found.similarity[0].tolist())]
+    cem = examples.CEM(loaded.model, feature_range=(loaded.low, loaded.high), absent=(loaded.low + loaded.high) / 2,
+                       c_init=100.0, c_steps=4,
+                       iterations=200)(query)
+    predicted = int(cem.target[0])
+    pertinent = {
+        "pp": cem.pp[0], "pp_map": cem.pp_map[0], "pn": cem.pn[0], "pn_map": cem.pn_map[0],
+        "pp_caption": (f"classified {loaded.label(int(cem.pp_class[0]))}" if cem.pp_found[0] else "none found")
+        + f", {float(cem.info['pp_sparsity'][0]):.1%} kept",
+        "pn_caption": (f"classified {loaded.label(int(cem.pn_class[0]))}" if cem.pn_found[0] else "none found")
+        + f", {float(cem.info['pn_sparsity'][0]):.1%} changed",
+    }
+    return viz.examples_section(out, query[0], f"{inputs.names[0]}: {loaded.label(predicted)}",
+                                index.samples(found.index[0]), neighbour_captions, maps.query[0], maps.neighbour[0],
+                                pertinent, low=loaded.low, high=loaded.high,
+                                title=f"Explanation by example: {loaded.spec}",
+                                note=f"{note} ({maps.info['layer']}, cosine); heatmaps: BiLRP of the cosine "
+                                     f"similarity; CEM with κ=0, β=0.1, 4 × 200 iterations, absent = mid-grey")

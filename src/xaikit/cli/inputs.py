@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 
 from . import parts
-from .errors import NotFound, UsageError
+from .errors import NotFound, UsageError, one_line
 from .models import LoadedModel
+from .outputs import written_files
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 
@@ -69,10 +71,7 @@ def load_inputs(specs: Sequence[str], loaded: LoadedModel, texts: Sequence[str] 
             if not path.exists():
                 raise NotFound(f"input {spec!r} not found")
             if path.is_dir():
-                files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-                if not files:
-                    raise NotFound(f"input folder {spec!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-                images.extend((p.stem, _read_image(p)) for p in files)
+                images.extend(_read_folder(path))
             elif path.suffix.lower() in IMAGE_SUFFIXES:
                 images.append((path.stem, _read_image(path)))
             elif path.suffix.lower() == ".txt":
@@ -103,13 +102,37 @@ def _skimage_photo(name: str) -> np.ndarray:
     return getattr(data, name)()
 
 
+def _read_folder(folder: Path) -> list[tuple[str, np.ndarray]]:
+    """The folder's images, sorted by name; a file that cannot be read is skipped with a warning, and the files
+    xaikit itself wrote there (listed in its output marker) are not inputs."""
+    own = written_files(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in own)
+    if not files:
+        raise NotFound(f"input folder {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    images = []
+    for file in files:
+        try:
+            images.append((file.stem, _read_image(file)))
+        except NotFound as err:
+            warnings.warn(f"{err}; skipped", UserWarning, stacklevel=2)
+    if not images:
+        raise NotFound(f"no image of the input folder {str(folder)!r} could be read")
+    return images
+
+
 def _read_image(path: Path) -> np.ndarray:
+    """An ``(H, W[, C])`` image; an animated image (GIF) gives its first frame."""
     from skimage import io
 
     try:
-        return io.imread(str(path))
+        image = io.imread(str(path))
     except Exception as err:  # noqa: BLE001 - any decoder error means the same to the user
-        raise NotFound(f"cannot read image {str(path)!r}: {type(err).__name__}") from None
+        raise NotFound(f"cannot read image {str(path)!r}: {one_line(err)}") from None
+    if image.ndim == 4 or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):  # frames first
+        image = image[0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)) or min(image.shape[:2]) < 2:
+        raise NotFound(f"cannot read image {str(path)!r}: unexpected pixel array of shape {image.shape}")
+    return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
 
 
 def image_tensor(image: np.ndarray, size: int, low: float, high: float) -> torch.Tensor:
@@ -148,12 +171,19 @@ def _read_csv(path: Path, target_column: str | None) -> tuple:
     if not rows:
         raise NotFound(f"CSV file {str(path)!r} is empty")
     header = None if _numeric(rows[0]) else rows.pop(0)
-    try:
-        values = np.array([[float(v) for v in row] for row in rows], dtype=np.float32)
-    except ValueError:
-        raise UsageError(f"CSV file {str(path)!r} has non-numeric values; give numeric feature columns only") from None
-    if values.ndim != 2 or len(values) == 0:
-        raise UsageError(f"CSV file {str(path)!r} has rows of different lengths or no data rows")
+    if not rows:
+        raise UsageError(f"CSV file {str(path)!r} has a header but no data rows")
+    width = len(header) if header else len(rows[0])
+    for number, row in enumerate(rows, start=2 if header else 1):
+        if len(row) != width:
+            raise UsageError(f"CSV file {str(path)!r}: line {number} has {len(row)} values, the first "
+                             f"{'(header) ' if header else ''}line {width}; give one value per column on every line")
+        for column, value in enumerate(row):
+            if not _numeric([value]):
+                name = f"column {header[column]!r}" if header else f"column {column + 1}"
+                raise UsageError(f"CSV file {str(path)!r}: line {number}, {name} holds {value!r}, not a number; "
+                                 "give numeric feature columns only")
+    values = np.array([[float(v) for v in row] for row in rows], dtype=np.float32)
     names = header or [f"feature{i}" for i in range(values.shape[1])]
     target = None
     if target_column is not None:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import parts
-from .errors import NotFound, UsageError
+from .errors import NotFound, UsageError, one_line
 
 
 @dataclass
@@ -89,7 +89,7 @@ def _torchscript(path: Path) -> nn.Module:
         content = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
         raise NotFound(f"cannot load model file {str(path)!r}: neither TorchScript nor a state dict "
-                       f"({_first_line(err)})") from None
+                       f"({one_line(err)})") from None
     if isinstance(content, dict):
         raise UsageError(f"{str(path)!r} is a state dict, not a model: give the architecture and the weights, "
                          f"--model module:factory --weights {path}")
@@ -113,14 +113,14 @@ def _factory(spec: str) -> nn.Module:
         raise
     except Exception as err:  # noqa: BLE001 - import errors of user code come in every kind
         raise NotFound(f"cannot import {module_name!r} for model {spec!r}: "
-                       f"{type(err).__name__}: {_first_line(err)}") from None
+                       f"{type(err).__name__}: {one_line(err)}") from None
     if not hasattr(module, name):
         raise NotFound(f"{module_name!r} has no {name!r} (model {spec!r})")
     factory = getattr(module, name)
     try:
         model = factory if isinstance(factory, nn.Module) else factory()
     except Exception as err:  # noqa: BLE001
-        raise NotFound(f"model factory {spec!r} failed: {type(err).__name__}: {_first_line(err)}") from None
+        raise NotFound(f"model factory {spec!r} failed: {type(err).__name__}: {one_line(err)}") from None
     if not isinstance(model, nn.Module):
         raise NotFound(f"model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -133,15 +133,11 @@ def _load_weights(model: nn.Module, weights: str) -> None:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
-        raise NotFound(f"cannot read weights {weights!r}: {_first_line(err)}") from None
+        raise NotFound(f"cannot read weights {weights!r}: not a state dict saved with torch.save "
+                       f"({one_line(err)})") from None
     if not isinstance(state, dict):
         raise NotFound(f"weights file {weights!r} does not hold a state dict")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise UsageError(f"weights {weights!r} do not fit the model: {_first_line(err)}") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+        raise UsageError(f"weights {weights!r} do not fit the model: {one_line(err)}") from None

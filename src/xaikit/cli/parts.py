@@ -43,18 +43,21 @@ IMAGE_MODELS: dict[str, dict[str, Any]] = {
 #: [-1, 1]): the CLI names, the trainer ``(seed=) -> model`` and the generator ``(n, seed=) -> .x, .y, .mask``
 GROUND_TRUTH_MODEL = "ground-truth-cnn"
 GROUND_TRUTH_DATA = "ground-truth"
-GROUND_TRUTH_LOADER = "xaikit.zoo.groundtruth:train_shapes_model"
+GROUND_TRUTH_LOADER = "xaikit.zoo.groundtruth:load_shapes_model"
 GROUND_TRUTH_DATASET = "xaikit.zoo.groundtruth:make_shapes"
 GROUND_TRUTH_RANGE = (-1.0, 1.0)
 GROUND_TRUTH_CLASSES = "xaikit.zoo.groundtruth:SHAPES"
 #: text models: name -> loader ``(seed) -> (model, tokenizer, class names)``, see :func:`load_text_model`
-TEXT_MODELS: dict[str, str] = {"minilm": "xaikit.zoo.text:keyword_task"}
-#: sentences of the default text example (the minilm classifier detects the keywords excellent, wonderful,
-#: fantastic and brilliant)
+TEXT_MODELS: dict[str, str] = {"minilm": "xaikit.zoo.text:sentiment_task"}
+#: class names of the text models
+TEXT_CLASSES: dict[str, str] = {"minilm": "xaikit.zoo.text:SENTIMENTS"}
+#: the LRP composite of text models in the CLI and the report (``lrp`` without a composite on token ids)
+TEXT_COMPOSITE = "attnlrp"
+#: sentences of the default text example (the minilm sentiment probe: judging words decide)
 DEFAULT_SENTENCES = (
-    "the old dog walked near the river with a wonderful friend",
-    "then the small train went over the bridge in the morning",
-    "a brilliant little garden with a blue door and a green tree",
+    "a wonderful film with a brilliant cast",
+    "the plot was dull and the ending was awful",
+    "a dull movie",
 )
 #: token heatmaps: ``token_html(tokens, relevance, merge=, fragment=) -> str`` (N token lists, relevance (N, L))
 TOKENS_HTML = "xaikit.viz.text:token_html"
@@ -63,7 +66,7 @@ ZOO_NAMES = (*IMAGE_MODELS, GROUND_TRUTH_MODEL, *TEXT_MODELS)
 
 
 def load_ground_truth_cnn(seed: int) -> nn.Module:
-    """The small CNN trained on the ground-truth data set (drawn with ``seed``; seconds on a CPU)."""
+    """The small CNN trained on the ground-truth data set drawn with ``seed`` (shipped weights for seed 0)."""
     return attribute(GROUND_TRUTH_LOADER, "the ground-truth CNN")(seed=seed)
 
 
@@ -74,14 +77,28 @@ def ground_truth_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, to
     return data.x, data.y, data.mask
 
 
+def ground_truth_training(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` samples of the ground-truth data set drawn with ``seed`` itself (as :func:`load_ground_truth_cnn`
+    trains on): images and labels, the data set searched for nearest neighbours in the report."""
+    data = attribute(GROUND_TRUTH_DATASET, "the ground-truth data set")(n, seed=seed)
+    return data.x, data.y
+
+
+def examples() -> Any:
+    """The explanation-by-example room (:mod:`xaikit.examples`: ``FeatureIndex``, ``CEM``)."""
+    attribute("xaikit.examples:CEM", "explanation by example")
+    return importlib.import_module("xaikit.examples")
+
+
 def load_text_model(name: str, seed: int) -> tuple[nn.Module, Any, tuple[str, ...]]:
     """A zoo text model, its tokenizer and its class names.
 
-    ``minilm``: all-MiniLM-L6-v2 with a linear probe trained (seconds) to detect keywords, so the tokens
-    that should be relevant are known: ``(input_ids, attention_mask) -> (N, 2)`` logits.
+    ``minilm``: all-MiniLM-L6-v2 with a linear sentiment probe trained (seconds) on template reviews, so the
+    tokens that should be relevant (the judging words) are known: ``(input_ids, attention_mask) -> (N, 2)``
+    logits of negative and positive.
     """
     task = attribute(TEXT_MODELS[name], f"the text model {name!r}")(seed=seed)
-    return task.model, task.tokenizer, ("no keyword", "keyword")
+    return task.model, task.tokenizer, tuple(attribute(TEXT_CLASSES[name], f"the classes of {name!r}"))
 
 
 def tokens_html() -> Callable[..., str]:
@@ -106,7 +123,7 @@ DEFAULT_EVAL_METHODS = (
 DEFAULT_METRICS = ("pixel_flipping", "region_perturbation", "pointing_game", "relevance_mass_accuracy",
                    "sparseness", "mprt")
 #: methods and composites for the default text example
-DEFAULT_TEXT_METHODS = ("gradient", "input_x_gradient", "lrp:composite=attnlrp")
+DEFAULT_TEXT_METHODS = ("gradient", "input_x_gradient", "integrated_gradients:steps=16", "occlusion", "lrp")
 
 
 def metric_registry() -> dict[str, type]:

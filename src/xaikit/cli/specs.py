@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from ..errors import unknown_name
 from ..methods.base import METHODS, Method, get_method
 from .errors import UsageError
 
@@ -43,7 +44,7 @@ def method_class(name: str) -> type[Method]:
     try:
         return get_method(name)
     except ValueError:
-        raise UsageError(f"unknown method {name!r}; valid: {', '.join(sorted(METHODS))}") from None
+        raise UsageError(str(unknown_name("method", name, METHODS))) from None
 
 
 def accepts(cls: type, keyword: str) -> bool:
@@ -52,18 +53,24 @@ def accepts(cls: type, keyword: str) -> bool:
     return keyword in inspect.signature(init).parameters
 
 
-def build_methods(specs: Sequence[str], model: nn.Module, batch_size: int | str, seed: int | None
-                  ) -> dict[str, Method]:
+def build_methods(specs: Sequence[str], model: nn.Module, batch_size: int | str, seed: int | None,
+                  mask_token: int | None = None, composite: str | None = None) -> dict[str, Method]:
     """Build every method of ``specs`` on ``model``: label -> method object.
 
-    ``batch_size`` and ``seed`` are passed to the methods that take them unless the spec sets them. Labels are
+    ``batch_size`` and ``seed`` are passed to the methods that take them unless the spec sets them, and for
+    text the tokenizer's ``mask_token`` id is the baseline of the methods that switch tokens off and
+    ``composite`` the LRP composite where the spec names none. Labels are
     the methods' display names (``LRP(epsilon_gamma_box)``), or the spec itself where two would coincide.
     """
     built: dict[str, Method] = {}
     for text in specs:
         name, settings = parse_spec(text)
         cls = method_class(name)
-        for key, value in (("batch_size", batch_size), ("seed", seed)):
+        masks_tokens = mask_token is not None and getattr(cls, "not_for_token_ids", "") is None
+        lrp = issubclass(cls, METHODS["lrp"]) and accepts(cls, "composite")
+        defaults = (("batch_size", batch_size), ("seed", seed), ("baseline", mask_token if masks_tokens else None),
+                    ("composite", composite if lrp else None))
+        for key, value in defaults:
             if value is not None and key not in settings and accepts(cls, key):
                 settings[key] = value
         try:

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from ..errors import check_input, warn_if_training
+from ..errors import check_input, eval_semantics
 from ..methods.base import Method, _checked_init, get_method, snake_case
 from ..methods.path import IntegratedGradients
 from ..propagation.record import Recorder, channel_axis, condition_masks, find_modules
@@ -78,7 +78,6 @@ class ConceptTool:
 
     def check(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, "x", self.model, allow_int=self.method.allow_integer_input)
-        warn_if_training(self.model)
         return x
 
     def record(self, x: torch.Tensor, target: Any = None, layers: list[str] | None = None,
@@ -88,10 +87,11 @@ class ConceptTool:
         Returns ``(explanation, recorder)``.
         """
         layers = [self.layer] if layers is None else layers
-        if isinstance(self.method, IntegratedGradients):
-            return self._record_ig(x, target, layers, masks, keep, **call)
-        with Recorder(self.model, layers, masks=masks, axis=self.axis, keep=keep) as rec:
-            expl = self.method(x, target, **call)
+        with eval_semantics(self.model):  # a model in training mode is explained in eval mode (restored after)
+            if isinstance(self.method, IntegratedGradients):
+                return self._record_ig(x, target, layers, masks, keep, **call)
+            with Recorder(self.model, layers, masks=masks, axis=self.axis, keep=keep) as rec:
+                expl = self.method(x, target, **call)
         return expl, rec
 
     def layer_output(self, x: torch.Tensor, args: tuple = (), kwargs: dict | None = None,
@@ -107,7 +107,7 @@ class ConceptTool:
 
         handle = module.register_forward_hook(hook)
         try:
-            with torch.set_grad_enabled(grad):
+            with torch.set_grad_enabled(grad), eval_semantics(self.model):
                 self.model(x, *args, **(kwargs or {}))
         finally:
             handle.remove()

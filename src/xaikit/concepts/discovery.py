@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import check_positive
+from ..errors import check_positive, eval_semantics
 from ..methods.base import Method
 from ..propagation.record import channel_axis, find_modules
 from .base import ConceptTool, iterate_batches
@@ -257,7 +257,7 @@ class Ablation:
 
     def _accuracy(self, x: torch.Tensor, y: torch.Tensor, channels, classes: list) -> np.ndarray:
         correct = []
-        with ablated(self.model, self.layer, channels, self.axis), torch.no_grad():
+        with ablated(self.model, self.layer, channels, self.axis), torch.no_grad(), eval_semantics(self.model):
             for start in range(0, x.shape[0], self.batch_size):
                 out = self.model(x[start:start + self.batch_size])
                 out = out.logits if hasattr(out, "logits") else out

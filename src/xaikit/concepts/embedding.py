@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_positive
+from ..errors import check_choice, check_positive, eval_semantics
 from ..methods.base import Method
 from .base import ConceptTool, iterate_batches
 
@@ -116,7 +116,8 @@ class Embedding(ConceptTool):
 
         handle = module.register_forward_hook(hook)
         try:
-            self.model(x)
+            with eval_semantics(self.model):
+                self.model(x)
         finally:
             handle.remove()
         return None, pooled[-1]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import check_choice, check_positive
+from ..errors import check_choice, check_positive, eval_semantics
 from ..propagation.record import channel_axis, find_modules
 
 #: square root of the colour correlation of ImageNet photos (Olah et al. 2017): decorrelates RGB
@@ -175,6 +175,10 @@ class FeatureVisualisation:
             return self._objective(x, list(units))
 
     def _objective(self, x: torch.Tensor, units: list) -> torch.Tensor:
+        with eval_semantics(self.model):
+            return self._evaluate(x, units)
+
+    def _evaluate(self, x: torch.Tensor, units: list) -> torch.Tensor:
         if self.objective == "class":
             out = self.model(x)
             out = out.logits if hasattr(out, "logits") else out

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import check_choice, check_positive
+from ..errors import check_choice, check_positive, eval_semantics
 from ..methods.base import Method
 from ..propagation.record import channel_axis, find_modules
 from .base import ConceptTool, iterate_batches
@@ -233,7 +233,7 @@ class ReferenceSamples(ConceptTool):
         leaf = x.detach().requires_grad_(True)
         handle = module.register_forward_hook(hook)
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), eval_semantics(self.model):
                 self.model(leaf)
         finally:
             handle.remove()

@@ -2,23 +2,27 @@
 
 ``method = Name(model, **settings)`` checks the settings (unknown ones are rejected with the list of valid
 ones); ``method(x, target=..., forward_args=(), forward_kwargs={})`` checks the input, warns on a model in
-training mode, runs the method and returns an :class:`~xaikit.explanation.Explanation`.
+training mode (and explains it in eval semantics, see :func:`~xaikit.errors.eval_semantics`), runs the method and returns an :class:`~xaikit.explanation.Explanation`.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import re
 import time
+import warnings
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
 
-from ..errors import check_input, warn_if_training
+from ..errors import check_input, eval_semantics, unknown_name
 from ..explanation import Explanation
+from ..propagation.engine import differentiable_pass
 from ..settings import bind_settings
 from ..targets import TargetSpec, check_target
+from .tokens_ids import explain_in_embedding_space
 
 #: snake_case name -> method class, filled by subclassing :class:`Method`
 METHODS: dict[str, type["Method"]] = {}
@@ -48,6 +52,16 @@ class Method:
     """
 
     allow_integer_input: ClassVar[bool] = False
+    #: supports ``create_graph=True`` (training mode: the explanation is differentiable, for losses on it)
+    differentiable: ClassVar[bool] = False
+    #: how the method reads token ids when it does not take them itself: "embedding" (it runs on the input
+    #: embedding's vectors, see :mod:`xaikit.methods.tokens_ids`) or ``None`` (it does not apply to ids)
+    token_mode: ClassVar[str | None] = None
+    #: embedding-space attributions become one value per token by their "sum" or "norm" over the embedding
+    token_reduction: ClassVar[str] = "sum"
+    #: False for maps that are not signed relevances about zero (RISE's expected scores): figures stretch them
+    #: from their minimum to their maximum on a sequential colour map
+    signed_map: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
@@ -73,17 +87,28 @@ class Method:
         *,
         forward_args: Sequence[Any] = (),
         forward_kwargs: dict[str, Any] | None = None,
+        create_graph: bool = False,
     ) -> Explanation:
-        """Explain ``model(x, *forward_args, **forward_kwargs)`` for ``target``; the attribution is for ``x``."""
-        check_input(x, "x", self.model, allow_int=self.allow_integer_input)
+        """Explain ``model(x, *forward_args, **forward_kwargs)`` for ``target``; the attribution is for ``x``.
+
+        ``create_graph=True`` (training mode, an explicit opt-in for methods with ``differentiable = True``):
+        the attribution keeps its autograd graph, so a loss on it has exact gradients w.r.t. the parameters
+        (and ``x``'s history); the parameters' ``.grad`` are not touched. The model is still explained in eval
+        semantics (no warning: the caller asked for it). See :mod:`xaikit.propagation.training`.
+        """
+        in_embedding_space = self.token_mode == "embedding" and _token_ids(x)
+        check_input(x, "x", self.model, allow_int=self.allow_integer_input or in_embedding_space)
         if not isinstance(forward_args, (tuple, list)):
             raise TypeError(f"forward_args must be a tuple of extra positional inputs, got {type(forward_args).__name__}")
         if forward_kwargs is not None and not isinstance(forward_kwargs, dict):
             raise TypeError(f"forward_kwargs must be a dict of keyword inputs, got {type(forward_kwargs).__name__}")
         check_target(target, x.shape[0])
-        warn_if_training(self.model)
         began = time.perf_counter()
-        expl = self.explain(x, target, tuple(forward_args), dict(forward_kwargs or {}))
+        with _training_mode(self, create_graph), eval_semantics(self.model):
+            if in_embedding_space:
+                expl = explain_in_embedding_space(self, x, target, tuple(forward_args), dict(forward_kwargs or {}))
+            else:
+                expl = self.explain(x, target, tuple(forward_args), dict(forward_kwargs or {}))
         expl.info.setdefault("time_s", time.perf_counter() - began)
         return expl
 
@@ -97,11 +122,31 @@ class Method:
         return f"{self.name}({type(self.model).__name__})"
 
 
+@contextlib.contextmanager
+def _training_mode(method: Method, create_graph: Any):
+    """The ``create_graph=True`` opt-in: a differentiable pass, without the train-mode warning."""
+    if not isinstance(create_graph, bool):
+        raise TypeError(f"create_graph must be True or False, got {create_graph!r}")
+    if create_graph and not method.differentiable:
+        valid = ", ".join(sorted(name for name, cls in METHODS.items() if cls.differentiable))
+        raise ValueError(f"{method.name} does not support create_graph=True; methods that do: {valid}")
+    if not create_graph:
+        yield
+        return
+    with differentiable_pass(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "model is in training mode", UserWarning)
+        yield
+
+
+def _token_ids(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+
+
 def get_method(name: str) -> type[Method]:
     """Look up a method class by snake_case or class name."""
     key = snake_case(name) if name not in METHODS else name
     if key not in METHODS:
-        raise ValueError(f"unknown method {name!r}; valid: {', '.join(sorted(METHODS))}")
+        raise unknown_name("method", name, METHODS)
     return METHODS[key]
 
 

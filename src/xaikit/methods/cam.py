@@ -1,6 +1,8 @@
 """Class activation maps from gradients at a named layer: Grad-CAM and Grad-CAM++."""
 from __future__ import annotations
 
+import difflib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +25,9 @@ def find_layer(model: nn.Module, layer: str | None, name: str = "layer") -> tupl
     if not isinstance(layer, str):
         raise TypeError(f"{name} must be a module name (str) as in model.named_modules(), got {type(layer).__name__}")
     if layer not in modules:
-        raise ValueError(f"{name} {layer!r} is not a module of the model; valid names: {', '.join(modules)}")
+        close = difflib.get_close_matches(layer, list(modules), n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise ValueError(f"{name} {layer!r} is not a module of the model; {hint}valid names: {', '.join(modules)}")
     return layer, modules[layer]
 
 
@@ -45,6 +49,8 @@ class GradCAM(Method):
         Keep only positive evidence (the paper's ReLU; default ``True``).
     batch_size : int or "auto"
         Samples per forward/backward pass.
+    progress : bool
+        Show a progress bar over the chunks of the batch.
 
     Notes
     -----
@@ -54,15 +60,19 @@ class GradCAM(Method):
     """
 
     def __init__(self, model: nn.Module, layer: str | None = None, upsample: bool = True, relu: bool = True,
-                 batch_size: int | str = "auto") -> None:
+                 batch_size: int | str = "auto", progress: bool = False) -> None:
         super().__init__(model)
         check_batch_size(batch_size)
+        self.progress = bool(progress)
         self.layer, self.module = find_layer(model, layer)
+        self.chosen_layer = layer is not None
         self.upsample, self.relu, self.batch_size = bool(upsample), bool(relu), batch_size
 
     @property
     def name(self) -> str:
-        return f"{type(self).__name__}({self.layer})"
+        """``GradCAM`` at the default layer (the last convolution; ``info["layer"]`` names it), else
+        ``GradCAM(<layer>)`` with the layer the user chose."""
+        return f"{type(self).__name__}({self.layer})" if self.chosen_layer else type(self).__name__
 
     def weights(self, activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """Channel weights ``(N, C)`` from the activation and the gradient at it."""

@@ -160,6 +160,11 @@ def _compact(mask: torch.Tensor, x: torch.Tensor) -> Features:
     return Features(inverse - first.view(n, *([1] * (mask.ndim - 1))), count)
 
 
+def attribution_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of attributions of ``x``: its own for floats, the default float dtype for token ids."""
+    return x.dtype if x.is_floating_point() else torch.get_default_dtype()
+
+
 def perturb(
     x: torch.Tensor,
     baseline: torch.Tensor,

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..batching import check_batch_size, chunked, max_chunk, select_batch
 from ..explanation import Explanation
+from ..propagation.engine import differentiable
 from ..targets import ResolvedTarget, TargetSpec, resolve_target, slice_target
 from ..tokens import TokenInput, model_scores
 from .base import Method
@@ -43,11 +44,14 @@ def backprop(
     """Forward ``x`` through ``model`` (or ``forward``), select the target and return the gradient w.r.t. ``x``.
 
     Only the gradient of ``x`` is computed (``torch.autograd.grad``): the model's ``.grad`` fields are untouched.
+    Inside :func:`~xaikit.propagation.engine.differentiable_pass` the gradient keeps its graph
+    (``create_graph=True``), also back through ``x`` when ``x`` has one.
     ``allow_unused`` returns a zero gradient where the output does not reach ``x`` through the graph (LRP
     first-layer rules write their relevance outside the gradient).
     """
     forward = forward or model
-    x_leaf = x.detach().requires_grad_(True)
+    create_graph = differentiable()  # training mode: the gradient keeps its graph (and x's, if it has one)
+    x_leaf = x.view_as(x) if create_graph and x.requires_grad else x.detach().requires_grad_(True)
     with torch.enable_grad():
         output = model_scores(forward(x_leaf, *forward_args, **(forward_kwargs or {})))
         if not isinstance(output, torch.Tensor):
@@ -62,7 +66,7 @@ def backprop(
                 "the model output does not depend differentiably on x (is there torch.no_grad, .detach() or an "
                 "integer cast inside forward?); gradient methods need a differentiable model"
             )
-        (grad,) = torch.autograd.grad(score.sum(), x_leaf, allow_unused=True)
+        (grad,) = torch.autograd.grad(score.sum(), x_leaf, allow_unused=True, create_graph=create_graph)
     if grad is None and allow_unused:
         grad = torch.zeros_like(x)
     elif grad is None:
@@ -93,6 +97,8 @@ def map_samples(
     ``cost_per_sample`` (e.g. IG steps) scales the memory estimate.
     """
     n = x.shape[0]
+    if differentiable():  # training mode: one pass over the batch (no chunk-size exploration)
+        batch_size = n
 
     def run(start: int, stop: int):
         rows = torch.arange(start, stop)
@@ -102,7 +108,8 @@ def map_samples(
         )
 
     item_bytes = x[0].numel() * x.element_size() * cost_per_sample
-    parts = chunked(run, n, batch_size, key=chunk_key(method, x), cap=max_chunk(item_bytes, x.device))
+    parts = chunked(run, n, batch_size, key=chunk_key(method, x), cap=max_chunk(item_bytes, x.device),
+                    progress=getattr(method, "progress", False), desc=method.name)
     attribution = torch.cat([a for a, _ in parts])
     output = torch.cat([b.output for _, b in parts])
     index = torch.cat([b.target.index for _, b in parts])
@@ -124,16 +131,20 @@ class Gradient(Method):
         For integer token ids ``(N, L)``: the input embedding to explain at (found automatically by default,
         see :mod:`xaikit.tokens`). The attribution is then one value per token: the L2 norm of the gradient
         w.r.t. the token's embedding vector (``Gradient``) or ``Σ_d e_d ∂f/∂e_d`` (``InputXGradient``).
+    progress : bool
+        Show a progress bar over the chunks of the batch.
     """
 
+    token_reduction = "norm"
     multiply_by_input: bool = False
     allow_integer_input = True
+    differentiable = True
 
     def __init__(self, model: nn.Module, batch_size: int | str = "auto", absolute: bool = False,
-                 embedding: str | nn.Module | None = None) -> None:
+                 embedding: str | nn.Module | None = None, progress: bool = False) -> None:
         super().__init__(model)
         check_batch_size(batch_size)
-        self.batch_size = batch_size
+        self.batch_size, self.progress = batch_size, bool(progress)
         self.absolute = absolute
         self.tokens = TokenInput(model, embedding)
 
@@ -164,4 +175,5 @@ class Gradient(Method):
 class InputXGradient(Gradient):
     """Gradient × input, ``x ⊙ ∂f/∂x`` (Shrikumar et al. 2016). Equals LRP-0 on bias-free ReLU networks."""
 
+    token_reduction = "sum"
     multiply_by_input = True

@@ -60,6 +60,8 @@ class IntegratedGradients(Method):
     sample as ``expl.info["convergence_delta"] = Σ_i IG_i - (f(x) - f(b))``.
     """
 
+    token_mode = "embedding"  # token ids: the path runs between embedding vectors
+
     def __init__(self, model: nn.Module, steps: int = 32, rule: str = "gauss_legendre",
                  baseline: BaselineSpec = "zero", batch_size: int | str = "auto", progress: bool = False) -> None:
         super().__init__(model)

@@ -69,6 +69,10 @@ class RISE(_ForwardMethod):
     batch and rebuilt chunk by chunk from their grids, so memory does not grow with ``masks``.
     """
 
+    signed_map = False  # expected scores (all near the mean output), not relevances about zero
+    not_for_token_ids = ("it blends inputs with smooth masks, which token ids cannot take; use Occlusion, LIME "
+                         "or KernelSHAP for text")
+
     def __init__(self, model: nn.Module, masks: int = 2000, grid: int = 7, p: float = 0.5,
                  baseline: BaselineSpec = "zero", seed: int | None = None, batch_size: int | str = "auto",
                  progress: bool = False) -> None:

@@ -35,6 +35,8 @@ class LRP(Method):
         For integer token ids ``x`` of shape ``(N, L)``: the input embedding at whose output the model is
         explained (found automatically by default, see :mod:`xaikit.tokens`); the attribution is then the
         relevance per token ``(N, L)``, summed over the embedding dimension.
+    progress : bool
+        Show a progress bar over the chunks of the batch.
     **settings
         ``epsilon``, ``gamma``, ``alpha``, ``beta``, ``low``, ``high``: override the preset's values.
         For ``epsilon_gamma_box`` the box bounds default to each sample's per-channel minimum and maximum.
@@ -51,13 +53,15 @@ class LRP(Method):
     multiply_by_input: bool = True
 
     allow_integer_input = True
+    differentiable = True  #: create_graph=True: see :mod:`xaikit.propagation.training`
 
     def __init__(self, model: nn.Module, composite: str | Composite = "epsilon_plus_flat",
-                 batch_size: int | str = "auto", embedding: str | nn.Module | None = None, **settings: Any) -> None:
+                 batch_size: int | str = "auto", embedding: str | nn.Module | None = None, progress: bool = False,
+                 **settings: Any) -> None:
         super().__init__(model)
         check_batch_size(batch_size)
         self.composite = make_composite(composite, **settings)
-        self.batch_size = batch_size
+        self.batch_size, self.progress = batch_size, bool(progress)
         self.tokens = TokenInput(model, embedding)
 
     @property
@@ -113,8 +117,8 @@ class LRP(Method):
 class _FixedComposite(LRP):
     preset: str = ""
 
-    def __init__(self, model: nn.Module, batch_size: int | str = "auto") -> None:
-        super().__init__(model, self.preset, batch_size)
+    def __init__(self, model: nn.Module, batch_size: int | str = "auto", progress: bool = False) -> None:
+        super().__init__(model, self.preset, batch_size, progress=progress)
 
     @property
     def name(self) -> str:
@@ -125,6 +129,7 @@ class GuidedBackprop(_FixedComposite):
     """Guided Backpropagation (Springenberg et al. 2014): ReLUs pass only positive gradients, through the
     forward mask. Returns the modified gradient (not multiplied by the input), as in the paper."""
 
+    differentiable = False  # ReLU rules by tensor hooks: not for a double backward
     preset = "guided_backprop"
     multiply_by_input = False
 
@@ -133,6 +138,7 @@ class DeconvNet(_FixedComposite):
     """DeconvNet (Zeiler & Fergus 2014, as in Springenberg et al. 2014): ReLUs pass positive gradients and
     ignore the forward mask. Returns the modified gradient."""
 
+    differentiable = False  # ReLU rules by tensor hooks: not for a double backward
     preset = "deconvnet"
     multiply_by_input = False
 

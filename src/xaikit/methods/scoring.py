@@ -7,23 +7,27 @@ one forward pass yields every output, such a method explains several targets at 
 """
 from __future__ import annotations
 
+import copy
 import time
+import warnings
 from typing import Any, Sequence
 
 import torch
 
 from ..batching import batched_forward, check_batch_size
-from ..errors import check_input, warn_if_training
+from ..errors import NotApplicable, check_input, eval_semantics
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, TargetSpec, check_target, resolve_target
+from ..tokens import check_per_token_kwargs, model_scores
 from .base import Method
+from .tokens_ids import token_baseline
 from .features import LazyInputs
 
 
 def forward_output(model: torch.nn.Module, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
     """The model output on ``x`` without gradients, checked to be a tensor with a batch dimension."""
     with torch.no_grad():
-        output = model(x, *args, **kwargs)
+        output = model_scores(model(x, *args, **kwargs))
     if not isinstance(output, torch.Tensor):
         raise TypeError(
             f"the model returned {type(output).__name__}; wrap it so that it returns a tensor of scores "
@@ -57,10 +61,19 @@ def forward_scores(
         rows_owner = owner[rows]
         return torch.stack([t.select(rows_owner).score(output) for t in targets], 1)
 
-    return batched_forward(
+    scores = batched_forward(
         model, inputs, batch_size, owner=owner, batch=batch, forward_args=forward_args,
         forward_kwargs=forward_kwargs, reduce=reduce, progress=progress, desc=desc,
     )
+    bad = ~torch.isfinite(scores)
+    if bad.any():
+        warnings.warn(
+            f"the model gave NaN or infinite scores on {int(bad.any(1).sum())} of {scores.shape[0]} perturbed "
+            f"inputs (samples {sorted(set(owner[bad.any(1).cpu()].tolist()))[:10]}); the attributions of those "
+            "samples are NaN or infinite: check the model on perturbed inputs (e.g. the baseline)",
+            UserWarning, stacklevel=4,
+        )
+    return scores
 
 
 class _ForwardMethod(Method):
@@ -97,19 +110,44 @@ class _ForwardMethod(Method):
             raise TypeError(f"forward_kwargs must be a dict of keyword inputs, got {type(forward_kwargs).__name__}")
         for target in targets:
             check_target(target, x.shape[0])
-        warn_if_training(self.model)
         began = time.perf_counter()
-        explanations = self._explain(list(targets), x, tuple(forward_args), dict(forward_kwargs or {}))
+        with eval_semantics(self.model):
+            explanations = self._explain(list(targets), x, tuple(forward_args), dict(forward_kwargs or {}))
         for expl in explanations:
             expl.info.setdefault("time_s", time.perf_counter() - began)
         return explanations
 
+    #: token ids are perturbed by switching tokens to a mask token (see :mod:`xaikit.methods.tokens_ids`)
+    allow_integer_input = True
+    #: why a method of this family does not apply to token ids (``None``: it does)
+    not_for_token_ids: str | None = None
+
     def _explain(self, specs: list, x: torch.Tensor, args: tuple, kwargs: dict) -> list[Explanation]:
         x = x.detach()
+        if not x.is_floating_point():
+            return self._explain_ids(specs, x, args, kwargs)
+        return self._run(specs, x, args, kwargs)
+
+    def _run(self, specs: list, x: torch.Tensor, args: tuple, kwargs: dict) -> list[Explanation]:
         output = forward_output(self.model, x, args, kwargs)
         targets = [resolve_target(spec, output) for spec in specs]
         results = self.attribute(x, targets, output, args, kwargs)
         return [Explanation(a, t.index, output, self.name, info) for (a, info), t in zip(results, targets)]
+
+    def _explain_ids(self, specs: list, ids: torch.Tensor, args: tuple, kwargs: dict) -> list[Explanation]:
+        """Token ids: one feature per token, switched off by the mask token's id (the baseline)."""
+        if self.not_for_token_ids:
+            raise NotApplicable(f"{self.name} does not apply to token ids: {self.not_for_token_ids}")
+        if ids.ndim != 2:
+            raise ValueError(f"token ids x must have shape (batch, length), got {tuple(ids.shape)}")
+        check_per_token_kwargs(ids.shape[0], ids.shape[1], kwargs)
+        given = getattr(self, "baseline", None)
+        twin = copy.copy(self)
+        twin.baseline = token_baseline(self.model, given, self.name)
+        explanations = twin._run(specs, ids, args, kwargs)
+        for expl in explanations:
+            expl.info["tokens"] = f"masked with token id {twin.baseline}"
+        return explanations
 
     def attribute(
         self, x: torch.Tensor, targets: list[ResolvedTarget], output: torch.Tensor, args: tuple, kwargs: dict

@@ -19,7 +19,9 @@ from torch import nn
 
 from ..errors import check_positive
 from .baselines import BaselineSpec, describe_baseline, resolve_background, resolve_baseline
-from .features import Features, FeatureSpec, LazyInputs, perturb, random_ranks, resolve_features, reverse_ranks
+from .features import (
+    Features, FeatureSpec, LazyInputs, attribution_dtype, perturb, random_ranks, resolve_features, reverse_ranks,
+)
 from .linear import constrained_least_squares
 from .scoring import _ForwardMethod
 from .seeding import check_seed, make_generator
@@ -71,11 +73,11 @@ class _Shapley(_ForwardMethod):
     def _results(self, x, features, phi: torch.Tensor, full: torch.Tensor, empty: torch.Tensor, info: dict):
         """Per target: attribution (each element gets its feature's φ) and info with the efficiency delta."""
         phi = phi * features.valid()[:, None]  # (N, K, d); padded slots carry nothing
-        attribution = features.spread(phi.to(x.dtype)).expand(x.shape[0], phi.shape[1], *x.shape[1:])
+        attribution = features.spread(phi.to(attribution_dtype(x))).expand(x.shape[0], phi.shape[1], *x.shape[1:])
         delta = phi.sum(2) - (full - empty)
         results = []
         for k in range(phi.shape[1]):
-            entry = {"feature_attribution": phi[:, k].to(x.dtype), "convergence_delta": delta[:, k],
+            entry = {"feature_attribution": phi[:, k].to(attribution_dtype(x)), "convergence_delta": delta[:, k],
                      "value_full": full[:, k], "value_empty": empty[:, k], "features": features.mask,
                      "baseline": "background" if self.background is not None else describe_baseline(
                          "zero" if self.baseline is None else self.baseline), **info}

@@ -46,6 +46,12 @@ class SmoothGrad(Method):
     σ per sample. The target is chosen on the clean input (arg-max of ``f(x)`` when ``target=None``).
     """
 
+    token_mode = "embedding"  # token ids: the noise is added to the embedding vectors
+
+    @property
+    def token_reduction(self) -> str:  # type: ignore[override]
+        return self.inner.token_reduction
+
     def __init__(self, model: nn.Module, method: str | Method = "gradient", samples: int = 50, sigma: float = 0.15,
                  seed: int | None = None, batch_size: int | str = "auto", **settings: Any) -> None:
         super().__init__(model)

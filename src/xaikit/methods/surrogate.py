@@ -6,7 +6,7 @@ from torch import nn
 
 from ..errors import check_choice, check_positive
 from .baselines import BaselineSpec, describe_baseline, resolve_baseline
-from .features import FeatureSpec, LazyInputs, perturb, random_ranks, resolve_features
+from .features import FeatureSpec, LazyInputs, attribution_dtype, perturb, random_ranks, resolve_features
 from .linear import lasso_select, weighted_ridge
 from .scoring import _ForwardMethod
 from .seeding import check_seed, make_generator
@@ -113,7 +113,7 @@ class LIME(_ForwardMethod):
         if self.num_features is not None and self.num_features < features.d:
             use = lasso_select(rep(design), y, rep(weights), use, self.num_features)
         beta, intercept, r2 = weighted_ridge(rep(design), y, rep(weights), use, self.ridge)
-        beta = beta.to(x.dtype).view(n, k, -1)
+        beta = beta.to(attribution_dtype(x)).view(n, k, -1)
         attribution = features.spread(beta)  # (N, K, *r)
         attribution = attribution.expand(n, k, *x.shape[1:])
         results = []

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..batching import batched_forward, check_batch_size, select_batch
-from ..errors import check_input, warn_if_training
+from ..errors import check_input, eval_semantics, unknown_name
 from ..explanation import Explanation
 from ..methods.base import Method, snake_case
 from ..settings import bind_settings
@@ -195,9 +195,12 @@ class Metric:
                  mask: torch.Tensor | None = None, *, forward_args: Sequence[Any] = (),
                  forward_kwargs: dict[str, Any] | None = None) -> MetricResult:
         """Scores and curve (where the metric has one) in one pass."""
-        case = self._case(model, x, target, explanation, mask, forward_args, forward_kwargs)
-        result = self.compute(case)
-        return self._finish(case, result)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        with eval_semantics(model):
+            case = self._case(model, x, target, explanation, mask, forward_args, forward_kwargs)
+            result = self.compute(case)
+            return self._finish(case, result)
 
     def compute(self, case: Case) -> MetricResult:
         """Compute the metric on a validated case."""
@@ -212,7 +215,6 @@ class Metric:
             raise TypeError(f"forward_args must be a tuple of extra positional inputs, got {type(forward_args).__name__}")
         if forward_kwargs is not None and not isinstance(forward_kwargs, dict):
             raise TypeError(f"forward_kwargs must be a dict of keyword inputs, got {type(forward_kwargs).__name__}")
-        warn_if_training(model)
         args, kwargs = tuple(forward_args), dict(forward_kwargs or {})
         attribution, method, expl_target = self._unpack(explanation, x)
         if target is None and expl_target is not None:
@@ -329,7 +331,7 @@ def get_metric(name: str) -> type[Metric]:
     """Look up a metric class by snake_case or class name."""
     key = name if name in METRICS else snake_case(name)
     if key not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; valid: {', '.join(sorted(METRICS))}")
+        raise unknown_name("metric", name, METRICS)
     return METRICS[key]
 
 

@@ -13,14 +13,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..methods.base import Method
-from .base import Metric
+from ..methods.base import Method, get_method
+from .base import Metric, get_metric
 
 __all__ = ["BenchmarkTable", "benchmark"]
 
@@ -77,13 +77,19 @@ class BenchmarkTable:
         return int(self.values(method, metric).numel())
 
     def best(self, metric: str) -> str | None:
-        """The method with the best mean for ``metric`` (by its direction), ``None`` if no mean is defined."""
+        """The method with the best mean for ``metric`` (by its direction; the first of tied ones), ``None`` if no
+        mean is defined."""
+        tied = self.best_methods(metric)
+        return tied[0] if tied else None
+
+    def best_methods(self, metric: str) -> list[str]:
+        """Every method whose mean for ``metric`` equals the best one (ties are all best, in every export)."""
         means = {m: self.mean(m, metric) for m in self.methods}
         means = {m: v for m, v in means.items() if not math.isnan(v)}
         if not means:
-            return None
-        pick = max if self.higher_is_better[metric] else min
-        return pick(means, key=means.get)
+            return []
+        top = (max if self.higher_is_better[metric] else min)(means.values())
+        return [m for m, v in means.items() if v == top]
 
     def arrow(self, metric: str) -> str:
         """``"↑"`` if higher is better, else ``"↓"``."""
@@ -113,7 +119,7 @@ class BenchmarkTable:
         result: dict[str, Any] = {
             "methods": list(self.methods),
             "metrics": [{"name": m, "higher_is_better": self.higher_is_better[m], "family": self.families.get(m, ""),
-                         "best": self.best(m)} for m in self.metrics],
+                         "best": self.best(m), "best_all": self.best_methods(m)} for m in self.metrics],
             "cells": cells,
             "timing": dict(self.timing),
         }
@@ -138,18 +144,18 @@ class BenchmarkTable:
             writer = csv.writer(handle)
             writer.writerow(["method", "metric", "family", "higher_is_better", "mean", "sem", "n", "best"])
             for metric in self.metrics:
-                best = self.best(metric)
+                best = self.best_methods(metric)
                 for method in self.methods:
                     writer.writerow([method, metric, self.families.get(metric, ""), self.higher_is_better[metric],
                                      self.mean(method, metric), self.sem(method, metric),
-                                     self.count(method, metric), method == best])
+                                     self.count(method, metric), method in best])
 
     def to_markdown(self, digits: int = 3) -> str:
         """A markdown table: one row per method, one column per metric (with its arrow), ``mean ± sem``, the best
         per metric in bold."""
         header = "| method | " + " | ".join(f"{m} {self.arrow(m)}" for m in self.metrics) + " |"
         lines = [header, "|" + "---|" * (len(self.metrics) + 1)]
-        best = {m: self.best(m) for m in self.metrics}
+        best = {m: self.best_methods(m) for m in self.metrics}
         for method in self.methods:
             cells = []
             for metric in self.metrics:
@@ -158,7 +164,7 @@ class BenchmarkTable:
                     text = "n/a"
                 else:
                     text = f"{mean:.{digits}g}" + ("" if math.isnan(sem) else f" ± {sem:.{max(1, digits - 1)}g}")
-                cells.append(f"**{text}**" if best[metric] == method else text)
+                cells.append(f"**{text}**" if method in best[metric] else text)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -169,12 +175,15 @@ class BenchmarkTable:
         return f"BenchmarkTable(methods={self.methods}, metrics={self.metrics})"
 
 
-def _named(items: Mapping[str, Any] | Sequence[Any], kind: type, what: str) -> dict[str, Any]:
+def _named(items: Mapping[str, Any] | Sequence[Any], kind: type, what: str,
+           build: Callable[[str], Any]) -> dict[str, Any]:
+    """Items by display name; a name string stands for the item ``build(name)`` (defaults of that class)."""
     if isinstance(items, Mapping):
-        named = dict(items)
+        named = {key: build(item) if isinstance(item, str) else item for key, item in items.items()}
     elif isinstance(items, (list, tuple)):
         named = {}
         for item in items:
+            item = build(item) if isinstance(item, str) else item
             base = item.name if isinstance(item, kind) else type(item).__name__
             name, k = base, 2
             while name in named:
@@ -184,7 +193,7 @@ def _named(items: Mapping[str, Any] | Sequence[Any], kind: type, what: str) -> d
         raise TypeError(f"{what} must be a dict name -> {kind.__name__} or a list of them, got {type(items).__name__}")
     for name, item in named.items():
         if not isinstance(item, kind):
-            raise TypeError(f"{what}[{name!r}] must be an xk.{kind.__name__}, got {type(item).__name__}")
+            raise TypeError(f"{what}[{name!r}] must be an xk.{kind.__name__} or its name, got {type(item).__name__}")
     if not named:
         raise ValueError(f"{what} is empty")
     return named
@@ -202,8 +211,10 @@ def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Seq
     data : tuple
         ``(x, y)`` or ``(x, y, mask)``; ``y`` is the target (``None``: the predicted class), ``mask`` the
         ground truth for localisation metrics.
-    methods : dict name -> Method, or list of Methods (named by ``method.name``)
-    metrics : dict name -> Metric, or list of Metrics (named by class name)
+    methods : dict name -> Method, or list of Methods (named by ``method.name``); a method name (``"lrp"``)
+        stands for that method with its default settings
+    metrics : dict name -> Metric, or list of Metrics (named by class name); a metric name
+        (``"pixel_flipping"``) stands for that metric with its default settings
     on_error : "raise" or "record"
         ``"record"`` keeps going when a cell fails: its scores are NaN and ``info[cell]["error"]`` says why.
     progress : bool
@@ -217,8 +228,8 @@ def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Seq
         raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
     x, y = data[0], data[1]
     mask = data[2] if len(data) == 3 else None
-    methods = _named(methods, Method, "methods")
-    metrics = _named(metrics, Metric, "metrics")
+    methods = _named(methods, Method, "methods", lambda name: get_method(name)(model))
+    metrics = _named(metrics, Metric, "metrics", lambda name: get_metric(name)())
     needing = [name for name, metric in metrics.items() if metric.needs_mask]
     if needing and mask is None:
         raise ValueError(f"metric(s) {', '.join(needing)} compare with a ground-truth mask: pass data=(x, y, mask)")
@@ -228,7 +239,17 @@ def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Seq
     try:
         for method_name, method in methods.items():
             began = time.perf_counter()
-            explanation = method(x, target=y, forward_args=forward_args, forward_kwargs=forward_kwargs)
+            try:
+                explanation = method(x, target=y, forward_args=forward_args, forward_kwargs=forward_kwargs)
+            except Exception as err:  # noqa: BLE001 - recorded for every cell of the method on request
+                if on_error == "raise":
+                    raise
+                for metric_name in metrics:
+                    table.scores[(method_name, metric_name)] = torch.full((x.shape[0],), float("nan"))
+                    table.info[(method_name, metric_name)] = {"error": f"{method_name} failed: {type(err).__name__}: "
+                                                                       f"{err}", "time_s": 0.0}
+                bar.update(len(metrics))
+                continue
             table.timing[method_name] = time.perf_counter() - began
             for metric_name, metric in metrics.items():
                 key = (method_name, metric_name)

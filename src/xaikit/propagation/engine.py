@@ -10,6 +10,7 @@ autograd graph of that one call and are freed with it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager
 
@@ -23,6 +24,27 @@ from .layers import LayerCall
 from .rules import Rule, redistribute
 
 Replay = Callable[[torch.Tensor], torch.Tensor]
+#: the training-mode opt-in (see :func:`differentiable_pass`)
+_DIFFERENTIABLE: contextvars.ContextVar[bool] = contextvars.ContextVar("xaikit_differentiable", default=False)
+
+
+@contextlib.contextmanager
+def differentiable_pass():
+    """Explanations computed inside are differentiable: gradient methods take their backward pass with
+    ``create_graph=True`` and sessions use the training-mode handlers of :mod:`.training`, so a loss on the
+    explanation has exact gradients w.r.t. the parameters (and the input, where it carries a graph)."""
+    token = _DIFFERENTIABLE.set(True)
+    try:
+        yield
+    finally:
+        _DIFFERENTIABLE.reset(token)
+
+
+def differentiable() -> bool:
+    """Whether explanations are being computed differentiably (inside :func:`differentiable_pass`)."""
+    return _DIFFERENTIABLE.get()
+
+
 #: context managers ``setup(session)`` entered around every explained forward pass, e.g. to register
 #: forward hooks on the model's modules for the call only (extensions such as :mod:`.sequence_ops` add to it)
 SETUP: list[Callable[["Session"], ContextManager]] = []
@@ -216,11 +238,14 @@ class Session:
     """
 
     def __init__(self, model: nn.Module, composite: Composite) -> None:
-        from . import ops  # the handlers import this module
+        from . import ops, training  # the handlers import this module
 
         self.model = model
         self.composite = composite
-        self.handlers = ops.HANDLERS
+        #: training mode (:func:`differentiable_pass`): rules as differentiable operations, exact double backward
+        self.differentiable = differentiable()
+        self.handlers = training.handlers() if self.differentiable else ops.HANDLERS
+        self.explaining = True  #: until :meth:`release`: the backward pass is the explained one
         self.coverage = Coverage()
         self.owners = {
             id(p): (name, module) for name, module in model.named_modules() for p in module.parameters(recurse=False)
@@ -358,6 +383,7 @@ class Session:
         those hold tensors whose graph leads back to the functions: a reference cycle through the graph that
         Python's collector cannot see. Without this, every call would keep its activations alive.
         """
+        self.explaining = False
         for holder in self.holders:
             holder.value = None
         for state in self.layers.values():
@@ -389,8 +415,9 @@ class Session:
         """Add relevance computed at a first layer's input, mapped back to the model input through ``replay``."""
         base = torch.zeros_like(self.input).requires_grad_(True)
         with torch.enable_grad():
-            (mapped,) = torch.autograd.grad(replay(base), base, relevance, allow_unused=True)
-        mapped = torch.zeros_like(base) if mapped is None else mapped.detach()
+            (mapped,) = torch.autograd.grad(replay(base), base, relevance, allow_unused=True,
+                                            create_graph=self.differentiable)
+        mapped = torch.zeros_like(base) if mapped is None else mapped if self.differentiable else mapped.detach()
         self.direct = mapped if self.direct is None else self.direct + mapped
 
     def bounds(self, rule: Rule, replay: Replay) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ import torch
 
 from .layers import LayerCall, channel_dot
 from .engine import FoldGate, LayerState, Redistribute, Session, _rectifies, is_inplace, tensors_in
-from .rules import scale_factor, stabiliser
+from .rules import Rule, scale_factor, stabiliser
 
 #: safe under input × gradient (linear, or positively homogeneous of degree 1, or selecting/moving values)
 INDEX_OPS = {
@@ -74,11 +74,8 @@ def _unpack_layer(args: tuple, kwargs: dict):
     return values[0], values[1], values[2], rest_args, rest_kwargs
 
 
-def layer(s: Session, func, name, args, kwargs, acts):
-    """Linear and convolution layers: the composite's rule (LRP-0/ε by gradient rescaling, others modified)."""
-    x, weight, bias, rest_args, rest_kwargs = _unpack_layer(args, kwargs)
-    if not s.is_activation(x) or s.is_activation(weight):  # e.g. weights computed from the input
-        return product(s, func, name, args, kwargs, acts)
+def layer_rule(s: Session, name: str, x: torch.Tensor, weight: torch.Tensor) -> tuple[str, Rule]:
+    """The kind (``"conv"``/``"dense"``) and the composite's rule of a layer call, recorded as handled."""
     module_name, module = s.owners.get(id(weight), (None, None))
     kind = "conv" if name.startswith("conv") else "dense"
     first = id(x) in s.chain
@@ -89,6 +86,15 @@ def layer(s: Session, func, name, args, kwargs, acts):
             f"but was selected for {module_name or name}"
         )
     s.coverage.add("handled", f"{name}:{rule.name}")
+    return kind, rule
+
+
+def layer(s: Session, func, name, args, kwargs, acts):
+    """Linear and convolution layers: the composite's rule (LRP-0/ε by gradient rescaling, others modified)."""
+    x, weight, bias, rest_args, rest_kwargs = _unpack_layer(args, kwargs)
+    if not s.is_activation(x) or s.is_activation(weight):  # e.g. weights computed from the input
+        return product(s, func, name, args, kwargs, acts)
+    kind, rule = layer_rule(s, name, x, weight)
     channel = 1 if kind == "conv" else -1
     if rule.plain:
         return _plain_layer(s, func(*args, **kwargs), rule, bias, channel, name)

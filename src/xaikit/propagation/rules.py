@@ -160,18 +160,18 @@ def alpha_beta(alpha: float = 2.0, beta: float = 1.0, eps: float = 1e-9) -> Rule
 
 def flat() -> Rule:
     """Flat rule (Lapuschkin et al. 2019): relevance spread uniformly over each output's receptive field."""
-    return Rule("flat", (Part((Term("ones", _ones, bias=False),)),), epsilon=1e-9)
+    return Rule("flat", (Part((Term("ones", _ones, bias=False),)),), epsilon=0.0)
 
 
 def wsquare() -> Rule:
     """w² rule (Montavon et al. 2017): ``R_i = Σ_j w_ij² / Σ_i w_ij² R_j``."""
-    return Rule("wsquare", (Part((Term("ones", _square, bias=False),)),), epsilon=1e-9)
+    return Rule("wsquare", (Part((Term("ones", _square, bias=False),)),), epsilon=0.0)
 
 
 def zbox(low: float | torch.Tensor = -1.0, high: float | torch.Tensor = 1.0) -> Rule:
     """z^B rule (Montavon et al. 2017) for inputs bounded by ``low ≤ x ≤ high`` (scalars or per channel)."""
     terms = (Term("x", bias=False), Term("low", _positive, -1.0, bias=False), Term("high", _negative, -1.0, bias=False))
-    return Rule("zbox", (Part(terms),), epsilon=1e-9, low=low, high=high,
+    return Rule("zbox", (Part(terms),), epsilon=0.0, low=low, high=high,
                 settings={"low": _describe(low), "high": _describe(high)})
 
 

@@ -4,6 +4,7 @@ from .heatmap import (
     colourise,
     heatmap,
     normalise,
+    normalise_unsigned,
     overlay,
     plot_curves,
     plot_features,
@@ -16,11 +17,12 @@ from .heatmap import (
     to_rgb,
 )
 from .concepts import concepts_section, plot_composition, plot_embedding, plot_references
+from .examples import examples_section
 from .report import Scores, Section, html_section, image_section, note_section, scores_section, write_report
 
 __all__ = [
-    "relevance_map", "normalise", "colourise", "heatmap", "relevance_cmap", "to_rgb", "overlay", "save_png",
+    "relevance_map", "normalise", "normalise_unsigned", "colourise", "heatmap", "relevance_cmap", "to_rgb", "overlay", "save_png",
     "plot_grid", "plot_features", "plot_curves", "plot_scores", "save_figure",
-    "Section", "Scores", "image_section", "scores_section", "html_section", "note_section", "write_report",
+    "Section", "Scores", "examples_section", "image_section", "scores_section", "html_section", "note_section", "write_report",
     "concepts_section", "plot_composition", "plot_references", "plot_embedding",
 ]

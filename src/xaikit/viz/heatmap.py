@@ -6,6 +6,10 @@ blue, zero white. Each sample is scaled on its own, symmetrically about zero, by
 absolute relevance, so one hot pixel does not wash out the map and a sample's picture never depends on the
 other samples of its batch.
 
+Maps that are not signed relevances (RISE's expected scores, which sit far from zero) are *unsigned*: each
+is stretched from its own minimum to its maximum on a sequential colour map (:data:`SEQUENTIAL_CMAP`), and
+figures say so in their titles and colour bars.
+
 Everything is drawn with matplotlib (colour maps, figures) and scikit-image (grey conversion, resizing). Figures
 are built with matplotlib's object API (no pyplot state, no backend switch): they display in notebooks and save
 with :func:`save_figure`.
@@ -13,14 +17,16 @@ with :func:`save_figure`.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import matplotlib
 import numpy as np
 import torch
 from matplotlib.axes import Axes
-from matplotlib.colors import Colormap
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from skimage import color, transform, util
 
@@ -28,6 +34,8 @@ from skimage import color, transform, util
 DEFAULT_CMAP = "bwr"
 #: default percentile of |relevance| that maps to full colour (per sample)
 DEFAULT_PERCENTILE = 99.5
+#: colour map of unsigned maps (min-max per sample)
+SEQUENTIAL_CMAP = "viridis"
 
 
 def _numpy(a) -> np.ndarray:
@@ -82,8 +90,20 @@ def normalise(maps, percentile: float = DEFAULT_PERCENTILE) -> np.ndarray:
     return np.clip(m / scale, -1.0, 1.0)
 
 
-def colourise(normalised, cmap: str = DEFAULT_CMAP) -> np.ndarray:
-    """Map values in [-1, 1] to RGB in [0, 1] (shape ``(..., 3)``): -1 blue, 0 white, +1 red for ``bwr``."""
+def normalise_unsigned(maps) -> np.ndarray:
+    """Stretch every sample on its own from its minimum (0) to its maximum (1); a constant sample gives 0."""
+    m = _numpy(maps)
+    flat = m.reshape(m.shape[0], -1)
+    low = flat.min(1).reshape((-1,) + (1,) * (m.ndim - 1))
+    span = (flat.max(1) - flat.min(1)).reshape(low.shape)
+    return np.where(span > 0, (m - low) / np.where(span > 0, span, 1.0), 0.0)
+
+
+def colourise(normalised, cmap: str = DEFAULT_CMAP, signed: bool = True) -> np.ndarray:
+    """Map values in [-1, 1] to RGB in [0, 1] (shape ``(..., 3)``): -1 blue, 0 white, +1 red for ``bwr``;
+    unsigned maps (values in [0, 1]) on :data:`SEQUENTIAL_CMAP`."""
+    if not signed:
+        return matplotlib.colormaps[SEQUENTIAL_CMAP](np.asarray(normalised))[..., :3]
     return relevance_cmap(cmap)((np.asarray(normalised) + 1.0) / 2.0)[..., :3]
 
 
@@ -111,7 +131,8 @@ def to_rgb(x, low: float | None = None, high: float | None = None) -> np.ndarray
     return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
 
 
-def overlay(images: np.ndarray, normalised: np.ndarray, alpha: float = 0.85, cmap: str = DEFAULT_CMAP) -> np.ndarray:
+def overlay(images: np.ndarray, normalised: np.ndarray, alpha: float = 0.85, cmap: str = DEFAULT_CMAP,
+            signed: bool = True) -> np.ndarray:
     """Relevance drawn over a pale grey version of the images: ``(N, H, W, 3)`` in [0, 1].
 
     Each pixel mixes the grey image with its heatmap colour in proportion to ``alpha · |relevance|``, so
@@ -125,7 +146,7 @@ def overlay(images: np.ndarray, normalised: np.ndarray, alpha: float = 0.85, cma
         normalised = np.stack([transform.resize(m, (h, w), order=1, anti_aliasing=False) for m in normalised])
     grey = color.gray2rgb(color.rgb2gray(images)) * 0.6 + 0.4
     weight = (alpha * np.abs(normalised))[..., None]
-    return (1.0 - weight) * grey + weight * colourise(normalised, cmap)
+    return (1.0 - weight) * grey + weight * colourise(normalised, cmap, signed)
 
 
 def save_png(path: str | Path, rgb: np.ndarray) -> Path:
@@ -138,17 +159,31 @@ def save_png(path: str | Path, rgb: np.ndarray) -> Path:
     return path
 
 
+def column_title(label: str, width: int = 16) -> str:
+    """A method label wrapped for a narrow column: breaks after ``(``, ``,`` and ``_`` rather than inside words."""
+    parts, line, lines = re.split(r"(?<=[(,_])", label), "", []
+    for part in parts:
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    return "\n".join([*lines, line])
+
+
 def plot_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], row_labels: Sequence[str] | None = None,
-              overlay_alpha: float | None = None, cmap: str = DEFAULT_CMAP, cell: float = 2.0) -> Figure:
-    """A sample × method grid: one row per sample, the input first, then one column per method.
+              overlay_alpha: float | None = None, cmap: str = DEFAULT_CMAP, cell: float = 2.0,
+              unsigned: Collection[str] = (), percentile: float = DEFAULT_PERCENTILE) -> Figure:
+    """A sample × method grid: one row per sample, the input first, then one column per method, and colour bars.
 
     ``images``: ``(N, H, W, 3)`` in [0, 1] (see :func:`to_rgb`); ``maps``: method label -> normalised maps
-    ``(N, H, W)`` in [-1, 1] (see :func:`normalise`). With ``overlay_alpha`` the heatmaps are drawn over the
-    image (:func:`overlay`).
+    ``(N, H, W)`` in [-1, 1] (see :func:`normalise`), or in [0, 1] for the labels in ``unsigned`` (see
+    :func:`normalise_unsigned`). With ``overlay_alpha`` the heatmaps are drawn over the image
+    (:func:`overlay`). The colour bars say what the colours mean: relevance relative to each map's
+    ``percentile`` of |relevance|, and min–max for unsigned maps.
     """
     n = len(images)
     columns = ["input", *maps]
-    fig = Figure(figsize=(cell * len(columns), cell * n + 0.4))
+    fig = Figure(figsize=(cell * len(columns), cell * n + 1.4))
     axes = fig.subplots(n, len(columns), squeeze=False)
     for row in range(n):
         for col, label in enumerate(columns):
@@ -157,31 +192,51 @@ def plot_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], row_labels: Se
                 ax.imshow(images[row])
             else:
                 m = maps[label][row : row + 1]
+                signed = label not in unsigned
                 if overlay_alpha:
-                    shown = overlay(images[row : row + 1], m, overlay_alpha, cmap)[0]
+                    shown = overlay(images[row : row + 1], m, overlay_alpha, cmap, signed)[0]
                 else:
-                    shown = colourise(m[0], cmap)
+                    shown = colourise(m[0], cmap, signed)
                 ax.imshow(shown, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(label, fontsize=9)
+                title = label if label == "input" or label not in unsigned else f"{label} (min–max)"
+                ax.set_title(column_title(title), fontsize=8)
         if row_labels is not None:
-            axes[row, 0].set_ylabel(row_labels[row], fontsize=9)
-    fig.tight_layout()
+            axes[row, 0].set_ylabel(row_labels[row], fontsize=8)
+    fig.tight_layout(rect=(0, 0.9 / (cell * n + 1.4), 1, 1))
+    bars = [(relevance_cmap(cmap), (-1, 1), [-1, 0, 1],
+             f"relevance ÷ the {percentile:g}th percentile of |relevance| of each map (clipped)")]
+    if any(label in unsigned for label in maps):
+        bars.append((matplotlib.colormaps[SEQUENTIAL_CMAP], (0, 1), [0, 0.5, 1],
+                     "unsigned maps: (value − min) ÷ (max − min) of each map"))
+    for k, (colours, limits, ticks, text) in enumerate(bars):
+        ax = fig.add_axes((0.08 + k * 0.48, 0.35 / (cell * n + 1.4), 0.36, 0.18 / (cell * n + 1.4)))
+        bar = fig.colorbar(ScalarMappable(Normalize(*limits), colours), cax=ax, orientation="horizontal", ticks=ticks)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label(text, fontsize=7)
     return fig
 
 
 def plot_features(maps: Mapping[str, np.ndarray], feature_names: Sequence[str] | None = None,
-                  sample_names: Sequence[str] | None = None, cmap: str = DEFAULT_CMAP) -> Figure:
+                  sample_names: Sequence[str] | None = None, cmap: str = DEFAULT_CMAP,
+                  values: Mapping[str, np.ndarray] | None = None) -> Figure:
     """Attributions of tabular inputs: one panel per method, samples × features coloured by normalised
-    relevance (``maps``: label -> ``(N, F)`` in [-1, 1])."""
+    relevance (``maps``: label -> ``(N, F)`` in [-1, 1]); each cell is annotated with its attribution from
+    ``values`` (label -> ``(N, F)`` raw attributions; default: the normalised value) when there is room."""
     n, f = next(iter(maps.values())).shape
-    fig = Figure(figsize=(min(2.0 + 0.4 * f, 14.0), (0.5 + 0.3 * n) * len(maps) + 1.5))
+    fig = Figure(figsize=(min(2.0 + 0.55 * f, 16.0), (0.5 + 0.3 * n) * len(maps) + 1.5))
     axes = fig.subplots(len(maps), 1, squeeze=False, sharex=True)[:, 0]
     for ax, (label, m) in zip(axes, maps.items()):
         ax.imshow(colourise(m, cmap), aspect="auto", interpolation="nearest")
         ax.set_title(label, fontsize=9)
+        shown = _numpy(values[label]) if values is not None and label in values else np.asarray(m)
+        if n * f <= 400:
+            for i in range(n):
+                for j in range(f):
+                    ax.text(j, i, f"{shown[i, j]:.2g}", ha="center", va="center", fontsize=6,
+                            color="white" if abs(m[i, j]) > 0.6 else "black")
         ax.set_yticks(range(n), list(sample_names) if sample_names else range(n), fontsize=7)
     axes[-1].set_xticks(range(f), list(feature_names) if feature_names else range(f), rotation=60, ha="right",
                         fontsize=7)
@@ -240,8 +295,10 @@ def plot_scores(methods: Sequence[str], metrics: Sequence[str], mean, higher_is_
         raise ValueError(f"mean must be (methods, metrics) = ({len(methods)}, {len(metrics)}), got {mean.shape}")
     sem = None if sem is None else _numpy(sem)
     goodness = np.where(np.asarray(higher_is_better, bool)[None, :], mean, -mean)
-    # rank 0 = best per metric; NaN scores rank last
+    # rank 0 = best per metric; NaN scores rank last; every method tied with the best is in bold
     ranks = np.argsort(np.argsort(-np.nan_to_num(goodness, nan=-np.inf), axis=0, kind="stable"), axis=0)
+    top = np.nanmax(np.where(np.isnan(goodness), -np.inf, goodness), axis=0, keepdims=True)
+    tied_best = np.isfinite(goodness) & (goodness == top)
     shade = 1.0 - ranks / max(len(methods) - 1, 1)
     fig = Figure(figsize=(1.6 + 1.5 * len(metrics), 0.8 + 0.42 * len(methods)))
     ax = fig.subplots()
@@ -250,7 +307,7 @@ def plot_scores(methods: Sequence[str], metrics: Sequence[str], mean, higher_is_
         for j in range(len(metrics)):
             text = f"{mean[i, j]:.3g}" + (f"\n±{sem[i, j]:.2g}" if sem is not None else "")
             ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    fontweight="bold" if ranks[i, j] == 0 else "normal")
+                    fontweight="bold" if tied_best[i, j] else "normal")
     arrows = ["↑" if h else "↓" for h in higher_is_better]
     ax.set_xticks(range(len(metrics)), [f"{m} {a}" for m, a in zip(metrics, arrows)], rotation=30, ha="right",
                   fontsize=8)

@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -136,6 +136,26 @@ def _curves(table: Any, info: Mapping) -> dict[str, dict[str, tuple]]:
     return out
 
 
+#: axis labels of the curves, by the name of the positions a metric reports in its info
+CURVE_AXES = {
+    "fraction": ("fraction of the input perturbed (in the metric's order)", "target score (model output)"),
+    "layers": ("model stage (layers randomised so far)", "similarity to the original explanation"),
+    "sizes": ("subset size n (features)", "correlation of Σ relevance and output drop"),
+    "segments": ("fraction of segments removed (most relevant first)", "class probability"),
+    "percentages": ("percentage of pixels imputed (ROAD)", "target score (model output)"),
+}
+
+
+def curve_axes(table: Any, metric: str) -> tuple[str, str]:
+    """The x and y labels of ``metric``'s curve, from the positions its cells report (else generic ones)."""
+    for (_, name), cell in (getattr(table, "info", {}) or {}).items():
+        if name == metric and isinstance(cell, Mapping):
+            for key in CURVE_AXES:
+                if key in cell:
+                    return CURVE_AXES[key]
+    return ("step", "value")
+
+
 def _positions(cell: Mapping, steps: int) -> np.ndarray:
     for value in cell.values() if isinstance(cell, Mapping) else ():
         array = np.asarray(_array(value)) if not isinstance(value, (str, bytes)) else None
@@ -158,18 +178,20 @@ def slug(text: str) -> str:
 def image_section(folder: str | Path, images: np.ndarray, maps: Mapping[str, np.ndarray], names: Sequence[str],
                   captions: Sequence[str] | None = None, times: Mapping[str, float] | None = None,
                   title: str = "Heatmaps", note: str = "", overlay_alpha: float | None = None,
-                  cmap: str = DEFAULT_CMAP, prefix: str = "", overview_rows: int = 16) -> Section:
+                  cmap: str = DEFAULT_CMAP, prefix: str = "", overview_rows: int = 16,
+                  unsigned: Collection[str] = ()) -> Section:
     """Per-sample heatmap grids: one row per sample, the input then one heatmap per method.
 
     ``images``: ``(N, H, W, 3)`` in [0, 1]; ``maps``: method label -> normalised maps ``(N, H, W)`` in
     [-1, 1]; ``names``: file-safe sample names; ``captions``: e.g. the predicted class; ``times``: seconds per
-    method, shown in the column header. Writes ``images/<prefix><sample>__<method>.png`` and an overview grid
-    of the first ``overview_rows`` samples with the heatmaps over the inputs.
+    method, shown in the column header; ``unsigned``: labels of maps in [0, 1] that are not signed relevances
+    (min–max, sequential colours). Writes ``images/<prefix><sample>__<method>.png`` and an overview grid of the
+    first ``overview_rows`` samples with the heatmaps over the inputs.
     """
     folder = Path(folder)
     captions = list(captions) if captions is not None else list(names)
     head = "".join(
-        f"<th>{_breakable(label)}"
+        f"<th>{_breakable(label)}" + ("<br><small>min–max</small>" if label in unsigned else "")
         + (f"<br><small>{times[label]:.2f} s</small>" if times and label in times else "") + "</th>"
         for label in maps
     )
@@ -180,10 +202,11 @@ def image_section(folder: str | Path, images: np.ndarray, maps: Mapping[str, np.
         cells = [f'<th class="row">{html.escape(name)}<br><small>{html.escape(captions[i])}</small></th>',
                  f'<td><img src="{src}" alt="{html.escape(name)}"></td>']
         for label, m in maps.items():
+            signed = label not in unsigned
             if overlay_alpha:
-                rgb = overlay(images[i : i + 1], m[i : i + 1], overlay_alpha, cmap)[0]
+                rgb = overlay(images[i : i + 1], m[i : i + 1], overlay_alpha, cmap, signed)[0]
             else:
-                rgb = colourise(m[i], cmap)
+                rgb = colourise(m[i], cmap, signed)
             src = f"{IMAGES}/{prefix}{slug(name)}__{slug(label)}.png"
             save_png(folder / src, rgb)
             cells.append(f'<td><img src="{src}" alt="{html.escape(label)} on {html.escape(name)}"></td>')
@@ -191,12 +214,15 @@ def image_section(folder: str | Path, images: np.ndarray, maps: Mapping[str, np.
     grid = f"{IMAGES}/{prefix}grid.png"
     shown = slice(0, overview_rows)
     save_figure(plot_grid(images[shown], {k: m[shown] for k, m in maps.items()}, captions[shown], overlay_alpha=0.85,
-                          cmap=cmap), folder / grid)
+                          cmap=cmap, unsigned=unsigned), folder / grid)
     small = " small" if images.shape[1] < 150 else ""  # small inputs are magnified without smoothing
     body = (f'<div class="scroll"><table class="grid{small}"><thead><tr><th></th><th>input</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>'
             f'<p class="legend"><span class="swatch neg"></span> negative <span class="swatch zero"></span> zero '
-            f'<span class="swatch pos"></span> positive relevance (each heatmap scaled on its own)</p>'
+            f'<span class="swatch pos"></span> positive relevance (each heatmap scaled on its own by a high '
+            f'percentile of its |relevance|)'
+            + (' · maps marked min–max are not signed relevances: dark = their minimum, yellow = their maximum'
+               if any(label in unsigned for label in maps) else "") + '</p>'
             f'<details><summary>Overview (heatmaps over the inputs)</summary><img class="wide" src="{grid}" '
             f'alt="method by sample grid"></details>')
     return Section(title, body, note)
@@ -204,7 +230,7 @@ def image_section(folder: str | Path, images: np.ndarray, maps: Mapping[str, np.
 
 def _breakable(label: str) -> str:
     """Escaped label that may wrap before its settings: ``IntegratedGradients<wbr>(steps, 16)``."""
-    return html.escape(label).replace("(", "<wbr>(").replace(",", ",<wbr>")
+    return html.escape(label).replace("(", "<wbr>(").replace(",", ",<wbr>").replace("_", "_<wbr>")
 
 
 def scores_section(folder: str | Path, table: Any, title: str = "Scores", note: str = "",
@@ -245,7 +271,8 @@ def scores_section(folder: str | Path, table: Any, title: str = "Scores", note: 
         figures = []
         for name, curves in scores.curves.items():
             src = f"{IMAGES}/curve_{slug(name)}.png"
-            save_figure(plot_curves(curves, title=name), folder / src)
+            xlabel, ylabel = curve_axes(table, name)
+            save_figure(plot_curves(curves, title=name, xlabel=xlabel, ylabel=ylabel), folder / src)
             figures.append(f'<img src="{src}" alt="{html.escape(name)} curves">')
         body.append(f'<h3>Curves</h3><div class="curves">{"".join(figures)}</div>')
     return Section(title, "".join(body), note)
@@ -255,6 +282,12 @@ def _format(mean: float, sem: float | None) -> str:
     if not np.isfinite(mean):
         return "n/a"
     return f"{mean:.4g}" + ("" if sem is None or not np.isfinite(sem) else f" ± {sem:.2g}")
+
+
+def about(text: str) -> str:
+    """A highlighted paragraph that says what a section shows (its model and data), so parts of a report on
+    different models are not read as one."""
+    return f'<p class="about">{html.escape(text)}</p>'
 
 
 def html_section(title: str, fragment: str, note: str = "") -> Section:
@@ -290,10 +323,12 @@ def _key_values(mapping: Mapping[str, Any]) -> str:
 STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#222}
 .scroll{overflow-x:auto}
+section{border:1px solid #ccc;border-radius:6px;padding:.2em 1em 1em;margin:1.4em 0;background:#fcfcfc}
+section h2{margin-top:.6em} .about{background:#eef3fa;border-left:4px solid #5b7db1;padding:.4em .8em}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse} th,td{padding:.3em .5em;text-align:center;vertical-align:top}
 table.grid img{width:150px;height:auto;display:block} table.grid.small img{image-rendering:pixelated}
-table.grid th{font-weight:600;font-size:.85em;max-width:150px;overflow-wrap:break-word}
+table.grid th{font-weight:600;font-size:.85em;max-width:150px;overflow-wrap:normal;word-break:normal;hyphens:none}
 table.grid th.row{text-align:right;vertical-align:middle;min-width:7em;max-width:10em}
 table.scores td,table.scores th{border:1px solid #ddd} table.scores td{white-space:nowrap} table.scores td.best{font-weight:700;background:#e3f4e3}
 table.scores td.failed{color:#a33;cursor:help}

@@ -1,9 +1,11 @@
 """Models and data that work offline: the real EfficientNet-Lite0 and scikit-image photos, and small
 synthetic models/data with known answers."""
-from .groundtruth import SHAPES, ShapesCNN, ShapesData, accuracy, make_shapes, train_shapes_model
+from .decoy import DecoyData, WatermarkData, add_watermark, make_decoy_digits, make_watermark_shapes, watermark_mask
+from .groundtruth import SHAPES, ShapesCNN, ShapesData, accuracy, load_shapes_model, make_shapes, train_shapes_model
 from .imagenet import IMAGES, imagenet_label, load_efficientnet_lite0, load_image
-from .tabular import train_wine_mlp
+from .tabular import train_digits_mlp, train_wine_mlp
 
 __all__ = ["load_efficientnet_lite0", "load_image", "imagenet_label", "IMAGES",
-           "make_shapes", "train_shapes_model", "ShapesData", "ShapesCNN", "SHAPES", "accuracy",
-           "train_wine_mlp"]
+           "make_shapes", "train_shapes_model", "load_shapes_model", "ShapesData", "ShapesCNN", "SHAPES", "accuracy",
+           "train_wine_mlp", "train_digits_mlp", "make_decoy_digits", "DecoyData", "make_watermark_shapes",
+           "WatermarkData", "add_watermark", "watermark_mask"]

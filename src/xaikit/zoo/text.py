@@ -142,14 +142,22 @@ def keyword_task(n_train: int = 160, n_test: int = 32, length: tuple[int, int] =
     seconds on a CPU. ``encoder`` reuses a loaded ``(SentenceEncoder, tokenizer)``.
     """
     rng = random.Random(seed)
-    encoder_model, tokenizer = encoder or load_sentence_encoder()
-    train_texts, train_labels = _sentences(n_train, rng, length)
-    test_texts, test_labels = _sentences(n_test, rng, length)
+    encoder = encoder or load_sentence_encoder()
+    train = _sentences(n_train, rng, length)
+    test = _sentences(n_test, rng, length)
+    return _probe_task(encoder, train, test, KEYWORDS, seed)
+
+
+def _probe_task(encoder: tuple[SentenceEncoder, object], train: tuple[list[str], list[int]],
+                test: tuple[list[str], list[int]], marked: Sequence[str], seed: int) -> KeywordTask:
+    """Fit a linear probe on the frozen sentence embeddings of ``train`` (L-BFGS, logistic loss, small L2
+    penalty) and return it with the ``test`` sentences; ``marked`` words are the ground truth to find."""
+    encoder_model, tokenizer = encoder
     with torch.no_grad():
-        features = encoder_model(**tokenize(tokenizer, train_texts))
-    y = torch.tensor(train_labels)
+        features = encoder_model(**tokenize(tokenizer, train[0]))
+    y = torch.tensor(train[1])
     generator = torch.Generator().manual_seed(seed)
-    probe = nn.Linear(features.shape[1], 2)
+    probe = nn.Linear(features.shape[1], int(y.max()) + 1)
     with torch.no_grad():
         probe.weight.normal_(0, 0.01, generator=generator)
         probe.bias.zero_()
@@ -164,11 +172,47 @@ def keyword_task(n_train: int = 160, n_test: int = 32, length: tuple[int, int] =
     optimiser.step(closure)
     optimiser.zero_grad(set_to_none=True)
     model = ProbeClassifier(encoder_model, probe).eval()
-    batch = tokenize(tokenizer, test_texts)
-    labels = torch.tensor(test_labels)
+    batch = tokenize(tokenizer, test[0])
+    labels = torch.tensor(test[1])
     with torch.no_grad():
         accuracy = (model(**batch).argmax(1) == labels).float().mean().item()
-    keyword_ids = {i for word in KEYWORDS for i in tokenizer(word, add_special_tokens=False)["input_ids"]}
-    keyword_mask = torch.isin(batch["input_ids"], torch.tensor(sorted(keyword_ids)))
-    return KeywordTask(model, tokenizer, test_texts, labels, batch["input_ids"], batch["attention_mask"],
-                       keyword_mask, accuracy)
+    marked_ids = {i for word in marked for i in tokenizer(word, add_special_tokens=False)["input_ids"]}
+    marked_mask = torch.isin(batch["input_ids"], torch.tensor(sorted(marked_ids)))
+    return KeywordTask(model, tokenizer, test[0], labels, batch["input_ids"], batch["attention_mask"],
+                       marked_mask, accuracy)
+
+
+#: words of the sentiment task: a review is positive iff its judging word is
+POSITIVE = ("wonderful", "excellent", "great", "brilliant", "lovely", "superb", "delightful", "good", "fantastic",
+            "charming", "beautiful", "enjoyable")
+NEGATIVE = ("dull", "boring", "awful", "terrible", "bad", "poor", "dreadful", "tedious", "horrible", "weak",
+            "disappointing", "bland")
+#: review templates: {judge} is the judging word; the rest is neutral
+REVIEWS = ("a {judge} movie", "the film was {judge}", "a {judge} story about an old {thing}",
+           "the acting was {judge} and the {thing} was {judge2}", "what a {judge} book",
+           "the {thing} in this film is {judge}", "{judge} music and a {judge2} ending",
+           "i found the plot {judge}", "the {thing} looked {judge} in the morning", "a truly {judge} show")
+THINGS = ("house", "river", "garden", "city", "dog", "train", "bridge", "kitchen", "school", "road")
+#: class names of :func:`sentiment_task`
+SENTIMENTS = ("negative", "positive")
+
+
+def _reviews(n: int, rng: random.Random) -> tuple[list[str], list[int]]:
+    texts, labels = [], []
+    for i in range(n):
+        label = i % 2
+        words = POSITIVE if label else NEGATIVE
+        texts.append(rng.choice(REVIEWS).format(judge=rng.choice(words), judge2=rng.choice(words),
+                                                thing=rng.choice(THINGS)))
+        labels.append(label)
+    return texts, labels
+
+
+def sentiment_task(n_train: int = 240, n_test: int = 32, seed: int = 0,
+                   encoder: tuple[SentenceEncoder, object] | None = None) -> KeywordTask:
+    """A sentiment probe on MiniLM sentence embeddings: short reviews built from templates, negative (0) or
+    positive (1) by their judging words (:data:`NEGATIVE`, :data:`POSITIVE`), which are the ground truth
+    (``keyword_mask``). The demo's text model: "a dull movie" is negative, "a wonderful film" positive."""
+    rng = random.Random(seed)
+    encoder = encoder or load_sentence_encoder()
+    return _probe_task(encoder, _reviews(n_train, rng), _reviews(n_test, rng), POSITIVE + NEGATIVE, seed)

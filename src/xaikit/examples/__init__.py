@@ -1,0 +1,21 @@
+"""Explanation by example: nearest neighbours with similarity heatmaps, influence of training samples
+(TracIn), prototypes with an outlier score, and contrastive explanations (CEM pertinent positives/negatives).
+
+- :class:`FeatureIndex`: the exact k nearest samples of a data set in a layer's feature space, and BiLRP
+  heatmaps of why each neighbour is similar;
+- :class:`TracIn`: the training samples that most supported or opposed a prediction (Pruthi et al. 2020);
+- :class:`Prototypes`: per-class prototypes of features or concept relevances, their closest real samples
+  and a distance-based outlier score (Dreyer et al. 2023); :func:`channel_relevance` gives the vectors;
+- :class:`CEM`: pertinent positives and negatives (Dhurandhar et al. 2018).
+
+Built on the engine (LRP, BiLRP) and importing downward only.
+"""
+from .cem import CEM, CEMResult
+from .index import FeatureIndex, Neighbours, SimilarityMaps
+from .influence import Influence, TracIn
+from .layers import LayerFeatures
+from .prototypes import PrototypeSet, Prototypes, kmedoids
+from .relevance import channel_relevance
+
+__all__ = ["FeatureIndex", "Neighbours", "SimilarityMaps", "LayerFeatures", "TracIn", "Influence",
+           "Prototypes", "PrototypeSet", "kmedoids", "channel_relevance", "CEM", "CEMResult"]

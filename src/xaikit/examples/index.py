@@ -1,0 +1,292 @@
+"""Explanation by example: the nearest samples of a data set in a layer's feature space, and why they are similar.
+
+"Explain a prediction in terms of closest training samples" (seed lecture 3, §1). :class:`FeatureIndex`
+computes the representation ``φ(x)`` of every sample of a data set once (streamed batch by batch, optionally
+cached on disk), then finds the exact k nearest samples of queries by cosine similarity or Euclidean
+distance with chunked matrix products (:mod:`.search`). :meth:`FeatureIndex.heatmaps` explains each
+query–neighbour pair with BiLRP (Eberle et al., TPAMI 2022): which parts of the query and which parts of the
+neighbour make their representations similar.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import check_choice, check_input, model_device, explains_in_eval
+from ..methods.base import _checked_init
+from ..methods.bilrp import BiLRP
+from ..propagation.composites import Composite
+from .data import DataSource, model_fingerprint
+from .layers import LayerFeatures
+from .search import METRICS, check_k, chunk_size, pairwise, topk
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class Neighbours:
+    """The k nearest samples of each query, nearest first.
+
+    Attributes
+    ----------
+    index : LongTensor ``(Q, k)``
+        Positions of the neighbours in the indexed data set.
+    similarity : Tensor ``(Q, k)``
+        Cosine similarity (``metric="cosine"``), dot product (``"dot"``) or minus the Euclidean distance.
+    distance : Tensor ``(Q, k)``
+        ``1 − cosine`` (cosine), the Euclidean distance (euclidean), ``−dot`` (dot).
+    label : LongTensor ``(Q, k)`` or None
+        The neighbours' labels where the data set has them.
+    metric : str
+    """
+
+    index: torch.Tensor
+    similarity: torch.Tensor
+    distance: torch.Tensor
+    label: torch.Tensor | None
+    metric: str
+
+    def agreement(self, labels: torch.Tensor) -> torch.Tensor:
+        """Fraction of each query's neighbours whose label equals ``labels`` ``(Q,)``: ``(Q,)``."""
+        if self.label is None:
+            raise ValueError("the index has no labels; build it from (x, y) data to compare labels")
+        return (self.label == labels.to(self.label.device)[:, None]).float().mean(1)
+
+
+@dataclass
+class SimilarityMaps:
+    """BiLRP heatmaps of query–neighbour pairs (Eberle et al. 2022).
+
+    ``query[q, j]`` is the relevance of every input element of query ``q`` for its similarity to neighbour
+    ``j``, ``neighbour[q, j]`` that of the neighbour's input; both are the marginals of the pairwise relevance
+    ``R_ab = Σ_m R_m(query)_a · R_m(neighbour)_b`` and sum to the same total (``info["total"]``), which equals
+    the explained ``score`` up to what the first-order LRP maps absorb (biases, ε).
+    """
+
+    query: torch.Tensor
+    neighbour: torch.Tensor
+    score: torch.Tensor
+    neighbours: Neighbours
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class FeatureIndex:
+    """An exact nearest-neighbour index of a data set's representations at a layer.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model whose representation is searched (not modified).
+    layer : str, optional
+        Module name whose output is the representation; default: the input of the last layer with parameters
+        (the penultimate features). See :class:`~xaikit.examples.layers.LayerFeatures`.
+    pool : "mean", "max", "flatten" or callable
+        Reduction of spatial representations to vectors.
+    metric : "cosine", "euclidean" or "dot"
+        How neighbours are ranked.
+    batch_size : int
+        Samples per forward pass while building the index (and per chunk of a tensor data set).
+    progress : bool
+        Show a progress bar while building.
+
+    Examples
+    --------
+    >>> index = FeatureIndex(model, layer="pool").fit((x_train, y_train), cache="index.pt")
+    >>> nb = index.neighbours(x_query, k=5)            # nb.index, nb.similarity, nb.label
+    >>> maps = index.heatmaps(x_query, nb)              # why each neighbour is similar (BiLRP)
+    """
+
+    def __init__(self, model: nn.Module, layer: str | None = None,
+                 pool: str | Callable[[torch.Tensor], torch.Tensor] = "mean", metric: str = "cosine",
+                 batch_size: int = 256, progress: bool = False) -> None:
+        check_choice(metric, "metric", METRICS)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.model = model
+        self.features = LayerFeatures(model, layer, pool)
+        self.metric = metric
+        self.batch_size = batch_size
+        self.progress = progress
+        self.vectors: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+        self.input_shape: tuple[int, ...] | None = None
+        self.source: DataSource | None = None
+
+    # ---- building -------------------------------------------------------------------------------------------
+
+    def fit(self, data: Any, cache: str | Path | None = None) -> "FeatureIndex":
+        """Compute the representation of every sample of ``data`` (see :mod:`.data`) and keep it.
+
+        ``cache``: a file; when it exists and was written for the same model weights, layer, pooling and data
+        (first batch and length), the representations are read from it instead of computed; otherwise they
+        are computed and written there (a stale cache is replaced, with a warning).
+        """
+        self.source = DataSource(data, self.batch_size)
+        meta = None
+        if cache is not None:
+            cache = Path(cache)
+            meta = {"version": CACHE_VERSION, "model": model_fingerprint(self.model), "layer": self.features.label,
+                    "pool": self.features.pool if isinstance(self.features.pool, str) else repr(self.features.pool),
+                    "data": self.source.fingerprint()}
+            if cache.exists():
+                stored = torch.load(cache, map_location="cpu", weights_only=True)
+                if stored.get("meta") == meta:
+                    self._keep(stored["vectors"], stored["labels"], tuple(stored["input_shape"]))
+                    return self
+                warnings.warn(f"cache {str(cache)!r} was written for another model, layer or data set; rebuilding it",
+                              UserWarning, stacklevel=2)
+        vectors, labels, shape = self._compute()
+        self._keep(vectors, labels, shape)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"meta": meta, "vectors": self.vectors.cpu(), "labels": None if labels is None else labels.cpu(),
+                        "input_shape": list(shape)}, cache)
+        return self
+
+    @explains_in_eval
+    def _compute(self) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, ...]]:
+        from tqdm.auto import tqdm
+
+        device = model_device(self.model)
+        parts, labels, shape = [], [], None
+        for x, y in tqdm(self.source.batches(), desc="index", disable=None if self.progress else True, leave=False):
+            if x.shape[0] == 0:
+                continue
+            check_input(x, "a batch of data")
+            if shape is None:
+                shape = tuple(x.shape[1:])
+            elif tuple(x.shape[1:]) != shape:
+                raise ValueError(f"the data's samples change shape: {shape} then {tuple(x.shape[1:])}")
+            with torch.no_grad():
+                parts.append(self.features(x.to(device) if device is not None else x).float())
+            if y is not None:
+                labels.append(y.reshape(-1).long())
+        if not parts:
+            raise ValueError("data holds no samples; the index needs at least one")
+        if labels and len(labels) != len(parts):
+            raise ValueError("some batches of data have labels and some do not")
+        return torch.cat(parts), torch.cat(labels) if labels else None, shape
+
+    @classmethod
+    def from_vectors(cls, vectors: torch.Tensor, labels: torch.Tensor | None = None, metric: str = "cosine"
+                     ) -> "FeatureIndex":
+        """An index over given vectors ``(N, D)`` (e.g. concept-relevance vectors); query it with
+        :meth:`search`."""
+        check_choice(metric, "metric", METRICS)
+        index = cls.__new__(cls)
+        index.model, index.features, index.metric, index.source = None, None, metric, None
+        index.batch_size, index.progress = 256, False
+        index._keep(vectors, labels, None)
+        return index
+
+    def _keep(self, vectors: torch.Tensor, labels: torch.Tensor | None, shape: tuple[int, ...] | None) -> None:
+        if not isinstance(vectors, torch.Tensor) or vectors.ndim != 2:
+            raise ValueError(f"vectors must be a (N, D) tensor, got "
+                             f"{tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors).__name__}")
+        if vectors.shape[0] == 0:
+            raise ValueError("the index is empty: vectors has no rows")
+        if not torch.isfinite(vectors).all():
+            raise ValueError("vectors contain NaN or infinite values")
+        if labels is not None and labels.shape != (vectors.shape[0],):
+            raise ValueError(f"labels must be ({vectors.shape[0]},), got {tuple(labels.shape)}")
+        self.vectors = vectors.float()
+        self.norms = self.vectors.norm(dim=1)
+        self.labels = labels
+        self.input_shape = shape
+
+    def __len__(self) -> int:
+        return 0 if self.vectors is None else self.vectors.shape[0]
+
+    # ---- querying -------------------------------------------------------------------------------------------
+
+    def _fitted(self) -> None:
+        if self.vectors is None:
+            raise ValueError("the index is empty; call fit(data) first")
+
+    def represent(self, x: torch.Tensor) -> torch.Tensor:
+        """The representation ``(Q, D)`` of query inputs ``x`` (shape checked against the indexed samples)."""
+        self._fitted()
+        if self.features is None:
+            raise TypeError("this index was built from vectors; query it with search(vectors, k)")
+        check_input(x, "x", self.model)
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"x has samples of shape {tuple(x.shape[1:])} but the index was built on samples of "
+                             f"shape {self.input_shape}; pass x as (N, {', '.join(map(str, self.input_shape))})")
+        with torch.no_grad():
+            return self.features(x).float()
+
+    def search(self, vectors: torch.Tensor, k: int = 5, metric: str | None = None) -> Neighbours:
+        """The ``k`` nearest indexed samples of query vectors ``(Q, D)`` (exact, chunked)."""
+        self._fitted()
+        metric = metric or self.metric
+        check_choice(metric, "metric", METRICS)
+        k = check_k(k, len(self))
+        if not isinstance(vectors, torch.Tensor) or vectors.ndim != 2 or vectors.shape[1] != self.vectors.shape[1]:
+            got = tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors).__name__
+            raise ValueError(f"query vectors must be (Q, {self.vectors.shape[1]}) like the index, got {got}")
+        queries = vectors.float().to(self.vectors.device)
+        chunk = chunk_size(queries.shape[0], queries.device)
+        values, index = topk(lambda a, b: pairwise(queries, self.vectors[a:b], metric, self.norms[a:b]),
+                             len(self), k, largest=True, chunk=chunk)
+        if metric == "euclidean":
+            distance = (-values).clamp_min(0).sqrt()
+            similarity = -distance
+        else:
+            similarity = values
+            distance = 1 - values if metric == "cosine" else -values
+        label = None if self.labels is None else self.labels.to(index.device)[index]
+        return Neighbours(index, similarity, distance, label, metric)
+
+    def neighbours(self, x: torch.Tensor, k: int = 5, metric: str | None = None) -> Neighbours:
+        """The ``k`` nearest indexed samples of the query inputs ``x``, nearest first."""
+        return self.search(self.represent(x), k, metric)
+
+    def samples(self, index: torch.Tensor) -> torch.Tensor:
+        """The indexed inputs at ``index`` (e.g. ``neighbours.index``), shaped ``(*index.shape, ...)``."""
+        if self.source is None:
+            raise TypeError("this index was built from vectors and holds no samples")
+        return self.source.samples(index)
+
+    # ---- why similar ----------------------------------------------------------------------------------------
+
+    def heatmaps(self, x: torch.Tensor, neighbours: Neighbours, composite: str | Composite = "epsilon_plus_flat",
+                 batch_size: int | str = "auto", **settings: Any) -> SimilarityMaps:
+        """BiLRP heatmaps of every query–neighbour pair: which parts of each make the two similar.
+
+        The explained similarity is the cosine similarity of the representations for ``metric="cosine"``
+        (norms held constant, as in BiLRP), their dot product otherwise (for Euclidean distance the dot product
+        is the only term of ``−‖a − b‖²`` that couples the pair). ``composite`` and ``settings`` are the LRP
+        settings of the first-order maps (:class:`~xaikit.methods.propagation.LRP`).
+        """
+        self._fitted()
+        phi = self.represent(x)
+        if neighbours.index.shape[0] != x.shape[0]:
+            raise ValueError(f"neighbours are for {neighbours.index.shape[0]} queries but x has {x.shape[0]}")
+        q, k = neighbours.index.shape
+        others = self.samples(neighbours.index).to(x.device).reshape(q * k, *x.shape[1:])
+        similarity = "cosine" if self.metric == "cosine" else "dot"
+        bilrp = BiLRP(self.features, composite, similarity=similarity, batch_size=batch_size, **settings)
+        phi_q, r_q = bilrp.first_order(x, {})               # (Q, E), (Q, E, P)
+        phi_n, r_n = bilrp.first_order(others, {})          # (Q·k, E, P)
+        dims = phi.shape[1]
+        phi_n, r_n = phi_n.reshape(q, k, dims), r_n.reshape(q, k, dims, -1)
+        s_q, s_n = r_q.sum(-1), r_n.sum(-1)                 # conserved totals per embedding dimension
+        query_map = torch.einsum("qep,qke->qkp", r_q, s_n)
+        neighbour_map = torch.einsum("qe,qkep->qkp", s_q, r_n)
+        score = (phi_q[:, None] * phi_n).sum(-1)
+        if similarity == "cosine":
+            norms = (phi_q.norm(dim=1)[:, None] * phi_n.norm(dim=2)).clamp_min(1e-12)
+            query_map, neighbour_map, score = query_map / norms[..., None], neighbour_map / norms[..., None], score / norms
+        shape = (q, k, *x.shape[1:])
+        total = query_map.sum(-1)
+        info = {"similarity": similarity, "composite": bilrp.lrp.composite.name, "layer": self.features.label,
+                "total": total, "residual": score - total}
+        return SimilarityMaps(query_map.reshape(shape), neighbour_map.reshape(shape), score, neighbours, info)
+
+
+FeatureIndex.__init__ = _checked_init(FeatureIndex.__init__)  # unknown settings are rejected by name

@@ -1,0 +1,210 @@
+"""Class artifact compensation, ClArC (Anders et al., "Finding and removing Clever Hans", Inf. Fusion 2022).
+
+An artifact (a watermark, a decoy patch) is a direction ``v`` in the activation space of a layer: the concept
+activation vector (CAV) that separates artifact from clean samples there (:func:`fit_cav`), either the unit
+normal of a linear SVM (scikit-learn) or the *pattern* (signal) CAV, the covariance of the activations with
+the artifact label (Haufe et al. 2014; Pahde et al. 2023, "Navigating neural space", who show it points at the
+artifact's signal rather than at what cancels noise).
+
+- **P-ClArC** (projective): at the layer, ``a ↦ a + v (vᵀz − vᵀa)`` with ``z`` the mean activation of clean
+  samples, so no sample carries more or less of the artifact than a clean one; no training. As a reversible
+  forward hook (:func:`project`, a context manager) or a wrapper module (:class:`Projected`).
+- **A-ClArC** (augmentative): ``z`` the mean activation of *artifact* samples, i.e. the artifact is added to
+  every sample at the layer, and the layers after it are fine-tuned on data of all classes
+  (:func:`a_clarc`), so the model unlearns to use it.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import check_choice, check_input, check_positive
+from ..propagation.record import find_modules
+from .layers import activations
+
+CAV_METHODS = ("svm", "pattern")
+
+
+@dataclass
+class CAV:
+    """A concept activation vector at a layer.
+
+    Attributes
+    ----------
+    layer : str
+    direction : unit vector ``v`` shaped like one sample's activation
+    clean_mean, artifact_mean : mean activations of the clean and the artifact samples
+    method : ``"svm"`` or ``"pattern"``
+    accuracy : training accuracy of ``sign(vᵀ(a − midpoint))`` separating the two sets (how linear it is)
+    """
+
+    layer: str
+    direction: torch.Tensor
+    clean_mean: torch.Tensor
+    artifact_mean: torch.Tensor
+    method: str
+    accuracy: float
+
+    def score(self, a: torch.Tensor) -> torch.Tensor:
+        """``vᵀa`` per sample, for activations ``a`` (N, *shape)."""
+        return a.flatten(1) @ self.direction.flatten().to(a.dtype)
+
+
+def fit_cav(model: nn.Module, layer: str, x_artifact: torch.Tensor, x_clean: torch.Tensor, method: str = "svm",
+            C: float = 1.0, seed: int = 0) -> CAV:
+    """Fit the CAV of an artifact at ``layer`` from samples with (``x_artifact``) and without it (``x_clean``).
+
+    ``method="svm"``: unit normal of a linear SVM (``sklearn.svm.LinearSVC``, balanced classes, regularisation
+    ``C``) on the flattened activations. ``method="pattern"``: the pattern (signal) CAV
+    ``v ∝ Σ_n (a_n − ā)(t_n − t̄)`` with ``t`` = 1 for artifact samples, 0 for clean ones.
+    """
+    check_choice(method, "method", CAV_METHODS)
+    check_positive(C, "C")
+    find_modules(model, layer, "layer")
+    for name, value in (("x_artifact", x_artifact), ("x_clean", x_clean)):
+        check_input(value, name, model)
+    a_art, a_clean = activations(model, layer, x_artifact), activations(model, layer, x_clean)
+    acts = torch.cat([a_art, a_clean]).flatten(1).double()
+    t = torch.cat([torch.ones(len(a_art)), torch.zeros(len(a_clean))]).double()
+    if method == "svm":
+        from sklearn.svm import LinearSVC
+
+        svm = LinearSVC(C=C, class_weight="balanced", random_state=seed, max_iter=20000)
+        svm.fit(acts.numpy(), t.numpy())
+        v = torch.as_tensor(svm.coef_[0], dtype=torch.float64)
+    else:
+        v = ((acts - acts.mean(0)) * (t - t.mean())[:, None]).sum(0)
+    norm = v.norm()
+    if not norm > 0:
+        raise ValueError(f"the artifact and clean activations at layer {layer!r} do not differ; no CAV")
+    v = v / norm
+    mid = (acts[t == 1].mean(0) + acts[t == 0].mean(0)) / 2
+    accuracy = float((((acts - mid) @ v > 0).double() == t).double().mean())
+    shape = a_art.shape[1:]
+    dtype = a_art.dtype
+    return CAV(layer, v.to(dtype).view(shape), a_clean.mean(0), a_art.mean(0), method, accuracy)
+
+
+def shift(a: torch.Tensor, cav: CAV, towards: torch.Tensor) -> torch.Tensor:
+    """``a + v (vᵀz − vᵀa)`` per sample, for ``z = towards`` (Anders et al. 2022, eq. for P-/A-ClArC)."""
+    v = cav.direction.to(a.dtype)
+    gap = (towards.to(a.dtype) * v).sum() - (a * v).flatten(1).sum(1)
+    return a + gap.view(-1, *([1] * (a.ndim - 1))) * v
+
+
+def _shift_hook(cav: CAV, towards: torch.Tensor) -> Callable:
+    def hook(module: nn.Module, args, out):
+        if not isinstance(out, torch.Tensor) or tuple(out.shape[1:]) != tuple(cav.direction.shape):
+            raise ValueError(f"layer {cav.layer!r} returns shape {tuple(getattr(out, 'shape', ()))}; the CAV was "
+                             f"fitted on activations of shape {tuple(cav.direction.shape)}")
+        return shift(out, cav, towards)
+
+    return hook
+
+
+@contextlib.contextmanager
+def project(model: nn.Module, cav: CAV, mode: str = "p") -> Iterator[nn.Module]:
+    """Inside the block, ``model`` computes with the artifact direction set to that of clean samples
+    (``mode="p"``, P-ClArC) or of artifact samples (``mode="a"``, as A-ClArC trains); the hook is removed after."""
+    check_choice(mode, "mode", ("p", "a"))
+    module = find_modules(model, cav.layer, "cav.layer")[cav.layer]
+    handle = module.register_forward_hook(_shift_hook(cav, cav.clean_mean if mode == "p" else cav.artifact_mean))
+    try:
+        yield model
+    finally:
+        handle.remove()
+
+
+class Projected(nn.Module):
+    """``model`` with P-ClArC at ``cav.layer`` (a wrapper: the hook exists only during its forward)."""
+
+    def __init__(self, model: nn.Module, cav: CAV, mode: str = "p") -> None:
+        super().__init__()
+        check_choice(mode, "mode", ("p", "a"))
+        find_modules(model, cav.layer, "cav.layer")
+        self.model, self.cav, self.mode = model, cav, mode
+        self.train(model.training)  # the wrapper is in the model's mode
+
+    def forward(self, *args, **kwargs):
+        with project(self.model, self.cav, self.mode):
+            return self.model(*args, **kwargs)
+
+
+def layers_after(model: nn.Module, layer: str, example: torch.Tensor) -> list[str]:
+    """Names of the modules with parameters whose forward starts after ``layer``'s ended (one traced call)."""
+    find_modules(model, layer, "layer")
+    order: list[str] = []
+    handles = []
+    for name, module in model.named_modules():
+        if name == layer:
+            handles.append(module.register_forward_hook(lambda *_: order.append("\0end")))
+        elif any(True for _ in module.parameters(recurse=False)):
+            handles.append(module.register_forward_pre_hook(lambda m, a, name=name: order.append(name)))
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    if "\0end" not in order:
+        raise ValueError(f"layer {layer!r} was not called in the forward pass")
+    return order[order.index("\0end") + 1:]
+
+
+def a_clarc(model: nn.Module, cav: CAV, x: torch.Tensor, y: torch.Tensor, epochs: int = 5, lr: float = 1e-3,
+            batch_size: int = 32, fraction: float = 0.5, seed: int = 0) -> nn.Module:
+    """A-ClArC: a fine-tuned copy of ``model`` (the original is not changed).
+
+    The artifact is added at ``cav.layer`` (``a ↦ a + v(vᵀz_artifact − vᵀa)``) to a random ``fraction`` of the
+    samples of every batch, whatever their class, and only the parameters of the layers after it are trained
+    (Adam, cross entropy) on ``(x, y)``, data of all classes, so that the artifact no longer tells a class apart
+    (with ``fraction=1`` every training sample carries it, and artifact-free inputs are never seen in
+    fine-tuning). The returned model is in eval mode, without hooks.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
+    check_positive(epochs, "epochs", integer=True)
+    check_positive(batch_size, "batch_size", integer=True)
+    check_positive(lr, "lr")
+    check_input(x, "x", model)
+    tuned = copy.deepcopy(model)
+    after = set(layers_after(tuned, cav.layer, x))
+    params = [p for name, module in tuned.named_modules() if name in after for p in module.parameters(recurse=False)]
+    if not params:
+        raise ValueError(f"no layer with parameters follows {cav.layer!r}; choose an earlier layer for the CAV")
+    for p in tuned.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimiser = torch.optim.Adam(params, lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    tuned.train()
+    chosen: list[torch.Tensor] = []
+
+    def add_artifact(module: nn.Module, args, out: torch.Tensor) -> torch.Tensor:
+        moved = _shift_hook(cav, cav.artifact_mean)(module, args, out)
+        return torch.where(chosen[-1].view(-1, *([1] * (out.ndim - 1))).to(out.device), moved, out)
+
+    handle = find_modules(tuned, cav.layer, "cav.layer")[cav.layer].register_forward_hook(add_artifact)
+    try:
+        for _ in range(epochs):
+            order = torch.randperm(x.shape[0], generator=g)
+            for start in range(0, x.shape[0], batch_size):
+                idx = order[start:start + batch_size]
+                chosen.append(torch.rand(len(idx), generator=g) < fraction)
+                loss = F.cross_entropy(tuned(x[idx]), y[idx])
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+    finally:
+        handle.remove()
+    for p in tuned.parameters():
+        p.requires_grad_(True)
+        p.grad = None
+    return tuned.eval()

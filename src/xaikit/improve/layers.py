@@ -1,0 +1,38 @@
+"""Layer outputs by name, through forward hooks that exist for one call only (nothing left on the model)."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..errors import eval_semantics
+from ..propagation.record import find_modules
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, name: str) -> Iterator[list[torch.Tensor]]:
+    """Inside the block, every output of the layer ``name`` is appended to the yielded list (graph kept)."""
+    outputs: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, args, out) -> None:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"layer {name!r} returns {type(out).__name__}; choose a layer whose output is a tensor")
+        outputs.append(out)
+
+    handle = find_modules(model, name, "layer")[name].register_forward_hook(hook)
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+def activations(model: nn.Module, name: str, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The outputs of the layer ``name`` for ``x`` (in eval semantics, in chunks, without gradients)."""
+    parts = []
+    with torch.no_grad(), eval_semantics(model), capture(model, name) as outputs:
+        for start in range(0, x.shape[0], batch_size):
+            model(x[start:start + batch_size])
+            parts.append(outputs.pop().detach())
+    return torch.cat(parts)

@@ -1,0 +1,116 @@
+"""Pruning by explaining (Yeom et al., Pattern Recognit. 2021): rank the channels (or units) of named layers by
+their relevance over reference samples and remove the least relevant, compared with the classic criteria.
+
+Criteria (``channel_importance``), each per output channel of a layer, averaged over reference samples ``x``
+explained for their classes ``y``:
+
+- ``"lrp"``: the summed relevance ``Σ_{h,w} R`` at the layer output (Yeom et al. eq. 9), recorded with
+  :class:`~xaikit.propagation.record.Recorder` in one LRP pass (composite ``epsilon_plus`` by default);
+- ``"taylor"``: ``|Σ_{h,w} a ∂f_y/∂a|`` (first-order Taylor expansion, Molchanov et al. 2017);
+- ``"gradient"``: ``Σ_{h,w} |∂f_y/∂a|``;
+- ``"weight"``: the L2 norm of the layer's weights of that output channel (Li et al. 2017).
+
+Pruning a channel sets the layer's output in that channel to zero, through a forward hook that exists only
+inside :func:`pruned` (the model's weights are not changed; equal to removing the filter when the layer is a
+convolution followed by a ReLU).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import check_choice, check_input, eval_semantics
+from ..methods.propagation import LRP
+from ..propagation.record import Recorder, channel_axis, find_modules
+from .layers import capture
+
+CRITERIA = ("lrp", "taylor", "gradient", "weight")
+
+
+def _channel_sums(t: torch.Tensor, axis: int) -> torch.Tensor:
+    """``(N, C)``: ``t`` summed over every axis but the batch and the channel axis."""
+    moved = t.movedim(axis, -1)
+    return moved.reshape(moved.shape[0], -1, moved.shape[-1]).sum(1)
+
+
+def channel_importance(model: nn.Module, layers: Sequence[str] | str, x: torch.Tensor, y: torch.Tensor,
+                       criterion: str = "lrp", composite: Any = "epsilon_plus") -> dict[str, torch.Tensor]:
+    """``{layer: (C,) importance}`` of every output channel of the named layers (see the module docstring)."""
+    check_choice(criterion, "criterion", CRITERIA)
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    modules = find_modules(model, layers, "layers")
+    check_input(x, "x", model)
+    if criterion == "weight":
+        scores = {}
+        for name, module in modules.items():
+            weight = getattr(module, "weight", None)
+            if not isinstance(weight, torch.Tensor) or weight.ndim < 2:
+                raise ValueError(f"criterion 'weight' needs a layer with a weight matrix or kernel; {name!r} is a "
+                                 f"{type(module).__name__}")
+            scores[name] = weight.detach().flatten(1).norm(dim=1)
+        return scores
+    if criterion == "lrp":
+        with Recorder(model, layers, keep=("relevance",)) as record:
+            LRP(model, composite=composite)(x, target=y)
+        return {name: record[name].per_channel().mean(0) for name in layers}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(eval_semantics(model))
+        outputs = {name: stack.enter_context(capture(model, name)) for name in layers}
+        with torch.enable_grad():
+            logits = model(x)
+            score = logits.gather(1, torch.as_tensor(y, device=logits.device).view(-1, 1)).sum()
+            acts = [outputs[name][0] for name in layers]
+            grads = torch.autograd.grad(score, acts)
+    scores = {}
+    for name, a, g in zip(layers, acts, grads):
+        axis = channel_axis(modules[name], a.ndim)
+        if criterion == "taylor":
+            scores[name] = _channel_sums(a.detach() * g, axis).abs().mean(0)
+        else:
+            scores[name] = _channel_sums(g.abs(), axis).mean(0)
+    return scores
+
+
+def prune_plan(scores: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
+    """``{layer: keep (C,) bool}`` removing the ``round(fraction · C)`` least important channels of each layer
+    (ties broken by channel index)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be a number in [0, 1), got {fraction!r}")
+    plan = {}
+    for name, score in scores.items():
+        count = int(round(fraction * score.numel()))
+        order = torch.sort(score.double(), stable=True).indices
+        keep = torch.ones(score.numel(), dtype=torch.bool)
+        keep[order[:count]] = False
+        plan[name] = keep
+    return plan
+
+
+@contextlib.contextmanager
+def pruned(model: nn.Module, plan: dict[str, torch.Tensor]) -> Iterator[nn.Module]:
+    """Inside the block, the channels of each layer with ``keep == False`` output zero; hooks removed after."""
+    modules = find_modules(model, list(plan), "plan")
+    handles = []
+
+    def make_hook(name: str, keep: torch.Tensor):
+        def hook(module: nn.Module, args, out):
+            axis = channel_axis(module, out.ndim)
+            if out.shape[axis] != keep.numel():
+                raise ValueError(f"plan[{name!r}] has {keep.numel()} channels but the layer outputs "
+                                 f"{out.shape[axis]} along axis {axis}")
+            shape = [1] * out.ndim
+            shape[axis] = keep.numel()
+            return out * keep.to(out.device, out.dtype).view(shape)
+
+        return hook
+
+    try:
+        for name, keep in plan.items():
+            handles.append(modules[name].register_forward_hook(make_hook(name, keep)))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
