@@ -31,7 +31,8 @@ METHODS = {
     "occlusion": (lambda m, **k: xk.Occlusion(m, window=3, stride=2, **k), False),
     "rise": (lambda m, **k: xk.RISE(m, masks=24, grid=3, seed=k.pop("seed", 0), **k), True),
     "lime": (lambda m, **k: xk.LIME(m, features="grid:3", samples=24, seed=k.pop("seed", 0), **k), True),
-    "kernel_shap": (lambda m, **k: xk.KernelSHAP(m, features="grid:2", samples=16, seed=k.pop("seed", 0), **k), True),
+    # grid:3 (9 features): 16 coalitions are a sample of 510; at grid:2 they would be all 14, i.e. exact
+    "kernel_shap": (lambda m, **k: xk.KernelSHAP(m, features="grid:3", samples=16, seed=k.pop("seed", 0), **k), True),
     "permutation_shapley": (lambda m, **k: xk.PermutationShapley(m, features="grid:2", permutations=2,
                                                                  seed=k.pop("seed", 0), **k), True),
     "exact_shapley": (lambda m, **k: xk.ExactShapley(m, features="grid:2", **k), False),

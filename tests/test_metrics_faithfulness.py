@@ -114,6 +114,24 @@ def test_monotonicity_inserts_features_and_can_fail():
     assert metric(mixed, x, 0, mixed.w.detach() * x).tolist() == [0.0, 0.0]
 
 
+@pytest.mark.parametrize("softmax", [False, True])
+def test_monotonicity_compares_outputs_after_each_insertion_like_the_reference(softmax):
+    """Arya et al. 2019 / AIX360: only the outputs after each insertion are compared, not the baseline's.
+
+    A linear model with one negative contribution: the true attribution inserts it first (the output drops
+    below the baseline, then only rises) and scores 1; the negated attribution inserts it last and scores 0.
+    """
+    weight = torch.tensor([[[1.0, 2.0, -1.5], [0.5, 3.0, 1.0]]])
+    model = LinearScore(weight).eval()
+    x = torch.tensor([[[[1.0, 0.5, 1.0], [2.0, 0.3, 1.5]]]])
+    truth = weight * x
+    metric = xk.metrics.Monotonicity(pixels_per_step=1, softmax=softmax)
+    result = metric.evaluate(model, x, 0, truth)
+    assert result.curve[0, 1] < result.curve[0, 0]  # the first insertion falls below the baseline ...
+    assert result.scores.tolist() == [1.0]  # ... which the reference does not count against it
+    assert metric(model, x, 0, -truth).tolist() == [0.0]
+
+
 def test_monotonicity_correlation_prefers_the_exact_attribution():
     model, x, attribution = linear_case(n=6, h=6, w=6)
     metric = xk.metrics.MonotonicityCorrelation(pixels_per_step=2, samples=8)

@@ -4,15 +4,16 @@
 ``xk.explain(model, x, y, method="lrp", composite="epsilon_gamma_box")`` as a functional shortcut;
 ``xk.metrics`` for evaluating explanations.
 """
-from . import concepts, examples, improve, metrics  # noqa: F401
+from . import concepts, examples, improve, metrics, run, tabular  # noqa: F401
 from .batching import set_memory_budget
 from .explanation import Explanation
 from .methods import *  # noqa: F401,F403
 from .methods import __all__ as _methods
 from .methods.base import METHODS, Method, explain, get_method
+from .numpy_model import NumpyModel
 from .targets import Contrast
 from .tokens import NextToken
 
 __version__ = "0.1.0"
-__all__ = ["metrics", "examples", "Explanation", "Contrast", "NextToken", "Method", "METHODS", "explain", "get_method",
-           "set_memory_budget", *_methods]
+__all__ = ["metrics", "examples", "improve", "run", "tabular", "Explanation", "Contrast", "NextToken", "Method", "METHODS",
+           "explain", "get_method", "set_memory_budget", "NumpyModel", *_methods]

@@ -170,6 +170,26 @@ def select_batch(obj: Any, index: torch.Tensor, batch: int) -> Any:
     return obj
 
 
+def check_output(output: Any, batch: int) -> torch.Tensor:
+    """A model output checked to be a floating-point tensor ``(batch, ...)``; the errors say how to fix the model."""
+    if not isinstance(output, torch.Tensor):
+        hint = ("wrap a NumPy function (e.g. sklearn's predict_proba) with xk.NumpyModel(fn)"
+                if type(output).__module__.split(".")[0] in ("numpy", "pandas") else
+                "wrap it so that it returns a tensor of scores (e.g. lambda x: model(x).logits)")
+        raise TypeError(f"the model returned {type(output).__name__}, not a torch.Tensor; {hint}")
+    if output.ndim == 0 or output.shape[0] != batch:
+        raise ValueError(
+            f"the model returned an output of shape {tuple(output.shape)} for a batch of {batch} inputs; it must "
+            f"return one row of scores per input, shaped ({batch}, ...)"
+        )
+    if not output.is_floating_point():
+        raise TypeError(
+            f"the model returned {output.dtype} values; explanations need real-valued scores (logits or "
+            "probabilities, e.g. sklearn's predict_proba rather than predict)"
+        )
+    return output
+
+
 def batched_forward(
     model: torch.nn.Module,
     inputs: torch.Tensor,
@@ -204,7 +224,7 @@ def batched_forward(
             args = select_batch(forward_args, owner[start:stop], batch)
             kwargs = select_batch(forward_kwargs, owner[start:stop], batch)
         with torch.no_grad():
-            out = model_scores(model(inputs[start:stop], *args, **kwargs))
+            out = check_output(model_scores(model(inputs[start:stop], *args, **kwargs)), stop - start)
         return reduce(out, rows_all[start:stop]) if reduce is not None else out
 
     parts = chunked(

@@ -45,6 +45,8 @@ def check_input(x: Any, name: str = "x", model: nn.Module | None = None, allow_i
 
 def _check_matches_model(x: torch.Tensor, name: str, model: nn.Module) -> None:
     """A float input of another precision than the model's weights, or an image missing its batch dimension."""
+    if not isinstance(model, nn.Module):
+        return
     weight = next((p for p in model.parameters() if p.is_floating_point()), None)
     if x.is_floating_point() and weight is not None and x.dtype != weight.dtype:
         short = {torch.float32: "float", torch.float64: "double", torch.float16: "half", torch.bfloat16: "bfloat16"}
@@ -60,8 +62,35 @@ def _check_matches_model(x: torch.Tensor, name: str, model: nn.Module) -> None:
             )
 
 
-def model_device(model: nn.Module) -> torch.device | None:
-    """The device of the model's first parameter or buffer (``None`` for a model without tensors)."""
+#: the methods that need only a function ``x -> scores`` (named in the error for a non-module model)
+AGNOSTIC_METHODS = "Occlusion, RISE, LIME, ExactShapley, KernelSHAP, PermutationShapley"
+
+
+def check_model(model: Any, name: str = "model", needs_module: str | None = None) -> None:
+    """Accept a ``torch.nn.Module``, or any callable ``x -> tensor of scores`` when ``needs_module`` is ``None``.
+
+    ``needs_module`` says why a module is required (e.g. "it back-propagates through the layers"); the error
+    then names the methods that accept a plain function.
+    """
+    if isinstance(model, nn.Module):
+        return
+    if needs_module is not None:
+        raise TypeError(
+            f"{name} must be a torch.nn.Module because {needs_module}; got {type(model).__name__}. A plain "
+            f"function x -> scores works with the model-agnostic methods ({AGNOSTIC_METHODS}) and the metrics "
+            "that only need outputs"
+        )
+    if not callable(model):
+        raise TypeError(
+            f"{name} must be a torch.nn.Module or a callable x -> tensor of scores, got {type(model).__name__}; "
+            "wrap a NumPy function (e.g. sklearn's predict_proba) with xk.NumpyModel(fn)"
+        )
+
+
+def model_device(model: Any) -> torch.device | None:
+    """The device of the model's first parameter or buffer (``None`` for a model without tensors or a function)."""
+    if not isinstance(model, nn.Module):
+        return None
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
@@ -79,7 +108,7 @@ def eval_semantics(model: nn.Module) -> Iterator[None]:
     (no ``train()`` override of the user's runs), nothing is written to any buffer, and a warning says so.
     Explanations inside a training step are an explicit opt-in of :mod:`xaikit.improve`.
     """
-    flags = [(module, module.training) for module in model.modules()]
+    flags = [(module, module.training) for module in model.modules()] if isinstance(model, nn.Module) else []
     if not any(training for _, training in flags):
         yield
         return

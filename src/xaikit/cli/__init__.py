@@ -1,4 +1,4 @@
-"""The ``xaikit`` command line: ``explain``, ``evaluate`` and ``report`` (see ``docs/cli.md``).
+"""The ``xaikit`` command line: ``explain``, ``evaluate``, ``report`` and ``run`` (see ``docs/cli.md``, ``docs/run.md``).
 
 Every error ends the run with one line on stderr and a non-zero exit code: 1 the run failed, 2 bad arguments
 (unknown method, metric, setting or option value), 3 a file, model or input that does not exist or cannot be
@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", default="out/report", help="output folder (default out/report)")
     _common(p)
     p.set_defaults(func=commands.report)
+
+    from .run import add_parser as add_run
+
+    add_run(sub)
     return parser
 
 

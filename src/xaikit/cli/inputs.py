@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import parts
+from ..run.sources import image_tensor
 from .errors import NotFound, UsageError, one_line
 from .models import LoadedModel
 from .outputs import written_files
@@ -133,19 +134,6 @@ def _read_image(path: Path) -> np.ndarray:
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)) or min(image.shape[:2]) < 2:
         raise NotFound(f"cannot read image {str(path)!r}: unexpected pixel array of shape {image.shape}")
     return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
-
-
-def image_tensor(image: np.ndarray, size: int, low: float, high: float) -> torch.Tensor:
-    """An ``(H, W[, C])`` image -> ``(3, size, size)`` float tensor in ``[low, high]`` (resized whole)."""
-    from skimage import color, transform, util
-
-    image = util.img_as_float(image)
-    if image.ndim == 2:
-        image = color.gray2rgb(image)
-    elif image.shape[-1] == 4:
-        image = color.rgba2rgb(image)
-    image = transform.resize(image, (size, size), anti_aliasing=True)
-    return torch.tensor(image, dtype=torch.float32).permute(2, 0, 1) * (high - low) + low
 
 
 def _image_batch(images: list[tuple[str, np.ndarray]], loaded: LoadedModel) -> Inputs:

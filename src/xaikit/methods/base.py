@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..errors import check_input, eval_semantics, unknown_name
+from ..errors import check_input, check_model, eval_semantics, unknown_name
 from ..explanation import Explanation
 from ..propagation.engine import differentiable_pass
 from ..settings import bind_settings
@@ -48,7 +48,9 @@ class Method:
     """Base class of attribution methods.
 
     Subclasses implement :meth:`explain` and set ``allow_integer_input = True`` when they accept token ids.
-    Every public subclass is registered under its snake_case name for :func:`explain` and the CLI.
+    ``needs_module`` says why the method needs a ``torch.nn.Module``; the forward-only methods set it to
+    ``None`` and accept any callable ``x -> tensor of scores``. Every public subclass is registered under its
+    snake_case name for :func:`explain` and the CLI.
     """
 
     allow_integer_input: ClassVar[bool] = False
@@ -62,10 +64,10 @@ class Method:
     #: False for maps that are not signed relevances about zero (RISE's expected scores): figures stretch them
     #: from their minimum to their maximum on a sequential colour map
     signed_map: ClassVar[bool] = True
+    needs_module: ClassVar[str | None] = "it uses the model's gradients or layers"
 
-    def __init__(self, model: nn.Module) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    def __init__(self, model: nn.Module | Callable[[torch.Tensor], torch.Tensor]) -> None:
+        check_model(model, f"the model of {type(self).__name__}", self.needs_module)
         self.model = model
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -96,23 +96,3 @@ def _top_k(score: torch.Tensor, use: torch.Tensor, k: int) -> torch.Tensor:
     score = torch.where(use, score, torch.full_like(score, -1.0))
     index = score.topk(min(k, score.shape[1]), dim=1).indices
     return torch.zeros_like(use).scatter(1, index, True) & use
-
-
-def constrained_least_squares(
-    z: torch.Tensor, y: torch.Tensor, use: torch.Tensor, total: torch.Tensor
-) -> torch.Tensor:
-    """Least squares ``min Σ_s (y_s - z_s·φ)²`` subject to ``Σ_j φ_j = total`` (over used columns).
-
-    Solves the KKT system ``[[ZᵀZ, u], [uᵀ, 0]] [φ; ν] = [Zᵀy; total]`` (``u`` = used columns), as KernelSHAP
-    does with the efficiency constraint (Lundberg & Lee 2017). Returns ``φ`` ``(B, d)``.
-    """
-    z, y = z.double(), y.double()
-    a = z.transpose(1, 2) @ z
-    b = (z.transpose(1, 2) @ y[..., None])[..., 0]
-    a, b = _restrict(a, b, use)
-    n, d = b.shape
-    u = use.double()
-    kkt = torch.zeros((n, d + 1, d + 1), dtype=a.dtype, device=a.device)
-    kkt[:, :d, :d], kkt[:, :d, d], kkt[:, d, :d] = a, u, u
-    rhs = torch.cat([b, total.double()[:, None]], 1)
-    return _solve(kkt, rhs, "KernelSHAP")[:, :d]

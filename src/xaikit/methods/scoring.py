@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..batching import batched_forward, check_batch_size
+from ..batching import batched_forward, check_batch_size, check_output
 from ..errors import NotApplicable, check_input, eval_semantics
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, TargetSpec, check_target, resolve_target
@@ -28,14 +28,7 @@ def forward_output(model: torch.nn.Module, x: torch.Tensor, args: tuple, kwargs:
     """The model output on ``x`` without gradients, checked to be a tensor with a batch dimension."""
     with torch.no_grad():
         output = model_scores(model(x, *args, **kwargs))
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(
-            f"the model returned {type(output).__name__}; wrap it so that it returns a tensor of scores "
-            "(e.g. lambda x: model(x).logits)"
-        )
-    if output.ndim == 0 or output.shape[0] != x.shape[0]:
-        raise ValueError(f"the model output of shape {tuple(output.shape)} has no batch dimension of {x.shape[0]}")
-    return output
+    return check_output(output, x.shape[0])
 
 
 def forward_scores(
@@ -80,8 +73,11 @@ class _ForwardMethod(Method):
     """Base of the methods that need forward passes only (registered subclasses have public names).
 
     Subclasses implement :meth:`attribute`, which gets the K resolved targets and returns, per target, the
-    attribution (shaped like ``x``) and an info dict.
+    attribution (shaped like ``x``) and an info dict. The model may be any callable ``x -> tensor of scores``
+    (wrap a NumPy function with :class:`xaikit.NumpyModel`).
     """
+
+    needs_module = None
 
     def __init__(self, model: torch.nn.Module, batch_size: int | str = "auto", progress: bool = False) -> None:
         super().__init__(model)

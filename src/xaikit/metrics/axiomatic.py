@@ -89,7 +89,7 @@ class _Shifted(nn.Module):
         super().__init__()
         self.inner = model
         self.shift = shift
-        self.train(model.training)
+        self.train(getattr(model, "training", False))
 
     def forward(self, z: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return self.inner(z - self.shift, *args, **kwargs)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..batching import batched_forward, check_batch_size, select_batch
-from ..errors import check_input, eval_semantics, unknown_name
+from ..errors import check_input, check_model, eval_semantics, unknown_name
 from ..explanation import Explanation
 from ..methods.base import Method, snake_case
 from ..settings import bind_settings
@@ -136,7 +136,8 @@ class Metric:
     """Base class of the evaluation metrics.
 
     Subclasses set ``higher_is_better`` (as in the paper), ``family``, ``needs_method`` (re-explaining
-    metrics), ``needs_mask`` (localisation), ``has_curve``, and implement :meth:`compute`. Every public
+    metrics), ``needs_mask`` (localisation), ``needs_module`` (metrics that change or hook the model's layers;
+    the others accept any callable ``x -> tensor of scores``), ``has_curve``, and implement :meth:`compute`. Every public
     subclass is registered under its snake_case name (:func:`get_metric`).
     """
 
@@ -144,6 +145,8 @@ class Metric:
     family: ClassVar[str] = ""
     needs_method: ClassVar[bool] = False
     needs_mask: ClassVar[bool] = False
+    #: why the metric needs a ``torch.nn.Module`` (randomises or hooks layers); ``None``: any callable model
+    needs_module: ClassVar[str | None] = None
     has_curve: ClassVar[bool] = False
     #: a sample whose attribution is all zero gets NaN (the metric is undefined for it)
     zero_attribution_undefined: ClassVar[bool] = True
@@ -195,8 +198,6 @@ class Metric:
                  mask: torch.Tensor | None = None, *, forward_args: Sequence[Any] = (),
                  forward_kwargs: dict[str, Any] | None = None) -> MetricResult:
         """Scores and curve (where the metric has one) in one pass."""
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         with eval_semantics(model):
             case = self._case(model, x, target, explanation, mask, forward_args, forward_kwargs)
             result = self.compute(case)
@@ -208,8 +209,7 @@ class Metric:
 
     # -- validation -------------------------------------------------------------------------------------------
     def _case(self, model, x, target, explanation, mask, forward_args, forward_kwargs) -> Case:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_model(model, f"the model of {self.name}", self.needs_module)
         check_input(x, "x", model)
         if not isinstance(forward_args, (tuple, list)):
             raise TypeError(f"forward_args must be a tuple of extra positional inputs, got {type(forward_args).__name__}")
@@ -222,10 +222,12 @@ class Metric:
         rows = torch.arange(x.shape[0], device=x.device)
         output = batched_forward(model, x, self.batch_size, owner=rows, batch=x.shape[0],
                                  forward_args=args, forward_kwargs=kwargs)
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"the model returned {type(output).__name__}; metrics need a tensor of scores")
-        if self.softmax and output.ndim < 2:
-            raise ValueError("softmax=True needs a model output with classes (N, K); set softmax=False")
+        if self.softmax and (output.ndim < 2 or output[0].numel() == 1):
+            raise ValueError(
+                f"{self.name}(softmax=True) needs a model output with several classes (N, K), got shape "
+                f"{tuple(output.shape)}: the softmax of a single output is always 1, so every score would be "
+                "perfect; set softmax=False (or return one score per class, e.g. predict_proba)"
+            )
         case = Case(self, model, x, args, kwargs, resolve_target(target, output), output,
                     Layout(tuple(x.shape[1:])), method=method)
         if attribution is None:

@@ -4,6 +4,8 @@
 evaluates every metric on it and returns a :class:`BenchmarkTable`: per-sample scores, mean ± standard error,
 the direction of each metric (↑ higher is better, ↓ lower is better), the best method per metric and the
 curves the metrics produced. Export with ``to_markdown()``, ``to_csv(path)``, ``to_json(path)``/``to_dict()``.
+On a whole data set (streamed in shards, resumable, in-process or on Ray), ``xk.run.benchmark(spec, data, out)``
+gives the same table (see ``docs/run.md``).
 """
 from __future__ import annotations
 

@@ -311,11 +311,16 @@ class FaithfulnessEstimate(Metric):
 
 
 class Monotonicity(Metric):
-    """Monotonicity (Arya et al. 2019): insert pixels into the baseline in order of *increasing* relevance;
-    the explanation is faithful if the target probability never decreases.
+    """Monotonicity (Arya et al. 2019, AIX360): insert pixels into the baseline in order of *increasing*
+    relevance; the explanation is faithful if the target probability never decreases from one insertion to
+    the next.
 
     The curve holds the output after inserting 0, k, 2k, ..., P pixels (k = ``pixels_per_step``); the score is 1
-    when every step is non-decreasing, else 0 (higher is better).
+    when the outputs *after each insertion* (columns 1, 2, ... of the curve) never decrease, else 0 (higher is
+    better). As in the reference implementation (AIX360's ``monotonicity_metric``), the baseline's own output
+    (column 0) is not compared: the first insertion adds the least relevant, possibly negative, evidence, so a
+    drop below the baseline there is expected. On a linear model the true attribution scores 1 and its
+    negation 0.
     """
 
     family = "faithfulness"
@@ -328,7 +333,7 @@ class Monotonicity(Metric):
 
     def compute(self, case: Case) -> MetricResult:
         curve, _ = _insertion_curve(self, case, most_relevant_first=False)
-        monotone = (curve[:, 1:] >= curve[:, :-1]).all(1)
+        monotone = (curve[:, 2:] >= curve[:, 1:-1]).all(1)  # after each insertion; not against the baseline
         return MetricResult(monotone.to(curve.dtype), curve)
 
 

@@ -133,6 +133,8 @@ class MPRT(_Randomisation):
     its mean over the randomised stages. An explanation that depends on the model changes: lower is better.
     """
 
+    needs_module = "it randomises the model's layers"
+
     def __init__(self, order: str = "top_down", mode: str = "cascading", similarity: str = "spearman",
                  layers: Sequence[str] | None = None, include_norm: bool = False, samples: int = 1,
                  noise: float = 0.0, batch_size: int | str = "auto", seed: int | None = 0) -> None:
@@ -196,6 +198,8 @@ class EfficientMPRT(_Randomisation):
     """Efficient MPRT (Hedström et al. 2023): randomise all layers at once and measure the rise in explanation
     complexity, H(R(f̂, x)) / H(R(f, x)), with H the entropy of the histogram (``bins`` bins) of pixel
     relevance. A faithful explanation of a random model becomes noisier: higher is better."""
+
+    needs_module = "it randomises the model's layers"
 
     higher_is_better = True
 

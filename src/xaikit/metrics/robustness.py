@@ -224,6 +224,8 @@ class RelativeRepresentationStability(_RelativeStability):
     for the output of the module ``layer`` (a name from ``model.named_modules()``; default: the input of the
     last layer with parameters, i.e. the penultimate representation)."""
 
+    needs_module = "it reads a layer's representation through a hook"
+
     def __init__(self, layer: str | None = None, samples: int = 10, noise: float = 0.05, p: float = 2.0,
                  eps: float = 1e-6, eps_min: float = 1e-6, batch_size: int | str = "auto",
                  seed: int | None = 0) -> None:

@@ -14,7 +14,7 @@ rule           contributions n_ij                                               
 LRP-0          x_i w_ij (+ b_j)                                                       0 (gradient × input)
 ε              x_i w_ij (+ b_j), denominator + ε·sign                                 shrinks to 0 with ε
 γ              x_i w_ij + γ (x_i w_ij)⁺ (+ b_j + γ b_j⁺)                              along x ⊙ (1+γ·1[w>0])
-z⁺             (x_i w_ij)⁺ = x⁺w⁺ + x⁻w⁻ (no bias)                                    on the x⁺ segment
+z⁺             (x_i w_ij)⁺ = x⁺w⁺ + x⁻w⁻ (no bias; ``bias=True``: + b_j⁺)               on the x⁺ segment
 αβ             α (x_i w_ij)⁺ / Σ⁺  −  β (x_i w_ij)⁻ / Σ⁻ (+ b⁺ / b⁻), α − β = 1       —
 flat           1 · 1  (uniform over the receptive field)                              —
 w²             w_ij²                                                                  —
@@ -140,10 +140,18 @@ def gamma(g: float = 0.25, eps: float = 1e-9) -> Rule:
     return Rule("gamma", parts, epsilon=eps, settings={"gamma": g}, favour=float(g))
 
 
-def zplus(eps: float = 1e-9) -> Rule:
-    """LRP-z⁺ (Montavon et al. 2017): only positive contributions, no bias."""
-    terms = (Term("pos", _positive, bias=False), Term("neg", _negative, bias=False))
-    return Rule("zplus", (Part(terms),), epsilon=eps)
+def zplus(eps: float = 1e-9, bias: bool = False) -> Rule:
+    """LRP-z⁺ (Montavon et al. 2017): only positive contributions ``(x_i w_ij)⁺``.
+
+    ``bias=False`` (default): the deep Taylor decomposition's rule, ``R_i = Σ_j (x_i w_ij)⁺ / Σ_i (x_i w_ij)⁺ R_j``
+    (no bias in the denominator; conservative). ``bias=True``: the bias is a neuron 0 with input 1, as in the
+    lecture's rule table (``Σ_{0,j}``) and the most used reference library; its positive part joins the
+    denominator, ``Σ_i (x_i w_ij)⁺ + b_j⁺``, and absorbs its share of relevance (not conservative).
+    """
+    if not isinstance(bias, bool):
+        raise TypeError(f"bias must be True or False, got {bias!r}")
+    terms = (Term("pos", _positive, bias=bias), Term("neg", _negative, bias=False))
+    return Rule("zplus", (Part(terms),), epsilon=eps, settings={"bias": True} if bias else {})
 
 
 def alpha_beta(alpha: float = 2.0, beta: float = 1.0, eps: float = 1e-9) -> Rule:

@@ -19,10 +19,12 @@ from .heatmap import (
 from .concepts import concepts_section, plot_composition, plot_embedding, plot_references
 from .examples import examples_section
 from .report import Scores, Section, html_section, image_section, note_section, scores_section, write_report
+from .tabular import plot_bar, plot_beeswarm
 
 __all__ = [
-    "relevance_map", "normalise", "normalise_unsigned", "colourise", "heatmap", "relevance_cmap", "to_rgb", "overlay", "save_png",
-    "plot_grid", "plot_features", "plot_curves", "plot_scores", "save_figure",
-    "Section", "Scores", "examples_section", "image_section", "scores_section", "html_section", "note_section", "write_report",
+    "relevance_map", "normalise", "normalise_unsigned", "colourise", "heatmap", "relevance_cmap", "to_rgb", "overlay",
+    "save_png", "plot_grid", "plot_features", "plot_curves", "plot_scores", "save_figure", "plot_bar", "plot_beeswarm",
+    "Section", "Scores", "examples_section", "image_section", "scores_section", "html_section", "note_section",
+    "write_report",
     "concepts_section", "plot_composition", "plot_references", "plot_embedding",
 ]
