@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import xaikit as xk
+from models import assert_unchanged, snapshot
 from xaikit.propagation.record import Recorder, condition_masks, find_modules
 
 
@@ -32,16 +33,6 @@ def _model(bias: bool = True, seed: int = 0) -> nn.Sequential:
         bn.bias.data.zero_()
         bn.running_mean.zero_()
     return model.eval()
-
-
-def _state(model: nn.Module) -> tuple:
-    hooks = [(m._forward_hooks.copy(), m._forward_pre_hooks.copy(), m._backward_hooks.copy()) for m in model.modules()]
-    return {k: v.clone() for k, v in model.state_dict().items()}, hooks
-
-
-def _unchanged(model: nn.Module, before: tuple) -> bool:
-    state, hooks = _state(model)
-    return all(torch.equal(state[k], before[0][k]) for k in state) and hooks == before[1]
 
 
 def _x(n: int = 2) -> torch.Tensor:
@@ -109,9 +100,11 @@ def test_conditional_heatmaps_sum_to_the_unconditional_one(composite):
         with Recorder(model, [layer], masks={layer: masks}) as rec:
             parts = method(x.expand(channels, -1, -1, -1), target=0).attribution
         assert torch.allclose(parts.sum(0, keepdim=True), full, atol=1e-5, rtol=1e-4), (composite, layer)
-        # each concept's relevance at the layer is its channel's share only
+        # the relevance recorded at a conditioned layer is the one arriving there (before its own mask)
+        with Recorder(model, [layer]) as plain:
+            method(x, target=0)
         per_channel = rec[layer].per_channel()
-        assert torch.count_nonzero(per_channel - torch.diag(torch.diagonal(per_channel))) == 0
+        assert torch.allclose(per_channel, plain[layer].per_channel().expand(channels, -1), atol=1e-6)
 
 
 def test_one_batched_pass_equals_one_pass_per_concept():
@@ -145,19 +138,20 @@ def test_masks_on_transformer_units_and_tokens():
 
 def test_hooks_removed_and_model_unchanged_also_after_an_error():
     model = _model()
-    before = _state(model)
+    before = snapshot(model)
     x = _x()
     with Recorder(model, ["3"]) as rec:
         xk.LRP(model)(x)
-    assert _unchanged(model, before) and rec["3"].relevance.shape == (2, 6, 8, 8)
+    assert_unchanged(model, before)
+    assert rec["3"].relevance.shape == (2, 6, 8, 8)
     with pytest.raises(ValueError, match="masks"):
         with Recorder(model, [], masks={"3": condition_masks([[0]], 6)}):  # one row, two samples
             xk.LRP(model)(x)
-    assert _unchanged(model, before)
+    assert_unchanged(model, before)
     with pytest.raises(RuntimeError, match="boom"):
         with Recorder(model, ["3"]):
             raise RuntimeError("boom")
-    assert _unchanged(model, before)
+    assert_unchanged(model, before)
 
 
 def test_bad_input_names_the_argument():

@@ -4,7 +4,7 @@
 ``xk.explain(model, x, y, method="lrp", composite="epsilon_gamma_box")`` as a functional shortcut;
 ``xk.metrics`` for evaluating explanations.
 """
-from . import examples, generation, improve, metrics, run, tabular, tune  # noqa: F401
+from . import concepts, examples, generation, improve, metrics, run, tabular, tune  # noqa: F401
 from .batching import set_memory_budget
 from .explanation import Explanation
 from .methods import *  # noqa: F401,F403
@@ -15,5 +15,5 @@ from .targets import Contrast
 from .tokens import NextToken
 
 __version__ = "0.1.0"
-__all__ = ["metrics", "examples", "generation", "improve", "run", "tabular", "tune", "Explanation", "Contrast",
+__all__ = ["metrics", "concepts", "examples", "generation", "improve", "run", "tabular", "tune", "Explanation", "Contrast",
            "NextToken", "Method", "METHODS", "explain", "get_method", "set_memory_budget", "NumpyModel", *_methods]

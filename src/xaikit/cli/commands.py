@@ -354,8 +354,8 @@ def report(args: argparse.Namespace) -> int:
     out = check_out(args.out)
     start_writing(out)
     sections, timings = [], {}
-    for name, make in (("images", image_part), ("metrics", metrics_part), ("text", text_part),
-                       ("examples", examples_part)):
+    for name, make in (("images", image_part), ("concepts", concepts_part), ("metrics", metrics_part),
+                       ("text", text_part), ("examples", examples_part)):
         if name not in wanted:
             continue
         began = time.perf_counter()
@@ -373,7 +373,8 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-SECTION_TITLES = {"images": "Heatmaps", "metrics": "Metrics", "text": "Text", "examples": "Explanation by example"}
+SECTION_TITLES = {"images": "Heatmaps", "concepts": "Concepts", "metrics": "Metrics", "text": "Text",
+                  "examples": "Explanation by example"}
 
 
 def _defaults(given: list[str] | None, defaults: tuple[str, ...]) -> tuple[list[str], str]:
@@ -397,6 +398,25 @@ def image_part(args: argparse.Namespace, out: Path) -> viz.Section:
     maps, unsigned = image_maps(results, args.percentile, methods)
     return viz.image_section(out, images, maps, inputs.names, captions(loaded, next(iter(results.values())), target),
                              times, title=f"Heatmaps: {loaded.spec}", note=note, cmap=args.cmap, unsigned=unsigned)
+
+
+def concepts_part(args: argparse.Namespace, out: Path) -> viz.Section:
+    """Top concepts of a layer per image (CRP), with reference crops found among the report's inputs."""
+    from ..concepts import Composition, ReferenceSamples
+    from ..methods.cam import find_layer
+
+    loaded, inputs = model_and_inputs(args, args.model, args.inputs)
+    if inputs.kind != "image":
+        raise UsageError(f"the concepts section needs image inputs; {args.model!r} got {inputs.kind} inputs")
+    layer = find_layer(loaded.model, args.concept_layer, "--concept-layer")[0]
+    composition = Composition(loaded.model, layer, top=3)(inputs.x, target_of(args, inputs))
+    tool = ReferenceSamples(loaded.model, layer, n=min(4, len(inputs)), target="prediction", progress=False)
+    refs = tool([(inputs.x, None)])
+    crops = {c: viz.to_rgb(tool.crops(inputs.x, refs, c, size=64)[0], loaded.low, loaded.high)
+             for c in sorted(set(composition.concepts))}
+    return viz.concepts_section(out, viz.to_rgb(inputs.x, loaded.low, loaded.high), composition, inputs.names,
+                                crops, title=f"Concepts: {loaded.spec}, layer {layer}",
+                                note=f"reference samples found among the report's {len(inputs)} inputs")
 
 
 def metrics_part(args: argparse.Namespace, out: Path) -> viz.Section:

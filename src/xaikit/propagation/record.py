@@ -180,6 +180,8 @@ class Recorder:
         flows on. ``θ`` is ``(K, C)`` (per channel along the layer's channel axis, see
         :func:`condition_masks`) or ``(K, *output.shape[1:])`` (per unit); row ``r`` of the ``K`` rows
         applies to the ``r``-th sample of the passes in the block, counted over all passes with gradients.
+        ``θ`` may also be a function ``channels -> tensor``, called at the layer's first output (when the
+        number of channels is known).
     axis : int or "auto"
         Channel axis of the layer outputs (``"auto"``: :func:`channel_axis`; e.g. ``1`` selects ViT tokens of
         an ``(N, L, D)`` output).
@@ -189,8 +191,8 @@ class Recorder:
     Notes
     -----
     A module called more than once in one forward pass (a shared activation module) is refused: its
-    relevance would be ambiguous; name a module that is called once. Recorded relevance is masked relevance
-    when the same layer is also conditioned.
+    relevance would be ambiguous; name a module that is called once. The relevance recorded at a conditioned
+    layer is the relevance arriving there, before its own mask (the masked one is ``R ⊙ θ``).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str] | str = (), masks: dict[str, torch.Tensor] | None = None,
@@ -200,6 +202,8 @@ class Recorder:
         layers = [layers] if isinstance(layers, str) else list(layers)
         masks = dict(masks or {})
         for name, mask in masks.items():
+            if callable(mask) and not isinstance(mask, torch.Tensor):
+                continue
             if not isinstance(mask, torch.Tensor) or mask.ndim < 2 or not mask.is_floating_point():
                 raise ValueError(f"masks[{name!r}] must be a floating-point tensor (K, C) or (K, *unit_shape), "
                                  f"e.g. from condition_masks()")
@@ -282,11 +286,9 @@ class Recorder:
                 return
 
             def on_grad(g: torch.Tensor) -> torch.Tensor | None:
-                if mask is not None:
-                    g = g * mask
                 if value is not None:
                     record.relevances[slot] = value(g)
-                return g if mask is not None else None
+                return None if mask is None else g * mask
 
             t.register_hook(on_grad)
 
@@ -294,6 +296,8 @@ class Recorder:
 
     def _mask_for(self, name: str, t: torch.Tensor, axis: int, start: int) -> torch.Tensor:
         mask = self.masks[name]
+        if callable(mask) and not isinstance(mask, torch.Tensor):
+            mask = self.masks[name] = mask(t.shape[axis])
         stop = start + t.shape[0]
         if stop > mask.shape[0]:
             raise ValueError(f"masks[{name!r}] has {mask.shape[0]} rows but the passes reached sample {stop}; "

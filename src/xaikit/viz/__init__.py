@@ -16,6 +16,7 @@ from .heatmap import (
     save_png,
     to_rgb,
 )
+from .concepts import concepts_section, plot_composition, plot_embedding, plot_references
 from .examples import examples_section
 from .report import Scores, Section, html_section, image_section, note_section, scores_section, write_report
 from .tabular import plot_bar, plot_beeswarm
@@ -25,4 +26,5 @@ __all__ = [
     "save_png", "plot_grid", "plot_features", "plot_curves", "plot_scores", "save_figure", "plot_bar", "plot_beeswarm",
     "Section", "Scores", "examples_section", "image_section", "scores_section", "html_section", "note_section",
     "write_report",
+    "concepts_section", "plot_composition", "plot_references", "plot_embedding",
 ]

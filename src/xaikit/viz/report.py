@@ -8,7 +8,9 @@ report folder (relative links, no network, no scripts). The producers here make 
 - :func:`scores_section`: the methods × metrics table (mean ± standard error, an arrow per metric for its
   direction, the best method per metric marked), the table as a picture, and curves (pixel-flipping, MPRT);
 - :func:`html_section`: any ready HTML fragment, e.g. token heatmaps from :mod:`xaikit.viz.text`;
-- :func:`note_section`: a part that could not be made, with the reason.
+- :func:`note_section`: a part that could not be made, with the reason;
+- :func:`concepts_section` (from :mod:`xaikit.viz.concepts`): top concepts of a layer with their % share,
+  conditional heatmaps and reference crops.
 
 :func:`write_report` puts them together with the settings and the versions used.
 """

@@ -1,0 +1,163 @@
+"""The calling convention of the concept tools: ``Tool(model, layer=..., **settings)(x, ...)``.
+
+A tool is built with the model, the layer (a module name as in ``model.named_modules()``) and its settings,
+which are checked at once (unknown ones are rejected by name); it explains with any gradient-based method of
+xaikit (default: LRP with the ``epsilon_plus_flat`` composite, as in Achtibat et al. 2023) and reads the
+relevance inside the network through :class:`xaikit.propagation.record.Recorder`.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from ..errors import check_input, eval_semantics
+from ..methods.base import Method, _checked_init, get_method, snake_case
+from ..methods.path import IntegratedGradients
+from ..propagation.record import Recorder, channel_axis, condition_masks, find_modules
+
+#: methods whose relevance at a layer is defined (one backward pass per sample; input × modified gradient)
+GRADIENT_METHODS = ("lrp", "gradient", "input_x_gradient", "guided_backprop", "deconv_net", "excitation_backprop",
+                    "integrated_gradients")
+
+
+def make_method(model: nn.Module, method: str | Method, settings: dict | None) -> Method:
+    """A method object: ``method`` itself (for ``model``) or the method called ``method`` built with ``settings``."""
+    if isinstance(method, Method):
+        if settings:
+            raise ValueError("method_settings apply to a method given by name; configure a method object directly")
+        if method.model is not model:
+            raise ValueError("method was built for another model; build it with the model given to this tool")
+        return method
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a method name or a xaikit Method, got {type(method).__name__}")
+    cls = get_method(method)
+    if snake_case(cls.__name__) not in GRADIENT_METHODS:
+        raise ValueError(f"method {method!r} has no relevance inside the network; use one of: "
+                         f"{', '.join(GRADIENT_METHODS)}")
+    defaults = {"composite": "epsilon_plus_flat"} if cls.__name__ == "LRP" else {}
+    return cls(model, **{**defaults, **(settings or {})})
+
+
+class ConceptTool:
+    """Base of the concept tools: the model, one layer, the method that explains, and the channel axis.
+
+    Parameters
+    ----------
+    model : nn.Module
+    layer : str
+        Module name (``model.named_modules()``) whose output channels are the concepts.
+    method : str or Method
+        A gradient-based method (default ``"lrp"``) or a method object built for ``model``.
+    method_settings : dict, optional
+        Settings of the method given by name (default for LRP: ``{"composite": "epsilon_plus_flat"}``).
+    axis : int or "auto"
+        Channel axis of the layer output (``"auto"``: 1 for convolutions, the last for dense/transformer
+        layers; ``1`` for the tokens of an ``(N, L, D)`` output).
+    """
+
+    def __init__(self, model: nn.Module, layer: str, method: str | Method = "lrp",
+                 method_settings: dict | None = None, axis: int | str = "auto") -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.layer = next(iter(find_modules(model, [layer], "layer")))
+        self.method = make_method(model, method, method_settings)
+        if axis != "auto" and (isinstance(axis, bool) or not isinstance(axis, int)):
+            raise ValueError(f"axis must be 'auto' or an int, got {axis!r}")
+        self.axis = axis
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _checked_init(cls.__dict__["__init__"])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__}, layer={self.layer!r})"
+
+    def check(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, "x", self.model, allow_int=self.method.allow_integer_input)
+        return x
+
+    def record(self, x: torch.Tensor, target: Any = None, layers: list[str] | None = None,
+               masks: dict[str, torch.Tensor] | None = None, keep=("relevance", "activation"), **call: Any):
+        """Explain ``x`` with the method, recording ``layers`` (default: the tool's layer) under ``masks``.
+
+        Returns ``(explanation, recorder)``.
+        """
+        layers = [self.layer] if layers is None else layers
+        with eval_semantics(self.model):  # a model in training mode is explained in eval mode (restored after)
+            if isinstance(self.method, IntegratedGradients):
+                return self._record_ig(x, target, layers, masks, keep, **call)
+            with Recorder(self.model, layers, masks=masks, axis=self.axis, keep=keep) as rec:
+                expl = self.method(x, target, **call)
+        return expl, rec
+
+    def layer_output(self, x: torch.Tensor, args: tuple = (), kwargs: dict | None = None,
+                     grad: bool = False) -> tuple[torch.Tensor, int, int]:
+        """``(output, channels, axis)`` of the layer on ``x`` (one forward pass, no gradients unless ``grad``)."""
+        module = self.model.get_submodule(self.layer)
+        seen = []
+
+        def hook(mod, inputs, out):
+            out = out if isinstance(out, torch.Tensor) else out[0]
+            axis = channel_axis(mod, out.ndim) if self.axis == "auto" else self.axis % out.ndim
+            seen.append((out, out.shape[axis], axis))
+
+        handle = module.register_forward_hook(hook)
+        try:
+            with torch.set_grad_enabled(grad), eval_semantics(self.model):
+                self.model(x, *args, **(kwargs or {}))
+        finally:
+            handle.remove()
+        if not seen:
+            raise ValueError(f"layer {self.layer!r} was not called in the forward pass; choose another layer")
+        return seen[-1]
+
+    def _record_ig(self, x, target, layers, masks, keep, **call):
+        """Integrated Gradients: its relevance at each layer (:mod:`.layer_ig`), in a recorder-like result."""
+        from .layer_ig import integrated_layer_relevance
+
+        if masks:
+            raise ValueError("method: conditioning (CRP) needs a single-pass method such as LRP or "
+                             "InputXGradient; Integrated Gradients integrates over many passes")
+        rec = Recorder(self.model, layers, axis=self.axis, keep=keep)
+        for name in layers:
+            relevance, activation, index, _ = integrated_layer_relevance(
+                self.method, x, target, name, tuple(call.get("forward_args", ())), call.get("forward_kwargs"))
+            recorded = rec[name]
+            recorded.axis = channel_axis(rec.modules[name], activation.ndim) if self.axis == "auto" else \
+                self.axis % activation.ndim
+            recorded.shapes.append(activation.shape)
+            recorded.activations.append(activation if "activation" in keep else None)
+            recorded.relevances.append(relevance if "relevance" in keep else None)
+        expl = self.method(x, target, **call)  # the input attribution and the resolved target
+        return expl, rec
+
+    def masks(self, concepts: Iterable, channels: int, argument: str = "concepts") -> torch.Tensor:
+        return condition_masks(list(concepts), channels, argument)
+
+
+def repeat_rows(x: torch.Tensor, counts: torch.Tensor | int) -> torch.Tensor:
+    """Each sample of ``x`` repeated ``counts`` times (a view-free copy, batch-major)."""
+    return x.repeat_interleave(counts, 0)
+
+
+def iterate_batches(data: Any, argument: str = "data") -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``(x, y)`` batches from a DataLoader/iterable of ``(x, y)`` or ``x``, or from a tuple ``(x, y)`` of tensors."""
+    if isinstance(data, torch.Tensor):
+        yield data, None
+        return
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, torch.Tensor) for d in data):
+        yield data[0], data[1]
+        return
+    for batch in data:
+        if isinstance(batch, torch.Tensor):
+            yield batch, None
+        elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+            yield batch[0], (batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None)
+        elif isinstance(batch, dict) and "x" in batch:
+            yield batch["x"], batch.get("y")
+        else:
+            raise TypeError(f"{argument} must yield tensors x or tuples (x, y), got {type(batch).__name__}")
