@@ -355,7 +355,7 @@ def report(args: argparse.Namespace) -> int:
     start_writing(out)
     sections, timings = [], {}
     for name, make in (("images", image_part), ("concepts", concepts_part), ("metrics", metrics_part),
-                       ("text", text_part), ("examples", examples_part)):
+                       ("examples", examples_part), ("text", text_part)):
         if name not in wanted:
             continue
         began = time.perf_counter()
