@@ -178,7 +178,7 @@ class RegionPerturbation(_Flipping):
     def compute(self, case: Case) -> MetricResult:
         curve, _ = self._regions(case, self.steps)
         aopc = (curve[:, :1] - curve).mean(1)
-        return MetricResult(aopc, curve)
+        return MetricResult(aopc, curve, {"regions": torch.arange(curve.shape[1])})
 
 
 class Selectivity(RegionPerturbation):

@@ -141,6 +141,7 @@ CURVE_AXES = {
     "fraction": ("fraction of the input perturbed (in the metric's order)", "target score (model output)"),
     "layers": ("model stage (layers randomised so far)", "similarity to the original explanation"),
     "sizes": ("subset size n (features)", "correlation of Σ relevance and output drop"),
+    "regions": ("regions perturbed (in the metric's order)", "target score (model output)"),
     "segments": ("fraction of segments removed (most relevant first)", "class probability"),
     "percentages": ("percentage of pixels imputed (ROAD)", "target score (model output)"),
 }
