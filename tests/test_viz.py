@@ -85,7 +85,7 @@ def test_grid_curves_and_score_plots(tmp_path):
     maps = {"A": np.zeros((2, 8, 8)), "B": np.ones((2, 8, 8))}
     fig = viz.plot_grid(images, maps, ["one", "two"])
     assert len(fig.axes) == 2 * 3 + 1 and fig.axes[1].get_title() == "A"  # + the colour bar
-    assert "99.5th percentile of |relevance|" in fig.axes[-1].get_xlabel()
+    assert "99.5th percentile\nof |relevance|" in fig.axes[-1].get_xlabel()
     assert [t.get_text() for t in fig.axes[-1].get_xticklabels()] == ["−1", "0", "1"]
     assert viz.save_figure(fig, tmp_path / "grid.png").stat().st_size > 0
     # unsigned maps: their own colour bar and "(min–max)" in the title; long labels wrap between words

@@ -183,7 +183,7 @@ def plot_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], row_labels: Se
     """
     n = len(images)
     columns = ["input", *maps]
-    fig = Figure(figsize=(cell * len(columns), cell * n + 1.4))
+    fig = Figure(figsize=(max(cell * len(columns), 5.0), cell * n + 1.2))
     axes = fig.subplots(n, len(columns), squeeze=False)
     for row in range(n):
         for col, label in enumerate(columns):
@@ -205,14 +205,15 @@ def plot_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], row_labels: Se
                 ax.set_title(column_title(title), fontsize=8)
         if row_labels is not None:
             axes[row, 0].set_ylabel(row_labels[row], fontsize=8)
-    fig.tight_layout(rect=(0, 0.9 / (cell * n + 1.4), 1, 1))
+    height = cell * n + 1.2
+    fig.tight_layout(rect=(0, 0.85 / height, 1, 1))
     bars = [(relevance_cmap(cmap), (-1, 1), [-1, 0, 1],
-             f"relevance ÷ the {percentile:g}th percentile of |relevance| of each map (clipped)")]
+             f"relevance ÷ the {percentile:g}th percentile\nof |relevance| of each map (clipped)")]
     if any(label in unsigned for label in maps):
         bars.append((matplotlib.colormaps[SEQUENTIAL_CMAP], (0, 1), [0, 0.5, 1],
-                     "unsigned maps: (value − min) ÷ (max − min) of each map"))
+                     "unsigned maps:\n(value − min) ÷ (max − min) of each map"))
     for k, (colours, limits, ticks, text) in enumerate(bars):
-        ax = fig.add_axes((0.08 + k * 0.48, 0.35 / (cell * n + 1.4), 0.36, 0.18 / (cell * n + 1.4)))
+        ax = fig.add_axes((0.08 + k * 0.48, 0.5 / height, 0.36, 0.15 / height))
         bar = fig.colorbar(ScalarMappable(Normalize(*limits), colours), cax=ax, orientation="horizontal", ticks=ticks)
         bar.ax.tick_params(labelsize=7)
         bar.set_label(text, fontsize=7)
