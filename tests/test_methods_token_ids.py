@@ -86,3 +86,18 @@ def test_methods_that_do_not_apply_to_ids_say_so(model):
         xk.Occlusion(model, window=1, baseline="blur")(IDS, target=1, forward_kwargs=KW)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         xk.IntegratedGradients(model, steps=4)(IDS + VOCAB, target=1, forward_kwargs=KW)
+
+
+def test_metrics_that_only_read_attributions_score_token_ids_and_the_others_say_why_not(model):
+    """Issue 18: every metric cell of `xaikit evaluate -m minilm` was n/a."""
+    expl = xk.InputXGradient(model)(IDS, target=1, forward_kwargs=KW)
+    sparseness = xk.metrics.Sparseness()(model, IDS, 1, expl, forward_kwargs=KW)
+    assert sparseness.shape == (2,) and torch.isfinite(sparseness).all()
+    truth = torch.zeros_like(IDS, dtype=torch.bool)
+    truth[:, 1] = True  # one "relevant" token per sequence
+    mass = xk.metrics.RelevanceMassAccuracy()(model, IDS, 1, expl, mask=truth, forward_kwargs=KW)
+    assert ((mass >= -1) & (mass <= 1)).all()
+    from xaikit.errors import NotApplicable
+
+    with pytest.raises(NotApplicable, match="if it holds token ids"):
+        xk.metrics.PixelFlipping()(model, IDS, 1, expl, forward_kwargs=KW)

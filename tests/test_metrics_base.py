@@ -192,8 +192,8 @@ def test_nan_attribution_and_bad_types_are_rejected():
         xk.metrics.MaxSensitivity()(model, x, 0, attribution)
     with pytest.raises(ValueError, match="out of range"):
         xk.metrics.PixelFlipping()(model, x, 5, attribution)
-    with pytest.raises(TypeError, match="floating-point"):
-        xk.metrics.Sparseness()(model, x.long(), 0, attribution)
+    with pytest.raises(TypeError, match="floating-point"):  # integers: token ids, which it cannot perturb
+        xk.metrics.PixelFlipping()(model, x.long(), 0, attribution)
     with pytest.raises(ValueError, match="does not use a mask"):
         xk.metrics.Sparseness()(model, x, 0, attribution, mask=torch.ones(3, 4, 4))
 

@@ -148,6 +148,9 @@ class Metric:
     #: why the metric needs a ``torch.nn.Module`` (randomises or hooks layers); ``None``: any callable model
     needs_module: ClassVar[str | None] = None
     has_curve: ClassVar[bool] = False
+    #: False for metrics that never read or perturb the input's values (complexity, localisation): they also
+    #: score explanations of token ids; the others refuse token ids with :class:`~xaikit.errors.NotApplicable`
+    reads_input_values: ClassVar[bool] = True
     #: a sample whose attribution is all zero gets NaN (the metric is undefined for it)
     zero_attribution_undefined: ClassVar[bool] = True
     softmax: bool = False
@@ -210,7 +213,7 @@ class Metric:
     # -- validation -------------------------------------------------------------------------------------------
     def _case(self, model, x, target, explanation, mask, forward_args, forward_kwargs) -> Case:
         check_model(model, f"the model of {self.name}", self.needs_module)
-        check_input(x, "x", model)
+        check_input(x, "x", model, allow_int=not self.reads_input_values)
         if not isinstance(forward_args, (tuple, list)):
             raise TypeError(f"forward_args must be a tuple of extra positional inputs, got {type(forward_args).__name__}")
         if forward_kwargs is not None and not isinstance(forward_kwargs, dict):

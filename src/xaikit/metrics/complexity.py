@@ -11,6 +11,7 @@ __all__ = ["Sparseness", "Complexity", "EffectiveComplexity"]
 
 class _Complexity(Metric):
     family = "complexity"
+    reads_input_values = False
 
     def __init__(self) -> None:
         self._common()

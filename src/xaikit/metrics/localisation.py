@@ -24,6 +24,7 @@ __all__ = [
 
 class _Localisation(Metric):
     family = "localisation"
+    reads_input_values = False
     needs_mask = True
     higher_is_better = True
 
