@@ -128,7 +128,8 @@ def _read_image(path: Path) -> np.ndarray:
     try:
         image = io.imread(str(path))
     except Exception as err:  # noqa: BLE001 - any decoder error means the same to the user
-        raise NotFound(f"cannot read image {str(path)!r}: {one_line(err)}") from None
+        reason = one_line(err).split(". ")[0]  # decoders append install hints for plugins: keep the first sentence
+        raise NotFound(f"cannot read image {str(path)!r}: {reason}") from None
     if image.ndim == 4 or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):  # frames first
         image = image[0]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)) or min(image.shape[:2]) < 2:
