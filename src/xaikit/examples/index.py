@@ -208,6 +208,7 @@ class FeatureIndex:
         if self.vectors is None:
             raise ValueError("the index is empty; call fit(data) first")
 
+    @explains_in_eval
     def represent(self, x: torch.Tensor) -> torch.Tensor:
         """The representation ``(Q, D)`` of query inputs ``x`` (shape checked against the indexed samples)."""
         self._fitted()

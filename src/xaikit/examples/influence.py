@@ -233,6 +233,7 @@ class TracIn:
         self.train_size = self.labels.shape[0]
         return self
 
+    @explains_in_eval
     def _query(self, x: torch.Tensor, y: Any) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
         if self.train_factors is None:
             raise ValueError("TracIn has no training data; call fit(data) first")

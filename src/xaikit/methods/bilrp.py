@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_input
+from ..errors import check_choice, check_input, eval_semantics
 from ..explanation import Explanation
 from ..propagation.composites import Composite
 from .propagation import LRP
@@ -63,7 +63,7 @@ class BiLRP:
 
     def first_order(self, x: torch.Tensor, forward_kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """The embedding ``(N, E)`` and the LRP maps of all its dimensions, ``(N, E, L)``."""
-        with torch.no_grad():
+        with torch.no_grad(), eval_semantics(self.model):  # a model in training mode: eval mode, restored after
             phi = self.model(x, **forward_kwargs)
         if not isinstance(phi, torch.Tensor) or phi.ndim != 2:
             shape = tuple(phi.shape) if isinstance(phi, torch.Tensor) else type(phi).__name__
