@@ -393,3 +393,11 @@ def test_text_beyond_lrp_skips_what_does_not_apply_and_fails_when_nothing_could_
     code, _, err = run(capsys, "explain", "-m", "minilm", "--text", "a dull movie", "--methods", "rise:masks=8",
                        "--quiet", "--out", tmp_path / "none")
     assert code == 1 and "no method could explain the inputs (RISE: RISE does not apply" in err.splitlines()[-1]
+
+
+def test_a_model_folder_that_cannot_be_loaded_is_named(capsys, tmp_path):
+    folder = tmp_path / "not_a_model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "no_such_architecture"}')
+    code, _, err = run(capsys, "explain", "-m", folder, "--text", "hello", "--out", tmp_path / "o")
+    assert code == 3 and "cannot load a causal language model and its tokenizer from" in one_line_error(err)

@@ -94,7 +94,7 @@ def _causal_lm(path: Path) -> tuple[nn.Module, Any]:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as err:  # noqa: BLE001 - any loading error means the same to the user
         raise NotFound(f"cannot load a causal language model and its tokenizer from {str(path)!r}: "
-                       f"{type(err).__name__}: {_first_line(err)}") from None
+                       f"{type(err).__name__}: {one_line(err)}") from None
     finally:
         logging.set_verbosity(level)
         if bar:
