@@ -401,3 +401,15 @@ def test_a_model_folder_that_cannot_be_loaded_is_named(capsys, tmp_path):
     (folder / "config.json").write_text('{"model_type": "no_such_architecture"}')
     code, _, err = run(capsys, "explain", "-m", folder, "--text", "hello", "--out", tmp_path / "o")
     assert code == 3 and "cannot load a causal language model and its tokenizer from" in one_line_error(err)
+
+
+def test_a_method_that_does_not_apply_still_completes_the_progress_bar(capsys, tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code = main(["explain", "-m", "minilm", "--text", "a good film", "--methods", "rise:masks=4", "gradient",
+                 "--out", str(tmp_path / "o")])
+    assert code == 0 and "RISE skipped" in terminal.getvalue() and "2/2" in terminal.getvalue()

@@ -125,7 +125,7 @@ def run_methods(methods: dict[str, Method], inputs: Inputs, target: Any, batch_s
               dynamic_ncols=True) as bar:
         for label, method in methods.items():
             bar.set_description(label)
-            parts_, began = [], time.perf_counter()
+            parts_, began, done = [], time.perf_counter(), 0
             try:
                 for start in range(0, n, chunk):
                     stop = min(n, start + chunk)
@@ -133,13 +133,14 @@ def run_methods(methods: dict[str, Method], inputs: Inputs, target: Any, batch_s
                     parts_.append(method(inputs.x[start:stop], slice_target(target, start, stop, n),
                                          forward_kwargs=kwargs))
                     bar.update(stop - start)
+                    done = stop
                     if log_lines:
                         print(f"xaikit: {label}: {stop}/{n} inputs done ({time.perf_counter() - began:.1f} s)",
                               file=sys.stderr, flush=True)
             except NotApplicable as err:  # the method does not apply to these inputs: the others go on
                 skipped.append(f"{label}: {one_line(err)}")
                 print(f"xaikit: warning: {label} skipped: {one_line(err)}", file=sys.stderr, flush=True)
-                bar.update(n - bar.n % n if bar.n % n else 0)
+                bar.update(n - done)  # the skipped method's inputs count as done for the ETA
                 continue
             times[label] = time.perf_counter() - began
             results[label] = _concat(parts_)

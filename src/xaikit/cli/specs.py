@@ -13,7 +13,6 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from ..errors import unknown_name
 from ..methods.base import METHODS, Method, get_method
 from .errors import UsageError
 
@@ -43,8 +42,8 @@ def method_class(name: str) -> type[Method]:
     """The registered method class, or a :class:`UsageError` listing the valid names."""
     try:
         return get_method(name)
-    except ValueError:
-        raise UsageError(str(unknown_name("method", name, METHODS))) from None
+    except ValueError as err:  # get_method's message names the closest valid names
+        raise UsageError(str(err)) from None
 
 
 def accepts(cls: type, keyword: str) -> bool:
