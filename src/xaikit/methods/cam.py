@@ -1,13 +1,12 @@
 """Class activation maps from gradients at a named layer: Grad-CAM and Grad-CAM++."""
 from __future__ import annotations
 
-import difflib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..batching import check_batch_size
+from ..errors import unknown_module
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, resolve_target
 from .base import Method
@@ -25,9 +24,7 @@ def find_layer(model: nn.Module, layer: str | None, name: str = "layer") -> tupl
     if not isinstance(layer, str):
         raise TypeError(f"{name} must be a module name (str) as in model.named_modules(), got {type(layer).__name__}")
     if layer not in modules:
-        close = difflib.get_close_matches(layer, list(modules), n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        raise ValueError(f"{name} {layer!r} is not a module of the model; {hint}valid names: {', '.join(modules)}")
+        raise unknown_module(name, layer, modules)
     return layer, modules[layer]
 
 
