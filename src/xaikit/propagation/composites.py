@@ -65,6 +65,8 @@ class Composite:
     def check_names(self, model: nn.Module) -> None:
         """Raise when a module-name pattern of :attr:`by_name` matches no module of ``model`` (a typo would
         otherwise leave the rule silently unused)."""
+        if not self.by_name:  # nothing to check: no walk over the modules on every explained call
+            return
         names = [name for name, _ in model.named_modules() if name]
         for pattern, _ in self.by_name:
             if not any(fnmatch.fnmatchcase(name, pattern) for name in names):

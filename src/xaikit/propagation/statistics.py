@@ -37,6 +37,8 @@ ROOTS = {"rsqrt", "sqrt", "reciprocal", "pow", "rdiv"}
 CARRY = INDEX_OPS | SQUARES | ROOTS | REDUCTIONS | {
     "add", "sub", "rsub", "mul", "div", "neg", "clamp", "clamp_min", "clip", "maximum", "to", "float",
 }
+#: operations whose output keeps a statistic's tag
+KEPT = CARRY | SPREADS
 _RANK = {"square": 0, "reduced": 1, "statistic": 2}
 _STARTS = SQUARES | REDUCTIONS | SPREADS
 
@@ -111,7 +113,7 @@ def _name(func: Callable, name: str, args: tuple) -> str:
 def follow(s: Session, func: Callable, name: str, args: tuple, kwargs: dict, acts: list, out: Any,
            mark: int) -> None:
     """After each operation: start, carry or end the statistic tags (see the module docstring)."""
-    stats: _Statistics | None = getattr(s, "statistics", None)
+    stats: _Statistics | None = s.statistics
     if stats is None:
         return
     tagged = [tag for tag in map(stats.tags.get, map(id, acts)) if tag is not None] if stats.tags else []
@@ -121,7 +123,7 @@ def follow(s: Session, func: Callable, name: str, args: tuple, kwargs: dict, act
     for tag in tagged:
         tag.uses += 1
     outputs = [t for t in tensors_in(out) if t.requires_grad]
-    if not outputs or (tagged and len(tagged) < len(acts)) or name not in CARRY | SPREADS:
+    if not outputs or (tagged and len(tagged) < len(acts)) or name not in KEPT:
         return  # mixed with another activation (a use as a scale is counted by the product handler)
     ops = [op for tag in tagged for op in tag.ops]
     new = [_Op(op) for kind, op in s.coverage.since(mark) if kind == "unknown"]
@@ -152,7 +154,7 @@ def _index_of_max(tagged: list[_Tag]) -> int:
 
 def _scale_operands(s: Session, name: str, args: tuple, kwargs: dict, acts: list) -> list[torch.Tensor]:
     """The operands of a product or division that are normalisation scales of the other activation."""
-    stats: _Statistics | None = getattr(s, "statistics", None)
+    stats: _Statistics | None = s.statistics
     if stats is None or not stats.tags or len(acts) < 2 or s.composite.op_rule("norm") == "gradient":
         return []
     kinds = {id(t): stats.tags[id(t)].kind for t in acts if id(t) in stats.tags}
