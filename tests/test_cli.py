@@ -413,3 +413,17 @@ def test_a_method_that_does_not_apply_still_completes_the_progress_bar(capsys, t
     code = main(["explain", "-m", "minilm", "--text", "a good film", "--methods", "rise:masks=4", "gradient",
                  "--out", str(tmp_path / "o")])
     assert code == 0 and "RISE skipped" in terminal.getvalue() and "2/2" in terminal.getvalue()
+
+
+def test_report_sections_on_the_same_model_share_one_load(capsys, tmp_path, photos, monkeypatch):
+    from xaikit.cli import commands
+
+    loads = []
+    original = commands.load_model
+    monkeypatch.setattr(commands, "load_model", lambda spec, *a, **k: loads.append(spec) or original(spec, *a, **k))
+    code, _, err = run(capsys, "report", "-m", "models:vgg_like", "-i", photos, "--image-size", 16, "--methods",
+                       "gradient", "--sections", "images", "concepts", "--concept-layer", "3", "--quiet",
+                       "--out", tmp_path / "r")
+    assert code == 0, err
+    assert loads == ["models:vgg_like"]
+    assert "loaded" not in (tmp_path / "r" / "settings.json").read_text()

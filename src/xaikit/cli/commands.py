@@ -48,13 +48,22 @@ def installed(specs: tuple[str, ...]) -> tuple[list[str], list[str]]:
 
 def model_and_inputs(args: argparse.Namespace, spec: str, input_specs: list[str], texts: list[str] = (),
                      main: bool = True) -> tuple[LoadedModel, Inputs]:
-    """Load a model and its inputs; the model options (--weights, --image-size, ...) apply to the main model."""
+    """Load a model and its inputs; the model options (--weights, --image-size, ...) apply to the main model.
+
+    Within one ``report`` (``args.loaded`` is a dict there) sections that read the same model and inputs share
+    one load (the heatmaps and concepts sections; the metrics and examples sections)."""
+    cache = getattr(args, "loaded", None)
+    key = (spec, tuple(input_specs), tuple(texts), main)
+    if cache is not None and key in cache:
+        return cache[key]
     if main:
         loaded = load_model(spec, args.weights, args.device, args.seed, args.image_size, args.input_range)
     else:
         loaded = load_model(spec, device=args.device, seed=args.seed)
     inputs = load_inputs(input_specs, loaded, texts, args.num_samples, args.seed, args.target_column,
                          args.device)
+    if cache is not None:
+        cache[key] = loaded, inputs
     return loaded, inputs
 
 
@@ -197,7 +206,7 @@ def save_arrays(path: Path, inputs: Inputs, results: dict[str, Explanation]) -> 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     """The command line and every option that was set, for the record."""
-    skip = {"func", "argv"}
+    skip = {"func", "argv", "loaded"}
     return {"command line": " ".join(["xaikit", *args.argv]),
             **{k: v for k, v in vars(args).items() if k not in skip and v not in (None, [], ())}}
 
@@ -354,6 +363,7 @@ def report(args: argparse.Namespace) -> int:
             check_method_names(specs)
     out = check_out(args.out)
     start_writing(out)
+    args.loaded = {}  # one load per model and inputs for all sections (see model_and_inputs)
     sections, timings = [], {}
     for name, make in (("images", image_part), ("concepts", concepts_part), ("metrics", metrics_part),
                        ("examples", examples_part), ("text", text_part)):
