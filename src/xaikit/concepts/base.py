@@ -139,11 +139,6 @@ class ConceptTool:
         return condition_masks(list(concepts), channels, argument)
 
 
-def repeat_rows(x: torch.Tensor, counts: torch.Tensor | int) -> torch.Tensor:
-    """Each sample of ``x`` repeated ``counts`` times (a view-free copy, batch-major)."""
-    return x.repeat_interleave(counts, 0)
-
-
 def iterate_batches(data: Any, argument: str = "data") -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """``(x, y)`` batches from a DataLoader/iterable of ``(x, y)`` or ``x``, or from a tuple ``(x, y)`` of tensors."""
     if isinstance(data, torch.Tensor):

@@ -68,10 +68,6 @@ class ConceptHeatmaps:
         return lines
 
 
-def _expand_target(target: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    return target.repeat_interleave(counts)
-
-
 class ConditionalHeatmaps(ConceptTool):
     """Heatmaps of the input conditioned on concepts of a layer, all in one batched backward pass.
 
