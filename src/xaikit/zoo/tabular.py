@@ -2,6 +2,8 @@
 ReLU MLP on its digits (8×8 images as 64 features, 10 classes)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -40,20 +42,26 @@ def train_digits_mlp(seed: int = 0, epochs: int = 300, hidden: int = 32) -> tupl
     data = load_digits()
     x = torch.tensor(data.data, dtype=torch.float32) / 16.0
     y = torch.tensor(data.target)
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    model = _fit_full_batch(lambda: nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10)),
+                            lambda model: nn.functional.cross_entropy(model(x), y), epochs, seed)
+    return model, x, y
+
+
+def _fit_full_batch(build: Callable[[], nn.Module], loss: Callable[[nn.Module], torch.Tensor], epochs: int,
+                    seed: int) -> nn.Module:
+    """``build()`` a model and fit it full-batch with Adam (lr 0.01) under ``seed``; the caller's random state is
+    left as it was and no gradient stays behind. Returns the model in eval mode."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build()
         optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
         for _ in range(epochs):
             optimiser.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
+            loss(model).backward()
             optimiser.step()
-    finally:
-        torch.random.set_rng_state(generator_state)
     for p in model.parameters():
         p.grad = None
-    return model.eval(), x, y
+    return model.eval()
 
 
 class BlockAdditive(nn.Module):
@@ -97,14 +105,7 @@ def train_cancer_blocks(seed: int = 0, epochs: int = 300) -> tuple[BlockAdditive
     x = torch.tensor(data.data, dtype=torch.float32)
     y = torch.tensor(data.target, dtype=torch.float32)
     x = (x - x.mean(0)) / x.std(0)
-    with torch.random.fork_rng():  # the caller's random state is left as it was
-        torch.manual_seed(seed)
-        model = BlockAdditive(x.shape[1])
-        optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
-        for _ in range(epochs):
-            optimiser.zero_grad()
-            nn.functional.binary_cross_entropy_with_logits(model(x)[:, 0], y).backward()
-            optimiser.step()
-    for p in model.parameters():
-        p.grad = None
-    return model.eval(), x, y
+    model = _fit_full_batch(lambda: BlockAdditive(x.shape[1]),
+                            lambda model: nn.functional.binary_cross_entropy_with_logits(model(x)[:, 0], y), epochs,
+                            seed)
+    return model, x, y
