@@ -19,9 +19,12 @@ seeds of the relative error ‖φ̂ - φ‖ / ‖φ‖ of
   distribution over the other sizes, each draw with its complement, repeated draws adding weight; the
   weights of the sampled part rescaled to the kernel mass left; the efficiency-constrained weighted least
   squares;
-- ``KernelSHAP``: xaikit's estimator (exact sizes, stratified paired sampling without replacement,
-  regression adjustment);
-- ``PermutationShapley``: antithetic orders, ``budget // (d - 1)`` orders (rounded down to even);
+- ``KernelSHAP plain``: xaikit's regression estimator (exact sizes, stratified paired sampling without
+  replacement, regression adjustment; ``estimator="plain"``);
+- ``KernelSHAP``: the default, the same adjusted by a network fitted to the values (``estimator="surrogate"``,
+  :mod:`xaikit.methods.shapley_surrogate`); ``ratio`` = KernelSHAP / reference;
+- ``Permutation plain`` / ``PermutationShapley``: antithetic orders, ``budget // (d - 1)`` orders (rounded
+  down to even), without and with the surrogate;
 - with ``--shap``: the reference library's KernelExplainer itself, if installed.
 """
 from __future__ import annotations
@@ -133,28 +136,31 @@ def run(samples: int, seeds: int, with_shap: bool) -> None:
     for name, fn, x, target, exact in games(samples):
         d = x.shape[1]
         print(f"\n### {name}\n")
-        cols = ["budget", "reference", "KernelSHAP", "ratio", "PermutationShapley"] + (["shap"] if with_shap else [])
+        cols = ["budget", "reference", "KernelSHAP plain", "KernelSHAP", "ratio", "Permutation plain",
+                "PermutationShapley"] + (["shap"] if with_shap else [])
         print("| " + " | ".join(cols) + " |")
         print("|" + "---|" * len(cols))
         v0 = values(fn, x, np.zeros((1, d), bool), target)[:, 0]
         vf = values(fn, x, np.ones((1, d), bool), target)[:, 0]
         for budget in BUDGETS:
-            ref, ours, perm, theirs = [], [], [], []
+            errors: dict[str, list] = {k: [] for k in ("ref", "kernel_plain", "kernel", "perm_plain", "perm", "shap")}
             for seed in range(seeds):
                 z, w = reference_design(d, budget, np.random.default_rng(seed))
                 y = values(fn, x, z, target) - v0[:, None]
-                ref.append(relative_error(reference_estimate(z, w, y, vf - v0), exact))
-                expl = xk.KernelSHAP(fn, samples=budget, seed=seed)(x, target=target)
-                ours.append(relative_error(expl.info["feature_attribution"], exact))
+                errors["ref"].append(relative_error(reference_estimate(z, w, y, vf - v0), exact))
                 orders = max(2, budget // (d - 1) // 2 * 2)
-                expl = xk.PermutationShapley(fn, permutations=orders, seed=seed)(x, target=target)
-                perm.append(relative_error(expl.info["feature_attribution"], exact))
+                for estimator, suffix in (("plain", "_plain"), ("surrogate", "")):
+                    expl = xk.KernelSHAP(fn, samples=budget, seed=seed, estimator=estimator)(x, target=target)
+                    errors["kernel" + suffix].append(relative_error(expl.info["feature_attribution"], exact))
+                    expl = xk.PermutationShapley(fn, permutations=orders, seed=seed, estimator=estimator)(x, target=target)
+                    errors["perm" + suffix].append(relative_error(expl.info["feature_attribution"], exact))
                 if with_shap:
-                    theirs.append(shap_error(fn, x, target, exact, budget, seed))
-            r, o, p = (float(np.median(np.concatenate(e))) for e in (ref, ours, perm))
-            row = [str(budget), f"{r:.4f}", f"{o:.4f}", f"{o / r:.2f}", f"{p:.4f}"]
+                    errors["shap"].append(shap_error(fn, x, target, exact, budget, seed))
+            m = {k: float(np.median(np.concatenate(e))) for k, e in errors.items() if e}
+            row = [str(budget), f"{m['ref']:.4f}", f"{m['kernel_plain']:.4f}", f"{m['kernel']:.4f}",
+                   f"{m['kernel'] / m['ref']:.2f}", f"{m['perm_plain']:.4f}", f"{m['perm']:.4f}"]
             if with_shap:
-                row.append(f"{float(np.median(np.concatenate(theirs))):.4f}")
+                row.append(f"{m['shap']:.4f}")
             print("| " + " | ".join(row) + " |", flush=True)
 
 

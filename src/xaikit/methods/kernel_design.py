@@ -45,6 +45,34 @@ class Design:
     weights: torch.Tensor
     exact_sizes: list[int]
 
+    @property
+    def sampled(self) -> bool:
+        """Whether some size is sampled (else the estimate is exact)."""
+        return bool(set(self.size.tolist()) - set(self.exact_sizes))
+
+    def with_ends(self) -> torch.Tensor:
+        """The coalitions in the order of the rows of ``weights``: ∅, F, then ``z``."""
+        d = self.z.shape[1]
+        return torch.cat([torch.zeros((1, d), dtype=torch.bool), torch.ones((1, d), dtype=torch.bool), self.z])
+
+
+def coalitions(c: torch.Tensor, d: int) -> torch.Tensor:
+    """The coalitions ``(M, d)`` (bool) whose bits are the integers ``c`` ``(M,)``: feature j present iff bit j."""
+    return (c[:, None] >> torch.arange(d, device=c.device)) & 1 == 1
+
+
+def shapley_weights(z: torch.Tensor) -> torch.Tensor:
+    """``(M, d)`` weights with ``φ = Σ_S v(S) weights[S]`` when ``z`` holds all 2^d coalitions (Shapley 1953).
+
+    ``+w(|S|-1)`` where j ∈ S and ``-w(|S|)`` where j ∉ S, ``w(s) = s! (d-s-1)! / d!``.
+    """
+    d = z.shape[1]
+    s = torch.arange(d + 1, dtype=torch.float64, device=z.device)
+    w = torch.exp(torch.lgamma(s + 1) + torch.lgamma(d - s) - math.lgamma(d + 1))  # w(s), s = 0..d-1
+    w[d] = 0.0
+    size = z.sum(1, keepdim=True)
+    return torch.where(z, w[(size - 1).clamp_min(0)], -w[size])
+
 
 def min_budget(d: int) -> int:
     """The smallest number of coalitions KernelSHAP accepts for d features: d + 2, or all 2^d - 2 if fewer."""

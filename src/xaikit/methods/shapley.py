@@ -11,21 +11,24 @@ deviation from it as ``info["convergence_delta"]``.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from torch import nn
 
-from ..errors import check_positive
+from ..errors import check_choice, check_positive
 from .baselines import BaselineSpec, describe_baseline, resolve_background, resolve_baseline
 from .features import (
     Features, FeatureSpec, LazyInputs, attribution_dtype, perturb, random_ranks, resolve_features, reverse_ranks,
 )
-from .kernel_design import Design, kernel_design, min_budget
+from .kernel_design import Design, kernel_design, min_budget, shapley_weights
+from .kernel_design import coalitions as all_of
 from .scoring import _ForwardMethod
+from .shapley_surrogate import feature_deviation, feature_scale, surrogate_correction
 from .seeding import check_seed, make_generator
 
+#: estimators of KernelSHAP and PermutationShapley: adjusted by a fitted network, or the plain sampling estimate
+ESTIMATORS = ("surrogate", "plain")
 #: most features ExactShapley accepts: 2^20 ≈ 10^6 coalitions per sample
 MAX_EXACT_FEATURES = 20
 
@@ -85,10 +88,6 @@ class _Shapley(_ForwardMethod):
         return results
 
 
-def _bits(c: torch.Tensor, d: int) -> torch.Tensor:
-    return (c[:, None] >> torch.arange(d, device=c.device)) & 1 == 1
-
-
 class ExactShapley(_Shapley):
     """Exact Shapley values by evaluating all ``2^d`` coalitions (Shapley 1953).
 
@@ -122,19 +121,12 @@ class ExactShapley(_Shapley):
                 f"{2 ** d:,} per sample; the limit is d <= {MAX_EXACT_FEATURES}. Use coarser features (e.g. "
                 "features='grid:4') or KernelSHAP / PermutationShapley"
             )
-        coalitions = 2**d
-        v = self.values(x, features, baseline, coalitions, lambda owner, c: _bits(c, d), targets, args, kwargs)
-        s = torch.arange(d + 1, dtype=torch.float64)
-        w = torch.exp(torch.lgamma(s + 1) + torch.lgamma(d - s) - math.lgamma(d + 1))  # w(s), s = 0..d-1
-        w[d] = 0.0
+        v = self.values(x, features, baseline, 2**d, lambda owner, c: all_of(c, d), targets, args, kwargs)
         phi = torch.zeros((x.shape[0], v.shape[2], d), dtype=torch.float64, device=v.device)
-        for start in range(0, coalitions, 1 << 16):  # weights built in pieces: 2^20 × 20 would be large
-            c = torch.arange(start, min(coalitions, start + (1 << 16)))
-            z = _bits(c, d)
-            size = z.sum(1, keepdim=True)
-            coef = torch.where(z, w[(size - 1).clamp_min(0)], -w[size]).to(v.device)
-            phi += torch.einsum("nck,cd->nkd", v[:, start:start + c.shape[0]], coef)
-        return self._results(x, features, phi, v[:, -1], v[:, 0], {"coalitions": coalitions})
+        for start in range(0, 2**d, 1 << 16):  # weights built in pieces: 2^20 × 20 would be large
+            coef = shapley_weights(all_of(torch.arange(start, min(2**d, start + (1 << 16))), d)).to(v.device)
+            phi += torch.einsum("nck,cd->nkd", v[:, start:start + coef.shape[0]], coef)
+        return self._results(x, features, phi, v[:, -1], v[:, 0], {"coalitions": 2**d})
 
 
 class KernelSHAP(_Shapley):
@@ -180,12 +172,14 @@ class KernelSHAP(_Shapley):
     """
 
     def __init__(self, model: nn.Module, features: FeatureSpec = None, samples: int = 1000, paired: bool = True,
-                 baseline: BaselineSpec | None = None, background: torch.Tensor | None = None,
-                 seed: int | None = None, batch_size: int | str = "auto", progress: bool = False) -> None:
+                 estimator: str = "surrogate", baseline: BaselineSpec | None = None,
+                 background: torch.Tensor | None = None, seed: int | None = None, batch_size: int | str = "auto",
+                 progress: bool = False) -> None:
         super().__init__(model, features, baseline, background, batch_size, progress)
         check_positive(samples, "samples", integer=True)
+        check_choice(estimator, "estimator", ESTIMATORS)
         check_seed(seed)
-        self.samples, self.paired, self.seed = samples, bool(paired), seed
+        self.samples, self.paired, self.estimator, self.seed = samples, bool(paired), estimator, seed
 
     def _designs(self, counts: list[int], seed: int) -> list[Design]:
         designs = []
@@ -218,10 +212,33 @@ class KernelSHAP(_Shapley):
         full = torch.stack([t.score(output) for t in targets], 1).double()  # v(F) = f(x)
         values = torch.cat([v[:, :1], full[:, None], v[:, 1:]], 1)  # rows as in the weights: ∅, F, z_1..C
         phi = torch.einsum("nck,ncd->nkd", values, weights[group])
-        info = {"samples": self.samples, "paired": self.paired, "seed": seed,
+        if self.estimator == "surrogate":
+            phi = phi + self._surrogate_correction(x, features, baseline, values, designs, group, seed,
+                                                   _resolution(output))
+        info = {"samples": self.samples, "paired": self.paired, "estimator": self.estimator, "seed": seed,
                 "exact_sizes": designs[0].exact_sizes if len(designs) == 1
                 else [designs[g].exact_sizes for g in group.tolist()]}  # per sample when their d differ
         return self._results(x, features, phi, full, v[:, 0], info)
+
+    @staticmethod
+    def _surrogate_correction(x, features, baseline, values, designs, group, seed, eps) -> torch.Tensor:
+        """``φ(g) - φ̂(g)`` ``(N, K, d)`` per design (:func:`~xaikit.methods.shapley_surrogate.surrogate_correction`);
+        0 where the estimate is exact already."""
+        n, _, k = values.shape
+        correction = torch.zeros((n, k, features.d), dtype=torch.float64, device=values.device)
+        scale = feature_scale(feature_deviation(x, baseline, features)).repeat_interleave(k, 0)
+        for i, design in enumerate(designs):
+            if not design.sampled:
+                continue
+            z, d, rows = design.with_ends().to(x.device), design.z.shape[1], design.z.shape[0] + 2
+            samples = (group == i).nonzero().flatten()
+            games = values[samples, :rows].transpose(1, 2).reshape(-1, rows)  # (n_i * K, rows)
+            weights = design.weights.to(values.device)
+            owners = (samples[:, None] * k + torch.arange(k, device=samples.device)).flatten()
+            fix = surrogate_correction(z, games, scale[owners, :d], lambda g, _: g @ weights,
+                                       (seed * 1_000_003 + d) % (2**63), eps)
+            correction[samples, :, :d] = fix.view(samples.shape[0], k, d)
+        return correction
 
 
 class PermutationShapley(_Shapley):
@@ -252,12 +269,14 @@ class PermutationShapley(_Shapley):
     """
 
     def __init__(self, model: nn.Module, features: FeatureSpec = None, permutations: int = 16,
-                 antithetic: bool = True, baseline: BaselineSpec | None = None, background: torch.Tensor | None = None,
-                 seed: int | None = None, batch_size: int | str = "auto", progress: bool = False) -> None:
+                 antithetic: bool = True, estimator: str = "surrogate", baseline: BaselineSpec | None = None,
+                 background: torch.Tensor | None = None, seed: int | None = None, batch_size: int | str = "auto",
+                 progress: bool = False) -> None:
         super().__init__(model, features, baseline, background, batch_size, progress)
         check_positive(permutations, "permutations", integer=True)
+        check_choice(estimator, "estimator", ESTIMATORS)
         check_seed(seed)
-        self.permutations, self.antithetic, self.seed = permutations, bool(antithetic), seed
+        self.permutations, self.antithetic, self.estimator, self.seed = permutations, bool(antithetic), estimator, seed
 
     def attribute(self, x, targets, output, args, kwargs):
         n = x.shape[0]
@@ -281,12 +300,32 @@ class PermutationShapley(_Shapley):
         v = self.values(x, features, baseline, chain, coalition, targets, args, kwargs)  # (N, chain, K)
         full = torch.stack([t.score(output) for t in targets], 1).double()
         k = full.shape[1]
+        games = torch.cat([v, full[:, None]], 1).transpose(1, 2).reshape(n * k, chain + 1)  # ∅, chains, F
+        game_ranks = ranks.repeat_interleave(k, 0)
+        phi = _order_estimate(games, game_ranks)
+        if self.estimator == "surrogate" and d > 1:
+            owner, c = torch.arange(n, device=x.device).repeat_interleave(chain), torch.arange(chain, device=x.device).repeat(n)
+            z = torch.cat([coalition(owner, c).view(n, chain, d), torch.ones((n, 1, d), dtype=torch.bool, device=x.device)], 1)
+            scale = feature_scale(feature_deviation(x, baseline, features))
+            phi = phi + surrogate_correction(z.repeat_interleave(k, 0), games, scale.repeat_interleave(k, 0),
+                                             lambda g, chosen: _order_estimate(g, game_ranks[chosen]), seed, _resolution(output))
+        phi = phi.view(n, k, d)
         empty = v[:, 0]
-        inner = v[:, 1:].view(n, orders, d - 1, k) if d > 1 else v[:, 1:].view(n, orders, 0, k)
-        path = torch.cat([empty[:, None, None].expand(n, orders, 1, k), inner,
-                          full[:, None, None].expand(n, orders, 1, k)], 2)  # v after 0..d features joined
-        gains = path.diff(dim=2)  # (N, P, d, K): gain of the feature at position t of the order
-        position = ranks.clamp_max(d - 1)  # feature j sits at position rank_j
-        phi = gains.gather(2, position[..., None].expand(n, orders, d, k)).mean(1).transpose(1, 2)  # (N, K, d)
-        info = {"permutations": orders, "antithetic": self.antithetic, "seed": seed}
+        info = {"permutations": orders, "antithetic": self.antithetic, "estimator": self.estimator, "seed": seed}
         return self._results(x, features, phi, full, empty, info)
+
+
+def _order_estimate(values: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    """Mean marginal contributions ``(G, d)`` along orders: ``values`` ``(G, 1 + P (d-1) + 1)`` are v(∅), the
+    first 1..d-1 features of each of the P orders, v(F); ``ranks`` ``(G, P, d)`` the position of each feature."""
+    games, orders, d = ranks.shape
+    inner = values[:, 1:-1].reshape(games, orders, d - 1)
+    path = torch.cat([values[:, None, :1].expand(games, orders, 1), inner,
+                      values[:, None, -1:].expand(games, orders, 1)], 2)  # v after 0..d features joined
+    gains = path.diff(dim=2)  # gain of the feature at position t of the order
+    return gains.gather(2, ranks.clamp_max(d - 1)).mean(1)
+
+
+def _resolution(output: torch.Tensor) -> float:
+    """The relative resolution of the model's outputs (machine epsilon of their dtype)."""
+    return torch.finfo(output.dtype if output.is_floating_point() else torch.float64).eps
