@@ -1,6 +1,7 @@
 """Accuracy of the Shapley estimators against exact values, across budgets, next to the reference strategy.
 
-Run: ``PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_shapley.py [--samples 20] [--seeds 3] [--shap]``
+Run: ``PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_shapley.py [--samples 20] [--seeds 3] [--shap]``;
+``--cost`` times the plain and the surrogate estimators instead (a cheap tabular model and an image model).
 
 Two games with exact Shapley values (single zero baseline = the data mean of standardised features):
 
@@ -177,15 +178,51 @@ def shap_error(fn, x, target, exact, budget, seed) -> np.ndarray:
     return np.array(errors)
 
 
+def cost(repeats: int = 2) -> None:
+    """Seconds per call of the plain and the surrogate-adjusted estimators, interleaved, on a cheap model (the
+    wine MLP, 20 rows) and an image model (EfficientNet-Lite0, the four bundled photos, grid:8 = 64 features)."""
+    from xaikit.zoo import load_efficientnet_lite0, load_image
+
+    model, x_all, _ = train_wine_mlp()
+    wine = (lambda t: torch.softmax(model(t), -1), x_all[:20], "wine MLP, 20 rows, 13 features")
+    net = load_efficientnet_lite0()
+    photos = torch.cat([load_image(name) for name in ("chelsea", "coffee", "astronaut", "rocket")])
+    cases = [(*wine, 512), (*wine, 4096), (net, photos, "EfficientNet-Lite0, 4 photos, 64 features", 96),
+             (net, photos, "EfficientNet-Lite0, 4 photos, 64 features", 512)]
+    print("| model | samples | KernelSHAP plain s | surrogate s | ratio | PermutationShapley plain s | surrogate s | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for fn, x, label, samples in cases:
+        d = x.shape[1] if x.ndim == 2 else 64
+        orders = max(2, samples // (d - 1) // 2 * 2)
+        makers = {("kernel", e): (lambda e=e: xk.KernelSHAP(fn, samples=samples, estimator=e, seed=0))
+                  for e in ("plain", "surrogate")}
+        makers.update({("perm", e): (lambda e=e: xk.PermutationShapley(fn, permutations=orders, estimator=e, seed=0))
+                       for e in ("plain", "surrogate")})
+        times: dict = {k: [] for k in makers}
+        for _ in range(repeats):  # interleaved: the machine's speed drifts
+            for key, make in makers.items():
+                began = time.perf_counter()
+                make()(x, target=0 if x.ndim == 2 else 285)
+                times[key].append(time.perf_counter() - began)
+        t = {k: min(v) for k, v in times.items()}
+        print(f"| {label} | {samples} | {t['kernel', 'plain']:.2f} | {t['kernel', 'surrogate']:.2f} | "
+              f"{t['kernel', 'surrogate'] / t['kernel', 'plain']:.2f} | {t['perm', 'plain']:.2f} | "
+              f"{t['perm', 'surrogate']:.2f} | {t['perm', 'surrogate'] / t['perm', 'plain']:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20, help="explained rows per data set")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--shap", action="store_true", help="also run the reference library (if installed)")
+    parser.add_argument("--cost", action="store_true", help="time the estimators instead (plain vs surrogate)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     began = time.perf_counter()
-    run(args.samples, args.seeds, args.shap)
+    if args.cost:
+        cost()
+    else:
+        run(args.samples, args.seeds, args.shap)
     print(f"\n{time.perf_counter() - began:.0f} s")
 
 
