@@ -153,7 +153,8 @@ def run(samples: int, seeds: int, with_shap: bool) -> None:
                 for estimator, suffix in (("plain", "_plain"), ("surrogate", "")):
                     expl = xk.KernelSHAP(fn, samples=budget, seed=seed, estimator=estimator)(x, target=target)
                     errors["kernel" + suffix].append(relative_error(expl.info["feature_attribution"], exact))
-                    expl = xk.PermutationShapley(fn, permutations=orders, seed=seed, estimator=estimator)(x, target=target)
+                    expl = xk.PermutationShapley(fn, permutations=orders, seed=seed, estimator=estimator)
+                    expl = expl(x, target=target)
                     errors["perm" + suffix].append(relative_error(expl.info["feature_attribution"], exact))
                 if with_shap:
                     errors["shap"].append(shap_error(fn, x, target, exact, budget, seed))
@@ -189,7 +190,8 @@ def cost(repeats: int = 2) -> None:
     photos = torch.cat([load_image(name) for name in ("chelsea", "coffee", "astronaut", "rocket")])
     cases = [(*wine, 512), (*wine, 4096), (net, photos, "EfficientNet-Lite0, 4 photos, 64 features", 96),
              (net, photos, "EfficientNet-Lite0, 4 photos, 64 features", 512)]
-    print("| model | samples | KernelSHAP plain s | surrogate s | ratio | PermutationShapley plain s | surrogate s | ratio |")
+    print("| model | samples | KernelSHAP plain s | surrogate s | ratio | PermutationShapley plain s | surrogate s "
+          "| ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for fn, x, label, samples in cases:
         d = x.shape[1] if x.ndim == 2 else 64

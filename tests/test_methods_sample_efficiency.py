@@ -29,7 +29,8 @@ def test_paired_kernel_shap_no_worse_than_plain_at_equal_budget(wine_game):
     model, x, exact = wine_game
     # the sampling designs themselves, without the surrogate (tests/test_shapley_surrogate.py)
     paired = mean_error(lambda s: xk.KernelSHAP(model, samples=BUDGET, estimator="plain", seed=s), x, exact)
-    plain = mean_error(lambda s: xk.KernelSHAP(model, samples=BUDGET, paired=False, estimator="plain", seed=s), x, exact)
+    plain = mean_error(lambda s: xk.KernelSHAP(model, samples=BUDGET, paired=False, estimator="plain", seed=s), x,
+                       exact)
     assert paired <= plain, (paired, plain)
     more = mean_error(lambda s: xk.KernelSHAP(model, samples=4 * BUDGET, estimator="plain", seed=s), x, exact)
     assert more < paired  # consistent: more samples, smaller error

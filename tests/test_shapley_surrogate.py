@@ -47,7 +47,8 @@ def test_surrogate_shapley_estimate_above_sixteen_features_is_close():
     d = 18
     generator = torch.Generator().manual_seed(0)
     z = kernel_design(d, 512, True, generator).z
-    values = torch.tanh(z.double() @ torch.randn((d, 2), generator=generator, dtype=torch.float64)).T.prod(0, keepdim=True)
+    mixing = torch.randn((d, 2), generator=generator, dtype=torch.float64)
+    values = torch.tanh(z.double() @ mixing).T.prod(0, keepdim=True)
     surrogate = fit_surrogate(z, values, torch.ones((1, d), dtype=torch.float64), seed=0)
     everything = coalitions(torch.arange(2**d), d)
     from xaikit.methods.kernel_design import shapley_weights
