@@ -77,6 +77,9 @@ TRAIN_MODE_METHODS = {
     "gradient": lambda m: xk.Gradient(m),
     "integrated_gradients": lambda m: xk.IntegratedGradients(m, steps=4),
     "occlusion": lambda m: xk.Occlusion(m, window=4),
+    # the Shapley estimators fit their network surrogate (an optimisation of its own) inside the call
+    "kernel_shap": lambda m: xk.KernelSHAP(m, features="grid:3", samples=40, seed=0),
+    "permutation_shapley": lambda m: xk.PermutationShapley(m, features="grid:3", permutations=4, seed=0),
 }
 
 
