@@ -88,8 +88,8 @@ class Surrogate:
         """Values ``(B, M)`` of coalitions ``z`` (bool): ``(M, d)`` for every game, or ``(B, M, d)`` each its own."""
         if z.ndim == 3:
             z = z.repeat(self.members, 1, 1)
-        hidden = torch.tanh(self.weight @ _inputs(z, self.scale) + self.bias)
-        values = (self.intercept + self.out @ hidden).squeeze(1) * self.sd + self.mean
+        standardised = _network(self.weight, self.bias, self.out, self.intercept, _inputs(z, self.scale))
+        values = standardised * self.sd + self.mean
         return values.view(self.members, -1, values.shape[1]).mean(0)
 
     def shapley(self, seed: int) -> torch.Tensor:
@@ -172,7 +172,7 @@ def fit_surrogate(z: torch.Tensor, values: torch.Tensor, scale: torch.Tensor, se
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, STEPS)
         for _ in range(STEPS):
             optimiser.zero_grad()
-            fitted = (intercept + out @ torch.tanh(weight @ u + bias)).squeeze(1)
+            fitted = _network(weight, bias, out, intercept, u)
             loss = (fitted - target).pow(2).mean(1).sum() + penalty * (WEIGHT_DECAY * weight.pow(2).sum()
                                                                       + SPARSITY * weight.abs().sum())
             loss.backward()
@@ -210,6 +210,12 @@ def surrogate_correction(z: torch.Tensor, values: torch.Tensor, scale: torch.Ten
         surrogate = fit_surrogate(fit_z, values[games], scale[games], seed)
         correction[games] = surrogate.shapley(seed) - estimate(surrogate(fit_z), games)
     return correction
+
+
+def _network(weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor, intercept: torch.Tensor,
+             u: torch.Tensor) -> torch.Tensor:
+    """The standardised outputs ``(G, M)`` of G one-hidden-layer tanh networks on inputs ``u`` ``(G, d, M)``."""
+    return (intercept + out @ torch.tanh(weight @ u + bias)).squeeze(1)
 
 
 def _inputs(z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
