@@ -46,7 +46,7 @@ def test_with_biases_absorbed_relevance_closes_the_balance(net, composite):
 
 
 @pytest.mark.parametrize("net", ["mlp", "vgg", "resnet"])
-@pytest.mark.parametrize("rule", [R.zplus(eps=0.5), R.gamma(0.25, eps=0.5), R.alpha_beta(2.0, 1.0, eps=0.5)],
+@pytest.mark.parametrize("rule", [R.zplus(epsilon=0.5), R.gamma(0.25, epsilon=0.5), R.alpha_beta(2.0, 1.0, epsilon=0.5)],
                          ids=["zplus", "gamma", "alpha_beta"])
 def test_large_stabilisers_are_absorbed(net, rule):
     """ε far from negligible, with biases: what the rules report absorbed (for z⁺ and rectified γ computed from

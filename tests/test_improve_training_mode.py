@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import xaikit as xk
-from xaikit.propagation.record import _SESSIONS
-from xaikit.propagation.engine import differentiable
+from xaikit.propagation.session import active_session
+from xaikit.propagation.state import differentiable
 
 
 class TinyNet(nn.Module):
@@ -101,7 +101,7 @@ def test_training_step_leaves_no_hook_no_state_and_grad_holds_the_training_gradi
         warnings.simplefilter("error")  # the opt-in gives no train-mode warning
         loss = training_loss(model, lambda m: lrp(x, target=y, create_graph=True).attribution)
     assert all(p.grad is None for p in model.parameters())  # the explanation put nothing into .grad
-    assert _hooks(model) == hooks and not _SESSIONS and not differentiable()
+    assert _hooks(model) == hooks and active_session() is None and not differentiable()
     assert model.training and all(m.training for m in model.modules())  # flags restored
     loss.backward()
     # the expected gradient: the same loss on a copy whose explanation is computed independently

@@ -63,8 +63,8 @@ def _reference(rule: str, A, b, x, R_out, low=None, high=None, eps=0.1, gamma=0.
 
 
 RULES = {
-    "zero": R.zero(), "epsilon": R.epsilon(0.1), "gamma": R.gamma(0.25), "zplus": R.zplus(eps=0),
-    "alpha_beta": R.alpha_beta(2.0, 1.0, eps=0), "flat": R.flat(), "wsquare": R.wsquare(),
+    "zero": R.zero(), "epsilon": R.epsilon(0.1), "gamma": R.gamma(0.25), "zplus": R.zplus(epsilon=0),
+    "alpha_beta": R.alpha_beta(2.0, 1.0, epsilon=0), "flat": R.flat(), "wsquare": R.wsquare(),
 }
 LAYERS = {
     "linear": lambda bias: (nn.Linear(6, 4, bias=bias), (3, 6)),
@@ -154,9 +154,25 @@ def test_gamma_shortcut_equals_its_parts(layer_name, inputs, rectified, eps):
     with torch.no_grad():
         weights = torch.randn(model(x).flatten(1).shape[1])
     target = lambda out: (out.flatten(1) * weights).sum(1)  # noqa: E731
-    shortcut = R.gamma(0.25, eps=eps)
+    shortcut = R.gamma(0.25, epsilon=eps)
     by_parts = replace(shortcut, favour=None)
     got, want = (xk.LRP(model, composite=Composite("test", conv=r, dense=r))(x, target=target).attribution
                  for r in (shortcut, by_parts))
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     assert got.abs().sum() > 0
+
+
+def test_one_name_per_rule_setting_and_the_old_names_warn():
+    """``epsilon``/``gamma`` everywhere (constructors, rule dicts, composites); ``eps``/``g`` still work for
+    one release with a DeprecationWarning naming the new keyword."""
+    assert R.gamma(gamma=0.5, epsilon=1e-3) == R.make_rule({"rule": "gamma", "gamma": 0.5, "epsilon": 1e-3})
+    with pytest.warns(DeprecationWarning, match="'epsilon'"):
+        assert R.epsilon(eps=0.1) == R.epsilon(epsilon=0.1)
+    with pytest.warns(DeprecationWarning, match="'gamma'"):
+        assert R.gamma(g=0.5) == R.gamma(gamma=0.5)
+    with pytest.warns(DeprecationWarning):  # a composite file written before the rename
+        assert R.make_rule({"rule": "zplus", "eps": 1e-4}) == R.zplus(epsilon=1e-4)
+    with pytest.raises(TypeError, match="both 'eps'"):
+        R.epsilon(eps=0.1, epsilon=0.2)
+    spec = R.rule_to_dict(R.gamma(gamma=0.5, epsilon=1e-3))
+    assert spec == {"rule": "gamma", "gamma": 0.5, "epsilon": 1e-3}

@@ -34,8 +34,8 @@ def test_zplus_matches_matrix_formula_with_and_without_bias(layer_name, signed, 
     x = torch.randn(shape) if signed else torch.rand(shape)
     with torch.no_grad():
         weights = torch.rand(layer(x).flatten(1).shape[1]) + 0.5
-    got = _explain(layer, x, R.zplus(eps=0, bias=with_bias), weights)
-    other = _explain(layer, x, R.zplus(eps=0, bias=not with_bias), weights)
+    got = _explain(layer, x, R.zplus(epsilon=0, bias=with_bias), weights)
+    other = _explain(layer, x, R.zplus(epsilon=0, bias=not with_bias), weights)
     for n in range(shape[0]):
         A, b = _matrix(layer, x[n:n + 1])
         xn = x[n].reshape(-1)

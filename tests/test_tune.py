@@ -201,7 +201,7 @@ def test_every_preset_and_rule_round_trips_and_bad_specs_are_refused():
         assert Composite.from_json(make_composite(name).to_json()) == make_composite(name)
     typed = with_rules("epsilon_plus", by_type={nn.Linear: "zplus"}, first="wsquare", relu="guided")
     assert Composite.from_dict(typed.to_dict()) == typed
-    for rule in (R.gamma(0.5, eps=1e-4), R.alpha_beta(1.0, 0.0), R.epsilon(0.3), R.zbox(-2.0, 2.0)):
+    for rule in (R.gamma(0.5, epsilon=1e-4), R.alpha_beta(1.0, 0.0), R.epsilon(0.3), R.zbox(-2.0, 2.0)):
         assert R.make_rule(R.rule_to_dict(rule)) == rule
     with pytest.raises(ValueError, match="tensor bounds"):
         R.rule_to_dict(R.zbox(torch.zeros(3), torch.ones(3)))

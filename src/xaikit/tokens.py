@@ -147,7 +147,7 @@ class TokenInput:
     def forward(self, ids: torch.Tensor, run: Callable[..., Any] | None = None) -> Callable[..., Any]:
         """A ``forward(vectors, *args, **kwargs)`` for :func:`~xaikit.methods.gradient.backprop`: the model on
         ``ids`` with the embedding output replaced by ``vectors``; ``run(vectors, call, inputs)`` wraps the
-        call (e.g. :meth:`~xaikit.propagation.engine.Session.run`)."""
+        call (e.g. :meth:`~xaikit.propagation.session.Session.run`)."""
 
         def forward(vectors: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             def call() -> Any:

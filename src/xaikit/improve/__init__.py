@@ -10,7 +10,7 @@ normal PyTorch training loop (plain functions and ``nn.Module`` losses, no train
 - :func:`channel_importance`, :func:`prune_plan`, :func:`pruned`: pruning by explaining (Yeom et al. 2021).
 
 The explanations that enter a loss are computed by the methods in training mode (``create_graph=True``,
-:mod:`xaikit.propagation.training`), so their parameters' gradients are exact and ``.grad`` holds only what the
+:mod:`xaikit.propagation.handlers.training`), so their parameters' gradients are exact and ``.grad`` holds only what the
 training loss puts there. See ``docs/improve.md``.
 """
 from .clarc import CAV, Projected, a_clarc, fit_cav, project

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import check_input, check_model, eval_semantics, unknown_name
 from ..explanation import Explanation
-from ..propagation.engine import differentiable_pass
+from ..propagation.state import differentiable_pass
 from ..settings import bind_settings
 from ..targets import TargetSpec, check_target
 from .tokens_ids import explain_in_embedding_space
@@ -96,7 +96,7 @@ class Method:
         ``create_graph=True`` (training mode, an explicit opt-in for methods with ``differentiable = True``):
         the attribution keeps its autograd graph, so a loss on it has exact gradients w.r.t. the parameters
         (and ``x``'s history); the parameters' ``.grad`` are not touched. The model is still explained in eval
-        semantics (no warning: the caller asked for it). See :mod:`xaikit.propagation.training`.
+        semantics (no warning: the caller asked for it). See :mod:`xaikit.propagation.handlers.training`.
         """
         in_embedding_space = self.token_mode == "embedding" and _token_ids(x)
         check_input(x, "x", self.model, allow_int=self.allow_integer_input or in_embedding_space)

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..batching import check_batch_size, chunked, max_chunk, select_batch
 from ..explanation import Explanation
-from ..propagation.engine import differentiable
+from ..propagation.state import differentiable
 from ..targets import ResolvedTarget, TargetSpec, resolve_target, slice_target
 from ..tokens import TokenInput, model_scores
 from .base import Method
@@ -44,7 +44,7 @@ def backprop(
     """Forward ``x`` through ``model`` (or ``forward``), select the target and return the gradient w.r.t. ``x``.
 
     Only the gradient of ``x`` is computed (``torch.autograd.grad``): the model's ``.grad`` fields are untouched.
-    Inside :func:`~xaikit.propagation.engine.differentiable_pass` the gradient keeps its graph
+    Inside :func:`~xaikit.propagation.state.differentiable_pass` the gradient keeps its graph
     (``create_graph=True``), also back through ``x`` when ``x`` has one.
     ``allow_unused`` returns a zero gradient where the output does not reach ``x`` through the graph (LRP
     first-layer rules write their relevance outside the gradient).

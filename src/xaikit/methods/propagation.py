@@ -13,7 +13,7 @@ from torch import nn
 from ..batching import check_batch_size
 from ..explanation import Explanation
 from ..propagation.composites import Composite, make_composite
-from ..propagation.engine import Session
+from ..propagation.session import Session
 from ..tokens import TokenInput
 from .base import Method
 from .gradient import Backprop, backprop, map_samples
@@ -53,7 +53,7 @@ class LRP(Method):
     multiply_by_input: bool = True
 
     allow_integer_input = True
-    differentiable = True  #: create_graph=True: see :mod:`xaikit.propagation.training`
+    differentiable = True  #: create_graph=True: see :mod:`xaikit.propagation.handlers.training`
 
     def __init__(self, model: nn.Module, composite: str | Composite = "epsilon_plus_flat",
                  batch_size: int | str = "auto", embedding: str | nn.Module | None = None, progress: bool = False,

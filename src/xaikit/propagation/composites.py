@@ -21,7 +21,7 @@ import importlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
@@ -156,37 +156,43 @@ def _first_box(low: Any, high: Any) -> Rule:
     return R.zbox(-1.0 if low is None else low, 1.0 if high is None else high)
 
 
-def _presets(s: dict[str, Any]) -> dict[str, Composite]:
-    eps, gam = s.get("epsilon", 1e-6), s.get("gamma", 0.25)
-    alpha, beta = s.get("alpha", 2.0), s.get("beta", 1.0)
-    lazy = {
-        "zero": lambda: Composite("zero"),
-        "epsilon": lambda: Composite("epsilon", R.epsilon(eps), R.epsilon(eps)),
-        "epsilon_plus": lambda: Composite("epsilon_plus", R.zplus(), R.epsilon(eps)),
-        "epsilon_plus_flat": lambda: Composite("epsilon_plus_flat", R.zplus(), R.epsilon(eps), R.flat()),
-        "epsilon_gamma_box": lambda: Composite(
-            "epsilon_gamma_box", R.gamma(gam), R.epsilon(eps), _first_box(s.get("low"), s.get("high"))),
-        "epsilon_alpha2_beta1": lambda: Composite("epsilon_alpha2_beta1", R.alpha_beta(alpha, beta), R.epsilon(eps)),
-        "epsilon_alpha2_beta1_flat": lambda: Composite(
-            "epsilon_alpha2_beta1_flat", R.alpha_beta(alpha, beta), R.epsilon(eps), R.flat()),
-        "guided_backprop": lambda: Composite("guided_backprop", ops={"relu": "guided", "nonlinear": "gradient"}),
-        "deconvnet": lambda: Composite("deconvnet", ops={"relu": "deconvnet", "nonlinear": "gradient"}),
-        "excitation_backprop": lambda: Composite("excitation_backprop", R.zplus(), R.zplus(), R.zplus()),
-        "attnlrp": lambda: Composite("attnlrp", R.epsilon(eps), R.epsilon(eps), ops={"gate": "uniform"}),
-        "cp_lrp": lambda: Composite("cp_lrp", R.epsilon(eps), R.epsilon(eps), ops={"softmax": "detach"}),
-    }
-    return lazy
+#: the preset composites: name -> (the keyword settings it uses, its builder from those settings);
+#: defaults epsilon=1e-6, gamma=0.25, alpha=2, beta=1, low=-1, high=1
+_PRESETS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], Composite]]] = {
+    "zero": ((), lambda s: Composite("zero")),
+    "epsilon": (("epsilon",), lambda s: Composite("epsilon", R.epsilon(_eps(s)), R.epsilon(_eps(s)))),
+    "epsilon_plus": (("epsilon",), lambda s: Composite("epsilon_plus", R.zplus(), R.epsilon(_eps(s)))),
+    "epsilon_plus_flat": (("epsilon",), lambda s: Composite(
+        "epsilon_plus_flat", R.zplus(), R.epsilon(_eps(s)), R.flat())),
+    "epsilon_gamma_box": (("epsilon", "gamma", "low", "high"), lambda s: Composite(
+        "epsilon_gamma_box", R.gamma(s.get("gamma", 0.25)), R.epsilon(_eps(s)),
+        _first_box(s.get("low"), s.get("high")))),
+    "epsilon_alpha2_beta1": (("epsilon", "alpha", "beta"), lambda s: Composite(
+        "epsilon_alpha2_beta1", _alpha_beta(s), R.epsilon(_eps(s)))),
+    "epsilon_alpha2_beta1_flat": (("epsilon", "alpha", "beta"), lambda s: Composite(
+        "epsilon_alpha2_beta1_flat", _alpha_beta(s), R.epsilon(_eps(s)), R.flat())),
+    "guided_backprop": ((), lambda s: Composite("guided_backprop", ops={"relu": "guided", "nonlinear": "gradient"})),
+    "deconvnet": ((), lambda s: Composite("deconvnet", ops={"relu": "deconvnet", "nonlinear": "gradient"})),
+    "excitation_backprop": ((), lambda s: Composite("excitation_backprop", R.zplus(), R.zplus(), R.zplus())),
+    "attnlrp": (("epsilon",), lambda s: Composite(
+        "attnlrp", R.epsilon(_eps(s)), R.epsilon(_eps(s)), ops={"gate": "uniform"})),
+    "cp_lrp": (("epsilon",), lambda s: Composite(
+        "cp_lrp", R.epsilon(_eps(s)), R.epsilon(_eps(s)), ops={"softmax": "detach"})),
+}
+
+
+def _eps(s: dict[str, Any]) -> float:
+    return s.get("epsilon", 1e-6)
+
+
+def _alpha_beta(s: dict[str, Any]) -> Rule:
+    return R.alpha_beta(s.get("alpha", 2.0), s.get("beta", 1.0))
 
 
 #: preset name -> the keyword settings it uses
-PRESET_SETTINGS: dict[str, tuple[str, ...]] = {
-    "zero": (), "epsilon": ("epsilon",), "epsilon_plus": ("epsilon",), "epsilon_plus_flat": ("epsilon",),
-    "epsilon_gamma_box": ("epsilon", "gamma", "low", "high"), "epsilon_alpha2_beta1": ("epsilon", "alpha", "beta"),
-    "epsilon_alpha2_beta1_flat": ("epsilon", "alpha", "beta"), "guided_backprop": (), "deconvnet": (),
-    "excitation_backprop": (), "attnlrp": ("epsilon",), "cp_lrp": ("epsilon",),
-}
+PRESET_SETTINGS: dict[str, tuple[str, ...]] = {name: used for name, (used, _) in _PRESETS.items()}
 #: names of the preset composites
-PRESETS = tuple(PRESET_SETTINGS)
+PRESETS = tuple(_PRESETS)
 #: keyword settings that override a preset's values
 SETTINGS = ("epsilon", "gamma", "alpha", "beta", "low", "high")
 
@@ -215,7 +221,7 @@ def make_composite(composite: str | Composite | dict, **settings: Any) -> Compos
     for key in settings:
         if key not in used:
             raise TypeError(f"composite {composite!r} has no setting {key!r}; it uses: {', '.join(used) or 'none'}")
-    return _presets(settings)[composite]()
+    return _PRESETS[composite][1](settings)
 
 
 def with_rules(composite: str | Composite, *, by_name: dict[str, Rule | str] | None = None,

@@ -33,36 +33,19 @@ Example
 torch.Size([4, 3, 8, 8])
 
 The relevance of a layer whose output is consumed only by a BatchNorm that the engine folds into it, or only
-by a ReLU/ReLU6 whose relevance its rule reads (see :mod:`.engine`), is that of the folded layer or of the
+by a ReLU/ReLU6 whose relevance its rule reads (see :class:`.state.LayerState`), is that of the folded layer or of the
 rectifier's output, as the rule sees it: ``R_z = R_y`` for ``y = ReLU(z)``.
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from .engine import SETUP, Session
-
-#: the sessions of the explained forward passes now running (innermost last); see :func:`_track_session`
-_SESSIONS: list[Session] = []
-
-
-@contextlib.contextmanager
-def _track_session(session: Session) -> Iterator[None]:
-    """Entered by the engine around every explained forward pass: lets the record hooks see its layer states."""
-    _SESSIONS.append(session)
-    try:
-        yield
-    finally:
-        _SESSIONS.pop()
-
-
-SETUP.append(_track_session)
+from .session import Session, active_session
 
 
 def find_modules(model: nn.Module, names: Sequence[str] | str, argument: str = "layers") -> dict[str, nn.Module]:
@@ -281,7 +264,7 @@ class Recorder:
                 record.relevances.append(None)
                 slot = len(record.relevances) - 1
                 if "relevance" in self.keep:
-                    value = _relevance_value(_SESSIONS[-1] if _SESSIONS else None, t, copy)
+                    value = _relevance_value(active_session(), t, copy)
             if mask is None and value is None:
                 return
 

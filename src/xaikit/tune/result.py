@@ -14,7 +14,7 @@ from torch import nn
 
 from ..methods.base import Method
 from ..propagation.composites import Composite
-from ..propagation.rules import _SETTING_ARGS, rule_to_dict
+from ..propagation.rules import rule_to_dict
 from .objectives import Objective
 from .space import LRPSpace, Space
 
@@ -239,6 +239,5 @@ class TuneResult:
 def _rule_code(rule) -> str:
     spec = rule_to_dict(rule)
     name = spec.pop("rule")
-    aliases = _SETTING_ARGS.get(name, {})
-    args = [f"{v!r}" if k in aliases else f"{k}={v!r}" for k, v in spec.items()]
+    args = [f"{k}={v!r}" for k, v in spec.items()]
     return f"R.{name}({', '.join(args)})"

@@ -120,7 +120,8 @@ def _text(value: Any) -> str:
 # ---- LRP: per-layer-group rules -----------------------------------------------------------------------------
 
 #: rule families with one numeric setting, for the ``"name=value"`` rule specs of :class:`LRPSpace`
-_RULE_SETTING = {"gamma": "gamma", "epsilon": "epsilon", "alpha_beta": "alpha"}
+#: rules whose spec takes a value: their setting of the same name (alpha_beta: alpha, with beta = alpha - 1)
+_VALUED = ("gamma", "epsilon", "alpha_beta")
 
 
 def parse_rule(spec: str | Rule, low: float | None = None, high: float | None = None) -> Rule:
@@ -137,15 +138,15 @@ def parse_rule(spec: str | Rule, low: float | None = None, high: float | None = 
                 raise ValueError("the zbox rule needs the input bounds: pass low= and high= to LRPSpace")
             return make_rule("zbox", low=low, high=high)
         return make_rule(name)
-    if name not in _RULE_SETTING:
-        raise ValueError(f"rule spec {spec!r}: only {', '.join(_RULE_SETTING)} take a value (name=value)")
+    if name not in _VALUED:
+        raise ValueError(f"rule spec {spec!r}: only {', '.join(_VALUED)} take a value (name=value)")
     try:
         number = float(value)
     except ValueError:
         raise ValueError(f"rule spec {spec!r}: {value!r} is not a number") from None
     if name == "alpha_beta":
         return make_rule({"rule": "alpha_beta", "alpha": number, "beta": number - 1.0})
-    return make_rule({"rule": name, _RULE_SETTING[name]: number})
+    return make_rule({"rule": name, name: number})
 
 
 def weighted_layers(model: nn.Module) -> list[str]:

@@ -1,7 +1,7 @@
 """Training mode of the engine: an explanation that is itself differentiable, for losses on explanations.
 
-Inside :func:`~xaikit.propagation.engine.differentiable_pass` (``method(x, create_graph=True)``) a
-:class:`~xaikit.propagation.engine.Session` uses the handlers of this module instead of :mod:`.ops`. The
+Inside :func:`~xaikit.propagation.state.differentiable_pass` (``method(x, create_graph=True)``) a
+:class:`~xaikit.propagation.session.Session` uses the handlers of this module (:data:`..table.TRAINING_HANDLERS`). The
 explained backward pass then runs with ``create_graph=True`` and every quantity a rule uses (the layer input,
 weights, bias, the output ``z`` and the modified weights ``ρ(W)``) stays on the autograd graph, so a loss on
 the explanation has exact gradients with respect to the parameters and the input ("double backward").
@@ -29,80 +29,20 @@ cells, attention) raise a ``ValueError`` naming the operation.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from . import ops
-from .engine import LayerState, Session
-from .layers import LayerCall
-from .rules import Rule
+from ..classify import LAYER_OPS, NONLINEAR, PRODUCTS
+from ..kernels import rule_relevance
+from ..layers import LayerCall
+from ..state import LayerState
+from .elementwise import div
+from .layers import _unpack_layer, layer_rule
+from .plain import classify_plain
 
-
-def _input_value(name: str, x: torch.Tensor, constants: dict[str, torch.Tensor]) -> torch.Tensor:
-    if name == "x":
-        return x
-    if name == "pos":
-        return x.clamp(min=0)
-    if name == "neg":
-        return x.clamp(max=0)
-    return constants[name]
-
-
-def _mask(name: str, x: torch.Tensor) -> torch.Tensor | None:
-    """Where the term's input equals ``x`` (the gradient of ``R_x = x ⊙ g`` is taken there only)."""
-    return (x >= 0) if name == "pos" else (x <= 0) if name == "neg" else None
-
-
-def _transpose(layer: LayerCall, weight: torch.Tensor, signal: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``ρ(W)ᵀ s``, differentiable in ``s`` and ``ρ(W)``: the input gradient of the layer, which is linear in its
-    input (so the point where it is taken does not matter)."""
-    leaf = torch.zeros_like(like).requires_grad_(True)
-    with torch.enable_grad():
-        return torch.autograd.grad(layer.native(leaf, weight), leaf, signal, create_graph=True)[0]
-
-
-def _stabilise(n: torch.Tensor, eps: float) -> torch.Tensor:
-    """``n + ε·sign(n)`` with sign(0) = +1; for ε = 0, zeros become ones (0/0 gives 0)."""
-    if eps:
-        return torch.where(n >= 0, n + eps, n - eps)
-    return torch.where(n == 0, torch.ones_like(n), n)
-
-
-def rule_relevance(rule: Rule, layer: LayerCall, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                   relevance: torch.Tensor, z: torch.Tensor, constants: dict[str, torch.Tensor] | None = None
-                   ) -> torch.Tensor:
-    """The generic LRP rule on one layer call, as differentiable operations.
-
-    Returns the gradient ``g`` at ``x`` with ``R_x = x ⊙ g`` or, for direct rules (constant inputs), the relevance
-    ``R_x`` itself. Equal to :func:`xaikit.propagation.rules.redistribute` (tested), which is the fast form.
-    """
-    constants = constants or {}
-    result = None
-    for part in rule.parts:
-        r = relevance
-        if part.outputs == "pos":
-            r = relevance * (z >= 0)
-        elif part.outputs == "neg":
-            r = relevance * (z < 0)
-        n = None
-        for term in part.terms:
-            value = _input_value(term.input, x, constants)
-            piece = layer.native(value, term.weight(weight)) * term.coef
-            n = piece if n is None else n + piece
-        if bias is not None and any(t.bias for t in part.terms):
-            part_bias = sum(t.coef * t.weight(bias) for t in part.terms if t.bias)
-            n = n + layer.channel_view(part_bias, n.ndim)
-        signal = part.scale * r / _stabilise(n, rule.epsilon)
-        for term in part.terms:
-            g = _transpose(layer, term.weight(weight), signal, x) * term.coef
-            if rule.direct:
-                g = g * _input_value(term.input, x, constants)
-            else:
-                mask = _mask(term.input, x)
-                g = g if mask is None else g * mask
-            result = g if result is None else result + g
-    return torch.zeros_like(x) if result is None else result
+if TYPE_CHECKING:
+    from ..session import Session
 
 
 class _LayerRule(torch.autograd.Function):
@@ -143,10 +83,10 @@ class _LayerRule(torch.autograd.Function):
 
 def layer(s: Session, func, name, args, kwargs, acts):
     """Linear and convolution layers in training mode: one :class:`_LayerRule` node."""
-    x, weight, bias, rest_args, rest_kwargs = ops._unpack_layer(args, kwargs)
+    x, weight, bias, rest_args, rest_kwargs = _unpack_layer(args, kwargs)
     if not s.is_activation(x) or s.is_activation(weight):
         return _unsupported(s, func, f"{name} with input-dependent weights", args, kwargs, acts)
-    _, rule = ops.layer_rule(s, name, x, weight)
+    _, rule = layer_rule(s, name, x, weight)
     call = LayerCall(func, name, rest_args, rest_kwargs, tuple(weight.shape[2:]))
     state = LayerState(rule, name, call)
     if rule.direct:
@@ -155,7 +95,7 @@ def layer(s: Session, func, name, args, kwargs, acts):
 
 
 def _plain(s: Session, func, name, args, kwargs, acts):
-    return ops.classify_plain(s, func, name, args, kwargs, acts)
+    return classify_plain(s, func, name, args, kwargs, acts)
 
 
 def _unsupported(s: Session, func, name, args, kwargs, acts):
@@ -191,18 +131,18 @@ def _softmax(s: Session, func, name, args, kwargs, acts):
     return _plain(s, func, name, args, kwargs, acts)
 
 
-def handlers() -> dict[str, Callable[..., Any]]:
-    """The handler table of a session in training mode: every operation the engine handles is either
-    supported here or refused (never passed on with a rule the double backward would not see)."""
-    table: dict[str, Callable] = {name: _unsupported for name in ops.HANDLERS}
-    table.update({name: layer for name in ops.LAYER_OPS})
-    table.update({name: _by_rule("nonlinear", "gradient") for name in ops.NONLINEAR})
-    table.update({name: _product for name in ops.PRODUCTS})
+def handlers(explaining: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
+    """The handler table of a session in training mode, for the table ``explaining`` of the explaining
+    sessions: every operation handled there is either supported here or refused (never passed on with a rule
+    the double backward would not see)."""
+    table: dict[str, Callable] = {name: _unsupported for name in explaining}
+    table.update({name: layer for name in LAYER_OPS})
+    table.update({name: _by_rule("nonlinear", "gradient") for name in NONLINEAR})
+    table.update({name: _product for name in PRODUCTS})
     table.update({name: _by_rule("norm", "gradient") for name in ("layer_norm", "group_norm", "rms_norm")})
-    table["div"] = ops.div
+    table["div"] = div
     table.update({name: _plain for name in ("batch_norm", "add", "sub", "rsub", "cat", "concat",
                                                "concatenate", "stack")})
     table["relu"] = _by_rule("relu", "gradient")
     table["softmax"] = _softmax
     return table
-

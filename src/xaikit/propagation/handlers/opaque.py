@@ -12,12 +12,16 @@ node is reported once as unknown, named after the
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
-from .engine import FOLLOW, SETUP, Session, is_inplace, tensors_in
+from ..classify import is_inplace, tensors_in
+
+if TYPE_CHECKING:
+    from ..session import Session
+
 
 _STAMP = "xaikit"
 
@@ -86,21 +90,17 @@ def follow(s: Session, func: Callable, name: str, args: tuple, kwargs: dict, act
     stamp(out)
 
 
-class _Output:
+class ReportOutput:
     """On exit from the explained forward pass: the model output itself may come from an unseen operation."""
 
     def __init__(self, s: Session) -> None:
         self.s = s
         s.opaque, s.extra_opaque_names = {}, None
 
-    def __enter__(self) -> "_Output":
+    def __enter__(self) -> "ReportOutput":
         return self
 
     def __exit__(self, *exc) -> None:
         if exc[0] is None and self.s.output is not None:
             report(self.s, list(tensors_in(self.s.output)))
         self.s.opaque.clear()
-
-
-FOLLOW.append(follow)
-SETUP.append(_Output)

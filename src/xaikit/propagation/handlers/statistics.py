@@ -5,7 +5,7 @@ A normalisation divides an activation by a statistic of itself: RMSNorm ``x · r
 LayerNorm2d), ``x / x.norm()``. Whatever module or function computes it, the engine sees the same ops: a
 *reduction* of an activation (``mean``, ``sum``, ``var``, ``std``, ``norm``), turned into a *scale* by
 ``rsqrt``/``sqrt``/``reciprocal``/``pow`` (or used as a divisor), that multiplies or divides an activation.
-Such a scale gets the composite's ``norm`` rule, as the native LayerNorm/RMSNorm do (:func:`.ops.norm`):
+Such a scale gets the composite's ``norm`` rule, as the native LayerNorm/RMSNorm do (:func:`.norms.norm`):
 under ``"identity"`` it is held constant (detached), so the relevance of the output passes to the
 normalised activation and none leaks into the statistic's branch (CP-LRP, Ali et al. 2022, sec. 3.2;
 AttnLRP, Achtibat et al. 2024, sec. 3.3).
@@ -18,14 +18,16 @@ feeds something else keeps its place among the unknown operations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from .engine import FOLLOW, SETUP, Session, tensors_in
-from .ops import HANDLERS, INDEX_OPS
+from ..classify import INDEX_OPS, tensors_in
 
-#: element-wise powers of an activation that a statistic may start from (x², |x|)
+if TYPE_CHECKING:
+    from ..session import Session
+
+
 SQUARES = {"pow", "square", "abs"}
 #: linear reductions: their output is a *reduced* value (a statistic once a root or a division uses it)
 REDUCTIONS = {"mean", "sum", "nansum", "nanmean"}
@@ -61,8 +63,8 @@ class _Tag:
     kept: int = 0  #: of those, uses that are part of a statistic (carried on, or held constant as a scale)
 
 
-class _Statistics:
-    """The tags of one explained forward pass (entered through :data:`.engine.SETUP`); on exit, the
+class Statistics:
+    """The tags of one explained forward pass (entered through :data:`..table.SETUP`); on exit, the
     operations computed only for statistics that were held constant are re-classified as handled."""
 
     def __init__(self, s: Session) -> None:
@@ -70,7 +72,7 @@ class _Statistics:
         self.tags: dict[int, _Tag] = {}
         self.ops: list[_Op] = []
 
-    def __enter__(self) -> "_Statistics":
+    def __enter__(self) -> "Statistics":
         self.s.statistics = self
         return self
 
@@ -113,7 +115,7 @@ def _name(func: Callable, name: str, args: tuple) -> str:
 def follow(s: Session, func: Callable, name: str, args: tuple, kwargs: dict, acts: list, out: Any,
            mark: int) -> None:
     """After each operation: start, carry or end the statistic tags (see the module docstring)."""
-    stats: _Statistics | None = s.statistics
+    stats: Statistics | None = s.statistics
     if stats is None:
         return
     tagged = [tag for tag in map(stats.tags.get, map(id, acts)) if tag is not None] if stats.tags else []
@@ -154,7 +156,7 @@ def _index_of_max(tagged: list[_Tag]) -> int:
 
 def _scale_operands(s: Session, name: str, args: tuple, kwargs: dict, acts: list) -> list[torch.Tensor]:
     """The operands of a product or division that are normalisation scales of the other activation."""
-    stats: _Statistics | None = s.statistics
+    stats: Statistics | None = s.statistics
     if stats is None or not stats.tags or len(acts) < 2 or s.composite.op_rule("norm") == "gradient":
         return []
     kinds = {id(t): stats.tags[id(t)].kind for t in acts if id(t) in stats.tags}
@@ -167,7 +169,7 @@ def _scale_operands(s: Session, name: str, args: tuple, kwargs: dict, acts: list
     return scales if len(scales) < len(acts) and any(id(t) not in kinds for t in acts) else []
 
 
-def _scaling(rule: Callable) -> Callable:
+def scaling(rule: Callable) -> Callable:
     def handler(s: Session, func, name, args, kwargs, acts):
         scales = _scale_operands(s, name, args, kwargs, acts)
         if not scales:
@@ -180,9 +182,3 @@ def _scaling(rule: Callable) -> Callable:
         return func(*[swap(a) for a in args], **{k: swap(v) for k, v in kwargs.items()})
 
     return handler
-
-
-HANDLERS["mul"] = _scaling(HANDLERS["mul"])
-HANDLERS["div"] = _scaling(HANDLERS["div"])
-FOLLOW.append(follow)
-SETUP.append(_Statistics)

@@ -1,220 +1,37 @@
-"""The propagation engine: LRP as "input × modified gradient", applied for one forward pass.
+"""The interception session: one explained forward pass of a model under a composite.
 
 A :class:`Session` runs the model's forward pass under a ``TorchFunctionMode`` that sees every torch
-operation. Operations on activations are dispatched to small handlers (:mod:`.ops`) that return the same
-values as the plain operation but change what the backward pass carries, so that for every tensor
-``R_t = t ⊙ g_t``. Nothing is registered on the user's modules: the mode is active only inside
-:meth:`Session.forward` and leaves with it (also when the forward raises); the modifications live on the
-autograd graph of that one call and are freed with it.
+operation. Operations on activations are dispatched to the handlers of :mod:`.table` (one small function per
+operation family, :mod:`.handlers`), which return the same values as the plain operation but change what the
+backward pass carries, so that for every tensor ``R_t = t ⊙ g_t``. Nothing is registered on the user's
+modules: the mode is active only inside :meth:`Session.run` and leaves with it (also when the forward
+raises); the modifications live on the autograd graph of that one call and are freed with it.
 """
 from __future__ import annotations
 
 import contextlib
-import contextvars
-from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .classify import (KEEPS_NONNEGATIVE, constants_nonnegative, is_inplace, makes_nonnegative, op_name,
+                       out_of_place, rectifies, tensors_in)
 from .composites import Composite
 from .coverage import Coverage
-from .layers import LayerCall
-from .rules import Rule, redistribute
+from .handlers.plain import classify_plain
+from .rules import Rule
+from .state import Held, LayerState, Replay, differentiable
+from .table import FOLLOW, HANDLERS, SETUP, TRAINING_HANDLERS
 
-#: ``replay(base, positions=False)``: recompute a first layer's input from ``base`` in place of the model input,
-#: through the index operations and element-wise affine maps between them (``positions=True``: through the
-#: index operations only, i.e. where each input element lands)
-Replay = Callable[..., torch.Tensor]
-#: the training-mode opt-in (see :func:`differentiable_pass`)
-_DIFFERENTIABLE: contextvars.ContextVar[bool] = contextvars.ContextVar("xaikit_differentiable", default=False)
+#: the sessions whose explained forward pass is running now (innermost last), see :func:`active_session`
+_ACTIVE: list["Session"] = []
 
 
-@contextlib.contextmanager
-def differentiable_pass():
-    """Explanations computed inside are differentiable: gradient methods take their backward pass with
-    ``create_graph=True`` and sessions use the training-mode handlers of :mod:`.training`, so a loss on the
-    explanation has exact gradients w.r.t. the parameters (and the input, where it carries a graph)."""
-    token = _DIFFERENTIABLE.set(True)
-    try:
-        yield
-    finally:
-        _DIFFERENTIABLE.reset(token)
-
-
-def differentiable() -> bool:
-    """Whether explanations are being computed differentiably (inside :func:`differentiable_pass`)."""
-    return _DIFFERENTIABLE.get()
-
-
-#: context managers ``setup(session)`` entered around every explained forward pass, e.g. to register
-#: forward hooks on the model's modules for the call only (extensions such as :mod:`.sequence_ops` add to it)
-SETUP: list[Callable[["Session"], ContextManager]] = []
-#: functions ``follow(session, func, name, args, kwargs, activations, out, mark)`` called after every
-#: dispatched operation (``mark``: the coverage log's length before it), e.g. to carry tags from an
-#: operation's inputs to its outputs (:mod:`.statistics`)
-FOLLOW: list[Callable[..., None]] = []
-
-
-def op_name(func: Callable) -> str:
-    """Normalised op name: ``__iadd__``/``add_``/``__radd__`` -> ``add``; ``Tensor.T.__get__`` -> ``T``."""
-    name = getattr(func, "__name__", None) or str(func)
-    if name == "__get__":
-        owner = getattr(func, "__self__", None)
-        return getattr(owner, "__name__", "get")
-    if name.startswith("__") and name.endswith("__"):
-        name = name[2:-2]
-        if name[:1] in ("i", "r") and name[1:] in _DUNDER:
-            name = name[1:]
-        return {"truediv": "div", "floordiv": "floor_divide"}.get(name, name)
-    return name[:-1] if name.endswith("_") and not name.startswith("_") else name
-
-
-_DUNDER = {"add", "sub", "mul", "truediv", "matmul", "floordiv", "pow", "and", "or", "xor", "mod"}
-
-
-def tensors_in(obj: Any):
-    """All tensors in nested args (lists/tuples/dicts)."""
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for item in obj:
-            yield from tensors_in(item)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            yield from tensors_in(item)
-
-
-#: operations whose output is ≥ 0 whenever all their activation inputs are
-KEEPS_NONNEGATIVE = {
-    "reshape", "view", "view_as", "flatten", "unflatten", "permute", "transpose", "contiguous", "squeeze",
-    "unsqueeze", "getitem", "narrow", "select", "clone", "to", "float", "expand", "expand_as", "cat", "concat",
-    "stack", "add", "mul", "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d",
-    "adaptive_max_pool2d", "adaptive_max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "dropout", "dropout2d",
-    "interpolate", "relu", "pad", "constant_pad_nd",
-}
-_NONNEGATIVE_SOURCES = {"relu", "relu6", "sigmoid", "softmax", "hardsigmoid", "softplus"}
-
-
-def _constants_nonnegative(name: str, args: tuple, kwargs: dict, activations: list) -> bool:
-    """The other operands of a sum, product or concatenation (constants, numbers) are ≥ 0 too."""
-    if name in ("pad", "constant_pad_nd"):  # the fill value of constant padding
-        value = kwargs.get("value", args[3] if name == "pad" and len(args) > 3 else
-                           args[2] if name == "constant_pad_nd" and len(args) > 2 else 0)
-        return value is None or value >= 0
-    if name not in ("add", "mul", "cat", "concat", "stack"):
-        return True
-    acts = {id(t) for t in activations}
-    for value in (*args, *kwargs.values(), *(args[0] if args and isinstance(args[0], (list, tuple)) else ())):
-        if isinstance(value, torch.Tensor) and id(value) not in acts and value.is_floating_point():
-            if not bool((value >= 0).all()):
-                return False
-        elif name in ("add", "mul") and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and value < 0:  # (for cat/stack, numbers are dimensions)
-            return False
-    return True
-
-
-def _makes_nonnegative(name: str, args: tuple, kwargs: dict) -> bool:
-    if name in _NONNEGATIVE_SOURCES:
-        return True
-    if name == "hardtanh":  # ReLU6 is hardtanh(x, 0, 6)
-        low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
-        return isinstance(low, (int, float)) and low >= 0
-    return False
-
-
-def _rectifies(name: str, args: tuple, kwargs: dict) -> bool:
-    """ReLU and ReLU6 (hardtanh from 0): their gradient, as every rule passes it, is zero for negative inputs."""
-    return name == "relu" or (name in ("relu6", "hardtanh") and _makes_nonnegative(name, args, kwargs))
-
-
-class Held:
-    """A tensor value that the backward pass needs, kept intact through later in-place operations.
-
-    The session copies the value only when an in-place operation is about to modify it (in-place ReLU is
-    harmless: relevance ``z ⊙ g`` is unchanged where the ReLU zeroes ``z``, because ``g`` is zero there).
-    """
-
-    __slots__ = ("value", "version")
-
-    def __init__(self, value: torch.Tensor) -> None:
-        self.value, self.version = value, value._version
-
-    def get(self) -> torch.Tensor:
-        if self.value._version != self.version:
-            raise RuntimeError(
-                "a tensor that LRP needs in the backward pass was modified in place through a view during the "
-                "forward pass; use out-of-place operations in the model (e.g. x = x + y instead of x[...] += y)"
-            )
-        return self.value
-
-
-def is_inplace(func: Callable, args: tuple, kwargs: dict) -> bool:
-    """Whether a call may modify its first argument in place (conservative: any ``True`` flag counts)."""
-    name = getattr(func, "__name__", "")
-    if (name.startswith("__i") and name.endswith("__")) or name == "__setitem__":
-        return True
-    if name.endswith("_") and not name.endswith("__"):
-        return True
-    return kwargs.get("inplace") is True or any(a is True for a in args[1:])
-
-
-@dataclass
-class LayerState:
-    """What a layer handler remembers for BN folding and its modified backward."""
-
-    rule: Rule
-    kind: str
-    layer: "LayerCall | None" = None
-    weight: torch.Tensor | None = None
-    bias: torch.Tensor | None = None
-    z: Held | None = None  #: output value that the relevance R = z ⊙ g refers to
-    scale: torch.Tensor | None = None  #: ε gradient rescaling at the output
-    absorb: torch.Tensor | None = None  #: per-element relevance absorbed by bias and ε (per unit gradient)
-    fold: tuple[torch.Tensor, torch.Tensor] | None = None  #: (per-channel scale, folded bias) of a BatchNorm
-    z_fold: Held | None = None  #: the BatchNorm's output value
-    scale_fold: torch.Tensor | None = None  #: ε rescaling computed from the folded output
-    uses: int = 0  #: operations that consumed the layer output during the forward pass
-    #: for each operation that consumed the layer output ("layer") or its folded BatchNorm's ("fold") before an
-    #: in-place change of it: whether its gradient is zero where that output is negative (a ReLU)
-    rectifiers: dict[str, list[bool]] = field(default_factory=lambda: {"layer": [], "fold": []})
-    overwritten: set[str] = field(default_factory=set)  #: outputs changed in place (later uses see another value)
-    replay: Replay | None = None  #: for first-layer direct rules: recompute the layer input from x
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def folded(self) -> bool:
-        """The BatchNorm fold holds when the BatchNorm was the only consumer (known once the forward ended)."""
-        return self.fold is not None and self.uses == 1
-
-    @property
-    def output(self) -> str:
-        """Which output the rule sees: its folded BatchNorm's (``"fold"``) or the layer's own (``"layer"``)."""
-        return "fold" if self.folded else "layer"
-
-    @property
-    def rectified(self) -> bool:
-        """Every consumer of the (folded) output is a rectifier: no relevance reaches negative outputs."""
-        consumers = self.rectifiers[self.output]
-        return bool(consumers) and all(consumers)
-
-    def fused_rectifier(self) -> "Held | None":
-        """The output of the ReLU/ReLU6 that is the (folded) output's only consumer (see ``ops._Rectifier``):
-        the rule then reads its relevance ``y ⊙ g_y`` there, and the rectifier passes ``g_y`` on unchanged."""
-        key = self.output
-        outputs = self.extra.get("rectifier_outputs", {}).get(key, [])
-        return outputs[0] if len(outputs) == 1 and self.rectifiers[key] == [True] else None
-
-    def consumed(self, key: str, rectifies: bool, overwrites: bool) -> None:
-        """Record a use of the layer output (``key="layer"``) or of its folded BatchNorm's (``"fold"``)."""
-        self.uses += key == "layer"
-        if key not in self.overwritten:
-            self.rectifiers[key].append(rectifies)
-        if overwrites:
-            self.overwritten.add(key)
+def active_session() -> "Session | None":
+    """The session whose explained forward pass is running now (the innermost), or ``None``."""
+    return _ACTIVE[-1] if _ACTIVE else None
 
 
 #: reads of a tensor's metadata: nothing flows through them, so the mode passes them on without dispatching
@@ -245,14 +62,12 @@ class Session:
     """
 
     def __init__(self, model: nn.Module, composite: Composite) -> None:
-        from . import ops, training  # the handlers import this module
-
         self.model = model
         self.composite = composite
         composite.check_names(model)
         #: training mode (:func:`differentiable_pass`): rules as differentiable operations, exact double backward
         self.differentiable = differentiable()
-        self.handlers = training.handlers() if self.differentiable else ops.HANDLERS
+        self.handlers = TRAINING_HANDLERS if self.differentiable else HANDLERS
         self.explaining = True  #: until :meth:`release`: the backward pass is the explained one
         self.coverage = Coverage()
         self.owners = {
@@ -272,9 +87,9 @@ class Session:
         self.absorbed: torch.Tensor | None = None
         self.scratch: dict[str, torch.Tensor] = {}  #: reused temporaries of the backward pass (see :meth:`buffer`)
         self.largest = 0  #: elements of the largest layer output of the forward pass
-        self.statistics: Any = None  #: normalisation statistics of the forward pass (see :mod:`.statistics`)
+        self.statistics: Any = None  #: normalisation statistics of the forward pass (see :mod:`.handlers.statistics`)
         self.output: Any = None  #: the model output of the explained forward pass
-        self.depth = 0  #: handlers running (> 1: an operation a handler dispatches, see ``sequence_ops.call``)
+        self.depth = 0  #: handlers running (> 1: an operation a handler dispatches, see :func:`.handlers.plain.call`)
 
     # -- forward -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -287,18 +102,22 @@ class Session:
         ``x`` need not be what ``call`` passes to the model: for token ids it is the output of the input
         embedding, substituted by a forward hook (:mod:`xaikit.tokens`). ``inputs`` are the model's other
         inputs: what the model computes from floating-point ones is *external* (its relevance is residual, not
-        absorbed like that of the model's own constants). The context managers in :data:`SETUP` (e.g. module
-        hooks of :mod:`.sequence_ops`) are active for the call.
+        absorbed like that of the model's own constants). The context managers in
+        :data:`~.table.SETUP` (e.g. the module hooks of :mod:`.handlers.elementwise`) are active for the call.
         """
         self.external = {id(t): t for t in tensors_in(inputs) if t.is_floating_point()}
         self.input = x
         self.chain = {id(x): (x, lambda base, positions=False: base)}
         self.absorbed = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        with contextlib.ExitStack() as stack:
-            for setup in SETUP:
-                stack.enter_context(setup(self))
-            with _Mode(self):
-                out = self.output = call()
+        _ACTIVE.append(self)
+        try:
+            with contextlib.ExitStack() as stack:
+                for setup in SETUP:
+                    stack.enter_context(setup(self))
+                with _Mode(self):
+                    out = self.output = call()
+        finally:
+            _ACTIVE.pop()
         for state in self.layers.values():  # folds whose layer output had other consumers do not hold
             if state.fold is not None and not state.folded:
                 self.coverage.move("handled", "batch_norm:folded", "linear", "batch_norm")
@@ -328,7 +147,7 @@ class Session:
         name = op_name(func)
         handler = self.handlers.get(name)
         if handler is None:
-            from .ops import classify_plain as handler
+            handler = classify_plain
         inplace = bool(args) and is_inplace(func, args, kwargs) and isinstance(args[0], torch.Tensor)
         if inplace:
             self.written(args[0])
@@ -351,9 +170,9 @@ class Session:
         self.depth -= 1
         for follow in FOLLOW:
             follow(self, func, name, args, kwargs, activations, out, mark)
-        if _makes_nonnegative(name, args, kwargs) or (
+        if makes_nonnegative(name, args, kwargs) or (
             name in KEEPS_NONNEGATIVE and all(id(t) in self.nonnegative for t in activations)
-            and _constants_nonnegative(name, args, kwargs, activations)
+            and constants_nonnegative(name, args, kwargs, activations)
         ):
             for t in tensors_in(out):
                 self.nonnegative[id(t)] = t
@@ -361,12 +180,12 @@ class Session:
             for holder in self.held.get(id(t), ()):
                 holder.version = t._version
         if self.layers and next(tensors_in(out), None) is not None:  # not `x.shape` and other attributes
-            rectifies = _rectifies(name, args, kwargs)
+            rectifying = rectifies(name, args, kwargs)
             for t in activations:
                 for key, table in (("layer", self.layers), ("fold", self.fold_outputs)):
                     state = table.get(id(t))
                     if state is not None:
-                        state.consumed(key, rectifies, inplace and t is args[0])
+                        state.consumed(key, rectifying, inplace and t is args[0])
         return out
 
     def written(self, target: torch.Tensor) -> None:
@@ -393,9 +212,7 @@ class Session:
         """``v.op_(...)`` on a view ``v`` as ``v.copy_(v.op(...))``, the out-of-place op dispatched (None when
         it has no out-of-place form). Autograd runs an in-place op on a view inside its base's node, where the
         hooks that rules register on the op's output would never run."""
-        from .ops import _out_of_place
-
-        plain, plain_args, plain_kwargs = _out_of_place(func, name, args, kwargs)
+        plain, plain_args, plain_kwargs = out_of_place(func, name, args, kwargs)
         if plain is func and plain_args == args and plain_kwargs == kwargs:
             return None
         result = self.dispatch(plain, plain_args, plain_kwargs)
@@ -519,60 +336,3 @@ def _broadcast_bound(bound: Any, x: torch.Tensor, name: str) -> torch.Tensor:
             f"{name} of shape {tuple(value.shape)} does not broadcast to the input {tuple(x.shape)}; "
             "give a scalar, one value per channel, or a tensor shaped like the input"
         ) from None
-
-
-class Redistribute(torch.autograd.Function):
-    """Forward: the layer output (computed here, no extra copy). Backward: the rule's modified gradient, or
-    direct relevance for first-layer rules."""
-
-    @staticmethod
-    def forward(ctx, x, state: LayerState, session: Session):
-        ctx.state, ctx.session = state, session
-        ctx.save_for_backward(x)
-        return state.layer.native(x, state.weight, state.bias)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        state, session = ctx.state, ctx.session
-        weight, bias = state.weight, state.bias
-        if state.folded:
-            scale, bias = state.fold
-            weight = weight * scale.view(-1, *([1] * (weight.ndim - 1)))
-            z = state.z_fold.get()
-        else:
-            z = state.z.get()
-        rectifier = state.fused_rectifier()  # R at the rectifier's output: the same relevance, R_z = R_y
-        relevance = torch.mul(z if rectifier is None else rectifier.get(), grad, out=session.buffer("relevance", z))
-        direct = state.rule.direct
-        constants = session.bounds(state.rule, state.replay) if direct else None
-        rectified = state.rectified and session.composite.op_rule("relu") != "deconvnet"
-        result, absorbed = redistribute(state.rule, state.layer, x, weight, bias, relevance, z, constants,
-                                        nonnegative=state.extra.get("nonnegative", False), rectified=rectified)
-        if direct:
-            session.absorb(relevance.flatten(1).sum(1) - result.flatten(1).sum(1))
-            session.write_direct(result, state.replay)
-            return None, None, None
-        if absorbed is None:
-            absorbed = relevance.flatten(1).sum(1) - session.sample_dot(x.detach(), result)
-        session.absorb(absorbed)
-        return result, None, None
-
-
-class FoldGate(torch.autograd.Function):
-    """Output of a BatchNorm folded into the preceding layer. Backward: the gradient passes unchanged to the
-    layer (whose rule sees the folded layer) when the fold holds; otherwise the BatchNorm's own gradient
-    ``scale ⊙ g`` with its shift absorbing ``shift ⊙ g``."""
-
-    @staticmethod
-    def forward(ctx, x, norm: Callable, state: LayerState, session: Session, scale, shift):
-        ctx.state, ctx.session, ctx.affine = state, session, (scale, shift)
-        return norm(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        if ctx.state.folded:
-            return grad, None, None, None, None, None
-        scale, shift = ctx.affine
-        ctx.session.absorb((grad * shift).flatten(1).sum(1))
-        return grad * scale, None, None, None, None, None
