@@ -33,11 +33,7 @@ from torch import nn
 
 from .errors import unknown_module
 
-__all__ = ["find_layer", "find_layers", "first_tensor", "Hooks", "hooked", "capture"]
-
-#: the number of valid names an unknown-layer error lists (a large model has hundreds)
-LISTED = 60
-
+__all__ = ["find_layer", "find_layers", "last_layer", "first_tensor", "Hooks", "hooked", "capture"]
 
 def find_layer(model: nn.Module, layer: str | nn.Module, argument: str = "layer") -> tuple[str, nn.Module]:
     """``(name, module)`` of ``layer``: a name from ``model.named_modules()`` or a module of ``model``.
@@ -61,7 +57,7 @@ def find_layer(model: nn.Module, layer: str | nn.Module, argument: str = "layer"
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules():
-            if module is layer and name:
+            if module is layer:  # the model itself is ""
                 return name, module
         raise ValueError(f"{argument}: the {type(layer).__name__} given is not a sub-module of the model; pass "
                          "one of its modules or a name from model.named_modules()")
@@ -70,7 +66,7 @@ def find_layer(model: nn.Module, layer: str | nn.Module, argument: str = "layer"
                         f"{type(layer).__name__}")
     module = _named(model).get(layer) if layer else None
     if module is None:
-        raise unknown_module(argument, layer, _named(model), limit=LISTED)
+        raise unknown_module(argument, layer, _named(model))
     return layer, module
 
 
@@ -87,6 +83,16 @@ def find_layers(model: nn.Module, layers: Sequence[str | nn.Module] | str | nn.M
         name, module = find_layer(model, layer, argument)
         found[name] = module
     return found
+
+
+def last_layer(model: nn.Module) -> tuple[str, nn.Module]:
+    """``(name, module)`` of the last module (in definition order) that holds parameters of its own, e.g. a
+    classifier's head (whose input is the penultimate representation); the model itself (name ``""``) when only
+    it holds parameters."""
+    with_params = [(n, m) for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    if not with_params:
+        raise ValueError("the model has no layer with parameters; pass layer= (a module name)")
+    return with_params[-1]
 
 
 def _named(model: nn.Module) -> dict[str, nn.Module]:

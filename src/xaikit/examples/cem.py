@@ -39,7 +39,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_input, check_positive, explains_in_eval
+from ..errors import check_choice, check_input, check_positive
+from ..modes import explains_in_eval
 from ..explanation import Explanation
 from ..methods.base import _checked_init
 from ..targets import Contrast, check_target, resolve_target

@@ -17,7 +17,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_input, model_device, explains_in_eval
+from ..errors import check_choice, check_input, model_device
+from ..modes import explains_in_eval
 from ..methods.base import _checked_init
 from ..methods.bilrp import BiLRP
 from ..propagation.composites import Composite

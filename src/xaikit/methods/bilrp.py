@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_input, eval_semantics
+from ..errors import check_choice, check_input
+from ..modes import eval_semantics
 from ..explanation import Explanation
 from ..propagation.composites import Composite
 from .propagation import LRP

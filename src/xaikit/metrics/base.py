@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ..batching import batched_forward, check_batch_size, select_batch
-from ..errors import check_input, check_model, eval_semantics, unknown_name
+from ..errors import check_input, check_model, unknown_name
+from ..modes import eval_semantics
 from ..explanation import Explanation
 from ..methods.base import Method, snake_case
 from ..settings import bind_settings
