@@ -161,3 +161,15 @@ def test_a_wrapper_follows_the_models_flag_without_writing_it():
     assert wrapper.training is True
     model.eval()
     assert wrapper.training is False
+
+
+def test_the_recorder_takes_modules_and_keys_its_records_by_name():
+    import xaikit as xk
+    from xaikit.propagation.record import Recorder
+
+    model, x = _model().eval(), _x()
+    with Recorder(model, [model[2]]) as by_module, Recorder(model, ["2"]) as by_name:
+        xk.LRP(model, composite="epsilon")(x, target=0)
+    torch.testing.assert_close(by_module["2"].relevance, by_name["2"].relevance)
+    with pytest.raises(ValueError, match="masks 'nope' is not a module"):
+        Recorder(model, [], masks={"nope": torch.ones(1, 4)})

@@ -45,7 +45,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..layers import Hooks, find_layers, first_tensor
+from ..layers import Hooks, find_layer, find_layers, first_tensor
 from .engine import SETUP, Session
 
 #: the sessions of the explained forward passes now running (innermost last); see :func:`_track_session`
@@ -158,8 +158,9 @@ class Recorder:
     Parameters
     ----------
     model : nn.Module
-    layers : sequence of str
-        Module names whose output relevance and activation are recorded.
+    layers : sequence of str or nn.Module
+        Module names (or modules of ``model``) whose output relevance and activation are recorded; the
+        records are keyed by name.
     masks : dict of str to tensor, optional
         ``{layer: θ}`` conditions (CRP): the relevance at the layer output is multiplied by ``θ`` before it
         flows on. ``θ`` is ``(K, C)`` (per channel along the layer's channel axis, see
@@ -180,12 +181,13 @@ class Recorder:
     layer is the relevance arriving there, before its own mask (the masked one is ``R ⊙ θ``).
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str] | str = (), masks: dict[str, torch.Tensor] | None = None,
-                 axis: int | str = "auto", keep: Sequence[str] = ("relevance", "activation")) -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[str | nn.Module] | str | nn.Module = (),
+                 masks: dict[str, torch.Tensor] | None = None, axis: int | str = "auto",
+                 keep: Sequence[str] = ("relevance", "activation")) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        layers = [layers] if isinstance(layers, str) else list(layers)
-        masks = dict(masks or {})
+        layers = list(find_layers(model, layers, "layers"))  # names (a module of the model is named)
+        masks = {find_layer(model, name, "masks")[0]: mask for name, mask in (masks or {}).items()}
         for name, mask in masks.items():
             if callable(mask) and not isinstance(mask, torch.Tensor):
                 continue
