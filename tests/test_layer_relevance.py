@@ -84,3 +84,28 @@ def test_channel_relevance_agrees_with_the_recorder(composite):
         vectors = channel_relevance(model, x, layer, target=y, composite=composite, normalise=False,
                                     batch_size=3)  # chunks of the batch land in the samples' order
         torch.testing.assert_close(vectors, rec[layer].per_channel(), rtol=1e-5, atol=1e-6)
+
+
+def test_channel_relevance_of_a_token_layer_by_axis():
+    """An ``(N, L, D)`` output: the hidden units by default (Recorder's channel axis), the tokens with axis=1;
+    both sum to the same relevance at the layer."""
+    torch.manual_seed(0)
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mix = nn.Linear(4, 6)
+            self.head = nn.Linear(5 * 6, 2)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.mix(x)).flatten(1))
+
+    model = Tokens().eval()
+    x = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(4))
+    units = channel_relevance(model, x, "mix", target=1, composite="epsilon", normalise=False)
+    tokens = channel_relevance(model, x, "mix", target=1, composite="epsilon", normalise=False, axis=1)
+    assert units.shape == (3, 6) and tokens.shape == (3, 5)
+    torch.testing.assert_close(units.sum(1), tokens.sum(1), rtol=1e-5, atol=1e-6)
+    with Recorder(model, ["mix"], axis=1, keep=("relevance",)) as rec:
+        xk.LRP(model, composite="epsilon")(x, target=1)
+    torch.testing.assert_close(tokens, rec["mix"].per_channel(), rtol=1e-5, atol=1e-6)

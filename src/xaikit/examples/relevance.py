@@ -23,19 +23,20 @@ from ..targets import TargetSpec
 
 def channel_relevance(model: nn.Module, x: torch.Tensor, layer: str, target: TargetSpec = None,
                       composite: str | Composite = "epsilon_plus_flat", normalise: bool = True,
-                      batch_size: int | str = "auto", **settings: Any) -> torch.Tensor:
+                      batch_size: int | str = "auto", axis: int | str = "auto", **settings: Any) -> torch.Tensor:
     """Relevance per channel ``(N, C)`` of the output of module ``layer`` for ``target``.
 
     The relevance at the layer is :class:`~xaikit.propagation.record.Recorder`'s, summed over every axis but
-    the batch and the channels (the channel axis: 1 for convolutions and outputs of 4 or more dimensions, the
-    last axis otherwise; see :func:`~xaikit.propagation.record.channel_axis`).
+    the batch and the channels. ``axis`` is the channel axis (``"auto"``: 1 for convolutions and outputs of 4
+    or more dimensions, the last axis otherwise, e.g. the hidden units of an ``(N, L, D)`` transformer output;
+    see :func:`~xaikit.propagation.record.channel_axis`; ``1`` gives the tokens of such an output).
 
     ``normalise``: divide each sample's vector by the sum of its absolute values (so samples with large and
     small logits are comparable, as in Dreyer et al. 2023); otherwise the vectors sum to the relevance that
     reaches the layer (the logit, up to what biases and ε absorb above it).
     """
     name, _ = find_layer(model, layer)
-    with Recorder(model, [name], keep=("relevance",)) as rec:
+    with Recorder(model, [name], axis=axis, keep=("relevance",)) as rec:
         LRP(model, composite, batch_size=batch_size, **settings)(x, target)
     relevance = rec[name].per_channel()
     if relevance.shape[0] != x.shape[0]:
