@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from ..errors import check_choice, check_positive, unknown_module
-from ..layers import find_layers
 from ..methods.base import Method
 from .base import Case, Metric, MetricResult, pearson, spearman
 from .perturb import make_generator, to_pixels
@@ -169,7 +168,7 @@ class MPRT(_Randomisation):
         index = {name: i for i, name in enumerate(randomisable_layers(case.model, True))}
         seed = self.seed if self.seed is not None else int(torch.randint(0, 2 ** 31, (1,)))
         model, method = self._clone(case)
-        modules = find_layers(model, names)
+        modules = dict(model.named_modules())  # names checked by stages(); "" is a model owning parameters
         original = case.attribution if self.samples <= 1 else self._explain(case, case.method)
         columns = [self._similarity(case, original, original)]
         for name in names:
@@ -223,8 +222,8 @@ class EfficientMPRT(_Randomisation):
     def compute(self, case: Case) -> MetricResult:
         seed = self.seed if self.seed is not None else int(torch.randint(0, 2 ** 31, (1,)))
         model, method = self._clone(case)
-        modules = find_layers(model, randomisable_layers(case.model, True))
-        for i, name in enumerate(modules):
+        modules = dict(model.named_modules())
+        for i, name in enumerate(randomisable_layers(case.model, True)):
             if name in randomisable_layers(case.model, self.include_norm):
                 randomise_layer(modules[name], _stream(seed, i))
         before = self.entropy(to_pixels(case.attribution, case.layout))
