@@ -17,8 +17,8 @@ from torch import nn
 
 from ..errors import check_choice, check_positive
 from ..layers import capture
-from ..modes import eval_semantics
 from ..methods.base import Method
+from ..modes import eval_semantics
 from .base import ConceptTool, iterate_batches
 
 REDUCERS = ("pca", "tsne", "umap")

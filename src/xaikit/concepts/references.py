@@ -26,8 +26,8 @@ from torch import nn
 
 from ..errors import check_choice, check_positive
 from ..layers import capture, find_layer
-from ..modes import eval_semantics
 from ..methods.base import Method
+from ..modes import eval_semantics
 from ..propagation.record import channel_axis
 from .base import ConceptTool, iterate_batches
 

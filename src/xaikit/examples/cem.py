@@ -40,9 +40,9 @@ import torch
 from torch import nn
 
 from ..errors import check_choice, check_input, check_positive
-from ..modes import explains_in_eval
 from ..explanation import Explanation
 from ..methods.base import _checked_init
+from ..modes import explains_in_eval
 from ..targets import Contrast, check_target, resolve_target
 
 MODES = ("both", "pp", "pn")

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from ..errors import check_choice, check_input, model_device
-from ..modes import explains_in_eval
 from ..methods.base import _checked_init
 from ..methods.bilrp import BiLRP
+from ..modes import explains_in_eval
 from ..propagation.composites import Composite
 from .data import DataSource, model_fingerprint
 from .layers import LayerFeatures

@@ -30,8 +30,8 @@ from torch import nn
 from ..batching import memory_budget
 from ..errors import check_input, check_positive, model_device
 from ..layers import find_layer, hooked
-from ..modes import explains_in_eval
 from ..methods.base import _checked_init
+from ..modes import explains_in_eval
 from .data import DataSource
 from .search import check_k, chunk_size, topk
 

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import check_input
-from ..methods.base import Method
 from ..layers import find_layer, hooked
+from ..methods.base import Method
 from ..propagation.record import Recorder
 from .explain import check_weight, make_explainer
 

@@ -24,8 +24,8 @@ from torch import nn
 
 from ..errors import check_choice, check_input
 from ..layers import Hooks, find_layers
-from ..modes import eval_semantics
 from ..methods.propagation import LRP
+from ..modes import eval_semantics
 from ..propagation.record import Recorder, channel_axis
 from .layers import capture
 

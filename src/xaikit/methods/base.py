@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ..errors import check_input, check_model, unknown_name
-from ..modes import eval_semantics
 from ..explanation import Explanation
+from ..modes import eval_semantics
 from ..propagation.engine import differentiable_pass
 from ..settings import bind_settings
 from ..targets import TargetSpec, check_target

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from ..errors import check_choice, check_input
-from ..modes import eval_semantics
 from ..explanation import Explanation
+from ..modes import eval_semantics
 from ..propagation.composites import Composite
 from .propagation import LRP
 
