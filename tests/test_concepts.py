@@ -122,7 +122,8 @@ def test_reference_samples_resume_gives_the_same_result(shapes, tmp_path):
 
 def test_bad_input_names_the_argument(shapes):
     model, data = shapes
-    with pytest.raises(ValueError, match="layer: 'features.99'.*close names"):
+    with pytest.raises(ValueError, match=r"layer 'features\.99' is not a module of the model "
+                                         r"\(did you mean 'features\.9'.*valid names"):
         concepts.ConditionalHeatmaps(model, layer="features.99")
     with pytest.raises(ValueError, match="concepts: channel 16"):
         concepts.ConditionalHeatmaps(model, layer="features.9")(data.x[:1], concepts=[16])

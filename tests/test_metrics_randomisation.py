@@ -85,7 +85,8 @@ def test_mprt_rejects_a_method_of_another_model_and_unknown_layers():
     x = torch.randn(2, 8)
     with pytest.raises(ValueError, match="different model"):
         xk.metrics.MPRT()(model, x, 0, xk.Gradient(other))
-    with pytest.raises(ValueError, match="unknown layer 'fc'; valid: 0, 2, 4"):
+    with pytest.raises(ValueError,
+                       match="layers 'fc' is not a layer with parameters of the model; valid names: 0, 2, 4"):
         xk.metrics.MPRT(layers=["fc"])(model, x, 0, xk.Gradient(model))
 
 

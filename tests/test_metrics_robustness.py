@@ -84,7 +84,7 @@ def test_representation_stability_layer_names():
     before = snapshot(model)
     metric = xk.metrics.RelativeRepresentationStability(layer="2", samples=4, noise=0.005)
     assert metric(model, x, None, xk.InputXGradient(model)).shape == (3,)
-    with pytest.raises(ValueError, match="unknown layer 'conv9'; valid: 0, 1, 2"):
+    with pytest.raises(ValueError, match="layer 'conv9' is not a module of the model; valid names: 0, 1, 2"):
         xk.metrics.RelativeRepresentationStability(layer="conv9")(model, x, None, xk.InputXGradient(model))
     assert_unchanged(model, before)  # the hook is gone, also after the call that raised
 

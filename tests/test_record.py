@@ -156,7 +156,7 @@ def test_hooks_removed_and_model_unchanged_also_after_an_error():
 
 def test_bad_input_names_the_argument():
     model = _model()
-    with pytest.raises(ValueError, match=r"layers: 'feature\.3'.*close names"):
+    with pytest.raises(ValueError, match=r"layers 'feature\.3' is not a module of the model; valid names: 0, 1, 2"):
         Recorder(model, ["feature.3"])
     with pytest.raises(ValueError, match="concepts: channel 6"):
         condition_masks([[6]], 6)

@@ -1,14 +1,14 @@
 """Input checks shared by every method and metric: each message names the argument and the fix."""
 from __future__ import annotations
 
-import contextlib
 import difflib
-import functools
-import warnings
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 from torch import nn
+
+# eval semantics lives in .modes; these names stay importable from here (used across the package)
+from .modes import eval_semantics, explains_in_eval  # noqa: F401
 
 
 class NotApplicable(TypeError):
@@ -96,47 +96,6 @@ def model_device(model: Any) -> torch.device | None:
     for tensor in model.buffers():
         return tensor.device
     return None
-
-
-@contextlib.contextmanager
-def eval_semantics(model: nn.Module) -> Iterator[None]:
-    """Run the body with every module of ``model`` in eval mode; each module's own flag is restored after.
-
-    A model left in training mode would make an explanation random (dropout) and batch-dependent (BatchNorm
-    batch statistics), and BatchNorm would update its running statistics with the method's perturbed inputs,
-    changing the user's model. So the explanation is computed in eval semantics: the flags are set directly
-    (no ``train()`` override of the user's runs), nothing is written to any buffer, and a warning says so.
-    Explanations inside a training step are an explicit opt-in of :mod:`xaikit.improve`.
-    """
-    flags = [(module, module.training) for module in model.modules()] if isinstance(model, nn.Module) else []
-    if not any(training for _, training in flags):
-        yield
-        return
-    warnings.warn(
-        "model is in training mode: the explanation is computed in eval mode (dropout off, BatchNorm running "
-        "statistics, not updated); the model's training flags are restored after the call. Call model.eval() "
-        "to silence this warning",
-        UserWarning,
-        stacklevel=4,
-    )
-    try:
-        for module, _ in flags:
-            module.training = False
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
-
-
-def explains_in_eval(function: Callable) -> Callable:
-    """Decorator of a method of an object with a ``model``: the call runs in :func:`eval_semantics`."""
-
-    @functools.wraps(function)
-    def wrapper(self, *args: Any, **kwargs: Any) -> Any:
-        with eval_semantics(self.model):
-            return function(self, *args, **kwargs)
-
-    return wrapper
 
 
 def unknown_name(what: str, value: Any, choices: Iterable[Any]) -> ValueError:

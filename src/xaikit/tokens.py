@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .errors import unknown_module
+from .layers import Hooks, find_layer
 
 #: keyword inputs of Hugging Face models that carry one value per token and must match the ids' shape
 PER_TOKEN_KWARGS = ("attention_mask", "token_type_ids", "position_ids")
@@ -51,10 +51,7 @@ class TokenInput:
         """The input embedding module (a ``TypeError`` saying how to name it when none is found)."""
         found = self.embedding if isinstance(self.embedding, nn.Module) else None
         if isinstance(self.embedding, str):
-            modules = dict(self.model.named_modules())
-            if self.embedding not in modules:
-                raise unknown_module("embedding", self.embedding, _embedding_names(self.model) + list(modules))
-            found = modules[self.embedding]
+            found = find_layer(self.model, self.embedding, "embedding")[1]
         if found is None:
             found = _find_input_embedding(self.model)
         if found is None:
@@ -132,12 +129,10 @@ class TokenInput:
                 )
             return vectors
 
-        handles = [m.register_forward_hook(hook) for m in (self.modules() if ids is not None else [self.module])]
-        try:
+        with Hooks() as hooks:
+            for m in (self.modules() if ids is not None else [self.module]):
+                hooks.forward(m, hook)
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
         if not calls:
             seen = f" (only on other ids, of shapes {', '.join(map(str, other))})" if other else ""
             raise ValueError(

@@ -12,10 +12,12 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from ..errors import check_input, eval_semantics
+from ..errors import check_input
+from ..layers import capture, find_layer
 from ..methods.base import Method, _checked_init, get_method, snake_case
 from ..methods.path import IntegratedGradients
-from ..propagation.record import Recorder, channel_axis, condition_masks, find_modules
+from ..modes import eval_semantics
+from ..propagation.record import Recorder, channel_axis, condition_masks
 
 #: methods whose relevance at a layer is defined (one backward pass per sample; input × modified gradient)
 GRADIENT_METHODS = ("lrp", "gradient", "input_x_gradient", "guided_backprop", "deconv_net", "excitation_backprop",
@@ -62,7 +64,7 @@ class ConceptTool:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.layer = next(iter(find_modules(model, [layer], "layer")))
+        self.layer, self.module = find_layer(model, layer)
         self.method = make_method(model, method, method_settings)
         if axis != "auto" and (isinstance(axis, bool) or not isinstance(axis, int)):
             raise ValueError(f"axis must be 'auto' or an int, got {axis!r}")
@@ -97,23 +99,13 @@ class ConceptTool:
     def layer_output(self, x: torch.Tensor, args: tuple = (), kwargs: dict | None = None,
                      grad: bool = False) -> tuple[torch.Tensor, int, int]:
         """``(output, channels, axis)`` of the layer on ``x`` (one forward pass, no gradients unless ``grad``)."""
-        module = self.model.get_submodule(self.layer)
-        seen = []
-
-        def hook(mod, inputs, out):
-            out = out if isinstance(out, torch.Tensor) else out[0]
-            axis = channel_axis(mod, out.ndim) if self.axis == "auto" else self.axis % out.ndim
-            seen.append((out, out.shape[axis], axis))
-
-        handle = module.register_forward_hook(hook)
-        try:
-            with torch.set_grad_enabled(grad), eval_semantics(self.model):
-                self.model(x, *args, **(kwargs or {}))
-        finally:
-            handle.remove()
+        with torch.set_grad_enabled(grad), eval_semantics(self.model), capture(self.model, self.module) as seen:
+            self.model(x, *args, **(kwargs or {}))
         if not seen:
             raise ValueError(f"layer {self.layer!r} was not called in the forward pass; choose another layer")
-        return seen[-1]
+        out = seen[-1]
+        axis = channel_axis(self.module, out.ndim) if self.axis == "auto" else self.axis % out.ndim
+        return out, out.shape[axis], axis
 
     def _record_ig(self, x, target, layers, masks, keep, **call):
         """Integrated Gradients: its relevance at each layer (:mod:`.layer_ig`), in a recorder-like result."""

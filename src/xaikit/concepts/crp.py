@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import check_positive
+from ..layers import find_layer
 from ..methods.base import Method
 from ..targets import TargetSpec
 from .base import ConceptTool
@@ -222,9 +223,7 @@ class Hierarchy(ConceptTool):
     def __init__(self, model: nn.Module, layer: str, lower: str, top: int = 5, method: str | Method = "lrp",
                  method_settings: dict | None = None, axis: int | str = "auto") -> None:
         super().__init__(model, layer, method, method_settings, axis)
-        from ..propagation.record import find_modules
-
-        self.lower = next(iter(find_modules(model, [lower], "lower")))
+        self.lower = find_layer(model, lower, "lower")[0]
         check_positive(top, "top", integer=True)
         self.top = top
 

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import check_positive, eval_semantics
+from ..errors import check_positive
+from ..layers import find_layer, hooked
 from ..methods.base import Method
-from ..propagation.record import channel_axis, find_modules
+from ..modes import eval_semantics
+from ..propagation.record import channel_axis
 from .base import ConceptTool, iterate_batches
 
 
@@ -125,7 +127,7 @@ class ChannelRelevance(ConceptTool):
 def ablated(model: nn.Module, layer: str, channels: torch.Tensor | Sequence[int] | None,
             axis: int | str = "auto") -> Iterator[None]:
     """Zero ``channels`` of ``layer``'s output during the block (a forward hook, removed in ``finally``)."""
-    module = find_modules(model, [layer], "layer")[layer]
+    _, module = find_layer(model, layer)
     if channels is None or len(channels) == 0:
         yield
         return
@@ -141,11 +143,8 @@ def ablated(model: nn.Module, layer: str, channels: torch.Tensor | Sequence[int]
         shape[ax] = -1
         return out * keep.view(shape)
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with hooked(module, forward=hook):
         yield
-    finally:
-        handle.remove()
 
 
 @dataclass
@@ -216,7 +215,7 @@ class Ablation:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.layer = next(iter(find_modules(model, [layer], "layer")))
+        self.layer = find_layer(model, layer)[0]
         check_positive(k, "k", integer=True)
         check_positive(draws, "draws", integer=True)
         check_positive(batch_size, "batch_size", integer=True)

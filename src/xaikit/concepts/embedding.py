@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_positive, eval_semantics
+from ..errors import check_choice, check_positive
+from ..layers import capture
 from ..methods.base import Method
+from ..modes import eval_semantics
 from .base import ConceptTool, iterate_batches
 
 REDUCERS = ("pca", "tsne", "umap")
@@ -103,24 +105,14 @@ class Embedding(ConceptTool):
         return torch.cat(feats), torch.cat(labels) if labels else None
 
     def _activations(self, x: torch.Tensor):
-        from ..propagation.record import channel_axis, find_modules
+        from ..propagation.record import channel_axis
 
-        module = find_modules(self.model, [self.layer], "layer")[self.layer]
-        pooled = []
-
-        def hook(mod, inputs, out):
-            out = out if isinstance(out, torch.Tensor) else out[0]
-            axis = channel_axis(mod, out.ndim) if self.axis == "auto" else self.axis % out.ndim
-            v = out.movedim(axis, -1)
-            pooled.append(v.reshape(v.shape[0], -1, v.shape[-1]).mean(1))
-
-        handle = module.register_forward_hook(hook)
-        try:
-            with eval_semantics(self.model):
-                self.model(x)
-        finally:
-            handle.remove()
-        return None, pooled[-1]
+        with eval_semantics(self.model), capture(self.model, self.module) as seen:
+            self.model(x)
+        out = seen[-1]
+        axis = channel_axis(self.module, out.ndim) if self.axis == "auto" else self.axis % out.ndim
+        v = out.movedim(axis, -1)
+        return None, v.reshape(v.shape[0], -1, v.shape[-1]).mean(1)
 
     def __call__(self, data: Any, **reducer_settings: Any) -> EmbeddingResult:
         feats, labels = self.features(data)

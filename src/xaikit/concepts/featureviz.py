@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import check_choice, check_positive, eval_semantics
-from ..propagation.record import channel_axis, find_modules
+from ..errors import check_choice, check_positive
+from ..layers import capture, find_layer
+from ..modes import eval_semantics
+from ..propagation.record import channel_axis
 
 #: square root of the colour correlation of ImageNet photos (Olah et al. 2017): decorrelates RGB
 COLOUR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
@@ -122,7 +124,7 @@ class FeatureVisualisation:
         check_choice(objective, "objective", OBJECTIVES)
         if layer is None and objective != "class":
             raise ValueError(f"layer is required for objective {objective!r} (None only for 'class')")
-        self.module = None if layer is None else find_modules(model, [layer], "layer")[layer]
+        self.module = None if layer is None else find_layer(model, layer)[1]
         shape = tuple(shape)
         if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
             raise ValueError(f"shape must be (channels, height, width) of positive ints, got {shape!r}")
@@ -186,20 +188,9 @@ class FeatureVisualisation:
             if int(index.max()) >= out.shape[-1] or int(index.min()) < 0:
                 raise ValueError(f"units: class out of range for {out.shape[-1]} outputs")
             return out.gather(1, index[:, None])[:, 0]
-        captured = []
-
-        def hook(mod, inputs, out):
-            captured.append((out if isinstance(out, torch.Tensor) else out[0], mod))
-            raise _Stop  # the rest of the model is not needed
-
-        handle = self.module.register_forward_hook(hook)
-        try:
+        with capture(self.model, self.module, stop=True) as captured:  # the rest of the model is not needed
             self.model(x)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        out, mod = captured[-1]
+        out, mod = captured[-1], self.module
         axis = channel_axis(mod, out.ndim) if self.axis == "auto" else self.axis % out.ndim
         a = out.movedim(axis, 1)  # (K, C, ...)
         if self.objective == "direction":
@@ -217,6 +208,3 @@ class FeatureVisualisation:
         where = tuple(self.position) if self.position is not None else tuple(s // 2 for s in spatial)
         return chosen[(slice(None), *where)]
 
-
-class _Stop(Exception):
-    pass

@@ -16,21 +16,16 @@ import torch
 from torch import nn
 
 from ..batching import chunked, max_chunk, select_batch
+from ..layers import capture, find_layer, hooked
 from ..methods.baselines import resolve_baseline
 from ..methods.path import IntegratedGradients
-from ..propagation.record import find_modules
 from ..targets import resolve_target
 from ..tokens import model_scores
 
 
 def _capture(model: nn.Module, module: nn.Module, x: torch.Tensor, args: tuple, kwargs: dict):
-    seen = []
-    handle = module.register_forward_hook(lambda m, i, o: seen.append(o if isinstance(o, torch.Tensor) else o[0]))
-    try:
-        with torch.no_grad():
-            out = model_scores(model(x, *args, **kwargs))
-    finally:
-        handle.remove()
+    with torch.no_grad(), capture(model, module) as seen:
+        out = model_scores(model(x, *args, **kwargs))
     if not seen:
         raise ValueError("layer: the module was not called in the forward pass")
     return seen[-1], out
@@ -40,7 +35,7 @@ def integrated_layer_relevance(method: IntegratedGradients, x: torch.Tensor, tar
                                forward_args: tuple = (), forward_kwargs: dict | None = None) -> tuple:
     """``(R (N, *a.shape[1:]), a(x), resolved target index, f(x) − f(b))`` for Integrated Gradients at ``layer``."""
     model, kwargs = method.model, dict(forward_kwargs or {})
-    module = find_modules(model, [layer], "layer")[layer]
+    _, module = find_layer(model, layer)
     n, steps = x.shape[0], method.steps
     baseline = resolve_baseline(method.baseline, x)
     both = torch.arange(2 * n) % n
@@ -57,17 +52,13 @@ def integrated_layer_relevance(method: IntegratedGradients, x: torch.Tensor, tar
         rows = torch.arange(start, stop, device=x.device)
         owner, step = rows // steps, rows % steps
         point = torch.lerp(a_b[owner], a_x[owner], alphas[step].view(shape)).requires_grad_(True)
-        handle = module.register_forward_hook(lambda m, i, o: point if isinstance(o, torch.Tensor)
-                                              else (point, *o[1:]))
         owner_cpu = owner.cpu()
-        try:
-            with torch.enable_grad():
-                output = model_scores(model(x[owner], *select_batch(forward_args, owner_cpu, n),
-                                            **select_batch(kwargs, owner_cpu, n)))
-                score = resolved.select(owner_cpu).score(output)
-                (grad,) = torch.autograd.grad(score.sum(), point)
-        finally:
-            handle.remove()
+        with hooked(module, forward=lambda m, i, o: point if isinstance(o, torch.Tensor) else (point, *o[1:])), \
+                torch.enable_grad():
+            output = model_scores(model(x[owner], *select_batch(forward_args, owner_cpu, n),
+                                        **select_batch(kwargs, owner_cpu, n)))
+            score = resolved.select(owner_cpu).score(output)
+            (grad,) = torch.autograd.grad(score.sum(), point)
         total.index_add_(0, owner, grad * weights[step].view(shape))
 
     item_bytes = x[0].numel() * x.element_size()

@@ -24,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import check_choice, check_positive, eval_semantics
+from ..errors import check_choice, check_positive
+from ..layers import capture, find_layer
 from ..methods.base import Method
-from ..propagation.record import channel_axis, find_modules
+from ..modes import eval_semantics
+from ..propagation.record import channel_axis
 from .base import ConceptTool, iterate_batches
 
 
@@ -223,21 +225,12 @@ class ReferenceSamples(ConceptTool):
 
     def _receptive_field(self, x: torch.Tensor, channel: int) -> torch.Tensor:
         """``(n, H, W)`` bool: where the gradient of the channel's largest unit w.r.t. the input is non-zero."""
-        module = find_modules(self.model, [self.layer], "layer")[self.layer]
-        captured = []
-
-        def hook(mod, inputs, out):
-            out = out if isinstance(out, torch.Tensor) else out[0]
-            captured.append((out, channel_axis(mod, out.ndim) if self.axis == "auto" else self.axis % out.ndim))
-
+        _, module = find_layer(self.model, self.layer)
         leaf = x.detach().requires_grad_(True)
-        handle = module.register_forward_hook(hook)
-        try:
-            with torch.enable_grad(), eval_semantics(self.model):
-                self.model(leaf)
-        finally:
-            handle.remove()
-        out, axis = captured[-1]
+        with torch.enable_grad(), eval_semantics(self.model), capture(self.model, module) as captured:
+            self.model(leaf)
+        out = captured[-1]
+        axis = channel_axis(module, out.ndim) if self.axis == "auto" else self.axis % out.ndim
         units = out.movedim(axis, 1)[:, channel].reshape(x.shape[0], -1)
         best = units.argmax(1)
         (grad,) = torch.autograd.grad(units.gather(1, best[:, None]).sum(), leaf)

@@ -39,9 +39,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_input, check_positive, explains_in_eval
+from ..errors import check_choice, check_input, check_positive
 from ..explanation import Explanation
 from ..methods.base import _checked_init
+from ..modes import explains_in_eval
 from ..targets import Contrast, check_target, resolve_target
 
 MODES = ("both", "pp", "pn")

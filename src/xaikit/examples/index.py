@@ -17,9 +17,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_input, model_device, explains_in_eval
+from ..errors import check_choice, check_input, model_device
 from ..methods.base import _checked_init
 from ..methods.bilrp import BiLRP
+from ..modes import explains_in_eval
 from ..propagation.composites import Composite
 from .data import DataSource, model_fingerprint
 from .layers import LayerFeatures

@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batching import memory_budget
-from ..errors import check_input, check_positive, model_device, explains_in_eval
+from ..errors import check_input, check_positive, model_device
+from ..layers import find_layer, hooked
 from ..methods.base import _checked_init
-from ..methods.cam import find_layer
+from ..modes import explains_in_eval
 from .data import DataSource
 from .search import check_k, chunk_size, topk
 
@@ -155,16 +156,12 @@ class TracIn:
             captured["z"] = output.detach().requires_grad_(True)
             return captured["z"]
 
-        handle = self.module.register_forward_hook(hook)
-        try:
-            with torch.enable_grad():
-                out = torch.func.functional_call(self.model, state, (x,))
-                losses = self._per_sample(out, y)
-                if "z" not in captured:
-                    raise ValueError(f"layer {self.layer!r} was not used in the forward pass")
-                (e,) = torch.autograd.grad(losses.sum(), captured["z"])
-        finally:
-            handle.remove()
+        with hooked(self.module, forward=hook), torch.enable_grad():
+            out = torch.func.functional_call(self.model, state, (x,))
+            losses = self._per_sample(out, y)
+            if "z" not in captured:
+                raise ValueError(f"layer {self.layer!r} was not used in the forward pass")
+            (e,) = torch.autograd.grad(losses.sum(), captured["z"])
         h = captured["h"]
         if h.ndim != 2:
             raise ValueError(f"layer {self.layer!r} sees inputs of shape {tuple(h.shape)}; the closed form needs "

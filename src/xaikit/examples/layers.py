@@ -14,24 +14,13 @@ import torch
 from torch import nn
 
 from ..errors import check_choice
-from ..methods.cam import find_layer
+from ..layers import capture, find_layer, last_layer
+from ..modes import FollowsModel
 
 POOLS = ("mean", "max", "flatten")
 
 
-class _Reached(Exception):
-    """Raised by the capturing hook to stop the forward pass once the layer has run."""
-
-
-def last_layer(model: nn.Module) -> tuple[str, nn.Module]:
-    """The last module (in definition order) that holds parameters of its own, e.g. the classifier head."""
-    with_params = [(n, m) for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
-    if not with_params:
-        raise ValueError("the model has no layer with parameters; pass layer= (a module name)")
-    return with_params[-1]
-
-
-class LayerFeatures(nn.Module):
+class LayerFeatures(FollowsModel, nn.Module):
     """``φ(x)``: the model's representation of ``x`` at a named layer, pooled to ``(N, D)``.
 
     Parameters
@@ -63,37 +52,13 @@ class LayerFeatures(nn.Module):
         self.pool = pool
 
     @property
-    def training(self) -> bool:  # type: ignore[override]
-        """The wrapped model's mode (the wrapper has none of its own)."""
-        model = self.__dict__.get("_modules", {}).get("model")
-        return bool(model.training) if model is not None else False
-
-    @training.setter
-    def training(self, value: bool) -> None:  # nn.Module.__init__ and .train() set it; the model's mode counts
-        pass
-
-    @property
     def label(self) -> str:
         """``"input of head"`` or ``"features.9"``: what the representation is."""
         return f"input of {self.layer}" if self.use_input else self.layer
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-
-        def hook(_module: nn.Module, inputs: tuple, output: Any) -> None:
-            value = inputs[0] if self.use_input else output
-            if isinstance(value, (tuple, list)):
-                value = next((v for v in value if isinstance(v, torch.Tensor)), None)
-            captured.append(value)
-            raise _Reached
-
-        handle = self.module.register_forward_hook(hook)
-        try:
-            self.model(x, *args, **kwargs)
-        except _Reached:
-            pass
-        finally:
-            handle.remove()
+        with capture(self.model, self.module, inputs=self.use_input, stop=True) as captured:
+            self.model(x, *args, **kwargs)  # stops once the layer has run
         if not captured:
             raise ValueError(f"layer {self.label!r} was not used in the model's forward pass; choose another layer")
         value = captured[0]

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..methods.base import Method
+from ..modes import eval_semantics
 from ..tokens import model_scores
 from .padding import accepts, check_mask, repad, sequence_inputs
 from .targets import TokenLogits
@@ -99,6 +100,11 @@ def greedy_continuation(model: torch.nn.Module, ids: torch.Tensor, attention_mas
     """Greedy decoding of left-padded prompts: ``(N, G)`` new token ids and the mask of those before and at an
     end-of-sequence token. One full forward pass per new token (no key/value cache: for long continuations,
     generate with the model's own ``generate`` and pass the result as ``continuation``)."""
+    with eval_semantics(model):  # deterministic decoding (no dropout); the model's flags restored after
+        return _greedy(model, ids, attention_mask, max_new_tokens, eos_token_id, forward_kwargs)
+
+
+def _greedy(model, ids, attention_mask, max_new_tokens, eos_token_id, forward_kwargs):
     tokens, done = [], torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
     masks = []
     for _ in range(max_new_tokens):

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import check_choice, check_input, check_positive
-from ..propagation.record import find_modules
+from ..layers import Hooks, find_layer, hooked
+from ..modes import FollowsModel, eval_semantics
 from .layers import activations
 
 CAV_METHODS = ("svm", "pattern")
@@ -66,7 +67,7 @@ def fit_cav(model: nn.Module, layer: str, x_artifact: torch.Tensor, x_clean: tor
     """
     check_choice(method, "method", CAV_METHODS)
     check_positive(C, "C")
-    find_modules(model, layer, "layer")
+    find_layer(model, layer)
     for name, value in (("x_artifact", x_artifact), ("x_clean", x_clean)):
         check_input(value, name, model)
     a_art, a_clean = activations(model, layer, x_artifact), activations(model, layer, x_clean)
@@ -113,23 +114,20 @@ def project(model: nn.Module, cav: CAV, mode: str = "p") -> Iterator[nn.Module]:
     """Inside the block, ``model`` computes with the artifact direction set to that of clean samples
     (``mode="p"``, P-ClArC) or of artifact samples (``mode="a"``, as A-ClArC trains); the hook is removed after."""
     check_choice(mode, "mode", ("p", "a"))
-    module = find_modules(model, cav.layer, "cav.layer")[cav.layer]
-    handle = module.register_forward_hook(_shift_hook(cav, cav.clean_mean if mode == "p" else cav.artifact_mean))
-    try:
+    _, module = find_layer(model, cav.layer, "cav.layer")
+    with hooked(module, forward=_shift_hook(cav, cav.clean_mean if mode == "p" else cav.artifact_mean)):
         yield model
-    finally:
-        handle.remove()
 
 
-class Projected(nn.Module):
-    """``model`` with P-ClArC at ``cav.layer`` (a wrapper: the hook exists only during its forward)."""
+class Projected(FollowsModel, nn.Module):
+    """``model`` with P-ClArC at ``cav.layer`` (a wrapper: the hook exists only during its forward; its training
+    flag is the model's, see :class:`~xaikit.modes.FollowsModel`)."""
 
     def __init__(self, model: nn.Module, cav: CAV, mode: str = "p") -> None:
         super().__init__()
         check_choice(mode, "mode", ("p", "a"))
-        find_modules(model, cav.layer, "cav.layer")
+        find_layer(model, cav.layer, "cav.layer")
         self.model, self.cav, self.mode = model, cav, mode
-        self.train(model.training)  # the wrapper is in the model's mode
 
     def forward(self, *args, **kwargs):
         with project(self.model, self.cav, self.mode):
@@ -138,20 +136,16 @@ class Projected(nn.Module):
 
 def layers_after(model: nn.Module, layer: str, example: torch.Tensor) -> list[str]:
     """Names of the modules with parameters whose forward starts after ``layer``'s ended (one traced call)."""
-    find_modules(model, layer, "layer")
+    find_layer(model, layer)
     order: list[str] = []
-    handles = []
-    for name, module in model.named_modules():
-        if name == layer:
-            handles.append(module.register_forward_hook(lambda *_: order.append("\0end")))
-        elif any(True for _ in module.parameters(recurse=False)):
-            handles.append(module.register_forward_pre_hook(lambda m, a, name=name: order.append(name)))
-    try:
-        with torch.no_grad():
+    with Hooks() as hooks:
+        for name, module in model.named_modules():
+            if name == layer:
+                hooks.forward(module, lambda *_: order.append("\0end"))
+            elif any(True for _ in module.parameters(recurse=False)):
+                hooks.pre(module, lambda m, a, name=name: order.append(name))
+        with torch.no_grad(), eval_semantics(model, warn=False):  # a traced call: no BatchNorm statistics updated
             model(example[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
     if "\0end" not in order:
         raise ValueError(f"layer {layer!r} was not called in the forward pass")
     return order[order.index("\0end") + 1:]
@@ -191,8 +185,7 @@ def a_clarc(model: nn.Module, cav: CAV, x: torch.Tensor, y: torch.Tensor, epochs
         moved = _shift_hook(cav, cav.artifact_mean)(module, args, out)
         return torch.where(chosen[-1].view(-1, *([1] * (out.ndim - 1))).to(out.device), moved, out)
 
-    handle = find_modules(tuned, cav.layer, "cav.layer")[cav.layer].register_forward_hook(add_artifact)
-    try:
+    with hooked(find_layer(tuned, cav.layer, "cav.layer")[1], forward=add_artifact):
         for _ in range(epochs):
             order = torch.randperm(x.shape[0], generator=g)
             for start in range(0, x.shape[0], batch_size):
@@ -202,8 +195,6 @@ def a_clarc(model: nn.Module, cav: CAV, x: torch.Tensor, y: torch.Tensor, epochs
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
-    finally:
-        handle.remove()
     for p in tuned.parameters():
         p.requires_grad_(True)
         p.grad = None

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import check_input
+from ..layers import find_layer, hooked
 from ..methods.base import Method
-from ..propagation.record import Recorder, find_modules
+from ..propagation.record import Recorder
 from .explain import check_weight, make_explainer
 
 
@@ -75,7 +76,7 @@ class ExplanationGuidedLoss(nn.Module):
 
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         check_input(x, "x", model)
-        module = find_modules(model, self.layer, "layer")[self.layer]
+        _, module = find_layer(model, self.layer)
         if self.lam == 0:
             self.logits = model(x)
             task = self.task_loss(self.logits, y)
@@ -89,11 +90,8 @@ class ExplanationGuidedLoss(nn.Module):
                 raise TypeError(f"layer {self.layer!r} must return one tensor with the batch first")
             return torch.cat([out[:n], out[n:] * weights])
 
-        handle = module.register_forward_hook(reweight)
-        try:
+        with hooked(module, forward=reweight):
             both = model(torch.cat([x, x]))
-        finally:
-            handle.remove()
         self.logits = both[:n]
         task, guided = self.task_loss(both[:n], y), self.task_loss(both[n:], y)
         self.last = {"task": float(task.detach()), "guided": float(guided.detach())}

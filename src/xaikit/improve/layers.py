@@ -7,25 +7,16 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..errors import eval_semantics
-from ..propagation.record import find_modules
+from ..layers import capture as _capture
+from ..modes import eval_semantics
 
 
 @contextlib.contextmanager
 def capture(model: nn.Module, name: str) -> Iterator[list[torch.Tensor]]:
-    """Inside the block, every output of the layer ``name`` is appended to the yielded list (graph kept)."""
-    outputs: list[torch.Tensor] = []
-
-    def hook(module: nn.Module, args, out) -> None:
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"layer {name!r} returns {type(out).__name__}; choose a layer whose output is a tensor")
-        outputs.append(out)
-
-    handle = find_modules(model, name, "layer")[name].register_forward_hook(hook)
-    try:
+    """Inside the block, every output of the layer ``name`` is appended to the yielded list (graph kept):
+    :func:`xaikit.layers.capture`."""
+    with _capture(model, name) as outputs:
         yield outputs
-    finally:
-        handle.remove()
 
 
 def activations(model: nn.Module, name: str, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

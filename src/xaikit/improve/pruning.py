@@ -22,9 +22,11 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_input, eval_semantics
+from ..errors import check_choice, check_input
+from ..layers import Hooks, find_layers
 from ..methods.propagation import LRP
-from ..propagation.record import Recorder, channel_axis, find_modules
+from ..modes import eval_semantics
+from ..propagation.record import Recorder, channel_axis
 from .layers import capture
 
 CRITERIA = ("lrp", "taylor", "gradient", "weight")
@@ -41,7 +43,7 @@ def channel_importance(model: nn.Module, layers: Sequence[str] | str, x: torch.T
     """``{layer: (C,) importance}`` of every output channel of the named layers (see the module docstring)."""
     check_choice(criterion, "criterion", CRITERIA)
     layers = [layers] if isinstance(layers, str) else list(layers)
-    modules = find_modules(model, layers, "layers")
+    modules = find_layers(model, layers)
     check_input(x, "x", model)
     if criterion == "weight":
         scores = {}
@@ -92,8 +94,7 @@ def prune_plan(scores: dict[str, torch.Tensor], fraction: float) -> dict[str, to
 @contextlib.contextmanager
 def pruned(model: nn.Module, plan: dict[str, torch.Tensor]) -> Iterator[nn.Module]:
     """Inside the block, the channels of each layer with ``keep == False`` output zero; hooks removed after."""
-    modules = find_modules(model, list(plan), "plan")
-    handles = []
+    modules = find_layers(model, list(plan), "plan")
 
     def make_hook(name: str, keep: torch.Tensor):
         def hook(module: nn.Module, args, out):
@@ -107,10 +108,7 @@ def pruned(model: nn.Module, plan: dict[str, torch.Tensor]) -> Iterator[nn.Modul
 
         return hook
 
-    try:
+    with Hooks() as hooks:
         for name, keep in plan.items():
-            handles.append(modules[name].register_forward_hook(make_hook(name, keep)))
+            hooks.forward(modules[name], make_hook(name, keep))
         yield model
-    finally:
-        for handle in handles:
-            handle.remove()

@@ -2,7 +2,7 @@
 
 ``method = Name(model, **settings)`` checks the settings (unknown ones are rejected with the list of valid
 ones); ``method(x, target=..., forward_args=(), forward_kwargs={})`` checks the input, warns on a model in
-training mode (and explains it in eval semantics, see :func:`~xaikit.errors.eval_semantics`), runs the method and returns an :class:`~xaikit.explanation.Explanation`.
+training mode (and explains it in eval semantics, see :func:`~xaikit.modes.eval_semantics`), runs the method and returns an :class:`~xaikit.explanation.Explanation`.
 """
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import functools
 import inspect
 import re
 import time
-import warnings
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
 
-from ..errors import check_input, check_model, eval_semantics, unknown_name
+from ..errors import check_input, check_model, unknown_name
 from ..explanation import Explanation
+from ..modes import eval_semantics
 from ..propagation.state import differentiable_pass
 from ..settings import bind_settings
 from ..targets import TargetSpec, check_target
@@ -106,7 +106,8 @@ class Method:
             raise TypeError(f"forward_kwargs must be a dict of keyword inputs, got {type(forward_kwargs).__name__}")
         check_target(target, x.shape[0])
         began = time.perf_counter()
-        with _training_mode(self, create_graph), eval_semantics(self.model):
+        # create_graph=True is the caller's opt-in to a training-time explanation: no train-mode warning
+        with _training_mode(self, create_graph), eval_semantics(self.model, warn=not create_graph):
             if in_embedding_space:
                 expl = explain_in_embedding_space(self, x, target, tuple(forward_args), dict(forward_kwargs or {}))
             else:
@@ -126,7 +127,8 @@ class Method:
 
 @contextlib.contextmanager
 def _training_mode(method: Method, create_graph: Any):
-    """The ``create_graph=True`` opt-in: a differentiable pass, without the train-mode warning."""
+    """The ``create_graph=True`` opt-in: a differentiable pass (the caller runs it without the train-mode
+    warning of :func:`~xaikit.modes.eval_semantics`)."""
     if not isinstance(create_graph, bool):
         raise TypeError(f"create_graph must be True or False, got {create_graph!r}")
     if create_graph and not method.differentiable:
@@ -135,8 +137,7 @@ def _training_mode(method: Method, create_graph: Any):
     if not create_graph:
         yield
         return
-    with differentiable_pass(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "model is in training mode", UserWarning)
+    with differentiable_pass():
         yield
 
 

@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_input, eval_semantics
+from ..errors import check_choice, check_input
 from ..explanation import Explanation
+from ..modes import eval_semantics
 from ..propagation.composites import Composite
 from .propagation import LRP
 

@@ -6,26 +6,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batching import check_batch_size
-from ..errors import unknown_module
+from .. import layers
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, resolve_target
 from .base import Method
 from .gradient import Backprop, map_samples
 
 
-def find_layer(model: nn.Module, layer: str | None, name: str = "layer") -> tuple[str, nn.Module]:
-    """The module called ``layer`` (default: the last convolution), or a ValueError listing the valid names."""
-    modules = {n: m for n, m in model.named_modules() if n}
+def find_layer(model: nn.Module, layer: str | nn.Module | None, name: str = "layer") -> tuple[str, nn.Module]:
+    """The module called ``layer`` (default: the last convolution): :func:`xaikit.layers.find_layer`."""
     if layer is None:
-        convs = [n for n, m in modules.items() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+        convs = [n for n, m in model.named_modules() if n and isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
         if not convs:
-            raise ValueError(f"the model has no convolution to default to; pass {name}= one of: {', '.join(modules)}")
-        return convs[-1], modules[convs[-1]]
-    if not isinstance(layer, str):
-        raise TypeError(f"{name} must be a module name (str) as in model.named_modules(), got {type(layer).__name__}")
-    if layer not in modules:
-        raise unknown_module(name, layer, modules)
-    return layer, modules[layer]
+            valid = ", ".join(n for n, _ in model.named_modules() if n)
+            raise ValueError(f"the model has no convolution to default to; pass {name}= one of: {valid}")
+        layer = convs[-1]
+    return layers.find_layer(model, layer, name)
 
 
 class GradCAM(Method):
@@ -85,24 +81,20 @@ class GradCAM(Method):
             captured.append(leaf)
             return leaf.clone()  # later in-place ops act on the copy; the gradient reaches the leaf
 
-        handle = self.module.register_forward_hook(hook)
-        try:
-            with torch.enable_grad():
-                output = self.model(x, *args, **kwargs)
-                if not isinstance(output, torch.Tensor):
-                    raise TypeError(f"the model returned {type(output).__name__}; wrap it so that it returns a tensor")
-                resolved = target if isinstance(target, ResolvedTarget) else resolve_target(target, output)
-                score = resolved.score(output)
-                if not captured:
-                    raise ValueError(f"layer {self.layer!r} was not called in the forward pass; choose another layer")
-                if not score.requires_grad:
-                    raise ValueError(
-                        "model: its output does not depend differentiably on the activation of layer "
-                        f"{self.layer!r} (torch.no_grad or .detach() inside forward?); Grad-CAM needs gradients"
-                    )
-                (grad,) = torch.autograd.grad(score.sum(), captured[-1], allow_unused=True)
-        finally:
-            handle.remove()
+        with layers.hooked(self.module, forward=hook), torch.enable_grad():
+            output = self.model(x, *args, **kwargs)
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"the model returned {type(output).__name__}; wrap it so that it returns a tensor")
+            resolved = target if isinstance(target, ResolvedTarget) else resolve_target(target, output)
+            score = resolved.score(output)
+            if not captured:
+                raise ValueError(f"layer {self.layer!r} was not called in the forward pass; choose another layer")
+            if not score.requires_grad:
+                raise ValueError(
+                    "model: its output does not depend differentiably on the activation of layer "
+                    f"{self.layer!r} (torch.no_grad or .detach() inside forward?); Grad-CAM needs gradients"
+                )
+            (grad,) = torch.autograd.grad(score.sum(), captured[-1], allow_unused=True)
         if grad is None:
             raise ValueError(f"the selected output does not depend on layer {self.layer!r}; choose another layer")
         activation = captured[-1].detach()

@@ -15,8 +15,9 @@ from typing import Any, Sequence
 import torch
 
 from ..batching import batched_forward, check_batch_size, check_output
-from ..errors import NotApplicable, check_input, eval_semantics
+from ..errors import NotApplicable, check_input
 from ..explanation import Explanation
+from ..modes import eval_semantics
 from ..targets import ResolvedTarget, TargetSpec, check_target, resolve_target
 from ..tokens import check_per_token_kwargs, model_scores
 from .base import Method

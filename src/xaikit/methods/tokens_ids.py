@@ -28,17 +28,20 @@ import torch
 from torch import nn
 
 from ..explanation import Explanation
+from ..modes import FollowsModel
 from ..tokens import TokenInput
 
 
-class EmbeddingSpace(nn.Module):
-    """``model`` as a function of its input-embedding vectors ``(N, L, D)`` (see the module docstring)."""
+class EmbeddingSpace(FollowsModel, nn.Module):
+    """``model`` as a function of its input-embedding vectors ``(N, L, D)`` (see the module docstring); its
+    training flag is the model's."""
+
+    wrapped = "inner"
 
     def __init__(self, model: nn.Module, tokens: TokenInput) -> None:
         super().__init__()
         self.inner = model
         self.tokens = tokens
-        self.training = model.training
 
     def forward(self, vectors: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         ids = torch.zeros(vectors.shape[:2], dtype=torch.long, device=vectors.device)

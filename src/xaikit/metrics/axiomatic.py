@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import check_positive
+from ..modes import FollowsModel
 from .base import Case, Metric, MetricResult
 from .perturb import check_baseline, evaluate_masks, make_baseline, make_generator, segment_sums
 
@@ -82,14 +83,16 @@ class NonSensitivity(Metric):
         return MetricResult((attributed != sensitive).sum(1).to(magnitude.dtype))
 
 
-class _Shifted(nn.Module):
-    """``model(z − shift)``: the model for inputs shifted by a constant (Kindermans et al.'s f₂)."""
+class _Shifted(FollowsModel, nn.Module):
+    """``model(z − shift)``: the model for inputs shifted by a constant (Kindermans et al.'s f₂); its training
+    flag is the model's."""
+
+    wrapped = "inner"
 
     def __init__(self, model: nn.Module, shift: float) -> None:
         super().__init__()
         self.inner = model
         self.shift = shift
-        self.train(getattr(model, "training", False))
 
     def forward(self, z: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return self.inner(z - self.shift, *args, **kwargs)

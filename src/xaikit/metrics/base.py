@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from ..batching import batched_forward, check_batch_size, select_batch
-from ..errors import check_input, check_model, eval_semantics, unknown_name
+from ..errors import check_input, check_model, unknown_name
 from ..explanation import Explanation
 from ..methods.base import Method, snake_case
+from ..modes import eval_semantics
 from ..settings import bind_settings
 from ..targets import Contrast, ResolvedTarget, TargetSpec, resolve_target
 from .perturb import Layout, to_pixels

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_positive
+from ..errors import check_choice, check_positive, unknown_module
 from ..methods.base import Method
 from .base import Case, Metric, MetricResult, pearson, spearman
 from .perturb import make_generator, to_pixels
@@ -155,9 +155,10 @@ class MPRT(_Randomisation):
         """The layer names in the order they are randomised."""
         available = randomisable_layers(model, self.include_norm)
         names = available if self.layers is None else list(self.layers)
-        unknown = [n for n in names if n not in dict(model.named_modules()) or n not in randomisable_layers(model, True)]
+        every = randomisable_layers(model, True)
+        unknown = [n for n in names if n not in every]
         if unknown:
-            raise ValueError(f"unknown layer {unknown[0]!r}; valid: {', '.join(available)}")
+            raise unknown_module("layers", unknown[0], available, "is not a layer with parameters of the model")
         if not names:
             raise ValueError("the model has no layer with parameters to randomise")
         return list(reversed(names)) if self.order == "top_down" else names
@@ -167,7 +168,7 @@ class MPRT(_Randomisation):
         index = {name: i for i, name in enumerate(randomisable_layers(case.model, True))}
         seed = self.seed if self.seed is not None else int(torch.randint(0, 2 ** 31, (1,)))
         model, method = self._clone(case)
-        modules = dict(model.named_modules())
+        modules = dict(model.named_modules())  # names checked by stages(); "" is a model owning parameters
         original = case.attribution if self.samples <= 1 else self._explain(case, case.method)
         columns = [self._similarity(case, original, original)]
         for name in names:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import check_positive
+from ..layers import capture, find_layer, last_layer
 from .base import Case, Metric, MetricResult
 from .perturb import make_generator, stable_order
 
@@ -236,32 +237,15 @@ class RelativeRepresentationStability(_RelativeStability):
 
     def _module(self, model: nn.Module) -> tuple[nn.Module, bool]:
         """The hooked module and whether its input (True) or output (False) is the representation."""
-        modules = dict(model.named_modules())
         if self.layer is not None:
-            if self.layer not in modules or self.layer == "":
-                names = [n for n in modules if n]
-                raise ValueError(f"unknown layer {self.layer!r}; valid: {', '.join(names[:40])}"
-                                 + (" ..." if len(names) > 40 else ""))
-            return modules[self.layer], False
-        with_params = [m for m in modules.values() if any(True for _ in m.parameters(recurse=False))]
-        if not with_params:
-            raise ValueError("the model has no layer with parameters; pass layer= (a module name)")
-        return with_params[-1], True
+            return find_layer(model, self.layer)[1], False
+        return last_layer(model)[1], True
 
     def _representations(self, case: Case, inputs: torch.Tensor, owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         module, use_input = self._module(case.model)
-        captured: list[torch.Tensor] = []
-
-        def hook(_module, args, output):
-            value = args[0] if use_input else output
-            captured.append(value.detach().flatten(1))
-
-        handle = module.register_forward_hook(hook)
-        try:
+        with capture(case.model, module, inputs=use_input) as captured:
             outputs = case.forward(inputs, owner)
-        finally:
-            handle.remove()
-        return outputs, torch.cat(captured)
+        return outputs, torch.cat([value.detach().flatten(1) for value in captured])
 
     def _forward(self, case, inputs, owner):
         outputs, rep = self._representations(case, inputs, owner)

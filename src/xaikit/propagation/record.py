@@ -38,35 +38,20 @@ rectifier's output, as the rule sees it: ``R_z = R_y`` for ``y = ReLU(z)``.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from ..layers import Hooks, find_layer, find_layers, first_tensor
 from .session import Session, active_session
 
 
 def find_modules(model: nn.Module, names: Sequence[str] | str, argument: str = "layers") -> dict[str, nn.Module]:
-    """The modules of ``model`` called ``names`` (as in ``model.named_modules()``).
-
-    An unknown name raises a ``ValueError`` naming ``argument`` and listing the closest module names.
-    """
-    if isinstance(names, str):
-        names = [names]
-    modules = {n: m for n, m in model.named_modules() if n}
-    found = {}
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"{argument} must be module names (str) as in model.named_modules(), got "
-                            f"{type(name).__name__}")
-        if name not in modules:
-            close = difflib.get_close_matches(name, list(modules), n=5, cutoff=0.4) or list(modules)[:10]
-            raise ValueError(f"{argument}: {name!r} is not a module of the model; close names: {', '.join(close)} "
-                             f"(all names: model.named_modules())")
-        found[name] = modules[name]
-    return found
+    """The modules of ``model`` called ``names`` (as in ``model.named_modules()``): :func:`xaikit.layers.find_layers`
+    (an unknown name raises a ``ValueError`` naming ``argument``, the close names and the valid names)."""
+    return find_layers(model, names, argument)
 
 
 def channel_axis(module: nn.Module, ndim: int) -> int:
@@ -156,8 +141,9 @@ class Recorder:
     Parameters
     ----------
     model : nn.Module
-    layers : sequence of str
-        Module names whose output relevance and activation are recorded.
+    layers : sequence of str or nn.Module
+        Module names (or modules of ``model``) whose output relevance and activation are recorded; the
+        records are keyed by name.
     masks : dict of str to tensor, optional
         ``{layer: θ}`` conditions (CRP): the relevance at the layer output is multiplied by ``θ`` before it
         flows on. ``θ`` is ``(K, C)`` (per channel along the layer's channel axis, see
@@ -178,12 +164,13 @@ class Recorder:
     layer is the relevance arriving there, before its own mask (the masked one is ``R ⊙ θ``).
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str] | str = (), masks: dict[str, torch.Tensor] | None = None,
-                 axis: int | str = "auto", keep: Sequence[str] = ("relevance", "activation")) -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[str | nn.Module] | str | nn.Module = (),
+                 masks: dict[str, torch.Tensor] | None = None, axis: int | str = "auto",
+                 keep: Sequence[str] = ("relevance", "activation")) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        layers = [layers] if isinstance(layers, str) else list(layers)
-        masks = dict(masks or {})
+        layers = list(find_layers(model, layers, "layers"))  # names (a module of the model is named)
+        masks = {find_layer(model, name, "masks")[0]: mask for name, mask in (masks or {}).items()}
         for name, mask in masks.items():
             if callable(mask) and not isinstance(mask, torch.Tensor):
                 continue
@@ -201,7 +188,7 @@ class Recorder:
         self.layers, self.masks, self.axis, self.keep = layers, masks, axis, tuple(keep)
         self.records = {name: Recorded(name) for name in layers}
         self.rows = {name: 0 for name in self.modules}  #: rows of grad-enabled passes seen per layer
-        self._handles: list[Any] = []
+        self._hooks = Hooks()
         self._calls: dict[str, int] = {}
 
     def __getitem__(self, name: str) -> Recorded:
@@ -211,9 +198,9 @@ class Recorder:
 
     def __enter__(self) -> "Recorder":
         try:
-            self._handles.append(self.model.register_forward_pre_hook(self._new_pass))
+            self._hooks.pre(self.model, self._new_pass)
             for name, module in self.modules.items():
-                self._handles.append(module.register_forward_hook(self._hook(name)))
+                self._hooks.forward(module, self._hook(name))
         except BaseException:
             self.close()
             raise
@@ -224,9 +211,7 @@ class Recorder:
 
     def close(self) -> None:
         """Remove every hook (called on leaving the ``with`` block, also when it raised)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._hooks.close()
 
     # -- hooks -----------------------------------------------------------------------------------------
     def _new_pass(self, module: nn.Module, inputs: Any) -> None:
@@ -240,8 +225,7 @@ class Recorder:
                 observe(module, out)
 
         def observe(module: nn.Module, out: Any) -> None:
-            t = out if isinstance(out, torch.Tensor) else next(
-                (o for o in (out if isinstance(out, (tuple, list)) else ()) if isinstance(o, torch.Tensor)), None)
+            t = first_tensor(out)
             if t is None:
                 raise TypeError(f"layer {name!r} returns {type(out).__name__} without a tensor; choose another layer")
             if not (torch.is_grad_enabled() and t.requires_grad):

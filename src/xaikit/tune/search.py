@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import check_input, check_positive
+from ..modes import eval_semantics
 from .objectives import Objective, make_objectives, score_candidates
 from .result import Candidate, TuneResult, summarise
 from .space import Space, check_spaces
@@ -37,7 +38,7 @@ def _check_data(model: nn.Module, data: Any, name: str = "data"):
     mask = data[2] if len(data) == 3 else None
     check_input(x, f"{name}[0] (x)", model)
     if y is None:  # the predicted classes, fixed once for every candidate
-        with torch.no_grad():
+        with torch.no_grad(), eval_semantics(model):  # no dropout, no BatchNorm statistics updated
             y = torch.cat([model(x[i: i + 256]).argmax(1) for i in range(0, x.shape[0], 256)])
     y = torch.as_tensor(y, device=x.device)
     if y.ndim != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ...layers import Hooks
 from ..classify import GATES, LINEAR, POINTWISE, is_inplace, out_of_place, rectifies
 from ..state import LayerState
 from .plain import classify_plain
@@ -164,18 +165,17 @@ class ElementwiseModules:
     def __init__(self, s: Session) -> None:
         self.s = s
         self.stack: list[tuple[torch.Tensor, int] | None] = []  #: (input, coverage log mark) per open module
-        self.handles = []
+        self.hooks = Hooks()
 
     def __enter__(self) -> "ElementwiseModules":
         for module in self.s.model.modules():
             if next(module.children(), None) is None and next(module.parameters(), None) is None:
-                self.handles.append(module.register_forward_pre_hook(self.pre))
-                self.handles.append(module.register_forward_hook(self.post))
+                self.hooks.pre(module, self.pre)
+                self.hooks.forward(module, self.post)
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self.handles:
-            handle.remove()
+        self.hooks.close()
 
     def pre(self, module, inputs) -> None:
         x = inputs[0] if len(inputs) == 1 else None
