@@ -12,7 +12,7 @@ from ..batching import check_batch_size, chunked, max_chunk, select_batch
 from ..errors import check_positive
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, resolve_target
-from .base import Method
+from .base import Method, register
 from .baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .features import LazyInputs, perturb
 from .gradient import chunk_key
@@ -40,6 +40,7 @@ def _present_shape(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return masks if x.ndim >= 3 else masks[:, 0]
 
 
+@register
 class RISE(_ForwardMethod):
     """Randomized Input Sampling for Explanation (Petsiuk, Das & Saenko, BMVC 2018, Eq. 6 and Sec. 3.2).
 
@@ -134,6 +135,7 @@ class RISE(_ForwardMethod):
         return [(saliency[:, k].contiguous(), dict(info)) for k in range(len(targets))]
 
 
+@register
 class MeaningfulPerturbation(Method):
     """Meaningful Perturbation (Fong & Vedaldi, ICCV 2017, Eq. 3-4) and extremal perturbations (Fong, Patrick &
     Vedaldi, ICCV 2019, Eq. 7) by optimising a smooth mask with Adam.

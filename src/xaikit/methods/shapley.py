@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import check_choice, check_positive
+from .base import register
 from .baselines import BaselineSpec, describe_baseline, resolve_background, resolve_baseline
 from .features import (
     Features, FeatureSpec, LazyInputs, attribution_dtype, perturb, random_ranks, resolve_features, reverse_ranks,
@@ -88,6 +89,7 @@ class _Shapley(_ForwardMethod):
         return results
 
 
+@register
 class ExactShapley(_Shapley):
     """Exact Shapley values by evaluating all ``2^d`` coalitions (Shapley 1953).
 
@@ -129,6 +131,7 @@ class ExactShapley(_Shapley):
         return self._results(x, features, phi, v[:, -1], v[:, 0], {"coalitions": 2**d})
 
 
+@register
 class KernelSHAP(_Shapley):
     """KernelSHAP (Lundberg & Lee, NeurIPS 2017) with exact small sizes, paired stratified sampling, a
     regression-adjusted estimator (:mod:`xaikit.methods.kernel_design`) and a network surrogate as control
@@ -254,6 +257,7 @@ class KernelSHAP(_Shapley):
         return correction
 
 
+@register
 class PermutationShapley(_Shapley):
     """Shapley values by sampling feature orders (Štrumbelj & Kononenko, KAIS 2014), with antithetic orders.
 

@@ -10,11 +10,12 @@ from ..batching import select_batch
 from ..errors import check_positive
 from ..explanation import Explanation
 from ..targets import Contrast, resolve_target
-from .base import Method, get_method
+from .base import Method, get_method, register
 from .scoring import forward_output
 from .seeding import check_seed, make_generator
 
 
+@register
 class SmoothGrad(Method):
     """SmoothGrad: ``(1/T) Σ_t E(x + ε_t)``, ``ε_t ~ N(0, σ²)``, for any attribution method ``E``
     (Smilkov et al. 2017, Eq. 3).

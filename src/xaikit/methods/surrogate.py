@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import register
 from ..errors import check_choice, check_positive
 from .baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .features import FeatureSpec, LazyInputs, attribution_dtype, perturb, random_ranks, resolve_features
@@ -14,6 +15,7 @@ from .seeding import check_seed, make_generator
 KERNELS = ("cosine", "euclidean")
 
 
+@register
 class LIME(_ForwardMethod):
     """Local Interpretable Model-agnostic Explanations (Ribeiro et al. 2016, Sec. 3).
 
