@@ -17,7 +17,7 @@ from .baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .features import LazyInputs, perturb
 from .gradient import chunk_key
 from .scoring import _ForwardMethod, forward_output
-from .seeding import check_seed, make_generator
+from .seeding import check_seed, make_generator, resolve_seed
 
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -110,7 +110,8 @@ class RISE(_ForwardMethod):
 
     def attribute(self, x, targets, output, args, kwargs):
         n, count = x.shape[0], self.n_masks
-        generator, seed = make_generator(self.seed)
+        seed = resolve_seed(self.seed)
+        generator = make_generator(seed)
         masks = self._draw(x, generator)
         baseline = resolve_baseline(self.baseline, x)[:, None]
 
@@ -258,7 +259,8 @@ class MeaningfulPerturbation(Method):
         baseline = resolve_baseline(self.baseline, x)
         output = forward_output(self.model, x, forward_args, forward_kwargs)
         resolved = resolve_target(target, output)
-        generator, seed = make_generator(self.seed)
+        seed = resolve_seed(self.seed)
+        generator = make_generator(seed)
         shifts = torch.randint(0, self.jitter + 1, (self.iterations, x.ndim - 2), generator=generator)
 
         def run(start: int, stop: int) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .kernel_design import Design, kernel_design, min_budget, shapley_weights
 from .kernel_design import coalitions as all_of
 from .scoring import _ForwardMethod
 from .shapley_surrogate import feature_deviation, feature_scale, surrogate_correction
-from .seeding import check_seed, make_generator
+from .seeding import check_seed, make_generator, resolve_seed
 
 #: estimators of KernelSHAP and PermutationShapley: adjusted by a fitted network, or the plain sampling estimate
 ESTIMATORS = ("surrogate", "plain")
@@ -211,7 +211,7 @@ class KernelSHAP(_Shapley):
 
     def attribute(self, x, targets, output, args, kwargs):
         features, baseline = self._game(x)
-        _, seed = make_generator(self.seed)
+        seed = resolve_seed(self.seed)
         counts, group = torch.unique(features.count.cpu(), return_inverse=True)
         designs = self._designs(counts.tolist(), seed)
         d, rows = features.d, max(design.z.shape[0] for design in designs)
@@ -308,7 +308,8 @@ class PermutationShapley(_Shapley):
         n = x.shape[0]
         features, baseline = self._game(x)
         d, count = features.d, features.count.cpu()
-        generator, seed = make_generator(self.seed)
+        seed = resolve_seed(self.seed)
+        generator = make_generator(seed)
         if self.antithetic:
             ranks = random_ranks(count, (self.permutations + 1) // 2, generator)
             ranks = torch.stack([ranks, reverse_ranks(ranks, count)], 2).flatten(1, 2)

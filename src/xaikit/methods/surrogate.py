@@ -10,7 +10,7 @@ from .baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .features import FeatureSpec, LazyInputs, attribution_dtype, perturb, random_ranks, resolve_features
 from .linear import lasso_select, weighted_ridge
 from .scoring import _ForwardMethod
-from .seeding import check_seed, make_generator
+from .seeding import check_seed, make_generator, resolve_seed
 
 KERNELS = ("cosine", "euclidean")
 
@@ -91,7 +91,8 @@ class LIME(_ForwardMethod):
         n, s = x.shape[0], self.samples
         features = resolve_features(self.features, x)
         baseline = resolve_baseline(self.baseline, x)[:, None]
-        generator, seed = make_generator(self.seed)
+        seed = resolve_seed(self.seed)
+        generator = make_generator(seed)
         count = features.count.cpu()
         sizes = (torch.rand((n, s), generator=generator, dtype=torch.float64) * count[:, None]).long() + 1
         z = random_ranks(count, s, generator) < sizes[..., None]  # (N, S, d) on the CPU

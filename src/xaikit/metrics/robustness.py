@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from ..errors import check_positive
+from ..methods.seeding import make_generator
 from .base import Case, Metric, MetricResult
-from .perturb import make_generator, stable_order
+from .pixels import stable_order
 
 __all__ = [
     "LocalLipschitzEstimate", "MaxSensitivity", "AvgSensitivity", "Continuity", "Consistency",
