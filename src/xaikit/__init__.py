@@ -5,6 +5,7 @@
 ``xk.metrics`` for evaluating explanations.
 """
 from . import concepts, examples, generation, improve, metrics, run, tabular, tune  # noqa: F401
+from ._version import __version__
 from .batching import set_memory_budget
 from .explanation import Explanation
 from .methods import *  # noqa: F401,F403
@@ -15,6 +16,5 @@ from .numpy_model import NumpyModel
 from .targets import Contrast
 from .tokens import NextToken
 
-__version__ = "0.1.0"
 __all__ = ["metrics", "concepts", "examples", "generation", "improve", "run", "tabular", "tune", "Explanation", "Contrast",
            "NextToken", "Method", "METHODS", "explain", "get_method", "register_method", "set_memory_budget", "NumpyModel", *_methods]
