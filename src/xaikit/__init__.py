@@ -5,7 +5,7 @@
 ``xk.metrics`` for evaluating explanations.
 """
 from . import concepts, examples, generation, improve, metrics, run, tabular, tune  # noqa: F401
-from ._version import __version__
+from ._version import __version__  # noqa: F401
 from .batching import set_memory_budget
 from .explanation import Explanation
 from .methods import *  # noqa: F401,F403
