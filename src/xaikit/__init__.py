@@ -5,15 +5,16 @@
 ``xk.metrics`` for evaluating explanations.
 """
 from . import concepts, examples, generation, improve, metrics, run, tabular, tune  # noqa: F401
+from ._version import __version__  # noqa: F401
 from .batching import set_memory_budget
 from .explanation import Explanation
 from .methods import *  # noqa: F401,F403
 from .methods import __all__ as _methods
 from .methods.base import METHODS, Method, explain, get_method
+from .methods.base import register as register_method
 from .numpy_model import NumpyModel
 from .targets import Contrast
 from .tokens import NextToken
 
-__version__ = "0.1.0"
 __all__ = ["metrics", "concepts", "examples", "generation", "improve", "run", "tabular", "tune", "Explanation", "Contrast",
-           "NextToken", "Method", "METHODS", "explain", "get_method", "set_memory_budget", "NumpyModel", *_methods]
+           "NextToken", "Method", "METHODS", "explain", "get_method", "register_method", "set_memory_budget", "NumpyModel", *_methods]

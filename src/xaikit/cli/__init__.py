@@ -12,8 +12,10 @@ import sys
 import warnings
 from typing import Sequence
 
+from .._version import __version__
 from . import parts
 from .errors import FAILED, INTERRUPTED, UNAVAILABLE, USAGE, CLIError, UsageError, one_line
+from .options import INPUTS_HELP, common_options, model_options, positive_int
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,129 +25,43 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _batch_size(text: str) -> int | str:
-    if text == "auto":
-        return text
-    if text.isdigit() and int(text) > 0:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}")
-
-
-def _input_range(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be LOW,HIGH (e.g. -1,1), got {text!r}") from None
-    if not low < high:
-        raise argparse.ArgumentTypeError(f"LOW must be below HIGH, got {text!r}")
-    return low, high
-
-
-def _positive_int(text: str) -> int:
-    if text.isdigit() and int(text) > 0:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-
-
-def _percentile(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 100:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 100], got {text!r}")
-    return value
-
-
-def _cmap(text: str) -> str:
-    from ..viz.heatmap import relevance_cmap
-
-    try:
-        relevance_cmap(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return text
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    run = parser.add_argument_group("run")
-    run.add_argument("--seed", type=int, default=0, help="random seed of the run and of seeded methods (default 0)")
-    run.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
-                     help="inputs per method call, passed on to the methods (default auto)")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                     help="where to run (auto: cuda when available, else cpu)")
-    run.add_argument("--threads", type=_positive_int, help="CPU threads of torch (default: torch's choice; "
-                                                           "1 is much faster on a busy shared machine)")
-    run.add_argument("--quiet", "-q", action="store_true", help="no progress bars and no closing line")
-    run.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
-    shown = parser.add_argument_group("heatmaps")
-    shown.add_argument("--percentile", type=_percentile, default=99.5,
-                       help="per-sample percentile of |relevance| shown at full colour (default 99.5)")
-    shown.add_argument("--cmap", type=_cmap, default="bwr", help="matplotlib diverging colour map (default bwr)")
-
-
-def _model(parser: argparse.ArgumentParser, default: str | None, help_inputs: str) -> None:
-    group = parser.add_argument_group("model and inputs")
-    group.add_argument("--model", "-m", required=default is None, default=default,
-                       help=f"zoo name ({', '.join(parts.ZOO_NAMES)}), module:factory, file.py:factory or a "
-                            "TorchScript file" + (f" (default {default})" if default else ""))
-    group.add_argument("--weights", help="a state dict (.pt) to load into the model")
-    group.add_argument("--inputs", "-i", nargs="+", default=[], metavar="INPUT", help=help_inputs)
-    group.add_argument("--text", action="append", default=[], metavar="TEXT",
-                       help="a text input (repeatable; report: the texts of the text example)")
-    group.add_argument("--num-samples", type=_positive_int, default=16,
-                       help="samples drawn from a generated data set such as ground-truth (default 16)")
-    group.add_argument("--target", help="class to explain: argmax (default; the labels where the data has them), "
-                                        "an index, one index per input separated by commas, or A-B: why class "
-                                        "A rather than B (A may be argmax)")
-    group.add_argument("--target-column", help="CSV inputs: the column holding the labels")
-    group.add_argument("--image-size", type=_positive_int, help="side length images are resized to (default: "
-                                                               "the zoo model's, else 224)")
-    group.add_argument("--input-range", type=_input_range, metavar="LOW,HIGH",
-                       help="range images are scaled to (default: the zoo model's, else 0,1)")
-
-
-INPUTS_HELP = ("image files or folders, skimage:NAME photos, .txt (one text per line), .csv, .npy/.npz "
-               "(x, y, mask), or ground-truth (default: the zoo model's own inputs)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``xaikit`` and its subcommands."""
     from . import commands
 
     parser = _Parser(prog="xaikit", description="Explain, evaluate and report on PyTorch models.")
-    parser.add_argument("--version", action="version", version=f"xaikit {_version()}")
+    parser.add_argument("--version", action="version", version=f"xaikit {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     p = sub.add_parser("explain", help="heatmap PNGs and raw attributions (.npz) of methods on inputs",
                        description="Explain a model on inputs with one or more methods.")
-    _model(p, None, INPUTS_HELP)
+    model_options(p, None, INPUTS_HELP)
     p.add_argument("--methods", nargs="+", metavar="METHOD",
                    help="method specs NAME or NAME:key=value,key=value, e.g. lrp:composite=epsilon_gamma_box "
                         "(default: gradient input_x_gradient lrp; causal language models: input_x_gradient "
                         "lrp:composite=attnlrp lrp:composite=cp_lrp)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=8,
+    p.add_argument("--max-new-tokens", type=positive_int, default=8,
                    help="causal language models: length of the greedy answer explained (default 8)")
     p.add_argument("--overlay", action="store_true", help="draw the heatmap PNGs over the inputs")
     p.add_argument("--out", "-o", default="out/explain", help="output folder (default out/explain)")
-    _common(p)
+    common_options(p)
     p.set_defaults(func=commands.explain)
 
     p = sub.add_parser("evaluate", help="methods × metrics on a data set -> scores.csv / scores.json",
                        description="Score attribution methods with evaluation metrics on a data set.")
-    _model(p, parts.GROUND_TRUTH_MODEL, INPUTS_HELP)
+    model_options(p, parts.GROUND_TRUTH_MODEL, INPUTS_HELP)
     p.add_argument("--methods", nargs="+", metavar="METHOD", help="method specs (default: the main methods)")
     p.add_argument("--metrics", nargs="+", metavar="METRIC", help="metric specs NAME or NAME:key=value,... "
                                                                    "(default: a faithfulness, localisation, "
                                                                    "complexity and randomisation selection)")
     p.add_argument("--out", "-o", default="out/evaluate", help="output folder (default out/evaluate)")
-    _common(p)
+    common_options(p)
     p.set_defaults(func=commands.evaluate)
 
     p = sub.add_parser("report", help="a self-contained HTML report folder",
                        description="Write an HTML report: heatmaps of an image model, a metrics table on the "
                                    "ground-truth data set, and token heatmaps of a text model.")
-    _model(p, "efficientnet-lite0", INPUTS_HELP)
+    model_options(p, "efficientnet-lite0", INPUTS_HELP)
     p.add_argument("--methods", nargs="+", metavar="METHOD", help="heatmap methods (default: the main methods)")
     p.add_argument("--eval-model", default=parts.GROUND_TRUTH_MODEL,
                    help=f"model of the metrics table (default {parts.GROUND_TRUTH_MODEL})")
@@ -165,21 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "report says what is missing)")
     p.add_argument("--title", default="xaikit report", help="title of the report")
     p.add_argument("--out", "-o", default="out/report", help="output folder (default out/report)")
-    _common(p)
+    common_options(p)
     p.set_defaults(func=commands.report)
 
     from .run import add_parser as add_run
     from .tune_command import add_parser as add_tune
 
     add_run(sub)
-    add_tune(sub, _model, _common, INPUTS_HELP, parts.GROUND_TRUTH_MODEL)
+    add_tune(sub)
     return parser
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 def _resolve_device(name: str) -> str:

@@ -21,7 +21,7 @@ from . import parts
 from .errors import CLIError, UsageError, one_line
 from .inputs import Inputs, check_inputs_exist, load_inputs
 from .models import LoadedModel, load_model
-from .outputs import check_out, finish_writing, start_writing
+from .outputs import check_out, done, finish_writing, settings_of, start_writing
 from .specs import build_methods, build_metrics, method_class, parse_spec
 
 #: inputs per method call when --batch-size is "auto", so that progress moves per input (the methods still
@@ -202,19 +202,6 @@ def save_arrays(path: Path, inputs: Inputs, results: dict[str, Explanation]) -> 
               "target": first.target.cpu().numpy()}
     arrays.update({label: e.attribution.detach().cpu().numpy() for label, e in results.items()})
     np.savez_compressed(path, **arrays)
-
-
-def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The command line and every option that was set, for the record."""
-    skip = {"func", "argv", "loaded"}
-    return {"command line": " ".join(["xaikit", *args.argv]),
-            **{k: v for k, v in vars(args).items() if k not in skip and v not in (None, [], ())}}
-
-
-def done(message: str, quiet: bool) -> None:
-    """The closing line of a command (left out with --quiet)."""
-    if not quiet:
-        print(message)
 
 
 # ---- explain --------------------------------------------------------------------------------------------------

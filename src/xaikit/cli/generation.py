@@ -15,7 +15,7 @@ from . import parts
 from .errors import UsageError
 from .inputs import Inputs
 from .models import LoadedModel
-from .outputs import finish_writing, start_writing
+from .outputs import done, finish_writing, settings_of, start_writing
 from .specs import build_methods
 
 
@@ -23,8 +23,6 @@ def explain_answers(args: argparse.Namespace, loaded: LoadedModel, inputs: Input
     """Continue every prompt greedily for ``--max-new-tokens`` and explain each generated token with every
     method (:func:`~xaikit.generation.explain_generation`): ``index.html`` (token heatmaps),
     ``attributions.npz`` (the tokens × generated matrices) and ``summary.json``."""
-    from .commands import done, settings_of
-
     if inputs.kind != "text":
         raise UsageError(f"the causal language model {loaded.spec!r} explains text prompts; give --text or a .txt "
                          f"file, not {inputs.kind} inputs")

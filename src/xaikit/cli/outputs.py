@@ -3,13 +3,16 @@
 Every folder a command writes holds a marker file listing what it wrote. A later run into the same folder first
 removes exactly those files (no stale heatmaps of inputs that are gone), a folder that holds other files is
 refused before anything slow runs, and input folders skip the files listed in their marker (a report written
-into the photo folder is not read as photos next time).
+into the photo folder is not read as photos next time). Every command also records its settings
+(:func:`settings_of`) and ends with one closing line (:func:`done`).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from .errors import UsageError
 
@@ -67,3 +70,16 @@ def written_files(folder: Path) -> set[Path]:
     except (ValueError, AttributeError):
         return set()
     return {(folder / name).resolve() for name in listed if isinstance(name, str)}
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line and every option that was set, for the record."""
+    skip = {"func", "argv", "loaded"}
+    return {"command line": " ".join(["xaikit", *args.argv]),
+            **{k: v for k, v in vars(args).items() if k not in skip and v not in (None, [], ())}}
+
+
+def done(message: str, quiet: bool) -> None:
+    """The closing line of a command (left out with --quiet)."""
+    if not quiet:
+        print(message)

@@ -13,6 +13,7 @@ from typing import Any
 
 from . import parts
 from .errors import NotFound, UsageError
+from .options import batch_size, input_range, positive_int
 
 DEFAULT_METHODS = ("lrp:composite=epsilon_plus_flat",)
 
@@ -31,8 +32,6 @@ class CLIModel:
 
 def add_parser(sub: Any) -> None:
     """Add the ``run`` subcommand to the subparsers ``sub``."""
-    from . import _batch_size, _input_range, _positive_int
-
     p = sub.add_parser("run", help="a data set through methods and metrics -> Parquet rows, zarr maps (resumable)",
                        description="Explain and evaluate a whole data set, in-process or on Ray, into a run "
                                    "folder (manifest.json, rows/*.parquet, maps/ zarr). Rerun to resume.")
@@ -48,22 +47,22 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--target", default="auto", help="auto (labels where the data has them, else arg-max), argmax, "
                                                     "label, or a class index")
     p.add_argument("--label-column", help="tables: the column holding the labels")
-    p.add_argument("--image-size", type=_positive_int, help="side length images are resized to (default: the "
+    p.add_argument("--image-size", type=positive_int, help="side length images are resized to (default: the "
                                                            "zoo model's, else 224)")
-    p.add_argument("--input-range", type=_input_range, metavar="LOW,HIGH", help="range images are scaled to")
-    p.add_argument("--num-samples", type=_positive_int, default=64, help="samples of ground-truth (default 64)")
+    p.add_argument("--input-range", type=input_range, metavar="LOW,HIGH", help="range images are scaled to")
+    p.add_argument("--num-samples", type=positive_int, default=64, help="samples of ground-truth (default 64)")
     p.add_argument("--out", "-o", default="out/run", help="run folder (default out/run)")
     p.add_argument("--overwrite", action="store_true", help="replace a different run found in the folder")
     p.add_argument("--no-maps", action="store_true", help="keep only the per-sample scalars, not the attributions")
     p.add_argument("--engine", choices=("inprocess", "ray"), default="inprocess", help="default inprocess")
     p.add_argument("--address", help="Ray cluster address (auto: the running cluster); none starts a local one")
-    p.add_argument("--workers", type=_positive_int, help="Ray actors (default: one per GPU, else per CPU)")
-    p.add_argument("--shard-size", type=_positive_int, default=64, help="samples per shard (default 64)")
-    p.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
+    p.add_argument("--workers", type=positive_int, help="Ray actors (default: one per GPU, else per CPU)")
+    p.add_argument("--shard-size", type=positive_int, default=64, help="samples per shard (default 64)")
+    p.add_argument("--batch-size", type=batch_size, default="auto", metavar="N|auto",
                    help="samples per method call inside a shard; a fixed N gives the same bytes on every engine")
     p.add_argument("--seed", type=int, default=0, help="seed of the model factory, the shards and seeded methods")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the workers run")
-    p.add_argument("--threads", type=_positive_int, help="CPU threads of torch in-process")
+    p.add_argument("--threads", type=positive_int, help="CPU threads of torch in-process")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     p.set_defaults(func=command)

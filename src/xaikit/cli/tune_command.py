@@ -11,23 +11,24 @@ import argparse
 import ast
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from . import parts
 from .errors import UsageError
+from .options import INPUTS_HELP, common_options, model_options
 
 DEFAULT_GAMMAS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 DEFAULT_PRESETS = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box")
 
 
-def add_parser(sub: Any, model_options: Callable, common_options: Callable, inputs_help: str, default_model: str
-               ) -> None:
+def add_parser(sub: Any) -> None:
     """Register ``xaikit tune`` on the subcommand parsers ``sub``."""
     p = sub.add_parser("tune", help="search LRP rules per layer group (or any method's settings) by metrics",
                        description="Choose an explanation's settings by measurement: successive halving over a "
                                    "search space, scored by metrics on a tuning split, checked on a held-out split.")
-    model_options(p, default_model, inputs_help)
+    model_options(p, parts.GROUND_TRUTH_MODEL, INPUTS_HELP)
     g = p.add_argument_group("search space")
     g.add_argument("--space", nargs="+", default=["lrp"], metavar="SPACE",
                    help="lrp (per-layer-group rules, see below) and/or METHOD:key=v1|v2|v3,... e.g. "
@@ -99,7 +100,8 @@ def build_spaces(args: argparse.Namespace, model: torch.nn.Module, low: float | 
 
 def run(args: argparse.Namespace) -> int:
     from .. import metrics, tune
-    from .commands import done, model_and_inputs, settings_of, target_of
+    from .commands import model_and_inputs, target_of
+    from .outputs import done, settings_of
     from .specs import build_metrics
 
     for name, value in (("--budget", args.budget), ("--eta", args.eta), ("--min-samples", args.min_samples)):

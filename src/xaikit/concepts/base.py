@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import check_input
 from ..layers import capture, find_layer
-from ..methods.base import Method, _checked_init, get_method, snake_case
+from ..methods.base import Method, _checked_init, get_method
 from ..methods.path import IntegratedGradients
 from ..modes import eval_semantics
 from ..propagation.record import Recorder, channel_axis, condition_masks
@@ -35,10 +35,10 @@ def make_method(model: nn.Module, method: str | Method, settings: dict | None) -
     if not isinstance(method, str):
         raise TypeError(f"method must be a method name or a xaikit Method, got {type(method).__name__}")
     cls = get_method(method)
-    if snake_case(cls.__name__) not in GRADIENT_METHODS:
+    if not any(cls is get_method(name) for name in GRADIENT_METHODS):
         raise ValueError(f"method {method!r} has no relevance inside the network; use one of: "
                          f"{', '.join(GRADIENT_METHODS)}")
-    defaults = {"composite": "epsilon_plus_flat"} if cls.__name__ == "LRP" else {}
+    defaults = {"composite": "epsilon_plus_flat"} if cls is get_method("lrp") else {}
     return cls(model, **{**defaults, **(settings or {})})
 
 

@@ -1,4 +1,5 @@
-"""Attribution methods, one module per family; every public class is registered by its snake_case name."""
+"""Attribution methods, one module per family; each built-in method is registered under its snake_case name
+(``@register`` at its class, see :func:`xaikit.methods.base.register`)."""
 from .bilrp import BiLRP
 from .cam import GradCAM, GradCAMPlusPlus
 from .gradient import Gradient, InputXGradient

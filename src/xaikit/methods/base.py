@@ -11,7 +11,8 @@ import functools
 import inspect
 import re
 import time
-from typing import Any, Callable, ClassVar, Sequence
+import types
+from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar, overload
 
 import torch
 from torch import nn
@@ -24,8 +25,11 @@ from ..settings import bind_settings
 from ..targets import TargetSpec, check_target
 from .tokens_ids import explain_in_embedding_space
 
-#: snake_case name -> method class, filled by subclassing :class:`Method`
-METHODS: dict[str, type["Method"]] = {}
+#: registered name -> method class; filled only by :func:`register` (the built-ins register themselves)
+_REGISTRY: dict[str, type["Method"]] = {}
+#: registered name -> method class, a read-only live view of the registry (add a method with :func:`register`)
+METHODS: Mapping[str, type["Method"]] = types.MappingProxyType(_REGISTRY)
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def snake_case(name: str) -> str:
@@ -49,8 +53,9 @@ class Method:
 
     Subclasses implement :meth:`explain` and set ``allow_integer_input = True`` when they accept token ids.
     ``needs_module`` says why the method needs a ``torch.nn.Module``; the forward-only methods set it to
-    ``None`` and accept any callable ``x -> tensor of scores``. Every public subclass is registered under its
-    snake_case name for :func:`explain` and the CLI.
+    ``None`` and accept any callable ``x -> tensor of scores``. Subclassing does not register a method: a method
+    is found by name (:func:`get_method`, :func:`explain`, the CLI, concepts, tune, run) once it is registered
+    with :func:`register` (``xk.register_method``), which refuses a name another class holds.
     """
 
     allow_integer_input: ClassVar[bool] = False
@@ -74,8 +79,6 @@ class Method:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
             cls.__init__ = _checked_init(cls.__dict__["__init__"])
-        if not cls.__name__.startswith("_"):
-            METHODS[snake_case(cls.__name__)] = cls
 
     @property
     def name(self) -> str:
@@ -132,7 +135,7 @@ def _training_mode(method: Method, create_graph: Any):
     if not isinstance(create_graph, bool):
         raise TypeError(f"create_graph must be True or False, got {create_graph!r}")
     if create_graph and not method.differentiable:
-        valid = ", ".join(sorted(name for name, cls in METHODS.items() if cls.differentiable))
+        valid = ", ".join(sorted(name for name, cls in _REGISTRY.items() if cls.differentiable))
         raise ValueError(f"{method.name} does not support create_graph=True; methods that do: {valid}")
     if not create_graph:
         yield
@@ -145,12 +148,80 @@ def _token_ids(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
 
 
+M = TypeVar("M", bound=type[Method])
+
+
+@overload
+def register(cls: M, name: str | None = None) -> M: ...
+@overload
+def register(cls: None = None, name: str | None = None) -> Callable[[M], M]: ...
+
+
+def register(cls=None, name=None):
+    """Register a :class:`Method` subclass under ``name``, so that it can be chosen by name everywhere.
+
+    Use it as a function, ``xk.register_method(MyMethod)`` or ``xk.register_method(MyMethod, name="mine")``,
+    or as a class decorator, ``@xk.register_method`` or ``@xk.register_method(name="mine")``. Once registered,
+    :func:`get_method`, :func:`explain`, the CLI's ``--methods``, the concept tools' ``method=``,
+    ``tune.MethodSpace`` and ``run`` find the method by its name.
+
+    Parameters
+    ----------
+    cls : type
+        A subclass of :class:`Method`.
+    name : str, optional
+        Lower-case letters, digits and underscores (default: the class name in snake_case,
+        ``MyMethod`` -> ``my_method``).
+
+    Returns
+    -------
+    type
+        ``cls`` itself (or, without ``cls``, a decorator that registers the class it decorates).
+
+    Raises
+    ------
+    ValueError
+        When another class already holds ``name`` (a built-in such as ``"lrp"`` is never replaced): choose
+        another name with ``name=``. Registering the same class again, or a class redefined with the same
+        module and qualified name (a re-run notebook cell), is not a collision.
+    TypeError
+        When ``cls`` is not a subclass of :class:`Method` or ``name`` is not a string.
+    """
+    if cls is None:
+        return lambda decorated: register(decorated, name)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        got = f"class {_qualified(cls)}" if isinstance(cls, type) else type(cls).__name__
+        raise TypeError(f"register_method takes a subclass of xaikit.Method, got {got}")
+    if name is None:
+        name = snake_case(cls.__name__).lstrip("_")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string such as 'my_method', got {type(name).__name__}")
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"method name must be lower-case letters, digits and underscores starting with a letter "
+                         f"(it is written in specs such as 'NAME:key=value'), got {name!r}")
+    held = _REGISTRY.get(name)
+    if held is not None and held is not cls and _qualified(held) != _qualified(cls):
+        raise ValueError(f"method name {name!r} is already registered to {_qualified(held)}; register "
+                         f"{cls.__name__} under another name, e.g. xk.register_method({cls.__name__}, "
+                         f"name={('my_' + name)!r})")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def get_method(name: str) -> type[Method]:
-    """Look up a method class by snake_case or class name."""
-    key = snake_case(name) if name not in METHODS else name
-    if key not in METHODS:
-        raise unknown_name("method", name, METHODS)
-    return METHODS[key]
+    """Look up a registered method class by its registered name or its class name (``"lrp"``, ``"LRP"``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"method name must be a string such as 'lrp', got {type(name).__name__}")
+    key = snake_case(name) if name not in _REGISTRY else name
+    if key not in _REGISTRY:
+        error = unknown_name("method", name, _REGISTRY)
+        raise ValueError(f"{error}; a method of your own is found by name once registered with "
+                         f"xk.register_method(MyMethod)")
+    return _REGISTRY[key]
 
 
 def explain(model: nn.Module, x: torch.Tensor, target: TargetSpec = None, method: str = "gradient",

@@ -114,7 +114,13 @@ def gaussian_kernel(sigma: float, size: int, dtype: torch.dtype, device: torch.d
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``x`` (N, C, *spatial) over every spatial dimension (replicate padding)."""
+    """Separable Gaussian blur of ``x`` (N, C, *spatial) over every spatial dimension: xaikit's one blur.
+
+    Used by the ``"blur"`` baselines of the methods and of the metrics and by the SSIM window of the
+    randomisation metrics. The kernel (σ in elements) is truncated at 3σ and at the dimension's size and
+    renormalised, so a constant input stays constant; the edges are padded by replicating the border element
+    (VLFeat's "continuity" padding, as in Fong & Vedaldi 2017).
+    """
     out = x
     for dim in range(2, x.ndim):
         size = x.shape[dim]

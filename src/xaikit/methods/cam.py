@@ -9,7 +9,7 @@ from ..batching import check_batch_size
 from .. import layers
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, resolve_target
-from .base import Method
+from .base import Method, register
 from .gradient import Backprop, map_samples
 
 
@@ -24,6 +24,7 @@ def find_layer(model: nn.Module, layer: str | nn.Module | None, name: str = "lay
     return layers.find_layer(model, layer, name)
 
 
+@register
 class GradCAM(Method):
     """Grad-CAM (Selvaraju et al., ICCV 2017, Eq. 1-2): ``ReLU(Σ_k α_k A^k)`` with ``α_k`` the spatial mean of
     ``∂y/∂A^k`` at the activation ``A`` of a named layer.
@@ -120,6 +121,7 @@ class GradCAM(Method):
         return Explanation(attribution, index, output, self.name, {"score": score, "layer": self.layer})
 
 
+@register
 class GradCAMPlusPlus(GradCAM):
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018, Eq. 19): pixel-wise weighted positive gradients.
 

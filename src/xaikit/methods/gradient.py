@@ -18,7 +18,7 @@ from ..explanation import Explanation
 from ..propagation.state import differentiable
 from ..targets import ResolvedTarget, TargetSpec, resolve_target, slice_target
 from ..tokens import TokenInput, model_scores
-from .base import Method
+from .base import Method, register
 
 
 @dataclass
@@ -117,6 +117,7 @@ def map_samples(
     return attribution, output, index, score, [b for _, b in parts]
 
 
+@register
 class Gradient(Method):
     """Sensitivity map: the gradient of the target output w.r.t. the input (Simonyan et al. 2014).
 
@@ -172,6 +173,7 @@ class Gradient(Method):
         return Explanation(attribution, index, output, self.name, {"score": score})
 
 
+@register
 class InputXGradient(Gradient):
     """Gradient × input, ``x ⊙ ∂f/∂x`` (Shrikumar et al. 2016). Equals LRP-0 on bias-free ReLU networks."""
 

@@ -6,12 +6,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .base import register
 from ..errors import check_positive
 from .baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .features import LazyInputs, perturb
 from .scoring import _ForwardMethod
 
 
+@register
 class Occlusion(_ForwardMethod):
     """Occlusion sensitivity (Zeiler & Fergus 2014, Sec. 4.2).
 

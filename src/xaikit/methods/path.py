@@ -9,7 +9,7 @@ from ..batching import check_batch_size, chunked, max_chunk, select_batch
 from ..errors import check_choice, check_positive
 from ..explanation import Explanation
 from ..targets import resolve_target
-from .base import Method
+from .base import Method, register
 from .baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .gradient import backprop
 from .scoring import forward_output
@@ -34,6 +34,7 @@ def quadrature(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (k + offset) / steps, torch.full((steps,), 1.0 / steps, dtype=torch.float64)
 
 
+@register
 class IntegratedGradients(Method):
     """Integrated Gradients: ``IG_i = (x_i - b_i) ∫_0^1 ∂f(b + α(x - b))/∂x_i dα`` (Sundararajan et al. 2017, Eq. 1).
 

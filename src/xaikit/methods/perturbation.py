@@ -12,12 +12,12 @@ from ..batching import check_batch_size, chunked, max_chunk, select_batch
 from ..errors import check_positive
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, resolve_target
-from .base import Method
+from .base import Method, register
 from .baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .features import LazyInputs, perturb
 from .gradient import chunk_key
 from .scoring import _ForwardMethod, forward_output
-from .seeding import check_seed, make_generator
+from .seeding import check_seed, make_generator, resolve_seed
 
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -40,6 +40,7 @@ def _present_shape(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return masks if x.ndim >= 3 else masks[:, 0]
 
 
+@register
 class RISE(_ForwardMethod):
     """Randomized Input Sampling for Explanation (Petsiuk, Das & Saenko, BMVC 2018, Eq. 6 and Sec. 3.2).
 
@@ -109,7 +110,8 @@ class RISE(_ForwardMethod):
 
     def attribute(self, x, targets, output, args, kwargs):
         n, count = x.shape[0], self.n_masks
-        generator, seed = make_generator(self.seed)
+        seed = resolve_seed(self.seed)
+        generator = make_generator(seed)
         masks = self._draw(x, generator)
         baseline = resolve_baseline(self.baseline, x)[:, None]
 
@@ -134,6 +136,7 @@ class RISE(_ForwardMethod):
         return [(saliency[:, k].contiguous(), dict(info)) for k in range(len(targets))]
 
 
+@register
 class MeaningfulPerturbation(Method):
     """Meaningful Perturbation (Fong & Vedaldi, ICCV 2017, Eq. 3-4) and extremal perturbations (Fong, Patrick &
     Vedaldi, ICCV 2019, Eq. 7) by optimising a smooth mask with Adam.
@@ -256,7 +259,8 @@ class MeaningfulPerturbation(Method):
         baseline = resolve_baseline(self.baseline, x)
         output = forward_output(self.model, x, forward_args, forward_kwargs)
         resolved = resolve_target(target, output)
-        generator, seed = make_generator(self.seed)
+        seed = resolve_seed(self.seed)
+        generator = make_generator(seed)
         shifts = torch.randint(0, self.jitter + 1, (self.iterations, x.ndim - 2), generator=generator)
 
         def run(start: int, stop: int) -> torch.Tensor:

@@ -15,10 +15,11 @@ from ..explanation import Explanation
 from ..propagation.composites import Composite, make_composite
 from ..propagation.session import Session
 from ..tokens import TokenInput
-from .base import Method
+from .base import Method, register
 from .gradient import Backprop, backprop, map_samples
 
 
+@register
 class LRP(Method):
     """Layer-wise Relevance Propagation (Bach et al. 2015; Montavon et al. 2019) on any architecture.
 
@@ -125,6 +126,7 @@ class _FixedComposite(LRP):
         return type(self).__name__
 
 
+@register
 class GuidedBackprop(_FixedComposite):
     """Guided Backpropagation (Springenberg et al. 2014): ReLUs pass only positive gradients, through the
     forward mask. Returns the modified gradient (not multiplied by the input), as in the paper."""
@@ -134,6 +136,7 @@ class GuidedBackprop(_FixedComposite):
     multiply_by_input = False
 
 
+@register
 class DeconvNet(_FixedComposite):
     """DeconvNet (Zeiler & Fergus 2014, as in Springenberg et al. 2014): ReLUs pass positive gradients and
     ignore the forward mask. Returns the modified gradient."""
@@ -143,6 +146,7 @@ class DeconvNet(_FixedComposite):
     multiply_by_input = False
 
 
+@register
 class ExcitationBackprop(_FixedComposite):
     """Excitation Backprop (Zhang et al. 2016/2018): the marginal winning probability propagates with
     positive weights only, which is the z⁺ rule on every layer. Started from the target logit (the paper

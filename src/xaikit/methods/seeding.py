@@ -1,4 +1,9 @@
-"""Private random generators for the stochastic methods: the global RNG state is never read or changed."""
+"""Private random generators for the stochastic methods and metrics: the global RNG state is never read or changed.
+
+One convention everywhere: a CPU ``torch.Generator`` seeded with ``seed`` (an int; ``None`` draws a fresh
+non-deterministic seed); random numbers are drawn from it on the CPU and moved to the model's device, so a
+seed gives the same draws on every device and for every batch size.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -12,15 +17,18 @@ def check_seed(seed: Any) -> None:
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
 
 
-def make_generator(seed: int | None) -> tuple[torch.Generator, int]:
-    """A CPU ``torch.Generator`` seeded with ``seed`` (a fresh non-deterministic seed when ``None``) and the seed used.
+def resolve_seed(seed: int | None) -> int:
+    """``seed`` itself, or a fresh non-deterministic seed when ``None`` (to report it, e.g. in ``info["seed"]``)."""
+    check_seed(seed)
+    return torch.Generator().seed() if seed is None else seed
 
-    Random numbers are drawn on the CPU and moved to the model's device, so a seed gives the same draws on
-    every device and for every batch size.
-    """
+
+def make_generator(seed: int | None) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` (a fresh non-deterministic seed when ``None``)."""
+    check_seed(seed)
     generator = torch.Generator()
     if seed is None:
-        seed = generator.seed()
+        generator.seed()
     else:
         generator.manual_seed(seed)
-    return generator, seed
+    return generator

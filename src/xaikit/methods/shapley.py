@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import check_choice, check_positive
+from .base import register
 from .baselines import BaselineSpec, describe_baseline, resolve_background, resolve_baseline
 from .features import (
     Features, FeatureSpec, LazyInputs, attribution_dtype, perturb, random_ranks, resolve_features, reverse_ranks,
@@ -25,7 +26,7 @@ from .kernel_design import Design, kernel_design, min_budget, shapley_weights
 from .kernel_design import coalitions as all_of
 from .scoring import _ForwardMethod
 from .shapley_surrogate import feature_deviation, feature_scale, surrogate_correction
-from .seeding import check_seed, make_generator
+from .seeding import check_seed, make_generator, resolve_seed
 
 #: estimators of KernelSHAP and PermutationShapley: adjusted by a fitted network, or the plain sampling estimate
 ESTIMATORS = ("surrogate", "plain")
@@ -88,6 +89,7 @@ class _Shapley(_ForwardMethod):
         return results
 
 
+@register
 class ExactShapley(_Shapley):
     """Exact Shapley values by evaluating all ``2^d`` coalitions (Shapley 1953).
 
@@ -129,6 +131,7 @@ class ExactShapley(_Shapley):
         return self._results(x, features, phi, v[:, -1], v[:, 0], {"coalitions": 2**d})
 
 
+@register
 class KernelSHAP(_Shapley):
     """KernelSHAP (Lundberg & Lee, NeurIPS 2017) with exact small sizes, paired stratified sampling, a
     regression-adjusted estimator (:mod:`xaikit.methods.kernel_design`) and a network surrogate as control
@@ -208,7 +211,7 @@ class KernelSHAP(_Shapley):
 
     def attribute(self, x, targets, output, args, kwargs):
         features, baseline = self._game(x)
-        _, seed = make_generator(self.seed)
+        seed = resolve_seed(self.seed)
         counts, group = torch.unique(features.count.cpu(), return_inverse=True)
         designs = self._designs(counts.tolist(), seed)
         d, rows = features.d, max(design.z.shape[0] for design in designs)
@@ -254,6 +257,7 @@ class KernelSHAP(_Shapley):
         return correction
 
 
+@register
 class PermutationShapley(_Shapley):
     """Shapley values by sampling feature orders (Štrumbelj & Kononenko, KAIS 2014), with antithetic orders.
 
@@ -304,7 +308,8 @@ class PermutationShapley(_Shapley):
         n = x.shape[0]
         features, baseline = self._game(x)
         d, count = features.d, features.count.cpu()
-        generator, seed = make_generator(self.seed)
+        seed = resolve_seed(self.seed)
+        generator = make_generator(seed)
         if self.antithetic:
             ranks = random_ranks(count, (self.permutations + 1) // 2, generator)
             ranks = torch.stack([ranks, reverse_ranks(ranks, count)], 2).flatten(1, 2)

@@ -10,11 +10,12 @@ from ..batching import select_batch
 from ..errors import check_positive
 from ..explanation import Explanation
 from ..targets import Contrast, resolve_target
-from .base import Method, get_method
+from .base import Method, get_method, register
 from .scoring import forward_output
-from .seeding import check_seed, make_generator
+from .seeding import check_seed, make_generator, resolve_seed
 
 
+@register
 class SmoothGrad(Method):
     """SmoothGrad: ``(1/T) Σ_t E(x + ε_t)``, ``ε_t ~ N(0, σ²)``, for any attribution method ``E``
     (Smilkov et al. 2017, Eq. 3).
@@ -83,7 +84,8 @@ class SmoothGrad(Method):
         n, t = x.shape[0], self.samples
         output = forward_output(self.model, x, forward_args, forward_kwargs)
         resolved = resolve_target(target, output)
-        generator, seed = make_generator(self.seed)
+        seed = resolve_seed(self.seed)
+        generator = make_generator(seed)
         flat = x.flatten(1)
         noise_std = self.sigma * (flat.amax(1) - flat.amin(1))  # (N,)
         noise = torch.randn((n, t, *x.shape[1:]), generator=generator, dtype=x.dtype).to(x.device)

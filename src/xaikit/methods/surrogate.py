@@ -4,16 +4,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import register
 from ..errors import check_choice, check_positive
 from .baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .features import FeatureSpec, LazyInputs, attribution_dtype, perturb, random_ranks, resolve_features
 from .linear import lasso_select, weighted_ridge
 from .scoring import _ForwardMethod
-from .seeding import check_seed, make_generator
+from .seeding import check_seed, make_generator, resolve_seed
 
 KERNELS = ("cosine", "euclidean")
 
 
+@register
 class LIME(_ForwardMethod):
     """Local Interpretable Model-agnostic Explanations (Ribeiro et al. 2016, Sec. 3).
 
@@ -89,7 +91,8 @@ class LIME(_ForwardMethod):
         n, s = x.shape[0], self.samples
         features = resolve_features(self.features, x)
         baseline = resolve_baseline(self.baseline, x)[:, None]
-        generator, seed = make_generator(self.seed)
+        seed = resolve_seed(self.seed)
+        generator = make_generator(seed)
         count = features.count.cpu()
         sizes = (torch.rand((n, s), generator=generator, dtype=torch.float64) * count[:, None]).long() + 1
         z = random_ranks(count, s, generator) < sizes[..., None]  # (N, S, d) on the CPU

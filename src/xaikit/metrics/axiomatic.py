@@ -10,8 +10,9 @@ from torch import nn
 
 from ..errors import check_positive
 from ..modes import FollowsModel
+from ..methods.seeding import make_generator
 from .base import Case, Metric, MetricResult
-from .perturb import check_baseline, evaluate_masks, make_baseline, make_generator, segment_sums
+from .perturb import check_baseline, evaluate_masks, make_baseline, segment_sums
 
 __all__ = ["Completeness", "NonSensitivity", "InputInvariance"]
 

@@ -27,9 +27,10 @@ from ..errors import check_input, check_model, unknown_name
 from ..explanation import Explanation
 from ..methods.base import Method, snake_case
 from ..modes import eval_semantics
+from ..methods.seeding import check_seed
 from ..settings import bind_settings
 from ..targets import Contrast, ResolvedTarget, TargetSpec, resolve_target
-from .perturb import Layout, to_pixels
+from .pixels import Layout, average_ranks, to_pixels
 
 #: snake_case name -> metric class, filled by subclassing :class:`Metric`
 METRICS: dict[str, type["Metric"]] = {}
@@ -168,8 +169,7 @@ class Metric:
         check_batch_size(batch_size)
         if not isinstance(softmax, bool):
             raise TypeError(f"softmax must be True or False, got {softmax!r}")
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        check_seed(seed)
         self.batch_size, self.softmax, self.seed = batch_size, softmax, seed
 
     @property
@@ -360,8 +360,6 @@ def pearson(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation per row of ``(N, K)`` tensors (ties get average ranks)."""
-    from .perturb import average_ranks
-
     return pearson(average_ranks(a), average_ranks(b))
 
 

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from ..errors import check_choice, check_positive
+from ..methods.seeding import make_generator
 from .base import Case, Metric, MetricResult, check_order, pearson, spearman, trapezoid_mean
 from .imputation import ACCURACY, noisy_linear_imputation
 from .perturb import (
-    check_baseline, evaluate_masks, make_baseline, make_generator, patch_segments, random_subsets, removal_masks,
-    segment_sums, stable_order,
+    check_baseline, evaluate_masks, make_baseline, patch_segments, random_subsets, removal_masks, segment_sums,
 )
+from .pixels import stable_order
 
 __all__ = [
     "PixelFlipping", "Deletion", "Insertion", "RegionPerturbation", "Selectivity", "FaithfulnessCorrelation",

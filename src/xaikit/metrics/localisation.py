@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..errors import check_positive
 from .base import Case, Metric, MetricResult
-from .perturb import average_ranks, stable_order
+from .pixels import average_ranks, stable_order
 
 __all__ = [
     "PointingGame", "AttributionLocalisation", "TopKIntersection", "RelevanceRankAccuracy",

@@ -1,17 +1,13 @@
-"""Per-pixel perturbation machinery shared by the metrics: layout, orderings, baselines, masks.
+"""Per-pixel perturbation machinery shared by the metrics: baselines, masks and their batched evaluation.
 
-Conventions (one place, so every metric counts the same way):
+Conventions (one place, so every metric counts the same way; pixels, pixel relevance and the order of ties
+are defined in :mod:`xaikit.metrics.pixels`):
 
-- **Pixels.** For an input of shape ``(N, C, *spatial)`` (``ndim >= 3``) a *pixel* is one position of the
-  spatial grid with all its ``C`` channels; for ``(N, D)`` inputs every feature is a pixel. Perturbations
-  always replace all channels of a pixel together, so removing "k pixels" is k pixels on RGB images, not
-  k channel values.
-- **Pixel relevance** is the sum of the relevance of the pixel's channels (the LRP convention). Attribution
-  maps without channels (``(N, 1, *spatial)`` or ``(N, *spatial)``, e.g. Grad-CAM) are accepted as they are.
-- **Ties.** Orderings are stable sorts: pixels (or segments) with equal relevance keep their index order
-  (row-major, lower index first) in both the most-relevant-first and least-relevant-first order.
+- **Pixels.** Perturbations always replace all channels of a pixel together, so removing "k pixels" is k
+  pixels on RGB images, not k channel values.
 - **Randomness.** Random draws (subsets, noise) are made once per call and shared by all samples of the batch
-  from a generator seeded with ``seed``, so a sample's score never depends on its batch mates or its position.
+  from a generator seeded with ``seed`` (:func:`xaikit.methods.seeding.make_generator`), so a sample's score
+  never depends on its batch mates or its position.
 - **Batched evaluation.** A perturbation is a boolean pixel mask; all masks of a batch form one ``(N, S, P)``
   tensor, the perturbed inputs are built from it in blocks under the memory budget and evaluated with
   :func:`xaikit.batching.batched_forward`.
@@ -19,105 +15,20 @@ Conventions (one place, so every metric counts the same way):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..batching import memory_budget
+from ..methods.baselines import gaussian_blur
+from ..methods.seeding import make_generator  # noqa: F401  (the generator of the metrics' random draws)
+from .pixels import Layout, average_ranks, ranks, stable_order, to_pixels  # noqa: F401  (the pixel conventions)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import Case
 
 #: baseline names understood by :func:`make_baseline`
 BASELINES = ("zero", "mean", "blur", "noise", "uniform")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the pixels of one sample are: ``channels`` (1 for ``(N, D)`` inputs) and the ``spatial`` grid."""
-
-    shape: tuple[int, ...]  #: per-sample input shape
-
-    @property
-    def has_channels(self) -> bool:
-        return len(self.shape) >= 2
-
-    @property
-    def spatial(self) -> tuple[int, ...]:
-        return self.shape[1:] if self.has_channels else self.shape
-
-    @property
-    def pixels(self) -> int:
-        return math.prod(self.spatial)
-
-    def expand(self, pixel_mask: torch.Tensor) -> torch.Tensor:
-        """``(M, P)`` pixel values -> ``(M, 1, *spatial)`` (or ``(M, D)``), broadcastable against inputs."""
-        if self.has_channels:
-            return pixel_mask.reshape(pixel_mask.shape[0], 1, *self.spatial)
-        return pixel_mask.reshape(pixel_mask.shape[0], *self.spatial)
-
-
-def to_pixels(values: torch.Tensor, layout: Layout, name: str = "attribution") -> torch.Tensor:
-    """Reduce a per-element map to per-pixel values ``(N, P)`` (sum over channels).
-
-    Accepts the input's shape ``(N, *shape)``, or for inputs with channels ``(N, 1, *spatial)`` and
-    ``(N, *spatial)``.
-    """
-    n = values.shape[0]
-    shape = tuple(values.shape[1:])
-    if shape == layout.shape:
-        summed = values.sum(1) if layout.has_channels else values
-    elif layout.has_channels and shape in ((1, *layout.spatial), layout.spatial):
-        summed = values.reshape(n, *layout.spatial)
-    else:
-        accepted = [layout.shape] + ([(1, *layout.spatial), layout.spatial] if layout.has_channels else [])
-        raise ValueError(
-            f"{name} has shape {tuple(values.shape)} but the input has shape {(n, *layout.shape)}; expected "
-            + " or ".join(str((n, *s)) for s in accepted)
-        )
-    return summed.reshape(n, -1)
-
-
-def stable_order(scores: torch.Tensor, descending: bool) -> torch.Tensor:
-    """Indices that sort ``scores`` (N, K) per row; ties keep index order (stable sort)."""
-    return torch.sort(scores, dim=1, descending=descending, stable=True).indices
-
-
-def ranks(order: torch.Tensor) -> torch.Tensor:
-    """Inverse permutation of ``order`` (N, K): ``rank[i, order[i, r]] = r``."""
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order).contiguous())
-    return rank
-
-
-def average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Ranks (0-based, float) per row with ties given their average rank (for Spearman and ROC AUC)."""
-    n, k = values.shape
-    sorted_values, order = torch.sort(values, dim=1, stable=True)
-    new_group = torch.ones_like(sorted_values, dtype=torch.bool)
-    new_group[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
-    group = torch.cumsum(new_group.long(), 1) - 1  # group id per sorted position
-    flat = group + torch.arange(n, device=values.device)[:, None] * k
-    positions = torch.arange(k, device=values.device, dtype=values.dtype).expand(n, k)
-    total = torch.zeros(n * k, dtype=values.dtype, device=values.device).index_add_(0, flat.reshape(-1), positions.reshape(-1))
-    count = torch.zeros(n * k, dtype=values.dtype, device=values.device).index_add_(
-        0, flat.reshape(-1), torch.ones_like(positions).reshape(-1))
-    mean_rank = (total / count.clamp_min(1)).gather(0, flat.reshape(-1)).reshape(n, k)
-    result = torch.empty_like(mean_rank)
-    result.scatter_(1, order, mean_rank)
-    return result
-
-
-def make_generator(seed: int | None) -> torch.Generator:
-    """A CPU generator seeded with ``seed`` (a fresh random seed when ``None``)."""
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(int(seed))
-    return generator
 
 
 def check_baseline(baseline: Any) -> None:
@@ -133,21 +44,6 @@ def check_baseline(baseline: Any) -> None:
 def _sample_dims(x: torch.Tensor) -> tuple[int, ...]:
     """Dimensions reduced for per-sample, per-channel statistics."""
     return tuple(range(2, x.ndim)) if x.ndim >= 3 else tuple(range(1, x.ndim))
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of the spatial dimensions of ``(N, C, H, W)`` (reflect padding)."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    n, c, h, w = x.shape
-    y = x.reshape(n * c, 1, h, w)
-    pad_h, pad_w = min(radius, h - 1), min(radius, w - 1)
-    y = F.pad(y, (pad_w, pad_w, pad_h, pad_h), mode="reflect" if min(h, w) > 1 else "replicate")
-    y = F.conv2d(y, kernel[radius - pad_h: radius + pad_h + 1].view(1, 1, -1, 1))
-    y = F.conv2d(y, kernel[radius - pad_w: radius + pad_w + 1].view(1, 1, 1, -1))
-    return y.reshape(n, c, h, w)
 
 
 def make_baseline(x: torch.Tensor, baseline: Any, generator: torch.Generator, blur_sigma: float | None = None) -> torch.Tensor:

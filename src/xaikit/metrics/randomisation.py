@@ -21,8 +21,10 @@ from torch import nn
 
 from ..errors import check_choice, check_positive, unknown_module
 from ..methods.base import Method
+from ..methods.baselines import gaussian_blur
+from ..methods.seeding import make_generator
 from .base import Case, Metric, MetricResult, pearson, spearman
-from .perturb import make_generator, to_pixels
+from .pixels import to_pixels
 
 __all__ = ["MPRT", "SmoothMPRT", "EfficientMPRT", "RandomLogit", "SIMILARITIES", "randomisable_layers",
            "randomise_layer", "similarity"]
@@ -59,8 +61,6 @@ def randomise_layer(module: nn.Module, generator: torch.Generator) -> None:
 
 def _ssim(a: torch.Tensor, b: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
     """Structural similarity (Wang et al. 2004) of per-sample min-max normalised 2-D maps, Gaussian window σ=1.5."""
-    from .perturb import gaussian_blur
-
     def scaled(v):
         low, high = v.amin(1, keepdim=True), v.amax(1, keepdim=True)
         return ((v - low) / (high - low).clamp_min(1e-30)).reshape(-1, 1, *spatial)

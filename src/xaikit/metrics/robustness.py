@@ -16,8 +16,9 @@ from torch import nn
 
 from ..errors import check_positive
 from ..layers import capture, find_layer, last_layer
+from ..methods.seeding import make_generator
 from .base import Case, Metric, MetricResult
-from .perturb import make_generator, stable_order
+from .pixels import stable_order
 
 __all__ = [
     "LocalLipschitzEstimate", "MaxSensitivity", "AvgSensitivity", "Continuity", "Consistency",

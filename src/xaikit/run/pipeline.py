@@ -9,6 +9,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .._version import __version__
 from .engines import ENGINES, run_in_process, run_ray
 from .errors import RunError, require
 from .results import RunResult
@@ -19,8 +20,6 @@ from .store import Store, map_name
 
 def identity(spec: RunSpec, source: Source) -> dict[str, Any]:
     """What the results depend on: the spec, the data, the number of samples, the shapes."""
-    from .. import __version__
-
     n = len(source)
     if n == 0:
         raise ValueError("the data set is empty")

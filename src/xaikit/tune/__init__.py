@@ -9,8 +9,8 @@ Seed lecture: "there is no one best LRP rule" and "no one best criterion"; Pahde
 """
 from .holdout import HoldoutTable, holdout
 from .objectives import NOTES, Objective, make_objectives, score_candidates
-from .result import Candidate, TuneResult
-from .search import STRATEGIES, pareto_ranks, tune
+from .result import Candidate, TuneResult, pareto_ranks
+from .search import STRATEGIES, tune
 from .space import LRPSpace, MethodSpace, Space, depth_groups, parse_rule, weighted_layers
 
 __all__ = ["tune", "holdout", "LRPSpace", "MethodSpace", "Space", "TuneResult", "HoldoutTable", "Candidate",

@@ -44,12 +44,30 @@ def mean_sem(values: Sequence[float]) -> tuple[float, float, int]:
     return float(finite.mean()), sem, int(array.size - finite.size)
 
 
+def pareto_ranks(costs: np.ndarray, levels: int | None = None) -> np.ndarray:
+    """Non-dominated sorting (Deb et al. 2002): rank 0 for the Pareto front of ``costs`` ``(K, M)`` (lower is
+    better in every column), rank 1 for the front of the rest, ... With ``levels``, only the first ``levels``
+    fronts are peeled off; the rest get rank ``levels``. One column: the dense rank of the values."""
+    k = costs.shape[0]
+    if costs.shape[1] == 1:
+        return np.unique(costs[:, 0], return_inverse=True)[1].reshape(k)
+    ranks = np.full(k, -1)
+    remaining = np.arange(k)
+    level = 0
+    while remaining.size and (levels is None or level < levels):
+        sub = costs[remaining]
+        dominated = ((sub[None, :, :] <= sub[:, None, :]).all(2) & (sub[None, :, :] < sub[:, None, :]).any(2)).any(1)
+        ranks[remaining[~dominated]] = level
+        remaining = remaining[dominated]
+        level += 1
+    ranks[remaining] = level
+    return ranks
+
+
 def summarise(runner, winner: Candidate, spaces: list[Space], objectives: list[Objective], strategy: str,
               total: int, pool: int, order) -> "TuneResult":
     """Means ± standard errors of every candidate on the samples it was scored on; the Pareto front among
     the candidates scored on the whole pool."""
-    from .search import pareto_ranks
-
     candidates = sorted((c for c in runner.candidates.values() if c.samples), key=lambda c: (-c.samples, c.key))
     for c in candidates:
         samples = [int(s) for s in order[:c.samples]]

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..errors import check_input, check_positive
 from ..modes import eval_semantics
 from .objectives import Objective, make_objectives, score_candidates
-from .result import Candidate, TuneResult, summarise
+from .result import Candidate, TuneResult, pareto_ranks, summarise
 from .space import Space, check_spaces
 from .store import Store
 
@@ -113,26 +113,6 @@ class _Runner:
         # 6 significant digits: scores equal up to float32 rounding (which depends on how candidates were
         # chunked, so on an interrupted and resumed run) tie exactly, and ties break by key, reproducibly
         return np.vectorize(lambda v: float(f"{v:.6g}"))(table) if table.size else table
-
-
-def pareto_ranks(costs: np.ndarray, levels: int | None = None) -> np.ndarray:
-    """Non-dominated sorting (Deb et al. 2002): rank 0 for the Pareto front of ``costs`` ``(K, M)`` (lower is
-    better in every column), rank 1 for the front of the rest, ... With ``levels``, only the first ``levels``
-    fronts are peeled off; the rest get rank ``levels``. One column: the dense rank of the values."""
-    k = costs.shape[0]
-    if costs.shape[1] == 1:
-        return np.unique(costs[:, 0], return_inverse=True)[1].reshape(k)
-    ranks = np.full(k, -1)
-    remaining = np.arange(k)
-    level = 0
-    while remaining.size and (levels is None or level < levels):
-        sub = costs[remaining]
-        dominated = ((sub[None, :, :] <= sub[:, None, :]).all(2) & (sub[None, :, :] < sub[:, None, :]).any(2)).any(1)
-        ranks[remaining[~dominated]] = level
-        remaining = remaining[dominated]
-        level += 1
-    ranks[remaining] = level
-    return ranks
 
 
 def _select(runner: _Runner, candidates: list[Candidate], count: int, keep: int) -> list[Candidate]:

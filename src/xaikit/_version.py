@@ -1,0 +1,3 @@
+"""The version of xaikit (one place: the package, the command line and run manifests read it here)."""
+
+__version__ = "0.1.0"
