@@ -172,3 +172,9 @@ def unknown_module(what: str, name: str, names: Iterable[str], problem: str = "i
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     listed = ", ".join(names[:limit]) + (" ..." if limit is not None and len(names) > limit else "")
     return ValueError(f"{what} {name!r} {problem}{hint}; valid names: {listed or 'none'}")
+
+
+def deprecated_name(old: str, new: str, stacklevel: int = 3) -> None:
+    """Warn that the renamed public API ``old`` still works for one release; ``new`` is its replacement."""
+    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new} instead",
+                  DeprecationWarning, stacklevel=stacklevel)

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import check_choice, check_positive, eval_semantics
 from ..propagation.record import channel_axis, find_modules
+from ..settings import CheckedSettings
 
 #: square root of the colour correlation of ImageNet photos (Olah et al. 2017): decorrelates RGB
 COLOUR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
@@ -85,7 +86,7 @@ def random_affine(images: torch.Tensor, jitter: float, scales: tuple[float, floa
     return F.grid_sample(images, grid, padding_mode="reflection", align_corners=False)
 
 
-class FeatureVisualisation:
+class FeatureVisualisation(CheckedSettings):
     """Synthesise inputs that maximise a unit of a layer (or a class logit).
 
     Parameters

@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import check_choice, check_input, check_positive
+from ..errors import check_choice, check_input, check_positive, deprecated_name
 from ..propagation.record import find_modules
 from .layers import activations
 
+#: the classifiers of :func:`fit_cav`
 CAV_METHODS = ("svm", "pattern")
 
 
@@ -40,7 +41,7 @@ class CAV:
     layer : str
     direction : unit vector ``v`` shaped like one sample's activation
     clean_mean, artifact_mean : mean activations of the clean and the artifact samples
-    method : ``"svm"`` or ``"pattern"``
+    method : ``"svm"`` or ``"pattern"`` (the ``classifier`` of :func:`fit_cav`)
     accuracy : training accuracy of ``sign(vᵀ(a − midpoint))`` separating the two sets (how linear it is)
     """
 
@@ -56,15 +57,21 @@ class CAV:
         return a.flatten(1) @ self.direction.flatten().to(a.dtype)
 
 
-def fit_cav(model: nn.Module, layer: str, x_artifact: torch.Tensor, x_clean: torch.Tensor, method: str = "svm",
-            C: float = 1.0, seed: int = 0) -> CAV:
+def fit_cav(model: nn.Module, layer: str, x_artifact: torch.Tensor, x_clean: torch.Tensor,
+            classifier: str = "svm", C: float = 1.0, seed: int = 0, *, method: str | None = None) -> CAV:
     """Fit the CAV of an artifact at ``layer`` from samples with (``x_artifact``) and without it (``x_clean``).
 
-    ``method="svm"``: unit normal of a linear SVM (``sklearn.svm.LinearSVC``, balanced classes, regularisation
-    ``C``) on the flattened activations. ``method="pattern"``: the pattern (signal) CAV
-    ``v ∝ Σ_n (a_n − ā)(t_n − t̄)`` with ``t`` = 1 for artifact samples, 0 for clean ones.
+    ``classifier="svm"``: unit normal of a linear SVM (``sklearn.svm.LinearSVC``, balanced classes,
+    regularisation ``C``) on the flattened activations. ``classifier="pattern"``: the pattern (signal) CAV
+    ``v ∝ Σ_n (a_n − ā)(t_n − t̄)`` with ``t`` = 1 for artifact samples, 0 for clean ones. ``method=`` is the
+    deprecated name of ``classifier=`` (``method=`` names an explainer everywhere else).
     """
-    check_choice(method, "method", CAV_METHODS)
+    argument = "classifier"
+    if method is not None:
+        deprecated_name("fit_cav(method=...)", "fit_cav(classifier=...)", 3)
+        classifier, argument = method, "method"
+    check_choice(classifier, argument, CAV_METHODS)
+    method = classifier
     check_positive(C, "C")
     find_modules(model, layer, "layer")
     for name, value in (("x_artifact", x_artifact), ("x_clean", x_clean)):

@@ -22,8 +22,9 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_input, eval_semantics
-from ..methods.propagation import LRP
+from ..errors import check_choice, check_input, deprecated_name, eval_semantics
+from ..methods.base import Method
+from ..methods.resolve import DEFAULT_METHODS, RELEVANCE_METHODS, resolve_method
 from ..propagation.record import Recorder, channel_axis, find_modules
 from .layers import capture
 
@@ -37,9 +38,31 @@ def _channel_sums(t: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 def channel_importance(model: nn.Module, layers: Sequence[str] | str, x: torch.Tensor, y: torch.Tensor,
-                       criterion: str = "lrp", composite: Any = "epsilon_plus") -> dict[str, torch.Tensor]:
-    """``{layer: (C,) importance}`` of every output channel of the named layers (see the module docstring)."""
+                       criterion: str = "lrp", method: str | Method | None = None,
+                       method_settings: dict[str, Any] | None = None, *,
+                       composite: Any = None) -> dict[str, torch.Tensor]:
+    """``{layer: (C,) importance}`` of every output channel of the named layers (see the module docstring).
+
+    ``method``/``method_settings``: the explainer of the relevance criterion ``"lrp"``
+    (:func:`~xaikit.methods.resolve.resolve_method`; default ``DEFAULT_METHODS["training"]``, LRP
+    ``epsilon_plus``; any method with a relevance inside the network); ``composite=C`` is deprecated for
+    ``method="lrp:composite=C"``."""
     check_choice(criterion, "criterion", CRITERIA)
+    if method_settings is not None and not isinstance(method_settings, dict) and composite is None:
+        composite, method_settings = method_settings, None  # the old positional composite
+    if composite is not None:
+        deprecated_name("channel_importance(composite=...)", "method='lrp:composite=NAME'", 3)
+        if method is not None or method_settings is not None:
+            raise TypeError("channel_importance: give method= (and method_settings=), not the deprecated composite=")
+        method = f"lrp:composite={composite}" if isinstance(composite, str) else None
+        method_settings = None if isinstance(composite, str) else {"composite": composite}
+        method = method or "lrp"
+    explaining = None
+    if criterion == "lrp":
+        explaining = resolve_method(model, method, method_settings, default=DEFAULT_METHODS["training"],
+                                    allowed=RELEVANCE_METHODS, reason="has no relevance inside the network")
+    elif method is not None or method_settings is not None:
+        raise ValueError(f"method applies to the relevance criterion 'lrp', not to criterion {criterion!r}")
     layers = [layers] if isinstance(layers, str) else list(layers)
     modules = find_modules(model, layers, "layers")
     check_input(x, "x", model)
@@ -54,7 +77,7 @@ def channel_importance(model: nn.Module, layers: Sequence[str] | str, x: torch.T
         return scores
     if criterion == "lrp":
         with Recorder(model, layers, keep=("relevance",)) as record:
-            LRP(model, composite=composite)(x, target=y)
+            explaining(x, target=y)
         return {name: record[name].per_channel().mean(0) for name in layers}
     with contextlib.ExitStack() as stack:
         stack.enter_context(eval_semantics(model))

@@ -7,8 +7,6 @@ training mode (and explains it in eval semantics, see :func:`~xaikit.errors.eval
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import re
 import time
 import warnings
@@ -20,7 +18,7 @@ from torch import nn
 from ..errors import check_input, check_model, eval_semantics, unknown_name
 from ..explanation import Explanation
 from ..propagation.engine import differentiable_pass
-from ..settings import bind_settings
+from ..settings import checked_init
 from ..targets import TargetSpec, check_target
 from .tokens_ids import explain_in_embedding_space
 
@@ -33,15 +31,8 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
-def _checked_init(init: Callable) -> Callable:
-    signature = inspect.signature(init)
-
-    @functools.wraps(init)
-    def wrapper(self, *args, **kwargs):
-        bind_settings(self, signature, args, kwargs, hidden=("self", "model"))
-        init(self, *args, **kwargs)
-
-    return wrapper
+#: wraps a constructor so that unknown settings are refused with the close names (see :mod:`xaikit.settings`)
+_checked_init = checked_init
 
 
 class Method:
