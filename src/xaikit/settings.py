@@ -75,6 +75,17 @@ def checked_init(init: Callable, hidden: tuple[str, ...] = ("self", "model")) ->
     return wrapper
 
 
+def settings_of(cls: type, hidden: tuple[str, ...] = ("self", "model")) -> tuple[list[str], bool]:
+    """``(names, takes_any)``: the settings that ``cls(...)`` accepts by name (its parameters and the
+    ``forwarded_settings`` of a ``**settings`` parameter), and whether it takes any other keyword too."""
+    params = inspect.signature(inspect.unwrap(cls.__init__)).parameters
+    names = [p for p, v in params.items() if p not in hidden and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
+    forwarded = getattr(cls, "forwarded_settings", None)
+    names += [f for f in forwarded or () if f not in names]
+    takes_any = any(v.kind is v.VAR_KEYWORD for v in params.values()) and forwarded is None
+    return names, takes_any
+
+
 class CheckedSettings:
     """Base class: the ``__init__`` of every subclass refuses unknown settings through :func:`checked_init`."""
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import check_choice
 from ..methods.cam import find_layer
+from ..settings import checked_init
 
 POOLS = ("mean", "max", "flatten")
 
@@ -47,6 +48,7 @@ class LayerFeatures(nn.Module):
         or maximum over the spatial positions (``D = C``), every value (``D = C·H·W``), or a function.
     """
 
+    @checked_init
     def __init__(self, model: nn.Module, layer: str | None = None, pool: str | Callable[[torch.Tensor], torch.Tensor] = "mean") -> None:
         super().__init__()
         if not isinstance(model, nn.Module):

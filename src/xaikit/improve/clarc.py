@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import check_choice, check_input, check_positive, deprecated_name
 from ..propagation.record import find_modules
+from ..settings import checked_init
 from .layers import activations
 
 #: the classifiers of :func:`fit_cav`
@@ -131,6 +132,7 @@ def project(model: nn.Module, cav: CAV, mode: str = "p") -> Iterator[nn.Module]:
 class Projected(nn.Module):
     """``model`` with P-ClArC at ``cav.layer`` (a wrapper: the hook exists only during its forward)."""
 
+    @checked_init
     def __init__(self, model: nn.Module, cav: CAV, mode: str = "p") -> None:
         super().__init__()
         check_choice(mode, "mode", ("p", "a"))

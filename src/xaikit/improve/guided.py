@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import check_input
 from ..methods.base import Method
+from ..settings import checked_init
 from ..propagation.record import Recorder, find_modules
 from .explain import LossParts, check_method, check_weight, deprecated_last, from_legacy, make_explainer
 
@@ -72,6 +73,7 @@ class ExplanationGuidedLoss(nn.Module):
     ``"guided"``); the module keeps no state of a call (``last`` and ``logits`` are deprecated).
     """
 
+    @checked_init
     def __init__(self, layer: str, lam: float = 1.0, method: str | Method | None = None,
                  method_settings: dict[str, Any] | None = None,
                  task_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy, *,

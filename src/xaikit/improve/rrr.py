@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import check_input
 from ..methods.base import Method
+from ..settings import checked_init
 from ..methods.gradient import Gradient
 from ..methods.resolve import DEFAULT_METHODS
 from .explain import (LossParts, attribution, check_method, check_weight, deprecated_last, from_legacy,
@@ -100,6 +101,7 @@ class RightForRightReasonsLoss(nn.Module):
     of a call (``last`` and ``logits`` are deprecated views of the last call, detached).
     """
 
+    @checked_init
     def __init__(self, lam: float = 10.0, method: str | Method | None = None,
                  method_settings: dict[str, Any] | None = None,
                  task_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy, *,

@@ -24,7 +24,7 @@ from typing import Any, Collection
 
 from torch import nn
 
-from ..errors import unknown_name
+from ..errors import deprecated_name, unknown_name
 from .base import METHODS, Method, get_method, snake_case
 
 #: the default explainer of each task (a spec for :func:`resolve_method`); every room names its task
@@ -165,3 +165,31 @@ def resolve_method(model: nn.Module | Any, method: str | Method | type | None = 
 def _check_allowed(cls: type, allowed: Collection[str] | None, argument: str, text: str, reason: str) -> None:
     if allowed is not None and snake_case(cls.__name__) not in allowed:
         raise ValueError(f"{argument} {text!r} {reason}; use one of: {', '.join(allowed)}")
+
+
+def legacy_lrp_settings(method: Any, method_settings: dict[str, Any] | None, composite: Any,
+                        settings: dict[str, Any], owner: str, stacklevel: int = 4) -> tuple[Any, dict | None]:
+    """``(method, method_settings)`` from the deprecated ``composite=`` + ``**settings`` of the tools that
+    explained with LRP only (BiLRP, ``FeatureIndex.heatmaps``, ``channel_relevance``).
+
+    A composite given where ``method`` now stands (a preset name, a ``.json`` path, a dict or a
+    :class:`~xaikit.propagation.composites.Composite`) counts as ``composite=``. Either gives LRP with that
+    composite and the settings, with a ``DeprecationWarning`` naming the new form; otherwise nothing changes.
+    """
+    from ..propagation.composites import PRESETS, Composite
+
+    if isinstance(method, (Composite, dict)) or (isinstance(method, str) and (
+            method in PRESETS or method.endswith(".json"))):
+        if composite is not None:
+            raise TypeError(f"{owner}: the composite is given twice (by position and as composite=)")
+        method, composite = None, method
+    if composite is None and not settings:
+        return method, method_settings
+    if method is not None:
+        raise TypeError(f"{owner}: give method= and method_settings= only (composite= and LRP settings as "
+                        "keywords are their deprecated form)")
+    deprecated_name(f"{owner}(composite=..., **settings)",
+                    "method='lrp:composite=NAME' (a method name, spec or object) and method_settings={...}",
+                    stacklevel)
+    merged = {**({"composite": composite} if composite is not None else {}), **settings, **(method_settings or {})}
+    return ("lrp" if composite is not None else None), merged  # None: the tool's default, adjusted
