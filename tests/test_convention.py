@@ -283,6 +283,11 @@ def test_tune_chunk_is_renamed_batch_size():
     with pytest.warns(DeprecationWarning, match="batch_size="):
         old = tune(model, data, space, "pixel_flipping", strategy="grid", chunk=1)
     assert new.winner.key == old.winner.key
+    from xaikit.tune import holdout
+
+    table = holdout(model, data, {"spec": "integrated_gradients:steps=1", "object": xk.IntegratedGradients(model)},
+                    "pixel_flipping", batch_size="auto")
+    assert set(table.scores["pixel_flipping"]) == {"spec", "object"}
 
 
 def test_run_spec_reads_method_specs():
@@ -302,3 +307,37 @@ def test_no_deprecation_warning_on_the_new_forms():
         xk.improve.RightForRightReasonsLoss(method="input_x_gradient")
         xk.examples.Prototypes(clustering="kmeans")
         xk.concepts.Composition(model, "1", method="gradient")
+
+
+def test_generation_takes_a_spec_with_the_model():
+    from llm_models import llm, padded_prompts
+    from xaikit.generation import explain_generation
+
+    model = llm("llama", "sdpa", seed=3).double()
+    ids, mask = padded_prompts((4, 3), "right")
+    by_object = explain_generation(xk.LRP(model, composite="attnlrp"), ids, mask, max_new_tokens=2)
+    by_default = explain_generation(None, ids, mask, max_new_tokens=2, model=model)
+    torch.testing.assert_close(by_object.relevance, by_default.relevance)
+    by_spec = explain_generation("input_x_gradient", ids, mask, max_new_tokens=2, model=model)
+    assert by_spec.relevance.shape == by_object.relevance.shape
+    with pytest.raises(TypeError, match="give model="):
+        explain_generation("lrp", ids, mask)
+
+
+def test_pruning_names_its_explainer_like_every_room():
+    from xaikit.improve import channel_importance
+
+    model = _mlp()
+    g = torch.Generator().manual_seed(9)
+    x, y = torch.randn(6, 6, generator=g), torch.randint(0, 3, (6,), generator=g)
+    new = channel_importance(model, "1", x, y, "lrp", "lrp:composite=zero")["1"]
+    with pytest.warns(DeprecationWarning):
+        by_position = channel_importance(model, "1", x, y, "lrp", "zero")["1"]  # the old positional composite
+    with pytest.warns(DeprecationWarning):
+        by_keyword = channel_importance(model, "1", x, y, "lrp", composite="zero")["1"]
+    torch.testing.assert_close(new, by_position)
+    torch.testing.assert_close(new, by_keyword)
+    torch.testing.assert_close(channel_importance(model, "1", x, y, "lrp", "input_x_gradient")["1"],
+                               channel_importance(model, "1", x, y, "lrp", xk.InputXGradient(model))["1"])
+    with pytest.raises(ValueError, match="applies to the relevance criterion"):
+        channel_importance(model, "1", x, y, "taylor", "gradient")

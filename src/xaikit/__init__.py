@@ -10,10 +10,12 @@ from .explanation import Explanation
 from .methods import *  # noqa: F401,F403
 from .methods import __all__ as _methods
 from .methods.base import METHODS, Method, explain, get_method
+from .methods.resolve import DEFAULT_METHODS, parse_spec, resolve_method
 from .numpy_model import NumpyModel
 from .targets import Contrast
 from .tokens import NextToken
 
 __version__ = "0.1.0"
 __all__ = ["metrics", "concepts", "examples", "generation", "improve", "run", "tabular", "tune", "Explanation", "Contrast",
-           "NextToken", "Method", "METHODS", "explain", "get_method", "set_memory_budget", "NumpyModel", *_methods]
+           "NextToken", "Method", "METHODS", "explain", "get_method", "resolve_method", "parse_spec", "DEFAULT_METHODS",
+           "set_memory_budget", "NumpyModel", *_methods]

@@ -22,9 +22,9 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..errors import check_choice, check_input, deprecated_name, eval_semantics
+from ..errors import check_choice, check_input, eval_semantics
 from ..methods.base import Method
-from ..methods.resolve import DEFAULT_METHODS, RELEVANCE_METHODS, resolve_method
+from ..methods.resolve import DEFAULT_METHODS, RELEVANCE_METHODS, legacy_lrp_settings, resolve_method
 from ..propagation.record import Recorder, channel_axis, find_modules
 from .layers import capture
 
@@ -48,20 +48,13 @@ def channel_importance(model: nn.Module, layers: Sequence[str] | str, x: torch.T
     ``epsilon_plus``; any method with a relevance inside the network); ``composite=C`` is deprecated for
     ``method="lrp:composite=C"``."""
     check_choice(criterion, "criterion", CRITERIA)
-    if method_settings is not None and not isinstance(method_settings, dict) and composite is None:
-        composite, method_settings = method_settings, None  # the old positional composite
-    if composite is not None:
-        deprecated_name("channel_importance(composite=...)", "method='lrp:composite=NAME'", 3)
-        if method is not None or method_settings is not None:
-            raise TypeError("channel_importance: give method= (and method_settings=), not the deprecated composite=")
-        method = f"lrp:composite={composite}" if isinstance(composite, str) else None
-        method_settings = None if isinstance(composite, str) else {"composite": composite}
-        method = method or "lrp"
+    given = (method is not None and composite is None) or method_settings is not None
+    method, method_settings = legacy_lrp_settings(method, method_settings, composite, {}, "channel_importance", 4)
     explaining = None
     if criterion == "lrp":
         explaining = resolve_method(model, method, method_settings, default=DEFAULT_METHODS["training"],
                                     allowed=RELEVANCE_METHODS, reason="has no relevance inside the network")
-    elif method is not None or method_settings is not None:
+    elif given:
         raise ValueError(f"method applies to the relevance criterion 'lrp', not to criterion {criterion!r}")
     layers = [layers] if isinstance(layers, str) else list(layers)
     modules = find_modules(model, layers, "layers")

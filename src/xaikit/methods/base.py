@@ -143,8 +143,13 @@ def get_method(name: str) -> type[Method]:
     return METHODS[key]
 
 
-def explain(model: nn.Module, x: torch.Tensor, target: TargetSpec = None, method: str = "gradient",
+def explain(model: nn.Module, x: torch.Tensor, target: TargetSpec = None, method: "str | Method" = "gradient",
             forward_args: Sequence[Any] = (), forward_kwargs: dict[str, Any] | None = None,
             **settings: Any) -> Explanation:
-    """Functional shortcut: ``explain(model, x, y, method="integrated_gradients", steps=64)``."""
-    return get_method(method)(model, **settings)(x, target, forward_args=forward_args, forward_kwargs=forward_kwargs)
+    """Functional shortcut: ``explain(model, x, y, method="integrated_gradients", steps=64)``; ``method`` is a
+    name, a spec (``"lrp:composite=epsilon_gamma_box"``) or a method object, as everywhere
+    (:func:`~xaikit.methods.resolve.resolve_method`)."""
+    from .resolve import resolve_method
+
+    built = resolve_method(model, method, settings or None)
+    return built(x, target, forward_args=forward_args, forward_kwargs=forward_kwargs)

@@ -18,6 +18,7 @@ from torch import nn
 from ..batching import batch_size_for, check_batch_size
 from ..errors import deprecated_name
 from ..methods.base import Method
+from ..methods.resolve import resolve_method
 from .objectives import Objective, make_objectives, score_candidates
 from .result import mean_sem
 from .search import _check_data
@@ -63,9 +64,10 @@ class HoldoutTable:
         return "\n".join(lines)
 
 
-def holdout(model: nn.Module, data: tuple, methods: dict[str, Method], objectives: Any = None,
+def holdout(model: nn.Module, data: tuple, methods: dict[str, Method | str], objectives: Any = None,
             reference: str | None = None, batch_size: int | str = 16, *, chunk: int | None = None) -> HoldoutTable:
-    """Score ``methods`` (label -> method; the first is the reference unless ``reference``) on the held-out
+    """Score ``methods`` (label -> method object, name or spec such as ``"lrp:composite=epsilon_plus"``; the
+    first is the reference unless ``reference``) on the held-out
     ``data`` ``(x, y)`` or ``(x, y, mask)`` with every objective, all methods' metric inputs batched.
 
     ``batch_size``: methods scored together (``"auto"``: as many as the memory budget holds explanations of
@@ -77,6 +79,8 @@ def holdout(model: nn.Module, data: tuple, methods: dict[str, Method], objective
     objectives = make_objectives(objectives)
     if not methods:
         raise ValueError("methods is empty: give at least the winner, e.g. {'winner': result.method(model)}")
+    methods = {label: m if isinstance(m, Method) else resolve_method(model, m, argument=f"methods[{label!r}]")
+               for label, m in methods.items()}  # a name or spec is built on the model
     reference = reference or next(iter(methods))
     if reference not in methods:
         raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(methods)}")
