@@ -187,6 +187,8 @@ def test_improve_old_explainer_keywords_warn_and_match_the_new_form():
         ExplanationGuidedLoss("1", composite="epsilon")
     with pytest.raises(ValueError, match="does not support create_graph"):
         RightForRightReasonsLoss(method="occlusion")
+    with pytest.raises(TypeError, match="did you mean 'composite'"):  # refused when built, not when trained
+        ExplanationGuidedLoss("1", method="lrp:composit=epsilon")
 
 
 def test_loss_modules_return_their_parts_and_keep_no_graph():

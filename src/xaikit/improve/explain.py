@@ -9,6 +9,7 @@ from torch import nn
 from ..errors import check_choice, check_positive, deprecated_name, unknown_name
 from ..methods.base import METHODS, Method, get_method
 from ..methods.resolve import DEFAULT_METHODS, parse_spec, resolve_method
+from ..settings import settings_of, unknown_setting
 from ..targets import TargetSpec
 
 #: the explainers of the old ``explainer=`` keyword (deprecated): "gradient", "input_x_gradient", "lrp"
@@ -33,7 +34,7 @@ def make_explainer(model: nn.Module, method: str | Method | None = None, method_
 def check_method(method: Any, method_settings: dict | None) -> None:
     """Check a method name or spec at construction (a loss builds it on the model at each call)."""
     if isinstance(method, str):
-        name, _ = parse_spec(method)
+        name, spec = parse_spec(method)
         try:
             cls = get_method(name)
         except ValueError:
@@ -42,6 +43,10 @@ def check_method(method: Any, method_settings: dict | None) -> None:
             valid = ", ".join(sorted(n for n, c in METHODS.items() if c.differentiable))
             raise ValueError(f"method {method!r} does not support create_graph=True (an explanation inside a "
                              f"loss); use one of: {valid}")
+        names, takes_any = settings_of(cls)
+        for key in {**spec, **(method_settings if isinstance(method_settings, dict) else {})}:
+            if key not in names and not takes_any:  # refused now, not at the first training step
+                raise unknown_setting(cls.__name__, key, names)
     elif method is not None and not isinstance(method, Method):
         raise TypeError(f"method must be a method name, a spec such as 'lrp:composite=epsilon_plus' or a method "
                         f"object, got {type(method).__name__}")
@@ -70,7 +75,7 @@ def legacy_explainer(method: Any, explainer: Any, composite: Any, owner: str,
 
 
 def from_legacy(method: Any, method_settings: Any, explainer: Any, composite: Any, owner: str,
-                old_default: str) -> tuple[Any, dict | None]:
+                old_default: str, stacklevel: int = 5) -> tuple[Any, dict | None]:
     """``(method, method_settings)`` of a training tool, accepting the deprecated forms: the ``explainer=`` and
     ``composite=`` keywords, and a composite given by position where ``method_settings`` now stands."""
     if method_settings is not None and not isinstance(method_settings, dict) and composite is None:
@@ -79,7 +84,7 @@ def from_legacy(method: Any, method_settings: Any, explainer: Any, composite: An
         return method, method_settings
     if method_settings is not None:
         raise TypeError(f"{owner}: give method= and method_settings=, not the deprecated explainer=/composite=")
-    return legacy_explainer(method, explainer, composite, owner, old_default, stacklevel=5)
+    return legacy_explainer(method, explainer, composite, owner, old_default, stacklevel=stacklevel)
 
 
 class LossParts(NamedTuple):

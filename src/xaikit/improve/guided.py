@@ -83,7 +83,7 @@ class ExplanationGuidedLoss(nn.Module):
             raise TypeError(f"layer must be a module name (str), got {type(layer).__name__}")
         self.layer, self.lam = layer, check_weight(lam)
         method, method_settings = from_legacy(method, method_settings, explainer, composite,
-                                              "ExplanationGuidedLoss", "lrp")
+                                              "ExplanationGuidedLoss", "lrp", stacklevel=6)
         check_method(method, method_settings)
         self.method, self.method_settings, self.task_loss = method, method_settings, task_loss
 

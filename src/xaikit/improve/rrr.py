@@ -109,7 +109,7 @@ class RightForRightReasonsLoss(nn.Module):
         super().__init__()
         self.lam = check_weight(lam)
         method, method_settings = from_legacy(method, method_settings, explainer, composite,
-                                              "RightForRightReasonsLoss", "gradient")
+                                              "RightForRightReasonsLoss", "gradient", stacklevel=6)
         check_method(method, method_settings)
         self.method, self.method_settings, self.task_loss = method, method_settings, task_loss
 
