@@ -25,7 +25,7 @@ from typing import Any, Collection
 from torch import nn
 
 from ..errors import deprecated_name, unknown_name
-from .base import METHODS, Method, get_method, snake_case
+from .base import METHODS, Method, get_method
 
 #: the default explainer of each task (a spec for :func:`resolve_method`); every room names its task
 DEFAULT_METHODS: dict[str, str] = {
@@ -79,13 +79,6 @@ def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
     if not name.strip():
         raise SpecError(f"empty name in {text!r}; write NAME or NAME:key=value")
     return name.strip(), settings
-
-
-def format_spec(name: str, settings: dict[str, Any] | None = None) -> str:
-    """The spec text of ``name`` with ``settings`` (the inverse of :func:`parse_spec` for literal values)."""
-    if not settings:
-        return name
-    return name + ":" + ",".join(f"{k}={v!r}" if not isinstance(v, str) else f"{k}={v}" for k, v in settings.items())
 
 
 def resolve_method(model: nn.Module | Any, method: str | Method | type | None = None,
@@ -163,7 +156,8 @@ def resolve_method(model: nn.Module | Any, method: str | Method | type | None = 
 
 
 def _check_allowed(cls: type, allowed: Collection[str] | None, argument: str, text: str, reason: str) -> None:
-    if allowed is not None and snake_case(cls.__name__) not in allowed:
+    """Refuse a method class that is none of the ``allowed`` registered methods (nor a subclass of one)."""
+    if allowed is not None and not any(name in METHODS and issubclass(cls, METHODS[name]) for name in allowed):
         raise ValueError(f"{argument} {text!r} {reason}; use one of: {', '.join(allowed)}")
 
 
