@@ -30,6 +30,11 @@ def unknown_setting(owner: str, key: str, valid: Iterable[str], forwarded: bool 
     return UnknownSetting(f"{head}; {hint}valid settings: {', '.join(valid)}")
 
 
+def _named(params: Any, hidden: tuple[str, ...]) -> list[str]:
+    """The parameters a caller may give by name (not ``self``/``model``, ``*args`` or ``**kwargs``)."""
+    return [p for p, v in params.items() if p not in hidden and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
+
+
 def bind_settings(obj: Any, signature: inspect.Signature, args: tuple, kwargs: dict,
                   hidden: tuple[str, ...] = ("self",), extra: Iterable[str] | None = None) -> inspect.BoundArguments:
     """Bind ``obj.__init__``'s arguments; an unknown setting raises :class:`UnknownSetting` with the close names.
@@ -42,13 +47,12 @@ def bind_settings(obj: Any, signature: inspect.Signature, args: tuple, kwargs: d
         extra = list(extra)
         for key in kwargs:
             if key not in params and key not in extra:
-                valid = [p for p, v in params.items() if p not in hidden and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
+                valid = _named(params, hidden)
                 raise unknown_setting(type(obj).__name__, key, valid + [e for e in extra if e not in valid], True)
     try:
         return signature.bind(obj, *args, **kwargs)
     except TypeError as err:
-        valid = [p for p, v in params.items() if p not in hidden and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
-        valid += [e for e in extra or () if e not in valid]
+        valid = _named(params, hidden) + [e for e in extra or () if e not in params]
         takes_any = any(v.kind is v.VAR_KEYWORD for v in params.values())
         unknown = [k for k in kwargs if k not in params] if not takes_any else []
         name = type(obj).__name__
@@ -79,7 +83,7 @@ def settings_of(cls: type, hidden: tuple[str, ...] = ("self", "model")) -> tuple
     """``(names, takes_any)``: the settings that ``cls(...)`` accepts by name (its parameters and the
     ``forwarded_settings`` of a ``**settings`` parameter), and whether it takes any other keyword too."""
     params = inspect.signature(inspect.unwrap(cls.__init__)).parameters
-    names = [p for p, v in params.items() if p not in hidden and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
+    names = _named(params, hidden)
     forwarded = getattr(cls, "forwarded_settings", None)
     names += [f for f in forwarded or () if f not in names]
     takes_any = any(v.kind is v.VAR_KEYWORD for v in params.values()) and forwarded is None
