@@ -343,3 +343,12 @@ def test_pruning_names_its_explainer_like_every_room():
                                channel_importance(model, "1", x, y, "lrp", xk.InputXGradient(model))["1"])
     with pytest.raises(ValueError, match="applies to the relevance criterion"):
         channel_importance(model, "1", x, y, "taylor", "gradient")
+
+
+def test_metrics_take_a_method_spec_as_the_explanation():
+    model = _mlp()
+    x = torch.randn(3, 6, generator=torch.Generator().manual_seed(10))
+    metric = xk.metrics.LocalLipschitzEstimate(samples=2)
+    by_spec = metric(model, x, 0, "integrated_gradients:steps=2")
+    by_object = metric(model, x, 0, xk.IntegratedGradients(model, steps=2))
+    torch.testing.assert_close(by_spec, by_object)
