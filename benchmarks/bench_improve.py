@@ -78,7 +78,7 @@ def decoy(seed: int) -> dict:
     clean_train, clean_test = make_decoy_digits(seed, decoy=False)
     out = {}
     runs = {"plain": None, "rrr_gradient": RightForRightReasonsLoss(100.0, "gradient"),
-            "rrr_relevance": RightForRightReasonsLoss(1.0, "lrp", composite="epsilon_plus"), "no_decoy": None}
+            "rrr_relevance": RightForRightReasonsLoss(1.0, "lrp:composite=epsilon_plus"), "no_decoy": None}
     for name, loss in runs.items():
         torch.manual_seed(seed)
         model = nn.Sequential(nn.Flatten(), nn.Linear(144, 64), nn.ReLU(), nn.Linear(64, 10))
@@ -131,7 +131,7 @@ def watermark(seed: int) -> dict:
     x0 = train_set.x[class0]
     for source, chosen in (("spray", suspected), ("flags", flags)):  # the SpRAy cluster, or the known flags
         for method in ("pattern", "svm"):
-            cav = fit_cav(model, "4", x0[chosen], x0[~chosen], method=method, seed=seed)
+            cav = fit_cav(model, "4", x0[chosen], x0[~chosen], classifier=method, seed=seed)
             out[f"p_clarc_{method}_{source}"] = scores(Projected(model, cav))
             tuned = a_clarc(model, cav, train_set.x, train_set.y, epochs=5, lr=1e-3, seed=seed)
             out[f"a_clarc_{method}_{source}"] = scores(tuned)
@@ -144,7 +144,7 @@ def watermark_reveal(seed: int) -> dict:
     train_set, model, scores, class0, _, suspected = _watermark_setup(seed)
     out = {}
     for method in ("pattern", "svm"):
-        cav = fit_cav(model, "4", train_set.x[class0][suspected], train_set.x[~class0], method=method, seed=seed)
+        cav = fit_cav(model, "4", train_set.x[class0][suspected], train_set.x[~class0], classifier=method, seed=seed)
         out[f"p_clarc_{method}_others"] = scores(Projected(model, cav))
     return out
 

@@ -71,7 +71,7 @@ def grid() -> None:
                eta=3, min_samples=4, refine=True, budget=None)
     began = time.perf_counter()
     result = xk.tune.tune(model, tune_data, space, metric, strategy="grid", results=OUT / "grid.jsonl",
-                          chunk=49, progress=True)
+                          batch_size=49, progress=True)
     seconds = time.perf_counter() - began
     result.to_csv(OUT / "grid.csv")
     summary = {"winner": result.winner.key, "mean": result.winner.mean, "sem": result.winner.sem,
@@ -173,7 +173,7 @@ def effnet() -> None:
     space = xk.tune.LRPSpace(model, groups=4, gamma=GAMMAS)
     began = time.perf_counter()
     result = xk.tune.tune(model, tune_data, space, metric, budget=EFFNET_BUDGET, min_samples=1, eta=2,
-                          results=OUT / "effnet.jsonl", chunk=4, progress=True)
+                          results=OUT / "effnet.jsonl", batch_size=4, progress=True)
     seconds = time.perf_counter() - began
     result.to_csv(OUT / "effnet.csv")
     result.composite.to_json(OUT / "effnet_composite.json")
@@ -181,7 +181,7 @@ def effnet() -> None:
     for preset in ("epsilon", "epsilon_plus", "epsilon_plus_flat"):
         methods[f"preset {preset}"] = xk.LRP(model, composite=preset)
     methods["preset epsilon_gamma_box"] = xk.LRP(model, composite="epsilon_gamma_box", low=-1.0, high=1.0)
-    table = xk.tune.holdout(model, held, methods, metric, reference="tuned", chunk=2)
+    table = xk.tune.holdout(model, held, methods, metric, reference="tuned", batch_size=2)
     text = (f"winner {result.winner.key}: tuning {result.winner.mean} ± {result.winner.sem}, "
             f"{result.evaluations} evaluations, {len(result.candidates)} configurations, {seconds:.0f} s\n\n"
             + table.to_markdown())

@@ -10,11 +10,13 @@ from .batching import set_memory_budget
 from .explanation import Explanation
 from .methods import *  # noqa: F401,F403
 from .methods import __all__ as _methods
-from .methods.base import METHODS, Method, explain, get_method
+from .methods.base import METHODS, Method, get_method
 from .methods.base import register as register_method
+from .methods.resolve import DEFAULT_METHODS, explain, parse_spec, resolve_method
 from .numpy_model import NumpyModel
 from .targets import Contrast
 from .tokens import NextToken
 
 __all__ = ["metrics", "concepts", "examples", "generation", "improve", "run", "tabular", "tune", "Explanation", "Contrast",
-           "NextToken", "Method", "METHODS", "explain", "get_method", "register_method", "set_memory_budget", "NumpyModel", *_methods]
+           "NextToken", "Method", "METHODS", "explain", "get_method", "register_method", "resolve_method", "parse_spec",
+           "DEFAULT_METHODS", "set_memory_budget", "NumpyModel", *_methods]

@@ -57,12 +57,31 @@ def max_chunk(item_bytes: int, device: torch.device | str = "cpu") -> int:
     return max(1, memory_budget(device) // max(1, item_bytes * ACTIVATION_FACTOR))
 
 
-def check_batch_size(batch_size: Any, name: str = "batch_size") -> None:
-    """Accept ``"auto"`` or a positive int."""
-    if batch_size == "auto":
-        return
+def check_batch_size(batch_size: Any, name: str = "batch_size") -> int | str:
+    """The one check of a ``batch_size`` (every room): ``"auto"`` or a positive int, returned unchanged.
+
+    ``batch_size`` means the same everywhere: how many items one forward/backward pass takes. ``"auto"`` lets
+    xaikit choose under the memory budget (:func:`chunked` times chunk sizes on the real work; a pass over a
+    data set takes :func:`batch_size_for`'s memory-budget size).
+    """
+    if isinstance(batch_size, str) and batch_size == "auto":
+        return batch_size
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"{name} must be 'auto' or a positive int, got {batch_size!r}")
+    return batch_size
+
+
+def batch_size_for(batch_size: int | str, item: torch.Tensor | None, device: torch.device | str | None = None,
+                   name: str = "batch_size") -> int:
+    """A fixed chunk size for a pass over a data set: ``batch_size`` itself, or for ``"auto"`` the largest
+    number of items like ``item`` (one sample) whose activations fit the memory budget (:func:`max_chunk`)."""
+    check_batch_size(batch_size, name)
+    if batch_size != "auto":
+        return int(batch_size)
+    if item is None:
+        return 256
+    device = device if device is not None else item.device
+    return max_chunk(item.numel() * item.element_size(), device)
 
 
 def chunked(

@@ -131,3 +131,4 @@ def unknown_module(what: str, name: str, names: Iterable[str], problem: str = "i
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     listed = ", ".join(names[:limit]) + (" ..." if limit is not None and len(names) > limit else "")
     return ValueError(f"{what} {name!r} {problem}{hint}; valid names: {listed or 'none'}")
+

@@ -16,6 +16,7 @@ from .. import viz
 from ..errors import NotApplicable
 from ..explanation import Explanation
 from ..methods.base import METHODS, Method
+from ..methods.resolve import DEFAULT_METHODS
 from ..targets import Contrast, slice_target
 from . import parts
 from .errors import CLIError, UsageError, one_line
@@ -460,7 +461,7 @@ def examples_part(args: argparse.Namespace, out: Path) -> viz.Section:
     index = examples.FeatureIndex(loaded.model).fit(data if data[1] is not None else data[0])
     k = min(5, len(index))
     found = index.neighbours(query, k=k)
-    maps = index.heatmaps(query, found, composite="epsilon_plus_flat")
+    maps = index.heatmaps(query, found, method=DEFAULT_METHODS["image"])
     labels = found.label[0].tolist() if found.label is not None else [None] * k
     shown = [f"{loaded.label(c)} " if c is not None else "" for c in labels]
     neighbour_captions = [f"{s}cos={v:.3f}" for s, v in zip(shown, found.similarity[0].tolist())]

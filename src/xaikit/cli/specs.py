@@ -6,36 +6,26 @@ Values are read as Python literals where they parse (numbers, ``True``, ``None``
 """
 from __future__ import annotations
 
-import ast
-import re
 import inspect
 from typing import Any, Sequence
 
 from torch import nn
 
 from ..methods.base import METHODS, Method, get_method
+from ..methods.resolve import SpecError
+from ..methods.resolve import parse_spec as _parse_spec
 from .errors import UsageError
 
 
 def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
-    """``"lrp:composite=epsilon,epsilon=0.1"`` -> ``("lrp", {"composite": "epsilon", "epsilon": 0.1})``."""
-    name, _, rest = text.partition(":")
-    settings: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in re.split(r",(?=\s*[A-Za-z_]\w*\s*=)", rest))):
-        key, equals, value = item.partition("=")
-        if not equals or not key.strip().isidentifier():
-            raise UsageError(f"bad setting {item!r} in {text!r}; write NAME:key=value,key=value")
-        settings[key.strip()] = _value(value.strip())
-    if not name.strip():
-        raise UsageError(f"empty name in {text!r}; write NAME or NAME:key=value")
-    return name.strip(), settings
+    """``"lrp:composite=epsilon,epsilon=0.1"`` -> ``("lrp", {"composite": "epsilon", "epsilon": 0.1})``.
 
-
-def _value(text: str) -> Any:
+    The one spec parser of xaikit (:func:`xaikit.methods.resolve.parse_spec`); a malformed spec is a
+    :class:`UsageError` here."""
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+        return _parse_spec(text)
+    except SpecError as err:
+        raise UsageError(str(err)) from None
 
 
 def method_class(name: str) -> type[Method]:

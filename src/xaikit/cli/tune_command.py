@@ -8,7 +8,6 @@ or ``xk.LRP(model, composite=...)``), ``plot.png`` and ``holdout.md`` (winner vs
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 from pathlib import Path
 from typing import Any
@@ -60,13 +59,9 @@ def add_parser(sub: Any) -> None:
 
 
 def _values(text: str) -> list[Any]:
-    values = []
-    for item in str(text).split("|"):
-        try:
-            values.append(ast.literal_eval(item))
-        except (ValueError, SyntaxError):
-            values.append(item)
-    return values
+    from ..methods.resolve import literal_value
+
+    return [literal_value(item) for item in str(text).split("|")]
 
 
 def build_spaces(args: argparse.Namespace, model: torch.nn.Module, low: float | None, high: float | None) -> list:

@@ -14,32 +14,22 @@ from torch import nn
 
 from ..errors import check_input
 from ..layers import capture, find_layer
-from ..methods.base import Method, _checked_init, get_method
+from ..methods.base import Method, _checked_init
+from ..methods.resolve import DEFAULT_METHODS, RELEVANCE_METHODS, resolve_method
 from ..methods.path import IntegratedGradients
 from ..modes import eval_semantics
 from ..propagation.record import Recorder, channel_axis, condition_masks
 
-#: methods whose relevance at a layer is defined (one backward pass per sample; input × modified gradient)
-GRADIENT_METHODS = ("lrp", "gradient", "input_x_gradient", "guided_backprop", "deconv_net", "excitation_backprop",
-                    "integrated_gradients")
+#: methods whose relevance at a layer is defined (one backward pass per sample; input × modified gradient), and
+#: Integrated Gradients (its layer relevance integrated along the path, :mod:`.layer_ig`)
+GRADIENT_METHODS = (*RELEVANCE_METHODS, "integrated_gradients")
 
 
-def make_method(model: nn.Module, method: str | Method, settings: dict | None) -> Method:
-    """A method object: ``method`` itself (for ``model``) or the method called ``method`` built with ``settings``."""
-    if isinstance(method, Method):
-        if settings:
-            raise ValueError("method_settings apply to a method given by name; configure a method object directly")
-        if method.model is not model:
-            raise ValueError("method was built for another model; build it with the model given to this tool")
-        return method
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a method name or a xaikit Method, got {type(method).__name__}")
-    cls = get_method(method)
-    if not any(cls is get_method(name) for name in GRADIENT_METHODS):
-        raise ValueError(f"method {method!r} has no relevance inside the network; use one of: "
-                         f"{', '.join(GRADIENT_METHODS)}")
-    defaults = {"composite": "epsilon_plus_flat"} if cls is get_method("lrp") else {}
-    return cls(model, **{**defaults, **(settings or {})})
+def make_method(model: nn.Module, method: str | Method | None, settings: dict | None) -> Method:
+    """The method a concept tool explains with (:func:`~xaikit.methods.resolve.resolve_method`): a gradient-based
+    method by name or spec, or a method object built on ``model``; default LRP ``epsilon_plus_flat``."""
+    return resolve_method(model, method, settings, default=DEFAULT_METHODS["image"], allowed=GRADIENT_METHODS,
+                          reason="has no relevance inside the network")
 
 
 class ConceptTool:
@@ -50,16 +40,18 @@ class ConceptTool:
     model : nn.Module
     layer : str
         Module name (``model.named_modules()``) whose output channels are the concepts.
-    method : str or Method
-        A gradient-based method (default ``"lrp"``) or a method object built for ``model``.
+    method : str, Method or None
+        A gradient-based method: a name (``"lrp"``), a spec (``"lrp:composite=epsilon_gamma_box"``) or a method
+        object built on ``model``; ``None``: ``DEFAULT_METHODS["image"]``, LRP with ``epsilon_plus_flat``
+        (see :func:`~xaikit.methods.resolve.resolve_method`).
     method_settings : dict, optional
-        Settings of the method given by name (default for LRP: ``{"composite": "epsilon_plus_flat"}``).
+        Settings added to a method given by name or spec.
     axis : int or "auto"
         Channel axis of the layer output (``"auto"``: 1 for convolutions, the last for dense/transformer
         layers; ``1`` for the tokens of an ``(N, L, D)`` output).
     """
 
-    def __init__(self, model: nn.Module, layer: str, method: str | Method = "lrp",
+    def __init__(self, model: nn.Module, layer: str, method: str | Method | None = None,
                  method_settings: dict | None = None, axis: int | str = "auto") -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

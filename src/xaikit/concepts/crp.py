@@ -90,7 +90,7 @@ class ConditionalHeatmaps(ConceptTool):
     of ``K`` copies; the method's ``batch_size`` chunks it.
     """
 
-    def __init__(self, model: nn.Module, layer: str, method: str | Method = "lrp",
+    def __init__(self, model: nn.Module, layer: str, method: str | Method | None = None,
                  method_settings: dict | None = None, axis: int | str = "auto") -> None:
         super().__init__(model, layer, method, method_settings, axis)
 
@@ -158,7 +158,7 @@ class Composition(ConditionalHeatmaps):
         Concepts per sample, ranked by their relevance ``R_c`` (largest first).
     """
 
-    def __init__(self, model: nn.Module, layer: str, top: int = 5, method: str | Method = "lrp",
+    def __init__(self, model: nn.Module, layer: str, top: int = 5, method: str | Method | None = None,
                  method_settings: dict | None = None, axis: int | str = "auto") -> None:
         super().__init__(model, layer, method, method_settings, axis)
         check_positive(top, "top", integer=True)
@@ -220,7 +220,7 @@ class Hierarchy(ConceptTool):
         Lower channels kept per concept.
     """
 
-    def __init__(self, model: nn.Module, layer: str, lower: str, top: int = 5, method: str | Method = "lrp",
+    def __init__(self, model: nn.Module, layer: str, lower: str, top: int = 5, method: str | Method | None = None,
                  method_settings: dict | None = None, axis: int | str = "auto") -> None:
         super().__init__(model, layer, method, method_settings, axis)
         self.lower = find_layer(model, lower, "lower")[0]

@@ -17,11 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..batching import batched_forward, check_batch_size
 from ..errors import check_positive
 from ..layers import find_layer, hooked
 from ..methods.base import Method
 from ..modes import eval_semantics
 from ..propagation.record import channel_axis
+from ..settings import CheckedSettings
 from .base import ConceptTool, iterate_batches
 
 
@@ -94,7 +96,7 @@ class ChannelRelevance(ConceptTool):
     target of each sample is its label ``y`` (or, with ``target="prediction"``, the predicted class).
     """
 
-    def __init__(self, model: nn.Module, layer: str, method: str | Method = "lrp",
+    def __init__(self, model: nn.Module, layer: str, method: str | Method | None = None,
                  method_settings: dict | None = None, axis: int | str = "auto", progress: bool = False) -> None:
         super().__init__(model, layer, method, method_settings, axis)
         self.progress = progress
@@ -186,7 +188,7 @@ class AblationTable:
         return self.to_markdown()
 
 
-class Ablation:
+class Ablation(CheckedSettings):
     """Validate a channel ranking by ablation: accuracy per class with the top-k, k random (``draws`` draws,
     mean ± sd) and the bottom-k channels of a layer zeroed, next to the baseline (Chandrasegaran et al. 2022,
     Table 2).
@@ -202,8 +204,8 @@ class Ablation:
     seed : int
         Seed of the random draws.
     axis : int or "auto"
-    batch_size : int
-        Samples per forward pass.
+    batch_size : int or "auto"
+        Samples per forward pass (``"auto"``: chosen under the memory budget, :mod:`xaikit.batching`).
 
     Called as ``Ablation(model, layer, k)(data, scores)`` with ``scores`` a :class:`ChannelScores` (or a
     ``(C,)`` tensor) and ``data`` a ``(x, y)`` pair or DataLoader of labelled batches; ``cls`` picks the class
@@ -211,14 +213,14 @@ class Ablation:
     """
 
     def __init__(self, model: nn.Module, layer: str, k: int, draws: int = 5, seed: int = 0,
-                 axis: int | str = "auto", batch_size: int = 256) -> None:
+                 axis: int | str = "auto", batch_size: int | str = "auto") -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.layer = find_layer(model, layer)[0]
         check_positive(k, "k", integer=True)
         check_positive(draws, "draws", integer=True)
-        check_positive(batch_size, "batch_size", integer=True)
+        check_batch_size(batch_size)
         if not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.k, self.draws, self.seed, self.axis, self.batch_size = k, draws, seed, axis, batch_size
@@ -255,11 +257,7 @@ class Ablation:
         return torch.cat(xs), torch.cat(ys)
 
     def _accuracy(self, x: torch.Tensor, y: torch.Tensor, channels, classes: list) -> np.ndarray:
-        correct = []
-        with ablated(self.model, self.layer, channels, self.axis), torch.no_grad(), eval_semantics(self.model):
-            for start in range(0, x.shape[0], self.batch_size):
-                out = self.model(x[start:start + self.batch_size])
-                out = out.logits if hasattr(out, "logits") else out
-                correct.append(out.argmax(-1) == y[start:start + self.batch_size])
-        hit = torch.cat(correct).float()
+        with ablated(self.model, self.layer, channels, self.axis), eval_semantics(self.model):
+            predicted = batched_forward(self.model, x, self.batch_size, reduce=lambda out, rows: out.argmax(-1))
+        hit = (predicted == y.to(predicted.device)).float()
         return np.array([100 * float(hit[y == c].mean()) for c in classes] + [100 * float(hit.mean())])

@@ -75,7 +75,7 @@ class Embedding(ConceptTool):
     """
 
     def __init__(self, model: nn.Module, layer: str, of: str = "activation", reducer: str = "pca", dims: int = 2,
-                 seed: int = 0, method: str | Method = "lrp", method_settings: dict | None = None,
+                 seed: int = 0, method: str | Method | None = None, method_settings: dict | None = None,
                  axis: int | str = "auto", target: str = "label") -> None:
         super().__init__(model, layer, method, method_settings, axis)
         check_choice(of, "of", ("activation", "relevance"))

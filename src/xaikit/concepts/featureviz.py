@@ -23,6 +23,7 @@ from ..errors import check_choice, check_positive
 from ..layers import capture, find_layer
 from ..modes import eval_semantics
 from ..propagation.record import channel_axis
+from ..settings import CheckedSettings, checked_init
 
 #: square root of the colour correlation of ImageNet photos (Olah et al. 2017): decorrelates RGB
 COLOUR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
@@ -43,6 +44,7 @@ class FourierImage(nn.Module):
     """A batch of images ``(K, C, H, W)`` in ``[low, high]`` from decorrelated, ``1/f``-scaled Fourier
     parameters."""
 
+    @checked_init
     def __init__(self, batch: int, shape: Sequence[int], low: float, high: float, decorrelate: bool = True,
                  decay: float = 1.0, sd: float = 0.01, generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -87,7 +89,7 @@ def random_affine(images: torch.Tensor, jitter: float, scales: tuple[float, floa
     return F.grid_sample(images, grid, padding_mode="reflection", align_corners=False)
 
 
-class FeatureVisualisation:
+class FeatureVisualisation(CheckedSettings):
     """Synthesise inputs that maximise a unit of a layer (or a class logit).
 
     Parameters

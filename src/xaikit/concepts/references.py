@@ -27,6 +27,7 @@ from torch import nn
 from ..errors import check_choice, check_positive
 from ..layers import capture, find_layer
 from ..methods.base import Method
+from ..methods.resolve import parse_spec
 from ..modes import eval_semantics
 from ..propagation.record import channel_axis
 from .base import ConceptTool, iterate_batches
@@ -105,10 +106,11 @@ class ReferenceSamples(ConceptTool):
     >>> refs.of(3, by="relevance")                                                                 # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, layer: str, n: int = 8, method: str | Method = "lrp",
+    def __init__(self, model: nn.Module, layer: str, n: int = 8, method: str | Method | None = None,
                  method_settings: dict | None = None, axis: int | str = "auto", target: str = "label",
                  cache: str | os.PathLike | None = None, save_every: int = 1, progress: bool = True) -> None:
-        if isinstance(method, str) and "batch_size" not in (method_settings or {}):
+        spec_settings = parse_spec(method)[1] if isinstance(method, str) else {}
+        if not isinstance(method, Method) and "batch_size" not in {**spec_settings, **(method_settings or {})}:
             # each data batch as one chunk (up to the memory budget): the same chunks in a resumed run, so the
             # values agree bit for bit (the auto chunk size may differ between runs)
             method_settings = {**(method_settings or {}), "batch_size": 1 << 30}

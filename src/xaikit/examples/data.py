@@ -18,6 +18,8 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..batching import batch_size_for, check_batch_size
+
 Batch = tuple[torch.Tensor, "torch.Tensor | None"]
 
 
@@ -39,8 +41,9 @@ def _split(item: Any, where: str) -> Batch:
 class DataSource:
     """Uniform access to a data set: :meth:`batches` streams ``(x, y)``, :meth:`samples` reads by index."""
 
-    def __init__(self, data: Any, batch_size: int = 256, name: str = "data") -> None:
+    def __init__(self, data: Any, batch_size: int | str = 256, name: str = "data") -> None:
         self.name = name
+        check_batch_size(batch_size)
         self.batch_size = batch_size
         self.tensors: Batch | None = None
         self.dataset: Dataset | None = None
@@ -51,12 +54,15 @@ class DataSource:
             self.dataset = dataset if dataset is not None and hasattr(dataset, "__getitem__") else None
         elif isinstance(data, Dataset) and hasattr(data, "__len__"):
             self.dataset = data
-            self.loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+            first = _split(data[0], f"an item of {name}")[0] if batch_size == "auto" and len(data) else None
+            self.batch_size = batch_size_for(batch_size, first)
+            self.loader = DataLoader(data, batch_size=self.batch_size, shuffle=False)
         elif isinstance(data, torch.Tensor) or isinstance(data, (tuple, list)) or hasattr(data, "x"):
             x, y = _split(data, name)
             if y is not None and (y.ndim == 0 or y.shape[0] != x.shape[0]):
                 raise ValueError(f"{name}: labels have shape {tuple(y.shape)} for {x.shape[0]} samples")
             self.tensors = (x, y)
+            self.batch_size = batch_size_for(batch_size, x[0] if len(x) else None)
         elif hasattr(data, "__iter__"):
             self.loader = data
         else:

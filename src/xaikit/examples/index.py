@@ -17,9 +17,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..batching import check_batch_size
 from ..errors import check_choice, check_input, model_device
-from ..methods.base import _checked_init
+from ..methods.base import Method, _checked_init
 from ..methods.bilrp import BiLRP
+from ..methods.resolve import DEFAULT_METHODS, legacy_lrp_settings
 from ..modes import explains_in_eval
 from ..propagation.composites import Composite
 from .data import DataSource, model_fingerprint
@@ -90,8 +92,10 @@ class FeatureIndex:
         Reduction of spatial representations to vectors.
     metric : "cosine", "euclidean" or "dot"
         How neighbours are ranked.
-    batch_size : int
-        Samples per forward pass while building the index (and per chunk of a tensor data set).
+    batch_size : int or "auto"
+        Samples per forward pass while building the index (and per chunk of a tensor data set or a
+        Dataset; a DataLoader keeps its own batches); ``"auto"``: the memory budget's size
+        (:func:`xaikit.batching.batch_size_for`).
     progress : bool
         Show a progress bar while building.
 
@@ -104,10 +108,9 @@ class FeatureIndex:
 
     def __init__(self, model: nn.Module, layer: str | None = None,
                  pool: str | Callable[[torch.Tensor], torch.Tensor] = "mean", metric: str = "cosine",
-                 batch_size: int = 256, progress: bool = False) -> None:
+                 batch_size: int | str = 256, progress: bool = False) -> None:
         check_choice(metric, "metric", METRICS)
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_batch_size(batch_size)
         self.model = model
         self.features = LayerFeatures(model, layer, pool)
         self.metric = metric
@@ -256,15 +259,23 @@ class FeatureIndex:
 
     # ---- why similar ----------------------------------------------------------------------------------------
 
-    def heatmaps(self, x: torch.Tensor, neighbours: Neighbours, composite: str | Composite = "epsilon_plus_flat",
-                 batch_size: int | str = "auto", **settings: Any) -> SimilarityMaps:
+    def heatmaps(self, x: torch.Tensor, neighbours: Neighbours, method: str | Method | None = None,
+                 batch_size: int | str = "auto", *, method_settings: dict[str, Any] | None = None,
+                 composite: str | Composite | None = None, **settings: Any) -> SimilarityMaps:
         """BiLRP heatmaps of every query–neighbour pair: which parts of each make the two similar.
 
         The explained similarity is the cosine similarity of the representations for ``metric="cosine"``
         (norms held constant, as in BiLRP), their dot product otherwise (for Euclidean distance the dot product
-        is the only term of ``−‖a − b‖²`` that couples the pair). ``composite`` and ``settings`` are the LRP
-        settings of the first-order maps (:class:`~xaikit.methods.propagation.LRP`).
+        is the only term of ``−‖a − b‖²`` that couples the pair). ``method``/``method_settings`` name the
+        first-order explainer (:func:`~xaikit.methods.resolve.resolve_method`; default
+        ``DEFAULT_METHODS["image"]``, LRP with ``epsilon_plus_flat``); it is built on the index's feature
+        extractor (``self.features``), so give a name or spec. ``composite=`` and LRP settings as keywords
+        are deprecated (``method="lrp:composite=NAME"``, ``method_settings={...}``).
         """
+        method, method_settings = legacy_lrp_settings(method, method_settings, composite, settings,
+                                                      "FeatureIndex.heatmaps", 4)
+        if method is None:
+            method = DEFAULT_METHODS["image"]
         self._fitted()
         phi = self.represent(x)
         if neighbours.index.shape[0] != x.shape[0]:
@@ -272,7 +283,7 @@ class FeatureIndex:
         q, k = neighbours.index.shape
         others = self.samples(neighbours.index).to(x.device).reshape(q * k, *x.shape[1:])
         similarity = "cosine" if self.metric == "cosine" else "dot"
-        bilrp = BiLRP(self.features, composite, similarity=similarity, batch_size=batch_size, **settings)
+        bilrp = BiLRP(self.features, method, method_settings, similarity=similarity, batch_size=batch_size)
         phi_q, r_q = bilrp.first_order(x, {})               # (Q, E), (Q, E, P)
         phi_n, r_n = bilrp.first_order(others, {})          # (Q·k, E, P)
         dims = phi.shape[1]
@@ -286,7 +297,7 @@ class FeatureIndex:
             query_map, neighbour_map, score = query_map / norms[..., None], neighbour_map / norms[..., None], score / norms
         shape = (q, k, *x.shape[1:])
         total = query_map.sum(-1)
-        info = {"similarity": similarity, "composite": bilrp.lrp.composite.name, "layer": self.features.label,
+        info = {"similarity": similarity, "composite": bilrp.info_name, "layer": self.features.label,
                 "total": total, "residual": score - total}
         return SimilarityMaps(query_map.reshape(shape), neighbour_map.reshape(shape), score, neighbours, info)
 

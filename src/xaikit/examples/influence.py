@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import memory_budget
+from ..batching import check_batch_size, memory_budget
 from ..errors import check_input, check_positive, model_device
 from ..layers import find_layer, hooked
 from ..methods.base import _checked_init
@@ -76,14 +76,14 @@ class TracIn:
         The per-sample training loss (default cross-entropy).
     seed : int
         Seed of the random projection.
-    batch_size : int
-        Samples per gradient batch.
+    batch_size : int or "auto"
+        Samples per gradient batch (``"auto"``: the memory budget's size, :func:`xaikit.batching.batch_size_for`).
     """
 
     def __init__(self, model: nn.Module, checkpoints: Sequence[Any] | None = None,
                  learning_rates: float | Sequence[float] | None = None, layer: str = "last",
                  projection: int | None = None, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy,
-                 seed: int = 0, batch_size: int = 64) -> None:
+                 seed: int = 0, batch_size: int | str = 64) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -117,7 +117,7 @@ class TracIn:
                 raise ValueError("projection applies to layer='all'; the last-layer closed form needs none")
         if not callable(loss):
             raise TypeError(f"loss must be a callable (output, y) -> per-sample losses, got {type(loss).__name__}")
-        check_positive(batch_size, "batch_size", integer=True)
+        check_batch_size(batch_size)
         self.layer, self.projection, self.loss, self.seed, self.batch_size = layer, projection, loss, seed, batch_size
         self.train_factors: list[tuple[torch.Tensor, ...]] | None = None
         self.labels: torch.Tensor | None = None

@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import check_choice
 from ..layers import capture, find_layer, last_layer
 from ..modes import FollowsModel
+from ..settings import checked_init
 
 POOLS = ("mean", "max", "flatten")
 
@@ -36,6 +37,7 @@ class LayerFeatures(FollowsModel, nn.Module):
         or maximum over the spatial positions (``D = C``), every value (``D = C·H·W``), or a function.
     """
 
+    @checked_init
     def __init__(self, model: nn.Module, layer: str | None = None, pool: str | Callable[[torch.Tensor], torch.Tensor] = "mean") -> None:
         super().__init__()
         if not isinstance(model, nn.Module):

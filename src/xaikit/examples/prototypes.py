@@ -15,10 +15,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..deprecation import warn_renamed
 from ..errors import check_choice, check_positive
 from ..methods.base import _checked_init
 
-METHODS = ("kmeans", "kmedoids")
+#: the clustering algorithms of :class:`Prototypes`
+CLUSTERINGS = ("kmeans", "kmedoids")
+METHODS = CLUSTERINGS  # the old name (``Prototypes(method=...)``)
 DISTANCES = ("euclidean", "cosine")
 
 
@@ -74,8 +77,9 @@ class Prototypes:
     ----------
     per_class : int
         Prototypes per class.
-    method : "kmeans" or "kmedoids"
-        k-means centres (scikit-learn) or medoids (always real samples).
+    clustering : "kmeans" or "kmedoids"
+        k-means centres (scikit-learn) or medoids (always real samples). ``method=`` is its deprecated name
+        (``method=`` names an explainer everywhere else).
     metric : "euclidean" or "cosine"
         Distance between vectors (k-means with ``cosine`` runs on unit-normalised vectors).
     samples : int
@@ -90,15 +94,25 @@ class Prototypes:
     >>> score, percentile = protos.outlier_score(query_vectors, predicted)
     """
 
-    def __init__(self, per_class: int = 3, method: str = "kmeans", metric: str = "euclidean", samples: int = 5,
-                 seed: int = 0) -> None:
+    def __init__(self, per_class: int = 3, clustering: str = "kmeans", metric: str = "euclidean", samples: int = 5,
+                 seed: int = 0, *, method: str | None = None) -> None:
         check_positive(per_class, "per_class", integer=True)
-        check_choice(method, "method", METHODS)
+        argument = "clustering"
+        if method is not None:
+            warn_renamed("Prototypes(method=...)", "Prototypes(clustering=...)", 4)
+            clustering, argument = method, "method"
+        check_choice(clustering, argument, CLUSTERINGS)
         check_choice(metric, "metric", DISTANCES)
         check_positive(samples, "samples", integer=True)
-        self.per_class, self.method, self.metric, self.samples, self.seed = per_class, method, metric, samples, seed
+        self.per_class, self.clustering, self.metric, self.samples, self.seed = per_class, clustering, metric, samples, seed
         self.prototypes: PrototypeSet | None = None
         self._reference: dict[int, torch.Tensor] = {}
+
+    @property
+    def method(self) -> str:
+        """Deprecated: :attr:`clustering`."""
+        warn_renamed("Prototypes.method", "Prototypes.clustering", 3)
+        return self.clustering
 
     def fit(self, vectors: torch.Tensor, labels: torch.Tensor) -> "Prototypes":
         """Fit ``per_class`` prototypes to the vectors ``(N, D)`` of each class in ``labels`` ``(N,)``."""
@@ -108,7 +122,7 @@ class Prototypes:
             members = (labels == c).nonzero()[:, 0]
             v = vectors[members]
             k = min(self.per_class, v.shape[0])
-            if self.method == "kmeans":
+            if self.clustering == "kmeans":
                 centre = self._kmeans(v, k)
             else:
                 centre = v[kmedoids(v, k, self.metric, self.seed)]

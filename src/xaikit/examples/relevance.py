@@ -14,16 +14,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..batching import check_batch_size
 from ..layers import find_layer
-from ..methods.propagation import LRP
+from ..methods.base import Method
+from ..methods.resolve import DEFAULT_METHODS, RELEVANCE_METHODS, legacy_lrp_settings, parse_spec, resolve_method
 from ..propagation.composites import Composite
 from ..propagation.record import Recorder
 from ..targets import TargetSpec
 
 
 def channel_relevance(model: nn.Module, x: torch.Tensor, layer: str, target: TargetSpec = None,
-                      composite: str | Composite = "epsilon_plus_flat", normalise: bool = True,
-                      batch_size: int | str = "auto", axis: int | str = "auto", **settings: Any) -> torch.Tensor:
+                      method: str | Method | None = None, normalise: bool = True, batch_size: int | str = "auto",
+                      *, method_settings: dict[str, Any] | None = None, axis: int | str = "auto",
+                      composite: str | Composite | None = None, **settings: Any) -> torch.Tensor:
     """Relevance per channel ``(N, C)`` of the output of module ``layer`` for ``target``.
 
     The relevance at the layer is :class:`~xaikit.propagation.record.Recorder`'s, summed over every axis but
@@ -31,13 +34,28 @@ def channel_relevance(model: nn.Module, x: torch.Tensor, layer: str, target: Tar
     or more dimensions, the last axis otherwise, e.g. the hidden units of an ``(N, L, D)`` transformer output;
     see :func:`~xaikit.propagation.record.channel_axis`; ``1`` gives the tokens of such an output).
 
+    ``method``/``method_settings``: the explainer (:func:`~xaikit.methods.resolve.resolve_method`), default
+    ``DEFAULT_METHODS["image"]`` (LRP ``epsilon_plus_flat``); any method with a relevance inside the network
+    (``"input_x_gradient"``, ``"lrp:composite=epsilon_gamma_box"``) or such a method object built on
+    ``model``. ``batch_size`` reaches a method given by name or spec unless its settings set it.
+    ``composite=`` and LRP settings as keywords are deprecated (``method="lrp:composite=NAME"``).
+
     ``normalise``: divide each sample's vector by the sum of its absolute values (so samples with large and
     small logits are comparable, as in Dreyer et al. 2023); otherwise the vectors sum to the relevance that
     reaches the layer (the logit, up to what biases and ε absorb above it).
     """
+    check_batch_size(batch_size)
+    method, method_settings = legacy_lrp_settings(method, method_settings, composite, settings,
+                                                  "channel_relevance", 4)
+    if not isinstance(method, Method) and batch_size != "auto":
+        spec = parse_spec(method)[1] if isinstance(method, str) else {}
+        if "batch_size" not in {**spec, **(method_settings or {})}:
+            method_settings = {**(method_settings or {}), "batch_size": batch_size}
+    explaining = resolve_method(model, method, method_settings, default=DEFAULT_METHODS["image"],
+                                allowed=RELEVANCE_METHODS, reason="has no relevance inside the network")
     name, _ = find_layer(model, layer)
     with Recorder(model, [name], axis=axis, keep=("relevance",)) as rec:
-        LRP(model, composite, batch_size=batch_size, **settings)(x, target)
+        explaining(x, target)
     relevance = rec[name].per_channel()
     if relevance.shape[0] != x.shape[0]:
         raise ValueError(f"layer {name!r} was called {relevance.shape[0] // x.shape[0]} times per pass; choose a "

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..methods.base import Method
+from ..methods.resolve import DEFAULT_METHODS, resolve_method
 from ..modes import eval_semantics
 from ..tokens import model_scores
 from .padding import accepts, check_mask, repad, sequence_inputs
@@ -71,10 +72,19 @@ class GenerationExplanation:
         return self.relevance.sum(-1)
 
 
-def _check_method(method: Any) -> None:
+def _check_method(method: Any, model: Any = None, method_settings: dict[str, Any] | None = None) -> Method:
+    """The method of a generation explanation: a method object, or a name or spec (default
+    ``DEFAULT_METHODS["transformer"]``, LRP with ``attnlrp``) built on ``model``."""
     if not isinstance(method, Method):
-        raise TypeError(f"method must be an xaikit method such as xk.LRP(model, composite='attnlrp'), got "
-                        f"{type(method).__name__}")
+        if model is None:
+            raise TypeError(f"method must be an xaikit method such as xk.LRP(model, composite='attnlrp'), got "
+                            f"{type(method).__name__}; or give model= with a method name or spec such as "
+                            "'lrp:composite=attnlrp'")
+        method = resolve_method(model, method, method_settings, default=DEFAULT_METHODS["transformer"])
+    elif model is not None and method.model is not model:
+        raise ValueError(f"method {method.name} was built on another model than model=; give one of them")
+    elif method_settings:
+        raise ValueError("method_settings apply to a method given by name or spec; configure the method object")
     if not method.allow_integer_input:
         raise TypeError(f"method {method.name} does not explain token ids; use one that does "
                         "(LRP, InputXGradient, Gradient)")
@@ -82,6 +92,7 @@ def _check_method(method: Any) -> None:
         raise ValueError("explain_generation and explain_answer are for decoder-only language models; explain an "
                          "encoder–decoder's output tokens with target=TokenLogits(...) and "
                          "forward_kwargs={'decoder_input_ids': ...}")
+    return method
 
 
 def _check_ids(ids: Any, name: str) -> torch.Tensor:
@@ -124,17 +135,20 @@ def _greedy(model, ids, attention_mask, max_new_tokens, eos_token_id, forward_kw
     return torch.stack(tokens, 1), torch.stack(masks, 1)
 
 
-def explain_generation(method: Method, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+def explain_generation(method: Method | str | None, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        max_new_tokens: int = 16, continuation: torch.Tensor | None = None,
-                       eos_token_id: int | None = None,
-                       forward_kwargs: dict[str, Any] | None = None) -> GenerationExplanation:
+                       eos_token_id: int | None = None, forward_kwargs: dict[str, Any] | None = None, *,
+                       model: torch.nn.Module | None = None,
+                       method_settings: dict[str, Any] | None = None) -> GenerationExplanation:
     """Explain every token a causal language model generates after ``ids``, in one method call.
 
     Parameters
     ----------
-    method : Method
+    method : Method, str or None
         An xaikit method that explains token ids, e.g. ``xk.LRP(model, composite="attnlrp")``,
         ``xk.InputXGradient(model)``; its model returns logits ``(N, L, V)`` (or an output with ``.logits``).
+        With ``model=``: a name or spec (``"lrp:composite=cp_lrp"``, ``"input_x_gradient"``) built on it, or
+        ``None`` for ``DEFAULT_METHODS["transformer"]`` (LRP with ``attnlrp``).
     ids : LongTensor ``(N, P)``
         The prompts, padded on either side.
     attention_mask : tensor ``(N, P)``, optional
@@ -147,13 +161,17 @@ def explain_generation(method: Method, ids: torch.Tensor, attention_mask: torch.
         Greedy decoding: a sequence ends at this token (later tokens are padding and not explained).
     forward_kwargs : dict, optional
         Further keyword inputs of the model (not per-token ones: the mask and positions are built here).
+    model : nn.Module, optional
+        The language model, for a method given by name or spec.
+    method_settings : dict, optional
+        Settings added to a method given by name or spec.
 
     Returns
     -------
     GenerationExplanation
         ``relevance`` ``(N, P + G, G)``: the tokens × generated matrix of each sequence.
     """
-    _check_method(method)
+    method = _check_method(method, model, method_settings)
     ids = _check_ids(ids, "ids")
     mask = check_mask(ids, attention_mask)
     given = dict(forward_kwargs or {})
@@ -181,16 +199,18 @@ def explain_generation(method: Method, ids: torch.Tensor, attention_mask: torch.
     return _result(result, relevance, sequences, full_mask, continuation, explained, prompt, rows, step)
 
 
-def explain_answer(method: Method, ids: torch.Tensor, answer: torch.Tensor,
+def explain_answer(method: Method | str | None, ids: torch.Tensor, answer: torch.Tensor,
                    attention_mask: torch.Tensor | None = None, answer_mask: torch.Tensor | None = None,
-                   forward_kwargs: dict[str, Any] | None = None) -> GenerationExplanation:
+                   forward_kwargs: dict[str, Any] | None = None, *, model: torch.nn.Module | None = None,
+                   method_settings: dict[str, Any] | None = None) -> GenerationExplanation:
     """Explain the sum of the logits of an answer's tokens given a prompt (a multi-token target), in one pass.
 
     ``ids`` ``(N, P)`` (with ``attention_mask``) are the prompts, ``answer`` ``(N, A)`` the answers (with
     ``answer_mask`` ``(N, A)``: 1 for the tokens of answers shorter than ``A``, which must come first). The
-    target is ``Σ_k logit(answer_k | prompt, answer_<k)``; ``relevance`` is ``(N, P + A, 1)``.
+    target is ``Σ_k logit(answer_k | prompt, answer_<k)``; ``relevance`` is ``(N, P + A, 1)``. ``method``,
+    ``model`` and ``method_settings`` as for :func:`explain_generation`.
     """
-    _check_method(method)
+    method = _check_method(method, model, method_settings)
     ids, answer = _check_ids(ids, "ids"), _check_ids(answer, "answer")
     if answer.shape[0] != ids.shape[0]:
         raise ValueError(f"answer has {answer.shape[0]} sequences, ids has {ids.shape[0]}")

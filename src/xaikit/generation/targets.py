@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from ..settings import checked_init
+
 
 def _as_rows(value: Any, name: str) -> torch.Tensor:
     try:
@@ -43,6 +45,7 @@ class TokenLogits:
     ``expl.target`` reports the token for a one-slot target and ``-1`` (a sum) otherwise.
     """
 
+    @checked_init
     def __init__(self, positions: Any, tokens: Any, mask: Any = None) -> None:
         self.positions = _as_rows(positions, "positions")
         self.tokens = _as_rows(tokens, "tokens")

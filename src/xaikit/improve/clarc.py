@@ -24,11 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..deprecation import warn_renamed
 from ..errors import check_choice, check_input, check_positive
 from ..layers import Hooks, find_layer, hooked
 from ..modes import FollowsModel, eval_semantics
+from ..settings import checked_init
 from .layers import activations
 
+#: the classifiers of :func:`fit_cav`
 CAV_METHODS = ("svm", "pattern")
 
 
@@ -41,7 +44,7 @@ class CAV:
     layer : str
     direction : unit vector ``v`` shaped like one sample's activation
     clean_mean, artifact_mean : mean activations of the clean and the artifact samples
-    method : ``"svm"`` or ``"pattern"``
+    method : ``"svm"`` or ``"pattern"`` (the ``classifier`` of :func:`fit_cav`)
     accuracy : training accuracy of ``sign(vᵀ(a − midpoint))`` separating the two sets (how linear it is)
     """
 
@@ -57,15 +60,21 @@ class CAV:
         return a.flatten(1) @ self.direction.flatten().to(a.dtype)
 
 
-def fit_cav(model: nn.Module, layer: str, x_artifact: torch.Tensor, x_clean: torch.Tensor, method: str = "svm",
-            C: float = 1.0, seed: int = 0) -> CAV:
+def fit_cav(model: nn.Module, layer: str, x_artifact: torch.Tensor, x_clean: torch.Tensor,
+            classifier: str = "svm", C: float = 1.0, seed: int = 0, *, method: str | None = None) -> CAV:
     """Fit the CAV of an artifact at ``layer`` from samples with (``x_artifact``) and without it (``x_clean``).
 
-    ``method="svm"``: unit normal of a linear SVM (``sklearn.svm.LinearSVC``, balanced classes, regularisation
-    ``C``) on the flattened activations. ``method="pattern"``: the pattern (signal) CAV
-    ``v ∝ Σ_n (a_n − ā)(t_n − t̄)`` with ``t`` = 1 for artifact samples, 0 for clean ones.
+    ``classifier="svm"``: unit normal of a linear SVM (``sklearn.svm.LinearSVC``, balanced classes,
+    regularisation ``C``) on the flattened activations. ``classifier="pattern"``: the pattern (signal) CAV
+    ``v ∝ Σ_n (a_n − ā)(t_n − t̄)`` with ``t`` = 1 for artifact samples, 0 for clean ones. ``method=`` is the
+    deprecated name of ``classifier=`` (``method=`` names an explainer everywhere else).
     """
-    check_choice(method, "method", CAV_METHODS)
+    argument = "classifier"
+    if method is not None:
+        warn_renamed("fit_cav(method=...)", "fit_cav(classifier=...)", 3)
+        classifier, argument = method, "method"
+    check_choice(classifier, argument, CAV_METHODS)
+    method = classifier
     check_positive(C, "C")
     find_layer(model, layer)
     for name, value in (("x_artifact", x_artifact), ("x_clean", x_clean)):
@@ -123,6 +132,7 @@ class Projected(FollowsModel, nn.Module):
     """``model`` with P-ClArC at ``cav.layer`` (a wrapper: the hook exists only during its forward; its training
     flag is the model's, see :class:`~xaikit.modes.FollowsModel`)."""
 
+    @checked_init
     def __init__(self, model: nn.Module, cav: CAV, mode: str = "p") -> None:
         super().__init__()
         check_choice(mode, "mode", ("p", "a"))

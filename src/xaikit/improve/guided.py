@@ -23,7 +23,8 @@ from ..errors import check_input
 from ..layers import find_layer, hooked
 from ..methods.base import Method
 from ..propagation.record import Recorder
-from .explain import check_weight, make_explainer
+from ..settings import checked_init
+from .explain import LossParts, check_method, check_weight, deprecated_last, from_legacy, make_explainer
 
 
 def normalised(relevance: torch.Tensor) -> torch.Tensor:
@@ -33,11 +34,16 @@ def normalised(relevance: torch.Tensor) -> torch.Tensor:
 
 
 def layer_relevance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str,
-                    explainer: str | Method = "lrp", composite: Any = "epsilon_plus") -> torch.Tensor:
-    """``R = a ⊙ g`` at the output of ``layer`` for the classes ``y`` (detached), from one explained pass."""
-    method = make_explainer(model, explainer, composite)
+                    method: str | Method | None = None, method_settings: dict[str, Any] | None = None, *,
+                    explainer: str | Method | None = None, composite: Any = None) -> torch.Tensor:
+    """``R = a ⊙ g`` at the output of ``layer`` for the classes ``y`` (detached), from one explained pass.
+
+    ``method``/``method_settings``: the explainer (:func:`~xaikit.methods.resolve.resolve_method`), default
+    ``DEFAULT_METHODS["training"]`` (LRP ``epsilon_plus``); ``explainer``/``composite`` are deprecated."""
+    method, method_settings = from_legacy(method, method_settings, explainer, composite, "layer_relevance", "lrp")
+    explaining = make_explainer(model, method, method_settings)
     with Recorder(model, [layer], keep=("relevance",)) as record:
-        method(x.detach(), target=y, create_graph=True)  # the training-mode opt-in: no train-mode warning
+        explaining(x.detach(), target=y, create_graph=True)  # the training-mode opt-in: no train-mode warning
     return record[layer].relevance.detach()
 
 
@@ -50,39 +56,47 @@ class ExplanationGuidedLoss(nn.Module):
         The module (as in ``model.named_modules()``) whose output ``f`` is re-weighted.
     lam : float
         λ ≥ 0, the weight of the explanation-guided term (λ = 0: plain training).
-    explainer, composite
-        How ``R`` is computed: ``"lrp"`` with a composite (default ``"epsilon_plus"``), ``"input_x_gradient"``,
-        ``"gradient"`` or a method object supporting ``create_graph=True``.
+    method, method_settings
+        How ``R`` is computed (:func:`~xaikit.methods.resolve.resolve_method`): default
+        ``DEFAULT_METHODS["training"]``, LRP with ``epsilon_plus``; any method supporting ``create_graph=True``
+        by name or spec (``"input_x_gradient"``, ``"lrp:composite=epsilon"``) or as an object.
     task_loss : callable
         ``L(logits, y)``, cross entropy by default.
+    explainer, composite
+        Deprecated: ``explainer="lrp", composite=C`` is ``method="lrp:composite=C"``.
 
     Notes
     -----
     One training forward runs on the batch twice over (``[x, x]``); a forward hook, present only during that
     call, replaces the second half's ``f`` by ``f_lrp``. Layers after ``layer`` see both halves, so BatchNorm
-    there in training mode takes its batch statistics over both. ``logits`` holds ``p(f)`` of the last call.
+    there in training mode takes its batch statistics over both. ``return_parts=True`` returns a
+    :class:`~xaikit.improve.explain.LossParts` (the loss, ``p(f)`` with its graph, the terms ``"task"`` and
+    ``"guided"``); the module keeps no state of a call (``last`` and ``logits`` are deprecated).
     """
 
-    def __init__(self, layer: str, lam: float = 1.0, explainer: str | Method = "lrp",
-                 composite: Any = "epsilon_plus",
-                 task_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy) -> None:
+    @checked_init
+    def __init__(self, layer: str, lam: float = 1.0, method: str | Method | None = None,
+                 method_settings: dict[str, Any] | None = None,
+                 task_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy, *,
+                 explainer: str | Method | None = None, composite: Any = None) -> None:
         super().__init__()
         if not isinstance(layer, str):
             raise TypeError(f"layer must be a module name (str), got {type(layer).__name__}")
         self.layer, self.lam = layer, check_weight(lam)
-        self.explainer, self.composite, self.task_loss = explainer, composite, task_loss
-        self.last: dict[str, float] = {}
-        self.logits: torch.Tensor | None = None
+        method, method_settings = from_legacy(method, method_settings, explainer, composite,
+                                              "ExplanationGuidedLoss", "lrp", stacklevel=6)
+        check_method(method, method_settings)
+        self.method, self.method_settings, self.task_loss = method, method_settings, task_loss
 
-    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                return_parts: bool = False) -> torch.Tensor | LossParts:
         check_input(x, "x", model)
         _, module = find_layer(model, self.layer)
         if self.lam == 0:
-            self.logits = model(x)
-            task = self.task_loss(self.logits, y)
-            self.last = {"task": float(task.detach()), "guided": 0.0}
-            return task
-        weights = 1 + normalised(layer_relevance(model, x, y, self.layer, self.explainer, self.composite))
+            logits = model(x)
+            task = self.task_loss(logits, y)
+            return self._result(task, logits, {"task": float(task.detach()), "guided": 0.0}, return_parts)
+        weights = 1 + normalised(layer_relevance(model, x, y, self.layer, self.method, self.method_settings))
         n = x.shape[0]
 
         def reweight(module: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
@@ -92,7 +106,14 @@ class ExplanationGuidedLoss(nn.Module):
 
         with hooked(module, forward=reweight):
             both = model(torch.cat([x, x]))
-        self.logits = both[:n]
         task, guided = self.task_loss(both[:n], y), self.task_loss(both[n:], y)
-        self.last = {"task": float(task.detach()), "guided": float(guided.detach())}
-        return task + self.lam * guided
+        terms = {"task": float(task.detach()), "guided": float(guided.detach())}
+        return self._result(task + self.lam * guided, both[:n], terms, return_parts)
+
+    def _result(self, total: torch.Tensor, logits: torch.Tensor, terms: dict[str, float],
+                return_parts: bool) -> torch.Tensor | LossParts:
+        self._last = (terms, logits.detach())  # for the deprecated `last` and `logits` only (no graph kept)
+        return LossParts(total, logits, terms) if return_parts else total
+
+    last = deprecated_last("ExplanationGuidedLoss", "last")
+    logits = deprecated_last("ExplanationGuidedLoss", "logits")

@@ -24,7 +24,8 @@ from torch import nn
 
 from ..errors import check_choice, check_input
 from ..layers import Hooks, find_layers
-from ..methods.propagation import LRP
+from ..methods.base import Method
+from ..methods.resolve import DEFAULT_METHODS, RELEVANCE_METHODS, legacy_lrp_settings, resolve_method
 from ..modes import eval_semantics
 from ..propagation.record import Recorder, channel_axis
 from .layers import capture
@@ -39,9 +40,24 @@ def _channel_sums(t: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 def channel_importance(model: nn.Module, layers: Sequence[str] | str, x: torch.Tensor, y: torch.Tensor,
-                       criterion: str = "lrp", composite: Any = "epsilon_plus") -> dict[str, torch.Tensor]:
-    """``{layer: (C,) importance}`` of every output channel of the named layers (see the module docstring)."""
+                       criterion: str = "lrp", method: str | Method | None = None,
+                       method_settings: dict[str, Any] | None = None, *,
+                       composite: Any = None) -> dict[str, torch.Tensor]:
+    """``{layer: (C,) importance}`` of every output channel of the named layers (see the module docstring).
+
+    ``method``/``method_settings``: the explainer of the relevance criterion ``"lrp"``
+    (:func:`~xaikit.methods.resolve.resolve_method`; default ``DEFAULT_METHODS["training"]``, LRP
+    ``epsilon_plus``; any method with a relevance inside the network); ``composite=C`` is deprecated for
+    ``method="lrp:composite=C"``."""
     check_choice(criterion, "criterion", CRITERIA)
+    given = (method is not None and composite is None) or method_settings is not None
+    method, method_settings = legacy_lrp_settings(method, method_settings, composite, {}, "channel_importance", 4)
+    explaining = None
+    if criterion == "lrp":
+        explaining = resolve_method(model, method, method_settings, default=DEFAULT_METHODS["training"],
+                                    allowed=RELEVANCE_METHODS, reason="has no relevance inside the network")
+    elif given:
+        raise ValueError(f"method applies to the relevance criterion 'lrp', not to criterion {criterion!r}")
     layers = [layers] if isinstance(layers, str) else list(layers)
     modules = find_layers(model, layers)
     check_input(x, "x", model)
@@ -56,7 +72,7 @@ def channel_importance(model: nn.Module, layers: Sequence[str] | str, x: torch.T
         return scores
     if criterion == "lrp":
         with Recorder(model, layers, keep=("relevance",)) as record:
-            LRP(model, composite=composite)(x, target=y)
+            explaining(x, target=y)
         return {name: record[name].per_channel().mean(0) for name in layers}
     with contextlib.ExitStack() as stack:
         stack.enter_context(eval_semantics(model))

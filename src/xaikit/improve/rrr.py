@@ -18,9 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import check_choice, check_input
+from ..errors import check_input
 from ..methods.base import Method
-from .explain import EXPLAINERS, attribution, check_weight, log_prob_sum, make_explainer
+from ..settings import checked_init
+from ..methods.gradient import Gradient
+from ..methods.resolve import DEFAULT_METHODS
+from .explain import (LossParts, attribution, check_method, check_weight, deprecated_last, from_legacy,
+                      log_prob_sum, make_explainer)
 
 
 def check_masks(masks: Any, x: torch.Tensor, name: str = "masks") -> torch.Tensor:
@@ -43,7 +47,8 @@ def check_masks(masks: Any, x: torch.Tensor, name: str = "masks") -> torch.Tenso
 
 
 def rrr_penalty(model: nn.Module, x: torch.Tensor, masks: torch.Tensor, y: torch.Tensor | None = None,
-                explainer: str | Method = "gradient", composite: Any = "epsilon_plus") -> torch.Tensor:
+                method: str | Method | None = None, method_settings: dict[str, Any] | None = None, *,
+                explainer: str | Method | None = None, composite: Any = None) -> torch.Tensor:
     """The "wrong reason" penalty ``Σ_d (A_d · E_d)²`` averaged over the batch (a scalar with a graph).
 
     Parameters
@@ -52,47 +57,74 @@ def rrr_penalty(model: nn.Module, x: torch.Tensor, masks: torch.Tensor, y: torch
     x : (N, ...) inputs
     masks : (N, ...) 1 (or True) where the model must not look, broadcastable to ``x`` per sample
     y : (N,) labels; the relevance variant explains the true class (required there)
-    explainer : ``"gradient"`` (Ross et al.: ``E = ∂ Σ_k log ŷ_k / ∂x``), ``"input_x_gradient"`` or ``"lrp"``
-        (``E`` = relevance of the true class), or a method object that supports ``create_graph=True``
-    composite : the LRP composite for ``explainer="lrp"``
+    method : str, Method or None
+        The explainer (:func:`~xaikit.methods.resolve.resolve_method`): ``None`` or ``"gradient"`` is Ross et
+        al.'s ``E = ∂ Σ_k log ŷ_k / ∂x`` (``DEFAULT_METHODS["right_reasons"]``); any other method that supports
+        ``create_graph=True`` gives the relevance of the true class, e.g. ``"lrp:composite=epsilon_plus"``,
+        ``"input_x_gradient"`` or a method object built on ``model``.
+    method_settings : dict, optional
+        Settings added to a method given by name or spec.
+    explainer, composite
+        Deprecated: ``explainer="lrp", composite=C`` is ``method="lrp:composite=C"`` (``composite`` defaulted
+        to ``"epsilon_plus"``).
     """
+    method, method_settings = from_legacy(method, method_settings, explainer, composite, "rrr_penalty", "gradient")
     check_input(x, "x", model)
     weights = check_masks(masks, x)
-    method = make_explainer(model, explainer, composite)
-    if explainer == "gradient":
+    explaining = make_explainer(model, method, method_settings, default=DEFAULT_METHODS["right_reasons"])
+    if type(explaining) is Gradient:  # Ross et al. (eq. 1): the input gradient of the summed log-probabilities
         target: Any = log_prob_sum
     else:
         if y is None:
             raise ValueError("y (the labels) is required for the relevance variant: it explains the true class")
         target = y
-    attr = attribution(method, x, target)
+    attr = attribution(explaining, x, target)
     return (weights * attr).pow(2).flatten(1).sum(1).mean()
 
 
 class RightForRightReasonsLoss(nn.Module):
     """``loss(model, x, y, masks) = CE(y, model(x)) + λ · rrr_penalty(...)`` (Ross et al. 2017, eq. 1).
 
-    Returns the total loss; ``last`` holds the parts (``"task"``, ``"penalty"``, detached floats) and
-    ``logits`` the model output of the last call (with its graph).
+    Parameters
+    ----------
+    lam : float
+        λ ≥ 0, the weight of the penalty.
+    method, method_settings
+        The explainer, as for :func:`rrr_penalty` (default: the input gradient, as Ross et al.).
+    task_loss : callable
+        ``L(logits, y)``, cross entropy by default.
+    explainer, composite
+        Deprecated names of ``method`` (see :func:`rrr_penalty`).
+
+    Calling it returns the total loss; ``return_parts=True`` returns a :class:`LossParts` (the loss, the
+    logits with their graph and the detached terms ``"task"`` and ``"penalty"``). The module keeps no state
+    of a call (``last`` and ``logits`` are deprecated views of the last call, detached).
     """
 
-    def __init__(self, lam: float = 10.0, explainer: str | Method = "gradient", composite: Any = "epsilon_plus",
-                 task_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy) -> None:
+    @checked_init
+    def __init__(self, lam: float = 10.0, method: str | Method | None = None,
+                 method_settings: dict[str, Any] | None = None,
+                 task_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy, *,
+                 explainer: str | Method | None = None, composite: Any = None) -> None:
         super().__init__()
         self.lam = check_weight(lam)
-        if not isinstance(explainer, Method):
-            check_choice(explainer, "explainer", EXPLAINERS)
-        self.explainer, self.composite, self.task_loss = explainer, composite, task_loss
-        self.last: dict[str, float] = {}
-        self.logits: torch.Tensor | None = None
+        method, method_settings = from_legacy(method, method_settings, explainer, composite,
+                                              "RightForRightReasonsLoss", "gradient", stacklevel=6)
+        check_method(method, method_settings)
+        self.method, self.method_settings, self.task_loss = method, method_settings, task_loss
 
-    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, *,
+                return_parts: bool = False) -> torch.Tensor | LossParts:
         check_masks(masks, x)
-        self.logits = model(x)
-        task = self.task_loss(self.logits, y)
+        logits = model(x)
+        task = self.task_loss(logits, y)
         if self.lam == 0:
-            self.last = {"task": float(task.detach()), "penalty": 0.0}
-            return task
-        penalty = rrr_penalty(model, x, masks, y, self.explainer, self.composite)
-        self.last = {"task": float(task.detach()), "penalty": float(penalty.detach())}
-        return task + self.lam * penalty
+            total, terms = task, {"task": float(task.detach()), "penalty": 0.0}
+        else:
+            penalty = rrr_penalty(model, x, masks, y, self.method, self.method_settings)
+            total, terms = task + self.lam * penalty, {"task": float(task.detach()), "penalty": float(penalty.detach())}
+        self._last = (terms, logits.detach())  # for the deprecated `last` and `logits` only (no graph kept)
+        return LossParts(total, logits, terms) if return_parts else total
+
+    last = deprecated_last("RightForRightReasonsLoss", "last")
+    logits = deprecated_last("RightForRightReasonsLoss", "logits")

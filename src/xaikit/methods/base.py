@@ -7,8 +7,6 @@ training mode (and explains it in eval semantics, see :func:`~xaikit.modes.eval_
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import re
 import time
 import types
@@ -21,7 +19,7 @@ from ..errors import check_input, check_model, unknown_name
 from ..explanation import Explanation
 from ..modes import eval_semantics
 from ..propagation.state import differentiable_pass
-from ..settings import bind_settings
+from ..settings import checked_init
 from ..targets import TargetSpec, check_target
 from .tokens_ids import explain_in_embedding_space
 
@@ -37,15 +35,8 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
-def _checked_init(init: Callable) -> Callable:
-    signature = inspect.signature(init)
-
-    @functools.wraps(init)
-    def wrapper(self, *args, **kwargs):
-        bind_settings(self, signature, args, kwargs, hidden=("self", "model"))
-        init(self, *args, **kwargs)
-
-    return wrapper
+#: wraps a constructor so that unknown settings are refused with the close names (see :mod:`xaikit.settings`)
+_checked_init = checked_init
 
 
 class Method:
@@ -223,9 +214,3 @@ def get_method(name: str) -> type[Method]:
                          f"xk.register_method(MyMethod)")
     return _REGISTRY[key]
 
-
-def explain(model: nn.Module, x: torch.Tensor, target: TargetSpec = None, method: str = "gradient",
-            forward_args: Sequence[Any] = (), forward_kwargs: dict[str, Any] | None = None,
-            **settings: Any) -> Explanation:
-    """Functional shortcut: ``explain(model, x, y, method="integrated_gradients", steps=64)``."""
-    return get_method(method)(model, **settings)(x, target, forward_args=forward_args, forward_kwargs=forward_kwargs)

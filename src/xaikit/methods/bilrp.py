@@ -16,21 +16,25 @@ loop over dimensions.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..batching import check_batch_size
 from ..errors import check_choice, check_input
 from ..explanation import Explanation
 from ..modes import eval_semantics
-from ..propagation.composites import Composite
-from .propagation import LRP
+from ..propagation.composites import Composite, SETTINGS
+from ..settings import CheckedSettings
+from .base import Method, get_method
+from .resolve import DEFAULT_METHODS, legacy_lrp_settings, parse_spec, resolve_method
 
 SIMILARITIES = ("cosine", "dot")
 
 
-class BiLRP:
+class BiLRP(CheckedSettings):
     """Pairwise relevance of the similarity of two sequences (Eberle et al. 2022).
 
     Parameters
@@ -38,29 +42,61 @@ class BiLRP:
     model : nn.Module
         Maps a sequence (token ids ``(N, L)`` or embedding vectors ``(N, L, D)``, with keyword inputs such as
         an attention mask) to an embedding ``(N, E)``, e.g. :class:`xaikit.zoo.text.SentenceEncoder`.
-    composite : str or Composite
-        The LRP composite of the first-order maps (default ``"attnlrp"``).
+    method : str, Method or None
+        The first-order explainer of each embedding dimension (:func:`~xaikit.methods.resolve.resolve_method`):
+        default ``DEFAULT_METHODS["transformer"]``, LRP with ``attnlrp``; e.g. ``"lrp:composite=cp_lrp"``.
+    method_settings : dict, optional
+        Settings added to a method given by name or spec (``{"epsilon": 1e-9}``, ``{"embedding": ...}``).
     similarity : "cosine" or "dot"
-    embedding, batch_size, **settings
-        As for :class:`~xaikit.methods.propagation.LRP`.
+    batch_size : int or "auto"
+        Passed to a method given by name or spec (first-order maps per pass), unless its settings set it.
+    composite, embedding, **settings
+        Deprecated: ``composite=C, epsilon=e`` is ``method="lrp:composite=C", method_settings={"epsilon": e}``
+        (a composite given by position too).
 
     Calling ``bilrp(a, b, kwargs_a=..., kwargs_b=...)`` returns an :class:`~xaikit.explanation.Explanation`
     whose ``attribution`` is ``(N, La, Lb)`` (sample ``n`` of ``a`` against sample ``n`` of ``b``), whose
     ``output`` is the similarity ``(N,)``, and whose ``info["conservation"]`` compares ``Σ_ij R_ij`` with it
     (``residual``: what the first-order maps leave with biases, ε, position embeddings and, under AttnLRP,
     the softmax; zero for a bias-free model under CP-LRP with ε → 0).
+
+    Notes
+    -----
+    BiLRP is not a :class:`~xaikit.methods.base.Method`: a method explains one input's output for a
+    ``target`` (``method(x, target)``), and every room that runs registered methods calls them so; BiLRP
+    explains a function of two inputs and has no target. It follows the same convention otherwise: built with
+    the model and checked settings, called on data, returning an :class:`~xaikit.explanation.Explanation`.
     """
 
-    def __init__(self, model: nn.Module, composite: str | Composite = "attnlrp", similarity: str = "cosine",
-                 embedding: str | nn.Module | None = None, batch_size: int | str = "auto", **settings: Any) -> None:
+    #: the LRP rule settings that the deprecated ``**settings`` forwards
+    forwarded_settings = SETTINGS
+
+    def __init__(self, model: nn.Module, method: str | Method | None = None,
+                 method_settings: dict[str, Any] | None = None, similarity: str = "cosine",
+                 batch_size: int | str = "auto", *, composite: str | Composite | None = None,
+                 embedding: str | nn.Module | None = None, **settings: Any) -> None:
         check_choice(similarity, "similarity", SIMILARITIES)
-        self.lrp = LRP(model, composite, batch_size=batch_size, embedding=embedding, **settings)
+        check_batch_size(batch_size)
+        if embedding is not None:
+            settings = {**settings, "embedding": embedding}
+        method, method_settings = legacy_lrp_settings(method, method_settings, composite, settings, "BiLRP", 5)
+        self.method = _first_order_method(model, method, method_settings, batch_size, DEFAULT_METHODS["transformer"])
         self.model = model
         self.similarity = similarity
 
     @property
+    def lrp(self) -> Method:
+        """The first-order method (named ``lrp`` before any method could be chosen)."""
+        return self.method
+
+    @property
     def name(self) -> str:
-        return f"BiLRP({self.lrp.composite.name}, {self.similarity})"
+        return f"BiLRP({self.info_name}, {self.similarity})"
+
+    @property
+    def info_name(self) -> str:
+        """The composite's name for LRP (as BiLRP's name always showed it), the method's name otherwise."""
+        return _short_name(self.method)
 
     def first_order(self, x: torch.Tensor, forward_kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """The embedding ``(N, E)`` and the LRP maps of all its dimensions, ``(N, E, L)``."""
@@ -72,7 +108,7 @@ class BiLRP:
         n, dims = phi.shape
         rows = lambda t: t.repeat_interleave(dims, 0) if isinstance(t, torch.Tensor) and t.ndim and t.shape[0] == n else t  # noqa: E731
         target = torch.arange(dims, device=phi.device).repeat(n)
-        expl = self.lrp(rows(x), target=target, forward_kwargs={k: rows(v) for k, v in forward_kwargs.items()})
+        expl = self.method(rows(x), target=target, forward_kwargs={k: rows(v) for k, v in forward_kwargs.items()})
         relevance = expl.attribution
         if relevance.ndim == 3:  # embedding vectors given: relevance per position
             relevance = relevance.sum(-1)
@@ -100,8 +136,27 @@ class BiLRP:
             score = score / norms
         total = pairwise.sum((1, 2))
         info = {
-            "similarity": self.similarity, "composite": self.lrp.composite.name,
+            "similarity": self.similarity, "composite": _short_name(self.method), "method": self.method.name,
             "conservation": {"start": score, "input": total, "residual": score - total},
         }
         index = torch.full((a.shape[0],), -1, dtype=torch.long, device=score.device)
         return Explanation(pairwise, index, score, self.name, info)
+
+
+def _short_name(method: Method) -> str:
+    """The composite's name for LRP (as BiLRP's name always showed it), the method's name otherwise."""
+    composite = getattr(method, "composite", None)
+    return composite.name if composite is not None else method.name
+
+
+def _first_order_method(model: nn.Module, method: Any, method_settings: dict[str, Any] | None,
+                        batch_size: int | str, default: str) -> Method:
+    """The first-order method of BiLRP: ``batch_size`` reaches a method given by name or spec unless set."""
+    if not isinstance(method, Method) and batch_size != "auto":
+        cls = (method if isinstance(method, type) else
+               get_method(parse_spec(method if method is not None else default)[0]))
+        spec = parse_spec(method)[1] if isinstance(method, str) else {}
+        if "batch_size" in inspect.signature(inspect.unwrap(cls.__init__)).parameters and \
+                "batch_size" not in {**spec, **(method_settings or {})}:
+            method_settings = {**(method_settings or {}), "batch_size": batch_size}
+    return resolve_method(model, method, method_settings, default=default)

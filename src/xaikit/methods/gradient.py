@@ -6,9 +6,8 @@
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from typing import Any, ContextManager, Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn

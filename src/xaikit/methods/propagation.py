@@ -12,7 +12,7 @@ from torch import nn
 
 from ..batching import check_batch_size
 from ..explanation import Explanation
-from ..propagation.composites import Composite, make_composite
+from ..propagation.composites import Composite, SETTINGS, make_composite
 from ..propagation.session import Session
 from ..tokens import TokenInput
 from .base import Method, register
@@ -52,6 +52,8 @@ class LRP(Method):
     """
 
     multiply_by_input: bool = True
+    #: the rule settings that ``**settings`` forwards to the composite (others are refused by name)
+    forwarded_settings = SETTINGS
 
     allow_integer_input = True
     differentiable = True  #: create_graph=True: see :mod:`xaikit.propagation.handlers.training`

@@ -6,11 +6,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..batching import select_batch
+from ..batching import check_batch_size, select_batch
+from ..deprecation import warn_renamed
 from ..errors import check_positive
 from ..explanation import Explanation
+from ..settings import settings_of, unknown_setting
 from ..targets import Contrast, resolve_target
 from .base import Method, get_method, register
+from .resolve import parse_spec, resolve_method
 from .scoring import forward_output
 from .seeding import check_seed, make_generator, resolve_seed
 
@@ -35,9 +38,11 @@ class SmoothGrad(Method):
         Seed of the noise (a private ``torch.Generator``; the global RNG is not touched). ``None`` draws a
         fresh seed, reported in ``expl.info["seed"]``.
     batch_size : int or "auto"
-        Passed to the wrapped method when it is built from a name.
+        Passed to the wrapped method when it is built from a name or spec (unless its settings set it).
+    method_settings : dict, optional
+        Settings of the wrapped method given by name or spec (:func:`~xaikit.methods.resolve.resolve_method`).
     **settings
-        Settings of the wrapped method when it is given by name.
+        Deprecated: the wrapped method's settings as keywords (use ``method_settings``).
 
     Notes
     -----
@@ -54,25 +59,37 @@ class SmoothGrad(Method):
         return self.inner.token_reduction
 
     def __init__(self, model: nn.Module, method: str | Method = "gradient", samples: int = 50, sigma: float = 0.15,
-                 seed: int | None = None, batch_size: int | str = "auto", **settings: Any) -> None:
+                 seed: int | None = None, batch_size: int | str = "auto",
+                 method_settings: dict[str, Any] | None = None, **settings: Any) -> None:
         super().__init__(model)
         check_positive(samples, "samples", integer=True)
         check_positive(sigma, "sigma", allow_zero=True)
         check_seed(seed)
-        if isinstance(method, Method):
-            if settings:
+        check_batch_size(batch_size)
+        if isinstance(method, str) and get_method(parse_spec(method)[0]) is SmoothGrad:
+            raise ValueError("method 'smooth_grad' cannot wrap itself")
+        if settings:  # the old form: the wrapped method's settings as keywords
+            if isinstance(method, Method):
                 raise TypeError(
                     f"settings {sorted(settings)} apply to a method given by name; build the method object with them"
                 )
-            if method.model is not model:
-                raise ValueError("method must be built on the same model that SmoothGrad explains")
-            self.inner = method
-        elif isinstance(method, str):
-            if get_method(method) is SmoothGrad:
-                raise ValueError("method 'smooth_grad' cannot wrap itself")
-            self.inner = get_method(method)(model, batch_size=batch_size, **settings)
-        else:
-            raise TypeError(f"method must be a method name or a Method object, got {type(method).__name__}")
+            cls = get_method(parse_spec(method)[0]) if isinstance(method, str) else method
+            inner_valid, takes_any = settings_of(cls)
+            own = [p for p in settings_of(SmoothGrad)[0] if p not in inner_valid]
+            for key in settings:
+                if key not in inner_valid and not takes_any:
+                    raise unknown_setting("SmoothGrad", key, own + inner_valid)
+            warn_renamed("SmoothGrad(model, method, **settings)",
+                            "SmoothGrad(model, method='name:key=value', method_settings={...})", 4)
+            method_settings = {**settings, **(method_settings or {})}
+        if not isinstance(method, Method):
+            cls = method if isinstance(method, type) else get_method(parse_spec(method)[0])
+            spec = parse_spec(method)[1] if isinstance(method, str) else {}
+            if "batch_size" in settings_of(cls)[0] and "batch_size" not in {**spec, **(method_settings or {})}:
+                method_settings = {**(method_settings or {}), "batch_size": batch_size}
+        elif method.model is not model:
+            raise ValueError("method must be built on the same model that SmoothGrad explains")
+        self.inner = resolve_method(model, method, method_settings)
         self.samples, self.sigma, self.seed = samples, float(sigma), seed
 
     @property

@@ -26,8 +26,9 @@ from ..batching import batched_forward, check_batch_size, select_batch
 from ..errors import check_input, check_model, unknown_name
 from ..explanation import Explanation
 from ..methods.base import Method, snake_case
-from ..modes import eval_semantics
+from ..methods.resolve import resolve_method
 from ..methods.seeding import check_seed
+from ..modes import eval_semantics
 from ..settings import bind_settings
 from ..targets import Contrast, ResolvedTarget, TargetSpec, resolve_target
 from .pixels import Layout, average_ranks, to_pixels
@@ -220,6 +221,8 @@ class Metric:
         if forward_kwargs is not None and not isinstance(forward_kwargs, dict):
             raise TypeError(f"forward_kwargs must be a dict of keyword inputs, got {type(forward_kwargs).__name__}")
         args, kwargs = tuple(forward_args), dict(forward_kwargs or {})
+        if isinstance(explanation, str):  # a method name or spec, built on the model (as everywhere)
+            explanation = resolve_method(model, explanation, argument="explanation")
         attribution, method, expl_target = self._unpack(explanation, x)
         if target is None and expl_target is not None:
             target = expl_target
@@ -250,7 +253,7 @@ class Metric:
         if self.needs_method:
             raise TypeError(
                 f"{self.name} re-explains perturbed inputs or randomised models, so it needs the method object "
-                f"(e.g. xk.Gradient(model)), not {type(explanation).__name__}"
+                f"(e.g. xk.Gradient(model)) or its name or spec ('gradient'), not {type(explanation).__name__}"
             )
         if isinstance(explanation, Explanation):
             index = explanation.target
@@ -260,7 +263,8 @@ class Metric:
         if isinstance(explanation, torch.Tensor):
             return explanation, None, None
         raise TypeError(
-            f"explanation must be an attribution tensor, an xk.Explanation or an xk.Method, "
+            f"explanation must be an attribution tensor, an xk.Explanation, an xk.Method or a method name or "
+            f"spec ('lrp:composite=epsilon_plus'), "
             f"got {type(explanation).__name__}"
         )
 

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..methods.base import Method, get_method
+from ..methods.base import Method
+from ..methods.resolve import parse_spec, resolve_method
 from .base import Metric, get_metric
 
 __all__ = ["BenchmarkTable", "benchmark"]
@@ -201,6 +202,12 @@ def _named(items: Mapping[str, Any] | Sequence[Any], kind: type, what: str,
     return named
 
 
+def _metric_from_spec(text: str) -> Metric:
+    """The metric of a name or ``name:key=value`` spec (read as the CLI reads it)."""
+    name, settings = parse_spec(text)
+    return get_metric(name)(**settings)
+
+
 def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Sequence[Method],
               metrics: Mapping[str, Metric] | Sequence[Metric], *, forward_args: Sequence[Any] = (),
               forward_kwargs: dict[str, Any] | None = None, on_error: str = "raise",
@@ -213,10 +220,11 @@ def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Seq
     data : tuple
         ``(x, y)`` or ``(x, y, mask)``; ``y`` is the target (``None``: the predicted class), ``mask`` the
         ground truth for localisation metrics.
-    methods : dict name -> Method, or list of Methods (named by ``method.name``); a method name (``"lrp"``)
-        stands for that method with its default settings
+    methods : dict name -> Method, or list of Methods (named by ``method.name``); a method name (``"lrp"``) or
+        spec (``"lrp:composite=epsilon_gamma_box"``) stands for that method built on ``model``
+        (:func:`~xaikit.methods.resolve.resolve_method`)
     metrics : dict name -> Metric, or list of Metrics (named by class name); a metric name
-        (``"pixel_flipping"``) stands for that metric with its default settings
+        (``"pixel_flipping"``) or spec (``"pixel_flipping:baseline=blur"``) stands for that metric
     on_error : "raise" or "record"
         ``"record"`` keeps going when a cell fails: its scores are NaN and ``info[cell]["error"]`` says why.
     progress : bool
@@ -230,8 +238,8 @@ def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Seq
         raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
     x, y = data[0], data[1]
     mask = data[2] if len(data) == 3 else None
-    methods = _named(methods, Method, "methods", lambda name: get_method(name)(model))
-    metrics = _named(metrics, Metric, "metrics", lambda name: get_metric(name)())
+    methods = _named(methods, Method, "methods", lambda spec: resolve_method(model, spec))
+    metrics = _named(metrics, Metric, "metrics", _metric_from_spec)
     needing = [name for name, metric in metrics.items() if metric.needs_mask]
     if needing and mask is None:
         raise ValueError(f"metric(s) {', '.join(needing)} compare with a ground-truth mask: pass data=(x, y, mask)")

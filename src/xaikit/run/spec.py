@@ -22,6 +22,7 @@ from torch import nn
 from ..batching import check_batch_size
 from ..errors import check_positive
 from ..methods.base import Method, get_method
+from ..methods.resolve import parse_spec
 from .errors import WorkerSetupError
 
 #: zoo names accepted as the model of a spec
@@ -48,8 +49,12 @@ def _normalise(items: Items | None, what: str) -> dict[str, tuple[str, dict[str,
                         f"got {type(items).__name__}")
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     for label, item in pairs:
-        name, settings = (item, {}) if isinstance(item, str) else tuple(item) if isinstance(item, (tuple, list)) \
-            else (None, None)
+        if isinstance(item, str):  # a name or a "name:key=value" spec, read as the CLI reads it
+            if label is None:
+                label = item
+            name, settings = parse_spec(item)
+        else:
+            name, settings = tuple(item) if isinstance(item, (tuple, list)) and len(item) == 2 else (None, None)
         if not isinstance(name, str) or not isinstance(settings, dict):
             raise TypeError(f"{what}: each entry must be a name or a (name, settings dict) pair, got {item!r}")
         if label is None:
@@ -70,7 +75,8 @@ class RunSpec:
         ``"module:factory"``, a zoo name (``"efficientnet-lite0"``) or a picklable callable returning an
         ``nn.Module``. Each worker calls it once, after ``torch.manual_seed(seed)``.
     methods : list or dict
-        Attribution methods: names (``"lrp"``), ``(name, settings)`` pairs or a dict ``label -> name or pair``.
+        Attribution methods: names (``"lrp"``), specs (``"lrp:composite=epsilon_gamma_box"``, read as the CLI
+        reads them), ``(name, settings)`` pairs or a dict ``label -> name, spec or pair``.
     metrics : list or dict, optional
         Evaluation metrics of :mod:`xaikit.metrics`, given like ``methods``; each scores each method.
     target : "auto", "argmax", "label" or int

@@ -15,7 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..batching import batch_size_for, check_batch_size
+from ..deprecation import warn_renamed
 from ..methods.base import Method
+from ..methods.resolve import resolve_method
 from .objectives import Objective, make_objectives, score_candidates
 from .result import mean_sem
 from .search import _check_data
@@ -61,17 +64,28 @@ class HoldoutTable:
         return "\n".join(lines)
 
 
-def holdout(model: nn.Module, data: tuple, methods: dict[str, Method], objectives: Any = None,
-            reference: str | None = None, chunk: int = 16) -> HoldoutTable:
-    """Score ``methods`` (label -> method; the first is the reference unless ``reference``) on the held-out
-    ``data`` ``(x, y)`` or ``(x, y, mask)`` with every objective, all methods' metric inputs batched."""
+def holdout(model: nn.Module, data: tuple, methods: dict[str, Method | str], objectives: Any = None,
+            reference: str | None = None, batch_size: int | str = 16, *, chunk: int | None = None) -> HoldoutTable:
+    """Score ``methods`` (label -> method object, name or spec such as ``"lrp:composite=epsilon_plus"``; the
+    first is the reference unless ``reference``) on the held-out
+    ``data`` ``(x, y)`` or ``(x, y, mask)`` with every objective, all methods' metric inputs batched.
+
+    ``batch_size``: methods scored together (``"auto"``: as many as the memory budget holds explanations of
+    ``data``); ``chunk`` is its deprecated name."""
+    if chunk is not None:
+        warn_renamed("holdout(chunk=...)", "holdout(batch_size=...)", 3)
+        batch_size = chunk
+    check_batch_size(batch_size, "chunk" if chunk is not None else "batch_size")
     objectives = make_objectives(objectives)
     if not methods:
         raise ValueError("methods is empty: give at least the winner, e.g. {'winner': result.method(model)}")
+    methods = {label: m if isinstance(m, Method) else resolve_method(model, m, argument=f"methods[{label!r}]")
+               for label, m in methods.items()}  # a name or spec is built on the model
     reference = reference or next(iter(methods))
     if reference not in methods:
         raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(methods)}")
     x, y, mask = _check_data(model, data, "data")
+    chunk = batch_size_for(batch_size, x)
     labels = list(methods)
     parts: dict[str, list[torch.Tensor]] = {o.name: [] for o in objectives}
     for start in range(0, len(labels), chunk):

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..batching import batch_size_for, check_batch_size
+from ..deprecation import warn_renamed
 from ..errors import check_input, check_positive
 from ..modes import eval_semantics
 from .objectives import Objective, make_objectives, score_candidates
@@ -161,8 +163,8 @@ def fingerprint(spaces: Sequence[Space], objectives: Sequence[Objective], x: tor
 
 def tune(model: nn.Module, data: tuple, spaces: Space | Sequence[Space], objectives: Any = None, *,
          budget: int | None = None, strategy: str = "halving", eta: int = 3, min_samples: int = 4,
-         refine: bool = True, seed: int = 0, results: str | None = None, chunk: int = 16,
-         progress: bool = False) -> TuneResult:
+         refine: bool = True, seed: int = 0, results: str | None = None, batch_size: int | str = 16,
+         progress: bool = False, chunk: int | None = None) -> TuneResult:
     """Choose a method's settings for ``model`` by the metrics, on the tuning samples ``data``.
 
     Parameters
@@ -190,8 +192,11 @@ def tune(model: nn.Module, data: tuple, spaces: Space | Sequence[Space], objecti
         Seed of the sample order and of the configurations drawn for the first rung.
     results : str, optional
         A JSON-lines file the scores are appended to; an interrupted run given the same file resumes.
+    batch_size : int or "auto"
+        Candidates scored together (their metric inputs go through the model in one batch); ``"auto"``: as
+        many as the memory budget holds explanations of the pool (:func:`xaikit.batching.batch_size_for`).
     chunk : int
-        Candidates scored together (their metric inputs go through the model in one batch).
+        Deprecated name of ``batch_size``.
     progress : bool
         A progress bar over the metric evaluations.
 
@@ -212,8 +217,12 @@ def tune(model: nn.Module, data: tuple, spaces: Space | Sequence[Space], objecti
     if eta < 2:
         raise ValueError(f"eta must be an integer >= 2, got {eta}")
     check_positive(min_samples, "min_samples", integer=True)
-    check_positive(chunk, "chunk", integer=True)
+    if chunk is not None:
+        warn_renamed("tune(chunk=...)", "tune(batch_size=...)", 3)
+        batch_size = chunk
+    check_batch_size(batch_size, "chunk" if chunk is not None else "batch_size")
     x, y, mask = _check_data(model, data)
+    chunk = batch_size_for(batch_size, x)
     if any(o.metric.needs_mask for o in objectives) and mask is None:
         raise ValueError("a localisation objective needs ground-truth masks: pass data=(x, y, mask)")
     pool = x.shape[0]

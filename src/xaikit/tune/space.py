@@ -8,8 +8,8 @@ results file, :mod:`.store`) and neighbours (one parameter moved to an adjacent 
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
-import inspect
 import itertools
 import math
 from typing import Any, Sequence
@@ -18,13 +18,15 @@ import numpy as np
 from torch import nn
 
 from ..methods.base import Method, get_method
+from ..methods.resolve import parse_spec
 from ..propagation.composites import Composite
 from ..propagation.rules import Rule, make_rule, rule_to_dict
+from ..settings import CheckedSettings, UnknownSetting, settings_of
 
 Config = dict[str, Any]
 
 
-class Space:
+class Space(CheckedSettings):
     """Named parameters with ordered values, and how a configuration becomes a method.
 
     Parameters
@@ -262,7 +264,7 @@ class MethodSpace(Space):
     Parameters
     ----------
     method : str
-        A registered method name (see ``xk.METHODS``).
+        A registered method name (see ``xk.METHODS``), or a spec ``"name:key=value"`` whose settings are fixed.
     fixed : dict, optional
         Settings passed to every configuration.
     name : str, optional
@@ -273,15 +275,15 @@ class MethodSpace(Space):
 
     def __init__(self, method: str, fixed: dict[str, Any] | None = None, name: str | None = None,
                  **params: Sequence[Any]) -> None:
+        method, spec_fixed = parse_spec(method)  # "name:key=value" fixes those settings (as the CLI reads it)
         self.cls = get_method(method)
-        self.fixed = dict(fixed or {})
-        signature = inspect.signature(inspect.unwrap(self.cls.__init__))
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-        valid = [p for p in signature.parameters if p not in ("self", "model") and
-                 signature.parameters[p].kind is not inspect.Parameter.VAR_KEYWORD]
+        self.fixed = {**spec_fixed, **dict(fixed or {})}
+        valid, takes_any = settings_of(self.cls)
         for key in (*params, *self.fixed):
             if key not in valid and not takes_any:
-                raise ValueError(f"unknown parameter {key!r} of method {method!r}; valid: {', '.join(valid)}")
+                close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+                hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+                raise UnknownSetting(f"unknown parameter {key!r} of method {method!r}; {hint}valid: {', '.join(valid)}")
         both = set(params) & set(self.fixed)
         if both:
             raise ValueError(f"parameter(s) {sorted(both)} are both searched and fixed; give each once")
