@@ -172,3 +172,13 @@ def unknown_module(what: str, name: str, names: Iterable[str], problem: str = "i
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     listed = ", ".join(names[:limit]) + (" ..." if limit is not None and len(names) > limit else "")
     return ValueError(f"{what} {name!r} {problem}{hint}; valid names: {listed or 'none'}")
+
+
+def deprecated_name(old: str, new: str, stacklevel: int = 3) -> None:
+    """Warn that the public name ``old`` is deprecated (kept for one release) and that ``new`` replaces it.
+
+    ``stacklevel`` points the warning at the user's line (3: the caller of the function that calls this one,
+    e.g. the ``from ... import old`` that reaches a module ``__getattr__``).
+    """
+    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}",
+                  DeprecationWarning, stacklevel=stacklevel)

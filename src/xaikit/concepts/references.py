@@ -27,11 +27,12 @@ from torch import nn
 from ..errors import check_choice, check_positive, eval_semantics
 from ..methods.base import Method
 from ..propagation.record import channel_axis, find_modules
+from ..results import ResultExport, renamed
 from .base import ConceptTool, iterate_batches
 
 
 @dataclass
-class References:
+class ReferenceSamplesResult(ResultExport):
     """The top-``n`` samples per channel of a layer.
 
     Attributes
@@ -62,6 +63,16 @@ class References:
             raise ValueError(f"channel {channel!r} is out of range; the layer has {self.channels} channels")
         ids = self.ids[by][channel]
         return ids[ids >= 0]
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per (channel, kind, rank) of a valid reference: the sample index, its value and target."""
+        rows = []
+        for by in ("activation", "relevance"):
+            ids, values, targets = self.ids[by], self.values[by], self.targets[by]
+            for c, r in (ids >= 0).nonzero().tolist():
+                rows.append({"channel": c, "by": by, "rank": r, "sample": int(ids[c, r]),
+                             "value": float(values[c, r]), "target": int(targets[c, r])})
+        return rows
 
 
 def _merge(values: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor, new_values: torch.Tensor,
@@ -137,7 +148,7 @@ class ReferenceSamples(ConceptTool):
         torch.save(state, tmp)
         os.replace(tmp, self.cache / "references.pt")
 
-    def __call__(self, data: Any) -> References:
+    def __call__(self, data: Any) -> ReferenceSamplesResult:
         """One pass over ``data`` (resumed from the cache where one exists)."""
         from tqdm.auto import tqdm
 
@@ -169,7 +180,7 @@ class ReferenceSamples(ConceptTool):
         if self.cache is not None:
             self._save(state)
         keep = state["keep"]
-        return References({k: keep[k][1] for k in ("activation", "relevance")},
+        return ReferenceSamplesResult({k: keep[k][1] for k in ("activation", "relevance")},
                           {k: keep[k][0] for k in ("activation", "relevance")},
                           {k: keep[k][2] for k in ("activation", "relevance")}, self.layer, state["seen"])
 
@@ -187,7 +198,7 @@ class ReferenceSamples(ConceptTool):
         return keep
 
     # -- crops ---------------------------------------------------------------------------------------------
-    def crops(self, data: Any, refs: References, channel: int, by: str = "relevance", mode: str = "heatmap",
+    def crops(self, data: Any, refs: ReferenceSamplesResult, channel: int, by: str = "relevance", mode: str = "heatmap",
               size: int = 64, threshold: float = 0.3, margin: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
         """The input regions of a channel's reference samples, resized to ``size`` × ``size``.
 
@@ -273,3 +284,6 @@ def _crop(x: torch.Tensor, support: torch.Tensor, size: int, margin: int) -> tor
         patch = image[:, top:bottom, left:right]
         out.append(F.interpolate(patch[None], size=(size, size), mode="bilinear", align_corners=False)[0])
     return torch.stack(out)
+
+
+__getattr__ = renamed(__name__, {'References': 'ReferenceSamplesResult'}, globals())
