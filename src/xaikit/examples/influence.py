@@ -1,4 +1,4 @@
-"""Influence of training samples by gradient similarity: TracIn (Pruthi et al., NeurIPS 2020).
+"""TracInResult of training samples by gradient similarity: TracIn (Pruthi et al., NeurIPS 2020).
 
 The influence of a training sample ``z`` on the loss at a test sample ``z'`` is approximated by the sum over
 checkpoints ``w_i`` saved during training, weighted by their learning rates ``η_i`` (TracInCP, eq. 3):
@@ -31,6 +31,7 @@ from ..batching import memory_budget
 from ..errors import check_input, check_positive, model_device, explains_in_eval
 from ..methods.base import _checked_init
 from ..methods.cam import find_layer
+from ..results import ResultExport, renamed
 from .data import DataSource
 from .search import check_k, chunk_size, topk
 
@@ -41,7 +42,7 @@ def cross_entropy(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class Influence:
+class TracInResult(ResultExport):
     """The most supporting (proponents) and most opposing (opponents) training samples of each query.
 
     ``supporting``/``opposing``: indices ``(Q, k)`` into the training data, strongest first;
@@ -53,6 +54,16 @@ class Influence:
     opposing: torch.Tensor
     opposing_score: torch.Tensor
     label: torch.Tensor
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per (query, kind, rank): the training sample's index and TracIn value."""
+        rows = []
+        for kind, index, score in (("supporting", self.supporting, self.supporting_score),
+                                   ("opposing", self.opposing, self.opposing_score)):
+            for i, (ns, ss) in enumerate(zip(index.tolist(), score.tolist())):
+                rows += [{"query": i, "kind": kind, "rank": r, "index": n, "score": s}
+                         for r, (n, s) in enumerate(zip(ns, ss))]
+        return rows
 
 
 class TracIn:
@@ -264,7 +275,7 @@ class TracIn:
         query, _ = self._query(x, y)
         return self._score(query, 0, self.train_size)
 
-    def top(self, x: torch.Tensor, y: Any = None, k: int = 5) -> Influence:
+    def top(self, x: torch.Tensor, y: Any = None, k: int = 5) -> TracInResult:
         """The ``k`` most supporting and most opposing training samples of each query (exact, chunked)."""
         if self.train_factors is None:
             raise ValueError("TracIn has no training data; call fit(data) first")
@@ -274,7 +285,10 @@ class TracIn:
         score = lambda a, b: self._score(query, a, b)  # noqa: E731
         up, up_index = topk(score, self.train_size, k, largest=True, chunk=chunk)
         down, down_index = topk(score, self.train_size, k, largest=False, chunk=chunk)
-        return Influence(up_index, up, down_index, down, y)
+        return TracInResult(up_index, up, down_index, down, y)
 
 
 TracIn.__init__ = _checked_init(TracIn.__init__)  # unknown settings are rejected by name
+
+
+__getattr__ = renamed(__name__, {'Influence': 'TracInResult'}, globals())

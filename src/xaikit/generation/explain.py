@@ -24,12 +24,13 @@ import torch
 
 from ..methods.base import Method
 from ..tokens import model_scores
+from ..results import ResultExport, renamed
 from .padding import accepts, check_mask, repad, sequence_inputs
 from .targets import TokenLogits
 
 
 @dataclass
-class GenerationExplanation:
+class GenerationResult(ResultExport):
     """Relevance of the tokens of prompt + continuation for the generated tokens (or for a whole answer).
 
     Attributes
@@ -64,6 +65,18 @@ class GenerationExplanation:
     scores: torch.Tensor
     method: str
     info: dict[str, Any] = field(default_factory=dict)
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per explained generated token: its sequence, step, id and explained logit, the relevance of
+        the prompt and of the earlier generated tokens (the matrix itself is a tensor: ``.relevance``)."""
+        prompt = self.relevance[:, :self.prompt_length].sum(1)  # (N, G)
+        total = self.relevance.sum(1)
+        rows = []
+        for n, j in self.generated_mask.nonzero().tolist():
+            rows.append({"sequence": n, "step": j, "token": int(self.generated[n, j]),
+                         "score": float(self.scores[n, j]), "prompt_relevance": float(prompt[n, j]),
+                         "generated_relevance": float(total[n, j] - prompt[n, j])})
+        return rows
 
     def answer(self) -> torch.Tensor:
         """``(N, L)`` relevance for the sum of the explained logits (the continuation as one answer)."""
@@ -121,7 +134,7 @@ def greedy_continuation(model: torch.nn.Module, ids: torch.Tensor, attention_mas
 def explain_generation(method: Method, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        max_new_tokens: int = 16, continuation: torch.Tensor | None = None,
                        eos_token_id: int | None = None,
-                       forward_kwargs: dict[str, Any] | None = None) -> GenerationExplanation:
+                       forward_kwargs: dict[str, Any] | None = None) -> GenerationResult:
     """Explain every token a causal language model generates after ``ids``, in one method call.
 
     Parameters
@@ -144,7 +157,7 @@ def explain_generation(method: Method, ids: torch.Tensor, attention_mask: torch.
 
     Returns
     -------
-    GenerationExplanation
+    GenerationResult
         ``relevance`` ``(N, P + G, G)``: the tokens × generated matrix of each sequence.
     """
     _check_method(method)
@@ -177,7 +190,7 @@ def explain_generation(method: Method, ids: torch.Tensor, attention_mask: torch.
 
 def explain_answer(method: Method, ids: torch.Tensor, answer: torch.Tensor,
                    attention_mask: torch.Tensor | None = None, answer_mask: torch.Tensor | None = None,
-                   forward_kwargs: dict[str, Any] | None = None) -> GenerationExplanation:
+                   forward_kwargs: dict[str, Any] | None = None) -> GenerationResult:
     """Explain the sum of the logits of an answer's tokens given a prompt (a multi-token target), in one pass.
 
     ``ids`` ``(N, P)`` (with ``attention_mask``) are the prompts, ``answer`` ``(N, A)`` the answers (with
@@ -218,7 +231,7 @@ def _explain_rows(method: Method, sequences: torch.Tensor, mask: torch.Tensor, r
     return expl
 
 
-def _result(expl, relevance, sequences, mask, generated, explained, prompt, rows, step) -> GenerationExplanation:
+def _result(expl, relevance, sequences, mask, generated, explained, prompt, rows, step) -> GenerationResult:
     shape = generated.shape if relevance.shape[-1] > 1 else (generated.shape[0], 1)
     score = expl.info.get("conservation", {}).get("start", expl.info.get("score"))
     scores = torch.zeros(shape, dtype=expl.attribution.dtype if score is None else score.dtype)
@@ -231,4 +244,7 @@ def _result(expl, relevance, sequences, mask, generated, explained, prompt, rows
             table = torch.zeros(shape, dtype=value.dtype)
             table[rows, step] = value.detach().cpu()
             info["conservation"][key] = table
-    return GenerationExplanation(relevance, sequences, mask, generated, explained, prompt, scores, expl.method, info)
+    return GenerationResult(relevance, sequences, mask, generated, explained, prompt, scores, expl.method, info)
+
+
+__getattr__ = renamed(__name__, {'GenerationExplanation': 'GenerationResult'}, globals())
