@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import Data
 from ..errors import check_positive, eval_semantics
 from ..methods.base import Method
 from ..propagation.record import channel_axis, find_modules
@@ -254,15 +255,10 @@ class Ablation:
                              {r: d for r, d in zip(rows, sets.values())}, self.k, self.layer)
 
     def _gather(self, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
-        for x, y in iterate_batches(data):
-            if y is None:
-                raise ValueError("data must give labels (x, y): the ablation measures accuracy")
-            xs.append(x)
-            ys.append(y)
-        if not xs or sum(len(t) for t in ys) == 0:
-            raise ValueError("data is empty: no labelled sample to measure the accuracy on")
-        return torch.cat(xs), torch.cat(ys)
+        x, y, _ = Data(data, batch_size=None, name="data").tensors()
+        if y is None:
+            raise ValueError("data must give labels (x, y): the ablation measures accuracy")
+        return x, y
 
     def _accuracy(self, x: torch.Tensor, y: torch.Tensor, channels, classes: list) -> np.ndarray:
         correct = []

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import Data
 from ..errors import check_choice, check_positive, eval_semantics
 from ..methods.base import Method
 from ..propagation.record import channel_axis, find_modules
@@ -204,7 +205,8 @@ class ReferenceSamples(ConceptTool):
 
         Parameters
         ----------
-        data : tensor ``(M, ...)`` or an indexable data set whose items are ``x`` or ``(x, y)``
+        data : any form of :class:`xaikit.data.Data` with random access (a tensor, ``(x, y)``, a Dataset, a
+            DataLoader over one, a folder)
             The data set of the pass (indexed by the reference's position in the stream).
         mode : "heatmap" or "receptive_field"
             Crop the box of the channel's conditional heatmap where it exceeds ``threshold`` × its maximum
@@ -217,7 +219,7 @@ class ReferenceSamples(ConceptTool):
         ids = refs.of(channel, by)
         if ids.numel() == 0:
             raise ValueError(f"channel {channel} has no reference samples")
-        x = torch.stack([_item(data, int(i)) for i in ids.tolist()])
+        x = Data(data, name="data").samples(ids)
         if x.ndim != 4:
             raise ValueError(f"crops are for images (N, C, H, W); got samples of shape {tuple(x.shape[1:])}")
         targets = refs.targets[by][channel][: ids.numel()]
@@ -259,15 +261,6 @@ def _per_channel(value: torch.Tensor, axis: int, how: str) -> torch.Tensor:
     v = value.movedim(axis, -1)
     v = v.reshape(v.shape[0], -1, v.shape[-1])
     return v.amax(1) if how == "max" else v.sum(1)
-
-
-def _item(data: Any, index: int) -> torch.Tensor:
-    item = data[index]
-    if isinstance(item, (tuple, list)):
-        item = item[0]
-    if not isinstance(item, torch.Tensor):
-        raise TypeError(f"data[{index}] must be a tensor or (x, y), got {type(item).__name__}")
-    return item
 
 
 def _crop(x: torch.Tensor, support: torch.Tensor, size: int, margin: int) -> torch.Tensor:

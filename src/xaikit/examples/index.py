@@ -174,7 +174,7 @@ class FeatureIndex:
 
         device = model_device(self.model)
         parts, labels, shape = [], [], None
-        for x, y in tqdm(self.source.batches(), desc="index", disable=None if self.progress else True, leave=False):
+        for x, y, _ in tqdm(self.source.batches(), desc="index", disable=None if self.progress else True, leave=False):
             if x.shape[0] == 0:
                 continue
             check_input(x, "a batch of data")

@@ -228,7 +228,7 @@ class TracIn:
         device = model_device(self.model)
         parts: list[list[tuple[torch.Tensor, ...]]] = []
         labels = []
-        for x, y in DataSource(data, self.batch_size).batches():
+        for x, y, _ in DataSource(data, self.batch_size).batches():
             if y is None:
                 raise ValueError("TracIn needs labelled training data: pass (x, y) or batches (x, y)")
             check_input(x, "a batch of data")

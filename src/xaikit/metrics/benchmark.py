@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data import Data
 from ..methods.base import Method, get_method
 from ..results import ResultExport, renamed
 from .base import Metric, get_metric
@@ -205,7 +206,20 @@ def _named(items: Mapping[str, Any] | Sequence[Any], kind: type, what: str,
     return named
 
 
-def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Sequence[Method],
+def _targets_and_data(data: Any) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+    """``(x, target, mask)``: a tuple's ``y`` is the target as given (``None``, an int, per-sample labels, a
+    callable ...); other forms of :class:`xaikit.data.Data` are read into memory and must give labels."""
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        x, _, mask = Data((data[0], None, *data[2:]), batch_size=None, name="data").tensors()
+        return x, data[1], mask
+    x, y, mask = Data(data, batch_size=None, name="data").tensors()
+    if y is None:
+        raise TypeError("data gives no targets: pass a tuple (x, y) or (x, y, mask) (y=None: the predicted class), "
+                        "or a data set with labels")
+    return x, y, mask
+
+
+def benchmark(model: nn.Module, data: Any, methods: Mapping[str, Method] | Sequence[Method],
               metrics: Mapping[str, Metric] | Sequence[Metric], *, forward_args: Sequence[Any] = (),
               forward_kwargs: dict[str, Any] | None = None, on_error: str = "raise",
               progress: bool = False) -> BenchmarkResult:
@@ -214,9 +228,10 @@ def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Seq
     Parameters
     ----------
     model : nn.Module
-    data : tuple
+    data : tuple, or any form of :class:`xaikit.data.Data` with labels
         ``(x, y)`` or ``(x, y, mask)``; ``y`` is the target (``None``: the predicted class), ``mask`` the
-        ground truth for localisation metrics.
+        ground truth for localisation metrics. A Dataset, DataLoader, folder or table is read into memory (one
+        batch), its labels the targets.
     methods : dict name -> Method, or list of Methods (named by ``method.name``); a method name (``"lrp"``)
         stands for that method with its default settings
     metrics : dict name -> Metric, or list of Metrics (named by class name); a metric name
@@ -228,12 +243,9 @@ def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Seq
 
     Each method explains the batch once; metrics that re-explain (robustness, randomisation) get the method.
     """
-    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
-        raise TypeError("data must be a tuple (x, y) or (x, y, mask)")
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
-    x, y = data[0], data[1]
-    mask = data[2] if len(data) == 3 else None
+    x, y, mask = _targets_and_data(data)
     methods = _named(methods, Method, "methods", lambda name: get_method(name)(model))
     metrics = _named(metrics, Metric, "metrics", lambda name: get_metric(name)())
     needing = [name for name, metric in metrics.items() if metric.needs_mask]

@@ -68,10 +68,11 @@ def _verdict(is_reference: bool, diff: float, diff_sem: float, higher_is_better:
     return ("worse" if worse else "better") + (" (> 2 SE)" if z > 2 else " (within 2 SE)")
 
 
-def holdout(model: nn.Module, data: tuple, methods: dict[str, Method], objectives: Any = None,
+def holdout(model: nn.Module, data: Any, methods: dict[str, Method], objectives: Any = None,
             reference: str | None = None, chunk: int = 16) -> HoldoutResult:
     """Score ``methods`` (label -> method; the first is the reference unless ``reference``) on the held-out
-    ``data`` ``(x, y)`` or ``(x, y, mask)`` with every objective, all methods' metric inputs batched."""
+    ``data`` (``(x, y)``, ``(x, y, mask)`` or any form of :class:`xaikit.data.Data`) with every objective, all
+    methods' metric inputs batched."""
     objectives = make_objectives(objectives)
     if not methods:
         raise ValueError("methods is empty: give at least the winner, e.g. {'winner': result.method(model)}")
