@@ -74,8 +74,8 @@ def image_files(folder: str | Path, labels_from_folders: bool = False,
     pattern = "*/*" if labels_from_folders else "*"
     files = sorted(str(p.relative_to(folder)) for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        where = "in its subfolders (labels_from_folders=True)" if labels_from_folders else "(subfolders are not read; " \
-            "labels_from_folders=True reads one subfolder per class)"
+        where = ("in its subfolders (labels_from_folders=True)" if labels_from_folders else
+                 "(subfolders are not read; labels_from_folders=True reads one subfolder per class)")
         raise ValueError(f"{name} is empty: folder {str(folder)!r} holds no images {where}; suffixes: "
                          f"{', '.join(sorted(IMAGE_SUFFIXES))}")
     classes = sorted({Path(f).parts[0] for f in files}) if labels_from_folders else []

@@ -133,7 +133,8 @@ class ConditionalHeatmaps(ConceptTool):
         kwargs = select_batch(dict(call.get("forward_kwargs") or {}), one, x.shape[0])
         return self.layer_output(x[:1], args, kwargs)[1]
 
-    def _conditional(self, x, target, sample: torch.Tensor, masks, call: dict, concepts: list) -> ConditionalHeatmapsResult:
+    def _conditional(self, x, target, sample: torch.Tensor, masks, call: dict,
+                     concepts: list) -> ConditionalHeatmapsResult:
         """One batched pass: sample ``sample[k]`` under mask row ``k``. The relevance recorded at the layer is
         the unconditional one (before the mask), so each concept's share needs no pass of its own."""
         if isinstance(target, torch.Tensor) and target.ndim == 1 and target.shape[0] == x.shape[0]:
@@ -276,4 +277,5 @@ class Hierarchy(ConceptTool):
                              float(totals[i])) for i in range(k)]
 
 
-__getattr__ = renamed(__name__, {'ConceptHeatmaps': 'ConditionalHeatmapsResult', 'ConceptSplit': 'HierarchyResult'}, globals())
+__getattr__ = renamed(__name__, {"ConceptHeatmaps": "ConditionalHeatmapsResult", "ConceptSplit": "HierarchyResult"},
+                      globals())

@@ -234,7 +234,8 @@ class Ablation:
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.k, self.draws, self.seed, self.axis, self.batch_size = k, draws, seed, axis, batch_size
 
-    def __call__(self, data: Any, scores: ChannelRelevanceResult | torch.Tensor, cls: int | None = None) -> AblationResult:
+    def __call__(self, data: Any, scores: ChannelRelevanceResult | torch.Tensor,
+                 cls: int | None = None) -> AblationResult:
         score = scores._scores(cls) if isinstance(scores, ChannelRelevanceResult) else torch.as_tensor(scores)
         channels = score.numel()
         _check_k(self.k, channels, self.layer)
@@ -271,4 +272,5 @@ class Ablation:
         return np.array([100 * float(hit[y == c].mean()) for c in classes] + [100 * float(hit.mean())])
 
 
-__getattr__ = renamed(__name__, {"ChannelScores": "ChannelRelevanceResult", "AblationTable": "AblationResult"}, globals())
+__getattr__ = renamed(__name__, {"ChannelScores": "ChannelRelevanceResult", "AblationTable": "AblationResult"},
+                      globals())

@@ -229,4 +229,4 @@ class _Stop(Exception):
     pass
 
 
-__getattr__ = renamed(__name__, {'Visualisation': 'FeatureVisualisationResult'}, globals())
+__getattr__ = renamed(__name__, {"Visualisation": "FeatureVisualisationResult"}, globals())

@@ -279,4 +279,4 @@ def _crop(x: torch.Tensor, support: torch.Tensor, size: int, margin: int) -> tor
     return torch.stack(out)
 
 
-__getattr__ = renamed(__name__, {'References': 'ReferenceSamplesResult'}, globals())
+__getattr__ = renamed(__name__, {"References": "ReferenceSamplesResult"}, globals())

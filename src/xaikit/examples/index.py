@@ -313,4 +313,5 @@ class FeatureIndex:
 FeatureIndex.__init__ = _checked_init(FeatureIndex.__init__)  # unknown settings are rejected by name
 
 
-__getattr__ = renamed(__name__, {'Neighbours': 'NeighboursResult', 'SimilarityMaps': 'SimilarityMapsResult'}, globals())
+__getattr__ = renamed(__name__, {"Neighbours": "NeighboursResult", "SimilarityMaps": "SimilarityMapsResult"},
+                      globals())

@@ -291,4 +291,4 @@ class TracIn:
 TracIn.__init__ = _checked_init(TracIn.__init__)  # unknown settings are rejected by name
 
 
-__getattr__ = renamed(__name__, {'Influence': 'TracInResult'}, globals())
+__getattr__ = renamed(__name__, {"Influence": "TracInResult"}, globals())

@@ -188,4 +188,4 @@ class Prototypes:
 Prototypes.__init__ = _checked_init(Prototypes.__init__)  # unknown settings are rejected by name
 
 
-__getattr__ = renamed(__name__, {'PrototypeSet': 'PrototypesResult'}, globals())
+__getattr__ = renamed(__name__, {"PrototypeSet": "PrototypesResult"}, globals())

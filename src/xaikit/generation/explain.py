@@ -247,4 +247,4 @@ def _result(expl, relevance, sequences, mask, generated, explained, prompt, rows
     return GenerationResult(relevance, sequences, mask, generated, explained, prompt, scores, expl.method, info)
 
 
-__getattr__ = renamed(__name__, {'GenerationExplanation': 'GenerationResult'}, globals())
+__getattr__ = renamed(__name__, {"GenerationExplanation": "GenerationResult"}, globals())

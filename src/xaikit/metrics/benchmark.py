@@ -251,8 +251,9 @@ def benchmark(model: nn.Module, data: Any, methods: Mapping[str, Method] | Seque
     needing = [name for name, metric in metrics.items() if metric.needs_mask]
     if needing and mask is None:
         raise ValueError(f"metric(s) {', '.join(needing)} compare with a ground-truth mask: pass data=(x, y, mask)")
-    table = BenchmarkResult(list(methods), list(metrics), {}, {m: bool(metric.higher_is_better) for m, metric in metrics.items()},
-                           {m: metric.family for m, metric in metrics.items()})
+    table = BenchmarkResult(list(methods), list(metrics), {},
+                            {m: bool(metric.higher_is_better) for m, metric in metrics.items()},
+                            {m: metric.family for m, metric in metrics.items()})
     bar = tqdm(total=len(methods) * len(metrics), disable=None if progress else True, desc="benchmark")
     try:
         for method_name, method in methods.items():

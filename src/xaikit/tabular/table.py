@@ -10,7 +10,6 @@ per (sample, feature): ``sample, feature, value, attribution``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -88,7 +87,8 @@ def _numpy(a: Any) -> np.ndarray:
     return a.detach().to("cpu", torch.float64).numpy() if isinstance(a, torch.Tensor) else np.asarray(a, float)
 
 
-def feature_table(explanation: Explanation, feature_names: Sequence[str], x: torch.Tensor | None = None) -> FeatureTableResult:
+def feature_table(explanation: Explanation, feature_names: Sequence[str],
+                  x: torch.Tensor | None = None) -> FeatureTableResult:
     """The named feature attributions of ``explanation`` (see the module docstring).
 
     Parameters

@@ -1,5 +1,6 @@
 """What a search returns: every tried configuration with mean ± standard error, the winner, the Pareto
-front; exports (pandas, Markdown, CSV, JSON: :mod:`xaikit.results`), the winner as a composite (JSON and code), and a plot."""
+front; exports (pandas, Markdown, CSV, JSON: :mod:`xaikit.results`), the winner as a composite (JSON and code),
+and a plot."""
 from __future__ import annotations
 
 import math
