@@ -154,3 +154,22 @@ def test_rooms_read_every_form_through_the_adapter():
 
     x, y, mask = _check_data(model, loader)
     assert torch.equal(x, X) and torch.equal(y, Y) and torch.equal(mask, MASK)
+
+
+def test_improve_reads_data_sets_through_the_adapter():
+    from xaikit.improve import a_clarc, fit_cav
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(64, 3)).eval()
+    artifact, clean = X[:3].clone(), X[3:]
+    artifact[:, :, :2, :2] = 3.0
+    cav = fit_cav(model, "1", artifact, clean, method="pattern")
+    streamed = fit_cav(model, "1", DataLoader(TensorDataset(artifact), batch_size=2), TensorDataset(clean, Y[3:]),
+                       method="pattern")
+    assert torch.allclose(cav.direction, streamed.direction, atol=1e-6)
+    tuned = a_clarc(model, cav, X, Y, epochs=1, batch_size=4)
+    from_loader = a_clarc(model, cav, DataLoader(TensorDataset(X, Y), batch_size=5), epochs=1, batch_size=4)
+    assert all(torch.allclose(a, b) for a, b in zip(tuned.state_dict().values(), from_loader.state_dict().values()))
+    with pytest.raises(ValueError, match="a_clarc fine-tunes on labelled data"):
+        a_clarc(model, cav, TensorDataset(X), epochs=1)
