@@ -173,3 +173,12 @@ def test_improve_reads_data_sets_through_the_adapter():
     assert all(torch.allclose(a, b) for a, b in zip(tuned.state_dict().values(), from_loader.state_dict().values()))
     with pytest.raises(ValueError, match="a_clarc fine-tunes on labelled data"):
         a_clarc(model, cav, TensorDataset(X), epochs=1)
+
+
+def test_a_dataframe_is_a_table():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [0.5, 0.0, -1.0], "label": [0, 1, 1]})
+    x, y, _ = Data(frame, label_column="label").tensors()
+    assert x.tolist() == [[1.0, 0.5], [2.0, 0.0], [3.0, -1.0]] and y.tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="label_column 'c' is not a column of the DataFrame"):
+        Data(frame, label_column="c")

@@ -12,8 +12,8 @@
   batches, never held whole;
 - an image folder (a path): the image files sorted by name, resized to ``size`` × ``size`` and scaled to
   ``[low, high]`` (``labels_from_folders=True``: one subfolder per class, labels by sorted subfolder name);
-- a table: a ``.csv`` (or ``.parquet``, which needs pandas) path, its numeric columns as features
-  (``label_column``, ``feature_columns`` choose), or a 2-D array.
+- a table: a ``.csv`` (or ``.parquet``, which needs pandas) path or a ``pandas.DataFrame``, its numeric columns
+  as features (``label_column``, ``feature_columns`` choose), or a 2-D array.
 
 :meth:`Data.batches` streams :class:`Batch` ``(x, y, mask)`` (``y``/``mask`` ``None`` where the data has none),
 :meth:`Data.tensors` gathers everything into one :class:`Batch`, :meth:`Data.samples` reads inputs back by index
@@ -118,31 +118,45 @@ def read_table(path: str | Path, label_column: str | None = None, feature_column
         frame = pd.read_parquet(path)
         columns = {str(c): frame[c].tolist() for c in frame.columns}
         body = range(len(frame))
+    return _table(columns, len(body), label_column, feature_columns, repr(str(path)), name)
+
+
+def _table(columns: dict[str, list], rows: int, label_column: str | None, feature_columns: Sequence[str] | None,
+           where: str, name: str) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """``(x, y, feature columns)`` of a table given as ``{column: values}`` (``where`` names it in errors)."""
     if label_column is not None and label_column not in columns:
-        raise ValueError(f"label_column {label_column!r} is not a column of {str(path)!r}; "
+        raise ValueError(f"label_column {label_column!r} is not a column of {where}; "
                          f"columns: {', '.join(columns)}")
     chosen = list(feature_columns) if feature_columns is not None else [c for c in columns if c != label_column]
     missing = [c for c in chosen if c not in columns]
     if missing:
-        raise ValueError(f"feature_columns {missing} are not columns of {str(path)!r}; columns: {', '.join(columns)}")
+        raise ValueError(f"feature_columns {missing} are not columns of {where}; columns: {', '.join(columns)}")
     numeric, bad = [], []
     for c in chosen:
         try:
-            numeric.append(np.asarray([np.nan if v in ("", None) else float(v) for v in columns[c]], np.float32))
+            numeric.append(_floats(columns[c]))
         except (TypeError, ValueError):
             bad.append(c)
     if bad:
-        raise ValueError(f"columns {bad} of {str(path)!r} are not numeric; pass feature_columns= to choose")
-    if len(body) == 0:
-        raise ValueError(f"{name} is empty: table {str(path)!r} has no rows")
-    x = torch.from_numpy(np.stack(numeric, 1)) if numeric else torch.zeros(len(body), 0)
+        raise ValueError(f"columns {bad} of {where} are not numeric; pass feature_columns= to choose")
+    if rows == 0:
+        raise ValueError(f"{name} is empty: table {where} has no rows")
+    x = torch.from_numpy(np.stack(numeric, 1)) if numeric else torch.zeros(rows, 0)
     y = None
     if label_column is not None:
         try:
             y = torch.as_tensor([int(float(v)) for v in columns[label_column]], dtype=torch.long)
         except (TypeError, ValueError):
-            raise ValueError(f"label_column {label_column!r} of {str(path)!r} must hold integer classes") from None
+            raise ValueError(f"label_column {label_column!r} of {where} must hold integer classes") from None
     return x, y, chosen
+
+
+def _floats(values: list) -> np.ndarray:
+    """A column as float32 (empty cells and None: NaN); raises ``ValueError`` for text."""
+    try:
+        return np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError):  # empty cells
+        return np.asarray([np.nan if v in ("", None) else float(v) for v in values], np.float32)
 
 
 # -- splitting items and batches -----------------------------------------------------------------------------
@@ -270,6 +284,11 @@ class Data:
                 raise FileNotFoundError(f"{name} {str(path)!r} not found; give {FORMS}")
             else:
                 raise ValueError(f"{name} {str(path)!r}: give a folder of images or a .csv/.parquet table")
+        elif type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns") and hasattr(data, "to_numpy"):
+            columns = {str(c): data[c].tolist() for c in data.columns}
+            x, y, self.columns = _table(columns, len(data), label_column, feature_columns, "the DataFrame", name)
+            self.tensors_ = Batch(x, y)
+            given -= table_keys
         elif isinstance(data, DataLoader):
             self.loader = data
             dataset = getattr(data, "dataset", None)
