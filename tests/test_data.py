@@ -129,6 +129,10 @@ def test_errors_name_the_argument_and_the_fix(tmp_path):
         Data(DataLoader(TensorDataset(X), shuffle=True), ordered=True)
     with pytest.raises(TypeError, match="without random access"):
         Data(iter([X])).samples(torch.tensor([0]))
+    with pytest.raises(TypeError, match="a batch of train inputs must be a tensor or an array, got str"):
+        list(Data(iter(["x"]), name="train").batches())
+    with pytest.raises(TypeError, match="is a dict without an input key"):
+        list(Data([{"pixels": X}]).batches())
     stream = Data(iter([(X, Y)]))
     list(stream.batches())
     with pytest.raises(ValueError, match="read only once"):

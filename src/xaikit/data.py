@@ -201,14 +201,13 @@ def _split(item: Any, what: str) -> Batch:
                             f"{', '.join(map(str, item))}")
         y = next((item[k] for k in Y_KEYS if k in item), None)
         return Batch(item[key], y, item.get("mask"))
-    if isinstance(item, (tuple, list)) and 1 <= len(item) <= 3 and _is_array(item[0]):
-        return Batch(*item)
     if hasattr(item, "x") and _is_array(getattr(item, "x")):
         return Batch(item.x, getattr(item, "y", None), getattr(item, "mask", None))
     if isinstance(item, (tuple, list)):
-        raise TypeError(f"{what} must be x, (x, y) or (x, y, mask) of tensors, got a {type(item).__name__} of "
-                        f"{len(item)} ({', '.join(type(v).__name__ for v in item[:4])})")
-    raise TypeError(f"{what} must be a tensor x, a tuple (x, y[, mask]) or a dict, got {type(item).__name__}")
+        if 1 <= len(item) <= 3:
+            return Batch(*item)
+        raise TypeError(f"{what} must be x, (x, y) or (x, y, mask), got a {type(item).__name__} of {len(item)}")
+    return Batch(item)  # an input of another type (e.g. a PIL image): converted, or refused, by the reader
 
 
 def _checked(batch: Batch, what: str) -> Batch:

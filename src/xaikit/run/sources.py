@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..data import IMAGE_SUFFIXES, TABLE_SUFFIXES, X_KEYS, Y_KEYS, image_files, image_tensor, read_image, read_table
+from ..data import _split as split_item
 
 __all__ = ["Sample", "Source", "TensorSource", "DatasetSource", "ImageFolderSource", "TableSource", "HFSource",
            "as_source", "image_tensor", "IMAGE_SUFFIXES"]
@@ -124,18 +125,8 @@ class DatasetSource(Source):
         self.has_labels, self.has_masks = first[1] is not None, first[2] is not None
 
     def _split(self, item: Any) -> tuple[Any, Any, Any]:
-        if isinstance(item, dict):
-            x = next((item[k] for k in self.X_KEYS if k in item), None)
-            if x is None:
-                raise KeyError(f"dataset items are dicts without an input key ({', '.join(self.X_KEYS)}); "
-                               f"keys: {', '.join(map(str, item))}")
-            y = next((item[k] for k in self.Y_KEYS if k in item), None)
-            return x, y, item.get("mask")
-        if isinstance(item, (tuple, list)):
-            if not 1 <= len(item) <= 3:
-                raise ValueError(f"dataset items must be x, (x, y) or (x, y, mask), got {len(item)} parts")
-            return tuple(item) + (None,) * (3 - len(item))
-        return item, None, None
+        """``(x, y, mask)`` of an item, by the adapter's rules (:mod:`xaikit.data`)."""
+        return tuple(split_item(item, "a dataset item"))
 
     def __len__(self) -> int:
         return len(self.dataset)
