@@ -98,6 +98,9 @@ FACTORIES = {
     "FeatureTableResult": lambda: FeatureTableResult(["age", "income"], np.array([[30.0, np.nan], [40.0, 2.0]]),
                                                      np.array([[0.5, -1.0], [0.25, 0.0]]), "LIME"),
     "GenerationResult": generation,
+    "GenerationResult (answer)": lambda: GenerationResult(rand(2, 5, 1), torch.arange(10).view(2, 5), torch.ones(2, 5),
+                                                          torch.tensor([[3, 4], [8, 0]]),
+                                                          torch.tensor([[1, 1], [1, 0]]), 3, rand(2, 1), "LRP", {}),
 }
 
 
@@ -110,6 +113,7 @@ def markdown_body(text: str) -> list[list[str]]:
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_every_result_exports_the_same_rows(name, tmp_path):
     result = FACTORIES[name]()
+    name = name.split(" ")[0]
     assert type(result).__name__ == name and name.endswith("Result") and isinstance(result, ResultExport)
     rows = list(csv.DictReader(io.StringIO(result.to_csv())))
     document = json.loads(result.to_json())

@@ -67,16 +67,19 @@ class GenerationResult(ResultExport):
     info: dict[str, Any] = field(default_factory=dict)
 
     def _rows(self) -> list[dict[str, Any]]:
-        """One row per explained generated token: its sequence, step, id and explained logit, the relevance of
-        the prompt and of the earlier generated tokens (the matrix itself is a tensor: ``.relevance``)."""
+        """One row per explained generated token (:func:`explain_answer`: per answer): its sequence, step, token
+        id(s) and explained logit, the relevance of the prompt and that of the tokens after it (the matrix itself
+        is a tensor: ``.relevance``)."""
         prompt = self.relevance[:, :self.prompt_length].sum(1)  # (N, G)
-        total = self.relevance.sum(1)
-        rows = []
-        for n, j in self.generated_mask.nonzero().tolist():
-            rows.append({"sequence": n, "step": j, "token": int(self.generated[n, j]),
-                         "score": float(self.scores[n, j]), "prompt_relevance": float(prompt[n, j]),
-                         "generated_relevance": float(total[n, j] - prompt[n, j])})
-        return rows
+        rest = self.relevance.sum(1) - prompt
+        if self.relevance.shape[-1] != self.generated.shape[1]:  # one answer per sequence
+            return [{"sequence": n, "step": 0,
+                     "token": self.generated[n][self.generated_mask[n].bool()].tolist(),
+                     "score": float(self.scores[n, 0]), "prompt_relevance": float(prompt[n, 0]),
+                     "generated_relevance": float(rest[n, 0])} for n in range(self.generated.shape[0])]
+        return [{"sequence": n, "step": j, "token": int(self.generated[n, j]), "score": float(self.scores[n, j]),
+                 "prompt_relevance": float(prompt[n, j]), "generated_relevance": float(rest[n, j])}
+                for n, j in self.generated_mask.nonzero().tolist()]
 
     def answer(self) -> torch.Tensor:
         """``(N, L)`` relevance for the sum of the explained logits (the continuation as one answer)."""
