@@ -26,7 +26,7 @@ def test_table_lists_named_features_by_magnitude_with_values():
     assert table.rows(0) == [("income", 1.0, -2.0), ("age", 1.0, 1.0), ("height", 2.0, 1.0), ("weight", 3.0, 0.0)]
     assert [name for name, *_ in table.summary()] == ["income", "age", "height", "weight"]
     np.testing.assert_allclose([m for _, m, _ in table.summary()], [5 / 3, 7 / 6, 2 / 3, 0.0], rtol=1e-6, atol=1e-9)
-    markdown = table.to_markdown(0, top=2)
+    markdown = table.ranking(0, top=2)
     assert markdown.splitlines()[2] == "| income | 1 | -2 |" and len(markdown.splitlines()) == 4
     assert "mean \\|attribution\\|" in str(table)  # several rows: the summary
 

@@ -71,7 +71,7 @@ def test_image_section_and_report_write_every_picture_and_the_settings(tmp_path)
 
 
 class CellTable:
-    """Stand-in with the per-cell interface of ``xk.metrics.BenchmarkTable``: scores per (method, metric),
+    """Stand-in with the per-cell interface of ``xk.metrics.BenchmarkResult``: scores per (method, metric),
     ``mean``/``sem`` as functions, curves ``(N, S)`` per cell with their positions in ``info``."""
 
     def __init__(self):
@@ -116,10 +116,10 @@ def test_scores_read_a_per_cell_benchmark_table_with_curves_and_failed_cells(tmp
 
 @pytest.mark.skipif(importlib.util.find_spec("xaikit.metrics") is None, reason="needs xaikit.metrics")
 def test_scores_read_the_real_benchmark_table():
-    from xaikit.metrics import BenchmarkTable
+    from xaikit.metrics import BenchmarkResult
 
     stand_in = CellTable()
-    table = BenchmarkTable(stand_in.methods, stand_in.metrics, stand_in.scores, stand_in.higher_is_better,
+    table = BenchmarkResult(stand_in.methods, stand_in.metrics, stand_in.scores, stand_in.higher_is_better,
                            curves=stand_in.curves, info=stand_in.info)
     scores = Scores.of(table)
     np.testing.assert_allclose(scores.mean, Scores.of(stand_in).mean)

@@ -34,3 +34,18 @@ def renamed_keywords(**renames: str) -> Callable[[Callable], Callable]:
         return wrapper
 
     return decorate
+
+
+def renamed(module: str, names: dict[str, str], namespace: dict[str, Any]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that keeps the old names of ``names`` (old -> new) importable for one release,
+    each use warning with a ``DeprecationWarning`` that names the new one.
+
+    ``__getattr__ = renamed(__name__, {"OldResult": "NewResult"}, globals())``
+    """
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            warn_renamed(f"{module}.{name}", f"{module}.{names[name]}")
+            return namespace[names[name]]
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

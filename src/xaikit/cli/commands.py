@@ -294,7 +294,7 @@ def evaluate(args: argparse.Namespace) -> int:
     start_writing(out)
     write_table(table, out)
     finish_writing(out)
-    print(table.to_markdown())
+    print(table)  # the methods × metrics matrix
     done(f"wrote {out / 'scores.csv'} and {out / 'scores.json'}", args.quiet)
     return 0
 
@@ -337,7 +337,7 @@ def write_table(table: Any, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "scores.csv")
     table.to_json(out / "scores.json")
-    (out / "scores.md").write_text(table.to_markdown() + "\n", encoding="utf-8")
+    (out / "scores.md").write_text(f"{table}\n", encoding="utf-8")  # the methods × metrics matrix
 
 
 # ---- report ---------------------------------------------------------------------------------------------------

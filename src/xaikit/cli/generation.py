@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import viz
-from ..generation import GenerationExplanation, explain_generation
+from ..generation import GenerationResult, explain_generation
 from ..viz.text import generation_html
 from . import parts
 from .errors import UsageError
@@ -60,7 +60,7 @@ def explain_answers(args: argparse.Namespace, loaded: LoadedModel, inputs: Input
     return 0
 
 
-def _page(tokenizer, inputs: Inputs, answers: list[str], results: dict[str, GenerationExplanation]) -> str:
+def _page(tokenizer, inputs: Inputs, answers: list[str], results: dict[str, GenerationResult]) -> str:
     escape = viz.report.html.escape
     blocks = []
     for n, (text, answer) in enumerate(zip(inputs.texts, answers)):

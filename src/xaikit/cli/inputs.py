@@ -21,12 +21,10 @@ import numpy as np
 import torch
 
 from . import parts
-from ..run.sources import image_tensor
+from ..data import IMAGE_SUFFIXES, image_tensor
 from .errors import NotFound, UsageError, one_line
 from .models import LoadedModel
 from .outputs import written_files
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 
 
 @dataclass

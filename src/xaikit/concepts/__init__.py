@@ -9,13 +9,22 @@ inside the network through the engine's recorder (:mod:`xaikit.propagation.recor
 - :class:`FeatureVisualisation`: activation maximisation with a decorrelated Fourier image.
 - :class:`Embedding`: PCA / t-SNE / UMAP of pooled activations or concept-relevance vectors.
 """
-from .crp import Composition, ConceptHeatmaps, ConceptSplit, ConditionalHeatmaps, Hierarchy
+from ..deprecation import renamed
+from ..deprecation import renamed as _renamed
+from .crp import Composition, ConditionalHeatmaps, ConditionalHeatmapsResult, Hierarchy, HierarchyResult
 from .embedding import Embedding, EmbeddingResult
-from .featureviz import FeatureVisualisation, FourierImage, Visualisation
-from .references import References, ReferenceSamples
-from .discovery import Ablation, AblationTable, ChannelRelevance, ChannelScores, ablated, channel_scores
+from .featureviz import FeatureVisualisation, FeatureVisualisationResult, FourierImage
+from .references import ReferenceSamples, ReferenceSamplesResult
+from .discovery import (Ablation, AblationResult, ChannelRelevance, ChannelRelevanceResult, ablated,
+                        channel_scores)
 
-__all__ = ["ConditionalHeatmaps", "Composition", "Hierarchy", "ConceptHeatmaps", "ConceptSplit",
-           "ChannelRelevance", "ChannelScores", "Ablation", "AblationTable", "ablated", "channel_scores",
-           "ReferenceSamples", "References",
-           "FeatureVisualisation", "FourierImage", "Visualisation", "Embedding", "EmbeddingResult"]
+__all__ = ["ConditionalHeatmaps", "Composition", "Hierarchy", "ConditionalHeatmapsResult", "HierarchyResult",
+           "ChannelRelevance", "ChannelRelevanceResult", "Ablation", "AblationResult", "ablated", "channel_scores",
+           "ReferenceSamples", "ReferenceSamplesResult",
+           "FeatureVisualisation", "FourierImage", "FeatureVisualisationResult", "Embedding", "EmbeddingResult"]
+
+#: old result names (kept for one release, with a DeprecationWarning)
+__getattr__ = _renamed(__name__, {"ConceptHeatmaps": "ConditionalHeatmapsResult", "ConceptSplit": "HierarchyResult",
+                                  "ChannelScores": "ChannelRelevanceResult", "AblationTable": "AblationResult",
+                                  "References": "ReferenceSamplesResult",
+                                  "Visualisation": "FeatureVisualisationResult"}, globals())

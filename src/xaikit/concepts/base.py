@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
+from ..data import Data
 from ..errors import check_input
 from ..layers import capture, find_layer
 from ..methods.base import Method, _checked_init
@@ -124,19 +125,7 @@ class ConceptTool:
 
 
 def iterate_batches(data: Any, argument: str = "data") -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """``(x, y)`` batches from a DataLoader/iterable of ``(x, y)`` or ``x``, or from a tuple ``(x, y)`` of tensors."""
-    if isinstance(data, torch.Tensor):
-        yield data, None
-        return
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, torch.Tensor) for d in data):
-        yield data[0], data[1]
-        return
-    for batch in data:
-        if isinstance(batch, torch.Tensor):
-            yield batch, None
-        elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-            yield batch[0], (batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None)
-        elif isinstance(batch, dict) and "x" in batch:
-            yield batch["x"], batch.get("y")
-        else:
-            raise TypeError(f"{argument} must yield tensors x or tuples (x, y), got {type(batch).__name__}")
+    """``(x, y)`` batches of ``data`` in any form of :class:`xaikit.data.Data` (data held in memory as one batch;
+    a DataLoader or iterable in its own batches; a Dataset, folder or table 256 samples at a time)."""
+    for x, y, _ in Data(data, batch_size=None, name=argument).batches():
+        yield x, y

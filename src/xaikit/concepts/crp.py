@@ -23,12 +23,14 @@ from torch import nn
 from ..errors import check_positive
 from ..layers import find_layer
 from ..methods.base import Method
+from ..deprecation import renamed
+from ..results import ResultExport
 from ..targets import TargetSpec
 from .base import ConceptTool
 
 
 @dataclass
-class ConceptHeatmaps:
+class ConditionalHeatmapsResult(ResultExport):
     """Conditional heatmaps of concepts of a layer.
 
     Attributes
@@ -68,6 +70,13 @@ class ConceptHeatmaps:
                          f"{name}: {share:.1f} %".strip())
         return lines
 
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per heatmap: its concept, sample, relevance at the layer, share in % and target (the heatmaps
+        themselves are tensors: ``.heatmaps``)."""
+        return [{"concept": concept, "sample": int(n), "relevance": float(r), "share": float(p), "target": int(t)}
+                for concept, n, r, p, t in zip(self.concepts, self.sample.tolist(), self.relevance.tolist(),
+                                               self.share.tolist(), self.target.tolist())]
+
 
 class ConditionalHeatmaps(ConceptTool):
     """Heatmaps of the input conditioned on concepts of a layer, all in one batched backward pass.
@@ -95,7 +104,7 @@ class ConditionalHeatmaps(ConceptTool):
         super().__init__(model, layer, method, method_settings, axis)
 
     def __call__(self, x: torch.Tensor, target: TargetSpec = None, concepts: Sequence | None = None,
-                 **call: Any) -> ConceptHeatmaps:
+                 **call: Any) -> ConditionalHeatmapsResult:
         """Condition the explanation of each sample of ``x`` on ``concepts`` (default: every channel).
 
         ``concepts`` is a list of channel indices or of lists of them (a concept made of several channels),
@@ -126,7 +135,8 @@ class ConditionalHeatmaps(ConceptTool):
         kwargs = select_batch(dict(call.get("forward_kwargs") or {}), one, x.shape[0])
         return self.layer_output(x[:1], args, kwargs)[1]
 
-    def _conditional(self, x, target, sample: torch.Tensor, masks, call: dict, concepts: list) -> ConceptHeatmaps:
+    def _conditional(self, x, target, sample: torch.Tensor, masks, call: dict,
+                     concepts: list) -> ConditionalHeatmapsResult:
         """One batched pass: sample ``sample[k]`` under mask row ``k``. The relevance recorded at the layer is
         the unconditional one (before the mask), so each concept's share needs no pass of its own."""
         if isinstance(target, torch.Tensor) and target.ndim == 1 and target.shape[0] == x.shape[0]:
@@ -142,7 +152,7 @@ class ConditionalHeatmaps(ConceptTool):
         per_channel = rec[self.layer].per_channel()  # the unconditional relevance per channel, every copy
         relevance = (per_channel * theta).sum(1)
         total = per_channel.abs().sum(1).clamp_min(torch.finfo(per_channel.dtype).tiny)
-        return ConceptHeatmaps(expl.attribution, list(concepts), sample, relevance, 100 * relevance / total,
+        return ConditionalHeatmapsResult(expl.attribution, list(concepts), sample, relevance, 100 * relevance / total,
                                expl.target, self.layer)
 
 
@@ -164,7 +174,7 @@ class Composition(ConditionalHeatmaps):
         check_positive(top, "top", integer=True)
         self.top = top
 
-    def __call__(self, x: torch.Tensor, target: TargetSpec = None, **call: Any) -> ConceptHeatmaps:
+    def __call__(self, x: torch.Tensor, target: TargetSpec = None, **call: Any) -> ConditionalHeatmapsResult:
         """The top concepts of each sample of ``x`` (``K = N · top`` heatmaps, sample-major)."""
         x = self.check(x)
         expl, rec = self.record(x, target, keep=("relevance",), **call)
@@ -180,7 +190,7 @@ class Composition(ConditionalHeatmaps):
 
 
 @dataclass
-class ConceptSplit:
+class HierarchyResult(ResultExport):
     """A concept's relevance split over the channels of a lower layer.
 
     Attributes
@@ -206,6 +216,11 @@ class ConceptSplit:
     heatmaps: torch.Tensor
     total: float
 
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per lower channel: its relevance and share (conditioned on the upper concept)."""
+        return [{"concept": self.concept, "channel": int(c), "relevance": float(r), "share": float(p)}
+                for c, r, p in zip(self.channels.tolist(), self.relevance.tolist(), self.share.tolist())]
+
 
 class Hierarchy(ConceptTool):
     """Which lower concepts make up a concept: its relevance split over the channels of a lower layer.
@@ -228,7 +243,7 @@ class Hierarchy(ConceptTool):
         self.top = top
 
     def __call__(self, x: torch.Tensor, target: TargetSpec = None, concepts: Sequence | None = None,
-                 **call: Any) -> list[ConceptSplit]:
+                 **call: Any) -> list[HierarchyResult]:
         """Split each concept of ``concepts`` (default: every channel of the layer) for one sample ``x``."""
         x = self.check(x)
         if x.shape[0] != 1:
@@ -258,5 +273,9 @@ class Hierarchy(ConceptTool):
         heatmaps = expl2.attribution.view(k, self.top, *x.shape[1:])
         norm = lower.abs().sum(1, keepdim=True).clamp_min(torch.finfo(lower.dtype).tiny)
         picked = lower.gather(1, order)
-        return [ConceptSplit(concepts[i], order[i], picked[i], 100 * picked[i] / norm[i, 0], heatmaps[i],
+        return [HierarchyResult(concepts[i], order[i], picked[i], 100 * picked[i] / norm[i, 0], heatmaps[i],
                              float(totals[i])) for i in range(k)]
+
+
+__getattr__ = renamed(__name__, {"ConceptHeatmaps": "ConditionalHeatmapsResult", "ConceptSplit": "HierarchyResult"},
+                      globals())

@@ -18,17 +18,20 @@ import torch
 from torch import nn
 
 from ..batching import batched_forward, check_batch_size
+from ..data import Data
 from ..errors import check_positive
 from ..layers import find_layer, hooked
 from ..methods.base import Method
 from ..modes import eval_semantics
 from ..propagation.record import channel_axis
+from ..deprecation import renamed
+from ..results import ResultExport
 from ..settings import CheckedSettings
 from .base import ConceptTool, iterate_batches
 
 
 @dataclass
-class ChannelScores:
+class ChannelRelevanceResult(ResultExport):
     """Per-channel relevance scores of a layer over a data set.
 
     Attributes
@@ -66,6 +69,12 @@ class ChannelScores:
             raise ValueError(f"cls: no samples of class {cls}; classes: {sorted(self.per_class)}")
         return self.per_class[cls]
 
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per channel: its score overall and per class."""
+        classes = sorted(self.per_class)
+        return [{"channel": c, "score": float(self.score[c]),
+                 **{f"class {k}": float(self.per_class[k][c]) for k in classes}} for c in range(self.score.numel())]
+
 
 def _check_k(k: Any, channels: int, layer: str) -> None:
     check_positive(k, "k", integer=True)
@@ -101,7 +110,7 @@ class ChannelRelevance(ConceptTool):
         super().__init__(model, layer, method, method_settings, axis)
         self.progress = progress
 
-    def __call__(self, data: Any, target: str = "label") -> ChannelScores:
+    def __call__(self, data: Any, target: str = "label") -> ChannelRelevanceResult:
         if target not in ("label", "prediction"):
             raise ValueError(f"target must be 'label' or 'prediction', got {target!r}")
         from tqdm.auto import tqdm
@@ -122,7 +131,7 @@ class ChannelRelevance(ConceptTool):
         if not counts:
             raise ValueError("data is empty: no batch to score the channels on")
         total = sum(sums.values()) / sum(counts.values())
-        return ChannelScores(total, {c: sums[c] / counts[c] for c in sorted(sums)}, counts, self.layer)
+        return ChannelRelevanceResult(total, {c: sums[c] / counts[c] for c in sorted(sums)}, counts, self.layer)
 
 
 @contextlib.contextmanager
@@ -150,7 +159,7 @@ def ablated(model: nn.Module, layer: str, channels: torch.Tensor | Sequence[int]
 
 
 @dataclass
-class AblationTable:
+class AblationResult(ResultExport):
     """Accuracy (in %) per class with channels of a layer ablated.
 
     Attributes
@@ -175,14 +184,16 @@ class AblationTable:
     layer: str = ""
     extra: dict = field(default_factory=dict)
 
-    def to_markdown(self, labels: dict | None = None) -> str:
-        head = [str(labels.get(c, c)) if labels else str(c) for c in self.classes]
-        lines = ["| ablated | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per ablation (baseline, top-k, random-k, low-k): the accuracy per class (``sd``: over the
+        random draws)."""
+        rows = []
         for i, row in enumerate(self.rows):
-            cells = [f"{m:.1f}" + (f" ± {s:.1f}" if row.startswith("random") else "")
-                     for m, s in zip(self.mean[i], self.sd[i])]
-            lines.append(f"| {row} | " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+            cells: dict[str, Any] = {"ablated": row}
+            for j, c in enumerate(self.classes):
+                cells[str(c)], cells[f"{c} sd"] = float(self.mean[i, j]), float(self.sd[i, j])
+            rows.append(cells)
+        return rows
 
     def __str__(self) -> str:
         return self.to_markdown()
@@ -207,7 +218,7 @@ class Ablation(CheckedSettings):
     batch_size : int or "auto"
         Samples per forward pass (``"auto"``: chosen under the memory budget, :mod:`xaikit.batching`).
 
-    Called as ``Ablation(model, layer, k)(data, scores)`` with ``scores`` a :class:`ChannelScores` (or a
+    Called as ``Ablation(model, layer, k)(data, scores)`` with ``scores`` a :class:`ChannelRelevanceResult` (or a
     ``(C,)`` tensor) and ``data`` a ``(x, y)`` pair or DataLoader of labelled batches; ``cls`` picks the class
     whose ranking is ablated (default: the overall score).
     """
@@ -225,8 +236,9 @@ class Ablation(CheckedSettings):
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.k, self.draws, self.seed, self.axis, self.batch_size = k, draws, seed, axis, batch_size
 
-    def __call__(self, data: Any, scores: ChannelScores | torch.Tensor, cls: int | None = None) -> AblationTable:
-        score = scores._scores(cls) if isinstance(scores, ChannelScores) else torch.as_tensor(scores)
+    def __call__(self, data: Any, scores: ChannelRelevanceResult | torch.Tensor,
+                 cls: int | None = None) -> AblationResult:
+        score = scores._scores(cls) if isinstance(scores, ChannelRelevanceResult) else torch.as_tensor(scores)
         channels = score.numel()
         _check_k(self.k, channels, self.layer)
         x, y = self._gather(data)
@@ -242,22 +254,21 @@ class Ablation(CheckedSettings):
             mean.append(accs.mean(0))
             sd.append(accs.std(0, ddof=1) if len(draws) > 1 else np.zeros(accs.shape[1]))
         rows = [r.replace("k", str(self.k)) if r != "baseline" else r for r in sets]
-        return AblationTable(rows, [*classes, "all"], np.array(mean), np.array(sd),
+        return AblationResult(rows, [*classes, "all"], np.array(mean), np.array(sd),
                              {r: d for r, d in zip(rows, sets.values())}, self.k, self.layer)
 
     def _gather(self, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
-        for x, y in iterate_batches(data):
-            if y is None:
-                raise ValueError("data must give labels (x, y): the ablation measures accuracy")
-            xs.append(x)
-            ys.append(y)
-        if not xs or sum(len(t) for t in ys) == 0:
-            raise ValueError("data is empty: no labelled sample to measure the accuracy on")
-        return torch.cat(xs), torch.cat(ys)
+        x, y, _ = Data(data, batch_size=None, name="data").tensors()
+        if y is None:
+            raise ValueError("data must give labels (x, y): the ablation measures accuracy")
+        return x, y
 
     def _accuracy(self, x: torch.Tensor, y: torch.Tensor, channels, classes: list) -> np.ndarray:
         with ablated(self.model, self.layer, channels, self.axis), eval_semantics(self.model):
             predicted = batched_forward(self.model, x, self.batch_size, reduce=lambda out, rows: out.argmax(-1))
         hit = (predicted == y.to(predicted.device)).float()
         return np.array([100 * float(hit[y == c].mean()) for c in classes] + [100 * float(hit.mean())])
+
+
+__getattr__ = renamed(__name__, {"ChannelScores": "ChannelRelevanceResult", "AblationTable": "AblationResult"},
+                      globals())

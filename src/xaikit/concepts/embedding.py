@@ -19,13 +19,14 @@ from ..errors import check_choice, check_positive
 from ..layers import capture
 from ..methods.base import Method
 from ..modes import eval_semantics
+from ..results import ResultExport
 from .base import ConceptTool, iterate_batches
 
 REDUCERS = ("pca", "tsne", "umap")
 
 
 @dataclass
-class EmbeddingResult:
+class EmbeddingResult(ResultExport):
     """``points (N, dims)``, the ``features (N, C)`` they embed, ``labels (N,)`` (or None), the targets and the
     fitted reducer."""
 
@@ -33,6 +34,15 @@ class EmbeddingResult:
     features: np.ndarray
     labels: np.ndarray | None
     reducer: Any
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per sample: its point's coordinates and label."""
+        rows = []
+        for i, point in enumerate(self.points.tolist()):
+            row: dict[str, Any] = {"sample": i, **{f"dim {d}": float(v) for d, v in enumerate(point)}}
+            row["label"] = None if self.labels is None else self.labels[i].item()
+            rows.append(row)
+        return rows
 
 
 def reduce(features: np.ndarray, how: str = "pca", dims: int = 2, seed: int = 0, **settings: Any) -> tuple:

@@ -23,6 +23,8 @@ from ..errors import check_choice, check_positive
 from ..layers import capture, find_layer
 from ..modes import eval_semantics
 from ..propagation.record import channel_axis
+from ..deprecation import renamed
+from ..results import ResultExport
 from ..settings import CheckedSettings, checked_init
 
 #: square root of the colour correlation of ImageNet photos (Olah et al. 2017): decorrelates RGB
@@ -31,13 +33,19 @@ OBJECTIVES = ("channel", "neuron", "direction", "class")
 
 
 @dataclass
-class Visualisation:
+class FeatureVisualisationResult(ResultExport):
     """Synthesised inputs ``images (K, *shape)`` and the objective per step ``history (steps + 1, K)``."""
 
     images: torch.Tensor
     history: torch.Tensor
     objective: str
     units: list
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per synthesised input: its unit and the objective at the start and at the end (the images
+        themselves are tensors: ``.images``)."""
+        return [{"objective": self.objective, "unit": plain_unit, "start": float(self.history[0, k]),
+                 "end": float(self.history[-1, k])} for k, plain_unit in enumerate(self.units)]
 
 
 class FourierImage(nn.Module):
@@ -139,7 +147,7 @@ class FeatureVisualisation(CheckedSettings):
         self.jitter, self.scales, self.degrees, self.axis = jitter, tuple(scales), degrees, axis
         self.position, self.seed = position, seed
 
-    def __call__(self, units: Sequence[Any] | int, start: torch.Tensor | None = None) -> Visualisation:
+    def __call__(self, units: Sequence[Any] | int, start: torch.Tensor | None = None) -> FeatureVisualisationResult:
         """One synthesised input per unit: channel/class indices, or direction vectors for ``"direction"``."""
         units = [units] if isinstance(units, int) or (isinstance(units, torch.Tensor) and units.ndim == 1
                                                      and self.objective == "direction") else list(units)
@@ -171,7 +179,7 @@ class FeatureVisualisation(CheckedSettings):
             optimiser.step()
         with torch.no_grad():
             final = image()
-        return Visualisation(final.detach(), torch.stack(history), self.objective, units)
+        return FeatureVisualisationResult(final.detach(), torch.stack(history), self.objective, units)
 
     def score(self, x: torch.Tensor, units: Sequence[Any]) -> torch.Tensor:
         """The objective of each unit on inputs ``x`` (K, *shape) (e.g. to compare with real images)."""
@@ -210,3 +218,5 @@ class FeatureVisualisation(CheckedSettings):
         where = tuple(self.position) if self.position is not None else tuple(s // 2 for s in spatial)
         return chosen[(slice(None), *where)]
 
+
+__getattr__ = renamed(__name__, {"Visualisation": "FeatureVisualisationResult"}, globals())

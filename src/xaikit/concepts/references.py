@@ -24,17 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import Data
 from ..errors import check_choice, check_positive
 from ..layers import capture, find_layer
 from ..methods.base import Method
 from ..methods.resolve import parse_spec
 from ..modes import eval_semantics
 from ..propagation.record import channel_axis
+from ..deprecation import renamed
+from ..results import ResultExport
 from .base import ConceptTool, iterate_batches
 
 
 @dataclass
-class References:
+class ReferenceSamplesResult(ResultExport):
     """The top-``n`` samples per channel of a layer.
 
     Attributes
@@ -65,6 +68,16 @@ class References:
             raise ValueError(f"channel {channel!r} is out of range; the layer has {self.channels} channels")
         ids = self.ids[by][channel]
         return ids[ids >= 0]
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per (channel, kind, rank) of a valid reference: the sample index, its value and target."""
+        rows = []
+        for by in ("activation", "relevance"):
+            ids, values, targets = self.ids[by], self.values[by], self.targets[by]
+            for c, r in (ids >= 0).nonzero().tolist():
+                rows.append({"channel": c, "by": by, "rank": r, "sample": int(ids[c, r]),
+                             "value": float(values[c, r]), "target": int(targets[c, r])})
+        return rows
 
 
 def _merge(values: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor, new_values: torch.Tensor,
@@ -141,7 +154,7 @@ class ReferenceSamples(ConceptTool):
         torch.save(state, tmp)
         os.replace(tmp, self.cache / "references.pt")
 
-    def __call__(self, data: Any) -> References:
+    def __call__(self, data: Any) -> ReferenceSamplesResult:
         """One pass over ``data`` (resumed from the cache where one exists)."""
         from tqdm.auto import tqdm
 
@@ -173,7 +186,7 @@ class ReferenceSamples(ConceptTool):
         if self.cache is not None:
             self._save(state)
         keep = state["keep"]
-        return References({k: keep[k][1] for k in ("activation", "relevance")},
+        return ReferenceSamplesResult({k: keep[k][1] for k in ("activation", "relevance")},
                           {k: keep[k][0] for k in ("activation", "relevance")},
                           {k: keep[k][2] for k in ("activation", "relevance")}, self.layer, state["seen"])
 
@@ -191,13 +204,14 @@ class ReferenceSamples(ConceptTool):
         return keep
 
     # -- crops ---------------------------------------------------------------------------------------------
-    def crops(self, data: Any, refs: References, channel: int, by: str = "relevance", mode: str = "heatmap",
+    def crops(self, data: Any, refs: ReferenceSamplesResult, channel: int, by: str = "relevance", mode: str = "heatmap",
               size: int = 64, threshold: float = 0.3, margin: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
         """The input regions of a channel's reference samples, resized to ``size`` × ``size``.
 
         Parameters
         ----------
-        data : tensor ``(M, ...)`` or an indexable data set whose items are ``x`` or ``(x, y)``
+        data : any form of :class:`xaikit.data.Data` with random access (a tensor, ``(x, y)``, a Dataset, a
+            DataLoader over one, a folder)
             The data set of the pass (indexed by the reference's position in the stream).
         mode : "heatmap" or "receptive_field"
             Crop the box of the channel's conditional heatmap where it exceeds ``threshold`` × its maximum
@@ -210,7 +224,7 @@ class ReferenceSamples(ConceptTool):
         ids = refs.of(channel, by)
         if ids.numel() == 0:
             raise ValueError(f"channel {channel} has no reference samples")
-        x = torch.stack([_item(data, int(i)) for i in ids.tolist()])
+        x = Data(data, name="data").samples(ids)
         if x.ndim != 4:
             raise ValueError(f"crops are for images (N, C, H, W); got samples of shape {tuple(x.shape[1:])}")
         targets = refs.targets[by][channel][: ids.numel()]
@@ -245,15 +259,6 @@ def _per_channel(value: torch.Tensor, axis: int, how: str) -> torch.Tensor:
     return v.amax(1) if how == "max" else v.sum(1)
 
 
-def _item(data: Any, index: int) -> torch.Tensor:
-    item = data[index]
-    if isinstance(item, (tuple, list)):
-        item = item[0]
-    if not isinstance(item, torch.Tensor):
-        raise TypeError(f"data[{index}] must be a tensor or (x, y), got {type(item).__name__}")
-    return item
-
-
 def _crop(x: torch.Tensor, support: torch.Tensor, size: int, margin: int) -> torch.Tensor:
     """Crop each image to the bounding box of its support (whole image where empty), resized to size²."""
     out = []
@@ -268,3 +273,6 @@ def _crop(x: torch.Tensor, support: torch.Tensor, size: int, margin: int) -> tor
         patch = image[:, top:bottom, left:right]
         out.append(F.interpolate(patch[None], size=(size, size), mode="bilinear", align_corners=False)[0])
     return torch.stack(out)
+
+
+__getattr__ = renamed(__name__, {"References": "ReferenceSamplesResult"}, globals())

@@ -10,12 +10,18 @@
 
 Built on the engine (LRP, BiLRP) and importing downward only.
 """
+from ..deprecation import renamed
+from ..deprecation import renamed as _renamed
 from .cem import CEM, CEMResult
-from .index import FeatureIndex, Neighbours, SimilarityMaps
-from .influence import Influence, TracIn
+from .index import FeatureIndex, NeighboursResult, SimilarityMapsResult
+from .influence import TracIn, TracInResult
 from .layers import LayerFeatures
-from .prototypes import PrototypeSet, Prototypes, kmedoids
+from .prototypes import Prototypes, PrototypesResult, kmedoids
 from .relevance import channel_relevance
 
-__all__ = ["FeatureIndex", "Neighbours", "SimilarityMaps", "LayerFeatures", "TracIn", "Influence",
-           "Prototypes", "PrototypeSet", "kmedoids", "channel_relevance", "CEM", "CEMResult"]
+__all__ = ["FeatureIndex", "NeighboursResult", "SimilarityMapsResult", "LayerFeatures", "TracIn", "TracInResult",
+           "Prototypes", "PrototypesResult", "kmedoids", "channel_relevance", "CEM", "CEMResult"]
+
+#: old result names (kept for one release, with a DeprecationWarning)
+__getattr__ = _renamed(__name__, {"Neighbours": "NeighboursResult", "SimilarityMaps": "SimilarityMapsResult",
+                                  "Influence": "TracInResult", "PrototypeSet": "PrototypesResult"}, globals())

@@ -43,13 +43,14 @@ from ..errors import check_choice, check_input, check_positive
 from ..explanation import Explanation
 from ..methods.base import _checked_init
 from ..modes import explains_in_eval
+from ..results import ResultExport
 from ..targets import Contrast, check_target, resolve_target
 
 MODES = ("both", "pp", "pn")
 
 
 @dataclass
-class CEMResult:
+class CEMResult(ResultExport):
     """Pertinent positives and negatives of a batch.
 
     Attributes
@@ -94,6 +95,19 @@ class CEMResult:
         if self.pn is None:
             raise ValueError("no pertinent negatives were computed (mode='pp')")
         return self.pn - self.x
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per sample: the explained class, and per computed mode whether a solution was found and its
+        class (the inputs are tensors: ``.pp``, ``.pn``)."""
+        rows = []
+        for i, target in enumerate(self.target.tolist()):
+            row: dict[str, Any] = {"sample": i, "target": target}
+            for kind in ("pp", "pn"):
+                found, cls = getattr(self, f"{kind}_found"), getattr(self, f"{kind}_class")
+                if found is not None:
+                    row[f"{kind}_found"], row[f"{kind}_class"] = bool(found[i]), int(cls[i])
+            rows.append(row)
+        return rows
 
     def explanation(self, kind: str = "pp") -> Explanation:
         """The PP or PN map as an :class:`~xaikit.explanation.Explanation` (attribution shaped like ``x``)."""

@@ -25,6 +25,8 @@ from ..methods.resolve import DEFAULT_METHODS, legacy_lrp_settings
 from ..modes import explains_in_eval
 from ..propagation.composites import Composite
 from .data import DataSource, model_fingerprint
+from ..deprecation import renamed
+from ..results import ResultExport
 from .layers import LayerFeatures
 from .search import METRICS, check_k, chunk_size, pairwise, topk
 
@@ -32,7 +34,7 @@ CACHE_VERSION = 1
 
 
 @dataclass
-class Neighbours:
+class NeighboursResult(ResultExport):
     """The k nearest samples of each query, nearest first.
 
     Attributes
@@ -60,9 +62,18 @@ class Neighbours:
             raise ValueError("the index has no labels; build it from (x, y) data to compare labels")
         return (self.label == labels.to(self.label.device)[:, None]).float().mean(1)
 
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per (query, rank): the neighbour's index, similarity, distance and label."""
+        q, k = self.index.shape
+        label = self.label.tolist() if self.label is not None else [[None] * k] * q
+        return [{"query": i, "rank": r, "index": n, "similarity": s, "distance": d, "label": lab}
+                for i, (ns, ss, ds, ls) in enumerate(zip(self.index.tolist(), self.similarity.tolist(),
+                                                         self.distance.tolist(), label))
+                for r, (n, s, d, lab) in enumerate(zip(ns, ss, ds, ls))]
+
 
 @dataclass
-class SimilarityMaps:
+class SimilarityMapsResult(ResultExport):
     """BiLRP heatmaps of query–neighbour pairs (Eberle et al. 2022).
 
     ``query[q, j]`` is the relevance of every input element of query ``q`` for its similarity to neighbour
@@ -74,8 +85,18 @@ class SimilarityMaps:
     query: torch.Tensor
     neighbour: torch.Tensor
     score: torch.Tensor
-    neighbours: Neighbours
+    neighbours: NeighboursResult
     info: dict[str, Any] = field(default_factory=dict)
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per (query, neighbour) pair: the explained similarity score and the relevance totals of the
+        two maps (the maps themselves are tensors: ``.query``, ``.neighbour``)."""
+        q, k = self.score.shape[:2]
+        total_q = self.query.flatten(2).sum(2).tolist()
+        total_n = self.neighbour.flatten(2).sum(2).tolist()
+        index = self.neighbours.index.tolist()
+        return [{"query": i, "rank": r, "index": index[i][r], "score": float(self.score[i, r]),
+                 "query_total": total_q[i][r], "neighbour_total": total_n[i][r]} for i in range(q) for r in range(k)]
 
 
 class FeatureIndex:
@@ -158,7 +179,7 @@ class FeatureIndex:
 
         device = model_device(self.model)
         parts, labels, shape = [], [], None
-        for x, y in tqdm(self.source.batches(), desc="index", disable=None if self.progress else True, leave=False):
+        for x, y, _ in tqdm(self.source.batches(), desc="index", disable=None if self.progress else True, leave=False):
             if x.shape[0] == 0:
                 continue
             check_input(x, "a batch of data")
@@ -225,7 +246,7 @@ class FeatureIndex:
         with torch.no_grad():
             return self.features(x).float()
 
-    def search(self, vectors: torch.Tensor, k: int = 5, metric: str | None = None) -> Neighbours:
+    def search(self, vectors: torch.Tensor, k: int = 5, metric: str | None = None) -> NeighboursResult:
         """The ``k`` nearest indexed samples of query vectors ``(Q, D)`` (exact, chunked)."""
         self._fitted()
         metric = metric or self.metric
@@ -245,9 +266,9 @@ class FeatureIndex:
             similarity = values
             distance = 1 - values if metric == "cosine" else -values
         label = None if self.labels is None else self.labels.to(index.device)[index]
-        return Neighbours(index, similarity, distance, label, metric)
+        return NeighboursResult(index, similarity, distance, label, metric)
 
-    def neighbours(self, x: torch.Tensor, k: int = 5, metric: str | None = None) -> Neighbours:
+    def neighbours(self, x: torch.Tensor, k: int = 5, metric: str | None = None) -> NeighboursResult:
         """The ``k`` nearest indexed samples of the query inputs ``x``, nearest first."""
         return self.search(self.represent(x), k, metric)
 
@@ -259,9 +280,9 @@ class FeatureIndex:
 
     # ---- why similar ----------------------------------------------------------------------------------------
 
-    def heatmaps(self, x: torch.Tensor, neighbours: Neighbours, method: str | Method | None = None,
+    def heatmaps(self, x: torch.Tensor, neighbours: NeighboursResult, method: str | Method | None = None,
                  batch_size: int | str = "auto", *, method_settings: dict[str, Any] | None = None,
-                 composite: str | Composite | None = None, **settings: Any) -> SimilarityMaps:
+                 composite: str | Composite | None = None, **settings: Any) -> SimilarityMapsResult:
         """BiLRP heatmaps of every query–neighbour pair: which parts of each make the two similar.
 
         The explained similarity is the cosine similarity of the representations for ``metric="cosine"``
@@ -299,7 +320,11 @@ class FeatureIndex:
         total = query_map.sum(-1)
         info = {"similarity": similarity, "composite": bilrp.info_name, "layer": self.features.label,
                 "total": total, "residual": score - total}
-        return SimilarityMaps(query_map.reshape(shape), neighbour_map.reshape(shape), score, neighbours, info)
+        return SimilarityMapsResult(query_map.reshape(shape), neighbour_map.reshape(shape), score, neighbours, info)
 
 
 FeatureIndex.__init__ = _checked_init(FeatureIndex.__init__)  # unknown settings are rejected by name
+
+
+__getattr__ = renamed(__name__, {"Neighbours": "NeighboursResult", "SimilarityMaps": "SimilarityMapsResult"},
+                      globals())

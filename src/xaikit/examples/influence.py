@@ -1,4 +1,4 @@
-"""Influence of training samples by gradient similarity: TracIn (Pruthi et al., NeurIPS 2020).
+"""TracInResult of training samples by gradient similarity: TracIn (Pruthi et al., NeurIPS 2020).
 
 The influence of a training sample ``z`` on the loss at a test sample ``z'`` is approximated by the sum over
 checkpoints ``w_i`` saved during training, weighted by their learning rates ``η_i`` (TracInCP, eq. 3):
@@ -32,6 +32,8 @@ from ..errors import check_input, check_positive, model_device
 from ..layers import find_layer, hooked
 from ..methods.base import _checked_init
 from ..modes import explains_in_eval
+from ..deprecation import renamed
+from ..results import ResultExport
 from .data import DataSource
 from .search import check_k, chunk_size, topk
 
@@ -42,7 +44,7 @@ def cross_entropy(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class Influence:
+class TracInResult(ResultExport):
     """The most supporting (proponents) and most opposing (opponents) training samples of each query.
 
     ``supporting``/``opposing``: indices ``(Q, k)`` into the training data, strongest first;
@@ -54,6 +56,16 @@ class Influence:
     opposing: torch.Tensor
     opposing_score: torch.Tensor
     label: torch.Tensor
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per (query, kind, rank): the training sample's index and TracIn value."""
+        rows = []
+        for kind, index, score in (("supporting", self.supporting, self.supporting_score),
+                                   ("opposing", self.opposing, self.opposing_score)):
+            for i, (ns, ss) in enumerate(zip(index.tolist(), score.tolist())):
+                rows += [{"query": i, "kind": kind, "rank": r, "index": n, "score": s}
+                         for r, (n, s) in enumerate(zip(ns, ss))]
+        return rows
 
 
 class TracIn:
@@ -214,7 +226,7 @@ class TracIn:
         device = model_device(self.model)
         parts: list[list[tuple[torch.Tensor, ...]]] = []
         labels = []
-        for x, y in DataSource(data, self.batch_size).batches():
+        for x, y, _ in DataSource(data, self.batch_size).batches():
             if y is None:
                 raise ValueError("TracIn needs labelled training data: pass (x, y) or batches (x, y)")
             check_input(x, "a batch of data")
@@ -261,7 +273,7 @@ class TracIn:
         query, _ = self._query(x, y)
         return self._score(query, 0, self.train_size)
 
-    def top(self, x: torch.Tensor, y: Any = None, k: int = 5) -> Influence:
+    def top(self, x: torch.Tensor, y: Any = None, k: int = 5) -> TracInResult:
         """The ``k`` most supporting and most opposing training samples of each query (exact, chunked)."""
         if self.train_factors is None:
             raise ValueError("TracIn has no training data; call fit(data) first")
@@ -271,7 +283,10 @@ class TracIn:
         score = lambda a, b: self._score(query, a, b)  # noqa: E731
         up, up_index = topk(score, self.train_size, k, largest=True, chunk=chunk)
         down, down_index = topk(score, self.train_size, k, largest=False, chunk=chunk)
-        return Influence(up_index, up, down_index, down, y)
+        return TracInResult(up_index, up, down_index, down, y)
 
 
 TracIn.__init__ = _checked_init(TracIn.__init__)  # unknown settings are rejected by name
+
+
+__getattr__ = renamed(__name__, {"Influence": "TracInResult"}, globals())

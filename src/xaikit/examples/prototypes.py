@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
 import torch
 
 from ..deprecation import warn_renamed
 from ..errors import check_choice, check_positive
 from ..methods.base import _checked_init
+from ..deprecation import renamed
+from ..results import ResultExport
 
 #: the clustering algorithms of :class:`Prototypes`
 CLUSTERINGS = ("kmeans", "kmedoids")
@@ -58,7 +62,7 @@ def kmedoids(vectors: torch.Tensor, k: int, metric: str = "euclidean", seed: int
 
 
 @dataclass
-class PrototypeSet:
+class PrototypesResult(ResultExport):
     """The fitted prototypes: ``centres`` ``(P, D)``, their ``classes`` ``(P,)``, the indices of the closest
     real samples of their class ``closest`` ``(P, m)`` with ``closest_distance``, and the ``size`` of each
     prototype's cluster."""
@@ -68,6 +72,14 @@ class PrototypeSet:
     closest: torch.Tensor
     closest_distance: torch.Tensor
     size: torch.Tensor
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per prototype: its class, cluster size and closest real samples (the centres are tensors:
+        ``.centres``)."""
+        return [{"prototype": p, "class": c, "size": n, "closest": closest, "closest_distance": dist}
+                for p, (c, n, closest, dist) in enumerate(zip(self.classes.tolist(), self.size.tolist(),
+                                                              self.closest.tolist(),
+                                                              self.closest_distance.tolist()))]
 
 
 class Prototypes:
@@ -105,7 +117,7 @@ class Prototypes:
         check_choice(metric, "metric", DISTANCES)
         check_positive(samples, "samples", integer=True)
         self.per_class, self.clustering, self.metric, self.samples, self.seed = per_class, clustering, metric, samples, seed
-        self.prototypes: PrototypeSet | None = None
+        self.prototypes: PrototypesResult | None = None
         self._reference: dict[int, torch.Tensor] = {}
 
     @property
@@ -135,7 +147,7 @@ class Prototypes:
             sizes.append(torch.bincount(d.argmin(1), minlength=k))
             self._reference[c] = d.amin(1).sort().values               # the class's own distances, for percentiles
         width = min(x.shape[1] for x in closest)
-        self.prototypes = PrototypeSet(torch.cat(centres), torch.cat(classes),
+        self.prototypes = PrototypesResult(torch.cat(centres), torch.cat(classes),
                                        torch.cat([x[:, :width] for x in closest]),
                                        torch.cat([x[:, :width] for x in closest_d]), torch.cat(sizes))
         return self
@@ -189,3 +201,6 @@ class Prototypes:
 
 
 Prototypes.__init__ = _checked_init(Prototypes.__init__)  # unknown settings are rejected by name
+
+
+__getattr__ = renamed(__name__, {"PrototypeSet": "PrototypesResult"}, globals())

@@ -5,9 +5,14 @@
 - :func:`explain_answer`: the relevance for the sum of an answer's logits (a multi-token target).
 - :mod:`.padding`: moving padding, position ids over real tokens, the keyword inputs of a padded batch.
 """
-from .explain import GenerationExplanation, explain_answer, explain_generation, greedy_continuation
+from ..deprecation import renamed
+from ..deprecation import renamed as _renamed
+from .explain import GenerationResult, explain_answer, explain_generation, greedy_continuation
 from .padding import position_ids, repad, sequence_inputs
 from .targets import TokenLogits
 
-__all__ = ["TokenLogits", "GenerationExplanation", "explain_generation", "explain_answer", "greedy_continuation",
+__all__ = ["TokenLogits", "GenerationResult", "explain_generation", "explain_answer", "greedy_continuation",
            "position_ids", "repad", "sequence_inputs"]
+
+#: old result names (kept for one release, with a DeprecationWarning)
+__getattr__ = _renamed(__name__, {"GenerationExplanation": "GenerationResult"}, globals())

@@ -26,12 +26,14 @@ from ..methods.base import Method
 from ..methods.resolve import DEFAULT_METHODS, resolve_method
 from ..modes import eval_semantics
 from ..tokens import model_scores
+from ..deprecation import renamed
+from ..results import ResultExport
 from .padding import accepts, check_mask, repad, sequence_inputs
 from .targets import TokenLogits
 
 
 @dataclass
-class GenerationExplanation:
+class GenerationResult(ResultExport):
     """Relevance of the tokens of prompt + continuation for the generated tokens (or for a whole answer).
 
     Attributes
@@ -66,6 +68,21 @@ class GenerationExplanation:
     scores: torch.Tensor
     method: str
     info: dict[str, Any] = field(default_factory=dict)
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per explained generated token (:func:`explain_answer`: per answer): its sequence, step, token
+        id(s) and explained logit, the relevance of the prompt and that of the tokens after it (the matrix itself
+        is a tensor: ``.relevance``)."""
+        prompt = self.relevance[:, :self.prompt_length].sum(1)  # (N, G)
+        rest = self.relevance.sum(1) - prompt
+        if self.relevance.shape[-1] != self.generated.shape[1]:  # one answer per sequence
+            return [{"sequence": n, "step": 0,
+                     "token": self.generated[n][self.generated_mask[n].bool()].tolist(),
+                     "score": float(self.scores[n, 0]), "prompt_relevance": float(prompt[n, 0]),
+                     "generated_relevance": float(rest[n, 0])} for n in range(self.generated.shape[0])]
+        return [{"sequence": n, "step": j, "token": int(self.generated[n, j]), "score": float(self.scores[n, j]),
+                 "prompt_relevance": float(prompt[n, j]), "generated_relevance": float(rest[n, j])}
+                for n, j in self.generated_mask.nonzero().tolist()]
 
     def answer(self) -> torch.Tensor:
         """``(N, L)`` relevance for the sum of the explained logits (the continuation as one answer)."""
@@ -139,7 +156,7 @@ def explain_generation(method: Method | str | None, ids: torch.Tensor, attention
                        max_new_tokens: int = 16, continuation: torch.Tensor | None = None,
                        eos_token_id: int | None = None, forward_kwargs: dict[str, Any] | None = None, *,
                        model: torch.nn.Module | None = None,
-                       method_settings: dict[str, Any] | None = None) -> GenerationExplanation:
+                       method_settings: dict[str, Any] | None = None) -> GenerationResult:
     """Explain every token a causal language model generates after ``ids``, in one method call.
 
     Parameters
@@ -168,7 +185,7 @@ def explain_generation(method: Method | str | None, ids: torch.Tensor, attention
 
     Returns
     -------
-    GenerationExplanation
+    GenerationResult
         ``relevance`` ``(N, P + G, G)``: the tokens × generated matrix of each sequence.
     """
     method = _check_method(method, model, method_settings)
@@ -202,7 +219,7 @@ def explain_generation(method: Method | str | None, ids: torch.Tensor, attention
 def explain_answer(method: Method | str | None, ids: torch.Tensor, answer: torch.Tensor,
                    attention_mask: torch.Tensor | None = None, answer_mask: torch.Tensor | None = None,
                    forward_kwargs: dict[str, Any] | None = None, *, model: torch.nn.Module | None = None,
-                   method_settings: dict[str, Any] | None = None) -> GenerationExplanation:
+                   method_settings: dict[str, Any] | None = None) -> GenerationResult:
     """Explain the sum of the logits of an answer's tokens given a prompt (a multi-token target), in one pass.
 
     ``ids`` ``(N, P)`` (with ``attention_mask``) are the prompts, ``answer`` ``(N, A)`` the answers (with
@@ -244,7 +261,7 @@ def _explain_rows(method: Method, sequences: torch.Tensor, mask: torch.Tensor, r
     return expl
 
 
-def _result(expl, relevance, sequences, mask, generated, explained, prompt, rows, step) -> GenerationExplanation:
+def _result(expl, relevance, sequences, mask, generated, explained, prompt, rows, step) -> GenerationResult:
     shape = generated.shape if relevance.shape[-1] > 1 else (generated.shape[0], 1)
     score = expl.info.get("conservation", {}).get("start", expl.info.get("score"))
     scores = torch.zeros(shape, dtype=expl.attribution.dtype if score is None else score.dtype)
@@ -257,4 +274,7 @@ def _result(expl, relevance, sequences, mask, generated, explained, prompt, rows
             table = torch.zeros(shape, dtype=value.dtype)
             table[rows, step] = value.detach().cpu()
             info["conservation"][key] = table
-    return GenerationExplanation(relevance, sequences, mask, generated, explained, prompt, scores, expl.method, info)
+    return GenerationResult(relevance, sequences, mask, generated, explained, prompt, scores, expl.method, info)
+
+
+__getattr__ = renamed(__name__, {"GenerationExplanation": "GenerationResult"}, globals())

@@ -18,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import Data
 from ..deprecation import warn_renamed
 from ..errors import check_choice, check_input, check_positive
 from ..layers import Hooks, find_layer, hooked
@@ -60,9 +61,11 @@ class CAV:
         return a.flatten(1) @ self.direction.flatten().to(a.dtype)
 
 
-def fit_cav(model: nn.Module, layer: str, x_artifact: torch.Tensor, x_clean: torch.Tensor,
+def fit_cav(model: nn.Module, layer: str, x_artifact: Any, x_clean: Any,
             classifier: str = "svm", C: float = 1.0, seed: int = 0, *, method: str | None = None) -> CAV:
     """Fit the CAV of an artifact at ``layer`` from samples with (``x_artifact``) and without it (``x_clean``).
+
+    Each is a tensor of inputs or a data set in any form of :class:`xaikit.data.Data` (only its inputs are used).
 
     ``classifier="svm"``: unit normal of a linear SVM (``sklearn.svm.LinearSVC``, balanced classes,
     regularisation ``C``) on the flattened activations. ``classifier="pattern"``: the pattern (signal) CAV
@@ -77,6 +80,8 @@ def fit_cav(model: nn.Module, layer: str, x_artifact: torch.Tensor, x_clean: tor
     method = classifier
     check_positive(C, "C")
     find_layer(model, layer)
+    x_artifact, x_clean = (Data(value, batch_size=None, name=name).tensors().x
+                           for name, value in (("x_artifact", x_artifact), ("x_clean", x_clean)))
     for name, value in (("x_artifact", x_artifact), ("x_clean", x_clean)):
         check_input(value, name, model)
     a_art, a_clean = activations(model, layer, x_artifact), activations(model, layer, x_clean)
@@ -161,7 +166,7 @@ def layers_after(model: nn.Module, layer: str, example: torch.Tensor) -> list[st
     return order[order.index("\0end") + 1:]
 
 
-def a_clarc(model: nn.Module, cav: CAV, x: torch.Tensor, y: torch.Tensor, epochs: int = 5, lr: float = 1e-3,
+def a_clarc(model: nn.Module, cav: CAV, x: Any, y: torch.Tensor | None = None, epochs: int = 5, lr: float = 1e-3,
             batch_size: int = 32, fraction: float = 0.5, seed: int = 0) -> nn.Module:
     """A-ClArC: a fine-tuned copy of ``model`` (the original is not changed).
 
@@ -169,13 +174,19 @@ def a_clarc(model: nn.Module, cav: CAV, x: torch.Tensor, y: torch.Tensor, epochs
     samples of every batch, whatever their class, and only the parameters of the layers after it are trained
     (Adam, cross entropy) on ``(x, y)``, data of all classes, so that the artifact no longer tells a class apart
     (with ``fraction=1`` every training sample carries it, and artifact-free inputs are never seen in
-    fine-tuning). The returned model is in eval mode, without hooks.
+    fine-tuning). The returned model is in eval mode, without hooks. ``x`` may also be a labelled data set in any
+    form of :class:`xaikit.data.Data` (``y`` left out), read into memory.
     """
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
     check_positive(epochs, "epochs", integer=True)
     check_positive(batch_size, "batch_size", integer=True)
     check_positive(lr, "lr")
+    if y is None:
+        x, y, _ = Data(x, batch_size=None, name="x").tensors()
+        if y is None:
+            raise ValueError("a_clarc fine-tunes on labelled data: pass a_clarc(model, cav, x, y) or a data set that "
+                             "gives (x, y)")
     check_input(x, "x", model)
     tuned = copy.deepcopy(model)
     after = set(layers_after(tuned, cav.layer, x))

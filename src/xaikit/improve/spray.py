@@ -9,16 +9,18 @@ the k-th smallest one suggests k clusters (the "eigengap"), which is how ``n_clu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import check_positive
+from ..results import ResultExport
 
 
 @dataclass
-class SpRAyResult:
+class SpRAyResult(ResultExport):
     """``labels`` (N,) cluster per heatmap, ``eigenvalues`` (ascending) of the normalised Laplacian,
     ``n_clusters`` used, ``features`` (N, size²) the pooled heatmaps that were clustered, ``mean`` (k, size,
     size) the mean pooled heatmap per cluster."""
@@ -28,6 +30,10 @@ class SpRAyResult:
     n_clusters: int
     features: torch.Tensor
     mean: torch.Tensor
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per heatmap: its cluster."""
+        return [{"sample": i, "cluster": c} for i, c in enumerate(self.labels.tolist())]
 
 
 def heatmap_features(heatmaps: torch.Tensor, size: int = 8) -> torch.Tensor:

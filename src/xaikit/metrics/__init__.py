@@ -2,12 +2,14 @@
 
 ``metric = xk.metrics.PixelFlipping(pixels_per_step=224); scores = metric(model, x, y, explanation)`` returns
 one score per sample; ``metric.higher_is_better`` gives the direction, ``metric.curve(...)`` the per-step
-values where the metric has a curve. :func:`benchmark` runs methods × metrics into a :class:`BenchmarkTable`.
+values where the metric has a curve. :func:`benchmark` runs methods × metrics into a :class:`BenchmarkResult`.
 """
 from . import axiomatic, complexity, faithfulness, localisation, randomisation, robustness
 from .axiomatic import *  # noqa: F401,F403
 from .base import METRICS, Metric, MetricResult, curve_metrics, get_metric
-from .benchmark import BenchmarkTable, benchmark
+from ..deprecation import renamed
+from ..deprecation import renamed as _renamed
+from .benchmark import BenchmarkResult, benchmark
 from .complexity import *  # noqa: F401,F403
 from .faithfulness import *  # noqa: F401,F403
 from .localisation import *  # noqa: F401,F403
@@ -15,7 +17,9 @@ from .randomisation import *  # noqa: F401,F403
 from .robustness import *  # noqa: F401,F403
 
 __all__ = [
-    "Metric", "MetricResult", "METRICS", "get_metric", "curve_metrics", "benchmark", "BenchmarkTable",
+    "Metric", "MetricResult", "METRICS", "get_metric", "curve_metrics", "benchmark", "BenchmarkResult",
     *faithfulness.__all__, *robustness.__all__, *localisation.__all__, *complexity.__all__,
     *randomisation.__all__, *axiomatic.__all__,
 ]
+
+__getattr__ = _renamed(__name__, {"BenchmarkTable": "BenchmarkResult"}, globals())

@@ -29,6 +29,7 @@ from ..methods.base import Method, snake_case
 from ..methods.resolve import resolve_method
 from ..methods.seeding import check_seed
 from ..modes import eval_semantics
+from ..results import ResultExport
 from ..settings import bind_settings
 from ..targets import Contrast, ResolvedTarget, TargetSpec, resolve_target
 from .pixels import Layout, average_ranks, to_pixels
@@ -38,12 +39,20 @@ METRICS: dict[str, type["Metric"]] = {}
 
 
 @dataclass
-class MetricResult:
+class MetricResult(ResultExport):
     """Scores ``(N,)``, the curve ``(N, S)`` where the metric has one, and extra per-sample details."""
 
     scores: torch.Tensor
     curve: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per sample: its score (and its curve, where the metric has one)."""
+        rows = [{"sample": i, "score": s} for i, s in enumerate(self.scores.double().tolist())]
+        if self.curve is not None:
+            for row, curve in zip(rows, self.curve.double().tolist()):
+                row["curve"] = curve
+        return rows
 
 
 @dataclass

@@ -1,35 +1,37 @@
 """Methods × metrics on one data set: the score table (seed lecture: "no one best criterion").
 
 ``table = xk.metrics.benchmark(model, (x, y, mask), methods, metrics)`` explains the batch once per method,
-evaluates every metric on it and returns a :class:`BenchmarkTable`: per-sample scores, mean ± standard error,
+evaluates every metric on it and returns a :class:`BenchmarkResult`: per-sample scores, mean ± standard error,
 the direction of each metric (↑ higher is better, ↓ lower is better), the best method per metric and the
-curves the metrics produced. Export with ``to_markdown()``, ``to_csv(path)``, ``to_json(path)``/``to_dict()``.
+curves the metrics produced. Exports (:mod:`xaikit.results`): one row per (method, metric) cell in
+``to_pandas()``, ``to_markdown()``, ``to_csv(path)`` and ``to_json(path)`` (which also holds ``to_dict()``: the
+per-sample scores and curves); ``str(table)`` is the compact methods × metrics Markdown table.
 On a whole data set (streamed in shards, resumable, in-process or on Ray), ``xk.run.benchmark(spec, data, out)``
 gives the same table (see ``docs/run.md``).
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data import Data
 from ..methods.base import Method
 from ..methods.resolve import parse_spec, resolve_method
+from ..deprecation import renamed
+from ..results import ResultExport
 from .base import Metric, get_metric
 
-__all__ = ["BenchmarkTable", "benchmark"]
+__all__ = ["BenchmarkResult", "benchmark"]
 
 
 @dataclass
-class BenchmarkTable:
+class BenchmarkResult(ResultExport):
     """Scores of methods × metrics.
 
     Attributes
@@ -134,28 +136,29 @@ class BenchmarkTable:
             }
         return result
 
-    def to_json(self, path: str | Path | None = None, **kwargs: Any) -> str:
-        """The :meth:`to_dict` content as JSON text; written to ``path`` when given."""
-        text = json.dumps(self.to_dict(**kwargs), indent=1, ensure_ascii=False)
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
-
-    def to_csv(self, path: str | Path) -> None:
+    def _rows(self) -> list[dict[str, Any]]:
         """One row per cell: method, metric, family, higher_is_better, mean, sem, n, best."""
-        with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["method", "metric", "family", "higher_is_better", "mean", "sem", "n", "best"])
-            for metric in self.metrics:
-                best = self.best_methods(metric)
-                for method in self.methods:
-                    writer.writerow([method, metric, self.families.get(metric, ""), self.higher_is_better[metric],
-                                     self.mean(method, metric), self.sem(method, metric),
-                                     self.count(method, metric), method in best])
+        rows = []
+        for metric in self.metrics:
+            best = self.best_methods(metric)
+            for method in self.methods:
+                rows.append({"method": method, "metric": metric, "family": self.families.get(metric, ""),
+                             "higher_is_better": self.higher_is_better[metric], "mean": self.mean(method, metric),
+                             "sem": self.sem(method, metric), "n": self.count(method, metric), "best": method in best})
+        return rows
 
-    def to_markdown(self, digits: int = 3) -> str:
-        """A markdown table: one row per method, one column per metric (with its arrow), ``mean ± sem``, the best
-        per metric in bold."""
+    def _markdown_cell(self, row: dict[str, Any], key: str, digits: int) -> str:
+        if key == "metric":
+            return f"{row['metric']} {self.arrow(row['metric'])}"
+        text = super()._markdown_cell(row, key, digits)
+        return f"**{text}**" if key == "mean" and row["best"] else text
+
+    def _json_extra(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def matrix(self, digits: int = 3) -> str:
+        """A compact Markdown table: one row per method, one column per metric (with its arrow), ``mean ± sem``,
+        the best per metric in bold (also ``str(table)``)."""
         header = "| method | " + " | ".join(f"{m} {self.arrow(m)}" for m in self.metrics) + " |"
         lines = [header, "|" + "---|" * (len(self.metrics) + 1)]
         best = {m: self.best_methods(m) for m in self.metrics}
@@ -171,11 +174,14 @@ class BenchmarkTable:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
+    def __str__(self) -> str:
+        return self.matrix()
+
     def _repr_markdown_(self) -> str:  # notebooks
-        return self.to_markdown()
+        return self.matrix()
 
     def __repr__(self) -> str:
-        return f"BenchmarkTable(methods={self.methods}, metrics={self.metrics})"
+        return f"BenchmarkResult(methods={self.methods}, metrics={self.metrics})"
 
 
 def _named(items: Mapping[str, Any] | Sequence[Any], kind: type, what: str,
@@ -208,18 +214,32 @@ def _metric_from_spec(text: str) -> Metric:
     return get_metric(name)(**settings)
 
 
-def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Sequence[Method],
+def _targets_and_data(data: Any) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+    """``(x, target, mask)``: a tuple's ``y`` is the target as given (``None``, an int, per-sample labels, a
+    callable ...); other forms of :class:`xaikit.data.Data` are read into memory and must give labels."""
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        x, _, mask = Data((data[0], None, *data[2:]), batch_size=None, name="data").tensors()
+        return x, data[1], mask
+    x, y, mask = Data(data, batch_size=None, name="data").tensors()
+    if y is None:
+        raise TypeError("data gives no targets: pass a tuple (x, y) or (x, y, mask) (y=None: the predicted class), "
+                        "or a data set with labels")
+    return x, y, mask
+
+
+def benchmark(model: nn.Module, data: Any, methods: Mapping[str, Method] | Sequence[Method],
               metrics: Mapping[str, Metric] | Sequence[Metric], *, forward_args: Sequence[Any] = (),
               forward_kwargs: dict[str, Any] | None = None, on_error: str = "raise",
-              progress: bool = False) -> BenchmarkTable:
+              progress: bool = False) -> BenchmarkResult:
     """Evaluate every method with every metric on one batch.
 
     Parameters
     ----------
     model : nn.Module
-    data : tuple
+    data : tuple, or any form of :class:`xaikit.data.Data` with labels
         ``(x, y)`` or ``(x, y, mask)``; ``y`` is the target (``None``: the predicted class), ``mask`` the
-        ground truth for localisation metrics.
+        ground truth for localisation metrics. A Dataset, DataLoader, folder or table is read into memory (one
+        batch), its labels the targets.
     methods : dict name -> Method, or list of Methods (named by ``method.name``); a method name (``"lrp"``) or
         spec (``"lrp:composite=epsilon_gamma_box"``) stands for that method built on ``model``
         (:func:`~xaikit.methods.resolve.resolve_method`)
@@ -232,19 +252,17 @@ def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Seq
 
     Each method explains the batch once; metrics that re-explain (robustness, randomisation) get the method.
     """
-    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
-        raise TypeError("data must be a tuple (x, y) or (x, y, mask)")
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
-    x, y = data[0], data[1]
-    mask = data[2] if len(data) == 3 else None
+    x, y, mask = _targets_and_data(data)
     methods = _named(methods, Method, "methods", lambda spec: resolve_method(model, spec))
     metrics = _named(metrics, Metric, "metrics", _metric_from_spec)
     needing = [name for name, metric in metrics.items() if metric.needs_mask]
     if needing and mask is None:
         raise ValueError(f"metric(s) {', '.join(needing)} compare with a ground-truth mask: pass data=(x, y, mask)")
-    table = BenchmarkTable(list(methods), list(metrics), {}, {m: bool(metric.higher_is_better) for m, metric in metrics.items()},
-                           {m: metric.family for m, metric in metrics.items()})
+    table = BenchmarkResult(list(methods), list(metrics), {},
+                            {m: bool(metric.higher_is_better) for m, metric in metrics.items()},
+                            {m: metric.family for m, metric in metrics.items()})
     bar = tqdm(total=len(methods) * len(metrics), disable=None if progress else True, desc="benchmark")
     try:
         for method_name, method in methods.items():
@@ -283,3 +301,6 @@ def benchmark(model: nn.Module, data: tuple, methods: Mapping[str, Method] | Seq
     finally:
         bar.close()
     return table
+
+
+__getattr__ = renamed(__name__, {"BenchmarkTable": "BenchmarkResult"}, globals())

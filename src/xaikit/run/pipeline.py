@@ -155,7 +155,7 @@ def benchmark(spec: RunSpec, data: Any, out: str | Path, **options: Any) -> Any:
     """The methods × metrics table of :func:`xaikit.metrics.benchmark`, computed through the pipeline.
 
     Runs (or resumes) ``spec`` on the whole data set ``data`` with :func:`run` (``options`` go to it: engine,
-    workers, overwrite, ...) and returns the :class:`~xaikit.metrics.benchmark.BenchmarkTable` of the rows:
+    workers, overwrite, ...) and returns the :class:`~xaikit.metrics.benchmark.BenchmarkResult` of the rows:
     per-sample scores, mean ± standard error, the best method per metric, Markdown/CSV/JSON export.
     """
     if not spec.metric_items:

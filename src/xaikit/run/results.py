@@ -8,15 +8,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..results import ResultExport
 from .errors import require
 from .store import Store
 from .worker import column
 
 
-class RunResult:
+class RunResult(ResultExport):
     """A (finished or partial) run folder.
 
-    ``table()`` / ``arrow()`` give one row per sample of the completed shards, sorted by sample index;
+    ``table()`` / ``arrow()`` give one row per sample of the completed shards, sorted by sample index (also the
+    rows of ``to_pandas()``, ``to_markdown()``, ``to_csv()`` and ``to_json()``);
     ``maps(method)`` the attributions as a tensor; ``failures()`` the rows that failed;
     ``benchmark_table()`` the methods × metrics table of :mod:`xaikit.metrics.benchmark`.
     """
@@ -48,6 +50,9 @@ class RunResult:
     def table(self) -> Any:
         """The rows as a ``pandas.DataFrame`` indexed by sample ``index``."""
         return self.arrow().to_pandas().set_index("index")
+
+    def _rows(self) -> list[dict[str, Any]]:
+        return self.table().reset_index().to_dict("records")
 
     def failures(self) -> Any:
         """The rows of samples that failed, with their ``error``."""
@@ -85,12 +90,12 @@ class RunResult:
         return total
 
     def benchmark_table(self) -> Any:
-        """The methods × metrics :class:`~xaikit.metrics.benchmark.BenchmarkTable` of the run's rows.
+        """The methods × metrics :class:`~xaikit.metrics.benchmark.BenchmarkResult` of the run's rows.
 
         Failed samples score NaN (left out of means, as undefined scores are). Curves are not stored by runs.
         """
         from ..metrics import METRICS
-        from ..metrics.benchmark import BenchmarkTable
+        from ..metrics.benchmark import BenchmarkResult
 
         spec = self.manifest["spec"]
         methods, metrics = list(spec["methods"]), list(spec["metrics"])
@@ -100,7 +105,7 @@ class RunResult:
         scores = {(m, k): torch.tensor(rows[column(k, m)].to_numpy(dtype=np.float64))
                   for m in methods for k in metrics}
         classes = {k: METRICS[spec["metrics"][k][0]] for k in metrics}
-        return BenchmarkTable(methods, metrics, scores, {k: bool(c.higher_is_better) for k, c in classes.items()},
+        return BenchmarkResult(methods, metrics, scores, {k: bool(c.higher_is_better) for k, c in classes.items()},
                               {k: c.family for k, c in classes.items()}, timing=self.timing())
 
     def __repr__(self) -> str:

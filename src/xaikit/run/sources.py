@@ -5,6 +5,9 @@ Parquet table, a Hugging Face ``datasets.Dataset``, a :class:`~xaikit.zoo.Shapes
 source gives :class:`Sample` objects (input, optional label and ground-truth mask, an id) and a JSON
 :meth:`Source.describe` that goes into the run's identity. Files are read lazily, in the worker that needs
 them; a sample that cannot be read raises, and the worker records the error for that sample only.
+
+The readers (image files, tables, the item forms of a dataset) are those of the one data adapter,
+:mod:`xaikit.data`; a source adds what a run needs on top: random access by index, picklable, an identity.
 """
 from __future__ import annotations
 
@@ -16,7 +19,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+from ..data import IMAGE_SUFFIXES, TABLE_SUFFIXES, X_KEYS, Y_KEYS, image_files, image_tensor, read_image, read_table
+from ..data import _split as split_item
+
+__all__ = ["Sample", "Source", "TensorSource", "DatasetSource", "ImageFolderSource", "TableSource", "HFSource",
+           "as_source", "image_tensor", "IMAGE_SUFFIXES"]
 
 
 @dataclass
@@ -45,19 +52,6 @@ class Source:
     def describe(self) -> dict[str, Any]:
         """A JSON description that identifies the data (kind, location, length)."""
         raise NotImplementedError
-
-
-def image_tensor(image: np.ndarray, size: int, low: float, high: float) -> torch.Tensor:
-    """An ``(H, W[, C])`` image -> ``(3, size, size)`` float tensor in ``[low, high]`` (resized whole)."""
-    from skimage import color, transform, util
-
-    image = util.img_as_float(image)
-    if image.ndim == 2:
-        image = color.gray2rgb(image)
-    elif image.shape[-1] == 4:
-        image = color.rgba2rgb(image)
-    image = transform.resize(image, (size, size), anti_aliasing=True)
-    return torch.tensor(image, dtype=torch.float32).permute(2, 0, 1) * (high - low) + low
 
 
 def _as_tensor(value: Any, name: str) -> torch.Tensor:
@@ -116,8 +110,8 @@ class DatasetSource(Source):
     ``pixel_values``, ``y``/``label``/``target`` and ``mask``.
     """
 
-    X_KEYS = ("x", "image", "input", "pixel_values", "inputs")
-    Y_KEYS = ("y", "label", "labels", "target")
+    X_KEYS = X_KEYS
+    Y_KEYS = Y_KEYS
 
     def __init__(self, dataset: Any, name: str | None = None) -> None:
         if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
@@ -131,18 +125,8 @@ class DatasetSource(Source):
         self.has_labels, self.has_masks = first[1] is not None, first[2] is not None
 
     def _split(self, item: Any) -> tuple[Any, Any, Any]:
-        if isinstance(item, dict):
-            x = next((item[k] for k in self.X_KEYS if k in item), None)
-            if x is None:
-                raise KeyError(f"dataset items are dicts without an input key ({', '.join(self.X_KEYS)}); "
-                               f"keys: {', '.join(map(str, item))}")
-            y = next((item[k] for k in self.Y_KEYS if k in item), None)
-            return x, y, item.get("mask")
-        if isinstance(item, (tuple, list)):
-            if not 1 <= len(item) <= 3:
-                raise ValueError(f"dataset items must be x, (x, y) or (x, y, mask), got {len(item)} parts")
-            return tuple(item) + (None,) * (3 - len(item))
-        return item, None, None
+        """``(x, y, mask)`` of an item, by the adapter's rules (:mod:`xaikit.data`)."""
+        return tuple(split_item(item, "a dataset item"))
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -167,27 +151,17 @@ class ImageFolderSource(Source):
     def __init__(self, folder: str | Path, size: int = 224, low: float = 0.0, high: float = 1.0,
                  labels_from_folders: bool = False) -> None:
         folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"image folder {str(folder)!r} not found")
-        pattern = "*/*" if labels_from_folders else "*"
-        files = sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(f"folder {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self.files, self.classes = image_files(folder, labels_from_folders)
         self.folder, self.size, self.low, self.high = folder, size, low, high
-        self.files = [str(p.relative_to(folder)) for p in files]
-        self.classes = sorted({Path(f).parts[0] for f in self.files}) if labels_from_folders else []
         self.has_labels = labels_from_folders
 
     def __len__(self) -> int:
         return len(self.files)
 
     def sample(self, index: int) -> Sample:
-        from skimage import io
-
         name = self.files[index]
-        image = io.imread(str(self.folder / name))
         label = self.classes.index(Path(name).parts[0]) if self.classes else None
-        return Sample(image_tensor(image, self.size, self.low, self.high), label, None, name)
+        return Sample(read_image(self.folder / name, self.size, self.low, self.high), label, None, name)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "image-folder", "path": str(self.folder.resolve()), "length": len(self),
@@ -195,54 +169,30 @@ class ImageFolderSource(Source):
 
 
 class TableSource(Source):
-    """The rows of a CSV or Parquet table: numeric feature columns as a vector, an optional label column."""
+    """The rows of a CSV or Parquet table: numeric feature columns as a vector, an optional label column
+    (read by :func:`xaikit.data.read_table`; each worker reads the file itself)."""
 
     def __init__(self, path: str | Path, label_column: str | None = None,
                  feature_columns: Sequence[str] | None = None) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"table {str(path)!r} not found")
-        if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
-            raise ValueError(f"table {str(path)!r}: give a .csv or .parquet file")
-        self.path, self.label_column = path, label_column
-        frame = self._read()
-        if label_column is not None and label_column not in frame.columns:
-            raise ValueError(f"label_column {label_column!r} is not a column of {str(path)!r}; "
-                             f"columns: {', '.join(map(str, frame.columns))}")
-        columns = list(feature_columns) if feature_columns is not None else \
-            [c for c in frame.columns if c != label_column]
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"feature_columns {missing} are not columns of {str(path)!r}")
-        bad = [c for c in columns if not np.issubdtype(frame[c].dtype, np.number)]
-        if bad:
-            raise ValueError(f"columns {bad} of {str(path)!r} are not numeric; pass feature_columns= to choose")
-        if len(frame) == 0:
-            raise ValueError(f"table {str(path)!r} has no rows")
-        self.columns, self.length = columns, len(frame)
+        self.path, self.label_column = Path(path), label_column
+        self.feature_columns = None if feature_columns is None else list(feature_columns)
+        self._x, self._y, self.columns = read_table(self.path, label_column, self.feature_columns)
+        self.length = self._x.shape[0]
         self.has_labels = label_column is not None
-        self._frame = frame
-
-    def _read(self):
-        import pandas as pd
-
-        return pd.read_csv(self.path) if self.path.suffix.lower() == ".csv" else pd.read_parquet(self.path)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_frame"] = None  # each worker reads the file itself
+        state["_x"] = state["_y"] = None  # each worker reads the file itself
         return state
 
     def __len__(self) -> int:
         return self.length
 
     def sample(self, index: int) -> Sample:
-        if self._frame is None:
-            self._frame = self._read()
-        row = self._frame.iloc[index]
-        x = torch.tensor(row[self.columns].to_numpy(dtype=np.float32))
-        y = _label(row[self.label_column]) if self.label_column is not None else None
-        return Sample(x, y, None, str(index))
+        if self._x is None:
+            self._x, self._y, _ = read_table(self.path, self.label_column, self.feature_columns)
+        y = _label(self._y[index]) if self._y is not None else None
+        return Sample(self._x[index], y, None, str(index))
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "table", "path": str(self.path.resolve()), "length": len(self),
@@ -283,7 +233,7 @@ def as_source(data: Any, **options: Any) -> Source:
         path = Path(data)
         if path.is_dir():
             return ImageFolderSource(path, **options)
-        if path.suffix.lower() in (".csv", ".parquet", ".pq"):
+        if path.suffix.lower() in TABLE_SUFFIXES:
             return TableSource(path, **options)
         if not path.exists():
             raise FileNotFoundError(f"data {str(path)!r} not found")

@@ -1,4 +1,9 @@
 """Tabular data: feature names in, a table of attributions out (plots in :mod:`xaikit.viz.tabular`)."""
-from .table import FeatureTable, feature_table
+from ..deprecation import renamed
+from ..deprecation import renamed as _renamed
+from .table import FeatureTableResult, feature_table
 
-__all__ = ["FeatureTable", "feature_table"]
+__all__ = ["FeatureTableResult", "feature_table"]
+
+#: old result names (kept for one release, with a DeprecationWarning)
+__getattr__ = _renamed(__name__, {"FeatureTable": "FeatureTableResult"}, globals())

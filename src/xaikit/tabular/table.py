@@ -2,24 +2,27 @@
 
 ``feature_table(expl, names, x)`` reads the per-feature attributions of an explanation: the columns of a
 tabular attribution ``(N, D)``, or ``info["feature_attribution"]`` ``(N, d)`` of the methods with interpretable
-features (LIME and the Shapley family, e.g. with a grouping mask). ``table.to_markdown(sample)`` lists one
-row's features by |attribution|; ``table.summary()`` ranks the features by mean |attribution| over all rows.
+features (LIME and the Shapley family, e.g. with a grouping mask). ``table.ranking(sample)`` lists one
+row's features by |attribution| as Markdown; ``table.summary()`` ranks the features by mean |attribution| over all
+rows. The exports (``to_pandas``, ``to_markdown``, ``to_csv``, ``to_json``; :mod:`xaikit.results`) hold one row
+per (sample, feature): ``sample, feature, value, attribution``.
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from ..deprecation import warn_renamed
 from ..explanation import Explanation
+from ..deprecation import renamed
+from ..results import ResultExport
 
 
 @dataclass
-class FeatureTable:
+class FeatureTableResult(ResultExport):
     """Attributions ``(N, d)`` of d named features for N rows, with the rows' feature values (NaN: unknown)."""
 
     names: list[str]
@@ -47,8 +50,9 @@ class FeatureTable:
         order = np.argsort(-magnitude, kind="stable")[:top]
         return [(self.names[j], float(magnitude[j]), float(self.attributions[:, j].mean())) for j in order]
 
-    def to_markdown(self, sample: int | None = 0, top: int | None = None) -> str:
-        """A Markdown table of one row (``sample``) or, with ``sample=None``, the summary over all rows."""
+    def ranking(self, sample: int | None = 0, top: int | None = None) -> str:
+        """A Markdown table of one row's features (``sample``), largest |attribution| first, or, with
+        ``sample=None``, the summary over all rows (``top``: the first features only)."""
         if sample is None:
             lines = ["| feature | mean \\|attribution\\| | mean attribution |", "|---|---:|---:|"]
             lines += [f"| {name} | {mag:.4g} | {mean:+.4g} |" for name, mag, mean in self.summary(top)]
@@ -57,26 +61,35 @@ class FeatureTable:
             lines += [f"| {name} | {value:.4g} | {attr:+.4g} |" for name, value, attr in self.rows(sample, top)]
         return "\n".join(lines)
 
-    def to_csv(self, path: str | Path) -> Path:
-        """Write one line per (row, feature): ``sample, feature, value, attribution``."""
-        path = Path(path)
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["sample", "feature", "value", "attribution"])
-            for i in range(self.n):
-                for j, name in enumerate(self.names):
-                    writer.writerow([i, name, f"{self.values[i, j]:.6g}", f"{self.attributions[i, j]:.6g}"])
-        return path
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per (sample, feature): ``sample, feature, value, attribution`` (value NaN: unknown)."""
+        return [{"sample": i, "feature": name, "value": float(self.values[i, j]),
+                 "attribution": float(self.attributions[i, j])}
+                for i in range(self.n) for j, name in enumerate(self.names)]
+
+    def to_markdown(self, digits: int = 4, limit: int | None = None, **old: Any) -> str:  # type: ignore[override]
+        """The rows as Markdown (see :meth:`xaikit.results.ResultExport.to_markdown`).
+
+        ``to_markdown(sample=..., top=...)`` (before 0.2) is deprecated: use :meth:`ranking`."""
+        if not old:
+            return super().to_markdown(digits, limit)
+        unknown = sorted(set(old) - {"sample", "top"})
+        if unknown:
+            raise TypeError(f"to_markdown() got unexpected keyword(s) {', '.join(unknown)}; "
+                            "it takes digits and limit")
+        warn_renamed("FeatureTableResult.to_markdown(sample, top=...)", "FeatureTableResult.ranking(sample, top)")
+        return self.ranking(old.get("sample", digits if digits != 4 else 0), old.get("top"))
 
     def __str__(self) -> str:
-        return self.to_markdown(0 if self.n == 1 else None)
+        return self.ranking(0 if self.n == 1 else None)
 
 
 def _numpy(a: Any) -> np.ndarray:
     return a.detach().to("cpu", torch.float64).numpy() if isinstance(a, torch.Tensor) else np.asarray(a, float)
 
 
-def feature_table(explanation: Explanation, feature_names: Sequence[str], x: torch.Tensor | None = None) -> FeatureTable:
+def feature_table(explanation: Explanation, feature_names: Sequence[str],
+                  x: torch.Tensor | None = None) -> FeatureTableResult:
     """The named feature attributions of ``explanation`` (see the module docstring).
 
     Parameters
@@ -111,4 +124,7 @@ def feature_table(explanation: Explanation, feature_names: Sequence[str], x: tor
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be the explained rows, a tensor of shape {tuple(values.shape)}, got {got}")
         inputs = _numpy(x)
-    return FeatureTable(names, inputs, values, explanation.method)
+    return FeatureTableResult(names, inputs, values, explanation.method)
+
+
+__getattr__ = renamed(__name__, {"FeatureTable": "FeatureTableResult"}, globals())

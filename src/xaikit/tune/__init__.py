@@ -7,12 +7,16 @@ the objectives (pixel-flipping by default) with every candidate's metric inputs 
 by ``result.composite.to_json(path)``; ``xk.tune.holdout(...)`` compares it with presets on held-out samples.
 Seed lecture: "there is no one best LRP rule" and "no one best criterion"; Pahde et al. 2023.
 """
-from .holdout import HoldoutTable, holdout
+from ..deprecation import renamed
+from ..deprecation import renamed as _renamed
+from .holdout import HoldoutResult, holdout
 from .objectives import NOTES, Objective, make_objectives, score_candidates
 from .result import Candidate, TuneResult, pareto_ranks
 from .search import STRATEGIES, tune
 from .space import LRPSpace, MethodSpace, Space, depth_groups, parse_rule, weighted_layers
 
-__all__ = ["tune", "holdout", "LRPSpace", "MethodSpace", "Space", "TuneResult", "HoldoutTable", "Candidate",
+__all__ = ["tune", "holdout", "LRPSpace", "MethodSpace", "Space", "TuneResult", "HoldoutResult", "Candidate",
            "Objective", "make_objectives", "score_candidates", "pareto_ranks", "parse_rule", "depth_groups",
            "weighted_layers", "NOTES", "STRATEGIES"]
+
+__getattr__ = _renamed(__name__, {"HoldoutTable": "HoldoutResult"}, globals())

@@ -19,20 +19,28 @@ from ..batching import batch_size_for, check_batch_size
 from ..deprecation import warn_renamed
 from ..methods.base import Method
 from ..methods.resolve import resolve_method
+from ..deprecation import renamed
+from ..results import ResultExport
 from .objectives import Objective, make_objectives, score_candidates
 from .result import mean_sem
 from .search import _check_data
 
 
 @dataclass
-class HoldoutTable:
-    """Per-sample held-out scores ``scores[objective][method]`` (n,), the reference method and directions."""
+class HoldoutResult(ResultExport):
+    """Per-sample held-out scores ``scores[objective][method]`` (n,), the reference method and directions.
+
+    Its rows (every export): one per objective and method, mean ± standard error, the paired difference to the
+    reference (the winner) ± standard error, and a verdict: *better*/*worse* than the reference, by more than
+    two standard errors or within them.
+    """
 
     scores: dict[str, dict[str, np.ndarray]]
     objectives: list[Objective]
     reference: str
 
     def summary(self) -> list[dict[str, Any]]:
+        """The rows (see the class docstring)."""
         rows = []
         for o in self.objectives:
             ref = self.scores[o.name][self.reference]
@@ -41,34 +49,34 @@ class HoldoutTable:
                 diff, diff_sem, _ = mean_sem(values - ref)
                 rows.append({"objective": o.name, "method": label, "mean": mean, "sem": sem,
                              "diff": diff, "diff_sem": diff_sem, "undefined": undefined,
-                             "higher_is_better": o.higher_is_better})
+                             "higher_is_better": o.higher_is_better,
+                             "verdict": _verdict(label == self.reference, diff, diff_sem, o.higher_is_better)})
         return rows
 
-    def to_markdown(self, digits: int = 4) -> str:
-        """Mean ± SE per method and objective, and the paired difference to the reference (the winner).
+    def _rows(self) -> list[dict[str, Any]]:
+        return self.summary()
 
-        A difference is marked *real* where it is more than two standard errors from zero."""
-        lines = [f"| objective | method | mean ± SE | − {self.reference} (paired) ± SE | |", "|---|---|---|---|---|"]
-        for row in self.summary():
-            mark = ""
-            if row["method"] != self.reference and row["diff"] == 0 and row["diff_sem"] == 0:
-                mark = "identical scores"
-            elif row["method"] != self.reference and not math.isnan(row["diff_sem"]):
-                worse = row["diff"] < 0 if row["higher_is_better"] else row["diff"] > 0
-                z = abs(row["diff"]) / row["diff_sem"] if row["diff_sem"] > 0 else math.inf
-                mark = ("worse" if worse else "better") + (" (> 2 SE)" if z > 2 else " (within 2 SE)")
-            arrow = "↑" if row["higher_is_better"] else "↓"
-            lines.append(f"| {row['objective']} {arrow} | {row['method']} | {row['mean']:.{digits}f} ± "
-                         f"{row['sem']:.{digits}f} | {row['diff']:+.{digits}f} ± {row['diff_sem']:.{digits}f} | "
-                         f"{mark} |")
-        return "\n".join(lines)
+    def _markdown_notes(self) -> tuple[str, str]:
+        return "", f"diff: the paired difference to {self.reference} on the same samples (± its standard error)."
 
 
-def holdout(model: nn.Module, data: tuple, methods: dict[str, Method | str], objectives: Any = None,
-            reference: str | None = None, batch_size: int | str = 16, *, chunk: int | None = None) -> HoldoutTable:
+def _verdict(is_reference: bool, diff: float, diff_sem: float, higher_is_better: bool) -> str:
+    if is_reference:
+        return "reference"
+    if diff == 0 and diff_sem == 0:
+        return "identical scores"
+    if math.isnan(diff_sem):
+        return ""
+    worse = diff < 0 if higher_is_better else diff > 0
+    z = abs(diff) / diff_sem if diff_sem > 0 else math.inf
+    return ("worse" if worse else "better") + (" (> 2 SE)" if z > 2 else " (within 2 SE)")
+
+
+def holdout(model: nn.Module, data: Any, methods: dict[str, Method | str], objectives: Any = None,
+            reference: str | None = None, batch_size: int | str = 16, *, chunk: int | None = None) -> HoldoutResult:
     """Score ``methods`` (label -> method object, name or spec such as ``"lrp:composite=epsilon_plus"``; the
-    first is the reference unless ``reference``) on the held-out
-    ``data`` ``(x, y)`` or ``(x, y, mask)`` with every objective, all methods' metric inputs batched.
+    first is the reference unless ``reference``) on the held-out ``data`` (``(x, y)``, ``(x, y, mask)`` or any
+    form of :class:`xaikit.data.Data`) with every objective, all methods' metric inputs batched.
 
     ``batch_size``: methods scored together (``"auto"``: as many as the memory budget holds explanations of
     ``data``); ``chunk`` is its deprecated name."""
@@ -94,4 +102,7 @@ def holdout(model: nn.Module, data: tuple, methods: dict[str, Method | str], obj
         for name, values in scores.items():
             parts[name].append(values)
     table = {name: dict(zip(labels, torch.cat(values).double().numpy())) for name, values in parts.items()}
-    return HoldoutTable(table, objectives, reference)
+    return HoldoutResult(table, objectives, reference)
+
+
+__getattr__ = renamed(__name__, {"HoldoutTable": "HoldoutResult"}, globals())

@@ -1,9 +1,8 @@
 """What a search returns: every tried configuration with mean ± standard error, the winner, the Pareto
-front; exports (Markdown, CSV, JSON), the winner as a composite (JSON and code), and a plot."""
+front; exports (pandas, Markdown, CSV, JSON: :mod:`xaikit.results`), the winner as a composite (JSON and code),
+and a plot."""
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from torch import nn
 from ..methods.base import Method
 from ..propagation.composites import Composite
 from ..propagation.rules import rule_to_dict
+from ..results import ResultExport
 from .objectives import Objective
 from .space import LRPSpace, Space
 
@@ -86,7 +86,7 @@ def summarise(runner, winner: Candidate, spaces: list[Space], objectives: list[O
 
 
 @dataclass
-class TuneResult:
+class TuneResult(ResultExport):
     """The outcome of :func:`~xaikit.tune.tune`.
 
     Attributes
@@ -134,6 +134,7 @@ class TuneResult:
 
     # -- exports ---------------------------------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
+        """One row per tried configuration (the rows of every export)."""
         rows = []
         for c in self.candidates:
             row: dict[str, Any] = {"key": c.key, "space": c.space, "samples": c.samples, "rung": c.rung,
@@ -143,13 +144,6 @@ class TuneResult:
                 row[f"{o.name} undefined"] = c.undefined[o.name]
             rows.append(row)
         return rows
-
-    def to_csv(self, path: str | Path) -> None:
-        rows = self.rows()
-        with Path(path).open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
 
     def to_dict(self) -> dict[str, Any]:
         clean = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # noqa: E731
@@ -165,30 +159,26 @@ class TuneResult:
             out["composite"] = self.composite.to_dict()
         return out
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2, default=str)
-        if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
+    def _rows(self) -> list[dict[str, Any]]:
+        return self.rows()
 
-    def to_markdown(self, limit: int | None = 30, digits: int = 4) -> str:
-        """The table of tried configurations (the ``limit`` first; ``None``: all), mean ± standard error."""
-        arrows = {o.name: "↑" if o.higher_is_better else "↓" for o in self.objectives}
-        head = ["configuration", "samples", *(f"{o.name} {arrows[o.name]}" for o in self.objectives), "front"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        shown = self.candidates if limit is None else self.candidates[:limit]
-        for c in shown:
-            cells = [f"`{c.key}`" + (" **(winner)**" if c is self.winner else ""), str(c.samples)]
-            cells += [f"{c.mean[o.name]:.{digits}f} ± {c.sem[o.name]:.{digits}f}" for o in self.objectives]
-            cells.append("✓" if c.pareto else "")
-            lines.append("| " + " | ".join(cells) + " |")
-        if limit is not None and len(self.candidates) > limit:
-            lines.append(f"\n({len(self.candidates) - limit} more configurations in the CSV)")
-        notes = [f"- {o.name}: {o.note}" for o in self.objectives if o.note]
+    def _markdown_cell(self, row: dict[str, Any], key: str, digits: int) -> str:
+        if key == "key":
+            return f"`{row['key']}`" + (" **(winner)**" if row["winner"] else "")
+        return super()._markdown_cell(row, key, digits)
+
+    def _markdown_notes(self) -> tuple[str, str]:
+        notes = [f"- {o.name} ({'higher' if o.higher_is_better else 'lower'} is better): {o.note}"
+                 for o in self.objectives if o.note]
         summary = (f"{self.strategy}: {len(self.candidates)} configurations tried of {self.space_size}, "
                    f"{self.evaluations} metric evaluations (a grid on the {self.pool} tuning samples: "
                    f"{self.space_size * self.pool})")
-        return "\n".join([summary, "", *lines, "", "Known unreliability of the objectives:", *notes])
+        return summary, "\n".join(["Known unreliability of the objectives:", *notes])
+
+    def _json_extra(self) -> dict[str, Any]:
+        extra = self.to_dict()
+        del extra["candidates"]  # the rows
+        return extra
 
     def code(self) -> str:
         """Python code that rebuilds the winner (a composite for LRP, the method call otherwise)."""

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..batching import batch_size_for, check_batch_size
+from ..data import Data
 from ..deprecation import warn_renamed
 from ..errors import check_input, check_positive
 from ..modes import eval_semantics
@@ -34,20 +35,17 @@ STRATEGIES = ("halving", "grid")
 
 
 def _check_data(model: nn.Module, data: Any, name: str = "data"):
-    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
-        raise TypeError(f"{name} must be a tuple (x, y) or (x, y, mask)")
-    x, y = data[0], data[1]
-    mask = data[2] if len(data) == 3 else None
-    check_input(x, f"{name}[0] (x)", model)
+    """``(x, y, mask)`` of ``data`` in any form of :class:`xaikit.data.Data` (``(x, y)``, ``(x, y, mask)``, a
+    Dataset, a DataLoader, a folder ...); no labels or ``y=None``: the predicted classes, fixed once."""
+    x, y, mask = Data(data, batch_size=None, name=name).tensors()
+    check_input(x, f"{name} inputs (x)", model)
     if y is None:  # the predicted classes, fixed once for every candidate
         with torch.no_grad(), eval_semantics(model):  # no dropout, no BatchNorm statistics updated
             y = torch.cat([model(x[i: i + 256]).argmax(1) for i in range(0, x.shape[0], 256)])
     y = torch.as_tensor(y, device=x.device)
-    if y.ndim != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
-        raise ValueError(f"{name}[1] (y) must hold one integer class per sample ({x.shape[0]}), got shape "
+    if y.ndim != 1 or y.is_floating_point():
+        raise ValueError(f"{name} labels (y) must hold one integer class per sample ({x.shape[0]}), got shape "
                          f"{tuple(y.shape)} dtype {y.dtype}; pass None for the predicted classes")
-    if mask is not None and mask.shape[0] != x.shape[0]:
-        raise ValueError(f"{name}[2] (mask) has {mask.shape[0]} samples but x has {x.shape[0]}")
     return x, y, mask
 
 
@@ -161,7 +159,7 @@ def fingerprint(spaces: Sequence[Space], objectives: Sequence[Objective], x: tor
     }
 
 
-def tune(model: nn.Module, data: tuple, spaces: Space | Sequence[Space], objectives: Any = None, *,
+def tune(model: nn.Module, data: Any, spaces: Space | Sequence[Space], objectives: Any = None, *,
          budget: int | None = None, strategy: str = "halving", eta: int = 3, min_samples: int = 4,
          refine: bool = True, seed: int = 0, results: str | None = None, batch_size: int | str = 16,
          progress: bool = False, chunk: int | None = None) -> TuneResult:
@@ -171,9 +169,9 @@ def tune(model: nn.Module, data: tuple, spaces: Space | Sequence[Space], objecti
     ----------
     model : nn.Module
         The model (in eval mode; never modified).
-    data : tuple
-        The tuning pool ``(x, y)`` or ``(x, y, mask)``; ``y=None`` explains the predicted classes. Keep a
-        separate held-out split for the final comparison (:func:`~xaikit.tune.holdout`).
+    data : tuple, Dataset, DataLoader, folder, table or tensor (any form of :class:`xaikit.data.Data`)
+        The tuning pool, read into memory: ``(x, y)`` or ``(x, y, mask)``; no labels or ``y=None`` explains
+        the predicted classes. Keep a separate held-out split for the final comparison (:func:`~xaikit.tune.holdout`).
     spaces : LRPSpace, MethodSpace or a list of them
     objectives : metric name(s), Metric object(s) or dict name -> either
         Default: ``"pixel_flipping"``. The first is the primary objective; with several, each rung keeps the

@@ -103,7 +103,7 @@ def concepts_section(folder: str | Path, images: np.ndarray, composition: Any, n
     """The report's "concepts" section: for each image, the top concepts of a layer with their share of the
     relevance in %, their conditional heatmaps, and the reference crops of each concept.
 
-    ``composition``: a :class:`xaikit.concepts.ConceptHeatmaps` (e.g. from
+    ``composition``: a :class:`xaikit.concepts.ConditionalHeatmapsResult` (e.g. from
     :class:`xaikit.concepts.Composition`), sample-major; ``references``: ``{channel: crops (n, h, w, 3)}``.
     """
     folder = Path(folder)

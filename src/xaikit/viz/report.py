@@ -73,7 +73,7 @@ class Scores:
     def of(cls, table: Any) -> "Scores":
         """Read a benchmark table.
 
-        Either :class:`xaikit.metrics.BenchmarkTable` (per-cell ``mean(method, metric)`` and ``sem(...)``,
+        Either :class:`xaikit.metrics.BenchmarkResult` (per-cell ``mean(method, metric)`` and ``sem(...)``,
         ``higher_is_better`` as ``{metric: bool}``, ``curves`` as ``{(method, metric): (N, S) tensor}`` with the
         curve positions in ``info[(method, metric)]``, failed cells in ``info[...]["error"]``), or any object
         with ``methods``, ``metrics``, ``mean`` and ``sem`` as ``(methods, metrics)`` arrays,

@@ -1,6 +1,6 @@
 """Plots of tabular attributions: a bar chart of one row, a beeswarm-style summary over many rows.
 
-Both take a :class:`xaikit.tabular.FeatureTable` (``xk.tabular.feature_table(expl, names, x)``). Positive
+Both take a :class:`xaikit.tabular.FeatureTableResult` (``xk.tabular.feature_table(expl, names, x)``). Positive
 attributions are red and negative blue, as in the heatmaps; the beeswarm colours each point by its feature's
 value in the row (low blue, high red, scaled per feature over the rows shown), the summary-plot convention
 of the Shapley literature (Lundberg et al., Nature Machine Intelligence 2020).
@@ -11,19 +11,19 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..tabular import FeatureTable
+from ..tabular import FeatureTableResult
 
 _RED, _BLUE = "#d62728", "#1f77b4"
 
 
-def _check(table: object) -> FeatureTable:
-    if not isinstance(table, FeatureTable):
-        raise TypeError(f"table must be an xk.tabular.FeatureTable (xk.tabular.feature_table(expl, names, x)), "
+def _check(table: object) -> FeatureTableResult:
+    if not isinstance(table, FeatureTableResult):
+        raise TypeError(f"table must be an xk.tabular.FeatureTableResult (xk.tabular.feature_table(expl, names, x)), "
                         f"got {type(table).__name__}")
     return table
 
 
-def plot_bar(table: FeatureTable, sample: int = 0, top: int = 15, title: str | None = None) -> Figure:
+def plot_bar(table: FeatureTableResult, sample: int = 0, top: int = 15, title: str | None = None) -> Figure:
     """Horizontal bars of one row's attributions, largest |attribution| on top, labelled ``name = value``
     and annotated with the attribution."""
     rows = _check(table).rows(sample, top)[::-1]
@@ -59,7 +59,7 @@ def _swarm_offsets(values: np.ndarray, bins: int = 60) -> np.ndarray:
     return offsets
 
 
-def plot_beeswarm(table: FeatureTable, top: int = 15, title: str | None = None) -> Figure:
+def plot_beeswarm(table: FeatureTableResult, top: int = 15, title: str | None = None) -> Figure:
     """One row of points per feature (most important on top, by mean |attribution|): each point is a row's
     attribution, coloured by that row's feature value."""
     summary = _check(table).summary(top)
