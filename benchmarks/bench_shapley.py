@@ -23,7 +23,7 @@ seeds of the relative error ‖φ̂ - φ‖ / ‖φ‖ of
 - ``KernelSHAP plain``: xaikit's regression estimator (exact sizes, stratified paired sampling without
   replacement, regression adjustment; ``estimator="plain"``);
 - ``KernelSHAP``: the default, the same adjusted by a network fitted to the values (``estimator="surrogate"``,
-  :mod:`xaikit.methods.shapley_surrogate`); ``ratio`` = KernelSHAP / reference;
+  :mod:`xaikit.methods.machinery.shapley_surrogate`); ``ratio`` = KernelSHAP / reference;
 - ``Permutation plain`` / ``PermutationShapley``: antithetic orders, ``budget // (d - 1)`` orders (rounded
   down to even), without and with the surrogate;
 - with ``--shap``: the reference library's KernelExplainer itself, if installed.

@@ -8,7 +8,7 @@ import xaikit as xk
 from models import assert_unchanged, snapshot
 from test_methods_closed_form import Interacting, brute_force_shapley
 from xaikit.batching import batched_forward
-from xaikit.methods.features import LazyInputs, resolve_features
+from xaikit.methods.machinery.features import LazyInputs, resolve_features
 
 
 class WeightedSum(nn.Module):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import xaikit as xk
-from xaikit.methods.baselines import resolve_baseline
+from xaikit.methods.machinery.baselines import resolve_baseline
 
 
 class Interacting(nn.Module):

@@ -28,7 +28,7 @@ def test_integrated_gradients_integrates_in_embedding_space_with_completeness(mo
     assert expl.attribution.shape == IDS.shape
     # completeness: Σ_tokens R = f(e) − f(zero vectors), the baseline run through the same model
     embedding = model.get_input_embeddings()
-    from xaikit.methods.tokens_ids import EmbeddingSpace
+    from xaikit.methods.machinery.tokens_ids import EmbeddingSpace
     from xaikit.tokens import TokenInput
 
     space = EmbeddingSpace(model, TokenInput(model))

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import xaikit as xk
-from xaikit.methods.kernel_design import coalitions, kernel_design
-from xaikit.methods.shapley_surrogate import additive, feature_deviation, feature_scale, fit_surrogate
-from xaikit.methods.features import resolve_features
+from xaikit.methods.machinery.kernel_design import coalitions, kernel_design
+from xaikit.methods.machinery.shapley_surrogate import additive, feature_deviation, feature_scale, fit_surrogate
+from xaikit.methods.machinery.features import resolve_features
 
 
 def brute_force_shapley(game, d):
@@ -51,7 +51,7 @@ def test_surrogate_shapley_estimate_above_sixteen_features_is_close():
     values = torch.tanh(z.double() @ mixing).T.prod(0, keepdim=True)
     surrogate = fit_surrogate(z, values, torch.ones((1, d), dtype=torch.float64), seed=0)
     everything = coalitions(torch.arange(2**d), d)
-    from xaikit.methods.kernel_design import shapley_weights
+    from xaikit.methods.machinery.kernel_design import shapley_weights
 
     exact = surrogate(everything) @ shapley_weights(everything)
     estimate = surrogate.shapley(seed=3)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..batching import chunked, max_chunk, select_batch
 from ..layers import capture, find_layer, hooked
-from ..methods.baselines import resolve_baseline
+from ..methods.machinery.baselines import resolve_baseline
 from ..methods.path import IntegratedGradients
 from ..targets import resolve_target
 from ..tokens import model_scores

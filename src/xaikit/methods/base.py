@@ -21,7 +21,7 @@ from ..modes import eval_semantics
 from ..propagation.state import differentiable_pass
 from ..settings import checked_init
 from ..targets import TargetSpec, check_target
-from .tokens_ids import explain_in_embedding_space
+from .machinery.tokens_ids import explain_in_embedding_space
 
 #: registered name -> method class; filled only by :func:`register` (the built-ins register themselves)
 _REGISTRY: dict[str, type["Method"]] = {}
@@ -53,7 +53,7 @@ class Method:
     #: supports ``create_graph=True`` (training mode: the explanation is differentiable, for losses on it)
     differentiable: ClassVar[bool] = False
     #: how the method reads token ids when it does not take them itself: "embedding" (it runs on the input
-    #: embedding's vectors, see :mod:`xaikit.methods.tokens_ids`) or ``None`` (it does not apply to ids)
+    #: embedding's vectors, see :mod:`xaikit.methods.machinery.tokens_ids`) or ``None`` (it does not apply to ids)
     token_mode: ClassVar[str | None] = None
     #: embedding-space attributions become one value per token by their "sum" or "norm" over the embedding
     token_reduction: ClassVar[str] = "sum"

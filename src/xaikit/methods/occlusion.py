@@ -8,9 +8,9 @@ from torch import nn
 
 from .base import register
 from ..errors import check_positive
-from .baselines import BaselineSpec, describe_baseline, resolve_baseline
-from .features import LazyInputs, perturb
-from .scoring import _ForwardMethod
+from .machinery.baselines import BaselineSpec, describe_baseline, resolve_baseline
+from .machinery.features import LazyInputs, perturb
+from .machinery.scoring import _ForwardMethod
 
 
 @register

@@ -10,9 +10,9 @@ from ..errors import check_choice, check_positive
 from ..explanation import Explanation
 from ..targets import resolve_target
 from .base import Method, register
-from .baselines import BaselineSpec, describe_baseline, resolve_baseline
+from .machinery.baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .gradient import backprop
-from .scoring import forward_output
+from .machinery.scoring import forward_output
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gauss_legendre")
 
@@ -48,7 +48,7 @@ class IntegratedGradients(Method):
         ``"riemann_trapezoid"`` or ``"gauss_legendre"`` (default; exact for polynomials of degree
         ``2 * steps - 1`` along the path).
     baseline : number, tensor, "zero", "mean" or "blur"
-        The reference input b (default ``"zero"``; see :mod:`xaikit.methods.baselines`).
+        The reference input b (default ``"zero"``; see :mod:`xaikit.methods.machinery.baselines`).
     batch_size : int or "auto"
         Interpolated inputs per forward/backward pass; ``"auto"`` times chunk sizes and keeps the fastest.
     progress : bool

@@ -13,11 +13,11 @@ from ..errors import check_positive
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, resolve_target
 from .base import Method, register
-from .baselines import BaselineSpec, describe_baseline, resolve_baseline
-from .features import LazyInputs, perturb
+from .machinery.baselines import BaselineSpec, describe_baseline, resolve_baseline
+from .machinery.features import LazyInputs, perturb
 from .gradient import chunk_key
-from .scoring import _ForwardMethod, forward_output
-from .seeding import check_seed, make_generator, resolve_seed
+from .machinery.scoring import _ForwardMethod, forward_output
+from .machinery.seeding import check_seed, make_generator, resolve_seed
 
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 

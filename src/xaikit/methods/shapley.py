@@ -18,15 +18,15 @@ from torch import nn
 
 from ..errors import check_choice, check_positive
 from .base import register
-from .baselines import BaselineSpec, describe_baseline, resolve_background, resolve_baseline
-from .features import (
+from .machinery.baselines import BaselineSpec, describe_baseline, resolve_background, resolve_baseline
+from .machinery.features import (
     Features, FeatureSpec, LazyInputs, attribution_dtype, perturb, random_ranks, resolve_features, reverse_ranks,
 )
-from .kernel_design import Design, kernel_design, min_budget, shapley_weights
-from .kernel_design import coalitions as all_of
-from .scoring import _ForwardMethod
-from .shapley_surrogate import feature_deviation, feature_scale, surrogate_correction
-from .seeding import check_seed, make_generator, resolve_seed
+from .machinery.kernel_design import Design, kernel_design, min_budget, shapley_weights
+from .machinery.kernel_design import coalitions as all_of
+from .machinery.scoring import _ForwardMethod
+from .machinery.shapley_surrogate import feature_deviation, feature_scale, surrogate_correction
+from .machinery.seeding import check_seed, make_generator, resolve_seed
 
 #: estimators of KernelSHAP and PermutationShapley: adjusted by a fitted network, or the plain sampling estimate
 ESTIMATORS = ("surrogate", "plain")
@@ -97,7 +97,7 @@ class ExactShapley(_Shapley):
     ----------
     model : nn.Module or callable
     features : None, "grid:N", "slic:N" or int tensor
-        The players (see :mod:`xaikit.methods.features`); default: columns of tabular inputs, ``"grid:4"``
+        The players (see :mod:`xaikit.methods.machinery.features`); default: columns of tabular inputs, ``"grid:4"``
         (16 cells) on images. At most 20 features per sample.
     baseline : number, tensor, "zero", "mean" or "blur", optional
         Value of absent features (default ``"zero"``).
@@ -134,8 +134,8 @@ class ExactShapley(_Shapley):
 @register
 class KernelSHAP(_Shapley):
     """KernelSHAP (Lundberg & Lee, NeurIPS 2017) with exact small sizes, paired stratified sampling, a
-    regression-adjusted estimator (:mod:`xaikit.methods.kernel_design`) and a network surrogate as control
-    variate (:mod:`xaikit.methods.shapley_surrogate`).
+    regression-adjusted estimator (:mod:`xaikit.methods.machinery.kernel_design`) and a network surrogate as control
+    variate (:mod:`xaikit.methods.machinery.shapley_surrogate`).
 
     The budget of ``samples`` coalitions per sample is spent as in the reference implementation of KernelSHAP
     first: sizes 1 and d-1, then 2 and d-2, ... are evaluated exactly while sampling would spend as much on
@@ -239,7 +239,7 @@ class KernelSHAP(_Shapley):
     @staticmethod
     def _surrogate_correction(x, features, baseline, values, designs, group, seed, eps) -> torch.Tensor:
         """``φ(g) - φ̂(g)`` ``(N, K, d)`` per design
-        (:func:`~xaikit.methods.shapley_surrogate.surrogate_correction`); 0 where the estimate is exact already."""
+        (:func:`~xaikit.methods.machinery.shapley_surrogate.surrogate_correction`); 0 where the estimate is exact already."""
         n, _, k = values.shape
         correction = torch.zeros((n, k, features.d), dtype=torch.float64, device=values.device)
         scale = feature_scale(feature_deviation(x, baseline, features)).repeat_interleave(k, 0)
@@ -268,7 +268,7 @@ class PermutationShapley(_Shapley):
 
     By default (``estimator="surrogate"``) the estimate is adjusted as KernelSHAP's: small tanh networks ``g``
     are fitted to each game's values along the orders, and ``φ(g) - φ̂(g)`` is added
-    (:mod:`xaikit.methods.shapley_surrogate`), with the same caveats (not linear in the game; batch
+    (:mod:`xaikit.methods.machinery.shapley_surrogate`), with the same caveats (not linear in the game; batch
     invariance to about 1e-3). On wine and breast cancer it lowers the median error by 1.1-7× across
     128-4096 evaluations (``benchmarks/results/shapley.md``); ``estimator="plain"`` gives the orders' mean.
 

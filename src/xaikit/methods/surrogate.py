@@ -6,11 +6,11 @@ from torch import nn
 
 from .base import register
 from ..errors import check_choice, check_positive
-from .baselines import BaselineSpec, describe_baseline, resolve_baseline
-from .features import FeatureSpec, LazyInputs, attribution_dtype, perturb, random_ranks, resolve_features
-from .linear import lasso_select, weighted_ridge
-from .scoring import _ForwardMethod
-from .seeding import check_seed, make_generator, resolve_seed
+from .machinery.baselines import BaselineSpec, describe_baseline, resolve_baseline
+from .machinery.features import FeatureSpec, LazyInputs, attribution_dtype, perturb, random_ranks, resolve_features
+from .machinery.linear import lasso_select, weighted_ridge
+from .machinery.scoring import _ForwardMethod
+from .machinery.seeding import check_seed, make_generator, resolve_seed
 
 KERNELS = ("cosine", "euclidean")
 
@@ -29,7 +29,7 @@ class LIME(_ForwardMethod):
     ----------
     model : nn.Module
     features : None, "grid:N", "slic:N" or int tensor
-        Interpretable features (see :mod:`xaikit.methods.features`); default: columns of tabular inputs,
+        Interpretable features (see :mod:`xaikit.methods.machinery.features`); default: columns of tabular inputs,
         ``"grid:8"`` (64 cells) on images. The paper uses superpixels: ``"slic:50"``.
     samples : int
         Number of perturbed samples per input (the original input is added as the first one, for free).

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import check_positive
 from ..modes import FollowsModel
-from ..methods.seeding import make_generator
+from ..methods.machinery.seeding import make_generator
 from .base import Case, Metric, MetricResult
 from .perturb import check_baseline, evaluate_masks, make_baseline, segment_sums
 

@@ -27,7 +27,7 @@ from ..errors import check_input, check_model, unknown_name
 from ..explanation import Explanation
 from ..methods.base import Method, snake_case
 from ..methods.resolve import resolve_method
-from ..methods.seeding import check_seed
+from ..methods.machinery.seeding import check_seed
 from ..modes import eval_semantics
 from ..results import ResultExport
 from ..settings import bind_settings

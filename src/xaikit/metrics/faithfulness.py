@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import check_choice, check_positive
-from ..methods.seeding import make_generator
+from ..methods.machinery.seeding import make_generator
 from .base import Case, Metric, MetricResult, check_order, pearson, spearman, trapezoid_mean
 from .imputation import ACCURACY, noisy_linear_imputation
 from .perturb import (

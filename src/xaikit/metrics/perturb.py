@@ -6,7 +6,7 @@ are defined in :mod:`xaikit.metrics.pixels`):
 - **Pixels.** Perturbations always replace all channels of a pixel together, so removing "k pixels" is k
   pixels on RGB images, not k channel values.
 - **Randomness.** Random draws (subsets, noise) are made once per call and shared by all samples of the batch
-  from a generator seeded with ``seed`` (:func:`xaikit.methods.seeding.make_generator`), so a sample's score
+  from a generator seeded with ``seed`` (:func:`xaikit.methods.machinery.seeding.make_generator`), so a sample's score
   never depends on its batch mates or its position.
 - **Batched evaluation.** A perturbation is a boolean pixel mask; all masks of a batch form one ``(N, S, P)``
   tensor, the perturbed inputs are built from it in blocks under the memory budget and evaluated with
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ..batching import memory_budget
-from ..methods.baselines import gaussian_blur
-from ..methods.seeding import make_generator  # noqa: F401  (the generator of the metrics' random draws)
+from ..methods.machinery.baselines import gaussian_blur
+from ..methods.machinery.seeding import make_generator  # noqa: F401  (the generator of the metrics' random draws)
 from .pixels import Layout, average_ranks, ranks, stable_order, to_pixels  # noqa: F401  (the pixel conventions)
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -21,8 +21,8 @@ from torch import nn
 
 from ..errors import check_choice, check_positive, unknown_module
 from ..methods.base import Method
-from ..methods.baselines import gaussian_blur
-from ..methods.seeding import make_generator
+from ..methods.machinery.baselines import gaussian_blur
+from ..methods.machinery.seeding import make_generator
 from .base import Case, Metric, MetricResult, pearson, spearman
 from .pixels import to_pixels
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import check_positive
 from ..layers import capture, find_layer, last_layer
-from ..methods.seeding import make_generator
+from ..methods.machinery.seeding import make_generator
 from .base import Case, Metric, MetricResult
 from .pixels import stable_order
 

@@ -33,7 +33,7 @@ Choices, each measured on scikit-learn's wine and breast-cancer games (median er
 - three networks from different starting weights, their corrections averaged (up to 12 % lower error at
   128-256 evaluations than one);
 - ``φ(g)`` by enumerating all ``2^d`` coalitions when ``d <= 16``, else by the regression estimator of
-  :mod:`xaikit.methods.kernel_design` on ``2^16`` coalitions of ``g`` (cheap: ``g`` is a tiny network);
+  :mod:`xaikit.methods.machinery.kernel_design` on ``2^16`` coalitions of ``g`` (cheap: ``g`` is a tiny network);
 - every game (sample × target) gets its own networks, all fitted in one batched optimisation; the starting
   weights depend only on the seed, and the loss is a sum over games, so a game's fit is the same, bit for
   bit, in any batch (given the same values);

@@ -14,13 +14,13 @@ from typing import Any, Sequence
 
 import torch
 
-from ..batching import batched_forward, check_batch_size, check_output
-from ..errors import NotApplicable, check_input
-from ..explanation import Explanation
-from ..modes import eval_semantics
-from ..targets import ResolvedTarget, TargetSpec, check_target, resolve_target
-from ..tokens import check_per_token_kwargs, model_scores
-from .base import Method
+from ...batching import batched_forward, check_batch_size, check_output
+from ...errors import NotApplicable, check_input
+from ...explanation import Explanation
+from ...modes import eval_semantics
+from ...targets import ResolvedTarget, TargetSpec, check_target, resolve_target
+from ...tokens import check_per_token_kwargs, model_scores
+from ..base import Method
 from .tokens_ids import token_baseline
 from .features import LazyInputs
 
@@ -114,7 +114,7 @@ class _ForwardMethod(Method):
             expl.info.setdefault("time_s", time.perf_counter() - began)
         return explanations
 
-    #: token ids are perturbed by switching tokens to a mask token (see :mod:`xaikit.methods.tokens_ids`)
+    #: token ids are perturbed by switching tokens to a mask token (see :mod:`xaikit.methods.machinery.tokens_ids`)
     allow_integer_input = True
     #: why a method of this family does not apply to token ids (``None``: it does)
     not_for_token_ids: str | None = None

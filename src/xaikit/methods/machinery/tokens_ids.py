@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..explanation import Explanation
-from ..modes import FollowsModel
-from ..tokens import TokenInput
+from ...explanation import Explanation
+from ...modes import FollowsModel
+from ...tokens import TokenInput
 
 
 class EmbeddingSpace(FollowsModel, nn.Module):
