@@ -9,6 +9,7 @@ from xaikit.cli.specs import build_methods
 from xaikit.concepts.base import make_method
 from xaikit.explanation import Explanation
 from xaikit.methods import base
+from xaikit.metrics import base as metrics_base
 from xaikit.tune import MethodSpace
 
 BUILT_IN = {
@@ -24,10 +25,11 @@ BUILT_IN = {
 @pytest.fixture(autouse=True)
 def _restore_registry():
     """Each test leaves the registry as it found it (tests run in random order)."""
-    before = dict(base._REGISTRY)
+    before = {registry: dict(registry._classes) for registry in (base.REGISTRY, metrics_base.REGISTRY)}
     yield
-    base._REGISTRY.clear()
-    base._REGISTRY.update(before)
+    for registry, classes in before.items():
+        registry._classes.clear()
+        registry._classes.update(classes)
 
 
 @pytest.fixture
@@ -153,3 +155,25 @@ def test_methods_is_a_read_only_view():
     assert xk.METHODS["lrp"] is xk.LRP
     xk.register_method(_Scaled, name="scaled")
     assert "scaled" in xk.METHODS  # a live view of the registry
+
+
+def test_metrics_share_the_registry_a_user_metric_named_like_a_built_in_replaces_nothing():
+    """The same defect for metrics: subclassing registered every public Metric, so a user's
+    ``class PixelFlipping(Metric)`` replaced the built-in for the CLI, run and tune objectives."""
+    built_in = xk.metrics.get_metric("pixel_flipping")
+
+    class PixelFlipping(xk.metrics.Metric):  # noqa: F811 (a user's class of the same name)
+        def compute(self, case):
+            raise AssertionError("never called")
+
+    assert xk.metrics.get_metric("pixel_flipping") is built_in
+    assert xk.metrics.METRICS["pixel_flipping"] is built_in
+    with pytest.raises(ValueError, match="'pixel_flipping' is already registered to "
+                                         "xaikit.metrics.faithfulness.PixelFlipping"):
+        xk.metrics.register_metric(PixelFlipping)
+    assert xk.metrics.register_metric(PixelFlipping, name="my_pixel_flipping") is PixelFlipping
+    assert xk.metrics.get_metric("my_pixel_flipping") is PixelFlipping
+    with pytest.raises(TypeError, match="subclass of xaikit.Metric"):
+        xk.metrics.register_metric(xk.LRP)
+    with pytest.raises(TypeError):
+        xk.metrics.METRICS["x"] = PixelFlipping  # a read-only view

@@ -17,10 +17,9 @@ from typing import Any
 
 import torch
 
-from ..deprecation import warn_renamed
+from ..deprecation import renamed, warn_renamed
 from ..errors import check_choice, check_positive
 from ..methods.base import _checked_init
-from ..deprecation import renamed
 from ..results import ResultExport
 
 #: the clustering algorithms of :class:`Prototypes`

@@ -7,33 +7,20 @@ training mode (and explains it in eval semantics, see :func:`~xaikit.modes.eval_
 from __future__ import annotations
 
 import contextlib
-import re
 import time
-import types
-from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar, overload
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ..errors import check_input, check_model, unknown_name
+from ..errors import check_input, check_model
 from ..explanation import Explanation
 from ..modes import eval_semantics
 from ..propagation.state import differentiable_pass
+from ..registry import Registry
 from ..settings import checked_init
 from ..targets import TargetSpec, check_target
 from .machinery.tokens_ids import explain_in_embedding_space
-
-#: registered name -> method class; filled only by :func:`register` (the built-ins register themselves)
-_REGISTRY: dict[str, type["Method"]] = {}
-#: registered name -> method class, a read-only live view of the registry (add a method with :func:`register`)
-METHODS: Mapping[str, type["Method"]] = types.MappingProxyType(_REGISTRY)
-_NAME = re.compile(r"[a-z][a-z0-9_]*")
-
-
-def snake_case(name: str) -> str:
-    """``IntegratedGradients`` -> ``integrated_gradients``; ``LRP`` -> ``lrp``; ``GradCAMPlusPlus`` -> ..."""
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
-
 
 #: wraps a constructor so that unknown settings are refused with the close names (see :mod:`xaikit.settings`)
 _checked_init = checked_init
@@ -126,7 +113,7 @@ def _training_mode(method: Method, create_graph: Any):
     if not isinstance(create_graph, bool):
         raise TypeError(f"create_graph must be True or False, got {create_graph!r}")
     if create_graph and not method.differentiable:
-        valid = ", ".join(sorted(name for name, cls in _REGISTRY.items() if cls.differentiable))
+        valid = ", ".join(sorted(REGISTRY.names(lambda cls: cls.differentiable)))
         raise ValueError(f"{method.name} does not support create_graph=True; methods that do: {valid}")
     if not create_graph:
         yield
@@ -139,22 +126,19 @@ def _token_ids(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
 
 
-M = TypeVar("M", bound=type[Method])
+#: the registry of methods by name (:class:`xaikit.registry.Registry`); the built-ins register themselves
+REGISTRY: Registry[type[Method]] = Registry("method", Method, "xk.register_method")
+#: registered name -> method class, a read-only live view (add a method with :func:`register`)
+METHODS: Mapping[str, type[Method]] = REGISTRY.view
 
 
-@overload
-def register(cls: M, name: str | None = None) -> M: ...
-@overload
-def register(cls: None = None, name: str | None = None) -> Callable[[M], M]: ...
-
-
-def register(cls=None, name=None):
+def register(cls: type[Method] | None = None, name: str | None = None) -> Any:
     """Register a :class:`Method` subclass under ``name``, so that it can be chosen by name everywhere.
 
     Use it as a function, ``xk.register_method(MyMethod)`` or ``xk.register_method(MyMethod, name="mine")``,
     or as a class decorator, ``@xk.register_method`` or ``@xk.register_method(name="mine")``. Once registered,
-    :func:`get_method`, :func:`explain`, the CLI's ``--methods``, the concept tools' ``method=``,
-    ``tune.MethodSpace`` and ``run`` find the method by its name.
+    :func:`get_method`, :func:`~xaikit.methods.resolve.explain`, the CLI's ``--methods``, the concept tools'
+    ``method=``, ``tune.MethodSpace`` and ``run`` find the method by its name.
 
     Parameters
     ----------
@@ -178,39 +162,9 @@ def register(cls=None, name=None):
     TypeError
         When ``cls`` is not a subclass of :class:`Method` or ``name`` is not a string.
     """
-    if cls is None:
-        return lambda decorated: register(decorated, name)
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        got = f"class {_qualified(cls)}" if isinstance(cls, type) else type(cls).__name__
-        raise TypeError(f"register_method takes a subclass of xaikit.Method, got {got}")
-    if name is None:
-        name = snake_case(cls.__name__).lstrip("_")
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a string such as 'my_method', got {type(name).__name__}")
-    if not _NAME.fullmatch(name):
-        raise ValueError(f"method name must be lower-case letters, digits and underscores starting with a letter "
-                         f"(it is written in specs such as 'NAME:key=value'), got {name!r}")
-    held = _REGISTRY.get(name)
-    if held is not None and held is not cls and _qualified(held) != _qualified(cls):
-        raise ValueError(f"method name {name!r} is already registered to {_qualified(held)}; register "
-                         f"{cls.__name__} under another name, e.g. xk.register_method({cls.__name__}, "
-                         f"name={('my_' + name)!r})")
-    _REGISTRY[name] = cls
-    return cls
-
-
-def _qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return REGISTRY.register(cls, name)
 
 
 def get_method(name: str) -> type[Method]:
     """Look up a registered method class by its registered name or its class name (``"lrp"``, ``"LRP"``)."""
-    if not isinstance(name, str):
-        raise TypeError(f"method name must be a string such as 'lrp', got {type(name).__name__}")
-    key = snake_case(name) if name not in _REGISTRY else name
-    if key not in _REGISTRY:
-        error = unknown_name("method", name, _REGISTRY)
-        raise ValueError(f"{error}; a method of your own is found by name once registered with "
-                         f"xk.register_method(MyMethod)")
-    return _REGISTRY[key]
-
+    return REGISTRY.get(name)

@@ -4,11 +4,11 @@
 one score per sample; ``metric.higher_is_better`` gives the direction, ``metric.curve(...)`` the per-step
 values where the metric has a curve. :func:`benchmark` runs methods × metrics into a :class:`BenchmarkResult`.
 """
+from ..deprecation import renamed as _renamed
 from . import axiomatic, complexity, faithfulness, localisation, randomisation, robustness
 from .axiomatic import *  # noqa: F401,F403
 from .base import METRICS, Metric, MetricResult, curve_metrics, get_metric
-from ..deprecation import renamed
-from ..deprecation import renamed as _renamed
+from .base import register as register_metric
 from .benchmark import BenchmarkResult, benchmark
 from .complexity import *  # noqa: F401,F403
 from .faithfulness import *  # noqa: F401,F403
@@ -17,7 +17,8 @@ from .randomisation import *  # noqa: F401,F403
 from .robustness import *  # noqa: F401,F403
 
 __all__ = [
-    "Metric", "MetricResult", "METRICS", "get_metric", "curve_metrics", "benchmark", "BenchmarkResult",
+    "Metric", "MetricResult", "METRICS", "get_metric", "register_metric", "curve_metrics", "benchmark",
+    "BenchmarkResult",
     *faithfulness.__all__, *robustness.__all__, *localisation.__all__, *complexity.__all__,
     *randomisation.__all__, *axiomatic.__all__,
 ]

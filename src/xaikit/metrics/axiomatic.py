@@ -11,12 +11,13 @@ from torch import nn
 from ..errors import check_positive
 from ..modes import FollowsModel
 from ..methods.machinery.seeding import make_generator
-from .base import Case, Metric, MetricResult
+from .base import Case, Metric, MetricResult, register
 from .perturb import check_baseline, evaluate_masks, make_baseline, segment_sums
 
 __all__ = ["Completeness", "NonSensitivity", "InputInvariance"]
 
 
+@register
 class Completeness(Metric):
     """Completeness (Sundararajan et al. 2017, Prop. 1; Bach et al. 2015 conservation): Σ_i R_i = f(x) − f(x̄).
 
@@ -47,6 +48,7 @@ class Completeness(Metric):
         return MetricResult(passed.to(gap.dtype), info={"gap": gap, "difference": difference})
 
 
+@register
 class NonSensitivity(Metric):
     """Non-sensitivity (Nguyen & Martínez 2020, Sec. 3.3): features the model does not react to should get zero
     attribution, and vice versa.
@@ -99,6 +101,7 @@ class _Shifted(FollowsModel, nn.Module):
         return self.inner(z - self.shift, *args, **kwargs)
 
 
+@register
 class InputInvariance(Metric):
     """Input invariance (Kindermans et al. 2017): shift the input by a constant and give the model a first layer
     that compensates the shift, f₂(x + c) = f(x); an input-invariant explanation is unchanged.

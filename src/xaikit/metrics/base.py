@@ -17,15 +17,16 @@ import functools
 import inspect
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..batching import batched_forward, check_batch_size, select_batch
-from ..errors import check_input, check_model, unknown_name
+from ..errors import check_input, check_model
 from ..explanation import Explanation
-from ..methods.base import Method, snake_case
+from ..methods.base import Method
+from ..registry import Registry
 from ..methods.resolve import resolve_method
 from ..methods.machinery.seeding import check_seed
 from ..modes import eval_semantics
@@ -34,8 +35,6 @@ from ..settings import bind_settings
 from ..targets import Contrast, ResolvedTarget, TargetSpec, resolve_target
 from .pixels import Layout, average_ranks, to_pixels
 
-#: snake_case name -> metric class, filled by subclassing :class:`Metric`
-METRICS: dict[str, type["Metric"]] = {}
 
 
 @dataclass
@@ -149,8 +148,9 @@ class Metric:
 
     Subclasses set ``higher_is_better`` (as in the paper), ``family``, ``needs_method`` (re-explaining
     metrics), ``needs_mask`` (localisation), ``needs_module`` (metrics that change or hook the model's layers;
-    the others accept any callable ``x -> tensor of scores``), ``has_curve``, and implement :meth:`compute`. Every public
-    subclass is registered under its snake_case name (:func:`get_metric`).
+    the others accept any callable ``x -> tensor of scores``), ``has_curve``, and implement :meth:`compute`. A metric is
+    found by name (:func:`get_metric`, the CLI, ``run``, tune objectives) once registered with :func:`register`
+    (``xk.metrics.register_metric``); subclassing registers nothing.
     """
 
     higher_is_better: ClassVar[bool] = True
@@ -172,8 +172,6 @@ class Metric:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
             cls.__init__ = _record_settings(cls.__dict__["__init__"])
-        if not cls.__name__.startswith("_"):
-            METRICS[snake_case(cls.__name__)] = cls
 
     def _common(self, batch_size: int | str = "auto", softmax: bool = False, seed: int | None = 0) -> None:
         check_batch_size(batch_size)
@@ -342,17 +340,29 @@ class Metric:
         return result
 
 
+#: the registry of metrics by name (:class:`xaikit.registry.Registry`); the built-ins register themselves
+REGISTRY: Registry[type[Metric]] = Registry("metric", Metric, "xk.metrics.register_metric")
+#: registered name -> metric class, a read-only live view (add a metric with :func:`register`)
+METRICS: Mapping[str, type[Metric]] = REGISTRY.view
+
+
+def register(cls: type[Metric] | None = None, name: str | None = None) -> Any:
+    """Register a :class:`Metric` subclass under ``name`` (default: its class name in snake_case), so that the
+    CLI, ``run``, ``tune`` objectives and metric specs find it by name; as a function or a class decorator
+    (``xk.metrics.register_metric``). A name another class holds is refused with a ``ValueError``: subclassing
+    registers nothing, so a class of one's own never replaces a built-in. See
+    :meth:`xaikit.registry.Registry.register`."""
+    return REGISTRY.register(cls, name)
+
+
 def curve_metrics() -> list[str]:
     """Names of the metrics that have a curve."""
-    return [name for name, cls in METRICS.items() if cls.has_curve]
+    return REGISTRY.names(lambda cls: cls.has_curve)
 
 
 def get_metric(name: str) -> type[Metric]:
-    """Look up a metric class by snake_case or class name."""
-    key = name if name in METRICS else snake_case(name)
-    if key not in METRICS:
-        raise unknown_name("metric", name, METRICS)
-    return METRICS[key]
+    """Look up a registered metric class by its registered name or its class name."""
+    return REGISTRY.get(name)
 
 
 def check_order(order: str) -> bool:

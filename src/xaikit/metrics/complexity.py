@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import check_positive
-from .base import Case, Metric, MetricResult
+from .base import Case, Metric, MetricResult, register
 
 __all__ = ["Sparseness", "Complexity", "EffectiveComplexity"]
 
@@ -17,6 +17,7 @@ class _Complexity(Metric):
         self._common()
 
 
+@register
 class Sparseness(_Complexity):
     """Sparseness (Chalasani et al. 2020): the Gini index of |relevance| over pixels,
     G = Σ_i (2i − P − 1) a_(i) / (P Σ_i a_i) with a_(i) sorted ascending (i = 1..P). 0: uniform, → 1: one pixel.
@@ -31,6 +32,7 @@ class Sparseness(_Complexity):
         return MetricResult((values * weights).sum(1) / (p * values.sum(1)))
 
 
+@register
 class Complexity(_Complexity):
     """Complexity (Bhatt et al. 2020): the entropy −Σ_i p_i log p_i of the fractional contributions
     p_i = |R_i| / Σ_j |R_j| (natural log). Lower is better."""
@@ -43,6 +45,7 @@ class Complexity(_Complexity):
         return MetricResult(-torch.special.xlogy(share, share).sum(1))
 
 
+@register
 class EffectiveComplexity(_Complexity):
     """Effective complexity (Nguyen & Martínez 2020): the number of pixels whose |relevance| exceeds ``eps``
     times the sample's largest |relevance| (a per-sample threshold). Lower is better."""

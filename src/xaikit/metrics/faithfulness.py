@@ -16,7 +16,7 @@ import torch
 
 from ..errors import check_choice, check_positive
 from ..methods.machinery.seeding import make_generator
-from .base import Case, Metric, MetricResult, check_order, pearson, spearman, trapezoid_mean
+from .base import Case, Metric, MetricResult, check_order, pearson, register, spearman, trapezoid_mean
 from .imputation import ACCURACY, noisy_linear_imputation
 from .perturb import (
     check_baseline, evaluate_masks, make_baseline, patch_segments, random_subsets, removal_masks, segment_sums,
@@ -56,6 +56,7 @@ class _Flipping(Metric):
         return torch.cat([case.base_scores()[:, None], flipped], 1)
 
 
+@register
 class PixelFlipping(_Flipping):
     """Pixel-flipping (Bach et al. 2015; Samek et al. 2017): remove pixels in order of relevance.
 
@@ -100,6 +101,7 @@ class PixelFlipping(_Flipping):
         return MetricResult(trapezoid_mean(curve, fraction), curve, {"fraction": fraction})
 
 
+@register
 class Deletion(PixelFlipping):
     """Deletion (Petsiuk et al. 2018): pixel-flipping most relevant first with class probabilities; the area
     under the probability curve, lower is better."""
@@ -111,6 +113,7 @@ class Deletion(PixelFlipping):
         super().__init__("morf", pixels_per_step, baseline, softmax, batch_size, seed)
 
 
+@register
 class Insertion(_Flipping):
     """Insertion (Petsiuk et al. 2018): start from a blurred input and insert the most relevant pixels first.
 
@@ -148,6 +151,7 @@ def _insertion_curve(metric: Metric, case: Case, most_relevant_first: bool) -> t
     return torch.cat([evaluate_masks(case, ~inserted, base), case.base_scores()[:, None]], 1), counts
 
 
+@register
 class RegionPerturbation(_Flipping):
     """Region perturbation and AOPC (Samek et al. 2017, eq. 12).
 
@@ -182,6 +186,7 @@ class RegionPerturbation(_Flipping):
         return MetricResult(aopc, curve, {"regions": torch.arange(curve.shape[1])})
 
 
+@register
 class Selectivity(RegionPerturbation):
     """Selectivity (Montavon et al. 2018, Sec. 4.1): remove patches most relevant first and record how fast the
     output drops; the score is the area under the curve over [0, 1] (lower is better).
@@ -219,6 +224,7 @@ class _RandomSubsets(Metric):
         return relevance.reshape(shape), drop.reshape(shape)
 
 
+@register
 class FaithfulnessCorrelation(_RandomSubsets):
     """Faithfulness correlation (Bhatt et al. 2020, eq. 2).
 
@@ -246,6 +252,7 @@ class FaithfulnessCorrelation(_RandomSubsets):
         return MetricResult(pearson(relevance[:, 0], drop[:, 0]))
 
 
+@register
 class SensitivityN(_RandomSubsets):
     """Sensitivity-n (Ancona et al. 2018, Def. 4).
 
@@ -279,6 +286,7 @@ class SensitivityN(_RandomSubsets):
         return MetricResult(curve.nanmean(1), curve, {"sizes": torch.tensor(sizes)})
 
 
+@register
 class FaithfulnessEstimate(Metric):
     """Faithfulness estimate (Alvarez-Melis & Jaakkola 2018, Sec. 3.1).
 
@@ -311,6 +319,7 @@ class FaithfulnessEstimate(Metric):
         return MetricResult(pearson(relevance, drop))
 
 
+@register
 class Monotonicity(Metric):
     """Monotonicity (Arya et al. 2019, AIX360): insert pixels into the baseline in order of *increasing*
     relevance; the explanation is faithful if the target probability never decreases from one insertion to
@@ -338,6 +347,7 @@ class Monotonicity(Metric):
         return MetricResult(monotone.to(curve.dtype), curve)
 
 
+@register
 class MonotonicityCorrelation(Metric):
     """Monotonicity correlation (Nguyen & Martínez 2020, Sec. 3.2).
 
@@ -380,6 +390,7 @@ class MonotonicityCorrelation(Metric):
         return MetricResult(spearman(segment_sums(magnitude, group, groups), variance))
 
 
+@register
 class IROF(_Flipping):
     """Iterative removal of features (Rieger & Hansen 2020).
 
@@ -438,6 +449,7 @@ class IROF(_Flipping):
         return MetricResult(1 - area, curve, {"segments": present})
 
 
+@register
 class ROAD(_Flipping):
     """Remove and debias (Rong et al. 2022) with noisy linear imputation.
 
@@ -487,6 +499,7 @@ class ROAD(_Flipping):
         return MetricResult(scores.mean(1), curve, {"percentages": torch.tensor((0.0, *self.percentages))})
 
 
+@register
 class Infidelity(Metric):
     """Infidelity (Yeh et al. 2019, eq. 4): INFD = E_I[(Iᵀ R − (f(x) − f(x − I)))²], lower is better.
 
@@ -550,6 +563,7 @@ class Infidelity(Metric):
         return inside.reshape(self.samples, -1).to(case.x.device)
 
 
+@register
 class Sufficiency(Metric):
     """Sufficiency (Dasgupta et al. 2022): do samples with similar explanations get the same prediction?
 

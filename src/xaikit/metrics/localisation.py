@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import check_positive
-from .base import Case, Metric, MetricResult
+from .base import Case, Metric, MetricResult, register
 from .pixels import average_ranks, stable_order
 
 __all__ = [
@@ -41,6 +41,7 @@ class _Localisation(Metric):
         return torch.where(none, torch.full_like(total, float("nan")), inside / total.clamp_min(1e-30))
 
 
+@register
 class PointingGame(_Localisation):
     """Pointing game (Zhang et al. 2018): a hit (1) if the pixel of maximal relevance lies in the mask, else 0.
 
@@ -75,6 +76,7 @@ def _dilate(mask: torch.Tensor, spatial: tuple[int, ...], radius: float) -> torc
     return grown.reshape(mask.shape) > 0
 
 
+@register
 class AttributionLocalisation(_Localisation):
     """Attribution localisation (Kohlbrenner et al. 2020): the share of positive relevance inside the mask,
     μ = R⁺_in / R⁺_total; ``weighted=True`` multiplies by |image| / |mask| (μ_w) so that small objects are not
@@ -91,6 +93,7 @@ class AttributionLocalisation(_Localisation):
         return MetricResult(share)
 
 
+@register
 class RelevanceMassAccuracy(_Localisation):
     """Relevance mass accuracy (Arras et al. 2022, CLEVR-XAI): R_within / R_total over positive relevance."""
 
@@ -101,6 +104,7 @@ class RelevanceMassAccuracy(_Localisation):
         return MetricResult(self._positive_share(case))
 
 
+@register
 class RelevanceRankAccuracy(_Localisation):
     """Relevance rank accuracy (Arras et al. 2022): with K = |mask|, the fraction of the K most relevant pixels
     that lie inside the mask (ties by pixel index)."""
@@ -116,6 +120,7 @@ class RelevanceRankAccuracy(_Localisation):
         return MetricResult(hits / size[:, 0].clamp_min(1))
 
 
+@register
 class TopKIntersection(_Localisation):
     """Top-k intersection (Theiner et al. 2021): the fraction of the ``k`` most relevant pixels (ties by index)
     that lie inside the mask; ``absolute=True`` ranks by |relevance|."""
@@ -132,6 +137,7 @@ class TopKIntersection(_Localisation):
         return MetricResult(case.mask.gather(1, order).sum(1) / k)
 
 
+@register
 class AUC(_Localisation):
     """Area under the ROC curve (Fawcett 2006) of pixel relevance as a detector of mask pixels.
 
@@ -154,6 +160,7 @@ class AUC(_Localisation):
         return MetricResult(torch.where(full, torch.full_like(u, float("nan")), u / (positives * negatives).clamp_min(1)))
 
 
+@register
 class Focus(_Localisation):
     """Focus (Arias-Duart et al. 2022): on a mosaic of images, the share of positive relevance that falls on the
     tiles of the target class. Build mosaics and their masks with :func:`make_mosaic`."""

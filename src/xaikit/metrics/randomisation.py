@@ -23,7 +23,7 @@ from ..errors import check_choice, check_positive, unknown_module
 from ..methods.base import Method
 from ..methods.machinery.baselines import gaussian_blur
 from ..methods.machinery.seeding import make_generator
-from .base import Case, Metric, MetricResult, pearson, spearman
+from .base import Case, Metric, MetricResult, pearson, register, spearman
 from .pixels import to_pixels
 
 __all__ = ["MPRT", "SmoothMPRT", "EfficientMPRT", "RandomLogit", "SIMILARITIES", "randomisable_layers",
@@ -121,6 +121,7 @@ class _Randomisation(Metric):
         return attribution.reshape(case.n, self.samples, *attribution.shape[1:]).mean(1)
 
 
+@register
 class MPRT(_Randomisation):
     """Model parameter randomisation test (Adebayo et al. 2018).
 
@@ -184,6 +185,7 @@ class MPRT(_Randomisation):
         return MetricResult(curve[:, 1:].nanmean(1), curve, {"layers": ["original", *names]})
 
 
+@register
 class SmoothMPRT(MPRT):
     """Smooth MPRT (Hedström et al. 2023): MPRT on explanations averaged over ``samples`` noisy copies of the
     input (Gaussian noise, std ``noise`` × the sample's range), which removes the noise that otherwise
@@ -195,6 +197,7 @@ class SmoothMPRT(MPRT):
         super().__init__(order, mode, similarity, layers, include_norm, samples, noise, batch_size, seed)
 
 
+@register
 class EfficientMPRT(_Randomisation):
     """Efficient MPRT (Hedström et al. 2023): randomise all layers at once and measure the rise in explanation
     complexity, H(R(f̂, x)) / H(R(f, x)), with H the entropy of the histogram (``bins`` bins) of pixel
@@ -231,6 +234,7 @@ class EfficientMPRT(_Randomisation):
         return MetricResult(after / before, info={"entropy_before": before, "entropy_after": after})
 
 
+@register
 class RandomLogit(_Randomisation):
     """Random logit test (Sixt et al. 2020): the similarity between the explanation of the target class and of
     another class, (target + r) mod K with r drawn from {1, ..., K−1} once per call. An explanation that is

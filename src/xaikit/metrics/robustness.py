@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import check_positive
 from ..layers import capture, find_layer, last_layer
 from ..methods.machinery.seeding import make_generator
-from .base import Case, Metric, MetricResult
+from .base import Case, Metric, MetricResult, register
 from .pixels import stable_order
 
 __all__ = [
@@ -57,6 +57,7 @@ class _Reexplain(Metric):
         return case.explain(inputs, owner).reshape(case.n, -1, *case.attribution.shape[1:])
 
 
+@register
 class LocalLipschitzEstimate(_Reexplain):
     """Local Lipschitz estimate (Alvarez-Melis & Jaakkola 2018, eq. 5), estimated by sampling:
     max_{x'} ‖R(x) − R(x')‖₂ / ‖x − x'‖₂ over ``samples`` Gaussian perturbations x' = x + ε, ε ~ N(0, σ²) with
@@ -77,6 +78,7 @@ class LocalLipschitzEstimate(_Reexplain):
         return MetricResult((change / distance.reshape(case.n, -1)).amax(1))
 
 
+@register
 class MaxSensitivity(_Reexplain):
     """Max-sensitivity (Yeh et al. 2019, eq. 5): max_{‖δ‖∞ ≤ r} ‖R(x + δ) − R(x)‖₂, estimated with ``samples``
     uniform draws in the L∞ ball of radius r = ``radius`` × the sample's value range. With ``normalise=True``
@@ -100,12 +102,14 @@ class MaxSensitivity(_Reexplain):
         return MetricResult(change.amax(1) if self.reduction == "max" else change.mean(1))
 
 
+@register
 class AvgSensitivity(MaxSensitivity):
     """Avg-sensitivity (Yeh et al. 2019, eq. 6): as :class:`MaxSensitivity` with the mean over the draws."""
 
     reduction = "mean"
 
 
+@register
 class Continuity(_Reexplain):
     """Explanation continuity (Montavon et al. 2018, Sec. 4.2): max_{x'} ‖R(x) − R(x')‖₁ / ‖x − x'‖₂ over nearly
     equivalent inputs x', here the input translated by 1..``shifts`` pixels along its last axis (edge values
@@ -131,6 +135,7 @@ class Continuity(_Reexplain):
         return MetricResult((change / distance.reshape(case.n, -1).clamp_min(1e-12)).amax(1))
 
 
+@register
 class Consistency(Metric):
     """Consistency (Dasgupta et al. 2022): the probability that samples with the same (discretised) explanation
     get the same prediction.
@@ -206,6 +211,7 @@ class _RelativeStability(_Reexplain):
         return MetricResult(torch.where(none, torch.full_like(ratio, float("nan")), ratio))
 
 
+@register
 class RelativeInputStability(_RelativeStability):
     """Relative input stability (Agarwal et al. 2022, eq. 2): the denominator is ‖(x − x')/x‖_p."""
 
@@ -213,6 +219,7 @@ class RelativeInputStability(_RelativeStability):
         return self._relative(inputs, case.x[owner])
 
 
+@register
 class RelativeOutputStability(_RelativeStability):
     """Relative output stability (Agarwal et al. 2022, eq. 5): the denominator is ‖h(x) − h(x')‖_p on the
     model output (logits)."""
@@ -221,6 +228,7 @@ class RelativeOutputStability(_RelativeStability):
         return _norm(outputs - case.output[owner], self.p)
 
 
+@register
 class RelativeRepresentationStability(_RelativeStability):
     """Relative representation stability (Agarwal et al. 2022, eq. 3): the denominator is ‖(L(x) − L(x'))/L(x)‖_p
     for the output of the module ``layer`` (a name from ``model.named_modules()``; default: the input of the

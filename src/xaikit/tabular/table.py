@@ -15,9 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..deprecation import warn_renamed
+from ..deprecation import renamed, warn_renamed
 from ..explanation import Explanation
-from ..deprecation import renamed
 from ..results import ResultExport
 
 

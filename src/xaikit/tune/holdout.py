@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from ..batching import batch_size_for, check_batch_size
-from ..deprecation import warn_renamed
+from ..deprecation import renamed, warn_renamed
 from ..methods.base import Method
 from ..methods.resolve import resolve_method
-from ..deprecation import renamed
 from ..results import ResultExport
 from .objectives import Objective, make_objectives, score_candidates
 from .result import mean_sem
