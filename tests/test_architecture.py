@@ -1,5 +1,5 @@
 """The import graph of ``src/xaikit``, read from the source with ``ast``: no import circle, and no room importing a
-room above it (the floors of ``shared/DESIGN.md``, "Layout").
+room above it (the floors listed below and in ``docs/architecture.md``).
 
 Every import counts, wherever it is written: at the top of a module, inside a function (a late import is still
 a dependency) and, for the floors, under ``if TYPE_CHECKING:`` (a type is a dependency too). A circle is a
@@ -260,7 +260,7 @@ def test_every_room_is_on_a_floor(graph):
     homeless = sorted(r for r in rooms if floor_of(r) is None)
     assert not homeless, (
         f"rooms without a floor: {', '.join(homeless)}. Add a sub-package to FLOORS in tests/test_architecture.py "
-        "(and to the layout in shared/DESIGN.md), or a foundation module to FOUNDATION")
+        "(and to the table in docs/architecture.md), or a foundation module to FOUNDATION")
     stale = sorted(r for level in FLOORS for r in level if r not in rooms)
     assert not stale, f"FLOORS names rooms that do not exist in src/{PACKAGE}: {', '.join(stale)}"
 
