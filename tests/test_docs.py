@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: pages whose code blocks form a program (the other pages show fragments that need the user's model)
-PAGES = ["docs/api.md"]
+PAGES = ["README.md", "docs/api.md"]
 
 
 def blocks(page: Path) -> list[str]:
