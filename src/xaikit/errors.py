@@ -98,11 +98,16 @@ def model_device(model: Any) -> torch.device | None:
     return None
 
 
+def did_you_mean(value: Any, choices: Iterable[Any]) -> str:
+    """``"did you mean 'a' or 'b'? "`` for the valid names closest to ``value`` (difflib), or ``""``."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+
+
 def unknown_name(what: str, value: Any, choices: Iterable[Any]) -> ValueError:
     """The error for an unknown name: the closest valid names first (difflib), then all of them."""
     choices = sorted(choices, key=str)
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3, cutoff=0.6)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    hint = did_you_mean(value, choices)
     return ValueError(f"unknown {what} {value!r}; {hint}valid: {', '.join(str(c) for c in choices)}")
 
 
@@ -127,8 +132,8 @@ def unknown_module(what: str, name: str, names: Iterable[str], problem: str = "i
     """A ``ValueError`` for a module name that is not among ``names`` (in the model's order): it names it,
     suggests the close ones (difflib) and lists the valid names (all, or the first ``limit``)."""
     names = list(dict.fromkeys(n for n in names if n))
-    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.6)
-    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    hint = did_you_mean(name, names).strip()
+    hint = f" ({hint})" if hint else ""
     listed = ", ".join(names[:limit]) + (" ..." if limit is not None and len(names) > limit else "")
     return ValueError(f"{what} {name!r} {problem}{hint}; valid names: {listed or 'none'}")
 

@@ -8,10 +8,11 @@ suggests the closest valid names ("did you mean 'composite'?"), then lists every
 """
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 from typing import Any, Callable, Iterable
+
+from .errors import did_you_mean
 
 
 class UnknownSetting(TypeError, ValueError):
@@ -24,8 +25,7 @@ def unknown_setting(owner: str, key: str, valid: Iterable[str], forwarded: bool 
 
     ``forwarded``: ``key`` went to a ``**settings`` parameter ("unknown LRP setting 'gama'")."""
     valid = [v for v in valid if v]
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    hint = did_you_mean(key, valid)
     head = f"unknown {owner} setting {key!r}" if forwarded else f"{owner} got unknown setting {key!r}"
     return UnknownSetting(f"{head}; {hint}valid settings: {', '.join(valid)}")
 

@@ -8,7 +8,6 @@ results file, :mod:`.store`) and neighbours (one parameter moved to an adjacent 
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import itertools
 import math
@@ -17,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from torch import nn
 
+from ..errors import did_you_mean
 from ..methods.base import Method, get_method
 from ..methods.resolve import parse_spec
 from ..propagation.composites import Composite
@@ -281,8 +281,7 @@ class MethodSpace(Space):
         valid, takes_any = settings_of(self.cls)
         for key in (*params, *self.fixed):
             if key not in valid and not takes_any:
-                close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
-                hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+                hint = did_you_mean(key, valid)
                 raise UnknownSetting(f"unknown parameter {key!r} of method {method!r}; {hint}valid: {', '.join(valid)}")
         both = set(params) & set(self.fixed)
         if both:
