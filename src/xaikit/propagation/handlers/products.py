@@ -35,25 +35,20 @@ def product(s: Session, func, name, args, kwargs, acts):
     return out
 
 
-def _softmax_rule(s: Session, func, name, args, kwargs, acts):
-    """Softmax: Taylor rule (gradient × input) or detached (CP-LRP: no relevance through the weights)."""
+def softmax(s: Session, func, name, args, kwargs, acts):
+    """Softmax: Taylor rule (gradient × input; its output is a gate) or detached (CP-LRP: no relevance through
+    the weights). Under the Taylor rule (AttnLRP, Proposition 3.1) the relevance ``R_i = x_i (R̂_i − s_i Σ_j R̂_j)``
+    passed to the input is not the relevance ``R̂`` received; the difference is the share of the expansion's
+    bias term and is reported as absorbed, like a layer's bias."""
     rule = s.composite.op_rule("softmax")
     out = func(*args, **kwargs)
     s.coverage.add("handled", f"{name}:{rule}")
     if rule == "detach":
         return out.detach()
     s.tag_gate(out)
-    return out
-
-
-def softmax(s: Session, func, name, args, kwargs, acts):
-    """The engine's softmax rule, plus bookkeeping for the Taylor rule (AttnLRP, Proposition 3.1): the
-    relevance ``R_i = x_i (R̂_i − s_i Σ_j R̂_j)`` passed to the input is not the relevance ``R̂`` received; the
-    difference is the share of the expansion's bias term and is reported as absorbed, like a layer's bias."""
-    out = _softmax_rule(s, func, name, args, kwargs, acts)
     dim = args[1] if len(args) > 1 else kwargs.get("dim")
     x = args[0] if args else kwargs.get("input")
-    if s.composite.op_rule("softmax") != "taylor" or not isinstance(dim, int) or not s.is_activation(out):
+    if rule != "taylor" or not isinstance(dim, int) or not s.is_activation(out):
         return out
     y = out.detach()  # softmax(x, dtype=torch.float32) (Hugging Face's eager attention): products in the wider type
     # per softmax row: received A = Σ y g, passed Σ x y (g − A) = B − A·C with B = Σ (x y) g, C = Σ x y;
@@ -68,6 +63,7 @@ def softmax(s: Session, func, name, args, kwargs, acts):
 
     out.register_hook(hook)
     return out
+
 
 def follow_gates(s: Session, func, name, args, kwargs, acts, out, mark) -> None:
     """A gate seen through a view, an index, an expand or a reshape (``A.view(...) @ v``, SE blocks'
