@@ -168,9 +168,9 @@ def test_improve_reads_data_sets_through_the_adapter():
                                 torch.nn.Linear(64, 3)).eval()
     artifact, clean = X[:3].clone(), X[3:]
     artifact[:, :, :2, :2] = 3.0
-    cav = fit_cav(model, "1", artifact, clean, method="pattern")
+    cav = fit_cav(model, "1", artifact, clean, classifier="pattern")
     streamed = fit_cav(model, "1", DataLoader(TensorDataset(artifact), batch_size=2), TensorDataset(clean, Y[3:]),
-                       method="pattern")
+                       classifier="pattern")
     assert torch.allclose(cav.direction, streamed.direction, atol=1e-6)
     tuned = a_clarc(model, cav, X, Y, epochs=1, batch_size=4)
     from_loader = a_clarc(model, cav, DataLoader(TensorDataset(X, Y), batch_size=5), epochs=1, batch_size=4)

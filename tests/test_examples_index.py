@@ -109,7 +109,7 @@ def test_similarity_heatmaps_conserve_the_dot_product_of_a_bias_free_relu_net():
     before = snapshot(model)
     index = FeatureIndex(model, layer="9", metric="dot").fit(x)                 # the 32 ReLU features
     nb = index.neighbours(x[:2], k=3)
-    maps = index.heatmaps(x[:2], nb, composite="zero")
+    maps = index.heatmaps(x[:2], nb, method="lrp:composite=zero")
     assert maps.query.shape == (2, 3, 3, 16, 16) and maps.neighbour.shape == (2, 3, 3, 16, 16)
     dots = (index.represent(x[:2])[:, None] * index.vectors[nb.index]).sum(-1)
     assert torch.allclose(maps.score, dots, rtol=1e-5)
@@ -123,12 +123,12 @@ def test_similarity_heatmaps_of_cosine_equal_the_pairwise_bilrp_marginals():
     model, train, test = shapes_case()
     index = FeatureIndex(model).fit(train[:64])
     nb = index.neighbours(test.x[:1], k=2)
-    maps = index.heatmaps(test.x[:1], nb, composite="epsilon")
+    maps = index.heatmaps(test.x[:1], nb, method="lrp:composite=epsilon")
     phi = index.represent(test.x[:1])
     cos = torch.nn.functional.cosine_similarity(phi, index.vectors[nb.index[0]])
     assert torch.allclose(maps.score[0], cos, atol=1e-5)
     # the pairwise matrix R_ab = Σ_m R_m(q)_a R_m(n)_b / (‖φq‖‖φn‖), summed over b, is the query map
-    bilrp = xk.BiLRP(index.features, "epsilon", similarity="cosine")
+    bilrp = xk.BiLRP(index.features, method="lrp:composite=epsilon", similarity="cosine")
     _, r_q = bilrp.first_order(test.x[:1], {})
     phi_n, r_n = bilrp.first_order(index.samples(nb.index[0]), {})
     pair = torch.einsum("ea,keb->kab", r_q[0], r_n) / (phi.norm() * phi_n.norm(dim=1))[:, None, None]

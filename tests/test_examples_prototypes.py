@@ -21,18 +21,18 @@ def _blobs(n: int = 60, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torc
     return x, cls, which
 
 
-@pytest.mark.parametrize("method", ["kmeans", "kmedoids"])
-def test_prototypes_find_the_known_centres(method):
+@pytest.mark.parametrize("clustering", ["kmeans", "kmedoids"])
+def test_prototypes_find_the_known_centres(clustering):
     x, y, which = _blobs()
-    protos = Prototypes(per_class=2, method=method, samples=4, seed=0).fit(x, y)
+    protos = Prototypes(per_class=2, clustering=clustering, samples=4, seed=0).fit(x, y)
     p = protos.prototypes
     assert p.classes.tolist() == [0, 0, 1, 1, 2, 2]
     for c in range(3):
         found = p.centres[p.classes == c]
         # each true centre has a prototype near it: a mean within 0.3 (noise 0.3 per coordinate, 10 samples), a
         # medoid (a sample) within 0.6
-        assert torch.cdist(CENTRES[c], found).amin(1).max() < (0.3 if method == "kmeans" else 0.6)
-    if method == "kmedoids":  # medoids are real samples
+        assert torch.cdist(CENTRES[c], found).amin(1).max() < (0.3 if clustering == "kmeans" else 0.6)
+    if clustering == "kmedoids":  # medoids are real samples
         assert (p.centres[:, None] == x[None]).all(-1).any(1).all()
     # the closest real samples belong to the prototype's class and cluster
     assert (y[p.closest] == p.classes[:, None]).all()
@@ -78,7 +78,7 @@ def test_channel_relevance_conserves_on_a_bias_free_net():
     torch.manual_seed(2)
     model = vgg_like(bias=False).eval()
     x = torch.rand(3, 3, 16, 16)
-    relevance = channel_relevance(model, x, "4", normalise=False, composite="zero", batch_size=2)
+    relevance = channel_relevance(model, x, "4", normalise=False, method="lrp:composite=zero", batch_size=2)
     logit = model(x).max(1).values
     assert relevance.shape == (3, 8) and torch.allclose(relevance.sum(1), logit, rtol=1e-4)
     expl = xk.LRP(model, "zero")(x)
@@ -86,8 +86,8 @@ def test_channel_relevance_conserves_on_a_bias_free_net():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="unknown method"):
-        Prototypes(method="gmm")
+    with pytest.raises(ValueError, match="unknown clustering"):
+        Prototypes(clustering="gmm")
     with pytest.raises(ValueError, match="per_class must be"):
         Prototypes(per_class=0)
     with pytest.raises(ValueError, match="empty"):

@@ -50,7 +50,7 @@ def test_rrr_penalty_is_ross_formula_and_grad_holds_the_training_gradient():
 
 def test_relevance_penalty_is_lrp_of_the_true_class_inside_the_masks():
     model, (x, y, masks) = _mlp(), _data()
-    penalty = rrr_penalty(model, x, masks, y, explainer="lrp", composite="epsilon")
+    penalty = rrr_penalty(model, x, masks, y, method="lrp:composite=epsilon")
     relevance = xk.LRP(model, composite="epsilon")(x, target=y).attribution
     torch.testing.assert_close(penalty.detach(), ((masks * relevance) ** 2).flatten(1).sum(1).mean())
     assert penalty.requires_grad
@@ -59,8 +59,9 @@ def test_relevance_penalty_is_lrp_of_the_true_class_inside_the_masks():
 def test_explanation_guided_loss_is_the_formula():
     model, (x, y, _) = _mlp(), _data()
     eps = 1e-6
-    loss_fn = ExplanationGuidedLoss("2", lam=0.5, composite="epsilon")
-    loss = loss_fn(model, x, y)
+    loss_fn = ExplanationGuidedLoss("2", lam=0.5, method="lrp:composite=epsilon")
+    parts = loss_fn(model, x, y, return_parts=True)
+    loss = parts.loss
     loss.backward()
     twin = _mlp()
     f = twin[2](twin[1](twin[0](x)))
@@ -74,7 +75,7 @@ def test_explanation_guided_loss_is_the_formula():
     for p, e in zip(model.parameters(), torch.autograd.grad(expected, list(twin.parameters()))):
         torch.testing.assert_close(p.grad, e)
     assert _no_hooks(model)
-    torch.testing.assert_close(loss_fn.logits.detach(), model(x).detach())
+    torch.testing.assert_close(parts.logits.detach(), model(x).detach())
 
 
 def _cnn(seed: int = 0) -> nn.Sequential:
@@ -89,7 +90,7 @@ def test_cav_pattern_is_the_mean_difference_and_p_clarc_projects_onto_the_clean_
     clean = torch.randn(10, 3, 6, 6, generator=g)
     artifact = clean.clone()
     artifact[:, :, :2, :2] = 3.0
-    cav = fit_cav(model, "1", artifact, clean, method="pattern")
+    cav = fit_cav(model, "1", artifact, clean, classifier="pattern")
     with torch.no_grad():
         a_art, a_clean = model[1](model[0](artifact)), model[1](model[0](clean))
     diff = (a_art.mean(0) - a_clean.mean(0)).flatten()
@@ -109,7 +110,7 @@ def test_cav_pattern_is_the_mean_difference_and_p_clarc_projects_onto_the_clean_
     with torch.no_grad():
         torch.testing.assert_close(wrapped(clean), Projected(model, cav)(clean))
     assert _no_hooks(model)
-    svm = fit_cav(model, "1", artifact, clean, method="svm")
+    svm = fit_cav(model, "1", artifact, clean, classifier="svm")
     assert svm.accuracy == 1.0 and abs(float(svm.direction.norm()) - 1) < 1e-5
 
 
@@ -120,7 +121,7 @@ def test_a_clarc_trains_only_the_layers_after_and_leaves_the_original():
     y = torch.arange(16) % 2
     artifact = x[:4].clone()
     artifact[:, :, :2, :2] = 3.0
-    cav = fit_cav(model, "1", artifact, x[4:], method="pattern")
+    cav = fit_cav(model, "1", artifact, x[4:], classifier="pattern")
     assert layers_after(model, "1", x) == ["2", "6"]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     tuned = a_clarc(model, cav, x, y, epochs=2, batch_size=8)
@@ -146,7 +147,7 @@ def test_pruning_criteria_closed_forms_and_reversible_masks():
     model, (x, y, _) = _mlp(), _data()
     h = model[2](model[1](model[0](x))).detach()
     w = model[3].weight.detach()[y]
-    lrp = channel_importance(model, "2", x, y, "lrp", composite="zero")["2"]
+    lrp = channel_importance(model, "2", x, y, "lrp", method="lrp:composite=zero")["2"]
     torch.testing.assert_close(lrp, (h * w).mean(0))
     taylor = channel_importance(model, ["2"], x, y, "taylor")["2"]
     torch.testing.assert_close(taylor, (h * w).abs().mean(0))
@@ -190,10 +191,10 @@ def test_bad_input_raises_clear_errors():
         RightForRightReasonsLoss()(model, x, y, masks[:, :, :2])
     with pytest.raises(ValueError, match="masks"):
         rrr_penalty(model, x, masks[:3], y)
-    with pytest.raises(ValueError, match="explainer"):
-        RightForRightReasonsLoss(explainer="occlusion")
+    with pytest.raises(ValueError, match="method 'occlusion' does not support create_graph=True"):
+        RightForRightReasonsLoss(method="occlusion")
     with pytest.raises(ValueError, match="y"):
-        rrr_penalty(model, x, masks, None, explainer="lrp")
+        rrr_penalty(model, x, masks, None, method="lrp:composite=epsilon_plus")
     with pytest.raises(ValueError, match="layer.*'nope'"):
         ExplanationGuidedLoss("nope")(model, x, y)
     with pytest.raises(ValueError, match="nope"):
@@ -207,6 +208,6 @@ def test_bad_input_raises_clear_errors():
         channel_importance(model, ["2"], x, y, "magic")
     with pytest.raises(ValueError, match="fraction"):
         prune_plan({"2": torch.ones(8)}, 1.5)
-    with pytest.raises(ValueError, match="method"):
-        fit_cav(model, "2", x, x, method="lda")
+    with pytest.raises(ValueError, match="classifier"):
+        fit_cav(model, "2", x, x, classifier="lda")
     assert _no_hooks(model)

@@ -69,7 +69,8 @@ def test_relevance_at_a_layer_is_the_closed_form_and_conserves(layer, composite)
         torch.testing.assert_close(recorded.sum(1), logit, rtol=1e-5, atol=1e-5)
     # the examples room reads the same relevance (its own hook read z ⊙ g at the convolution: with the fold,
     # the unfolded output times the folded layer's gradient, which belongs to no layer)
-    vectors = channel_relevance(model, x, layer, target=0, composite=composite, normalise=False, **settings)
+    vectors = channel_relevance(model, x, layer, target=0, method=f"lrp:composite={composite}",
+                                method_settings=settings, normalise=False)
     torch.testing.assert_close(vectors, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -81,8 +82,8 @@ def test_channel_relevance_agrees_with_the_recorder(composite):
     for layer in ("0", "1", "2"):
         with Recorder(model, [layer], keep=("relevance",)) as rec:
             xk.LRP(model, composite=composite)(x, target=y)
-        vectors = channel_relevance(model, x, layer, target=y, composite=composite, normalise=False,
-                                    batch_size=3)  # chunks of the batch land in the samples' order
+        vectors = channel_relevance(model, x, layer, target=y, method=f"lrp:composite={composite}",
+                                    normalise=False, batch_size=3)  # chunks of the batch land in the samples' order
         torch.testing.assert_close(vectors, rec[layer].per_channel(), rtol=1e-5, atol=1e-6)
 
 
@@ -102,8 +103,9 @@ def test_channel_relevance_of_a_token_layer_by_axis():
 
     model = Tokens().eval()
     x = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(4))
-    units = channel_relevance(model, x, "mix", target=1, composite="epsilon", normalise=False)
-    tokens = channel_relevance(model, x, "mix", target=1, composite="epsilon", normalise=False, axis=1)
+    units = channel_relevance(model, x, "mix", target=1, method="lrp:composite=epsilon", normalise=False)
+    tokens = channel_relevance(model, x, "mix", target=1, method="lrp:composite=epsilon", normalise=False,
+                               axis=1)
     assert units.shape == (3, 6) and tokens.shape == (3, 5)
     torch.testing.assert_close(units.sum(1), tokens.sum(1), rtol=1e-5, atol=1e-6)
     with Recorder(model, ["mix"], axis=1, keep=("relevance",)) as rec:

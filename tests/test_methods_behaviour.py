@@ -135,7 +135,8 @@ def test_smoothgrad_wraps_methods_and_noise_falls_as_one_over_sqrt_t():
     ig = xk.IntegratedGradients(model, steps=4)
     wrapped = xk.SmoothGrad(model, method=ig, sigma=0.0, samples=2, seed=0)(x, target=1)
     torch.testing.assert_close(wrapped.attribution, ig(x, target=1).attribution)
-    by_name = xk.SmoothGrad(model, method="integrated_gradients", steps=4, sigma=0.0, samples=2, seed=0)
+    by_name = xk.SmoothGrad(model, method="integrated_gradients", method_settings={"steps": 4}, sigma=0.0,
+                            samples=2, seed=0)
     torch.testing.assert_close(by_name(x, target=1).attribution, wrapped.attribution)
     assert by_name.name == "SmoothGrad(IntegratedGradients(gauss_legendre, 4))"
 

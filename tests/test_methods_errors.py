@@ -152,6 +152,26 @@ def test_smoothgrad_wrapped_method_checks():
     model = cnn()
     with pytest.raises(ValueError, match="same model"):
         xk.SmoothGrad(model, method=xk.Gradient(cnn()))
+    with pytest.raises(ValueError, match="method_settings apply to a method given by name"):
+        xk.SmoothGrad(model, method=xk.Gradient(model), method_settings={"steps": 3})
+    with pytest.raises(TypeError, match="unknown setting 'stepz'"):
+        xk.SmoothGrad(model, method="integrated_gradients", method_settings={"stepz": 3})
+    with pytest.raises(TypeError, match="unknown setting 'stepz'"):
+        xk.SmoothGrad(model, method="integrated_gradients:stepz=3")
+
+
+def test_smoothgrad_settings_as_keywords_are_deprecated():
+    """The old form, the wrapped method's settings as keywords, still works for one release and warns; its
+    errors are still named (before any warning)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2)).eval()
+    x = torch.randn(3, 8)
+    new = xk.SmoothGrad(model, method="integrated_gradients", method_settings={"steps": 4}, sigma=0.0, samples=2,
+                        seed=0)
+    with pytest.warns(DeprecationWarning, match="method_settings="):
+        old = xk.SmoothGrad(model, method="integrated_gradients", steps=4, sigma=0.0, samples=2, seed=0)
+    assert old.name == new.name == "SmoothGrad(IntegratedGradients(gauss_legendre, 4))"
+    torch.testing.assert_close(old(x, target=1).attribution, new(x, target=1).attribution)
     with pytest.raises(TypeError, match="apply to a method given by name"):
         xk.SmoothGrad(model, method=xk.Gradient(model), steps=3)
     with pytest.raises(TypeError, match="unknown setting 'stepz'"):
@@ -164,8 +184,9 @@ def test_every_method_takes_progress(name):
     """docs/methods.md promises ``progress=True`` on every method (issue 18)."""
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(4 * 4 * 4, 3)).eval()
-    settings = {"samples": 2} if name == "smooth_grad" else {}
-    method = get_method(name)(model, progress=True, **settings)
+    # SmoothGrad's progress is its wrapped method's (a setting of the method it wraps)
+    settings = {"samples": 2, "method_settings": {"progress": True}} if name == "smooth_grad" else {"progress": True}
+    method = get_method(name)(model, **settings)
     assert method(torch.randn(2, 3, 6, 6), target=0).attribution.shape[0] == 2
 
 

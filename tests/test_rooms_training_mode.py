@@ -102,7 +102,7 @@ def _entry_points(model, x, y):
     yield "improve", "channel_importance", lambda: improve.channel_importance(model, "features.9", x[:4], y[:4])
     yield "improve", "channel_importance(taylor)", lambda: improve.channel_importance(
         model, "features.9", x[:4], y[:4], criterion="taylor")
-    yield "improve", "fit_cav", lambda: improve.fit_cav(model, "features.9", x[:6], x[6:], method="pattern")
+    yield "improve", "fit_cav", lambda: improve.fit_cav(model, "features.9", x[:6], x[6:], classifier="pattern")
     yield "improve", "layers_after", lambda: improve.clarc.layers_after(model, "features.9", x)
     yield "tune", "tune", lambda: tune.tune(model, (x, None), tune.MethodSpace("integrated_gradients", steps=[1, 2]),
                                                 "pixel_flipping", strategy="grid")

@@ -24,13 +24,15 @@ def test_pairwise_relevance_sums_to_the_similarity(encoder):
     (bias-free model, CP-LRP, ε → 0); cosine divides by the two norms."""
     before = snapshot(encoder)
     kwargs_b = {"attention_mask": MASK_B}
-    dot = xk.BiLRP(encoder, composite="cp_lrp", similarity="dot", epsilon=1e-9)(A, B, kwargs_b=kwargs_b)
+    dot = xk.BiLRP(encoder, method="lrp:composite=cp_lrp", method_settings={"epsilon": 1e-9},
+                   similarity="dot")(A, B, kwargs_b=kwargs_b)
     with torch.no_grad():
         phi_a, phi_b = encoder(A), encoder(B, attention_mask=MASK_B)
     assert dot.attribution.shape == (2, 6, 5)
     torch.testing.assert_close(dot.output, (phi_a * phi_b).sum(1))
     torch.testing.assert_close(dot.attribution.sum((1, 2)), dot.output, rtol=1e-3, atol=0)
-    cosine = xk.BiLRP(encoder, composite="cp_lrp", epsilon=1e-9)(A, B, kwargs_b=kwargs_b)
+    cosine = xk.BiLRP(encoder, method="lrp:composite=cp_lrp", method_settings={"epsilon": 1e-9})(
+        A, B, kwargs_b=kwargs_b)
     norms = (phi_a.norm(dim=1) * phi_b.norm(dim=1))[:, None, None]
     torch.testing.assert_close(cosine.attribution, dot.attribution / norms)
     assert (dot.attribution[1, :, 3:] == 0).all()  # padding of b
@@ -50,7 +52,7 @@ def test_pairs_are_independent_of_their_batch_mates(encoder):
 
 def test_first_order_maps_are_those_of_lrp(encoder):
     """The first-order map of dimension m is LRP of φ_m (batched over all dimensions at once)."""
-    bilrp = xk.BiLRP(encoder, composite="attnlrp")
+    bilrp = xk.BiLRP(encoder, method="lrp:composite=attnlrp")
     _, maps = bilrp.first_order(A, {})
     for m in (0, 7):
         single = xk.LRP(encoder, composite="attnlrp")(A, target=m).attribution
