@@ -22,5 +22,5 @@ def test_the_code_blocks_of_the_page_run(page, tmp_path):
     assert code, f"{page} has no python code block"
     program = "\n".join(code)
     done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=900)
     assert done.returncode == 0, f"{page}: its code raised:\n{done.stderr[-3000:]}"

@@ -132,8 +132,10 @@ def test_eval_semantics_restores_every_flag_also_when_the_body_raises():
             model(_x())
         with eval_semantics(model.eval()):  # a model in eval mode: nothing to say
             pass
-    assert xaikit.errors.eval_semantics is eval_semantics  # still importable from errors
-    assert xaikit.errors.explains_in_eval is explains_in_eval
+    with pytest.warns(DeprecationWarning, match="xaikit.modes.eval_semantics"):
+        assert xaikit.errors.eval_semantics is eval_semantics  # still importable from errors, for one release
+    with pytest.warns(DeprecationWarning, match="xaikit.modes.explains_in_eval"):
+        assert xaikit.errors.explains_in_eval is explains_in_eval
 
 
 def test_kept_flags_restores_flags_changed_in_the_body():

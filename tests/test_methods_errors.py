@@ -1,4 +1,6 @@
 """Bad input gets a clear error naming the argument; nothing of the user's is changed."""
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -184,10 +186,13 @@ def test_every_method_takes_progress(name):
     """docs/methods.md promises ``progress=True`` on every method (issue 18)."""
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(4 * 4 * 4, 3)).eval()
-    # SmoothGrad's progress is its wrapped method's (a setting of the method it wraps)
-    settings = {"samples": 2, "method_settings": {"progress": True}} if name == "smooth_grad" else {"progress": True}
-    method = get_method(name)(model, **settings)
+    settings = {"samples": 2} if name == "smooth_grad" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # progress is every method's own setting
+        method = get_method(name)(model, progress=True, **settings)
     assert method(torch.randn(2, 3, 6, 6), target=0).attribution.shape[0] == 2
+    if name == "smooth_grad":  # it shows the wrapped method's progress over the noisy copies
+        assert method.inner.progress is True
 
 
 @pytest.mark.parametrize("dtype, fix", [(torch.float64, r"x.float\(\)"), (torch.float16, r"x.float\(\)")])

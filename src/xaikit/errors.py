@@ -7,8 +7,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-# eval semantics lives in .modes; these names stay importable from here (used across the package)
-from .modes import eval_semantics, explains_in_eval  # noqa: F401
+from .deprecation import warn_renamed
 
 
 class NotApplicable(TypeError):
@@ -137,3 +136,13 @@ def unknown_module(what: str, name: str, names: Iterable[str], problem: str = "i
     listed = ", ".join(names[:limit]) + (" ..." if limit is not None and len(names) > limit else "")
     return ValueError(f"{what} {name!r} {problem}{hint}; valid names: {listed or 'none'}")
 
+
+def __getattr__(name: str) -> Any:
+    """``eval_semantics`` and ``explains_in_eval`` moved to :mod:`xaikit.modes` (importable from here, with a
+    ``DeprecationWarning``, for one release)."""
+    if name in ("eval_semantics", "explains_in_eval"):
+        from . import modes
+
+        warn_renamed(f"xaikit.errors.{name}", f"xaikit.modes.{name}")
+        return getattr(modes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

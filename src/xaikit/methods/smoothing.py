@@ -41,6 +41,9 @@ class SmoothGrad(Method):
         Passed to the wrapped method when it is built from a name or spec (unless its settings set it).
     method_settings : dict, optional
         Settings of the wrapped method given by name or spec (:func:`~xaikit.methods.resolve.resolve_method`).
+    progress : bool
+        A progress bar, as every method takes: passed to the wrapped method built from a name or spec (it runs
+        the noisy copies in its chunks); a method object keeps its own setting.
     **settings
         Deprecated: the wrapped method's settings as keywords (use ``method_settings``).
 
@@ -60,7 +63,7 @@ class SmoothGrad(Method):
 
     def __init__(self, model: nn.Module, method: str | Method = "gradient", samples: int = 50, sigma: float = 0.15,
                  seed: int | None = None, batch_size: int | str = "auto",
-                 method_settings: dict[str, Any] | None = None, **settings: Any) -> None:
+                 method_settings: dict[str, Any] | None = None, progress: bool = False, **settings: Any) -> None:
         super().__init__(model)
         check_positive(samples, "samples", integer=True)
         check_positive(sigma, "sigma", allow_zero=True)
@@ -85,8 +88,10 @@ class SmoothGrad(Method):
         if not isinstance(method, Method):
             cls = method if isinstance(method, type) else get_method(parse_spec(method)[0])
             spec = parse_spec(method)[1] if isinstance(method, str) else {}
-            if "batch_size" in settings_of(cls)[0] and "batch_size" not in {**spec, **(method_settings or {})}:
-                method_settings = {**(method_settings or {}), "batch_size": batch_size}
+            for key, value in (("batch_size", batch_size), ("progress", progress)):
+                if key in settings_of(cls)[0] and key not in {**spec, **(method_settings or {})} \
+                        and (key != "progress" or progress):
+                    method_settings = {**(method_settings or {}), key: value}
         elif method.model is not model:
             raise ValueError("method must be built on the same model that SmoothGrad explains")
         self.inner = resolve_method(model, method, method_settings)
