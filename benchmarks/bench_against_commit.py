@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="batch 2 at 112×112")
     parser.add_argument("--import-rounds", type=int, default=6)
+    parser.add_argument("--models", nargs="+", default=["ResNet-50-like", "VGG-16-like", "EfficientNet-Lite0"])
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     export_base(args.base, folder)
@@ -59,12 +60,13 @@ def main() -> None:
     base = importlib.import_module("xaikit_base")
     size, batch = (112, 2) if args.quick else (224, 8)
     torch.manual_seed(0)
-    models = {"ResNet-50-like": resnet50_like(), "VGG-16-like": vgg16_like()}
+    factories = {"ResNet-50-like": resnet50_like, "VGG-16-like": vgg16_like}
     try:
         from xaikit.zoo import load_efficientnet_lite0
-        models["EfficientNet-Lite0"] = load_efficientnet_lite0()
+        factories["EfficientNet-Lite0"] = load_efficientnet_lite0
     except ImportError:
         pass
+    models = {name: factories[name]() for name in args.models if name in factories}
     print(f"| model | composite | this tree: LRP / grad×input | base {args.base}: LRP / grad×input | this / base |")
     print("|---|---|---|---|---|")
     for name, model in models.items():
