@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import parts
 from ..data import IMAGE_SUFFIXES, image_tensor
+from . import parts
 from .errors import NotFound, UsageError, one_line
 from .models import LoadedModel
 from .outputs import written_files

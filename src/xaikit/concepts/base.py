@@ -16,8 +16,8 @@ from ..data import Data
 from ..errors import check_input
 from ..layers import capture, find_layer
 from ..methods.base import Method, _checked_init
-from ..methods.resolve import DEFAULT_METHODS, RELEVANCE_METHODS, resolve_method
 from ..methods.path import IntegratedGradients
+from ..methods.resolve import DEFAULT_METHODS, RELEVANCE_METHODS, resolve_method
 from ..modes import eval_semantics
 from ..propagation.record import Recorder, channel_axis, condition_masks
 

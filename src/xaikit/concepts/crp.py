@@ -20,10 +20,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..deprecation import renamed
 from ..errors import check_positive
 from ..layers import find_layer
 from ..methods.base import Method
-from ..deprecation import renamed
 from ..results import ResultExport
 from ..targets import TargetSpec
 from .base import ConceptTool

@@ -19,12 +19,12 @@ from torch import nn
 
 from ..batching import batched_forward, check_batch_size
 from ..data import Data
+from ..deprecation import renamed
 from ..errors import check_positive
 from ..layers import find_layer, hooked
 from ..methods.base import Method
 from ..modes import eval_semantics
 from ..propagation.record import channel_axis
-from ..deprecation import renamed
 from ..results import ResultExport
 from ..settings import CheckedSettings
 from .base import ConceptTool, iterate_batches

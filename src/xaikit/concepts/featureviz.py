@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..deprecation import renamed
 from ..errors import check_choice, check_positive
 from ..layers import capture, find_layer
 from ..modes import eval_semantics
 from ..propagation.record import channel_axis
-from ..deprecation import renamed
 from ..results import ResultExport
 from ..settings import CheckedSettings, checked_init
 

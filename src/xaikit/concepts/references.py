@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Data
+from ..deprecation import renamed
 from ..errors import check_choice, check_positive
 from ..layers import capture, find_layer
 from ..methods.base import Method
 from ..methods.resolve import parse_spec
 from ..modes import eval_semantics
 from ..propagation.record import channel_axis
-from ..deprecation import renamed
 from ..results import ResultExport
 from .base import ConceptTool, iterate_batches
 

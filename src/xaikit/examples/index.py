@@ -18,15 +18,15 @@ import torch
 from torch import nn
 
 from ..batching import check_batch_size
+from ..deprecation import renamed
 from ..errors import check_choice, check_input, model_device
 from ..methods.base import Method, _checked_init
 from ..methods.bilrp import BiLRP
 from ..methods.resolve import DEFAULT_METHODS, legacy_lrp_settings
 from ..modes import explains_in_eval
 from ..propagation.composites import Composite
-from .data import DataSource, model_fingerprint
-from ..deprecation import renamed
 from ..results import ResultExport
+from .data import DataSource, model_fingerprint
 from .layers import LayerFeatures
 from .search import METRICS, check_k, chunk_size, pairwise, topk
 

@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batching import check_batch_size, memory_budget
+from ..deprecation import renamed
 from ..errors import check_input, check_positive, model_device
 from ..layers import find_layer, hooked
 from ..methods.base import _checked_init
 from ..modes import explains_in_eval
-from ..deprecation import renamed
 from ..results import ResultExport
 from .data import DataSource
 from .search import check_k, chunk_size, topk

@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
+from ..deprecation import renamed
 from ..methods.base import Method
 from ..methods.resolve import DEFAULT_METHODS, resolve_method
 from ..modes import eval_semantics
-from ..tokens import model_scores
-from ..deprecation import renamed
 from ..results import ResultExport
+from ..tokens import model_scores
 from .padding import accepts, check_mask, repad, sequence_inputs
 from .targets import TokenLogits
 

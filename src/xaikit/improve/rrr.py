@@ -20,9 +20,9 @@ from torch import nn
 
 from ..errors import check_input
 from ..methods.base import Method
-from ..settings import checked_init
 from ..methods.gradient import Gradient
 from ..methods.resolve import DEFAULT_METHODS
+from ..settings import checked_init
 from .explain import (LossParts, attribution, check_method, check_weight, deprecated_last, from_legacy,
                       log_prob_sum, make_explainer)
 

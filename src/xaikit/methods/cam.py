@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import check_batch_size
 from .. import layers
+from ..batching import check_batch_size
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, resolve_target
 from .base import Method, register

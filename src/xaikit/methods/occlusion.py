@@ -6,8 +6,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .base import register
 from ..errors import check_positive
+from .base import register
 from .machinery.baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .machinery.features import LazyInputs, perturb
 from .machinery.scoring import _ForwardMethod

@@ -10,8 +10,8 @@ from ..errors import check_choice, check_positive
 from ..explanation import Explanation
 from ..targets import resolve_target
 from .base import Method, register
-from .machinery.baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .gradient import backprop
+from .machinery.baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .machinery.scoring import forward_output
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gauss_legendre")

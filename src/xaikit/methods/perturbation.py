@@ -13,9 +13,9 @@ from ..errors import check_positive
 from ..explanation import Explanation
 from ..targets import ResolvedTarget, resolve_target
 from .base import Method, register
+from .gradient import chunk_key
 from .machinery.baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .machinery.features import LazyInputs, perturb
-from .gradient import chunk_key
 from .machinery.scoring import _ForwardMethod, forward_output
 from .machinery.seeding import check_seed, make_generator, resolve_seed
 

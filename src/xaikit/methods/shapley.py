@@ -25,8 +25,8 @@ from .machinery.features import (
 from .machinery.kernel_design import Design, kernel_design, min_budget, shapley_weights
 from .machinery.kernel_design import coalitions as all_of
 from .machinery.scoring import _ForwardMethod
-from .machinery.shapley_surrogate import feature_deviation, feature_scale, surrogate_correction
 from .machinery.seeding import check_seed, make_generator, resolve_seed
+from .machinery.shapley_surrogate import feature_deviation, feature_scale, surrogate_correction
 
 #: estimators of KernelSHAP and PermutationShapley: adjusted by a fitted network, or the plain sampling estimate
 ESTIMATORS = ("surrogate", "plain")

@@ -13,9 +13,9 @@ from ..explanation import Explanation
 from ..settings import settings_of, unknown_setting
 from ..targets import Contrast, resolve_target
 from .base import Method, get_method, register
-from .resolve import parse_spec, resolve_method
 from .machinery.scoring import forward_output
 from .machinery.seeding import check_seed, make_generator, resolve_seed
+from .resolve import parse_spec, resolve_method
 
 
 @register

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import register
 from ..errors import check_choice, check_positive
+from .base import register
 from .machinery.baselines import BaselineSpec, describe_baseline, resolve_baseline
 from .machinery.features import FeatureSpec, LazyInputs, attribution_dtype, perturb, random_ranks, resolve_features
 from .machinery.linear import lasso_select, weighted_ridge

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ..errors import check_positive
-from ..modes import FollowsModel
 from ..methods.machinery.seeding import make_generator
+from ..modes import FollowsModel
 from .base import Case, Metric, MetricResult, register
 from .perturb import check_baseline, evaluate_masks, make_baseline, segment_sums
 

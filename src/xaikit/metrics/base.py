@@ -26,10 +26,10 @@ from ..batching import batched_forward, check_batch_size, select_batch
 from ..errors import check_input, check_model
 from ..explanation import Explanation
 from ..methods.base import Method
-from ..registry import Registry
-from ..methods.resolve import resolve_method
 from ..methods.machinery.seeding import check_seed
+from ..methods.resolve import resolve_method
 from ..modes import eval_semantics
+from ..registry import Registry
 from ..results import ResultExport
 from ..settings import bind_settings
 from ..targets import Contrast, ResolvedTarget, TargetSpec, resolve_target

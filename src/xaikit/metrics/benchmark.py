@@ -21,9 +21,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import Data
+from ..deprecation import renamed
 from ..methods.base import Method
 from ..methods.resolve import parse_spec, resolve_method
-from ..deprecation import renamed
 from ..results import ResultExport
 from .base import Metric, get_metric
 

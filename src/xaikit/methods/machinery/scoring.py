@@ -21,8 +21,8 @@ from ...modes import eval_semantics
 from ...targets import ResolvedTarget, TargetSpec, check_target, resolve_target
 from ...tokens import check_per_token_kwargs, model_scores
 from ..base import Method
-from .tokens_ids import token_baseline
 from .features import LazyInputs
+from .tokens_ids import token_baseline
 
 
 def forward_output(model: torch.nn.Module, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
