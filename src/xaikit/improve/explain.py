@@ -8,7 +8,7 @@ from torch import nn
 
 from ..deprecation import warn_renamed
 from ..errors import check_choice, check_positive, unknown_name
-from ..methods.base import METHODS, Method, get_method
+from ..methods.base import METHODS, REGISTRY, Method, get_method
 from ..methods.resolve import DEFAULT_METHODS, parse_spec, resolve_method
 from ..settings import settings_of, unknown_setting
 from ..targets import TargetSpec
@@ -26,10 +26,15 @@ def make_explainer(model: nn.Module, method: str | Method | None = None, method_
         method, method_settings = legacy_explainer(method, None, method_settings, "make_explainer", "gradient")
     explainer = resolve_method(model, method, method_settings, default=default)
     if not explainer.differentiable:
-        valid = ", ".join(sorted(name for name, cls in METHODS.items() if cls.differentiable))
-        raise ValueError(f"method {explainer.name} does not support create_graph=True (an explanation inside a "
-                         f"loss); use one of: {valid}")
+        raise _not_differentiable(explainer.name)
     return explainer
+
+
+def _not_differentiable(label: str) -> ValueError:
+    """The error for a method without ``create_graph=True`` in a loss, listing those that have it."""
+    valid = ", ".join(sorted(REGISTRY.names(lambda cls: cls.differentiable)))
+    return ValueError(f"method {label} does not support create_graph=True (an explanation inside a loss); use one "
+                      f"of: {valid}")
 
 
 def check_method(method: Any, method_settings: dict | None) -> None:
@@ -41,9 +46,7 @@ def check_method(method: Any, method_settings: dict | None) -> None:
         except ValueError:
             raise unknown_name("method", name, METHODS) from None
         if not cls.differentiable:
-            valid = ", ".join(sorted(n for n, c in METHODS.items() if c.differentiable))
-            raise ValueError(f"method {method!r} does not support create_graph=True (an explanation inside a "
-                             f"loss); use one of: {valid}")
+            raise _not_differentiable(repr(method))
         names, takes_any = settings_of(cls)
         for key in {**spec, **(method_settings if isinstance(method_settings, dict) else {})}:
             if key not in names and not takes_any:  # refused now, not at the first training step
@@ -65,8 +68,8 @@ def legacy_explainer(method: Any, explainer: Any, composite: Any, owner: str,
     if explainer is not None and method is not None:
         raise TypeError(f"{owner}: give method= only (explainer= is its deprecated name)")
     warn_renamed(f"{owner}(explainer=..., composite=...)",
-                    "method='lrp:composite=NAME' (a method name, spec or object) and method_settings={...}",
-                    stacklevel)
+                 "method='lrp:composite=NAME' (a method name, spec or object) and method_settings={...}",
+                 stacklevel)
     explainer = explainer if explainer is not None else method if method is not None else old_default
     if isinstance(explainer, str):
         check_choice(explainer, "explainer", EXPLAINERS)
