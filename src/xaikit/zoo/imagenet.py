@@ -8,9 +8,10 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
+
+from ..data import image_tensor
 
 #: scikit-image photos usable as ImageNet inputs, with the class EfficientNet-Lite0 predicts for them
 IMAGES = ("chelsea", "coffee", "astronaut", "rocket")
@@ -37,17 +38,12 @@ def load_efficientnet_lite0() -> nn.Module:
 
 def load_image(name: str = "chelsea", size: int = 224) -> torch.Tensor:
     """A scikit-image photo as a ``(1, 3, size, size)`` tensor in [-1, 1] (resized whole, as in DESIGN.md)."""
-    from skimage import data, transform
+    from skimage import data
 
     if name not in IMAGES and not hasattr(data, name):
         raise ValueError(f"unknown image {name!r}; valid: {', '.join(IMAGES)}")
     image = getattr(data, name)()
-    if image.ndim == 2:
-        image = np.stack([image] * 3, -1)
-    image = image[..., :3]
-    image = transform.resize(image, (size, size), anti_aliasing=True)
-    tensor = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1)[None]
-    return tensor * (HIGH - LOW) + LOW
+    return image_tensor(image[..., :3] if image.ndim == 3 else image, size, LOW, HIGH)[None]  # alpha dropped
 
 
 #: the 1,000 ILSVRC-2012 class names, one per line in class order: the first WordNet lemma of each synset
