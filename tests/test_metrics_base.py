@@ -9,7 +9,8 @@ from torch import nn
 
 import xaikit as xk
 from models import assert_unchanged, snapshot
-from xaikit.metrics import perturb
+from xaikit.methods.machinery.seeding import make_generator
+from xaikit.metrics import perturb, pixels
 from xaikit.metrics.base import METRICS
 
 
@@ -107,20 +108,20 @@ def test_get_metric_and_repr():
 # -- perturbation helpers -------------------------------------------------------------------------------------
 def test_stable_order_breaks_ties_by_index_in_both_directions():
     scores = torch.tensor([[1.0, 3.0, 1.0, 3.0, 2.0]])
-    assert perturb.stable_order(scores, True).tolist() == [[1, 3, 4, 0, 2]]
-    assert perturb.stable_order(scores, False).tolist() == [[0, 2, 4, 1, 3]]
+    assert pixels.stable_order(scores, True).tolist() == [[1, 3, 4, 0, 2]]
+    assert pixels.stable_order(scores, False).tolist() == [[0, 2, 4, 1, 3]]
 
 
 def test_average_ranks_give_ties_their_mean_rank():
-    ranks = perturb.average_ranks(torch.tensor([[5.0, 1.0, 5.0, 0.0], [1.0, 1.0, 1.0, 1.0]]))
+    ranks = pixels.average_ranks(torch.tensor([[5.0, 1.0, 5.0, 0.0], [1.0, 1.0, 1.0, 1.0]]))
     assert ranks.tolist() == [[2.5, 1.0, 2.5, 0.0], [1.5, 1.5, 1.5, 1.5]]
 
 
 def test_pixels_take_all_channels_together():
-    layout = perturb.Layout((3, 4, 5))
+    layout = pixels.Layout((3, 4, 5))
     assert layout.pixels == 20
     attribution = torch.arange(60.0).reshape(1, 3, 4, 5)
-    assert torch.equal(perturb.to_pixels(attribution, layout), attribution.sum(1).reshape(1, 20))
+    assert torch.equal(pixels.to_pixels(attribution, layout), attribution.sum(1).reshape(1, 20))
     mask = torch.zeros(1, 20, dtype=torch.bool)
     mask[0, 7] = True
     x, base = torch.zeros(1, 3, 4, 5), torch.ones(1, 3, 4, 5)
@@ -136,7 +137,7 @@ def test_removal_masks_are_cumulative_in_order():
 
 def test_baselines():
     x = torch.randn(2, 3, 8, 8)
-    g = perturb.make_generator(0)
+    g = make_generator(0)
     assert torch.equal(perturb.make_baseline(x, "zero", g), torch.zeros_like(x))
     assert torch.allclose(perturb.make_baseline(x, "mean", g)[:, :, 0, 0], x.mean((2, 3)))
     blurred = perturb.make_baseline(x, "blur", g)

@@ -21,8 +21,7 @@ import torch
 
 from ..batching import memory_budget
 from ..methods.machinery.baselines import gaussian_blur
-from ..methods.machinery.seeding import make_generator  # noqa: F401  (the generator of the metrics' random draws)
-from .pixels import Layout, average_ranks, ranks, stable_order, to_pixels  # noqa: F401  (the pixel conventions)
+from .pixels import Layout, ranks
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import Case
