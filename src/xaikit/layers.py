@@ -35,6 +35,7 @@ from .errors import unknown_module
 
 __all__ = ["find_layer", "find_layers", "last_layer", "first_tensor", "Hooks", "hooked", "capture"]
 
+
 def find_layer(model: nn.Module, layer: str | nn.Module, argument: str = "layer") -> tuple[str, nn.Module]:
     """``(name, module)`` of ``layer``: a name from ``model.named_modules()`` or a module of ``model``.
 

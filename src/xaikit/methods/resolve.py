@@ -28,6 +28,7 @@ from torch import nn
 from ..deprecation import warn_renamed
 from ..errors import unknown_name
 from ..explanation import Explanation
+from ..propagation.composites import PRESETS, Composite
 from ..targets import TargetSpec
 from .base import METHODS, Method, get_method
 
@@ -174,8 +175,6 @@ def legacy_lrp_settings(method: Any, method_settings: dict[str, Any] | None, com
     :class:`~xaikit.propagation.composites.Composite`) counts as ``composite=``. Either gives LRP with that
     composite and the settings, with a ``DeprecationWarning`` naming the new form; otherwise nothing changes.
     """
-    from ..propagation.composites import PRESETS, Composite
-
     if isinstance(method, (Composite, dict)) or (isinstance(method, str) and (
             method in PRESETS or method.endswith(".json"))):
         if composite is not None:
@@ -187,8 +186,8 @@ def legacy_lrp_settings(method: Any, method_settings: dict[str, Any] | None, com
         raise TypeError(f"{owner}: give method= and method_settings= only (composite= and LRP settings as "
                         "keywords are their deprecated form)")
     warn_renamed(f"{owner}(composite=..., **settings)",
-                    "method='lrp:composite=NAME' (a method name, spec or object) and method_settings={...}",
-                    stacklevel)
+                 "method='lrp:composite=NAME' (a method name, spec or object) and method_settings={...}",
+                 stacklevel)
     merged = {**({"composite": composite} if composite is not None else {}), **settings, **(method_settings or {})}
     return ("lrp" if composite is not None else None), merged  # None: the tool's default, adjusted
 

@@ -83,7 +83,7 @@ class SmoothGrad(Method):
                 if key not in inner_valid and not takes_any:
                     raise unknown_setting("SmoothGrad", key, own + inner_valid)
             warn_renamed("SmoothGrad(model, method, **settings)",
-                            "SmoothGrad(model, method='name:key=value', method_settings={...})", 4)
+                         "SmoothGrad(model, method='name:key=value', method_settings={...})", 4)
             method_settings = {**settings, **(method_settings or {})}
         if not isinstance(method, Method):
             cls = method if isinstance(method, type) else get_method(parse_spec(method)[0])
