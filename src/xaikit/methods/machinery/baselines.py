@@ -68,13 +68,18 @@ def describe_baseline(baseline: BaselineSpec) -> str | float:
     return baseline if isinstance(baseline, (str, int, float)) else f"tensor{tuple(baseline.shape)}"
 
 
-def _tensor_baseline(baseline: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
-    if not baseline.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {baseline.dtype}")
-    if baseline.device != x.device:
-        raise ValueError(f"{name} is on device {baseline.device} but x is on {x.device}; move it with .to('{x.device}')")
-    if not torch.isfinite(baseline).all():
+def _check_reference(value: torch.Tensor, x: torch.Tensor, name: str) -> None:
+    """A reference tensor (baseline, background) of ``x``: floating point, on ``x``'s device, finite."""
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if value.device != x.device:
+        raise ValueError(f"{name} is on device {value.device} but x is on {x.device}; move it with .to('{x.device}')")
+    if not torch.isfinite(value).all():
         raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def _tensor_baseline(baseline: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+    _check_reference(baseline, x, name)
     try:
         shape = torch.broadcast_shapes(baseline.shape, x.shape)
     except RuntimeError:
@@ -96,12 +101,7 @@ def resolve_background(background: Any, x: torch.Tensor, name: str = "background
             f"{name} must hold B ≥ 1 reference samples shaped like the samples of x, i.e. (B, "
             f"{', '.join(map(str, x.shape[1:]))}), got {tuple(background.shape)}"
         )
-    if not background.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {background.dtype}")
-    if background.device != x.device:
-        raise ValueError(f"{name} is on device {background.device} but x is on {x.device}")
-    if not torch.isfinite(background).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+    _check_reference(background, x, name)
     return background.to(x.dtype)[None]
 
 
