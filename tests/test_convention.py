@@ -352,3 +352,18 @@ def test_metrics_take_a_method_spec_as_the_explanation():
     by_spec = metric(model, x, 0, "integrated_gradients:steps=2")
     by_object = metric(model, x, 0, xk.IntegratedGradients(model, steps=2))
     torch.testing.assert_close(by_spec, by_object)
+
+
+def test_a_tools_own_settings_reach_a_method_given_by_name_unless_it_sets_them():
+    """``passed_on``: the one rule by which a tool's ``batch_size``/``progress`` reach its explainer."""
+    from xaikit.methods.resolve import passed_on
+
+    model = torch.nn.Linear(3, 2)
+    assert passed_on("gradient", None, batch_size=4) == {"batch_size": 4}
+    assert passed_on(None, {"composite": "zero"}, "lrp", batch_size=4) == {"composite": "zero", "batch_size": 4}
+    assert passed_on("lrp:batch_size=2", None, batch_size=4) is None  # the spec sets it
+    assert passed_on("gradient", {"batch_size": 2}, batch_size=4) == {"batch_size": 2}
+    assert passed_on(xk.Gradient, None, progress=True) == {"progress": True}
+    assert passed_on("gradient", None, batch_size=None, unknown_setting=1) is None  # no opinion; not accepted
+    assert passed_on(xk.Gradient(model), None, batch_size=4) is None  # an object keeps its own settings
+    assert passed_on("no_such_method", None, batch_size=4) is None  # refused later, by resolve_method

@@ -29,7 +29,7 @@ from ..deprecation import renamed
 from ..errors import check_choice, check_positive
 from ..layers import capture, find_layer
 from ..methods.base import Method
-from ..methods.resolve import parse_spec
+from ..methods.resolve import DEFAULT_METHODS, passed_on
 from ..modes import eval_semantics
 from ..propagation.record import channel_axis
 from ..results import ResultExport
@@ -122,11 +122,9 @@ class ReferenceSamples(ConceptTool):
     def __init__(self, model: nn.Module, layer: str, n: int = 8, method: str | Method | None = None,
                  method_settings: dict | None = None, axis: int | str = "auto", target: str = "label",
                  cache: str | os.PathLike | None = None, save_every: int = 1, progress: bool = True) -> None:
-        spec_settings = parse_spec(method)[1] if isinstance(method, str) else {}
-        if not isinstance(method, Method) and "batch_size" not in {**spec_settings, **(method_settings or {})}:
-            # each data batch as one chunk (up to the memory budget): the same chunks in a resumed run, so the
-            # values agree bit for bit (the auto chunk size may differ between runs)
-            method_settings = {**(method_settings or {}), "batch_size": 1 << 30}
+        # each data batch as one chunk (up to the memory budget): the same chunks in a resumed run, so the values
+        # agree bit for bit (the auto chunk size may differ between runs)
+        method_settings = passed_on(method, method_settings, DEFAULT_METHODS["image"], batch_size=1 << 30)
         super().__init__(model, layer, method, method_settings, axis)
         check_positive(n, "n", integer=True)
         check_positive(save_every, "save_every", integer=True)

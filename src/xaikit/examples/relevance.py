@@ -17,7 +17,7 @@ from torch import nn
 from ..batching import check_batch_size
 from ..layers import find_layer
 from ..methods.base import Method
-from ..methods.resolve import DEFAULT_METHODS, RELEVANCE_METHODS, legacy_lrp_settings, parse_spec, resolve_method
+from ..methods.resolve import DEFAULT_METHODS, RELEVANCE_METHODS, legacy_lrp_settings, passed_on, resolve_method
 from ..propagation.composites import Composite
 from ..propagation.record import Recorder
 from ..targets import TargetSpec
@@ -47,10 +47,8 @@ def channel_relevance(model: nn.Module, x: torch.Tensor, layer: str, target: Tar
     check_batch_size(batch_size)
     method, method_settings = legacy_lrp_settings(method, method_settings, composite, settings,
                                                   "channel_relevance", 4)
-    if not isinstance(method, Method) and batch_size != "auto":
-        spec = parse_spec(method)[1] if isinstance(method, str) else {}
-        if "batch_size" not in {**spec, **(method_settings or {})}:
-            method_settings = {**(method_settings or {}), "batch_size": batch_size}
+    method_settings = passed_on(method, method_settings, DEFAULT_METHODS["image"],
+                                batch_size=None if batch_size == "auto" else batch_size)
     explaining = resolve_method(model, method, method_settings, default=DEFAULT_METHODS["image"],
                                 allowed=RELEVANCE_METHODS, reason="has no relevance inside the network")
     name, _ = find_layer(model, layer)

@@ -16,7 +16,6 @@ loop over dimensions.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -28,8 +27,8 @@ from ..explanation import Explanation
 from ..modes import eval_semantics
 from ..propagation.composites import Composite, SETTINGS
 from ..settings import CheckedSettings
-from .base import Method, get_method
-from .resolve import DEFAULT_METHODS, legacy_lrp_settings, parse_spec, resolve_method
+from .base import Method
+from .resolve import DEFAULT_METHODS, legacy_lrp_settings, passed_on, resolve_method
 
 SIMILARITIES = ("cosine", "dot")
 
@@ -152,11 +151,6 @@ def _short_name(method: Method) -> str:
 def _first_order_method(model: nn.Module, method: Any, method_settings: dict[str, Any] | None,
                         batch_size: int | str, default: str) -> Method:
     """The first-order method of BiLRP: ``batch_size`` reaches a method given by name or spec unless set."""
-    if not isinstance(method, Method) and batch_size != "auto":
-        cls = (method if isinstance(method, type) else
-               get_method(parse_spec(method if method is not None else default)[0]))
-        spec = parse_spec(method)[1] if isinstance(method, str) else {}
-        if "batch_size" in inspect.signature(inspect.unwrap(cls.__init__)).parameters and \
-                "batch_size" not in {**spec, **(method_settings or {})}:
-            method_settings = {**(method_settings or {}), "batch_size": batch_size}
+    method_settings = passed_on(method, method_settings, default,
+                                batch_size=None if batch_size == "auto" else batch_size)
     return resolve_method(model, method, method_settings, default=default)

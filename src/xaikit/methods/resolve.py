@@ -30,6 +30,7 @@ from ..errors import unknown_name
 from ..explanation import Explanation
 from ..propagation.composites import PRESETS, Composite
 from ..targets import TargetSpec
+from ..settings import settings_of
 from .base import METHODS, Method, get_method
 
 #: the default explainer of each task (a spec for :func:`resolve_method`); every room names its task
@@ -158,6 +159,31 @@ def resolve_method(model: nn.Module | Any, method: str | Method | type | None = 
         return cls(model, **settings, **(method_settings or {}))
     except TypeError as err:
         raise type(err)(f"{argument}={text!r}: {err}") from None
+
+
+def passed_on(method: Any, method_settings: dict[str, Any] | None, default: str | None = None,
+              **values: Any) -> dict[str, Any] | None:
+    """``method_settings`` plus the tool's own ``values`` (its ``batch_size``, ``progress``) that the method accepts
+    and that its spec and ``method_settings`` do not set already; a value ``None`` is the tool's "no opinion".
+
+    ``method`` as :func:`resolve_method` takes it (``None``: ``default``). A method object keeps its own settings,
+    and an unknown name is left to :func:`resolve_method` to refuse: both return ``method_settings`` unchanged.
+    """
+    values = {k: v for k, v in values.items() if v is not None}
+    target = default if method is None else method
+    if not values or target is None or isinstance(target, Method):
+        return method_settings
+    if isinstance(target, type):
+        cls, spec = target, {}
+    else:
+        name, spec = parse_spec(target)
+        try:
+            cls = get_method(name)
+        except ValueError:
+            return method_settings
+    accepted, given = settings_of(cls)[0], {**spec, **(method_settings or {})}
+    extra = {k: v for k, v in values.items() if k in accepted and k not in given}
+    return {**(method_settings or {}), **extra} if extra else method_settings
 
 
 def _check_allowed(cls: type, allowed: Collection[str] | None, argument: str, text: str, reason: str) -> None:

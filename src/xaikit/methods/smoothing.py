@@ -15,7 +15,7 @@ from ..targets import Contrast, resolve_target
 from .base import Method, get_method, register
 from .machinery.scoring import forward_output
 from .machinery.seeding import check_seed, make_generator, resolve_seed
-from .resolve import parse_spec, resolve_method
+from .resolve import parse_spec, passed_on, resolve_method
 
 
 @register
@@ -86,12 +86,7 @@ class SmoothGrad(Method):
                          "SmoothGrad(model, method='name:key=value', method_settings={...})", 4)
             method_settings = {**settings, **(method_settings or {})}
         if not isinstance(method, Method):
-            cls = method if isinstance(method, type) else get_method(parse_spec(method)[0])
-            spec = parse_spec(method)[1] if isinstance(method, str) else {}
-            for key, value in (("batch_size", batch_size), ("progress", progress)):
-                if key in settings_of(cls)[0] and key not in {**spec, **(method_settings or {})} \
-                        and (key != "progress" or progress):
-                    method_settings = {**(method_settings or {}), key: value}
+            method_settings = passed_on(method, method_settings, batch_size=batch_size, progress=progress or None)
         elif method.model is not model:
             raise ValueError("method must be built on the same model that SmoothGrad explains")
         self.inner = resolve_method(model, method, method_settings)
