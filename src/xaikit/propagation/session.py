@@ -274,8 +274,9 @@ class Session:
         self.gates[id(out)] = out
 
     # -- backward bookkeeping ------------------------------------------------------------------------------
-    def absorb(self, amount: torch.Tensor) -> None:
-        """Add per-sample absorbed relevance ``(N,)`` (called from backward hooks).
+    def absorb(self, amount: torch.Tensor, op: str = "unlabelled") -> None:
+        """Add per-sample absorbed relevance ``(N,)`` (called from backward hooks), booked under the
+        operation label ``op`` (``"linear:bias"``, ``"softmax:taylor"``, ...; see :attr:`absorbed_by`).
 
         A layer applied to a flattened batch (e.g. ``(N·L, D)`` rows, as GPT-2's ``Conv1D`` does) reports one
         value per row: rows are summed per sample (batch-major order).
