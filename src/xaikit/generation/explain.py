@@ -271,10 +271,18 @@ def _result(expl, relevance, sequences, mask, generated, explained, prompt, rows
     if "conservation" in expl.info:
         info["conservation"] = {}
         for key, value in expl.info["conservation"].items():
-            table = torch.zeros(shape, dtype=value.dtype)
-            table[rows, step] = value.detach().cpu()
-            info["conservation"][key] = table
+            if isinstance(value, dict):  # absorbed_by: one table per operation
+                info["conservation"][key] = {op: _table(shape, rows, step, v) for op, v in value.items()}
+            else:
+                info["conservation"][key] = _table(shape, rows, step, value)
     return GenerationResult(relevance, sequences, mask, generated, explained, prompt, scores, expl.method, info)
+
+
+def _table(shape: tuple, rows, step: int, value: torch.Tensor) -> torch.Tensor:
+    """A per-row value of one generation step, placed in a (sequences, steps) table of zeros."""
+    table = torch.zeros(shape, dtype=value.dtype)
+    table[rows, step] = value.detach().cpu()
+    return table
 
 
 __getattr__ = renamed(__name__, {"GenerationExplanation": "GenerationResult"}, globals())

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..batching import check_batch_size
 from ..explanation import Explanation
+from ..propagation.balance import merge_absorbed, warn_absorbed, warn_unknown
 from ..propagation.composites import Composite, SETTINGS, make_composite
 from ..propagation.session import Session
 from ..tokens import TokenInput
@@ -47,8 +48,11 @@ class LRP(Method):
     The backward pass starts from the selected output value (the logit), so the relevance at the input sums
     to it up to what biases and stabilisers absorb. ``expl.info["conservation"]`` reports per sample
     ``start``, ``input`` (Σ relevance), ``absorbed`` and ``residual`` (= start − input − absorbed, relevance
-    lost in operations that do not conserve it); ``expl.info["coverage"]`` lists the operations of one
-    explained forward pass as handled / linear / unknown.
+    lost in operations that do not conserve it), and ``absorbed_by``: the absorbed relevance by operation
+    (``{"linear:epsilon": (N,), "softmax:taylor": (N,), ...}``); ``expl.info["coverage"]`` lists the
+    operations of one explained forward pass as handled / linear / unknown. Each call warns about unknown
+    operations and when a sample's absorbed share exceeds
+    :data:`~xaikit.propagation.balance.ABSORBED_SHARE` (:mod:`xaikit.propagation.balance`).
     """
 
     multiply_by_input: bool = True
@@ -88,7 +92,8 @@ class LRP(Method):
             attribution = attribution + session.direct
         if ids is not None:  # relevance per token; a modified gradient (Guided Backprop) by its norm
             attribution = attribution.sum(-1) if self.multiply_by_input else attribution.norm(dim=-1)
-        result.extra = {"absorbed": session.absorbed, "coverage": session.coverage}
+        result.extra = {"absorbed": session.absorbed, "absorbed_by": session.absorbed_by,
+                        "coverage": session.coverage}
         return attribution, result
 
     def explain(self, x, target, forward_args, forward_kwargs) -> Explanation:
@@ -106,14 +111,17 @@ class LRP(Method):
         attribution, output, index, score, parts = map_samples(
             self, x, target, forward_args, forward_kwargs, self.batch_size, chunk, cost
         )
-        coverages[0].warn_unknown()
+        warn_unknown(coverages[0], self.name)
         info: dict[str, Any] = {"coverage": coverages[0].as_dict(), "composite": self.composite.name}
         if self.multiply_by_input:
-            absorbed = torch.cat([p.extra["absorbed"] for p in parts])
+            absorbed = [p.extra["absorbed"] for p in parts]
             total = attribution.flatten(1).sum(1)
             info["conservation"] = {
-                "start": score, "input": total, "absorbed": absorbed, "residual": score - total - absorbed,
+                "start": score, "input": total, "absorbed": torch.cat(absorbed),
+                "residual": score - total - torch.cat(absorbed),
+                "absorbed_by": merge_absorbed([p.extra["absorbed_by"] for p in parts], absorbed),
             }
+            warn_absorbed(info["conservation"], self.name)
         return Explanation(attribution, index, output, self.name, info)
 
 

@@ -2,10 +2,7 @@
 safe under the input × gradient convention, or did not know."""
 from __future__ import annotations
 
-import warnings
 from collections import Counter
-
-_warned: set[str] = set()
 
 
 class Coverage:
@@ -42,15 +39,3 @@ class Coverage:
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         return {kind: dict(sorted(c.items())) for kind, c in self.counts.items()}
-
-    def warn_unknown(self) -> None:
-        """Warn once per process and op about operations whose relevance handling is unknown."""
-        new = sorted(set(self.counts["unknown"]) - _warned)
-        if new:
-            _warned.update(new)
-            warnings.warn(
-                "LRP passed these operations through with their plain gradient (or their author's backward), "
-                f"which may not conserve relevance: {', '.join(new)} (see expl.info['coverage'])",
-                UserWarning,
-                stacklevel=4,
-            )

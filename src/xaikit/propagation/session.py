@@ -85,6 +85,8 @@ class Session:
         self.external: dict[int, torch.Tensor] = {}  #: tensors computed from other floating-point inputs
         self.direct: torch.Tensor | None = None
         self.absorbed: torch.Tensor | None = None
+        #: the absorbed relevance by operation label (``"linear:epsilon"``, ``"softmax:taylor"``, ...), per sample
+        self.absorbed_by: dict[str, torch.Tensor] = {}
         self.scratch: dict[str, torch.Tensor] = {}  #: reused temporaries of the backward pass (see :meth:`buffer`)
         self.largest = 0  #: elements of the largest layer output of the forward pass
         self.statistics: Any = None  #: normalisation statistics of the forward pass (see :mod:`.handlers.statistics`)
@@ -274,7 +276,7 @@ class Session:
         self.gates[id(out)] = out
 
     # -- backward bookkeeping ------------------------------------------------------------------------------
-    def absorb(self, amount: torch.Tensor, op: str = "unlabelled") -> None:
+    def absorb(self, amount: torch.Tensor, op: str) -> None:
         """Add per-sample absorbed relevance ``(N,)`` (called from backward hooks), booked under the
         operation label ``op`` (``"linear:bias"``, ``"softmax:taylor"``, ...; see :attr:`absorbed_by`).
 
@@ -286,6 +288,8 @@ class Session:
         if amount.shape != (n,):
             amount = amount.reshape(n, -1).sum(1) if amount.numel() % n == 0 else amount.sum().expand(n) / n
         self.absorbed = self.absorbed + amount
+        booked = self.absorbed_by.get(op)
+        self.absorbed_by[op] = amount if booked is None else booked + amount
 
     def write_direct(self, relevance: torch.Tensor, replay: Replay) -> None:
         """Add relevance computed at a first layer's input, mapped back to the model input through ``replay``

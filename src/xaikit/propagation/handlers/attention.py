@@ -43,8 +43,8 @@ class _ScaleGrad(torch.autograd.Function):
     input subtracted from the session's absorbed relevance (the attention output adds what it received)."""
 
     @staticmethod
-    def forward(ctx, x, factor, session):
-        ctx.factor, ctx.session = factor, session
+    def forward(ctx, x, factor, session, label):
+        ctx.factor, ctx.session, ctx.label = factor, session, label
         ctx.save_for_backward(x)
         return x.view_as(x)
 
@@ -52,8 +52,8 @@ class _ScaleGrad(torch.autograd.Function):
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         g = g * ctx.factor
-        ctx.session.absorb(-row_dot(x, g))
-        return g, None, None
+        ctx.session.absorb(-row_dot(x, g), ctx.label)
+        return g, None, None, None
 
 
 def fused_attention(s: Session, func: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -64,17 +64,18 @@ def fused_attention(s: Session, func: Callable, q: torch.Tensor, k: torch.Tensor
     Taylor rule's bias term, relevance of additive masks) is reported as absorbed."""
     qk, vf = attention_factors(s)
     rule = f"{s.composite.op_rule('softmax')}+{s.composite.op_rule('product')}" if qk else "value_only"
-    s.coverage.add("handled", f"scaled_dot_product_attention:{rule}")
+    label = f"scaled_dot_product_attention:{rule}"
+    s.coverage.add("handled", label)
 
     def scaled(t: torch.Tensor, factor: float) -> torch.Tensor:
         if not s.is_activation(t):
             return t
-        return _ScaleGrad.apply(t, factor, s) if factor else t.detach()
+        return _ScaleGrad.apply(t, factor, s, label) if factor else t.detach()
 
     out = func(scaled(q, qk), scaled(k, qk), scaled(v, vf), **options)
     if out.requires_grad:
         held = s.hold(out)
-        out.register_hook(lambda g: s.absorb(row_dot(held.get().detach(), g)))
+        out.register_hook(lambda g: s.absorb(row_dot(held.get().detach(), g), label))
     return out
 
 

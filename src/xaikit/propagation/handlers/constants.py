@@ -34,13 +34,14 @@ def constant_sum(s: Session, func, name, args, kwargs, acts):
         coef = 1 if first else -alpha
     else:  # sub(a, b, alpha) = a − alpha·b
         coef = -alpha if first else 1
+    label = f"{name}:constant"
     if isinstance(constant, torch.Tensor):
         value = constant.detach() * coef
         if not bool(torch.isfinite(value).all()):  # masks with −inf: the gradient there is 0
             value = value.nan_to_num(0.0, 0.0, 0.0)
-        out.register_hook(lambda g: None if g is None else s.absorb((g * value).reshape(g.shape[0], -1).sum(1)))
+        out.register_hook(lambda g: None if g is None else s.absorb((g * value).reshape(g.shape[0], -1).sum(1), label))
     elif constant != 0:  # (no gradient: a first-layer rule wrote its relevance at the input directly)
-        out.register_hook(lambda g: None if g is None else s.absorb(g.reshape(g.shape[0], -1).sum(1) * (constant * coef)))
+        out.register_hook(lambda g: None if g is None else s.absorb(g.reshape(g.shape[0], -1).sum(1) * (constant * coef), label))
     return out
 
 
@@ -68,7 +69,7 @@ def constant_parts(s: Session, func, name, args, kwargs, acts):
 
     def hook(g: torch.Tensor) -> None:
         total = sum((part(g, i) * value).reshape(g.shape[0], -1).sum(1) for i, value in constants)
-        s.absorb(total)
+        s.absorb(total, f"{name}:constant")
 
     out.register_hook(hook)
     return out

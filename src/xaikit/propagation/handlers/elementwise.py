@@ -25,9 +25,9 @@ class _IdentityRule(torch.autograd.Function):
     ``zero``: ``f(0)`` when ``fn`` cannot compute it (``None``: ``fn`` of a zero)."""
 
     @staticmethod
-    def forward(ctx, x, fn, session: Session, zero: float | None = None):
+    def forward(ctx, x, fn, session: Session, label: str, zero: float | None = None):
         out = fn(x)
-        ctx.x, ctx.out, ctx.session = session.hold(x), session.hold(out), session
+        ctx.x, ctx.out, ctx.session, ctx.label = session.hold(x), session.hold(out), session, label
         if zero is None:
             zero = float(fn(x.new_zeros((1,) * x.ndim)).reshape(-1)[0])
         ctx.zero = zero
@@ -37,9 +37,9 @@ class _IdentityRule(torch.autograd.Function):
     def backward(ctx, grad):
         y, zero = ctx.out.get(), ctx.zero
         if zero:
-            ctx.session.absorb(grad.reshape(grad.shape[0], -1).sum(1) * zero)
+            ctx.session.absorb(grad.reshape(grad.shape[0], -1).sum(1) * zero, ctx.label)
             y = y - zero
-        return _identity_gradient(grad, y, ctx.x.get()), None, None, None
+        return _identity_gradient(grad, y, ctx.x.get()), None, None, None, None
 
 
 def _identity_gradient(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,8 @@ def nonlinear(s: Session, func, name, args, kwargs, acts):
     func, args, kwargs = out_of_place(func, name, args, kwargs)
     x = args[0]
     if rule == "identity" and s.is_activation(x):
-        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s, _at_zero(func, args, kwargs, x))
+        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s, f"{name}:identity",
+                                  _at_zero(func, args, kwargs, x))
     else:
         out = func(*args, **kwargs)
     s.coverage.add("handled", f"{name}:{rule}")
@@ -198,8 +199,9 @@ class ElementwiseModules:
         if rule != "identity":
             return None
         self.s.coverage.undo(mark)
-        self.s.coverage.add("handled", f"{type(module).__name__}:identity")
+        label = f"{type(module).__name__}:identity"
+        self.s.coverage.add("handled", label)
         value = out.detach()
         with torch.no_grad():  # f(0), without the module's hooks
             zero = float(module.forward(torch.zeros_like(x[:1])).reshape(-1)[0])
-        return _IdentityRule.apply(x, lambda _: value, self.s, zero)
+        return _IdentityRule.apply(x, lambda _: value, self.s, label, zero)

@@ -74,7 +74,7 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
     b = None if bias is None else _channel_view(bias.detach(), out.ndim, channel)
     if rule.epsilon == 0:
         if b is not None:
-            out.register_hook(lambda g: s.absorb(channel_dot(g, b)))
+            out.register_hook(lambda g: s.absorb(channel_dot(g, b), f"{name}:{rule.name}"))
         return out
     held, eps = s.hold(out), rule.epsilon
     state = LayerState(rule, name)
@@ -92,7 +92,7 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
         q = torch.div(g, q, out=q)  # g has the output's shape
         absorbed = eps * sample_dot(q, z)
         scaled = q.mul_(-eps).add_(g)  # g − ε·g/(|z| + ε)
-        s.absorb(absorbed if b is None else absorbed + channel_dot(scaled, b))
+        s.absorb(absorbed if b is None else absorbed + channel_dot(scaled, b), f"{name}:{rule.name}")
         return scaled
 
     out.register_hook(hook)
@@ -120,7 +120,7 @@ def batch_norm(s: Session, func, name, args, kwargs, acts):
     if not foldable:  # an affine map: LRP-0 with the shift absorbing relevance
         s.coverage.add("linear", name)
         out = func(*args, **kwargs)
-        out.register_hook(lambda g: s.absorb(channel_dot(g, shift)))
+        out.register_hook(lambda g: s.absorb(channel_dot(g, shift), "batch_norm:shift"))
         return out
     s.coverage.add("handled", f"{name}:folded")
     state.fold = (affine[0], affine[1] if state.bias is None else affine[0] * state.bias.detach() + affine[1])
@@ -129,8 +129,8 @@ def batch_norm(s: Session, func, name, args, kwargs, acts):
         z, eps = out.detach(), state.rule.epsilon
         state.scale_fold = scale_factor(z, eps)
         absorb = state.scale_fold * (stabiliser(z, eps) + _channel_view(state.fold[1], out.ndim, 1))
-        out.register_hook(lambda g: s.absorb(
-            s.sample_dot(g, absorb) if state.folded else channel_dot(g, shift)))
+        out.register_hook(lambda g: s.absorb(s.sample_dot(g, absorb), f"{state.kind}:{state.rule.name}")
+                          if state.folded else s.absorb(channel_dot(g, shift), "batch_norm:shift"))
         return out
     result = FoldGate.apply(x, lambda t: func(t, *args[1:], **kwargs), state, s, scale, shift)
     state.z_fold = s.hold(result)
@@ -181,12 +181,12 @@ class Redistribute(torch.autograd.Function):
         result, absorbed = redistribute(state.rule, state.layer, x, weight, bias, relevance, z, constants,
                                         nonnegative=state.extra.get("nonnegative", False), rectified=rectified)
         if direct:
-            session.absorb(relevance.flatten(1).sum(1) - result.flatten(1).sum(1))
+            session.absorb(relevance.flatten(1).sum(1) - result.flatten(1).sum(1), f"{state.kind}:{state.rule.name}")
             session.write_direct(result, state.replay)
             return None, None, None
         if absorbed is None:
             absorbed = relevance.flatten(1).sum(1) - session.sample_dot(x.detach(), result)
-        session.absorb(absorbed)
+        session.absorb(absorbed, f"{state.kind}:{state.rule.name}")
         return result, None, None
 
 
@@ -205,7 +205,7 @@ class FoldGate(torch.autograd.Function):
         if ctx.state.folded:
             return grad, None, None, None, None, None
         scale, shift = ctx.affine
-        ctx.session.absorb((grad * shift).flatten(1).sum(1))
+        ctx.session.absorb((grad * shift).flatten(1).sum(1), "batch_norm:shift")
         return grad * scale, None, None, None, None, None
 
 

@@ -19,10 +19,11 @@ class _FrozenScale(torch.autograd.Function):
     four element-wise operations backward; the bias ``b`` absorbs ``Σ g ⊙ b``."""
 
     @staticmethod
-    def forward(ctx, x, compute, weight, bias, groups, centre, session):
+    def forward(ctx, x, compute, weight, bias, groups, centre, session, label):
         out, r = compute(x)
         ctx.save_for_backward(r)
         ctx.weight, ctx.bias, ctx.groups, ctx.centre, ctx.session = weight, bias, groups, centre, session
+        ctx.label = label
         return out
 
     @staticmethod
@@ -30,17 +31,17 @@ class _FrozenScale(torch.autograd.Function):
         (r,) = ctx.saved_tensors
         weight, bias, groups = ctx.weight, ctx.bias, ctx.groups
         if bias is not None:
-            ctx.session.absorb(channel_dot(g, bias))
+            ctx.session.absorb(channel_dot(g, bias), ctx.label)
         c = g if weight is None else g * weight
         if groups is None:  # LayerNorm / RMSNorm over the trailing dimensions where r has size 1
             c = c * r
             if ctx.centre:
                 dims = tuple(i for i in range(r.ndim) if r.shape[i] == 1 and c.shape[i] != 1)
                 c = c - c.mean(dims, keepdim=True)
-            return c, None, None, None, None, None, None
+            return c, None, None, None, None, None, None, None
         shape = c.shape  # GroupNorm: r is (N, groups)
         c = c.reshape(shape[0], groups, -1) * r[..., None]
-        return (c - c.mean(2, keepdim=True)).reshape(shape), None, None, None, None, None, None
+        return (c - c.mean(2, keepdim=True)).reshape(shape), None, None, None, None, None, None, None
 
 
 _NORM_KEYS = {
@@ -83,7 +84,7 @@ def norm(s: Session, func, name, args, kwargs, acts):
     view = lambda v, shape: None if v is None else v.detach().reshape(  # noqa: E731
         (-1,) + (1,) * (x.ndim - 2) if channel == 1 else shape)
     out = _FrozenScale.apply(x, compute, view(w, w.shape if w is not None else None), view(b, (-1,)), groups,
-                             name != "rms_norm", s)
+                             name != "rms_norm", s, f"{name}:bias")
     if adaptive:
         if weight is not None:
             out = call(s, torch.mul, out, weight if channel == -1 else _channel_view(weight, x.ndim, 1))

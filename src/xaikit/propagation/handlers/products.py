@@ -59,7 +59,7 @@ def softmax(s: Session, func, name, args, kwargs, acts):
     def hook(g: torch.Tensor) -> None:
         received = row_dot(y, g)
         rows = (xy * g).sum(dim, keepdim=True) - (y * g).sum(dim, keepdim=True) * c
-        s.absorb(received - rows.reshape(rows.shape[0], -1).sum(1))
+        s.absorb(received - rows.reshape(rows.shape[0], -1).sum(1), "softmax:taylor")
 
     out.register_hook(hook)
     return out

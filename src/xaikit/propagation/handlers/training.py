@@ -74,10 +74,10 @@ class _LayerRule(torch.autograd.Function):
         result = rule_relevance(rule, state.layer, x, weight, bias, relevance, z, constants)
         total = relevance.detach().flatten(1).sum(1)
         if rule.direct:
-            session.absorb(total - result.detach().flatten(1).sum(1))
+            session.absorb(total - result.detach().flatten(1).sum(1), f"{state.kind}:{rule.name}")
             session.write_direct(result, state.replay)
             return None, None, None, None, None
-        session.absorb(total - (x.detach() * result.detach()).flatten(1).sum(1))
+        session.absorb(total - (x.detach() * result.detach()).flatten(1).sum(1), f"{state.kind}:{rule.name}")
         return result, None, None, None, None
 
 
