@@ -79,7 +79,7 @@ def test_biases_absorbing_much_are_reported_but_not_warned_about():
     assert (c["absorbed"].abs() > 0.9 * c["start"].abs()).all()
     assert not by_rules("linear:epsilon") and rule_share(c).max() == 0
     assert not [m for m in messages if "absorbed" in m]
-    assert ABSORBED_SHARE == 0.5  # the documented threshold (README, docs/api.md)
+    assert ABSORBED_SHARE == 0.5  # the threshold docs/lrp.md documents
 
 
 def test_unknown_operations_are_warned_about_on_every_call_with_the_method():
