@@ -39,6 +39,7 @@ from ..layers import LayerCall
 from ..state import LayerState
 from .elementwise import div
 from .layers import _unpack_layer, layer_rule
+from . import scatter
 from .plain import classify_plain
 
 if TYPE_CHECKING:
@@ -143,6 +144,8 @@ def handlers(explaining: dict[str, Callable[..., Any]]) -> dict[str, Callable[..
     table["div"] = div
     table.update({name: _plain for name in ("batch_norm", "add", "sub", "rsub", "cat", "concat",
                                                "concatenate", "stack")})
+    table.update({name: scatter.unbooked for name in scatter.ACCUMULATE})
+    table["embedding_bag"] = _product
     table["relu"] = _by_rule("relu", "gradient")
     table["softmax"] = _softmax
     return table
