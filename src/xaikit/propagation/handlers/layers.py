@@ -1,5 +1,6 @@
 """Linear and convolution layers (the composite's rule), BatchNorm folded into the layer before it, linear
-layers written as matrix products (``addmm``), and the warning when a first-layer rule found no layer."""
+layers written as matrix products (``addmm``) or as one grouped product of a mixture of experts
+(``torch._grouped_mm``), and the warning when a first-layer rule found no layer."""
 from __future__ import annotations
 
 import contextlib

@@ -21,7 +21,7 @@ forward of every rule layer and is meant for small models inside a training step
 
 Supported: linear and convolution layers with every rule (first-layer direct rules flat, w², z^B write their
 relevance through the session as usual; their box bounds are constants), ReLU, pooling, reshapes, additions,
-concatenation, BatchNorm (in training mode with batch statistics, in eval mode as an affine map through
+sums by index (``index_add``, ``scatter_add``, ``scatter_reduce``), concatenation, BatchNorm (in training mode with batch statistics, in eval mode as an affine map through
 which relevance passes by LRP-0: it is *not* folded into the preceding layer), and any operation whose
 composite rule is plain ``"gradient"``. Operations whose rule modifies the backward pass in another way
 (the identity rule on GELU/SiLU/..., product and gate rules, LayerNorm's frozen σ, Guided Backprop, recurrent
