@@ -104,6 +104,10 @@ LINEAR = INDEX_OPS | {
     "max", "amax", "min", "amin", "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
     "conv_transpose2d", "conv_transpose3d", "batch_norm", "mul", "div", "matmul", "mm", "bmm", "einsum",
     "embedding", "identity",
+    # selections, and linear maps that move or sum values by index; the handlers of scatter_reduce,
+    # embedding_bag and _grouped_mm report their non-linear forms otherwise (handlers.scatter, handlers.layers)
+    "topk", "sort", "msort", "tensor_split", "repeat_interleave", "view_as_real", "view_as_complex",
+    "index_add", "scatter_add", "scatter_reduce", "embedding_bag", "_grouped_mm",
 }
 LAYER_OPS = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 NONLINEAR = {
@@ -114,7 +118,7 @@ GATES = {"sigmoid", "hardsigmoid", "softmax"}
 #: operations that only select, move or copy values: a gate seen through them is still a gate
 GATE_VIEWS = INDEX_OPS | {
     "repeat", "repeat_interleave", "tile", "chunk", "split", "split_with_sizes", "unbind", "cat", "concat", "stack",
-    "flip", "roll", "index_select", "gather",
+    "flip", "roll", "index_select", "gather", "topk", "sort", "msort", "tensor_split",
 }
 PRODUCTS = {"mul", "matmul", "mm", "bmm", "einsum"}
 #: element-wise affine maps of an activation by constants (``(x - mean) / std`` in a model's forward)

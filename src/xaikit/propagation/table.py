@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any, Callable, ContextManager
 
 from .classify import LAYER_OPS, NONLINEAR, PRODUCTS
-from .handlers import attention, constants, elementwise, layers, norms, opaque, products, recurrent, statistics
+from .handlers import attention, constants, elementwise, layers, norms, opaque, products, recurrent, scatter
+from .handlers import statistics
 from .handlers import training
 
 Handler = Callable[..., Any]
@@ -36,6 +37,9 @@ HANDLERS: dict[str, Handler] = {
     **{name: recurrent.recurrent for name in recurrent.CELLS},
     **{name: constants.constant_sum for name in ("add", "sub", "rsub")},
     **{name: constants.constant_parts for name in ("cat", "concat", "concatenate", "stack")},
+    **{name: scatter.accumulate for name in scatter.ACCUMULATE},
+    "embedding_bag": scatter.embedding_bag,
+    "_grouped_mm": layers.grouped_mm,
 }
 
 TRAINING_HANDLERS: dict[str, Handler] = training.handlers(HANDLERS)

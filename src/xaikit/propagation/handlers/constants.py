@@ -39,10 +39,17 @@ def constant_sum(s: Session, func, name, args, kwargs, acts):
         value = constant.detach() * coef
         if not bool(torch.isfinite(value).all()):  # masks with −inf: the gradient there is 0
             value = value.nan_to_num(0.0, 0.0, 0.0)
-        out.register_hook(lambda g: None if g is None else s.absorb((g * value).reshape(g.shape[0], -1).sum(1), label))
+        book_share(s, out, value, label)
     elif constant != 0:  # (no gradient: a first-layer rule wrote its relevance at the input directly)
-        out.register_hook(lambda g: None if g is None else s.absorb(g.reshape(g.shape[0], -1).sum(1) * (constant * coef), label))
+        book_share(s, out, constant * coef, label)
     return out
+
+
+def book_share(s: Session, out: torch.Tensor, share: torch.Tensor | float, op: str) -> None:
+    """Report the share ``share ⊙ g`` of ``out``'s relevance (``share``: the term of ``out`` that a constant
+    contributes, broadcasting to ``out``'s shape) as absorbed by the operation ``op``, per sample, once the
+    gradient ``g`` of ``out`` is known."""
+    out.register_hook(lambda g: None if g is None else s.absorb((g * share).reshape(g.shape[0], -1).sum(1), op))
 
 
 def constant_parts(s: Session, func, name, args, kwargs, acts):

@@ -1,5 +1,6 @@
 """Linear and convolution layers (the composite's rule), BatchNorm folded into the layer before it, linear
-layers written as matrix products (``addmm``), and the warning when a first-layer rule found no layer."""
+layers written as matrix products (``addmm``) or as one grouped product of a mixture of experts
+(``torch._grouped_mm``), and the warning when a first-layer rule found no layer."""
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +14,7 @@ from ..kernels import redistribute, scale_factor, stabiliser
 from ..layers import LayerCall, channel_dot
 from ..rules import Rule
 from ..state import LayerState
-from .plain import call, sample_dot
+from .plain import call, classify_plain, sample_dot
 from .products import product
 
 if TYPE_CHECKING:
@@ -50,11 +51,18 @@ def layer(s: Session, func, name, args, kwargs, acts):
     if not s.is_activation(x) or s.is_activation(weight):  # e.g. weights computed from the input
         return product(s, func, name, args, kwargs, acts)
     kind, rule = layer_rule(s, name, x, weight)
-    channel = 1 if kind == "conv" else -1
-    if rule.plain:  # detached parameters: autograd then keeps no copy of x for a weight gradient nobody asks for
-        out = func(x, weight.detach(), None if bias is None else bias.detach(), *rest_args, **rest_kwargs)
-        return _plain_layer(s, out, rule, bias, channel, name)
     call = LayerCall(func, name, rest_args, rest_kwargs, tuple(weight.shape[2:]))
+    return _apply_rule(s, rule, call, x, weight, bias, 1 if kind == "conv" else -1)
+
+
+def _apply_rule(s: Session, rule: Rule, call: LayerCall, x: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor | None, channel: int) -> torch.Tensor:
+    """The layer call ``call.native(x, weight, bias)`` under ``rule``: LRP-0/ε by rescaling the output gradient,
+    other rules by :class:`Redistribute` (``channel``: the output's channel dimension, 1 or -1)."""
+    name = call.name
+    if rule.plain:  # detached parameters: autograd then keeps no copy of x for a weight gradient nobody asks for
+        out = call.native(x, weight.detach(), None if bias is None else bias.detach())
+        return _plain_layer(s, out, rule, bias, channel, name)
     state = LayerState(rule, name, call, weight, bias,
                        extra={"channel": channel, "nonnegative": id(x) in s.nonnegative})
     if rule.direct:
@@ -63,6 +71,36 @@ def layer(s: Session, func, name, args, kwargs, acts):
     state.z = s.hold(result)
     s.remember(result, state)
     return result
+
+
+def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                   offs: torch.Tensor | None = None, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``torch._grouped_mm(x, weight, offs)`` as a layer function ``(x, weight, bias)`` for :class:`LayerCall`:
+    rows ``offs[g-1]:offs[g]`` of ``x`` times ``weight[g]`` (one linear layer per group), plus a per-column
+    ``bias`` (only the rules' modified forward passes use one)."""
+    out = torch._grouped_mm(x, weight, offs=offs, out_dtype=out_dtype)
+    return out if bias is None else out + bias
+
+
+def grouped_mm(s: Session, func, name, args, kwargs, acts):
+    """``torch._grouped_mm(x, W, offs)`` (``F.grouped_mm``: the experts of a mixture-of-experts layer, rows
+    sorted by expert; ``W`` of shape (experts, in, out)): with constant weights one linear layer per group,
+    which gets the composite's dense rule like ``F.linear`` (LRP-0/ε by gradient rescaling; z⁺, γ, αβ and the
+    other rules through :class:`Redistribute`, whose forward and transposed passes are the grouped product with
+    the modified weights). With input-dependent weights a product; other layouts (a batched 3-D input, groups
+    along the inner dimension) are linear in the input and pass with their gradient (LRP-0). A grouped ``bias``
+    is reported unknown."""
+    x, weight = args[0], args[1]
+    rest = {**dict(zip(("offs", "bias", "out_dtype"), args[2:])), **kwargs}
+    if rest.get("bias") is not None:
+        return classify_plain(s, func, f"{name}:bias", args, kwargs, acts)
+    if not s.is_activation(x) or s.is_activation(weight) or x.ndim != 2 or weight.ndim != 3:
+        return product(s, func, name, args, kwargs, acts)
+    base = weight._base if weight._is_view() else weight  # the parameter, where the weight is its transpose
+    with _owned_like(s, weight, base):
+        _, rule = layer_rule(s, name, x, weight)
+    call = LayerCall(grouped_linear, name, (), {"offs": rest.get("offs"), "out_dtype": rest.get("out_dtype")})
+    return _apply_rule(s, rule, call, x, weight, None, -1)
 
 
 def _channel_view(b: torch.Tensor, ndim: int, channel: int) -> torch.Tensor:

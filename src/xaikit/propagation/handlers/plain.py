@@ -2,6 +2,7 @@
 from the model input to a first layer, and what every handler uses to dispatch the parts of an operation."""
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -53,5 +54,5 @@ def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample ``Σ a ⊙ b`` of two tensors of the same shape, as a batched dot product (no temporary)."""
-    n = a.shape[0]
-    return torch.bmm(a.reshape(n, 1, -1), b.reshape(n, -1, 1)).reshape(n)
+    n, k = a.shape[0], math.prod(a.shape[1:])  # (k, not -1: a layer may see no rows, e.g. an idle expert)
+    return torch.bmm(a.reshape(n, 1, k), b.reshape(n, k, 1)).reshape(n)

@@ -21,7 +21,7 @@ forward of every rule layer and is meant for small models inside a training step
 
 Supported: linear and convolution layers with every rule (first-layer direct rules flat, w², z^B write their
 relevance through the session as usual; their box bounds are constants), ReLU, pooling, reshapes, additions,
-concatenation, BatchNorm (in training mode with batch statistics, in eval mode as an affine map through
+sums by index (``index_add``, ``scatter_add``, ``scatter_reduce``), concatenation, BatchNorm (in training mode with batch statistics, in eval mode as an affine map through
 which relevance passes by LRP-0: it is *not* folded into the preceding layer), and any operation whose
 composite rule is plain ``"gradient"``. Operations whose rule modifies the backward pass in another way
 (the identity rule on GELU/SiLU/..., product and gate rules, LayerNorm's frozen σ, Guided Backprop, recurrent
@@ -39,6 +39,7 @@ from ..layers import LayerCall
 from ..state import LayerState
 from .elementwise import div
 from .layers import _unpack_layer, layer_rule
+from . import scatter
 from .plain import classify_plain
 
 if TYPE_CHECKING:
@@ -143,6 +144,8 @@ def handlers(explaining: dict[str, Callable[..., Any]]) -> dict[str, Callable[..
     table["div"] = div
     table.update({name: _plain for name in ("batch_norm", "add", "sub", "rsub", "cat", "concat",
                                                "concatenate", "stack")})
+    table.update({name: scatter.unbooked for name in scatter.ACCUMULATE})
+    table["embedding_bag"] = _product
     table["relu"] = _by_rule("relu", "gradient")
     table["softmax"] = _softmax
     return table
