@@ -30,6 +30,8 @@ HANDLERS: dict[str, Handler] = {
     "mul": statistics.scaling(products.product),
     "div": statistics.scaling(elementwise.div),
     "softmax": products.softmax,
+    "glu": products.glu,
+    "normalize": statistics.normalize,
     **{name: norms.norm for name in ("layer_norm", "group_norm", "rms_norm")},
     "scaled_dot_product_attention": attention.sdpa,
     "multi_head_attention_forward": attention.multi_head_attention,
