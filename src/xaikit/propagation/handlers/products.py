@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..classify import GATE_KEEPING, GATE_VIEWS, tensors_in
-from .plain import call, classify_plain, row_dot
+from .plain import call, classify_plain
 from .statistics import of_gates
 
 if TYPE_CHECKING:
