@@ -117,6 +117,24 @@ def test_top_k_weights_of_a_softmax_router_are_gates():
     assert _relative(expl) <= 1e-6
 
 
+def test_a_gate_divided_by_a_statistic_of_a_signal_is_no_gate():
+    """Only a statistic of gates keeps the tag: ``σ(a) / ‖h‖ · h`` is a product of two signals (uniform rule)."""
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b, self.head = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.b(x)
+            return self.head(torch.sigmoid(self.a(x)) / h.norm(dim=-1, keepdim=True) * h)
+
+    x = torch.randn(2, 6, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    handled = _lrp(Scaled().double().eval(), x, "epsilon").info["coverage"]["handled"]
+    assert "mul:signal_takes_all" not in handled and "mul:uniform" in handled
+
+
 def test_fully_masked_rows_give_finite_bookkeeping_on_a_padded_sample():
     """CPM-Ant's pattern: rows of padded queries are all −inf before the softmax (NaN), 0 after the mask.
     Before: ε and AttnLRP booked NaN as absorbed (and residual) for the padded sample."""

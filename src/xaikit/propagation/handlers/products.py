@@ -103,7 +103,7 @@ def follow_gates(s: Session, func, name, args, kwargs, acts, out, mark) -> None:
         return
     kind = s.gate_kind(next(t for t in acts if id(t) in s.gates))
     for t in tensors_in(out):
-        if t.requires_grad:
+        if t.requires_grad and id(t) not in s.gates:  # a handler's own tag (and kind) stays
             s.tag_gate(t, kind)
 
 

@@ -14,6 +14,10 @@ The operations computed only for the statistic (``x²``, ``rsqrt``, ``sqrt``, ``
 first counted as unknown; when the forward pass ends, those whose every use turned out to be part of a
 statistic that was held constant are re-classified as handled (``"pow:norm_statistic"``). A square that also
 feeds something else keeps its place among the unknown operations.
+
+``F.normalize`` is dispatched as the operations PyTorch computes it from (:func:`normalize`). A tag also records
+whether the statistic was computed from gates only (:func:`of_gates`): a gate renormalised by its own sum is
+still a gate.
 """
 from __future__ import annotations
 
