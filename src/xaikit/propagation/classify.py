@@ -120,6 +120,11 @@ GATE_VIEWS = INDEX_OPS | {
     "repeat", "repeat_interleave", "tile", "chunk", "split", "split_with_sizes", "unbind", "cat", "concat", "stack",
     "flip", "roll", "index_select", "gather", "topk", "sort", "msort", "tensor_split",
 }
+#: element-wise operations through which a gate stays a gate when its other operands are constants, other gates
+#: or statistics of gates: masking (``masked_fill``, ``where``, a product with a mask), scaling by a constant,
+#: renormalising by its own sum, clamping (sorting and top-k selection are in :data:`GATE_VIEWS`)
+GATE_KEEPING = {"mul", "div", "masked_fill", "where", "clamp", "clamp_min", "clamp_max", "clip", "nan_to_num",
+                "kthvalue"}
 PRODUCTS = {"mul", "matmul", "mm", "bmm", "einsum"}
 #: element-wise affine maps of an activation by constants (``(x - mean) / std`` in a model's forward)
 AFFINE = {"add", "sub", "rsub", "mul", "div", "neg"}

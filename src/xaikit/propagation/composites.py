@@ -9,8 +9,14 @@ types, then the kind of layer (``conv`` or ``dense``). It also names the rule fo
   sigmoid, ELU, softplus, ...): ``"identity"`` (pass relevance unchanged, Achtibat et al. 2024) or
   ``"gradient"``;
 - ``product``: products of two activations: ``"uniform"`` (half to each) or ``"gradient"``;
-- ``gate``: products where one factor is a gate (sigmoid/softmax output): ``"signal_takes_all"`` (the gate
-  gets no relevance, Arras et al. 2017) or ``"uniform"``;
+- ``gate``: products where one factor is a sigmoid-type gate (a ``sigmoid``/``hardsigmoid`` output: SE blocks,
+  LSTM/GRU gates, GLU): ``"signal_takes_all"`` (the gate gets no relevance, the gated signal all of it; Arras
+  et al. 2017, sec. 2.3) or ``"uniform"``;
+- ``attention``: products where one factor is a softmax output (attention weights ``A·V``):
+  ``"signal_takes_all"`` (the weights get no relevance, as in CP-LRP) or ``"uniform"`` (half to the weights,
+  which pass it to queries and keys through the softmax's Taylor rule; AttnLRP, Achtibat et al. 2024,
+  sec. 3.2). When a composite does not set it, it follows ``gate`` (a composite written before the two
+  kinds were told apart keeps its meaning);
 - ``softmax``: ``"taylor"`` (gradient × input) or ``"detach"`` (CP-LRP, Ali et al. 2022);
 - ``norm``: LayerNorm/GroupNorm: ``"identity"`` (the 1/σ factor is treated as a constant) or ``"gradient"``.
 """
@@ -34,9 +40,13 @@ OP_RULES: dict[str, tuple[str, ...]] = {
     "nonlinear": ("identity", "gradient"),
     "product": ("uniform", "gradient"),
     "gate": ("signal_takes_all", "uniform"),
+    "attention": ("signal_takes_all", "uniform"),
     "softmax": ("taylor", "detach"),
     "norm": ("identity", "gradient"),
 }
+
+#: operation kinds whose rule, when a composite does not set it, is that of another kind
+FOLLOWS: dict[str, str] = {"attention": "gate"}
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,11 @@ class Composite:
                 raise ValueError(f"unknown {kind} rule {value!r}; valid: {', '.join(OP_RULES[kind])}")
 
     def op_rule(self, kind: str) -> str:
-        """The rule name for an operation kind (the first listed in ``OP_RULES`` by default)."""
-        return self.ops.get(kind, OP_RULES[kind][0])
+        """The rule name for an operation kind: the composite's, else that of the kind it follows
+        (:data:`FOLLOWS`), else the first listed in ``OP_RULES``."""
+        if kind in self.ops:
+            return self.ops[kind]
+        return self.op_rule(FOLLOWS[kind]) if kind in FOLLOWS else OP_RULES[kind][0]
 
     def check_names(self, model: nn.Module) -> None:
         """Raise when a module-name pattern of :attr:`by_name` matches no module of ``model`` (a typo would
@@ -174,8 +187,11 @@ _PRESETS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], Composite]
     "guided_backprop": ((), lambda s: Composite("guided_backprop", ops={"relu": "guided", "nonlinear": "gradient"})),
     "deconvnet": ((), lambda s: Composite("deconvnet", ops={"relu": "deconvnet", "nonlinear": "gradient"})),
     "excitation_backprop": ((), lambda s: Composite("excitation_backprop", R.zplus(), R.zplus(), R.zplus())),
+    # AttnLRP (Achtibat et al. 2024): ε on layers, identity rule on non-linearities, uniform rule on products
+    # (also A·V: the attention weights pass relevance to Q and K through the softmax's Taylor rule); products
+    # with a sigmoid-type gate (SE blocks, LSTM/GRU, GLU) give all relevance to the gated signal
     "attnlrp": (("epsilon",), lambda s: Composite(
-        "attnlrp", R.epsilon(_eps(s)), R.epsilon(_eps(s)), ops={"gate": "uniform"})),
+        "attnlrp", R.epsilon(_eps(s)), R.epsilon(_eps(s)), ops={"gate": "signal_takes_all", "attention": "uniform"})),
     "cp_lrp": (("epsilon",), lambda s: Composite(
         "cp_lrp", R.epsilon(_eps(s)), R.epsilon(_eps(s)), ops={"softmax": "detach"})),
 }

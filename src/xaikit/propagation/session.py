@@ -78,6 +78,7 @@ class Session:
         self.layers: dict[int, LayerState] = {}
         self.fold_outputs: dict[int, LayerState] = {}  #: BatchNorm outputs folded into a layer's rule
         self.gates: dict[int, torch.Tensor] = {}
+        self.gate_kinds: dict[int, str] = {}  #: a gate's operation-rule kind (see :meth:`tag_gate`)
         self.held: dict[int, list[Held]] = {}
         self.holders: list[Held] = []  #: every value held for the backward pass (see :meth:`release`)
         self.nonnegative: dict[int, torch.Tensor] = {}  #: outputs known to be ≥ 0 by how they were made
@@ -266,14 +267,21 @@ class Session:
         for state in self.layers.values():
             state.extra.clear()
             state.replay = None
-        for table in (self.layers, self.fold_outputs, self.held, self.chain, self.gates, self.nonnegative,
-                      self.constants, self.external, self.scratch):
+        for table in (self.layers, self.fold_outputs, self.held, self.chain, self.gates, self.gate_kinds,
+                      self.nonnegative, self.constants, self.external, self.scratch):
             table.clear()
         self.holders.clear()
         self.input = self.output = None
 
-    def tag_gate(self, out: torch.Tensor) -> None:
+    def tag_gate(self, out: torch.Tensor, kind: str = "gate") -> None:
+        """Mark ``out`` as a gate; ``kind`` names the composite's rule for products with it (``"gate"``:
+        a sigmoid-type gate, ``"attention"``: softmax weights; see :mod:`.composites`)."""
         self.gates[id(out)] = out
+        self.gate_kinds[id(out)] = kind
+
+    def gate_kind(self, t: torch.Tensor) -> str:
+        """The operation-rule kind of the gate ``t`` (tagged by :meth:`tag_gate`)."""
+        return self.gate_kinds.get(id(t), "gate")
 
     # -- backward bookkeeping ------------------------------------------------------------------------------
     def absorb(self, amount: torch.Tensor, op: str) -> None:

@@ -4,6 +4,7 @@ and after every explained forward pass.
 - :data:`HANDLERS`: operation name (:func:`.classify.op_name`) -> handler of an explaining session. An
   operation not listed runs as it is and is recorded as linear (:data:`.classify.LINEAR`) or unknown.
 - :data:`TRAINING_HANDLERS`: the same for a session in training mode (``create_graph=True``).
+- :data:`PARTS`: operations that both tables dispatch as their parts (``F.normalize``, ``F.glu``).
 - :data:`SETUP`: context managers ``setup(session)`` entered around every explained forward pass.
 - :data:`FOLLOW`: functions ``follow(session, func, name, args, kwargs, activations, out, mark)`` called after
   every dispatched operation (``mark``: the coverage log's length before it).
@@ -18,6 +19,9 @@ from .handlers import statistics
 from .handlers import training
 
 Handler = Callable[..., Any]
+
+#: operations dispatched as their parts, in either session (each part then meets its own handler)
+PARTS: dict[str, Handler] = {"glu": products.glu, "normalize": statistics.normalize}
 
 HANDLERS: dict[str, Handler] = {
     **{name: layers.layer for name in LAYER_OPS},
@@ -40,9 +44,10 @@ HANDLERS: dict[str, Handler] = {
     **{name: scatter.accumulate for name in scatter.ACCUMULATE},
     "embedding_bag": scatter.embedding_bag,
     "_grouped_mm": layers.grouped_mm,
+    **PARTS,
 }
 
-TRAINING_HANDLERS: dict[str, Handler] = training.handlers(HANDLERS)
+TRAINING_HANDLERS: dict[str, Handler] = {**training.handlers(HANDLERS), **PARTS}
 
 #: entered in this order around every explained forward pass (and left in reverse order)
 SETUP: tuple[Callable[[Any], ContextManager], ...] = (

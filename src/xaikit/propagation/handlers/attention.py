@@ -28,11 +28,12 @@ def attention_factors(s: Session) -> tuple[float, float]:
 
     Every rule involved multiplies the backward pass by a constant: the uniform rule halves the gradient at
     a product's output (both operands then receive ``x ⊙ g/2``), the Taylor rule on the softmax is its
-    plain gradient, and a detached softmax (CP-LRP) or a gate rule "signal takes all" stops the gradient to
-    the attention weights. Hence AttnLRP's attention backward is the plain one with ``g_V/2`` and
-    ``g_Q/4``, ``g_K/4`` (uniform rule on ``A·V``, then on ``Q·Kᵀ``), and CP-LRP's is ``g_V`` alone.
+    plain gradient, and a detached softmax (CP-LRP) or the ``attention`` rule "signal takes all" (see
+    :mod:`..composites`) stops the gradient to the attention weights. Hence AttnLRP's attention backward is
+    the plain one with ``g_V/2`` and ``g_Q/4``, ``g_K/4`` (uniform rule on ``A·V``, then on ``Q·Kᵀ``), and
+    CP-LRP's is ``g_V`` alone.
     """
-    if s.composite.op_rule("softmax") == "detach" or s.composite.op_rule("gate") == "signal_takes_all":
+    if s.composite.op_rule("softmax") == "detach" or s.composite.op_rule("attention") == "signal_takes_all":
         return 0.0, 1.0
     share = 0.5 if s.composite.op_rule("product") == "uniform" else 1.0
     return share * share, share

@@ -1,28 +1,39 @@
 """Products of activations (uniform rule, or "signal takes all" when a factor is a gate), gates seen through
-views, and the softmax (Taylor rule with its bias term reported as absorbed, or detached for CP-LRP)."""
+views and element-wise masks, and the softmax (Taylor rule with its bias term reported as absorbed, or
+detached for CP-LRP).
+
+Gates come in two kinds, each with its own rule in the composite (:mod:`..composites`): sigmoid-type gates
+(``sigmoid``/``hardsigmoid`` outputs, kind ``"gate"``) and softmax outputs (attention weights, kind
+``"attention"``)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..classify import GATE_VIEWS, tensors_in
-from .plain import classify_plain, row_dot
+from ..classify import GATE_KEEPING, GATE_VIEWS, tensors_in
+from .plain import call, classify_plain
+from .statistics import of_gates
 
 if TYPE_CHECKING:
     from ..session import Session
 
 
 def product(s: Session, func, name, args, kwargs, acts):
-    """Products of activations: uniform split, or "signal takes all" when one factor is a gate."""
+    """Products of activations: uniform split, or "signal takes all" when a factor is a gate whose kind's rule
+    (``gate`` for sigmoid-type gates, ``attention`` for softmax weights) says so.
+
+    A softmax output is attention where it is contracted with the values (``matmul``, ``bmm``, ``einsum``:
+    ``A·V``); multiplied element-wise it weighs a signal as a gate does (a mixture-of-experts router's top-k
+    weight scaling its expert's output, attention pooling written as a product) and gets the ``gate`` rule."""
     if len(acts) < 2:  # scaling by a parameter or constant: linear
         return classify_plain(s, func, name, args, kwargs, acts)
-    gates = {id(t) for t in acts if id(t) in s.gates}
-    if gates and len(gates) < len(acts) and s.composite.op_rule("gate") == "signal_takes_all":
+    held = {id(t) for t in acts if id(t) in s.gates and s.composite.op_rule(_kind(s, t, name)) == "signal_takes_all"}
+    if held and len(held) < len(acts):
         def detach(a):
             if isinstance(a, (list, tuple)):
                 return type(a)(detach(i) for i in a)
-            return a.detach() if isinstance(a, torch.Tensor) and id(a) in gates else a
+            return a.detach() if isinstance(a, torch.Tensor) and id(a) in held else a
 
         s.coverage.add("handled", f"{name}:signal_takes_all")
         return func(*[detach(a) for a in args], **kwargs)
@@ -35,6 +46,20 @@ def product(s: Session, func, name, args, kwargs, acts):
     return out
 
 
+def _kind(s: Session, gate: torch.Tensor, name: str) -> str:
+    """The rule kind of a gate factor of the product ``name`` (see :func:`product`)."""
+    return "gate" if name == "mul" else s.gate_kind(gate)
+
+
+def glu(s: Session, func, name, args, kwargs, acts):
+    """``F.glu(x, dim) = a ⊙ σ(b)`` (``a, b``: the halves of ``x``), dispatched as its parts: the sigmoid's
+    output is a gate, so the product gets the composite's ``gate`` rule."""
+    x = args[0] if args else kwargs["input"]
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", -1)
+    a, b = call(s, torch.chunk, x, 2, dim)
+    return call(s, torch.mul, a, call(s, torch.sigmoid, b))
+
+
 def softmax(s: Session, func, name, args, kwargs, acts):
     """Softmax: Taylor rule (gradient × input; its output is a gate) or detached (CP-LRP: no relevance through
     the weights). Under the Taylor rule (AttnLRP, Proposition 3.1) the relevance ``R_i = x_i (R̂_i − s_i Σ_j R̂_j)``
@@ -45,7 +70,7 @@ def softmax(s: Session, func, name, args, kwargs, acts):
     s.coverage.add("handled", f"{name}:{rule}")
     if rule == "detach":
         return out.detach()
-    s.tag_gate(out)
+    s.tag_gate(out, "attention")
     dim = args[1] if len(args) > 1 else kwargs.get("dim")
     x = args[0] if args else kwargs.get("input")
     if rule != "taylor" or not isinstance(dim, int) or not s.is_activation(out):
@@ -57,8 +82,10 @@ def softmax(s: Session, func, name, args, kwargs, acts):
     c = xy.sum(dim, keepdim=True)
 
     def hook(g: torch.Tensor) -> None:
-        received = row_dot(y, g)
-        rows = (xy * g).sum(dim, keepdim=True) - (y * g).sum(dim, keepdim=True) * c
+        # a row whose scores are all −inf (a padded query) is NaN; a later mask sets it to 0 (g = 0 there)
+        yg = (y * g).nan_to_num_(0.0, 0.0, 0.0)
+        received = yg.reshape(yg.shape[0], -1).sum(1)
+        rows = (xy * g).sum(dim, keepdim=True) - yg.sum(dim, keepdim=True) * c
         s.absorb(received - rows.reshape(rows.shape[0], -1).sum(1), "softmax:taylor")
 
     out.register_hook(hook)
@@ -66,12 +93,36 @@ def softmax(s: Session, func, name, args, kwargs, acts):
 
 
 def follow_gates(s: Session, func, name, args, kwargs, acts, out, mark) -> None:
-    """A gate seen through a view, an index, an expand or a reshape (``A.view(...) @ v``, SE blocks'
-    ``x * s[:, :, None, None]``) stays a gate, so the gate rule still finds it."""
-    if not s.gates or name not in GATE_VIEWS:
+    """A gate stays a gate (of the same kind) when it is
+
+    - seen through a view, an index, an expand or a reshape (``A.view(...) @ v``, SE blocks'
+      ``x * s[:, :, None, None]``): :data:`~..classify.GATE_VIEWS`;
+    - masked or scaled element-wise, its other operands being constants, masks, other gates or statistics
+      of gates (``masked_fill(a, ~mask, 0)``, ``torch.where(mask, a, 0)``, ``a * mask``, ``a * 0.5``, the
+      renormalisation ``a / a.sum(-1, keepdim=True)``, ``a.clamp(...)``, ``a.topk(k)``):
+      :data:`~..classify.GATE_KEEPING`.
+    """
+    if not s.gates:
         return
-    sources = [args[0]] if name.endswith("_as") else acts  # expand_as(x, other): other gives only a shape
-    if all(id(t) in s.gates for t in sources):
-        for t in tensors_in(out):
-            if t.requires_grad:
-                s.tag_gate(t)
+    if name in GATE_VIEWS:
+        sources = [args[0]] if name.endswith("_as") else acts  # expand_as(x, other): other gives only a shape
+        if not all(id(t) in s.gates for t in sources):
+            return
+    elif name not in GATE_KEEPING or not _keeps_gate(s, func, name, args, kwargs, acts):
+        return
+    kind = s.gate_kind(next(t for t in acts if id(t) in s.gates))
+    for t in tensors_in(out):
+        if t.requires_grad and id(t) not in s.gates:  # a handler's own tag (and kind) stays
+            s.tag_gate(t, kind)
+
+
+def _keeps_gate(s: Session, func, name, args, kwargs, acts) -> bool:
+    """An element-wise operation of :data:`~..classify.GATE_KEEPING` whose activation operands are gates or
+    statistics of gates (:func:`.statistics.of_gates`), one of them a gate; a division only of a gate by a
+    constant or such a statistic (``1 / a`` and ``a / b`` of two gates are no gates)."""
+    if not any(id(t) in s.gates for t in acts) or not all(id(t) in s.gates or of_gates(s, t) for t in acts):
+        return False
+    if name != "div":
+        return True
+    divisor = args[1] if len(args) > 1 else kwargs.get("other")
+    return getattr(func, "__name__", "") != "__rtruediv__" and id(args[0]) in s.gates and id(divisor) not in s.gates

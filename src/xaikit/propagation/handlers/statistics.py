@@ -14,6 +14,10 @@ The operations computed only for the statistic (``x²``, ``rsqrt``, ``sqrt``, ``
 first counted as unknown; when the forward pass ends, those whose every use turned out to be part of a
 statistic that was held constant are re-classified as handled (``"pow:norm_statistic"``). A square that also
 feeds something else keeps its place among the unknown operations.
+
+``F.normalize`` is dispatched as the operations PyTorch computes it from (:func:`normalize`). A tag also records
+whether the statistic was computed from gates only (:func:`of_gates`): a gate renormalised by its own sum is
+still a gate.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ..classify import INDEX_OPS, tensors_in
+from .plain import call, classify_plain
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -61,6 +66,7 @@ class _Tag:
     ops: list[_Op]
     uses: int = 0  #: operations that read the tensor
     kept: int = 0  #: of those, uses that are part of a statistic (carried on, or held constant as a scale)
+    gates: bool = False  #: computed from gates only (``a.sum(-1, keepdim=True)`` of an attention ``a``)
 
 
 class Statistics:
@@ -85,9 +91,9 @@ class Statistics:
         self.ops.clear()
         self.s.statistics = None
 
-    def tag(self, t: Any, kind: str, ops: list[_Op]) -> None:
+    def tag(self, t: Any, kind: str, ops: list[_Op], gates: bool = False) -> None:
         if isinstance(t, torch.Tensor) and t.requires_grad:
-            tag = _Tag(kind, t, ops)
+            tag = _Tag(kind, t, ops, gates=gates)
             for op in ops:
                 op.holders.append(tag)
             self.tags[id(t)] = tag
@@ -146,8 +152,17 @@ def follow(s: Session, func: Callable, name: str, args: tuple, kwargs: dict, act
         return
     for tag in tagged:
         tag.kept += 1
+    gates = all(id(t) in s.gates or of_gates(s, t) for t in acts)
     for i, t in enumerate(outputs):
-        stats.tag(t, kinds[min(i, len(kinds) - 1)], ops)
+        stats.tag(t, kinds[min(i, len(kinds) - 1)], ops, gates)
+
+
+def of_gates(s: Session, t: Any) -> bool:
+    """``t`` is a statistic (or a reduction, a square) computed from gates only: a gate divided by it, as in
+    the renormalisation ``a / a.sum(-1, keepdim=True)``, is still a gate (see :func:`.products.follow_gates`)."""
+    stats: Statistics | None = s.statistics
+    tag = stats.tags.get(id(t)) if stats is not None else None
+    return tag is not None and tag.gates
 
 
 def _index_of_max(tagged: list[_Tag]) -> int:
@@ -182,3 +197,19 @@ def scaling(rule: Callable) -> Callable:
         return func(*[swap(a) for a in args], **{k: swap(v) for k, v in kwargs.items()})
 
     return handler
+
+
+_NORMALIZE = ("input", "p", "dim", "eps", "out")
+
+
+def normalize(s: Session, func, name, args, kwargs, acts):
+    """``F.normalize(x, p, dim, eps) = x / max(‖x‖_p, eps)``, dispatched as the parts PyTorch computes it from
+    (``norm``, ``clamp_min``, ``expand``, ``div``), so that the division by the norm gets the composite's
+    ``norm`` rule like ``x / x.norm(...)`` written out (the cosine attention of Swin-V2)."""
+    p = {"p": 2.0, "dim": 1, "eps": 1e-12, "out": None, **dict(zip(_NORMALIZE, args)), **kwargs}
+    x = p["input"]
+    if p["out"] is not None or not s.is_activation(x):
+        return classify_plain(s, func, name, args, kwargs, acts)
+    norm = call(s, torch.Tensor.norm, x, p["p"], p["dim"], keepdim=True)
+    denom = call(s, torch.Tensor.expand, call(s, torch.Tensor.clamp_min, norm, p["eps"]), x.shape)
+    return call(s, torch.div, x, denom)
