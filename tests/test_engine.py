@@ -230,12 +230,12 @@ def test_first_layer_rule_reaches_the_input_through_padding_and_reshapes():
 def test_unknown_operations_are_reported_and_warned_once():
     class Odd(nn.Module):
         def forward(self, x):
-            return torch.cumsum(x, 1) * 2
+            return torch.cumprod(x, 1) * 2  # (cumsum is linear; a cumulative product is not)
 
     model = Odd().eval()
-    with pytest.warns(UserWarning, match="cumsum"):
+    with pytest.warns(UserWarning, match="cumprod"):
         expl = xk.LRP(model, composite="epsilon")(torch.randn(2, 3))
-    assert expl.info["coverage"]["unknown"] == {"cumsum": 1}
+    assert expl.info["coverage"]["unknown"] == {"cumprod": 1}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         xk.LRP(model, composite="epsilon")(torch.randn(2, 3))

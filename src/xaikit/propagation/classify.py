@@ -103,18 +103,20 @@ LINEAR = INDEX_OPS | {
     "feature_alpha_dropout", "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "unfold", "fold",
     "max", "amax", "min", "amin", "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
     "conv_transpose2d", "conv_transpose3d", "batch_norm", "mul", "div", "matmul", "mm", "bmm", "einsum",
-    "embedding", "identity",
+    "embedding", "identity", "cumsum", "repeat_interleave", "tensor_split",
 }
 LAYER_OPS = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 NONLINEAR = {
     "gelu", "silu", "tanh", "sigmoid", "elu", "selu", "celu", "softplus", "mish", "hardswish", "hardsigmoid",
-    "hardtanh", "relu6", "logsigmoid", "softsign", "tanhshrink",
+    "hardtanh", "relu6", "logsigmoid", "softsign", "tanhshrink", "exp",
 }
-GATES = {"sigmoid", "hardsigmoid", "softmax"}
+#: outputs that are data-dependent weights, not the signal: the gate rule applies where they multiply one
+#: (``exp``/``softplus``: the decays and steps of selective scans, see :mod:`.handlers.scan`)
+GATES = {"sigmoid", "hardsigmoid", "softmax", "exp", "softplus"}
 #: operations that only select, move or copy values: a gate seen through them is still a gate
 GATE_VIEWS = INDEX_OPS | {
     "repeat", "repeat_interleave", "tile", "chunk", "split", "split_with_sizes", "unbind", "cat", "concat", "stack",
-    "flip", "roll", "index_select", "gather",
+    "flip", "roll", "index_select", "gather", "tensor_split",
 }
 PRODUCTS = {"mul", "matmul", "mm", "bmm", "einsum"}
 #: element-wise affine maps of an activation by constants (``(x - mean) / std`` in a model's forward)

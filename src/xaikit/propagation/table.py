@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, ContextManager
 
 from .classify import LAYER_OPS, NONLINEAR, PRODUCTS
-from .handlers import attention, constants, elementwise, layers, norms, opaque, products, recurrent, statistics
+from .handlers import attention, constants, elementwise, layers, norms, opaque, products, recurrent, scan, statistics
 from .handlers import training
 
 Handler = Callable[..., Any]
@@ -28,7 +28,9 @@ HANDLERS: dict[str, Handler] = {
     # products and divisions by a normalisation statistic get the norm rule (see handlers.statistics)
     **{name: products.product for name in PRODUCTS},
     "mul": statistics.scaling(products.product),
-    "div": statistics.scaling(elementwise.div),
+    "div": statistics.scaling(scan.weighted_division(elementwise.div)),
+    "square": products.square,
+    **{name: scan.selection for name in scan.SELECTIONS},
     "softmax": products.softmax,
     **{name: norms.norm for name in ("layer_norm", "group_norm", "rms_norm")},
     "scaled_dot_product_attention": attention.sdpa,
@@ -52,5 +54,6 @@ SETUP: tuple[Callable[[Any], ContextManager], ...] = (
 FOLLOW: tuple[Handler, ...] = (
     opaque.follow,                     # report activations made by unseen operations; stamp the outputs
     products.follow_gates,             # a gate seen through a view is still a gate
+    scan.follow,                       # sums, products, cumulative sums of gates are gates
     statistics.follow,                 # carry the tags of normalisation statistics
 )

@@ -26,13 +26,25 @@ def product(s: Session, func, name, args, kwargs, acts):
 
         s.coverage.add("handled", f"{name}:signal_takes_all")
         return func(*[detach(a) for a in args], **kwargs)
+    return _uniform(s, func, name, args, kwargs, len(acts))
+
+
+def _uniform(s: Session, func, name, args, kwargs, factors: int):
+    """A product of ``factors`` activations under the composite's product rule: uniform, each factor receives
+    ``1/factors`` of the relevance (AttnLRP, Achtibat et al. 2024, Prop. 3.2), or the plain gradient."""
     rule = s.composite.op_rule("product")
     s.coverage.add("handled", f"{name}:{rule}")
     out = func(*args, **kwargs)
     if rule == "uniform":
-        share = 1.0 / len(acts)
+        share = 1.0 / factors
         out.register_hook(lambda g: g * share)
     return out
+
+
+def square(s: Session, func, name, args, kwargs, acts):
+    """``x²`` (``torch.square``, e.g. the squared ReLU of RWKV's and Primer's feed-forward layers) is the product
+    ``x · x`` and gets the product rule: under the uniform rule ``R_x = R_{x²}``, as for ``x * x`` written out."""
+    return _uniform(s, func, name, args, kwargs, 2)
 
 
 def softmax(s: Session, func, name, args, kwargs, acts):

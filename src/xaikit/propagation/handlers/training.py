@@ -40,6 +40,7 @@ from ..state import LayerState
 from .elementwise import div
 from .layers import _unpack_layer, layer_rule
 from .plain import classify_plain
+from .scan import SELECTIONS
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -143,6 +144,8 @@ def handlers(explaining: dict[str, Callable[..., Any]]) -> dict[str, Callable[..
     table["div"] = div
     table.update({name: _plain for name in ("batch_norm", "add", "sub", "rsub", "cat", "concat",
                                                "concatenate", "stack")})
+    table["square"] = _by_rule("product", "gradient")
+    table.update({name: _plain for name in SELECTIONS})
     table["relu"] = _by_rule("relu", "gradient")
     table["softmax"] = _softmax
     return table
