@@ -9,8 +9,9 @@ types, then the kind of layer (``conv`` or ``dense``). It also names the rule fo
   sigmoid, ELU, softplus, ...): ``"identity"`` (pass relevance unchanged, Achtibat et al. 2024) or
   ``"gradient"``;
 - ``product``: products of two activations: ``"uniform"`` (half to each) or ``"gradient"``;
-- ``gate``: products where one factor is a gate (sigmoid/softmax output): ``"signal_takes_all"`` (the gate
-  gets no relevance, Arras et al. 2017) or ``"uniform"``;
+- ``gate``: products where one factor is a gate (sigmoid/softmax output, or a data-dependent weight: an
+  ``exp``/``softplus`` output, sums and products of gates, see :mod:`.handlers.scan`): ``"signal_takes_all"``
+  (the gate gets no relevance, Arras et al. 2017) or ``"uniform"``;
 - ``softmax``: ``"taylor"`` (gradient × input) or ``"detach"`` (CP-LRP, Ali et al. 2022);
 - ``norm``: LayerNorm/GroupNorm: ``"identity"`` (the 1/σ factor is treated as a constant) or ``"gradient"``.
 """

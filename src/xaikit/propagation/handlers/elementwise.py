@@ -38,8 +38,7 @@ class _IdentityRule(torch.autograd.Function):
     def backward(ctx, grad):
         y, zero, x = ctx.out.get(), ctx.zero, ctx.x.get()
         if zero:
-            finite = torch.isfinite(x)
-            kept = grad * zero if bool(finite.all()) else grad * torch.where(finite, zero, y)
+            kept = grad * torch.where(torch.isfinite(x), zero, y)
             ctx.session.absorb(kept.reshape(grad.shape[0], -1).sum(1), "identity:f(0)")
             y = y - zero
         return _identity_gradient(grad, y, x), None, None, None

@@ -79,8 +79,8 @@ def selection(s: Session, func, name, args, kwargs, acts):
     """``maximum``/``minimum`` of two activations, or ``maximum``/``minimum``/``clamp`` of one activation ``x``
     and constants: every output element is an element of ``x`` or a constant.
 
-    Input × gradient is exact for a selection between activations (Montavon et al. 2019, sec. 10.2.3: max
-    pooling). With a constant, ``out = where(x selected, x, constant)``: relevance passes to ``x`` where it is
+    Input × gradient is exact for a selection between activations, as for max pooling (each output element is
+    one input element, which receives its relevance). With a constant, ``out = where(x selected, x, constant)``: relevance passes to ``x`` where it is
     selected (ties included; torch's ``maximum`` would give a tie half the gradient) and the constant's share
     ``out ⊙ g`` elsewhere is reported as absorbed. A bound that is an activation is not a selection the engine
     knows (reported unknown).
@@ -99,12 +99,9 @@ def selection(s: Session, func, name, args, kwargs, acts):
     value = out.detach()
     chosen = value == x.detach()
     result = torch.where(chosen, x, value)
-    if bool(chosen.all()):
-        return result
-    constant = ~chosen
 
     def hook(g: torch.Tensor) -> None:
-        share = torch.where(constant, value * g, torch.zeros((), dtype=g.dtype, device=g.device))
+        share = torch.where(chosen, torch.zeros((), dtype=g.dtype, device=g.device), value * g)
         s.absorb(share.reshape(share.shape[0], -1).sum(1), f"{name}:bound")
 
     result.register_hook(hook)
