@@ -2,7 +2,7 @@
 steps depend on the input (Mamba, Mamba-2), RWKV's weights divided by their running sum, the selections of the
 stabilising max trick, squared ReLUs and cumulative sums.
 
-MambaLRP (Jafari et al. 2024, sec. 4) holds the input-dependent parameters of a scan constant, like the gates of
+MambaLRP (Jafari et al. 2024) holds the input-dependent parameters of a scan constant, like the gates of
 an LSTM or CP-LRP's attention weights; the relevance then flows through the scan's input path. The toy models
 below check that against a reference written out by hand (gradient × input of the same forward with the
 weights detached); the `transformers` models check the engine's promise on the real code (tests/engine_matrix.py).

@@ -31,7 +31,7 @@ def product(s: Session, func, name, args, kwargs, acts):
 
 def _uniform(s: Session, func, name, args, kwargs, factors: int):
     """A product of ``factors`` activations under the composite's product rule: uniform, each factor receives
-    ``1/factors`` of the relevance (AttnLRP, Achtibat et al. 2024, Prop. 3.2), or the plain gradient."""
+    ``1/factors`` of the relevance (AttnLRP, Achtibat et al. 2024, sec. 3), or the plain gradient."""
     rule = s.composite.op_rule("product")
     s.coverage.add("handled", f"{name}:{rule}")
     out = func(*args, **kwargs)

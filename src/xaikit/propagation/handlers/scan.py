@@ -3,11 +3,11 @@ weights, and the element-wise selections (``maximum``, ``clamp``) of the stabili
 
 State-space models and recurrent-style LLMs compute, in plain torch operations, a recurrence whose
 coefficients depend on the input: Mamba's discretised decay ``Ā = exp(Δ·A)`` and step ``Δ = softplus(·)``
-(Gu & Dao 2023, eq. 4), Mamba-2's decays ``exp(cumsum(Δ·A))`` (Dao & Gu 2024, sec. 6), RWKV's weights
-``exp(k_i + w·(t − i))`` divided by their running sum (Peng et al. 2023, eq. 14–16). MambaLRP (Jafari et al.
-2024, sec. 4) treats these input-dependent parameters like the gates of an LSTM or the attention weights of
-CP-LRP: held constant, so that the relevance of a recurrence's output flows through its input path. The engine
-recognises them by mechanism, not by model:
+(Gu & Dao 2023, the zero-order hold), Mamba-2's decays ``exp(cumsum(Δ·A))`` (Dao & Gu 2024), RWKV's
+weights ``exp(k_i + w·(t − i))`` divided by their running sum (Peng et al. 2023, the WKV operator).
+MambaLRP (Jafari et al. 2024) treats these input-dependent parameters like the gates of an LSTM or the
+attention weights of CP-LRP: held constant, so that the relevance of a recurrence's output flows through its
+input path. The engine recognises them by mechanism, not by model:
 
 - the output of ``exp`` or ``softplus`` of an activation is a gate (:data:`..classify.GATES`), and a sum,
   product, cumulative sum or product, quotient or clamp of gates (constants aside) is one too (:func:`follow`),
@@ -80,10 +80,10 @@ def selection(s: Session, func, name, args, kwargs, acts):
     and constants: every output element is an element of ``x`` or a constant.
 
     Input × gradient is exact for a selection between activations, as for max pooling (each output element is
-    one input element, which receives its relevance). With a constant, ``out = where(x selected, x, constant)``: relevance passes to ``x`` where it is
-    selected (ties included; torch's ``maximum`` would give a tie half the gradient) and the constant's share
-    ``out ⊙ g`` elsewhere is reported as absorbed. A bound that is an activation is not a selection the engine
-    knows (reported unknown).
+    one input element, which receives its relevance). With a constant, ``out = where(x selected, x, constant)``:
+    relevance passes to ``x`` where it is selected (ties included; torch's ``maximum`` would give a tie half the
+    gradient) and the constant's share ``out ⊙ g`` elsewhere is reported as absorbed. A bound that is an
+    activation is not a selection the engine knows (reported unknown).
     """
     pairwise = name in ("maximum", "minimum", "fmax", "fmin")
     if pairwise and len(acts) == 2:
