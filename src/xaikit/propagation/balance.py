@@ -34,6 +34,7 @@ ABSORBED_SHARE = 0.5
 #: the reasons (after the ``:`` of a label) of the model's own constants: layer rules, shifts, constants, biases
 CONSTANT_REASONS = frozenset({
     "zero", "epsilon", "gamma", "zplus", "alpha_beta", "flat", "wsquare", "zbox", "shift", "constant", "bias",
+    "bound",
 })
 
 

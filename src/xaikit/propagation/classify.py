@@ -103,7 +103,7 @@ LINEAR = INDEX_OPS | {
     "feature_alpha_dropout", "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "unfold", "fold",
     "max", "amax", "min", "amin", "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
     "conv_transpose2d", "conv_transpose3d", "batch_norm", "mul", "div", "matmul", "mm", "bmm", "einsum",
-    "embedding", "identity",
+    "embedding", "identity", "cumsum",
     # selections, and linear maps that move or sum values by index; the handlers of scatter_reduce,
     # embedding_bag and _grouped_mm report their non-linear forms otherwise (handlers.scatter, handlers.layers)
     "topk", "sort", "msort", "tensor_split", "repeat_interleave", "view_as_real", "view_as_complex",
@@ -112,9 +112,11 @@ LINEAR = INDEX_OPS | {
 LAYER_OPS = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 NONLINEAR = {
     "gelu", "silu", "tanh", "sigmoid", "elu", "selu", "celu", "softplus", "mish", "hardswish", "hardsigmoid",
-    "hardtanh", "relu6", "logsigmoid", "softsign", "tanhshrink",
+    "hardtanh", "relu6", "logsigmoid", "softsign", "tanhshrink", "exp",
 }
-GATES = {"sigmoid", "hardsigmoid", "softmax"}
+#: outputs that are data-dependent weights, not the signal: the gate rule applies where they multiply one
+#: (``exp``/``softplus``: the decays and steps of selective scans, see :mod:`.handlers.scan`)
+GATES = {"sigmoid", "hardsigmoid", "softmax", "exp", "softplus"}
 #: operations that only select, move or copy values: a gate seen through them is still a gate
 GATE_VIEWS = INDEX_OPS | {
     "repeat", "repeat_interleave", "tile", "chunk", "split", "split_with_sizes", "unbind", "cat", "concat", "stack",
@@ -125,6 +127,10 @@ GATE_VIEWS = INDEX_OPS | {
 #: renormalising by its own sum, clamping (sorting and top-k selection are in :data:`GATE_VIEWS`)
 GATE_KEEPING = {"mul", "div", "masked_fill", "where", "clamp", "clamp_min", "clamp_max", "clip", "nan_to_num",
                 "kthvalue"}
+#: arithmetic through which gates stay gates when all its activation operands are gates (RWKV's denominator
+#: ``e₁·d + e₂``, Mamba-2's ``cumsum(Δ·A)``; see :mod:`.handlers.scan`)
+GATE_ARITHMETIC = {"add", "mul", "div", "sum", "nansum", "cumsum", "cumprod", "clamp", "clip", "clamp_min",
+                   "clamp_max", "maximum", "minimum", "fmax", "fmin"}
 PRODUCTS = {"mul", "matmul", "mm", "bmm", "einsum"}
 #: element-wise affine maps of an activation by constants (``(x - mean) / std`` in a model's forward)
 AFFINE = {"add", "sub", "rsub", "mul", "div", "neg"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, ContextManager
 
 from .classify import LAYER_OPS, NONLINEAR, PRODUCTS
-from .handlers import attention, constants, elementwise, layers, norms, opaque, products, recurrent, scatter
+from .handlers import attention, constants, elementwise, layers, norms, opaque, products, recurrent, scan, scatter
 from .handlers import statistics
 from .handlers import training
 
@@ -33,7 +33,9 @@ HANDLERS: dict[str, Handler] = {
     # products and divisions by a normalisation statistic get the norm rule (see handlers.statistics)
     **{name: products.product for name in PRODUCTS},
     "mul": statistics.scaling(products.product),
-    "div": statistics.scaling(elementwise.div),
+    "div": statistics.scaling(scan.weighted_division(elementwise.div)),
+    "square": products.square,
+    **{name: scan.selection for name in scan.SELECTIONS},
     "softmax": products.softmax,
     **{name: norms.norm for name in ("layer_norm", "group_norm", "rms_norm")},
     "scaled_dot_product_attention": attention.sdpa,
@@ -60,6 +62,6 @@ SETUP: tuple[Callable[[Any], ContextManager], ...] = (
 #: called in this order after every dispatched operation
 FOLLOW: tuple[Handler, ...] = (
     opaque.follow,                     # report activations made by unseen operations; stamp the outputs
-    products.follow_gates,             # a gate seen through a view is still a gate
+    products.follow_gates,             # a gate seen through a view, masked, scaled or summed is still a gate
     statistics.follow,                 # carry the tags of normalisation statistics
 )

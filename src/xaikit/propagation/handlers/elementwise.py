@@ -20,7 +20,8 @@ class _IdentityRule(torch.autograd.Function):
     """``y = f(x)``; backward passes ``g · (f(x) − f(0))/x`` (0 where x = 0), so that ``R_x = R_y`` for
     ``f(0) = 0`` (GELU, SiLU, tanh) and, where ``f(0) ≠ 0`` (sigmoid, softplus), the constant ``f(0)`` keeps
     its share ``f(0) · g`` like a bias does (reported as absorbed). Dividing ``f(x)`` itself by ``x`` would
-    diverge as ``x → 0``; ``(f(x) − f(0))/x`` stays within the range of ``f'``.
+    diverge as ``x → 0``; ``(f(x) − f(0))/x`` stays within the range of ``f'``. Nothing passes to an infinite
+    input (a score masked with ``−inf`` before ``exp`` or ``sigmoid``): its whole share ``f(x) · g`` is absorbed.
 
     ``zero``: ``f(0)`` when ``fn`` cannot compute it (``None``: ``fn`` of a zero)."""
 
@@ -35,11 +36,12 @@ class _IdentityRule(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        y, zero = ctx.out.get(), ctx.zero
+        y, zero, x = ctx.out.get(), ctx.zero, ctx.x.get()
         if zero:
-            ctx.session.absorb(grad.reshape(grad.shape[0], -1).sum(1) * zero, ctx.label)
+            kept = grad * torch.where(torch.isfinite(x), zero, y)
+            ctx.session.absorb(kept.reshape(grad.shape[0], -1).sum(1), ctx.label)
             y = y - zero
-        return _identity_gradient(grad, y, ctx.x.get()), None, None, None, None
+        return _identity_gradient(grad, y, x), None, None, None, None
 
 
 def _identity_gradient(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..classify import GATE_KEEPING, GATE_VIEWS, tensors_in
+from ..classify import GATE_ARITHMETIC, GATE_KEEPING, GATE_VIEWS, tensors_in
 from .plain import call, classify_plain
 from .statistics import of_gates
 
@@ -37,11 +37,17 @@ def product(s: Session, func, name, args, kwargs, acts):
 
         s.coverage.add("handled", f"{name}:signal_takes_all")
         return func(*[detach(a) for a in args], **kwargs)
+    return _uniform(s, func, name, args, kwargs, len(acts))
+
+
+def _uniform(s: Session, func, name, args, kwargs, factors: int):
+    """A product of ``factors`` activations under the composite's product rule: uniform, each factor receives
+    ``1/factors`` of the relevance (AttnLRP, Achtibat et al. 2024, sec. 3), or the plain gradient."""
     rule = s.composite.op_rule("product")
     s.coverage.add("handled", f"{name}:{rule}")
     out = func(*args, **kwargs)
     if rule == "uniform":
-        share = 1.0 / len(acts)
+        share = 1.0 / factors
         out.register_hook(lambda g: g * share)
     return out
 
@@ -58,6 +64,12 @@ def glu(s: Session, func, name, args, kwargs, acts):
     dim = args[1] if len(args) > 1 else kwargs.get("dim", -1)
     a, b = call(s, torch.chunk, x, 2, dim)
     return call(s, torch.mul, a, call(s, torch.sigmoid, b))
+
+
+def square(s: Session, func, name, args, kwargs, acts):
+    """``x²`` (``torch.square``, e.g. the squared ReLU of RWKV's and Primer's feed-forward layers) is the product
+    ``x · x`` and gets the product rule: under the uniform rule ``R_x = R_{x²}``, as for ``x * x`` written out."""
+    return _uniform(s, func, name, args, kwargs, 2)
 
 
 def softmax(s: Session, func, name, args, kwargs, acts):
@@ -100,7 +112,9 @@ def follow_gates(s: Session, func, name, args, kwargs, acts, out, mark) -> None:
     - masked or scaled element-wise, its other operands being constants, masks, other gates or statistics
       of gates (``masked_fill(a, ~mask, 0)``, ``torch.where(mask, a, 0)``, ``a * mask``, ``a * 0.5``, the
       renormalisation ``a / a.sum(-1, keepdim=True)``, ``a.clamp(...)``, ``a.topk(k)``):
-      :data:`~..classify.GATE_KEEPING`.
+      :data:`~..classify.GATE_KEEPING`;
+    - combined only with gates by arithmetic (data-dependent weights: RWKV's denominator ``e₁·d + e₂``,
+      Mamba-2's ``cumsum(Δ·A)``, ``exp(x) / exp(x).sum()``): :data:`~..classify.GATE_ARITHMETIC`.
     """
     if not s.gates:
         return
@@ -108,6 +122,8 @@ def follow_gates(s: Session, func, name, args, kwargs, acts, out, mark) -> None:
         sources = [args[0]] if name.endswith("_as") else acts  # expand_as(x, other): other gives only a shape
         if not all(id(t) in s.gates for t in sources):
             return
+    elif name in GATE_ARITHMETIC and all(id(t) in s.gates for t in acts):
+        pass
     elif name not in GATE_KEEPING or not _keeps_gate(s, func, name, args, kwargs, acts):
         return
     kind = s.gate_kind(next(t for t in acts if id(t) in s.gates))

@@ -41,6 +41,7 @@ from .elementwise import div
 from .layers import _unpack_layer, layer_rule
 from . import scatter
 from .plain import classify_plain
+from .scan import SELECTIONS
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -146,6 +147,8 @@ def handlers(explaining: dict[str, Callable[..., Any]]) -> dict[str, Callable[..
                                                "concatenate", "stack")})
     table.update({name: scatter.unbooked for name in scatter.ACCUMULATE})
     table["embedding_bag"] = _product
+    table["square"] = _by_rule("product", "gradient")
+    table.update({name: _plain for name in SELECTIONS})
     table["relu"] = _by_rule("relu", "gradient")
     table["softmax"] = _softmax
     return table
