@@ -18,6 +18,7 @@ import xaikit as xk
 from engine_matrix import check_bias_free, check_model, quiet
 from models import assert_unchanged, snapshot
 from text_models import bias_free
+from xaikit.propagation import make_composite, with_rules
 
 VOCAB = 48
 
@@ -88,9 +89,9 @@ def _reference(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("build", [SelectiveScan, WeightedAverage])
-@pytest.mark.parametrize("composite", ["epsilon", "cp_lrp"])
+@pytest.mark.parametrize("composite", ["epsilon", "cp_lrp", "attnlrp"])
 def test_data_dependent_weights_are_held_constant_as_gates(build, composite):
-    """ε and CP-LRP (gate rule "signal takes all"): the relevance equals gradient × input of the same model with
+    """ε, CP-LRP and AttnLRP (gate rule "signal takes all"): the relevance equals gradient × input of the same model with
     its input-dependent step/decays (exp, softplus) and its denominator held constant, and sums to the logit."""
     torch.manual_seed(0)
     model = build().double().eval()
@@ -105,13 +106,15 @@ def test_data_dependent_weights_are_held_constant_as_gates(build, composite):
 
 
 @pytest.mark.parametrize("build", [SelectiveScan, WeightedAverage])
-def test_attnlrp_passes_a_share_to_the_weights_and_accounts_for_it(build):
-    """AttnLRP (gate rule "uniform"): half of a weighted signal's relevance goes to the weight, through exp and
-    softplus by the identity rule; what the rule keeps (f(0)·g) is absorbed, so the balance closes."""
+def test_the_uniform_gate_rule_passes_a_share_to_the_weights_and_accounts_for_it(build):
+    """Gate rule "uniform": half of a weighted signal's relevance goes to the weight, through exp and softplus by
+    the identity rule; what the rule keeps (f(0)·g) is absorbed, so the balance closes."""
     torch.manual_seed(0)
     model = build().double().eval()
     x = torch.randn(2, 5, model.head.in_features, generator=_generator(2), dtype=torch.float64)
-    expl = xk.LRP(model, composite="attnlrp", epsilon=1e-12)(x, target=1)
+    composite = with_rules(make_composite("attnlrp", epsilon=1e-12), gate="uniform")
+    with pytest.warns(UserWarning, match="absorbed"):  # the rules' f(0) shares: the balance warns
+        expl = xk.LRP(model, composite=composite)(x, target=1)
     assert expl.info["coverage"]["unknown"] == {}
     c = expl.info["conservation"]
     torch.testing.assert_close(c["input"] + c["absorbed"], c["start"], rtol=1e-7, atol=0)

@@ -22,7 +22,7 @@ input path. The engine recognises them by mechanism, not by model:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
