@@ -66,7 +66,7 @@ def rule_share(conservation: dict) -> torch.Tensor:
 
 def warn_absorbed(conservation: dict, method: str, stacklevel: int = 4) -> None:
     """Warn when the rules absorbed more than :data:`ABSORBED_SHARE` of a sample's relevance (module docstring)."""
-    share = rule_share(conservation)
+    share = rule_share(conservation).detach()
     if not share.numel() or float(share.max()) <= ABSORBED_SHARE:
         return
     worst = int(share.argmax())
