@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .layers import Hooks, find_layer
+from .modes import eager
 
 #: keyword inputs of Hugging Face models that carry one value per token and must match the ids' shape
 PER_TOKEN_KWARGS = ("attention_mask", "token_type_ids", "position_ids")
@@ -41,7 +42,7 @@ class TokenInput:
     def __init__(self, model: nn.Module, embedding: str | nn.Module | None = None) -> None:
         if embedding is not None and not isinstance(embedding, (str, nn.Module)):
             raise TypeError(f"embedding must be a module, a module name or None, got {type(embedding).__name__}")
-        self.model = model
+        self.model = eager(model)  # a torch.compile wrapper: its module, run eagerly (see modes.eager)
         self.embedding = embedding
         if isinstance(embedding, str):
             self.module  # noqa: B018 - fail early on a wrong name
