@@ -120,7 +120,7 @@ def eager(model: Any) -> Any:
     """
     frames = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing was compiled
     wrapper = getattr(frames, "OptimizedModule", None)
-    while wrapper is not None and isinstance(model, wrapper) and isinstance(getattr(model, "_orig_mod", None),
-                                                                            nn.Module):
-        model = model._orig_mod
+    inner = getattr(model, "_orig_mod", None)
+    while wrapper is not None and isinstance(model, wrapper) and isinstance(inner, nn.Module):
+        model, inner = inner, getattr(inner, "_orig_mod", None)
     return model
