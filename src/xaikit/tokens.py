@@ -118,6 +118,8 @@ class TokenInput:
 
         def hook(module: nn.Module, inputs: tuple, options: dict, out: torch.Tensor) -> torch.Tensor | None:
             read = inputs[0] if inputs else options.get("input")
+            if isinstance(module, nn.EmbeddingBag) and isinstance(read, torch.Tensor) and read.ndim != 2:
+                bag_of(module, vectors, read, inputs, options)  # refuses bags given by offsets, by name
             if ids is not None and not (isinstance(read, torch.Tensor) and read.shape == ids.shape
                                         and torch.equal(read, ids)):
                 other.append(tuple(read.shape) if isinstance(read, torch.Tensor) else type(read).__name__)
