@@ -6,17 +6,19 @@
 - :func:`kept_flags`: restore every module's flag after a body that changes them on purpose.
 - :class:`FollowsModel`: a module wrapping the user's model has no training flag of its own; it reads the
   wrapped model's, so building a wrapper never writes a flag of the user's model.
+- :func:`eager`: the module that a ``torch.compile`` wrapper compiles, run as it is by the explanation engine.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import warnings
 from typing import Any, Callable, Iterator
 
 from torch import nn
 
-__all__ = ["eval_semantics", "explains_in_eval", "kept_flags", "FollowsModel"]
+__all__ = ["eval_semantics", "explains_in_eval", "kept_flags", "FollowsModel", "eager"]
 
 #: the start of the warning of :func:`eval_semantics` (callers that opt in to training mode filter it)
 TRAINING_MODE_WARNING = "model is in training mode"
@@ -104,3 +106,21 @@ class FollowsModel:
     @training.setter
     def training(self, value: bool) -> None:
         pass
+
+
+def eager(model: Any) -> Any:
+    """The module that ``torch.compile(module)`` wraps (its ``OptimizedModule``'s ``_orig_mod``), else ``model``.
+
+    The explanation engine sees every operation of one eager forward pass (a ``TorchFunctionMode``, see
+    :mod:`xaikit.propagation.session`). Run through the compiled wrapper, dynamo would trace into the engine's
+    own handlers and recompile them for each tensor they see; the same module run eagerly computes the same
+    function, and its sub-modules keep their names (no ``_orig_mod.`` prefix) for name-based rules. Nothing
+    is changed on either module. (A module compiled in place with ``module.compile()``, or a compiled
+    sub-module, is not unwrapped.)
+    """
+    frames = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing was compiled
+    wrapper = getattr(frames, "OptimizedModule", None)
+    inner = getattr(model, "_orig_mod", None)
+    while wrapper is not None and isinstance(model, wrapper) and isinstance(inner, nn.Module):
+        model, inner = inner, getattr(inner, "_orig_mod", None)
+    return model

@@ -9,7 +9,13 @@ adds to ``e`` are constants of the explanation.
 
 The input embedding is found automatically: the module named by ``embedding=``; else
 ``model.get_input_embeddings()`` (Hugging Face models), or that of the first submodule that has it (a
-wrapper around one); else the model's only ``nn.Embedding``.
+wrapper around one); else the model's only ``nn.Embedding`` or ``nn.EmbeddingBag``.
+
+An ``nn.EmbeddingBag`` reads ``(N, L)`` ids as ``N`` bags of ``L`` tokens and returns one vector per bag, a
+sum, mean or maximum of the tokens' vectors (``padding_idx`` left out, ``per_sample_weights`` applied). The
+explained input is then the tokens' vectors ``(N, L, D)`` and the bag's output is computed from them in the
+model's forward pass (:func:`bag_of`), so the relevance is per token, as for ``nn.Embedding``: the bag is
+linear in the vectors (a selection for ``mode="max"``). Bags given as 1-D ids with ``offsets`` are refused.
 
 :class:`NextToken` is the target for sequence outputs ``(N, L, V)`` such as a language model's logits.
 """
@@ -20,9 +26,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .layers import Hooks, find_layer
+from .modes import eager
 
 #: keyword inputs of Hugging Face models that carry one value per token and must match the ids' shape
 PER_TOKEN_KWARGS = ("attention_mask", "token_type_ids", "position_ids")
@@ -41,7 +49,7 @@ class TokenInput:
     def __init__(self, model: nn.Module, embedding: str | nn.Module | None = None) -> None:
         if embedding is not None and not isinstance(embedding, (str, nn.Module)):
             raise TypeError(f"embedding must be a module, a module name or None, got {type(embedding).__name__}")
-        self.model = model
+        self.model = eager(model)  # a torch.compile wrapper: its module, run eagerly (see modes.eager)
         self.embedding = embedding
         if isinstance(embedding, str):
             self.module  # noqa: B018 - fail early on a wrong name
@@ -58,8 +66,8 @@ class TokenInput:
             names = _embedding_names(self.model)
             raise TypeError(
                 "x must be a floating-point tensor, or token ids for a model with an input embedding; none was "
-                "found (no get_input_embeddings() and not exactly one nn.Embedding): convert x with x.float(), "
-                f"or pass embedding=<module or name>{' (one of: ' + ', '.join(names) + ')' if names else ''}"
+                "found (no get_input_embeddings() and not exactly one nn.Embedding or nn.EmbeddingBag): convert x "
+                f"with x.float(), or pass embedding=<module or name>{' (one of: ' + ', '.join(names) + ')' if names else ''}"
             )
         return found
 
@@ -82,9 +90,12 @@ class TokenInput:
         return int(weight.shape[-1]) if isinstance(weight, torch.Tensor) else 1
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """The embedding vectors of ``ids`` (detached)."""
+        """The embedding vectors of ``ids`` (detached): ``(N, L, D)``, one per token (also for a bag)."""
+        module = self.module
         with torch.no_grad():
-            return self.module(ids).detach()
+            if isinstance(module, nn.EmbeddingBag):
+                return F.embedding(ids, module.weight).detach()
+            return module(ids).detach()
 
     def modules(self) -> list[nn.Module]:
         """The input embedding and the modules that share its weight: the copies a model ties to it, such as
@@ -105,8 +116,10 @@ class TokenInput:
         """
         calls, other = [], []
 
-        def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor | None:
-            read = inputs[0] if inputs else None
+        def hook(module: nn.Module, inputs: tuple, options: dict, out: torch.Tensor) -> torch.Tensor | None:
+            read = inputs[0] if inputs else options.get("input")
+            if isinstance(module, nn.EmbeddingBag) and isinstance(read, torch.Tensor) and read.ndim != 2:
+                bag_of(module, vectors, read, inputs, options)  # refuses bags given by offsets, by name
             if ids is not None and not (isinstance(read, torch.Tensor) and read.shape == ids.shape
                                         and torch.equal(read, ids)):
                 other.append(tuple(read.shape) if isinstance(read, torch.Tensor) else type(read).__name__)
@@ -117,21 +130,29 @@ class TokenInput:
                     "the model calls its input embedding more than once per forward pass; pass embedding= to name "
                     "the one to explain at, or pass embedding vectors instead of ids"
                 )
-            if out.shape != vectors.shape:
+            value = bag_of(module, vectors, read, inputs, options, ids is None) \
+                if isinstance(module, nn.EmbeddingBag) else vectors
+            if out.shape != value.shape:
                 raise ValueError(
-                    f"the input embedding returned shape {tuple(out.shape)}, not {tuple(vectors.shape)} as for the "
+                    f"the input embedding returned shape {tuple(out.shape)}, not {tuple(value.shape)} as for the "
                     "ids x; does the model reshape its ids before embedding them?"
                 )
-            if module is not self.module and not torch.equal(out.detach(), vectors.detach()):
+            if ids is not None and isinstance(module, nn.EmbeddingBag) and \
+                    not torch.allclose(out.detach(), value.detach(), rtol=1e-5, atol=1e-6):
+                raise ValueError(
+                    f"the {type(module).__name__} computes other bags than a {module.mode} of its tokens' vectors "
+                    "(max_norm renormalising the weight?); pass embedding vectors instead of ids"
+                )
+            if module is not self.module and not torch.equal(out.detach(), value.detach()):
                 raise ValueError(
                     f"the model embeds the ids x with {type(module).__name__}, which shares the input embedding's "
                     "weight but computes other vectors; pass embedding= to name the module to explain at"
                 )
-            return vectors
+            return value
 
         with Hooks() as hooks:
             for m in (self.modules() if ids is not None else [self.module]):
-                hooks.forward(m, hook)
+                hooks.forward(m, hook, with_kwargs=True)
             yield
         if not calls:
             seen = f" (only on other ids, of shapes {', '.join(map(str, other))})" if other else ""
@@ -165,6 +186,44 @@ def check_per_token_kwargs(n: int, length: int, forward_kwargs: dict[str, Any]) 
             )
 
 
+def bag_of(module: nn.EmbeddingBag, vectors: torch.Tensor, ids: Any, inputs: tuple, options: dict,
+           placeholder: bool = False) -> torch.Tensor:
+    """What ``module`` returns for the 2-D ``ids``, computed from their tokens' vectors ``(N, L, D)``.
+
+    PyTorch's ``embedding_bag`` on ``(N, L)`` ids: per row, the sum (``per_sample_weights`` multiplying each
+    token), the mean or the element-wise maximum of the tokens' vectors, tokens equal to ``padding_idx`` left
+    out (an empty bag is zero). Linear in the vectors (a selection for the maximum), so the engine passes the
+    relevance of a bag to its tokens. ``placeholder``: ``ids`` are placeholders (the method perturbs the
+    vectors, not the ids), so padding cannot be read from them.
+    """
+    offsets = inputs[1] if len(inputs) > 1 else options.get("offsets")
+    weights = inputs[2] if len(inputs) > 2 else options.get("per_sample_weights")
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or offsets is not None:
+        raise ValueError(
+            "the input embedding is an nn.EmbeddingBag called with 1-D ids and offsets; token relevance needs "
+            "bags of equal length given as 2-D ids (batch, length) (pad the bags with padding_idx), or pass "
+            "the bag's output vectors to the method instead of ids"
+        )
+    if module.padding_idx is not None and placeholder:
+        raise ValueError(
+            "this method runs the model on placeholder ids, so an nn.EmbeddingBag with padding_idx cannot tell "
+            "its padding tokens; use LRP, Gradient or InputXGradient on the ids, or an EmbeddingBag without "
+            "padding_idx"
+        )
+    keep = None if module.padding_idx is None else (ids != module.padding_idx).unsqueeze(-1)
+    if isinstance(weights, torch.Tensor):
+        vectors = vectors * weights.to(vectors.dtype).unsqueeze(-1)
+    if module.mode == "max":
+        if keep is None:
+            return vectors.amax(1)
+        return vectors.masked_fill(~keep, float("-inf")).amax(1).masked_fill(~keep.any(1), 0.0)
+    total = (vectors if keep is None else vectors.masked_fill(~keep, 0.0)).sum(1)
+    if module.mode != "mean":
+        return total
+    count = vectors.new_full((vectors.shape[0], 1), vectors.shape[1]) if keep is None else keep.sum(1).clamp(min=1)
+    return total / count
+
+
 def _find_input_embedding(model: nn.Module) -> nn.Module | None:
     for module in model.modules():
         getter = getattr(module, "get_input_embeddings", None)
@@ -175,12 +234,15 @@ def _find_input_embedding(model: nn.Module) -> nn.Module | None:
                 continue
             if isinstance(found, nn.Module):
                 return found
-    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    embeddings = [m for m in model.modules() if isinstance(m, _EMBEDDINGS)]
     return embeddings[0] if len(embeddings) == 1 else None
 
 
+_EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
+
+
 def _embedding_names(model: nn.Module) -> list[str]:
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    return [name for name, m in model.named_modules() if isinstance(m, _EMBEDDINGS)]
 
 
 def model_scores(output: Any) -> Any:

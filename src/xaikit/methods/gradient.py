@@ -58,6 +58,7 @@ def backprop(
                 f"the model returned {type(output).__name__}; wrap it so that it returns a tensor of scores "
                 "(e.g. lambda x: model(x).logits)"
             )
+        check_rows(output, x_leaf)
         resolved = target if isinstance(target, ResolvedTarget) else resolve_target(target, output)
         score = resolved.score(output)
         if not score.requires_grad:
@@ -71,6 +72,24 @@ def backprop(
     elif grad is None:
         raise ValueError("the selected output does not depend on x; check which input the model uses")
     return Backprop(grad, output.detach(), resolved, score.detach())
+
+
+def check_rows(output: torch.Tensor, x: torch.Tensor) -> None:
+    """Raise unless the model output has one row per input sample (its first dimension is ``x``'s).
+
+    Attribution methods explain one output value per sample (the target) by that sample's input, and LRP's
+    conservation report compares the relevance of each sample with its own start value. An output whose batch
+    differs from the input's (a time-major model returning ``(L, N, ...)``, outputs flattened over positions,
+    a pooling over the batch) has no such pairing, so it is refused rather than guessed.
+    """
+    if output.ndim == 0 or output.shape[0] != x.shape[0]:
+        shape = tuple(output.shape)
+        raise ValueError(
+            f"the model returned an output of shape {shape} for a batch of {x.shape[0]} input sample(s) (x of shape "
+            f"{tuple(x.shape)}); attribution methods and LRP's conservation report need one output row per input "
+            f"sample, shape ({x.shape[0]}, ...): make the model return its batch first (e.g. transpose a time-major "
+            "output, or reshape flattened rows back to (batch, ...))"
+        )
 
 
 def chunk_key(method: Method, x: torch.Tensor) -> tuple:

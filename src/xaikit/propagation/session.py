@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..modes import eager
 from .classify import (KEEPS_NONNEGATIVE, constants_nonnegative, is_inplace, makes_nonnegative, op_name,
                        out_of_place, rectifies, tensors_in)
 from .composites import Composite
@@ -62,7 +63,7 @@ class Session:
     """
 
     def __init__(self, model: nn.Module, composite: Composite) -> None:
-        self.model = model
+        self.model = model = eager(model)  # a torch.compile wrapper: its module, run eagerly (see modes.eager)
         self.composite = composite
         composite.check_names(model)
         #: training mode (:func:`differentiable_pass`): rules as differentiable operations, exact double backward

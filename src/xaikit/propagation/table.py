@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any, Callable, ContextManager
 
 from .classify import LAYER_OPS, NONLINEAR, PRODUCTS
-from .handlers import attention, constants, elementwise, layers, norms, opaque, products, recurrent, scan, scatter
+from .handlers import attention, checkpoint, constants, elementwise, layers, norms, opaque, products, recurrent
+from .handlers import scan, scatter
 from .handlers import statistics
 from .handlers import training
 
@@ -57,6 +58,7 @@ SETUP: tuple[Callable[[Any], ContextManager], ...] = (
     layers.FirstRuleCheck,             # warn when the composite's first-layer rule found no first layer
     elementwise.ElementwiseModules,    # a parameter-free module computing one non-linearity: the identity rule
     statistics.Statistics,             # normalisation statistics written out in the model's code
+    checkpoint.PlainCheckpoints,       # torch.utils.checkpoint segments run as plain forward passes
 )
 
 #: called in this order after every dispatched operation
