@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..explained import watch
 from .plain import classify_plain
 
 if TYPE_CHECKING:
@@ -38,9 +39,9 @@ def constant_sum(s: Session, func, name, args, kwargs, acts):
         value = constant.detach() * coef
         if not bool(torch.isfinite(value).all()):  # masks with −inf: the gradient there is 0
             value = value.nan_to_num(0.0, 0.0, 0.0)
-        out.register_hook(lambda g: None if g is None else s.absorb((g * value).reshape(g.shape[0], -1).sum(1)))
+        watch(s, out, lambda g: s.absorb((g * value).reshape(g.shape[0], -1).sum(1), f"{name}:constant"))
     elif constant != 0:  # (no gradient: a first-layer rule wrote its relevance at the input directly)
-        out.register_hook(lambda g: None if g is None else s.absorb(g.reshape(g.shape[0], -1).sum(1) * (constant * coef)))
+        watch(s, out, lambda g: s.absorb(g.reshape(g.shape[0], -1).sum(1) * (constant * coef), f"{name}:constant"))
     return out
 
 
@@ -68,7 +69,6 @@ def constant_parts(s: Session, func, name, args, kwargs, acts):
 
     def hook(g: torch.Tensor) -> None:
         total = sum((part(g, i) * value).reshape(g.shape[0], -1).sum(1) for i, value in constants)
-        s.absorb(total)
+        s.absorb(total, f"{name}:constant")
 
-    out.register_hook(hook)
-    return out
+    return watch(s, out, hook)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..classify import GATE_VIEWS, tensors_in
+from ..explained import scale, stop, watch
 from .plain import classify_plain, row_dot
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ def product(s: Session, func, name, args, kwargs, acts):
         def detach(a):
             if isinstance(a, (list, tuple)):
                 return type(a)(detach(i) for i in a)
-            return a.detach() if isinstance(a, torch.Tensor) and id(a) in gates else a
+            return stop(s, a) if isinstance(a, torch.Tensor) and id(a) in gates else a
 
         s.coverage.add("handled", f"{name}:signal_takes_all")
         return func(*[detach(a) for a in args], **kwargs)
@@ -30,8 +31,7 @@ def product(s: Session, func, name, args, kwargs, acts):
     s.coverage.add("handled", f"{name}:{rule}")
     out = func(*args, **kwargs)
     if rule == "uniform":
-        share = 1.0 / len(acts)
-        out.register_hook(lambda g: g * share)
+        out = scale(s, out, 1.0 / len(acts))
     return out
 
 
@@ -44,7 +44,7 @@ def softmax(s: Session, func, name, args, kwargs, acts):
     out = func(*args, **kwargs)
     s.coverage.add("handled", f"{name}:{rule}")
     if rule == "detach":
-        return out.detach()
+        return stop(s, out)
     s.tag_gate(out)
     dim = args[1] if len(args) > 1 else kwargs.get("dim")
     x = args[0] if args else kwargs.get("input")
@@ -59,10 +59,9 @@ def softmax(s: Session, func, name, args, kwargs, acts):
     def hook(g: torch.Tensor) -> None:
         received = row_dot(y, g)
         rows = (xy * g).sum(dim, keepdim=True) - (y * g).sum(dim, keepdim=True) * c
-        s.absorb(received - rows.reshape(rows.shape[0], -1).sum(1))
+        s.absorb(received - rows.reshape(rows.shape[0], -1).sum(1), "softmax:taylor")
 
-    out.register_hook(hook)
-    return out
+    return watch(s, out, hook)
 
 
 def follow_gates(s: Session, func, name, args, kwargs, acts, out, mark) -> None:
