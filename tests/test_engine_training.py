@@ -125,7 +125,8 @@ class Normed(nn.Module):
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind, self.a, self.b = kind, nn.Linear(4, 8), nn.Linear(8, 3)
-        self.norm = {"layer": lambda: nn.LayerNorm(8), "group": lambda: nn.GroupNorm(2, 4),
+        self.norm = {"layer": lambda: nn.LayerNorm(8), "layer2d": lambda: nn.LayerNorm((2, 4)),
+                     "group": lambda: nn.GroupNorm(2, 4),
                      "rms": lambda: nn.RMSNorm(8), "written": lambda: WrittenRMSNorm(8)}[kind]()
         with torch.no_grad():  # affine parameters away from their initial ones, so that they matter
             for p in self.norm.parameters():
@@ -133,7 +134,10 @@ class Normed(nn.Module):
 
     def forward(self, x):
         h = self.a(x)
-        h = self.norm(h.view(-1, 4, 2)).flatten(1) if self.kind == "group" else self.norm(h)
+        if self.kind in ("group", "layer2d"):  # over (channels, positions), or two trailing dimensions
+            h = self.norm(h.view(-1, 4, 2) if self.kind == "group" else h.view(-1, 2, 4)).flatten(1)
+        else:
+            h = self.norm(h)
         return self.b(torch.relu(h) + h)
 
 
@@ -183,6 +187,7 @@ CASES = {  # name: (model, input shape, composite)
     "product_uniform": (lambda: Gated(gate=False), (3, 4), "epsilon"),
     "product_uniform_inplace": (lambda: Gated(gate=False, inplace=True), (3, 4), "epsilon"),
     "layer_norm": (lambda: Normed("layer"), (3, 4), "attnlrp"),
+    "layer_norm_2d": (lambda: Normed("layer2d"), (3, 4), "attnlrp"),
     "group_norm": (lambda: Normed("group"), (3, 4), "attnlrp"),
     "rms_norm": (lambda: Normed("rms"), (3, 4), "attnlrp"),
     "norm_statistic_written_out": (lambda: Normed("written"), (3, 4), "attnlrp"),
@@ -271,3 +276,36 @@ def test_right_for_the_right_reasons_trains_a_vit():
             penalties.append(parts.terms["penalty"])
     assert all(math.isfinite(p) for p in penalties)
     assert penalties[-1] < penalties[0], penalties
+
+
+# -- the checks around every pass are active in training mode ---------------------------------------------------
+class _Opaque(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g
+
+
+class WithOpaque(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.norm, self.b = nn.Linear(4, 6), WrittenRMSNorm(6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.b(_Opaque.apply(self.norm(self.a(x))))
+
+
+def test_statistics_and_opaque_functions_are_checked_in_training_mode():
+    torch.manual_seed(0)
+    model = WithOpaque().double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="_Opaque"):
+        expl = _explain(model, x, "attnlrp", create_graph=True)
+    coverage = expl.info["coverage"]
+    assert coverage["unknown"] == {"_Opaque:autograd.Function": 1}
+    # the statistic written out is held constant and its operations re-classified as handled
+    assert {"mul:identity", "pow:norm_statistic", "rsqrt:norm_statistic"} <= set(coverage["handled"])
+    assert coverage == _explain(model, x, "attnlrp").info["coverage"]

@@ -1,6 +1,7 @@
 """Normalisation layers (LayerNorm, GroupNorm, RMSNorm): the identity rule on the 1/σ scaling."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -56,14 +57,54 @@ def frozen_gradient(s: Session, g: torch.Tensor, r: torch.Tensor, weight: torch.
     return (c - c.mean(2, keepdim=True)).reshape(shape)
 
 
-def _rstd(t: torch.Tensor, dims: tuple[int, ...], groups: int | None, eps: float, centre: bool) -> torch.Tensor:
-    """``r = 1/σ`` of a normalisation as differentiable operations, shaped as :func:`frozen_gradient` takes it:
-    ``rsqrt(var + ε)`` (``rsqrt(mean(x²) + ε)`` for RMSNorm, ``centre=False``) over ``dims``, or per group."""
-    if groups is not None:
-        t, dims = t.reshape(t.shape[0], groups, -1), (2,)
-    spread = t.var(dims, unbiased=False, keepdim=groups is None) if centre else \
-        t.pow(2).mean(dims, keepdim=groups is None)
-    return torch.rsqrt(spread + eps)
+@dataclass(frozen=True)
+class _Norm:
+    """One normalisation call: which, over what (``shape`` of LayerNorm/RMSNorm, or ``groups``), its ε."""
+
+    name: str
+    eps: float
+    shape: tuple[int, ...] = ()
+    groups: int | None = None
+
+    @property
+    def centre(self) -> bool:
+        return self.name != "rms_norm"
+
+    def shaped(self, v: torch.Tensor | None, ndim: int, flat: bool = False) -> torch.Tensor | None:
+        """A weight (or with ``flat``, a bias) shaped as :func:`frozen_gradient` takes it: per channel for
+        GroupNorm, else as it is (a bias flattened)."""
+        if v is None:
+            return None
+        if self.groups is not None:
+            return v.reshape((-1,) + (1,) * (ndim - 2))
+        return v.reshape(-1) if flat else v
+
+    def rstd(self, t: torch.Tensor) -> torch.Tensor:
+        """``r = 1/σ`` as differentiable operations, shaped as :func:`frozen_gradient` takes it:
+        ``rsqrt(var + ε)`` (``rsqrt(mean(x²) + ε)`` for RMSNorm) over the normalised dimensions, or per group."""
+        keep = self.groups is None
+        dims = tuple(range(t.ndim - len(self.shape), t.ndim)) if keep else (2,)
+        if not keep:
+            t = t.reshape(t.shape[0], self.groups, -1)
+        spread = t.var(dims, unbiased=False, keepdim=keep) if self.centre else t.pow(2).mean(dims, keepdim=keep)
+        return torch.rsqrt(spread + self.eps)
+
+    def native(self, t: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+        """The normalisation as the model computes it."""
+        if self.groups is not None:
+            return F.group_norm(t, self.groups, weight, bias, self.eps)
+        if self.centre:
+            return F.layer_norm(t, self.shape, weight, bias, self.eps)
+        return F.rms_norm(t, self.shape, weight, self.eps)
+
+    def with_rstd(self, func, w, b):
+        """``compute(t) -> (output, r)`` in one native call where PyTorch gives ``r`` (the explaining form)."""
+        if self.groups is not None:
+            return lambda t: (lambda o: (o[0], o[2]))(torch.native_group_norm(
+                t, w, b, t.shape[0], t.shape[1], t[0, 0].numel(), self.groups, self.eps))
+        if self.centre:
+            return lambda t: (lambda o: (o[0], o[2]))(torch.native_layer_norm(t, self.shape, w, b, self.eps))
+        return lambda t: (func(t, self.shape, w, self.eps), self.rstd(t))
 
 
 _NORM_KEYS = {
@@ -71,6 +112,23 @@ _NORM_KEYS = {
     "rms_norm": ("input", "normalized_shape", "weight", "eps"),
     "group_norm": ("input", "num_groups", "weight", "bias", "eps"),
 }
+
+
+def _frozen(s: Session, func, spec: _Norm, x, w, b) -> torch.Tensor:
+    """The normalisation with ``r`` held constant: :class:`_FrozenScale` (explaining), or in training mode an
+    :class:`~..explained.Explained` operation whose explaining face is :func:`frozen_gradient` with ``r``
+    recomputed on the graph."""
+    if not s.differentiable:
+        detached = lambda v, flat=False: None if v is None else spec.shaped(v.detach(), x.ndim, flat)  # noqa: E731
+        return _FrozenScale.apply(x, spec.with_rstd(func, w, b), detached(w), detached(b, True), spec.groups,
+                                  spec.centre, s)
+
+    def modified(inputs, g):
+        t, wt, bt = inputs
+        return (frozen_gradient(s, g, spec.rstd(t), spec.shaped(wt, t.ndim), spec.shaped(bt, t.ndim, True),
+                                spec.groups, spec.centre), None, None)
+
+    return explained(s, spec.native, modified, x, w, b)
 
 
 def norm(s: Session, func, name, args, kwargs, acts):
@@ -85,44 +143,14 @@ def norm(s: Session, func, name, args, kwargs, acts):
     p = {**dict(zip(_NORM_KEYS[name], args)), **kwargs}
     weight, bias = p.get("weight"), p.get("bias")
     adaptive = s.is_activation(weight) or s.is_activation(bias)
-    w, b = (None, None) if adaptive else (weight, bias)
-    centre = name != "rms_norm"
     eps = p.get("eps")
-    eps = (1e-5 if centre else torch.finfo(x.dtype).eps) if eps is None else eps
-    channel, groups = -1, None
+    eps = (torch.finfo(x.dtype).eps if name == "rms_norm" else 1e-5) if eps is None else eps
     if name == "group_norm":
-        groups, channel, dims = p["num_groups"], 1, ()
-        shaped = lambda v, shape: None if v is None else v.reshape((-1,) + (1,) * (x.ndim - 2))  # noqa: E731
+        spec = _Norm(name, eps, groups=p["num_groups"])
     else:
-        shape = tuple(p["normalized_shape"])
-        dims = tuple(range(x.ndim - len(shape), x.ndim))
-        shaped = lambda v, shape: None if v is None else v.reshape(shape)  # noqa: E731
-    w_shape = None if w is None else w.shape
-    if s.differentiable:
-        def native(t, wt, bt):
-            if name == "group_norm":
-                return F.group_norm(t, groups, wt, bt, eps)
-            if name == "layer_norm":
-                return F.layer_norm(t, shape, wt, bt, eps)
-            return F.rms_norm(t, shape, wt, eps)
-
-        def modified(inputs, g):
-            t, wt, bt = inputs
-            return (frozen_gradient(s, g, _rstd(t, dims, groups, eps, centre), shaped(wt, w_shape),
-                                    shaped(bt, (-1,)), groups, centre), None, None)
-
-        out = explained(s, native, modified, x, w, b)
-    else:
-        if name == "group_norm":
-            n, c = x.shape[:2]
-            compute = lambda t: (lambda o: (o[0], o[2]))(  # noqa: E731
-                torch.native_group_norm(t, w, b, n, c, t[0, 0].numel(), groups, eps))
-        elif name == "layer_norm":
-            compute = lambda t: (lambda o: (o[0], o[2]))(torch.native_layer_norm(t, shape, w, b, eps))  # noqa: E731
-        else:
-            compute = lambda t: (func(t, shape, w, eps), _rstd(t, dims, None, eps, False))  # noqa: E731
-        detached = lambda v, shape: None if v is None else shaped(v.detach(), shape)  # noqa: E731
-        out = _FrozenScale.apply(x, compute, detached(w, w_shape), detached(b, (-1,)), groups, centre, s)
+        spec = _Norm(name, eps, shape=tuple(p["normalized_shape"]))
+    out = _frozen(s, func, spec, x, *((None, None) if adaptive else (weight, bias)))
+    channel = 1 if name == "group_norm" else -1
     if adaptive:
         if weight is not None:
             out = call(s, torch.mul, out, weight if channel == -1 else _channel_view(weight, x.ndim, 1))

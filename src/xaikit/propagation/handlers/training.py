@@ -32,8 +32,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-
 from ..classify import LAYER_OPS
 from ..explained import explained
 from ..kernels import rule_relevance
@@ -84,10 +82,6 @@ def layer(s: Session, func, name, args, kwargs, acts):
     return explained(s, call.native, _layer_rule(s, state), x, weight, bias)
 
 
-def _plain(s: Session, func, name, args, kwargs, acts):
-    return classify_plain(s, func, name, args, kwargs, acts)
-
-
 def _unsupported(s: Session, func, name, args, kwargs, acts):
     raise ValueError(
         f"LRP in training mode (create_graph=True) does not support the operation {name!r} under this "
@@ -112,9 +106,10 @@ def _relu_rule(handler: Callable) -> Callable:
 def handlers(explaining: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
     """The handler table of a session in training mode, for the table ``explaining`` of the explaining
     sessions: the same handlers (their rules are two-faced in a differentiable session), with the layers of
-    this module (BatchNorm then finds no layer to fold into), and Guided Backprop's and DeconvNet's ReLU rules refused."""
+    this module (BatchNorm then finds no layer to fold into), and Guided Backprop's and DeconvNet's ReLU
+    rules refused."""
     table: dict[str, Callable] = dict(explaining)
     table.update({name: layer for name in LAYER_OPS})
     for name in ("relu", "hardtanh", "relu6"):
-        table[name] = _relu_rule(explaining.get(name, _plain))
+        table[name] = _relu_rule(explaining.get(name, classify_plain))
     return table
