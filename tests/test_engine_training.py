@@ -300,7 +300,7 @@ class WithOpaque(nn.Module):
 
 def test_statistics_and_opaque_functions_are_checked_in_training_mode():
     torch.manual_seed(0)
-    model = WithOpaque().double()
+    model = WithOpaque().double().eval()
     x = torch.randn(3, 4, dtype=torch.float64)
     with pytest.warns(UserWarning, match="_Opaque"):
         expl = _explain(model, x, "attnlrp", create_graph=True)
