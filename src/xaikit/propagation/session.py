@@ -21,6 +21,7 @@ from .classify import (KEEPS_NONNEGATIVE, constants_nonnegative, is_inplace, mak
                        out_of_place, rectifies, tensors_in)
 from .composites import Composite
 from .coverage import Coverage
+from .handlers.opaque import stamp
 from .handlers.plain import classify_plain
 from .rules import Rule
 from .state import Held, LayerState, Replay, differentiable
@@ -155,7 +156,9 @@ class Session:
         inplace = bool(args) and is_inplace(func, args, kwargs) and isinstance(args[0], torch.Tensor)
         if inplace:
             self.written(args[0])
-            if args[0]._is_view() and torch.is_grad_enabled():  # a write through a view: see `through_view`
+            # a write through a view, or any write in training mode (a rule may return a new tensor, e.g. a
+            # two-faced scaling of a product): as an out-of-place operation copied back, see `through_view`
+            if (args[0]._is_view() or self.differentiable) and torch.is_grad_enabled():
                 done = self.through_view(func, name, args, kwargs)
                 if done is not None:
                     return done
@@ -215,14 +218,22 @@ class Session:
     def through_view(self, func: Callable, name: str, args: tuple, kwargs: dict) -> Any:
         """``v.op_(...)`` on a view ``v`` as ``v.copy_(v.op(...))``, the out-of-place op dispatched (None when
         it has no out-of-place form). Autograd runs an in-place op on a view inside its base's node, where the
-        hooks that rules register on the op's output would never run."""
+        hooks that rules register on the op's output would never run. In training mode (any ``v``) the op
+        reads a copy of ``v`` (dispatched, so it keeps ``v``'s tags, and left out of the coverage): the copy
+        back must not change a value that the op's backward reads."""
         plain, plain_args, plain_kwargs = out_of_place(func, name, args, kwargs)
         if plain is func and plain_args == args and plain_kwargs == kwargs:
             return None
+        if self.differentiable and plain_args and plain_args[0] is args[0]:
+            mark = len(self.coverage.log)
+            plain_args = (self.dispatch(torch.clone, (args[0],), {}), *plain_args[1:])
+            self.coverage.undo(mark)
         result = self.dispatch(plain, plain_args, plain_kwargs)
         if not isinstance(result, torch.Tensor):
             return None
-        return args[0].copy_(result)
+        out = args[0].copy_(result)
+        stamp(out)  # (the copy is the operation the model asked for, which the engine saw)
+        return out
 
     def remember(self, out: torch.Tensor, state: LayerState) -> None:
         """Remember a layer output (kept alive for the call, so tensor ids stay unique)."""

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..explained import explained, vjp
 from .layers import linear
 from .plain import call, classify_plain, row_dot
 
@@ -62,11 +64,14 @@ def fused_attention(s: Session, func: Callable, q: torch.Tensor, k: torch.Tensor
     """``func(q, k, v, **options)`` (the fused ``F.scaled_dot_product_attention``) with the backward of the
     composite's rules (:func:`attention_factors`), exactly what the written-out attention gives, at the
     cost of the fused kernel. What the attention output receives and does not pass to Q, K, V (the softmax
-    Taylor rule's bias term, relevance of additive masks) is reported as absorbed."""
+    Taylor rule's bias term, relevance of additive masks) is reported as absorbed. In training mode
+    :func:`_differentiable_attention`."""
     qk, vf = attention_factors(s)
     rule = f"{s.composite.op_rule('softmax')}+{s.composite.op_rule('product')}" if qk else "value_only"
     label = f"scaled_dot_product_attention:{rule}"
     s.coverage.add("handled", label)
+    if s.differentiable:
+        return _differentiable_attention(s, func, q, k, v, (qk, qk, vf), options)
 
     def scaled(t: torch.Tensor, factor: float) -> torch.Tensor:
         if not s.is_activation(t):
@@ -78,6 +83,33 @@ def fused_attention(s: Session, func: Callable, q: torch.Tensor, k: torch.Tensor
         held = s.hold(out)
         out.register_hook(lambda g: s.absorb(row_dot(held.get().detach(), g), label))
     return out
+
+
+def _differentiable_attention(s: Session, func: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                              factors: tuple[float, float, float], options: dict) -> torch.Tensor:
+    """The attention of :func:`fused_attention` in training mode: an :class:`~..explained.Explained` operation
+    of ``func`` on PyTorch's reference ("math") kernel, whose backward is differentiable (the fused kernels'
+    is not). Explaining, the plain vector–Jacobian product times the rules' factors for Q, K and V (only
+    those that are activations and get a non-zero factor), with the same bookkeeping as the fused form:
+    received ``Σ out ⊙ g`` less passed ``Σ t ⊙ g_t``. A floating-point mask (a position bias computed from
+    parameters) is an input too, so that the training loss's backward reaches it."""
+    mask = options.pop("attn_mask", None)
+    floating = isinstance(mask, torch.Tensor) and mask.is_floating_point()
+
+    def reference(q, k, v, m=None):
+        with sdpa_kernel(SDPBackend.MATH):
+            return func(q, k, v, attn_mask=m if floating else mask, **options)
+
+    explained_inputs = [factor != 0 and s.is_activation(t) for t, factor in zip((q, k, v), factors)]
+
+    def modified(inputs, g):
+        out, grads = vjp(reference, inputs, g, [*explained_inputs, False])
+        grads = [None if d is None else d * factor for d, factor in zip(grads, (*factors, 0.0))]
+        passed = sum(row_dot(t.detach(), d.detach()) for t, d in zip(inputs, grads) if d is not None)
+        s.absorb(row_dot(out.detach(), g.detach()) - passed, "attention:bias")
+        return grads
+
+    return explained(s, reference, modified, q, k, v, mask if floating else None)
 
 
 def attention(s: Session, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..explained import watch
 from .plain import classify_plain
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def book_share(s: Session, out: torch.Tensor, share: torch.Tensor | float, op: s
     """Report the share ``share ⊙ g`` of ``out``'s relevance (``share``: the term of ``out`` that a constant
     contributes, broadcasting to ``out``'s shape) as absorbed by the operation ``op``, per sample, once the
     gradient ``g`` of ``out`` is known."""
-    out.register_hook(lambda g: None if g is None else s.absorb((g * share).reshape(g.shape[0], -1).sum(1), op))
+    watch(s, out, lambda g: s.absorb((g * share).reshape(g.shape[0], -1).sum(1), op))
 
 
 def constant_parts(s: Session, func, name, args, kwargs, acts):
@@ -78,5 +79,4 @@ def constant_parts(s: Session, func, name, args, kwargs, acts):
         total = sum((part(g, i) * value).reshape(g.shape[0], -1).sum(1) for i, value in constants)
         s.absorb(total, f"{name}:constant")
 
-    out.register_hook(hook)
-    return out
+    return watch(s, out, hook)

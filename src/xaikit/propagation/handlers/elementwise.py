@@ -9,6 +9,7 @@ import torch
 
 from ...layers import Hooks
 from ..classify import GATES, LINEAR, POINTWISE, is_inplace, out_of_place, rectifies
+from ..explained import explained
 from ..state import LayerState
 from .plain import classify_plain
 
@@ -17,36 +18,60 @@ if TYPE_CHECKING:
 
 
 class _IdentityRule(torch.autograd.Function):
-    """``y = f(x)``; backward passes ``g · (f(x) − f(0))/x`` (0 where x = 0), so that ``R_x = R_y`` for
-    ``f(0) = 0`` (GELU, SiLU, tanh) and, where ``f(0) ≠ 0`` (sigmoid, softplus), the constant ``f(0)`` keeps
-    its share ``f(0) · g`` like a bias does (reported as absorbed). Dividing ``f(x)`` itself by ``x`` would
-    diverge as ``x → 0``; ``(f(x) − f(0))/x`` stays within the range of ``f'``. Nothing passes to an infinite
-    input (a score masked with ``−inf`` before ``exp`` or ``sigmoid``): its whole share ``f(x) · g`` is absorbed.
-
-    ``zero``: ``f(0)`` when ``fn`` cannot compute it (``None``: ``fn`` of a zero)."""
+    """``y = f(x)``; backward passes ``g · (f(x) − f(0))/x`` (:func:`identity_gradient`), from the values held
+    by the session (the explaining form of :func:`identity_rule`)."""
 
     @staticmethod
-    def forward(ctx, x, fn, session: Session, label: str, zero: float | None = None):
+    def forward(ctx, x, fn, session: Session, label: str, zero: float):
         out = fn(x)
-        ctx.x, ctx.out, ctx.session, ctx.label = session.hold(x), session.hold(out), session, label
-        if zero is None:
-            zero = float(fn(x.new_zeros((1,) * x.ndim)).reshape(-1)[0])
-        ctx.zero = zero
+        ctx.x, ctx.out, ctx.session, ctx.label, ctx.zero = session.hold(x), session.hold(out), session, label, zero
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        y, zero, x = ctx.out.get(), ctx.zero, ctx.x.get()
-        if zero:
-            kept = grad * torch.where(torch.isfinite(x), zero, y)
-            ctx.session.absorb(kept.reshape(grad.shape[0], -1).sum(1), ctx.label)
-            y = y - zero
-        return _identity_gradient(grad, y, x), None, None, None, None
+        gradient = identity_gradient(ctx.session, grad, ctx.x.get(), ctx.out.get(), ctx.zero, ctx.label)
+        return gradient, None, None, None, None
 
 
-def _identity_gradient(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``g · y/x`` (0 where x = 0): the gradient that passes ``R_x = R_y`` for ``y = f(x)``."""
-    return (grad * y).div_(x).nan_to_num_(0.0, 0.0, 0.0)
+def identity_gradient(s: Session, grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, zero: float,
+                      label: str) -> torch.Tensor:
+    """The identity rule's gradient for ``y = f(x)``: ``g · (f(x) − f(0))/x`` (0 where x = 0), so that
+    ``R_x = R_y`` for ``f(0) = 0`` (GELU, SiLU, tanh) and, where ``f(0) ≠ 0`` (sigmoid, softplus, exp), the
+    constant ``f(0)`` keeps its share ``f(0) · g`` like a bias does (reported as absorbed under ``label``;
+    AttnLRP, Achtibat et al. 2024, sec. 3.3). Dividing ``f(x)`` itself by ``x`` would diverge as ``x → 0``;
+    ``(f(x) − f(0))/x`` stays within the range of ``f'``. Nothing passes to an infinite input (a score masked
+    with ``−inf`` before ``exp`` or ``sigmoid``): its whole share ``f(x) · g`` is absorbed. Differentiable
+    when the backward pass builds a graph (training mode)."""
+    if zero:
+        kept = grad.detach() * torch.where(torch.isfinite(x), zero, y.detach())
+        s.absorb(kept.reshape(grad.shape[0], -1).sum(1), label)
+        y = y - zero
+    return _identity_ratio(grad, y, x)
+
+
+def _identity_ratio(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``g · y/x`` (0 where x = 0): the gradient that passes ``R_x = R_y`` for ``y = f(x)``; in place when no
+    graph is built, as differentiable operations (no NaN on any path) when one is."""
+    if not torch.is_grad_enabled():
+        return (grad * y).div_(x).nan_to_num_(0.0, 0.0, 0.0)
+    zero = x == 0
+    return torch.where(zero, 0.0, grad * y / torch.where(zero, 1.0, x))
+
+
+def identity_rule(s: Session, x: torch.Tensor, fn, label: str, zero: float | None = None,
+                  value: torch.Tensor | None = None) -> torch.Tensor:
+    """``fn(x)`` under the identity rule (:func:`identity_gradient`), its absorbed share booked under ``label``.
+    ``zero``: ``f(0)`` (``None``: ``fn`` of a
+    zero); ``value``: ``fn(x)`` when the caller computed it already (explaining sessions). In training mode an
+    :class:`~..explained.Explained` operation: the rule's gradient from ``fn(x)`` recomputed on the graph, the
+    true gradient of ``fn`` afterwards."""
+    if zero is None:
+        with torch.no_grad():
+            zero = float(fn(x.new_zeros((1,) * x.ndim)).reshape(-1)[0])
+    if s.differentiable:
+        return explained(s, fn, lambda inputs, g: (identity_gradient(s, g, inputs[0], fn(inputs[0]), zero, label),),
+                         x)
+    return _IdentityRule.apply(x, fn if value is None else (lambda _: value), s, label, zero)
 
 
 class _Rectifier(torch.autograd.Function):
@@ -75,7 +100,7 @@ class _Rectifier(torch.autograd.Function):
             return (grad, *none)
         y = ctx.y.get()
         if ctx.identity:
-            return (_identity_gradient(grad, y, ctx.x.get()), *none)
+            return (_identity_ratio(grad, y, ctx.x.get()), *none)
         return (torch.ops.aten.threshold_backward(grad, y, 0), *none)
 
 
@@ -105,8 +130,8 @@ def nonlinear(s: Session, func, name, args, kwargs, acts):
     func, args, kwargs = out_of_place(func, name, args, kwargs)
     x = args[0]
     if rule == "identity" and s.is_activation(x):
-        out = _IdentityRule.apply(x, lambda t: func(t, *args[1:], **kwargs), s, f"{name}:identity",
-                                  _at_zero(func, args, kwargs, x))
+        out = identity_rule(s, x, lambda t: func(t, *args[1:], **kwargs), f"{name}:identity",
+                            _at_zero(func, args, kwargs, x))
     else:
         out = func(*args, **kwargs)
     s.coverage.add("handled", f"{name}:{rule}")
@@ -203,7 +228,6 @@ class ElementwiseModules:
         self.s.coverage.undo(mark)
         label = f"{type(module).__name__}:identity"
         self.s.coverage.add("handled", label)
-        value = out.detach()
         with torch.no_grad():  # f(0), without the module's hooks
             zero = float(module.forward(torch.zeros_like(x[:1])).reshape(-1)[0])
-        return _IdentityRule.apply(x, lambda _: value, self.s, label, zero)
+        return identity_rule(self.s, x, module.forward, label, zero, value=out.detach())

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from ..explained import watch
 from ..kernels import redistribute, scale_factor, stabiliser
 from ..layers import LayerCall, channel_dot
 from ..rules import Rule
@@ -157,9 +158,7 @@ def batch_norm(s: Session, func, name, args, kwargs, acts):
     )
     if not foldable:  # an affine map: LRP-0 with the shift absorbing relevance
         s.coverage.add("linear", name)
-        out = func(*args, **kwargs)
-        out.register_hook(lambda g: s.absorb(channel_dot(g, shift), "batch_norm:shift"))
-        return out
+        return watch(s, func(*args, **kwargs), lambda g: s.absorb(channel_dot(g, shift), "batch_norm:shift"))
     s.coverage.add("handled", f"{name}:folded")
     state.fold = (affine[0], affine[1] if state.bias is None else affine[0] * state.bias.detach() + affine[1])
     if "epsilon" in state.extra:  # ε: rescale by the folded output, absorb at the BatchNorm output
@@ -287,13 +286,22 @@ def _owned_like(s: Session, derived: torch.Tensor, param: torch.Tensor | None) -
 def linear(s: Session, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
            param: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` through the engine; ``param`` is the parameter ``weight`` comes from
-    (a slice or transpose of it is detached, so that the engine sees a constant weight, not an activation)."""
+    (a slice or transpose of it is a constant for the engine, not an activation: detached, or in training
+    mode kept on the graph, so that the training loss reaches the parameter)."""
     if param is not None and weight is not param:
-        weight = weight.detach()
+        weight = _constant(s, weight)
     if bias is not None and bias.grad_fn is not None:
-        bias = bias.detach()
+        bias = _constant(s, bias)
     with _owned_like(s, weight, param):
         return call(s, F.linear, x, weight, bias)
+
+
+def _constant(s: Session, t: torch.Tensor) -> torch.Tensor:
+    """``t``, computed from parameters only, as a constant of the session."""
+    if not s.differentiable:
+        return t.detach()
+    s.constants[id(t)] = t
+    return t
 
 
 # -- linear layers written as matrix products ----------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..classify import GATE_ARITHMETIC, GATE_KEEPING, GATE_VIEWS, tensors_in
+from ..explained import scale, stop, watch
 from .plain import call, classify_plain
 from .statistics import of_gates
 
@@ -33,7 +34,7 @@ def product(s: Session, func, name, args, kwargs, acts):
         def detach(a):
             if isinstance(a, (list, tuple)):
                 return type(a)(detach(i) for i in a)
-            return a.detach() if isinstance(a, torch.Tensor) and id(a) in held else a
+            return stop(s, a) if isinstance(a, torch.Tensor) and id(a) in held else a
 
         s.coverage.add("handled", f"{name}:signal_takes_all")
         return func(*[detach(a) for a in args], **kwargs)
@@ -47,8 +48,7 @@ def _uniform(s: Session, func, name, args, kwargs, factors: int):
     s.coverage.add("handled", f"{name}:{rule}")
     out = func(*args, **kwargs)
     if rule == "uniform":
-        share = 1.0 / factors
-        out.register_hook(lambda g: g * share)
+        out = scale(s, out, 1.0 / factors)
     return out
 
 
@@ -81,7 +81,7 @@ def softmax(s: Session, func, name, args, kwargs, acts):
     out = func(*args, **kwargs)
     s.coverage.add("handled", f"{name}:{rule}")
     if rule == "detach":
-        return out.detach()
+        return stop(s, out)
     s.tag_gate(out, "attention")
     dim = args[1] if len(args) > 1 else kwargs.get("dim")
     x = args[0] if args else kwargs.get("input")
@@ -100,8 +100,7 @@ def softmax(s: Session, func, name, args, kwargs, acts):
         rows = (xy * g).sum(dim, keepdim=True) - yg.sum(dim, keepdim=True) * c
         s.absorb(received - rows.reshape(rows.shape[0], -1).sum(1), "softmax:taylor")
 
-    out.register_hook(hook)
-    return out
+    return watch(s, out, hook)
 
 
 def follow_gates(s: Session, func, name, args, kwargs, acts, out, mark) -> None:

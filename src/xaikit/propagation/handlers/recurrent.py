@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from ..explained import stop
 from .layers import linear
 from .plain import call, classify_plain
 
@@ -23,7 +24,7 @@ def _gated(s: Session, gate: torch.Tensor, signal: torch.Tensor) -> torch.Tensor
     if not s.is_activation(signal) and s.composite.op_rule("gate") == "signal_takes_all":
         if s.is_activation(gate):
             s.coverage.add("handled", "mul:signal_takes_all")
-        return call(s, torch.mul, gate.detach(), signal)  # a constant: a sum with it absorbs its share
+        return call(s, torch.mul, stop(s, gate), signal)  # a constant: a sum with it absorbs its share
     return call(s, torch.mul, gate, signal)
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from ..explained import stop, watch
 from .plain import classify_plain
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def weighted_division(rule: Callable) -> Callable:
                 or id(numerator) in s.gates or not s.is_activation(numerator)):
             return rule(s, func, name, args, kwargs, acts)
         s.coverage.add("handled", f"{name}:weight_held")
-        held = divisor.detach()
+        held = stop(s, divisor)
         return func(*[held if a is divisor else a for a in args],
                     **{k: held if v is divisor else v for k, v in kwargs.items()})
 
@@ -90,5 +91,4 @@ def selection(s: Session, func, name, args, kwargs, acts):
         share = torch.where(chosen, torch.zeros((), dtype=g.dtype, device=g.device), value * g)
         s.absorb(share.reshape(share.shape[0], -1).sum(1), f"{name}:bound")
 
-    result.register_hook(hook)
-    return result
+    return watch(s, result, hook)

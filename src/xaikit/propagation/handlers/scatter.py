@@ -93,12 +93,6 @@ def accumulate(s: Session, func, name: str, args: tuple, kwargs: dict, acts: lis
     return out
 
 
-def unbooked(s: Session, func, name: str, args: tuple, kwargs: dict, acts: list) -> Any:
-    """:func:`accumulate` without the tensor hook that reports the constant share (training mode, where hooks
-    would also run in the second backward pass; the share stays in the residual, as for added constants)."""
-    return classify_plain(s, func, _label(s, name, args, kwargs, acts), args, kwargs, acts)
-
-
 def embedding_bag(s: Session, func, name: str, args: tuple, kwargs: dict, acts: list) -> Any:
     """``F.embedding_bag``: linear in the activation among ``weight`` and ``per_sample_weights``; with both
     activations a product of the two (the composite's product rule). ``torch.embedding_bag`` called directly

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ..classify import INDEX_OPS, tensors_in
+from ..explained import stop
 from .plain import call, classify_plain
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ def scaling(rule: Callable) -> Callable:
         for t in scales:
             s.statistics.scale(t)
         s.coverage.add("handled", f"{name}:{s.composite.op_rule('norm')}")
-        swap = lambda a: a.detach() if isinstance(a, torch.Tensor) and id(a) in ids else a  # noqa: E731
+        swap = lambda a: stop(s, a) if isinstance(a, torch.Tensor) and id(a) in ids else a  # noqa: E731
         return func(*[swap(a) for a in args], **{k: swap(v) for k, v in kwargs.items()})
 
     return handler
