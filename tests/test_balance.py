@@ -91,3 +91,71 @@ def test_unknown_operations_are_warned_about_on_every_call_with_the_method():
         expl, messages = _explain(Odd().eval(), torch.randn(2, 3), composite)
         assert expl.info["coverage"]["unknown"] == {"logcumsumexp": 1}
         assert [m for m in messages if "logcumsumexp" in m and f"LRP({composite})" in m]
+
+
+class SequenceFirstAttention(nn.Module):
+    """``nn.MultiheadAttention`` on sequence-first (L, N, E) inputs, with non-zero projection biases."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.attention, self.head = nn.MultiheadAttention(8, 2), nn.Linear(8, 3)
+        with torch.no_grad():
+            self.attention.in_proj_bias.normal_()
+            self.attention.out_proj.bias.normal_()
+
+    def forward(self, x):
+        t = x.transpose(0, 1)
+        return self.head(self.attention(t, t, t, need_weights=False)[0].mean(0))
+
+
+@pytest.mark.parametrize("composite", ["epsilon", "attnlrp"])
+def test_what_each_sample_absorbed_does_not_depend_on_the_batch(composite):
+    """Explained in one pass or one sample at a time, each sample absorbs the same: also where a layer's rows
+    are not batch-major inside the model (nn.MultiheadAttention's sequence-first projections)."""
+    model = SequenceFirstAttention().double().eval()
+    x = torch.randn(3, 7, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    together, _ = _explain(model, x, composite, batch_size=3)
+    alone, _ = _explain(model, x, composite, batch_size=1)
+    a, b = together.info["conservation"], alone.info["conservation"]
+    assert (a["absorbed"].abs() > 1e-3).all()
+    torch.testing.assert_close(a["absorbed"], b["absorbed"], rtol=1e-10, atol=1e-12)
+    for label, value in a["absorbed_by"].items():
+        torch.testing.assert_close(value, b["absorbed_by"][label], rtol=1e-10, atol=1e-12)
+
+
+class RoutedRows(nn.Module):
+    """A mixture-of-experts pattern: tokens flattened batch-major, each expert's linear layer (with a bias)
+    applied to the rows routed to it, gathered by a data-dependent index, and added back by ``index_add``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.router, self.experts = nn.Linear(4, 2), nn.ModuleList(nn.Linear(4, 4) for _ in range(2))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        n, length, dim = x.shape
+        rows = x.reshape(-1, dim)
+        choice = self.router(rows).argmax(-1)
+        out = torch.zeros_like(rows)
+        for e, expert in enumerate(self.experts):
+            index = torch.nonzero(choice == e).flatten().flip(0)  # any order
+            out = out.index_add(0, index, expert(rows[index]))
+        return self.head(out.reshape(n, length, dim).mean(1))
+
+
+@pytest.mark.parametrize("composite", ["epsilon", "zplus_bias"])
+def test_rows_routed_to_experts_are_booked_to_their_samples(composite):
+    """Each expert's rows are a data-dependent subset of the tokens, in any order: what its bias absorbs goes
+    to the samples the rows came from (the same as when each sample is explained alone)."""
+    from xaikit.propagation import Composite, rules
+    chosen = Composite("zplus_bias", dense=rules.zplus(bias=True)) if composite == "zplus_bias" else composite
+    model = RoutedRows().double().eval()
+    x = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    together, _ = _explain(model, x, chosen, batch_size=3)
+    alone, _ = _explain(model, x, chosen, batch_size=1)
+    a, b = together.info["conservation"], alone.info["conservation"]
+    assert (a["absorbed"].abs() > 1e-3).all()
+    torch.testing.assert_close(a["absorbed"], b["absorbed"], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(a["residual"], b["residual"], rtol=0, atol=1e-10)

@@ -23,6 +23,7 @@ from .composites import Composite
 from .coverage import Coverage
 from .handlers.opaque import stamp
 from .handlers.plain import classify_plain
+from .rows import per_sample
 from .rules import Rule
 from .state import Held, LayerState, Replay, differentiable
 from .table import FOLLOW, HANDLERS, SETUP, TRAINING_HANDLERS
@@ -84,6 +85,8 @@ class Session:
         self.held: dict[int, list[Held]] = {}
         self.holders: list[Held] = []  #: every value held for the backward pass (see :meth:`release`)
         self.nonnegative: dict[int, torch.Tensor] = {}  #: outputs known to be ≥ 0 by how they were made
+        #: activations whose dimension 0 is not the batch: (tensor, the sample of each row), see :mod:`.rows`
+        self.rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.constants: dict[int, torch.Tensor] = {}  #: tensors with a gradient path to parameters only
         self.external: dict[int, torch.Tensor] = {}  #: tensors computed from other floating-point inputs
         self.direct: torch.Tensor | None = None
@@ -296,20 +299,28 @@ class Session:
         return self.gate_kinds.get(id(t), "gate")
 
     # -- backward bookkeeping ------------------------------------------------------------------------------
-    def absorb(self, amount: torch.Tensor, op: str) -> None:
+    def absorb(self, amount: torch.Tensor, op: str, rows: torch.Tensor | None = None) -> None:
         """Add per-sample absorbed relevance ``(N,)`` (called from backward hooks), booked under the
         operation label ``op`` (``"linear:bias"``, ``"softmax:taylor"``, ...; see :attr:`absorbed_by`).
 
-        A layer applied to a flattened batch (e.g. ``(N·L, D)`` rows, as GPT-2's ``Conv1D`` does) reports one
-        value per row: rows are summed per sample (batch-major order).
+        A layer applied to rows that are not the batch reports one value per row: with ``rows`` (the sample of
+        each row, :mod:`.rows`) they are summed per sample by it, otherwise in batch-major order (``(N·L, D)``
+        rows, as GPT-2's ``Conv1D`` sees them).
         """
         amount = amount.detach().to(self.absorbed.dtype)
         n = self.absorbed.shape[0]
-        if amount.shape != (n,):
+        if rows is not None and amount.shape[:1] == rows.shape:
+            amount = per_sample(amount, rows, n)
+        elif amount.shape != (n,):
             amount = amount.reshape(n, -1).sum(1) if amount.numel() % n == 0 else amount.sum().expand(n) / n
         self.absorbed = self.absorbed + amount
         booked = self.absorbed_by.get(op)
         self.absorbed_by[op] = amount if booked is None else booked + amount
+
+    def rows_of(self, t: torch.Tensor) -> torch.Tensor | None:
+        """The sample of each row of ``t`` where its dimension 0 is not the batch (``None``: batch-major)."""
+        entry = self.rows.get(id(t))
+        return None if entry is None else entry[1]
 
     def write_direct(self, relevance: torch.Tensor, replay: Replay) -> None:
         """Add relevance computed at a first layer's input, mapped back to the model input through ``replay``

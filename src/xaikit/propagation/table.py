@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, ContextManager
 
+from . import rows
 from .classify import LAYER_OPS, NONLINEAR, PRODUCTS
 from .handlers import attention, checkpoint, constants, elementwise, layers, norms, opaque, products, recurrent
 from .handlers import scan, scatter
@@ -66,4 +67,5 @@ FOLLOW: tuple[Handler, ...] = (
     opaque.follow,                     # report activations made by unseen operations; stamp the outputs
     products.follow_gates,             # a gate seen through a view, masked, scaled or summed is still a gate
     statistics.follow,                 # carry the tags of normalisation statistics
+    rows.follow,                       # the sample of each row where dimension 0 is not the batch
 )

@@ -169,8 +169,11 @@ def multi_head_attention(s: Session, func, name, args, kwargs, acts):
     batched = query.ndim == 3
     if not batched:  # (L, E) -> (L, 1, E)
         query, key, value = (call(s, torch.unsqueeze, t, 1) for t in (query, key, value))
-    length, n, dim = query.shape
-    keys = key.shape[0]
+    # batch-major (N, L, E), so that what the projections absorb is booked per sample (rows of a
+    # sequence-first (L, N, E) tensor mix the samples)
+    query, key, value = (call(s, torch.transpose, t, 0, 1) for t in (query, key, value))
+    n, length, dim = query.shape
+    keys = key.shape[1]
     head_dim = dim // heads
     w_in, b_in = p.get("in_proj_weight"), p.get("in_proj_bias")
     if p.get("use_separate_proj_weight"):
@@ -181,9 +184,9 @@ def multi_head_attention(s: Session, func, name, args, kwargs, acts):
     biases = [None] * 3 if b_in is None else [b_in[i * dim:(i + 1) * dim] for i in range(3)]
     q, k, v = (linear(s, t, w, b, param) for t, (w, param), b in zip((query, key, value), weights, biases))
 
-    def split(t: torch.Tensor, steps: int) -> torch.Tensor:  # (steps, N, E) -> (N, heads, steps, head_dim)
-        t = call(s, torch.reshape, t, (steps, n, heads, head_dim))
-        return call(s, torch.permute, t, (1, 2, 0, 3))
+    def split(t: torch.Tensor, steps: int) -> torch.Tensor:  # (N, steps, E) -> (N, heads, steps, head_dim)
+        t = call(s, torch.reshape, t, (n, steps, heads, head_dim))
+        return call(s, torch.permute, t, (0, 2, 1, 3))
 
     q, k, v = split(q, length), split(k, keys), split(v, keys)
     mask = None
@@ -199,9 +202,9 @@ def multi_head_attention(s: Session, func, name, args, kwargs, acts):
         out, weights = attention(s, q, k, v, mask, causal)
     else:
         out = fused_attention(s, F.scaled_dot_product_attention, q, k, v, attn_mask=mask, is_causal=causal)
-    out = call(s, torch.permute, out, (2, 0, 1, 3))  # (L, N, heads, head_dim)
-    out = call(s, torch.reshape, out, (length, n, dim))
-    out = linear(s, out, p["out_proj_weight"], p.get("out_proj_bias"))
+    out = call(s, torch.permute, out, (0, 2, 1, 3))  # (N, L, heads, head_dim)
+    out = call(s, torch.reshape, out, (n, length, dim))
+    out = call(s, torch.transpose, linear(s, out, p["out_proj_weight"], p.get("out_proj_bias")), 0, 1)
     if not batched:
         out = call(s, torch.squeeze, out, 1)
     if not need_weights:

@@ -60,12 +60,12 @@ def _apply_rule(s: Session, rule: Rule, call: LayerCall, x: torch.Tensor, weight
                 bias: torch.Tensor | None, channel: int) -> torch.Tensor:
     """The layer call ``call.native(x, weight, bias)`` under ``rule``: LRP-0/ε by rescaling the output gradient,
     other rules by :class:`Redistribute` (``channel``: the output's channel dimension, 1 or -1)."""
-    name = call.name
+    name, rows = call.name, s.rows_of(x)  # (rows: the sample of each row where dimension 0 is not the batch)
     if rule.plain:  # detached parameters: autograd then keeps no copy of x for a weight gradient nobody asks for
         out = call.native(x, weight.detach(), None if bias is None else bias.detach())
-        return _plain_layer(s, out, rule, bias, channel, name)
+        return _plain_layer(s, out, rule, bias, channel, name, rows)
     state = LayerState(rule, name, call, weight, bias,
-                       extra={"channel": channel, "nonnegative": id(x) in s.nonnegative})
+                       extra={"channel": channel, "nonnegative": id(x) in s.nonnegative, "rows": rows})
     if rule.direct:
         state.replay = s.chain[id(x)][1]
     result = Redistribute.apply(x, state, s)
@@ -108,12 +108,14 @@ def _channel_view(b: torch.Tensor, ndim: int, channel: int) -> torch.Tensor:
     return b if channel == -1 or ndim <= 2 else b.view(-1, *([1] * (ndim - 2)))
 
 
-def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: str) -> torch.Tensor:
-    """LRP-0 and ε: the contributions are those of the plain layer; only the output gradient is rescaled."""
+def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: str,
+                 rows: torch.Tensor | None = None) -> torch.Tensor:
+    """LRP-0 and ε: the contributions are those of the plain layer; only the output gradient is rescaled
+    (``rows``: the sample of each row of ``out``, where dimension 0 is not the batch)."""
     b = None if bias is None else _channel_view(bias.detach(), out.ndim, channel)
     if rule.epsilon == 0:
         if b is not None:
-            out.register_hook(lambda g: s.absorb(channel_dot(g, b), f"{name}:{rule.name}"))
+            out.register_hook(lambda g: s.absorb(channel_dot(g, b), f"{name}:{rule.name}", rows))
         return out
     held, eps = s.hold(out), rule.epsilon
     state = LayerState(rule, name)
@@ -131,7 +133,7 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
         q = torch.div(g, q, out=q)  # g has the output's shape
         absorbed = eps * sample_dot(q, z)
         scaled = q.mul_(-eps).add_(g)  # g − ε·g/(|z| + ε)
-        s.absorb(absorbed if b is None else absorbed + channel_dot(scaled, b), f"{name}:{rule.name}")
+        s.absorb(absorbed if b is None else absorbed + channel_dot(scaled, b), f"{name}:{rule.name}", rows)
         return scaled
 
     out.register_hook(hook)
@@ -223,7 +225,7 @@ class Redistribute(torch.autograd.Function):
             return None, None, None
         if absorbed is None:
             absorbed = relevance.flatten(1).sum(1) - session.sample_dot(x.detach(), result)
-        session.absorb(absorbed, f"{state.kind}:{state.rule.name}")
+        session.absorb(absorbed, f"{state.kind}:{state.rule.name}", state.extra.get("rows"))
         return result, None, None
 
 
