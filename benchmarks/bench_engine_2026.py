@@ -96,34 +96,16 @@ class MaskedAttention(nn.Module):
         return self.head(self.out(weights @ self.v(x)).mean(1))
 
 
-class CpmAntOnVectors(nn.Module):
-    """CPM-Ant explained at its token vectors (it embeds prompt ids and the ids together, so xaikit's token
-    path does not find the embedding call): the ids' vectors are substituted in its input embedding's output;
-    the logits of the last position."""
+def _cpmant(large: bool) -> nn.Module:
+    """CPM-Ant explained at its token vectors (``tests/text_models.CpmAntOnVectors``)."""
+    import transformers as hf
+    from text_models import CpmAntOnVectors
 
-    def __init__(self, large: bool) -> None:
-        super().__init__()
-        import transformers as hf
-
-        config = hf.CpmAntConfig(vocab_size=VOCAB, hidden_size=64 if large else 16, num_attention_heads=2,
-                                 dim_head=8, dim_ff=128 if large else 32, num_hidden_layers=4 if large else 2,
-                                 prompt_length=2, position_bias_num_buckets=8, position_bias_max_distance=16,
-                                 segment_types=4)
-        self.model = hf.CpmAntForCausalLM(config)
-
-    def zero_constants(self) -> None:
-        """The segment embedding and the prompt vectors put ahead of the ids are additive constants too."""
-        self.model.cpmant.segment_embedding.weight.zero_()
-        self.model.cpmant.input_embedding.weight[self.model.config.vocab_size:].zero_()
-
-    def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        prompt = self.model.cpmant.prompt_length
-        handle = self.model.cpmant.input_embedding.register_forward_hook(
-            lambda module, inputs, out: torch.cat([out[:, :prompt], x], 1))
-        try:
-            return self.model(input_ids=input_ids, use_cache=False).logits[:, -1]
-        finally:
-            handle.remove()
+    config = hf.CpmAntConfig(vocab_size=VOCAB, hidden_size=64 if large else 16, num_attention_heads=2,
+                             dim_head=8, dim_ff=128 if large else 32, num_hidden_layers=4 if large else 2,
+                             prompt_length=2, position_bias_num_buckets=8, position_bias_max_distance=16,
+                             segment_types=4)
+    return CpmAntOnVectors(hf.CpmAntForCausalLM(config))
 
 
 class IndexAddGCN(nn.Module):
@@ -206,7 +188,7 @@ def models(large: bool) -> dict[str, tuple[Callable[[], nn.Module], Callable[[],
         "rwkv": (_causal("RwkvForCausalLM", "RwkvConfig", large, attention_hidden_size=16 * (4 if large else 1),
                          context_length=64, use_cache=False),
                  lambda: (*ids()[:2], {"use_cache": False}), lm),
-        "cpmant": (lambda: CpmAntOnVectors(large), cpmant_inputs, lm),
+        "cpmant": (lambda: _cpmant(large), cpmant_inputs, lm),
         "swinv2": (_image("Swinv2ForImageClassification", "Swinv2Config", image_size=32, patch_size=4, embed_dim=8,
                           depths=[1, 1], num_heads=[2, 2], window_size=4), image(32), lm),
         "convnextv2": (_image("ConvNextV2ForImageClassification", "ConvNextV2Config", hidden_sizes=[8, 16],

@@ -113,13 +113,18 @@ class SequenceFirstAttention(nn.Module):
 def test_what_each_sample_absorbed_does_not_depend_on_the_batch(composite):
     """Explained in one pass or one sample at a time, each sample absorbs the same: also where a layer's rows
     are not batch-major inside the model (nn.MultiheadAttention's sequence-first projections)."""
-    model = SequenceFirstAttention().double().eval()
     x = torch.randn(3, 7, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    together, _ = _explain(model, x, composite, batch_size=3)
+    _assert_booked_alike_together_and_alone(SequenceFirstAttention().double().eval(), x, composite)
+
+
+def _assert_booked_alike_together_and_alone(model, x, composite):
+    """Each sample absorbs the same (by every operation) explained with the batch or alone."""
+    together, _ = _explain(model, x, composite, batch_size=x.shape[0])
     alone, _ = _explain(model, x, composite, batch_size=1)
     a, b = together.info["conservation"], alone.info["conservation"]
     assert (a["absorbed"].abs() > 1e-3).all()
     torch.testing.assert_close(a["absorbed"], b["absorbed"], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(a["residual"], b["residual"], rtol=0, atol=1e-10)
     for label, value in a["absorbed_by"].items():
         torch.testing.assert_close(value, b["absorbed_by"][label], rtol=1e-10, atol=1e-12)
 
@@ -151,11 +156,5 @@ def test_rows_routed_to_experts_are_booked_to_their_samples(composite):
     to the samples the rows came from (the same as when each sample is explained alone)."""
     from xaikit.propagation import Composite, rules
     chosen = Composite("zplus_bias", dense=rules.zplus(bias=True)) if composite == "zplus_bias" else composite
-    model = RoutedRows().double().eval()
     x = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    together, _ = _explain(model, x, chosen, batch_size=3)
-    alone, _ = _explain(model, x, chosen, batch_size=1)
-    a, b = together.info["conservation"], alone.info["conservation"]
-    assert (a["absorbed"].abs() > 1e-3).all()
-    torch.testing.assert_close(a["absorbed"], b["absorbed"], rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(a["residual"], b["residual"], rtol=0, atol=1e-10)
+    _assert_booked_alike_together_and_alone(RoutedRows().double().eval(), x, chosen)

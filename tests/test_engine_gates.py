@@ -16,7 +16,7 @@ from torch import nn
 import xaikit as xk
 from engine_matrix import check_bias_free, check_model, quiet
 from models import SENet
-from text_models import RecurrentClassifier, bias_free
+from text_models import CpmAntOnVectors, RecurrentClassifier, bias_free
 from xaikit.propagation import Composite, make_composite
 
 COMPOSITES = ("epsilon", "cp_lrp", "attnlrp")
@@ -251,24 +251,6 @@ def test_matrix_attention_masked_after_its_softmax():
                     kwargs={"mask": mask}, composites=COMPOSITES)
 
 
-class _CpmAntOnVectors(nn.Module):
-    """CPM-Ant explained at its token vectors: it puts prompt ids ahead of the ids and embeds them together, so
-    the vectors of the ids are substituted in its input embedding's output; logits of the last position."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        prompt = self.model.cpmant.prompt_length
-        handle = self.model.cpmant.input_embedding.register_forward_hook(
-            lambda module, inputs, out: torch.cat([out[:, :prompt], x], 1))
-        try:
-            return self.model(input_ids=input_ids, use_cache=False).logits[:, -1]
-        finally:
-            handle.remove()
-
-
 def test_matrix_cpmant():
     from transformers import CpmAntConfig, CpmAntForCausalLM
 
@@ -276,15 +258,14 @@ def test_matrix_cpmant():
     config = CpmAntConfig(vocab_size=48, hidden_size=16, num_attention_heads=2, dim_head=8, dim_ff=32,
                           num_hidden_layers=2, prompt_length=2, position_bias_num_buckets=8,
                           position_bias_max_distance=16, segment_types=4)
-    model = _CpmAntOnVectors(quiet(lambda: CpmAntForCausalLM(config))).double().eval()
+    model = CpmAntOnVectors(quiet(lambda: CpmAntForCausalLM(config))).double().eval()
     ids = torch.randint(3, 48, (2, 6), generator=torch.Generator().manual_seed(1))
     ids[1, :2] = 0  # left padding: those queries see no key
     x = model.model.cpmant.input_embedding(ids).detach()
     check_model(model, x, target=7, kwargs={"input_ids": ids})
-    with torch.no_grad():  # additive constants: the segment embedding and the prompt vectors put ahead
+    with torch.no_grad():
         bias_free(model)
-        model.model.cpmant.segment_embedding.weight.zero_()
-        model.model.cpmant.input_embedding.weight[config.vocab_size:].zero_()
+        model.zero_constants()
     check_bias_free(model, x, target=7, kwargs={"input_ids": ids}, composites=COMPOSITES)
 
 

@@ -91,6 +91,31 @@ class EncoderClassifier(nn.Module):
         return self.head(self.encoder(x, src_key_padding_mask=src_key_padding_mask).mean(1))
 
 
+class CpmAntOnVectors(nn.Module):
+    """Hugging Face CPM-Ant explained at its token vectors: it puts prompt ids ahead of the ids and embeds them
+    together (xaikit's token path does not find that embedding call), so the vectors ``x`` of the ids are
+    substituted in its input embedding's output; the logits of the last position."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def zero_constants(self) -> None:
+        """Its additive constants beyond biases: the segment embedding and the prompt vectors put ahead."""
+        with torch.no_grad():
+            self.model.cpmant.segment_embedding.weight.zero_()
+            self.model.cpmant.input_embedding.weight[self.model.config.vocab_size:].zero_()
+
+    def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        prompt = self.model.cpmant.prompt_length
+        handle = self.model.cpmant.input_embedding.register_forward_hook(
+            lambda module, inputs, out: torch.cat([out[:, :prompt], x], 1))
+        try:
+            return self.model(input_ids=input_ids, use_cache=False).logits[:, -1]
+        finally:
+            handle.remove()
+
+
 #: parameters that add an input-independent term: biases, LayerNorm shifts, position/type embeddings, CLS
 CONSTANT_TERMS = ("bias", "position", "token_type", "wpe", "cls_token")
 
