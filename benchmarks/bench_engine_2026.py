@@ -9,8 +9,9 @@ Every model is built from a config with random weights (seeded; no download). Tw
 composite: with biases in float64 (``residual/start``: what no operation accounted for; ``unknown``: the
 operations the engine did not know; ``rules``: the share the rules' own terms absorbed,
 :func:`xaikit.propagation.balance.rule_share`) and with every additive constant zeroed in float32 and ε = 1e-9
-(``bias-free``: ``|input − start| / |start|``, for AttnLRP ``|input + absorbed − start| / |start|``). ``input/start``
-(minimum over the samples, with biases and bias-free) is how much of the logit the attribution carries; the
+(``bias-free``: ``|input − start| / |start|``, for AttnLRP ``|input + absorbed − start| / |start|``).
+``input/start`` (minimum over the samples, with biases and bias-free) is how much of the logit the attribution
+carries; the
 other values are maxima over the samples. A model that raises is reported with its error.
 """
 from __future__ import annotations

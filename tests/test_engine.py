@@ -91,7 +91,8 @@ def test_fold_is_not_used_when_the_layer_output_has_other_consumers():
     torch.testing.assert_close(c["input"] + c["absorbed"], c["start"])
 
 
-@pytest.mark.parametrize("act", [nn.GELU(), nn.SiLU(), nn.Tanh(), nn.Sigmoid(), nn.ELU(), nn.Softplus(), nn.ReLU6(inplace=True)])
+@pytest.mark.parametrize("act", [nn.GELU(), nn.SiLU(), nn.Tanh(), nn.Sigmoid(), nn.ELU(), nn.Softplus(),
+                                 nn.ReLU6(inplace=True)])
 def test_identity_rule_conserves_through_non_homogeneous_activations(act):
     """R_x = R_y where f(0) = 0; where f(0) ≠ 0 (sigmoid, softplus) the constant f(0) absorbs f(0)·g, like a
     bias: here f(0)·Σ_j W2[target, j]."""

@@ -143,7 +143,8 @@ class Grouped(nn.Module):
         super().__init__()
         torch.manual_seed(3)
         self.inp, self.head = nn.Linear(6, HIDDEN), nn.Linear(4, 3)
-        self.experts = nn.Parameter(torch.randn(len(OFFS), 4, HIDDEN))  # (experts, out, in), as transformers stores them
+        # (experts, out, in), as transformers stores them
+        self.experts = nn.Parameter(torch.randn(len(OFFS), 4, HIDDEN))
         self.written_out = written_out
         self.eval()
 

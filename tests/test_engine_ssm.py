@@ -91,8 +91,9 @@ def _reference(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
 @pytest.mark.parametrize("build", [SelectiveScan, WeightedAverage])
 @pytest.mark.parametrize("composite", ["epsilon", "cp_lrp", "attnlrp"])
 def test_data_dependent_weights_are_held_constant_as_gates(build, composite):
-    """ε, CP-LRP and AttnLRP (gate rule "signal takes all"): the relevance equals gradient × input of the same model with
-    its input-dependent step/decays (exp, softplus) and its denominator held constant, and sums to the logit."""
+    """ε, CP-LRP and AttnLRP (gate rule "signal takes all"): the relevance equals gradient × input of the same
+    model with its input-dependent step/decays (exp, softplus) and its denominator held constant, and sums to the
+    logit."""
     torch.manual_seed(0)
     model = build().double().eval()
     x = torch.randn(2, 5, model.head.in_features, generator=_generator(2), dtype=torch.float64)

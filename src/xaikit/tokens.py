@@ -67,7 +67,8 @@ class TokenInput:
             raise TypeError(
                 "x must be a floating-point tensor, or token ids for a model with an input embedding; none was "
                 "found (no get_input_embeddings() and not exactly one nn.Embedding or nn.EmbeddingBag): convert x "
-                f"with x.float(), or pass embedding=<module or name>{' (one of: ' + ', '.join(names) + ')' if names else ''}"
+                "with x.float(), or pass embedding=<module or name>"
+                f"{' (one of: ' + ', '.join(names) + ')' if names else ''}"
             )
         return found
 

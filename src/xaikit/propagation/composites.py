@@ -11,8 +11,8 @@ types, then the kind of layer (``conv`` or ``dense``). It also names the rule fo
 - ``product``: products of two activations: ``"uniform"`` (half to each) or ``"gradient"``;
 - ``gate``: products where one factor is a sigmoid-type gate (a ``sigmoid``/``hardsigmoid`` output: SE blocks,
   LSTM/GRU gates, GLU; a data-dependent weight: an ``exp``/``softplus`` output and sums and products of gates,
-  see :mod:`.handlers.scan`; a softmax output multiplied element-wise): ``"signal_takes_all"`` (the gate gets no relevance, the gated signal all of it; Arras
-  et al. 2017, sec. 2.3) or ``"uniform"``;
+  see :mod:`.handlers.scan`; a softmax output multiplied element-wise): ``"signal_takes_all"`` (the gate
+  gets no relevance, the gated signal all of it; Arras et al. 2017, sec. 2.3) or ``"uniform"``;
 - ``attention``: products where one factor is a softmax output (attention weights ``A·V``):
   ``"signal_takes_all"`` (the weights get no relevance, as in CP-LRP) or ``"uniform"`` (half to the weights,
   which pass it to queries and keys through the softmax's Taylor rule; AttnLRP, Achtibat et al. 2024,

@@ -25,8 +25,9 @@ Supported: every rule the explaining sessions apply — layers, the identity rul
 parameter-free element-wise modules), products under the uniform and "signal takes all" rules, the softmax
 (Taylor or detached), LayerNorm/GroupNorm/RMSNorm and normalisation statistics written out (σ held constant),
 attention (``F.scaled_dot_product_attention`` on the reference kernel, ``nn.MultiheadAttention``), recurrent
-cells, sums by index, selections, data-dependent weights. Refused with a ``ValueError`` naming the operation: Guided Backprop's and DeconvNet's ReLU rules (tensor
-hooks that clamp the gradient, not a differentiable function of the forward values) and ``torch._grouped_mm``
+cells, sums by index, selections, data-dependent weights. Refused with a ``ValueError`` naming the
+operation: Guided Backprop's and DeconvNet's ReLU rules (tensor hooks that clamp the gradient, not a
+differentiable function of the forward values) and ``torch._grouped_mm``
 (the grouped experts of a mixture-of-experts layer; their eager form is supported).
 """
 from __future__ import annotations
