@@ -75,8 +75,8 @@ def square(s: Session, func, name, args, kwargs, acts):
 def softmax(s: Session, func, name, args, kwargs, acts):
     """Softmax: Taylor rule (gradient × input; its output is a gate) or detached (CP-LRP: no relevance through
     the weights). Under the Taylor rule (AttnLRP, Proposition 3.1) the relevance
-    ``R_i = x_i (R̂_i − s_i Σ_j R̂_j)`` passed to the input is not the relevance ``R̂`` received; the difference is the share of the expansion's
-    bias term and is reported as absorbed, like a layer's bias."""
+    ``R_i = x_i (R̂_i − s_i Σ_j R̂_j)`` passed to the input is not the relevance ``R̂`` received; the difference
+    is the share of the expansion's bias term and is reported as absorbed, like a layer's bias."""
     rule = s.composite.op_rule("softmax")
     out = func(*args, **kwargs)
     s.coverage.add("handled", f"{name}:{rule}")
