@@ -65,20 +65,21 @@ def rule_share(conservation: dict) -> torch.Tensor:
 
 
 def warn_absorbed(conservation: dict, method: str, stacklevel: int = 4) -> None:
-    """Warn when the rules absorbed more than :data:`ABSORBED_SHARE` of a sample's relevance (module docstring)."""
+    """Warn when the rules absorbed more than :data:`ABSORBED_SHARE` of a sample's relevance (module docstring).
+
+    The message names the method and the operations that absorbed most, without per-call numbers, so that
+    Python's warning filter shows it once per place and method, not once per batch of a loop (the numbers are
+    in ``expl.info["conservation"]``)."""
     share = rule_share(conservation).detach()
     if not share.numel() or float(share.max()) <= ABSORBED_SHARE:
         return
     worst = int(share.argmax())
     rules = {label: value for label, value in conservation["absorbed_by"].items() if by_rules(label)}
-    top = sorted(rules.items(), key=lambda item: -abs(float(item[1][worst])))[:3]
-    named = ", ".join(f"{label} {float(value[worst]):.3g}" for label, value in top)
+    top = sorted(rules, key=lambda label: -abs(float(rules[label][worst])))[:3]
     warnings.warn(
-        f"{method}: the rules absorbed {float(share[worst]):.0%} of the relevance of sample {worst} (start "
-        f"{float(conservation['start'][worst]):.3g}, input {float(conservation['input'][worst]):.3g}, absorbed "
-        f"{float(conservation['absorbed'][worst]):.3g}; most by {named}), so the attribution carries little of "
-        "the output; see expl.info['conservation']['absorbed_by'] (threshold: "
-        f"xaikit.propagation.balance.ABSORBED_SHARE = {ABSORBED_SHARE})",
+        f"{method}: the rules absorbed more than {ABSORBED_SHARE:.0%} of the relevance of some samples (most by "
+        f"{', '.join(top)}), so their attribution carries little of the output; see "
+        "expl.info['conservation'] ('absorbed_by'; the threshold is xaikit.propagation.balance.ABSORBED_SHARE)",
         UserWarning, stacklevel=stacklevel,
     )
 
