@@ -19,7 +19,7 @@ from ..methods.base import Method, _checked_init
 from ..methods.path import IntegratedGradients
 from ..methods.resolve import DEFAULT_METHODS, RELEVANCE_METHODS, resolve_method
 from ..modes import eval_semantics
-from ..propagation.record import Recorder, channel_axis, condition_masks
+from ..propagation.record import Recorder, Through, channel_axis, condition_masks, through_rows
 
 #: methods whose relevance at a layer is defined (one backward pass per sample; input × modified gradient), and
 #: Integrated Gradients (its layer relevance integrated along the path, :mod:`.layer_ig`)
@@ -89,6 +89,22 @@ class ConceptTool:
                 expl = self.method(x, target, **call)
         return expl, rec
 
+    def conditional(self, x: torch.Tensor, target: Any, sample: torch.Tensor, masks: dict[str, torch.Tensor],
+                    layers: list[str] | None = None, **call: Any) -> tuple[Any, Recorder, Through]:
+        """Explain ``x[sample[k]]`` under mask row ``k`` of each conditioned layer, keeping only the relevance
+        that flows through all of them (CRP; the shortcut's relevance is excluded, see
+        :func:`~xaikit.propagation.record.through_rows`).
+
+        ``target`` is one class for all, one per sample of ``x`` or ``None`` (the prediction). Returns
+        ``(explanation, recorder, through)`` over the batch rows that were run: ``through(expl.attribution)``
+        are the ``K`` conditional heatmaps, ``through(rec[name].per_channel())`` a lower layer's relevance that
+        flows through the conditions, ``expl.target[through.full]`` the explained output of each condition.
+        """
+        rows = through_rows(sample, masks)
+        expl, rec = self.record(x[rows.sample], _per_row(target, x.shape[0], rows.sample), layers=layers or [],
+                                masks=rows.masks, keep=("relevance",), **call)
+        return expl, rec, rows
+
     def layer_output(self, x: torch.Tensor, args: tuple = (), kwargs: dict | None = None,
                      grad: bool = False) -> tuple[torch.Tensor, int, int]:
         """``(output, channels, axis)`` of the layer on ``x`` (one forward pass, no gradients unless ``grad``)."""
@@ -122,6 +138,18 @@ class ConceptTool:
 
     def masks(self, concepts: Iterable, channels: int, argument: str = "concepts") -> torch.Tensor:
         return condition_masks(list(concepts), channels, argument)
+
+
+def _per_row(target: Any, n: int, sample: torch.Tensor) -> Any:
+    """The target of each batch row ``x[sample]``: a per-sample tensor or sequence is indexed by ``sample``."""
+    if isinstance(target, torch.Tensor) and target.ndim == 1 and target.shape[0] == n:
+        return target[sample]
+    if isinstance(target, (list, tuple)) and len(target) == n:
+        return [target[i] for i in sample.tolist()]
+    if callable(target) and not isinstance(target, torch.Tensor):
+        raise ValueError("target: conditional heatmaps need a class index per sample (an int, a sequence or "
+                         "None for the prediction), not a callable")
+    return target
 
 
 def iterate_batches(data: Any, argument: str = "data") -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:

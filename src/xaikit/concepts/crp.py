@@ -2,8 +2,8 @@
 explanations through Concept Relevance Propagation", Nat. Mach. Intell. 2023).
 
 - :class:`ConditionalHeatmaps`: the input heatmaps of one sample conditioned on concepts (sets of channels of a
-  layer): ``R(x | θ)`` with the relevance at the layer masked to the concept (Eq. 6-7 of the paper); all
-  concepts in one batched backward pass.
+  layer): ``R(x | θ)``, the relevance that flows through the concept's channels of the layer only (Eq. 6-7 of
+  the paper; a residual shortcut's relevance is excluded); all concepts in one batched backward pass.
 - :class:`Composition`: the top concepts of a layer for a prediction with their share of the relevance in %
   ("4.3 % feather, 2.3 % water") and their conditional heatmaps.
 - :class:`Hierarchy`: a concept's relevance split over the channels of a lower layer ("which lower concepts
@@ -94,9 +94,24 @@ class ConditionalHeatmaps(ConceptTool):
 
     Notes
     -----
-    The heatmaps of all channels of a layer sum to the unconditional heatmap (every LRP rule is linear in the
-    relevance it receives). Cost: one recorded pass of the sample (for the shares) and one pass of a batch
-    of ``K`` copies; the method's ``batch_size`` chunks it.
+    A concept's heatmap is the relevance that flows through its channels of the layer and nothing else
+    (Achtibat et al. 2023, Eq. 6-7): relevance that reaches the input along a path bypassing the layer (a
+    residual shortcut around it, a parallel branch) is in no concept's heatmap. It is computed as
+    ``R(θ) − R(0)``, the heatmap under the mask minus the heatmap with the layer's relevance zeroed (one extra
+    row per sample; :func:`~xaikit.propagation.record.through_rows`), exact for methods whose backward is
+    linear in the relevance (the LRP rules, gradient, gradient × input, excitation backprop).
+
+    What sums to what, per sample:
+
+    - the heatmaps of all channels sum to the heatmap of the relevance passing through the layer, which is
+      the unconditional heatmap when every path from the input to the output crosses the layer (no shortcut
+      around it), and the unconditional heatmap minus the shortcut's heatmap otherwise;
+    - the total of a concept's heatmap is the concept's relevance at the layer, ``R_c`` (with a conserving
+      rule and no bias below the layer; biases and ε absorb their share otherwise).
+
+    Cost: one no-grad forward of one sample (the channel count) and one pass of a batch of ``K + N`` rows
+    (``N`` zeroed rows); the method's ``batch_size`` chunks it. In float32 a heatmap carries the rounding of
+    the subtraction, about 1e-5 of a typical channel's heatmap.
     """
 
     def __init__(self, model: nn.Module, layer: str, method: str | Method | None = None,
@@ -115,16 +130,11 @@ class ConditionalHeatmaps(ConceptTool):
         concepts = None if concepts is None else list(concepts)
         if concepts is not None and not concepts:
             raise ValueError("concepts must hold at least one concept (a channel index or a list of them)")
-        chosen: list = []
-
-        def masks(channels: int) -> torch.Tensor:  # built at the layer, when its channel count is known
-            each = list(range(channels)) if concepts is None else concepts
-            chosen.extend(each * n)
-            return self.masks(each, channels).repeat(n, 1)
-
-        k = len(concepts) if concepts is not None else self._channels(x, call)
-        sample = torch.arange(n).repeat_interleave(k)
-        return self._conditional(x, target, sample, masks, call, chosen)
+        channels = self._channels(x, call)
+        each = list(range(channels)) if concepts is None else concepts
+        masks = self.masks(each, channels).repeat(n, 1)
+        sample = torch.arange(n).repeat_interleave(len(each))
+        return self._conditional(x, target, sample, masks, call, each * n)
 
     def _channels(self, x: torch.Tensor, call: dict) -> int:
         """The number of channels of the layer (a forward pass of one sample, without gradients)."""
@@ -135,25 +145,17 @@ class ConditionalHeatmaps(ConceptTool):
         kwargs = select_batch(dict(call.get("forward_kwargs") or {}), one, x.shape[0])
         return self.layer_output(x[:1], args, kwargs)[1]
 
-    def _conditional(self, x, target, sample: torch.Tensor, masks, call: dict,
+    def _conditional(self, x, target, sample: torch.Tensor, masks: torch.Tensor, call: dict,
                      concepts: list) -> ConditionalHeatmapsResult:
-        """One batched pass: sample ``sample[k]`` under mask row ``k``. The relevance recorded at the layer is
-        the unconditional one (before the mask), so each concept's share needs no pass of its own."""
-        if isinstance(target, torch.Tensor) and target.ndim == 1 and target.shape[0] == x.shape[0]:
-            target = target[sample]
-        elif isinstance(target, (list, tuple)) and len(target) == x.shape[0]:
-            target = [target[i] for i in sample.tolist()]
-        elif callable(target) and not isinstance(target, torch.Tensor):
-            raise ValueError("target: conditional heatmaps need a class index per sample (an int, a sequence or "
-                             "None for the prediction), not a callable")
-        rec_masks = {self.layer: masks}
-        expl, rec = self.record(x[sample], target, masks=rec_masks, keep=("relevance",), **call)
-        theta = rec.masks[self.layer].to(expl.attribution.dtype)
-        per_channel = rec[self.layer].per_channel()  # the unconditional relevance per channel, every copy
-        relevance = (per_channel * theta).sum(1)
+        """One batched pass: sample ``sample[k]`` under mask row ``k``, plus one row per sample with the mask
+        zeroed (the relevance bypassing the layer, removed from every heatmap). The relevance recorded at the
+        layer is the one arriving there (before the mask), so each concept's share needs no pass of its own."""
+        expl, rec, rows = self.conditional(x, target, sample, {self.layer: masks}, layers=[self.layer], **call)
+        per_channel = rec[self.layer].per_channel()[rows.full]  # the relevance arriving at the layer, per channel
+        relevance = (per_channel * masks.to(per_channel.dtype)).sum(1)
         total = per_channel.abs().sum(1).clamp_min(torch.finfo(per_channel.dtype).tiny)
-        return ConditionalHeatmapsResult(expl.attribution, list(concepts), sample, relevance, 100 * relevance / total,
-                               expl.target, self.layer)
+        return ConditionalHeatmapsResult(rows(expl.attribution), list(concepts), sample, relevance,
+                                         100 * relevance / total, expl.target[rows.full], self.layer)
 
 
 class Composition(ConditionalHeatmaps):
@@ -256,21 +258,20 @@ class Hierarchy(ConceptTool):
         concepts = list(range(channels)) if concepts is None else list(concepts)
         upper = self.masks(concepts, channels)
         k = len(concepts)
-        target = expl.target.tolist() * k if expl.target.min() >= 0 else None
-        # pass 1: every concept at once; the lower layer's relevance under each condition
-        _, rec = self.record(x.expand(k, *x.shape[1:]), target, layers=[self.layer, self.lower],
-                             masks={self.layer: upper}, keep=("relevance",), **call)
-        lower = rec[self.lower].per_channel()  # (K, C_lower)
-        totals = (rec[self.layer].per_channel() * upper).sum(1)  # recorded before the layer's own mask
+        target = expl.target if expl.target.min() >= 0 else None
+        # pass 1: every concept at once; the lower layer's relevance that flows through each concept
+        _, rec, rows = self.conditional(x, target, torch.zeros(k, dtype=torch.long), {self.layer: upper},
+                                        layers=[self.layer, self.lower], **call)
+        lower = rows(rec[self.lower].per_channel())  # (K, C_lower)
+        totals = (rec[self.layer].per_channel()[rows.full] * upper).sum(1)  # arriving at the layer, before its mask
         order = lower.argsort(dim=1, descending=True, stable=True)[:, :self.top]  # (K, top)
-        # pass 2: heatmaps conditioned on (concept, lower channel), K · top conditions in one pass
-        rows = torch.arange(k).repeat_interleave(self.top)
+        # pass 2: heatmaps of the relevance through (concept, lower channel), K · top conditions in one pass
+        pick = torch.arange(k).repeat_interleave(self.top)
         lower_masks = torch.zeros(k * self.top, lower_channels)
         lower_masks[torch.arange(k * self.top), order.reshape(-1)] = 1
-        expl2, _ = self.record(x.expand(k * self.top, *x.shape[1:]), None if target is None else
-                               expl.target.tolist() * (k * self.top),
-                               layers=[], masks={self.layer: upper[rows], self.lower: lower_masks}, **call)
-        heatmaps = expl2.attribution.view(k, self.top, *x.shape[1:])
+        expl2, _, rows2 = self.conditional(x, target, torch.zeros(k * self.top, dtype=torch.long),
+                                           {self.layer: upper[pick], self.lower: lower_masks}, **call)
+        heatmaps = rows2(expl2.attribution).view(k, self.top, *x.shape[1:])
         norm = lower.abs().sum(1, keepdim=True).clamp_min(torch.finfo(lower.dtype).tiny)
         picked = lower.gather(1, order)
         return [HierarchyResult(concepts[i], order[i], picked[i], 100 * picked[i] / norm[i, 0], heatmaps[i],

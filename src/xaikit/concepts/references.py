@@ -227,8 +227,8 @@ class ReferenceSamples(ConceptTool):
             raise ValueError(f"crops are for images (N, C, H, W); got samples of shape {tuple(x.shape[1:])}")
         targets = refs.targets[by][channel][: ids.numel()]
         masks = self.masks([channel] * ids.numel(), refs.channels, "channel")
-        expl, _ = self.record(x, targets.tolist(), layers=[], masks={self.layer: masks})
-        heatmaps = expl.attribution
+        expl, _, rows = self.conditional(x, targets, torch.arange(ids.numel()), {self.layer: masks})
+        heatmaps = rows(expl.attribution)
         if mode == "heatmap":
             region = heatmaps.sum(1).clamp(min=0)
             peak = region.flatten(1).amax(1).clamp_min(torch.finfo(region.dtype).tiny).view(-1, 1, 1)

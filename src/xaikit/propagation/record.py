@@ -11,9 +11,15 @@ hooks put tensor hooks on the layer outputs, which live on the autograd graph of
 parameters, buffers and modules are not changed.
 
 Conditioning (CRP, Eq. 6-7 of the paper): the relevance at a layer is multiplied by a mask ``θ`` before it
-flows on, ``R ← R ⊙ θ``; every rule of the engine is linear in the relevance it receives, so the heatmap of a
-condition is that of the masked relevance alone. Many conditions of one sample run as one batched backward
-pass: repeat the sample, one mask row per copy (:func:`condition_masks`).
+flows on, ``R ← R ⊙ θ``. Many conditions of one sample run as one batched backward pass: repeat the sample, one
+mask row per copy (:func:`condition_masks`). The mask acts on the layer output only: relevance that reaches
+the input along a path that bypasses the layer (a residual shortcut, a parallel branch) is not masked, so the
+input heatmap under ``θ`` is ``R(θ) = R_bypass + R_through(θ)``. Every rule of the engine is linear in the
+relevance it receives, and a path crosses a layer at most once, so ``R_through`` is linear in ``θ`` and
+``R_bypass = R(0)``: :func:`through_rows` adds the rows with the masks zeroed that remove the bypass by
+inclusion–exclusion, ``R_through(θ) = R(θ) − R(0)`` (over several conditioned layers, the relevance that
+flows through all of them). This is the concept-conditional heatmap of CRP: the relevance that flows through
+the concept's channels only.
 
 Example
 -------
@@ -38,6 +44,7 @@ rectifier's output, as the rule sees it: ``R_z = R_y`` for ``y = ReLU(z)``.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -82,6 +89,86 @@ def condition_masks(concepts: Sequence[Sequence[int] | int], channels: int, argu
                                  f"{channels} channels (0 to {channels - 1})")
         mask[row, ids] = 1
     return mask
+
+
+@dataclass
+class Through:
+    """The batch rows that give, for each condition ``k``, the relevance flowing through every conditioned layer.
+
+    Run the explanation on ``x[sample]`` under ``masks`` (one mask row per batch row) and call the object on
+    anything linear in the relevance of those rows (the input heatmaps, a recorded layer's relevance):
+    ``through(value)[k] = Σ_terms sign · value[rows[k]]`` (see :func:`through_rows`).
+
+    Attributes
+    ----------
+    sample : LongTensor ``(U,)``
+        The explained sample of each batch row (distinct conditions only).
+    masks : dict of str to tensor ``(U, ...)``
+        The mask rows of each conditioned layer.
+    terms : list of ``(sign, rows)``
+        ``rows`` ``(K,)``: for condition ``k``, the batch row with the masks of a subset of the layers kept and
+        the others zeroed; ``sign = (−1)^(number zeroed)``. The first term keeps every mask.
+    """
+
+    sample: torch.Tensor
+    masks: dict[str, torch.Tensor]
+    terms: list[tuple[int, torch.Tensor]]
+
+    @property
+    def full(self) -> torch.Tensor:
+        """``(K,)``: the batch row of each condition with every mask applied (e.g. to read the relevance
+        arriving at a conditioned layer, which its own mask does not change)."""
+        return self.terms[0][1]
+
+    def __call__(self, value: torch.Tensor) -> torch.Tensor:
+        """``(K, ...)``: the part of ``value`` (``(U, ...)``, linear in the relevance of each row) that flows
+        through every conditioned layer."""
+        out = value[self.full]
+        for sign, rows in self.terms[1:]:
+            out = out.add_(value[rows], alpha=sign)
+        return out
+
+
+def through_rows(sample: torch.Tensor, masks: dict[str, torch.Tensor]) -> Through:
+    """The rows that remove the relevance of paths bypassing the conditioned layers (CRP, Achtibat et al. 2023,
+    Eq. 6-7: a concept's heatmap is the relevance flowing through its units).
+
+    With the forward pass fixed, the input relevance is a sum over the paths of the backward graph; a path
+    crosses each layer at most once (a module called twice is refused) and picks up the mask value of the unit
+    it crosses. So ``R(θ_1, …, θ_m)`` is linear in each ``θ_i`` and the part flowing through every layer is the
+    mixed term (Möbius inversion over the subsets ``T`` of the layers)::
+
+        R_through(θ) = Σ_T (−1)^(m − |T|) R(θ_T, 0 elsewhere)      (m = 1: R(θ) − R(0))
+
+    Exact for every method whose backward is linear in the relevance (the LRP rules, gradient, gradient ×
+    input, excitation backprop); guided backprop and DeconvNet rectify the gradient, so no split of their
+    heatmap over paths exists. Rows that coincide are run once (the zeroed rows of one sample are shared).
+
+    Parameters
+    ----------
+    sample : LongTensor ``(K,)``
+        The explained sample of each condition.
+    masks : dict of str to tensor ``(K, ...)``
+        One mask row per condition for each conditioned layer (as for :class:`Recorder`).
+    """
+    sample = torch.as_tensor(sample, dtype=torch.long).reshape(-1)
+    k = sample.shape[0]
+    for name, mask in masks.items():
+        if not isinstance(mask, torch.Tensor) or mask.ndim < 2 or mask.shape[0] != k:
+            raise ValueError(f"masks[{name!r}] must be a tensor with one row per condition ({k}), got "
+                             f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+    flat = [mask.reshape(k, -1).to(torch.float64) for mask in masks.values()]
+    keys, signs = [], []
+    for kept in itertools.product((True, False), repeat=len(flat)):
+        parts = [m if on else torch.zeros_like(m) for m, on in zip(flat, kept)]
+        keys.append(torch.cat([sample.to(torch.float64).view(-1, 1), *parts], 1))
+        signs.append((-1) ** kept.count(False))
+    unique, inverse = torch.unique(torch.cat(keys), dim=0, return_inverse=True)
+    inverse = inverse.view(len(keys), k)
+    columns = unique[:, 1:].split([m.shape[1] for m in flat], 1)
+    rows_masks = {name: col.to(mask.dtype).reshape(-1, *mask.shape[1:])
+                  for (name, mask), col in zip(masks.items(), columns)}
+    return Through(unique[:, 0].long(), rows_masks, [(s, inverse[i]) for i, s in enumerate(signs)])
 
 
 @dataclass
@@ -161,7 +248,9 @@ class Recorder:
     -----
     A module called more than once in one forward pass (a shared activation module) is refused: its
     relevance would be ambiguous; name a module that is called once. The relevance recorded at a conditioned
-    layer is the relevance arriving there, before its own mask (the masked one is ``R ⊙ θ``).
+    layer is the relevance arriving there, before its own mask (the masked one is ``R ⊙ θ``). A mask does not
+    touch relevance that bypasses the layer (a residual shortcut): run the rows of :func:`through_rows` for
+    the relevance flowing through the layer only.
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str | nn.Module] | str | nn.Module = (),
