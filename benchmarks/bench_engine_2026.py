@@ -184,7 +184,7 @@ def models(large: bool) -> dict[str, tuple[Callable[[], nn.Module], Callable[[],
                               num_experts_per_tok=2, moe_intermediate_size=32, head_dim=8), ids, lm),
         "mamba": (_causal("MambaForCausalLM", "MambaConfig", large, **ssm), ids, lm),
         "falcon_mamba": (_causal("FalconMambaForCausalLM", "FalconMambaConfig", large, **ssm), ids, lm),
-        "mamba2": (_causal("Mamba2ForCausalLM", "Mamba2Config", large, num_heads=4, head_dim=8, n_groups=1,
+        "mamba2": (_causal("Mamba2ForCausalLM", "Mamba2Config", large, num_heads=16 if large else 4, head_dim=8, n_groups=1,
                            state_size=8, expand=2, conv_kernel=4, chunk_size=8), ids, lm),
         "rwkv": (_causal("RwkvForCausalLM", "RwkvConfig", large, attention_hidden_size=16 * (4 if large else 1),
                          context_length=64, use_cache=False),
@@ -234,13 +234,13 @@ def measure(build, inputs, composite: str) -> dict[str, Any]:
     except ImportError:  # a tree from before the per-operation account
         rule_share = None
     torch.manual_seed(0)
-    model = _quiet(build).eval()
-    x, target, kwargs = inputs()
     row: dict[str, Any] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
         try:
+            model = _quiet(build).eval()
+            x, target, kwargs = inputs()
             try:
                 wide = model.double()
                 expl = xk.LRP(wide, composite=composite)(x.double() if x.is_floating_point() else x,
