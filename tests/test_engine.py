@@ -336,3 +336,27 @@ def test_a_call_keeps_no_activation_alive(composite):
             assert fail
         gc.collect()
         assert model.refs and all(ref() is None for ref in model.refs), (composite, fail)
+
+
+def test_an_activation_copied_into_a_cache_is_linear():
+    """``cache.copy_(h)`` (a state-space model's conv/ssm state written into its cache): the copy is the
+    identity on ``h``, not an unknown operation, and the relevance is that of the model without it."""
+    class Cached(nn.Module):
+        def __init__(self, cache: bool):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b, self.cache = nn.Linear(4, 6), nn.Linear(6, 2), cache
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            if self.cache:
+                state = torch.zeros_like(h)
+                state.copy_(h)
+                return self.b(h) + 0 * state.sum(-1, keepdim=True)
+            return self.b(h)
+
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    cached = xk.LRP(Cached(True).eval(), composite="epsilon")(x, target=0)
+    plain = xk.LRP(Cached(False).eval(), composite="epsilon")(x, target=0)
+    assert cached.info["coverage"]["unknown"] == {}
+    torch.testing.assert_close(cached.attribution, plain.attribution)

@@ -103,7 +103,7 @@ LINEAR = INDEX_OPS | {
     "feature_alpha_dropout", "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "unfold", "fold",
     "max", "amax", "min", "amin", "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
     "conv_transpose2d", "conv_transpose3d", "batch_norm", "mul", "div", "matmul", "mm", "bmm", "einsum",
-    "embedding", "identity", "cumsum",
+    "embedding", "identity", "cumsum", "copy",
     # selections, and linear maps that move or sum values by index; the handlers of scatter_reduce,
     # embedding_bag and _grouped_mm report their non-linear forms otherwise (handlers.scatter, handlers.layers)
     "topk", "sort", "msort", "tensor_split", "repeat_interleave", "view_as_real", "view_as_complex",
