@@ -116,8 +116,15 @@ def test_reference_samples_resume_gives_the_same_result(shapes, tmp_path):
     assert crops.shape == (5, 3, 16, 16) and heatmaps.shape == (5, 3, 32, 32)
     field, _ = tool(None).crops(data.x, single, channel=2, by="activation", mode="receptive_field", size=16)
     assert field.shape == (5, 3, 16, 16)
-    with pytest.raises(ValueError, match="cache"):  # another setting, same cache
-        concepts.ReferenceSamples(model, layer="features.9", n=4, cache=tmp_path, progress=False)(_loader(data, 16))
+    with pytest.warns(UserWarning, match="other settings.*rebuilding"):  # another setting, same cache: rebuilt
+        four = concepts.ReferenceSamples(model, layer="features.9", n=4, cache=tmp_path, progress=False)(
+            _loader(data, 16))
+    assert torch.equal(four.ids["relevance"], single.ids["relevance"][:, :4])
+    with pytest.raises(ValueError, match="other data .*batch 3 differs.*cannot be read again"):
+        changed = data.x.clone()
+        changed[50:] += 1  # the first batches equal, the fourth not: an iterator cannot be started again
+        concepts.ReferenceSamples(model, layer="features.9", n=4, cache=tmp_path, progress=False)(
+            (changed[i:i + 16], data.y[i:i + 16]) for i in range(0, 96, 16))
 
 
 def test_bad_input_names_the_argument(shapes):
@@ -296,7 +303,8 @@ def test_reference_samples_cache_keys_on_the_weights_the_data_and_the_settings(t
         with pytest.warns(UserWarning, match="rebuilding"):
             cached = tool(tmp_path)(data)
         assert _same(cached, tool(None)(data))
-    tool(tmp_path)(_batches(x, y, 10))
+    with pytest.warns(UserWarning, match="rebuilding"):
+        tool(tmp_path)(_batches(x, y, 10))
     with pytest.warns(UserWarning, match="rebuilding"):                          # other settings
         before = tool(tmp_path, n=3)(_batches(x, y, 10))
     assert _same(before, tool(None, n=3)(_batches(x, y, 10)))

@@ -15,7 +15,7 @@ weights, other data or other settings is never read back as if it were current.
 - any other object: its class and its attributes (``vars``), recursively. An object seen before in the same
   fingerprint (a method's model, a cycle) counts as a reference to it, not again.
 
-Hashing reads every byte once (about a second per GB on a CPU; the tensors of a model on a GPU are copied to
+Hashing reads every byte once (one to two seconds per GB on a CPU; the tensors of a model on a GPU are copied to
 the CPU first), far less than the forward passes a cache saves.
 
 >>> import torch
@@ -113,7 +113,7 @@ class Fingerprint:
             flat = flat.int_repr()
         if flat.dtype == torch.bool:
             flat = flat.to(torch.uint8)
-        self._digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        self._digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")  # no copy: the buffer
 
     def __str__(self) -> str:
         return self._digest.hexdigest()[:16]

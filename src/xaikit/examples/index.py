@@ -148,9 +148,10 @@ class FeatureIndex:
     def fit(self, data: Any, cache: str | Path | None = None) -> "FeatureIndex":
         """Compute the representation of every sample of ``data`` (see :mod:`.data`) and keep it.
 
-        ``cache``: a file; when it exists and was written for the same model weights, layer, pooling and data
-        (first batch and length), the representations are read from it instead of computed; otherwise they
-        are computed and written there (a stale cache is replaced, with a warning).
+        ``cache``: a file; when it exists and was written for the same model weights and buffers, layer, pooling
+        and data (:func:`xaikit.fingerprint.fingerprint`, :meth:`xaikit.data.Data.fingerprint`), the
+        representations are read from it instead of computed; otherwise they are computed and written there (a
+        stale cache is replaced, with a warning).
         """
         self.source = DataSource(data, self.batch_size)
         meta = None
