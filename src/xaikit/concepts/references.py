@@ -157,11 +157,15 @@ class ReferenceSamples(ConceptTool):
         if self.cache is None or not (self.cache / "references.pt").exists():
             return None
         state = torch.load(self.cache / "references.pt", weights_only=True)
-        if state.get("key") != key:
-            old = state.get("key") or {}
-            what = "settings" if (old.get("settings"), old.get("method")) != (key["settings"], key["method"]) else \
-                "model weights or method settings"
-            self._stale(f"other {what} ({old.get('settings')}, {old.get('method')})")
+        old = state.get("key")
+        if old != key:
+            if not isinstance(old, dict):
+                why = "an earlier version of xaikit (no fingerprint)"
+            elif (old.get("settings"), old.get("method")) != (key["settings"], key["method"]):
+                why = f"other settings ({old.get('settings')}, {old.get('method')})"
+            else:
+                why = "other model weights or buffers, or other method settings"
+            self._stale(why)
             return None
         return state
 
