@@ -116,8 +116,15 @@ def test_reference_samples_resume_gives_the_same_result(shapes, tmp_path):
     assert crops.shape == (5, 3, 16, 16) and heatmaps.shape == (5, 3, 32, 32)
     field, _ = tool(None).crops(data.x, single, channel=2, by="activation", mode="receptive_field", size=16)
     assert field.shape == (5, 3, 16, 16)
-    with pytest.raises(ValueError, match="cache"):  # another setting, same cache
-        concepts.ReferenceSamples(model, layer="features.9", n=4, cache=tmp_path, progress=False)(_loader(data, 16))
+    with pytest.warns(UserWarning, match="other settings.*rebuilding"):  # another setting, same cache: rebuilt
+        four = concepts.ReferenceSamples(model, layer="features.9", n=4, cache=tmp_path, progress=False)(
+            _loader(data, 16))
+    assert torch.equal(four.ids["relevance"], single.ids["relevance"][:, :4])
+    with pytest.raises(ValueError, match="other data .*batch 3 differs.*cannot be read again"):
+        changed = data.x.clone()
+        changed[50:] += 1  # the first batches equal, the fourth not: an iterator cannot be started again
+        concepts.ReferenceSamples(model, layer="features.9", n=4, cache=tmp_path, progress=False)(
+            (changed[i:i + 16], data.y[i:i + 16]) for i in range(0, 96, 16))
 
 
 def test_bad_input_names_the_argument(shapes):
@@ -264,3 +271,45 @@ def test_report_command_concepts_section(capsys, tmp_path):
     code = main(["report", "-m", "models:vgg_like", "-i", str(folder), "--image-size", "16", "--sections",
                  "concepts", "--concept-layer", "nope", "--strict", "--out", str(out)])
     assert code != 0 and "--concept-layer" in capsys.readouterr().err
+
+
+def _batches(x, y, size):
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
+
+
+def _same(a, b) -> bool:
+    return a.seen == b.seen and all(torch.equal(a.ids[k], b.ids[k]) and torch.equal(a.values[k], b.values[k])
+                                    for k in ("activation", "relevance"))
+
+
+def test_reference_samples_cache_keys_on_the_weights_the_data_and_the_settings(tmp_path, monkeypatch):
+    """Issue 30 (2): a cache written for other weights, other data or other settings is never reused: the
+    result equals a run without cache (with a warning that the cache is rebuilt); the same model, data and
+    settings read it back without explaining anything."""
+    model = _bias_free(1)
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(40, 3, 8, 8, generator=g), torch.randint(0, 3, (40,), generator=g)
+    other = torch.randn(10, 3, 8, 8, generator=g)
+    tool = lambda cache, n=4: concepts.ReferenceSamples(model, layer="2", n=n, cache=cache, progress=False)  # noqa: E731
+    first = tool(tmp_path)(_batches(x, y, 10))
+    assert first.seen == 40
+    calls = []
+    original = concepts.ReferenceSamples.record
+    monkeypatch.setattr(concepts.ReferenceSamples, "record", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    assert _same(tool(tmp_path)(_batches(x, y, 10)), first) and not calls        # same everything: read back
+    for data in (_batches(other, y[:10], 10),                                    # other data (10 samples, not 40)
+                 _batches(x[:10], y[:10], 10),                                   # the first batch only
+                 _batches(x, (y + 1) % 3, 10)):                                  # other labels
+        with pytest.warns(UserWarning, match="rebuilding"):
+            cached = tool(tmp_path)(data)
+        assert _same(cached, tool(None)(data))
+    with pytest.warns(UserWarning, match="rebuilding"):
+        tool(tmp_path)(_batches(x, y, 10))
+    with pytest.warns(UserWarning, match="rebuilding"):                          # other settings
+        before = tool(tmp_path, n=3)(_batches(x, y, 10))
+    assert _same(before, tool(None, n=3)(_batches(x, y, 10)))
+    with torch.no_grad():
+        model[5].weight.mul_(-1)                                                 # other weights
+    with pytest.warns(UserWarning, match="rebuilding"):
+        cached = tool(tmp_path, n=3)(_batches(x, y, 10))
+    assert _same(cached, tool(None, n=3)(_batches(x, y, 10))) and not _same(cached, before)

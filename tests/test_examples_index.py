@@ -102,6 +102,33 @@ def test_cache_is_written_reused_and_replaced_when_stale(tmp_path, monkeypatch):
         FeatureIndex(model, layer="pool").fit(train[64:128], cache=path)          # other data: rebuilt
 
 
+def test_cache_keys_on_every_value_of_the_data_and_on_the_buffers(tmp_path):
+    """Issue 30 (2): data held in memory is keyed on every value (not only its first batch and length), the model
+    on its parameters and its buffers (BatchNorm statistics change the features)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    x = torch.randn(300, 4, generator=torch.Generator().manual_seed(1))
+    path = tmp_path / "index.pt"
+    FeatureIndex(model, layer="2").fit(x, cache=path)
+    late = x.clone()
+    late[299] += 1                                           # beyond the first batch of 256
+    with pytest.warns(UserWarning, match="rebuilding"):
+        index = FeatureIndex(model, layer="2").fit(late, cache=path)
+    assert torch.equal(index.vectors, FeatureIndex(model, layer="2").fit(late).vectors)
+    model[1].running_mean += 1                               # a buffer, no parameter
+    with pytest.warns(UserWarning, match="rebuilding"):
+        index = FeatureIndex(model, layer="2").fit(late, cache=path)
+    assert torch.equal(index.vectors, FeatureIndex(model, layer="2").fit(late).vectors)
+
+
+def test_a_model_that_is_one_layer_is_indexed_at_its_input():
+    """Issue 30 (3): the default layer of a model that is one nn.Linear is the model itself (its input)."""
+    model = nn.Linear(4, 3).eval()
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(2))
+    index = FeatureIndex(model).fit(x)
+    assert index.features.label == "input of the model" and torch.equal(index.vectors, x)
+
+
 def test_similarity_heatmaps_conserve_the_dot_product_of_a_bias_free_relu_net():
     torch.manual_seed(1)
     model = vgg_like(bias=False).eval()

@@ -88,3 +88,30 @@ def test_bad_input():
         TracIn(model, projection=8)
     with pytest.raises(TypeError, match="unknown setting 'lr'"):
         TracIn(model, lr=0.1)
+
+
+def test_a_model_that_is_one_linear_layer():
+    """Issue 30 (3): the model itself is the last nn.Linear. Its only parameters are that layer's, so the closed
+    form (layer="last") and the per-sample gradients of every parameter (layer="all") are the same TracIn."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).eval()
+    g = torch.Generator().manual_seed(2)
+    x, y, q = torch.randn(12, 4, generator=g), torch.randint(0, 3, (12,), generator=g), torch.randn(3, 4, generator=g)
+    before = snapshot(model)
+    last = TracIn(model).fit((x, y))
+    assert last.module is model
+    every = TracIn(model, layer="all").fit((x, y))
+    assert torch.allclose(last.scores(q), every.scores(q), atol=1e-5)
+    assert unchanged(model, before)
+
+
+@pytest.mark.parametrize("layer", ["last", "all"])
+def test_a_query_of_the_wrong_shape_names_the_expected_shape(layer):
+    """Issue 30 (4): the query's samples are checked against the training samples' shape (as FeatureIndex does)."""
+    model, states, rates, x, y, q = _case()
+    tracin = TracIn(model, layer=layer).fit((x, y))
+    with pytest.raises(ValueError, match=r"x has samples of shape \(6,\) but .* samples of shape \(5,\); "
+                                         r"pass x as \(N, 5\)"):
+        tracin.scores(torch.randn(2, 6))
+    with pytest.raises(ValueError, match=r"pass x as \(N, 5\)"):
+        tracin.top(torch.randn(2, 5, 1))

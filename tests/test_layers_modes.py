@@ -8,7 +8,9 @@ from torch import nn
 
 import xaikit.errors
 from models import assert_unchanged, snapshot
-from xaikit.layers import Hooks, capture, find_layer, find_layers, first_tensor, hooked, last_layer
+import xaikit as xk
+from xaikit.layers import Hooks, capture, find_layer, find_layers, first_tensor, hooked, last_layer, last_of_type
+from xaikit.propagation.record import Recorder
 from xaikit.modes import FollowsModel, eval_semantics, explains_in_eval, kept_flags
 
 
@@ -41,14 +43,32 @@ def test_an_unknown_layer_names_it_the_close_names_and_the_valid_names():
         find_layer(model, "featurs", "cav.layer")
     with pytest.raises(ValueError, match="layers 'head2' is not a module"):
         find_layers(model, ["head", "head2"])
-    with pytest.raises(ValueError, match="layer '' is not a module"):  # the empty name of the root is no layer
-        find_layer(model, "")
+    assert find_layer(model, "") == ("", model)  # the root, named "" as in model.named_modules()
     with pytest.raises(ValueError, match="layer: the Linear given is not a sub-module of the model"):
         find_layer(model, nn.Linear(4, 2))
     with pytest.raises(TypeError, match="layer must be a module name"):
         find_layer(model, 3)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         find_layer(lambda x: x, "head")
+
+
+def test_a_model_that_is_a_single_layer_is_its_own_layer():
+    """Issue 30 (3): every name find_layer returns is accepted back (the model itself is ""), and the default
+    layers of the rooms (last_layer, last_of_type: TracIn's last linear, Grad-CAM's last convolution) include
+    the model itself."""
+    model = _model()
+    for name, module in model.named_modules():
+        assert find_layer(model, name) == (name, module) == find_layer(model, module)
+    linear, conv = nn.Linear(4, 3).eval(), nn.Conv2d(3, 2, 3)
+    assert last_layer(linear) == ("", linear) and last_of_type(linear, nn.Linear) == ("", linear)
+    assert last_of_type(model, (nn.Linear, nn.Conv2d)) == ("4", model[4])
+    assert xk.GradCAM(conv).module is conv
+    with pytest.raises(ValueError, match="no Conv1d, Conv2d, Conv3d to default to; pass layer="):
+        last_of_type(linear, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(2))
+    with Recorder(linear, [linear]) as rec:  # the model as the recorded layer: relevance at its output
+        expl = xk.LRP(linear)(x, target=1)
+    assert torch.allclose(rec[""].relevance, torch.nn.functional.one_hot(torch.tensor([1, 1]), 3) * expl.output)
 
 
 def test_last_layer_is_the_last_module_with_parameters():

@@ -1,4 +1,5 @@
 """xaikit.tune: search spaces, composites as JSON, batched objectives, successive halving, resume, errors, CLI."""
+import copy
 import json
 import warnings
 
@@ -121,6 +122,16 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
     assert again.computed == 0 and again.winner.key == reference.winner.key
     with pytest.raises(ValueError, match="different search"):
         xk.tune.tune(model, (x, y), _Synthetic(), PF, budget=201, seed=0, results=path)
+    # issue 30 (2): the results file keys on the model's weights and on every value of the data
+    swapped = x.clone()
+    swapped[[0, 1]] = x[[1, 0]]  # the same shape, sum and labels' start, other data
+    with pytest.raises(ValueError, match=r"different search \(differs in: data\)"):
+        xk.tune.tune(model, (swapped, y), _Synthetic(), PF, budget=200, seed=0, results=path)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.5)
+    with pytest.raises(ValueError, match=r"different search \(differs in: model\)"):
+        xk.tune.tune(other, (x, y), _Synthetic(), PF, budget=200, seed=0, results=path)
 
 
 def test_bad_input_gives_clear_errors():

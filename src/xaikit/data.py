@@ -23,7 +23,6 @@ Only torch, numpy and the foundation are imported; images are read with scikit-i
 from __future__ import annotations
 
 import csv
-import hashlib
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -32,12 +31,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .batching import batch_size_for, check_batch_size
+from .fingerprint import fingerprint
 
 __all__ = ["Batch", "Data", "IMAGE_SUFFIXES", "TABLE_SUFFIXES", "image_files", "image_tensor", "read_image",
            "read_table"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+#: samples of a folder or a Dataset read besides the first batch to identify it (:meth:`Data.fingerprint`)
+SPOT_CHECKS = 16
 X_KEYS = ("x", "image", "input", "pixel_values", "inputs")
 Y_KEYS = ("y", "label", "labels", "target")
 FORMS = ("a tensor x, a tuple (x, y) or (x, y, mask), a Dataset, a DataLoader or iterable of batches, an image "
@@ -425,19 +427,20 @@ class Data:
         return self.tensors_ is None and self.loader is not None and iter(self.loader) is self.loader
 
     def fingerprint(self) -> str:
-        """A short hash of the first batch and the length (when known): identifies the data of a cache."""
+        """What identifies the data of a cache (:func:`xaikit.fingerprint.fingerprint`): every value of data held
+        in memory; of a folder or a Dataset its length, the file names and the first batch and up to
+        ``SPOT_CHECKS`` samples spread over it (reading them all again would cost what the cache saves); of a
+        stream its first batch and its length where known."""
         if self.one_shot:
             raise ValueError(f"{self.name} is an iterator that can be read only once; a cache needs to read its "
                              "first batch again: pass a DataLoader, a Dataset or tensors")
-        digest = hashlib.sha1()
-        for x, y, _ in self.batches():
-            digest.update(str((tuple(x.shape), str(x.dtype))).encode())
-            digest.update(x.detach().cpu().contiguous().numpy().tobytes())
-            if y is not None:
-                digest.update(y.detach().cpu().contiguous().numpy().tobytes())
-            break
+        if self.tensors_ is not None:
+            return fingerprint(tuple(self.tensors_))
+        first = next(iter(self.batches()))
         try:
-            digest.update(str(len(self)).encode())
+            n = len(self)
         except TypeError:
-            pass
-        return digest.hexdigest()[:16]
+            n = None
+        spots = [] if n is None or not self.has_random_access or n <= first.x.shape[0] else \
+            sorted({int(i) for i in np.linspace(first.x.shape[0], n - 1, SPOT_CHECKS)})
+        return fingerprint(tuple(first), n, self.files, spots, tuple(self._items(spots)) if spots else None)

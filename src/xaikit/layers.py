@@ -2,7 +2,11 @@
 
 - :func:`find_layer` / :func:`find_layers`: the module(s) of a model called by a name from
   ``model.named_modules()`` (or given as a module of the model). An unknown name raises one error for the
-  whole package (:func:`xaikit.errors.unknown_module`): the name, the close names, the valid names.
+  whole package (:func:`xaikit.errors.unknown_module`): the name, the close names, the valid names. The model
+  itself is ``""``, as ``named_modules()`` names it: a model that is a single layer (``nn.Linear(4, 3)``) is its
+  own layer, and every name these functions return is accepted back.
+- :func:`last_layer` / :func:`last_of_type`: the default layers of the rooms (the last module with parameters,
+  the last of some types), the model itself included.
 - :class:`Hooks` and :func:`hooked`: forward, forward-pre and backward hooks registered for the duration of a
   ``with`` block and removed in ``finally``, also when the block raises; nothing is left on the user's model.
 - :func:`capture`: the outputs (or inputs) of a layer during the block, optionally stopping the forward pass
@@ -33,7 +37,7 @@ from torch import nn
 
 from .errors import unknown_module
 
-__all__ = ["find_layer", "find_layers", "last_layer", "first_tensor", "Hooks", "hooked", "capture"]
+__all__ = ["find_layer", "find_layers", "last_layer", "last_of_type", "first_tensor", "Hooks", "hooked", "capture"]
 
 
 def find_layer(model: nn.Module, layer: str | nn.Module, argument: str = "layer") -> tuple[str, nn.Module]:
@@ -43,7 +47,8 @@ def find_layer(model: nn.Module, layer: str | nn.Module, argument: str = "layer"
     ----------
     model : nn.Module
     layer : str or nn.Module
-        The module's name (``"features.3"``) or the module itself (it must be a sub-module of ``model``).
+        The module's name (``"features.3"``; ``""`` is the model itself, as in ``model.named_modules()``) or the
+        module itself (``model`` or one of its sub-modules).
     argument : str
         The argument's name in the errors (e.g. ``"layers"``, ``"cav.layer"``, ``"--concept-layer"``).
 
@@ -65,7 +70,7 @@ def find_layer(model: nn.Module, layer: str | nn.Module, argument: str = "layer"
     if not isinstance(layer, str):
         raise TypeError(f"{argument} must be a module name (str) as in model.named_modules() or a module, got "
                         f"{type(layer).__name__}")
-    module = _named(model).get(layer) if layer else None
+    module = _named(model).get(layer)
     if module is None:
         raise unknown_module(argument, layer, _named(model))
     return layer, module
@@ -96,8 +101,25 @@ def last_layer(model: nn.Module) -> tuple[str, nn.Module]:
     return with_params[-1]
 
 
+def last_of_type(model: nn.Module, kinds: type | tuple[type, ...], argument: str = "layer") -> tuple[str, nn.Module]:
+    """``(name, module)`` of the last module (in definition order) that is one of ``kinds``: the default layer
+    of a room that needs a layer of a kind (TracIn's last ``nn.Linear``, Grad-CAM's last convolution). The model
+    itself (name ``""``) counts: ``nn.Linear(4, 3)`` is its own last linear layer.
+
+    Raises ``ValueError`` naming ``argument`` and the kinds when the model has none.
+    """
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
+    if not found:
+        names = ", ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+        valid = ", ".join(n for n, _ in model.named_modules() if n)
+        raise ValueError(f"the model has no {names} to default to; pass {argument}= a module name"
+                         + (f" (one of: {valid})" if valid else ""))
+    return found[-1]
+
+
 def _named(model: nn.Module) -> dict[str, nn.Module]:
-    return {name: module for name, module in model.named_modules() if name}
+    """Every module of ``model`` by name; the model itself is ``""``."""
+    return dict(model.named_modules())
 
 
 def first_tensor(value: Any) -> torch.Tensor | None:

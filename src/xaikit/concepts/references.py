@@ -16,6 +16,7 @@ channel's strongest unit).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from torch import nn
 from ..data import Data
 from ..deprecation import renamed
 from ..errors import check_choice, check_positive
+from ..fingerprint import fingerprint
 from ..layers import capture, find_layer
 from ..methods.base import Method
 from ..methods.resolve import DEFAULT_METHODS, passed_on
@@ -80,6 +82,14 @@ class ReferenceSamplesResult(ResultExport):
         return rows
 
 
+#: the format of the cached state (2: keyed on xaikit.fingerprint: weights, settings, every batch's data)
+CACHE_VERSION = 2
+
+
+class _OtherData(Exception):
+    """The data of a cached pass is not the data given now (found after batches were skipped)."""
+
+
 def _merge(values: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor, new_values: torch.Tensor,
            new_ids: torch.Tensor, new_targets: torch.Tensor, n: int):
     """Top-``n`` per row of the union of the kept (earlier samples) and new columns; ties keep the earlier."""
@@ -102,7 +112,9 @@ class ReferenceSamples(ConceptTool):
     target : "label" or "prediction"
         The output explained for the relevance: the sample's label (data gives ``(x, y)``) or the prediction.
     cache : str or Path, optional
-        Directory for the resumable state (``references.pt``).
+        Directory for the resumable state (``references.pt``). It keys on the model's weights and buffers, the
+        settings (layer, ``n``, target, axis, the method and its settings) and the fingerprint of every batch
+        (:mod:`xaikit.fingerprint`): a state written for anything else is rebuilt, with a warning.
     save_every : int
         Batches between writes of the state.
     progress : bool
@@ -133,18 +145,33 @@ class ReferenceSamples(ConceptTool):
         self.cache = None if cache is None else Path(cache)
 
     # -- the pass over the data --------------------------------------------------------------------------
-    def _signature(self) -> dict:
-        return {"layer": self.layer, "n": self.n, "method": self.method.name, "target": self.target,
-                "axis": self.axis}
+    def _key(self) -> dict:
+        """What the references depend on besides the data: the model's weights and buffers, and the settings
+        (:func:`xaikit.fingerprint.fingerprint`; the method object with its settings, the model counted once)."""
+        settings = {"layer": self.layer, "n": self.n, "target": self.target, "axis": self.axis}
+        return {"version": CACHE_VERSION, "settings": settings, "method": self.method.name,
+                "fingerprint": fingerprint(self.model, settings, self.method)}
 
-    def _load(self) -> dict | None:
+    def _load(self, key: dict) -> dict | None:
+        """The cached state when it was written for ``key`` (else ``None``, with a warning that it is rebuilt)."""
         if self.cache is None or not (self.cache / "references.pt").exists():
             return None
         state = torch.load(self.cache / "references.pt", weights_only=True)
-        if state["signature"] != self._signature():
-            raise ValueError(f"cache {str(self.cache)!r} holds references of {state['signature']}, not "
-                             f"{self._signature()}; use another cache directory or delete it")
+        old = state.get("key")
+        if old != key:
+            if not isinstance(old, dict):
+                why = "an earlier version of xaikit (no fingerprint)"
+            elif (old.get("settings"), old.get("method")) != (key["settings"], key["method"]):
+                why = f"other settings ({old.get('settings')}, {old.get('method')})"
+            else:
+                why = "other model weights or buffers, or other method settings"
+            self._stale(why)
+            return None
         return state
+
+    def _stale(self, why: str) -> None:
+        warnings.warn(f"cache {str(self.cache)!r} holds references computed for {why}; rebuilding it", UserWarning,
+                      stacklevel=4)
 
     def _save(self, state: dict) -> None:
         self.cache.mkdir(parents=True, exist_ok=True)
@@ -153,17 +180,43 @@ class ReferenceSamples(ConceptTool):
         os.replace(tmp, self.cache / "references.pt")
 
     def __call__(self, data: Any) -> ReferenceSamplesResult:
-        """One pass over ``data`` (resumed from the cache where one exists)."""
+        """One pass over ``data`` (resumed from the cache where it was written for this model, these settings
+        and the same data: the fingerprint of every batch already processed is compared as it comes again)."""
+        key = self._key() if self.cache is not None else None  # no cache: nothing to hash
+        try:
+            state = self._pass(data, key, self._load(key))
+        except _OtherData as stale:
+            if iter(data) is data:  # an iterator is read only once
+                raise ValueError(f"cache {str(self.cache)!r} holds references of other data ({stale}); the data is "
+                                 "an iterator that cannot be read again: delete the cache or use another directory"
+                                 ) from None
+            self._stale(f"other data ({stale})")
+            state = self._pass(data, key, None)
+        keep = state["keep"]
+        return ReferenceSamplesResult({k: keep[k][1] for k in ("activation", "relevance")},
+                          {k: keep[k][0] for k in ("activation", "relevance")},
+                          {k: keep[k][2] for k in ("activation", "relevance")}, self.layer, state["seen"])
+
+    def _pass(self, data: Any, key: dict, state: dict | None) -> dict:
+        """The pass, from ``state`` (a cached one, or ``None``); raises :class:`_OtherData` where a batch that
+        the cached state holds is not the batch the data gives now (or the data ends before them)."""
         from tqdm.auto import tqdm
 
-        state = self._load() or {"signature": self._signature(), "batches": 0, "seen": 0, "keep": None}
+        fresh = {"key": key, "batches": 0, "seen": 0, "keep": None, "data": []}
+        state = state or fresh
         done_batches = state["batches"]
         bar = tqdm(desc=f"references {self.layer}", unit="sample", disable=None if self.progress else True)
         batch_index = -1
         try:
             for batch_index, (x, y) in enumerate(iterate_batches(data)):
-                if batch_index < done_batches:  # processed before the interruption
-                    continue
+                digest = fingerprint(x, y) if self.cache is not None else None
+                if batch_index < done_batches:  # processed before (an interrupted or finished run): the same batch?
+                    if digest == state["data"][batch_index]:
+                        continue
+                    if batch_index > 0:
+                        raise _OtherData(f"batch {batch_index} differs")
+                    self._stale("other data (the first batch differs)")  # nothing skipped yet: start afresh here
+                    state, done_batches = fresh, 0
                 x = self.check(x)
                 if self.target == "label" and y is None:
                     raise ValueError("data must give labels (x, y) for target='label'; or pass target='prediction'")
@@ -174,19 +227,19 @@ class ReferenceSamples(ConceptTool):
                 state["keep"] = self._update(state["keep"], activation, relevance, expl.target, state["seen"])
                 state["seen"] += x.shape[0]
                 state["batches"] = batch_index + 1
+                state["data"].append(digest)
                 bar.update(x.shape[0])
                 if self.cache is not None and state["batches"] % self.save_every == 0:
                     self._save(state)
         finally:
             bar.close()
+        if batch_index + 1 < done_batches:
+            raise _OtherData(f"{batch_index + 1} batches, not {done_batches}")
         if state["keep"] is None:
             raise ValueError("data is empty: no batch to find reference samples in")
         if self.cache is not None:
             self._save(state)
-        keep = state["keep"]
-        return ReferenceSamplesResult({k: keep[k][1] for k in ("activation", "relevance")},
-                          {k: keep[k][0] for k in ("activation", "relevance")},
-                          {k: keep[k][2] for k in ("activation", "relevance")}, self.layer, state["seen"])
+        return state
 
     def _update(self, keep: dict | None, activation: torch.Tensor, relevance: torch.Tensor, target: torch.Tensor,
                 offset: int) -> dict:

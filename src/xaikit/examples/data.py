@@ -1,4 +1,4 @@
-"""Data sets of the examples room: the one adapter :class:`xaikit.data.Data` in order, and model fingerprints.
+"""Data sets of the examples room: the one adapter :class:`xaikit.data.Data` in order, and sample shapes.
 
 A data set is any form :mod:`xaikit.data` accepts (a tensor, ``(x, y[, mask])``, an object with ``.x`` and ``.y``,
 a Dataset, a DataLoader or iterable of batches, an image folder, a table). A DataLoader must not shuffle: the
@@ -7,14 +7,13 @@ back by index where the form has random access (a tensor, a map-style Dataset, a
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
 
 from ..data import Batch, Data
 
-__all__ = ["Batch", "DataSource", "model_fingerprint"]
+__all__ = ["Batch", "DataSource", "check_sample_shape", "sample_shape"]
 
 
 class DataSource(Data):
@@ -24,11 +23,17 @@ class DataSource(Data):
         super().__init__(data, batch_size, name, ordered=True)
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of a model's parameters and buffers (names, shapes and values)."""
-    digest = hashlib.sha1()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+def sample_shape(x: torch.Tensor, shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The shape of a batch's samples while a data set is read: ``x``'s, which must equal ``shape`` (that of the
+    batches before; ``None`` for the first batch)."""
+    if shape is not None and tuple(x.shape[1:]) != shape:
+        raise ValueError(f"the data's samples change shape: {shape} then {tuple(x.shape[1:])}")
+    return tuple(x.shape[1:])
+
+
+def check_sample_shape(x: torch.Tensor, shape: tuple[int, ...], built: str = "the index was built") -> None:
+    """A query ``x`` must hold samples of the data set's sample ``shape``: a ``ValueError`` naming both and the
+    shape to pass (``built`` says what was built on the data set)."""
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"x has samples of shape {tuple(x.shape[1:])} but {built} on samples of shape "
+                         f"{tuple(shape)}; pass x as (N, {', '.join(map(str, shape))})")

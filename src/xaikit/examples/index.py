@@ -26,11 +26,12 @@ from ..methods.resolve import DEFAULT_METHODS, legacy_lrp_settings
 from ..modes import explains_in_eval
 from ..propagation.composites import Composite
 from ..results import ResultExport
-from .data import DataSource, model_fingerprint
+from ..fingerprint import fingerprint
+from .data import DataSource, check_sample_shape, sample_shape
 from .layers import LayerFeatures
 from .search import METRICS, check_k, chunk_size, pairwise, topk
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keys from xaikit.fingerprint
 
 
 @dataclass
@@ -147,15 +148,16 @@ class FeatureIndex:
     def fit(self, data: Any, cache: str | Path | None = None) -> "FeatureIndex":
         """Compute the representation of every sample of ``data`` (see :mod:`.data`) and keep it.
 
-        ``cache``: a file; when it exists and was written for the same model weights, layer, pooling and data
-        (first batch and length), the representations are read from it instead of computed; otherwise they
-        are computed and written there (a stale cache is replaced, with a warning).
+        ``cache``: a file; when it exists and was written for the same model weights and buffers, layer, pooling
+        and data (:func:`xaikit.fingerprint.fingerprint`, :meth:`xaikit.data.Data.fingerprint`), the
+        representations are read from it instead of computed; otherwise they are computed and written there (a
+        stale cache is replaced, with a warning).
         """
         self.source = DataSource(data, self.batch_size)
         meta = None
         if cache is not None:
             cache = Path(cache)
-            meta = {"version": CACHE_VERSION, "model": model_fingerprint(self.model), "layer": self.features.label,
+            meta = {"version": CACHE_VERSION, "model": fingerprint(self.model), "layer": self.features.label,
                     "pool": self.features.pool if isinstance(self.features.pool, str) else repr(self.features.pool),
                     "data": self.source.fingerprint()}
             if cache.exists():
@@ -183,10 +185,7 @@ class FeatureIndex:
             if x.shape[0] == 0:
                 continue
             check_input(x, "a batch of data")
-            if shape is None:
-                shape = tuple(x.shape[1:])
-            elif tuple(x.shape[1:]) != shape:
-                raise ValueError(f"the data's samples change shape: {shape} then {tuple(x.shape[1:])}")
+            shape = sample_shape(x, shape)
             with torch.no_grad():
                 parts.append(self.features(x.to(device) if device is not None else x).float())
             if y is not None:
@@ -240,9 +239,7 @@ class FeatureIndex:
         if self.features is None:
             raise TypeError("this index was built from vectors; query it with search(vectors, k)")
         check_input(x, "x", self.model)
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"x has samples of shape {tuple(x.shape[1:])} but the index was built on samples of "
-                             f"shape {self.input_shape}; pass x as (N, {', '.join(map(str, self.input_shape))})")
+        check_sample_shape(x, self.input_shape)
         with torch.no_grad():
             return self.features(x).float()
 

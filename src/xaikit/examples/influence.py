@@ -30,11 +30,11 @@ from torch import nn
 from ..batching import check_batch_size, memory_budget
 from ..deprecation import renamed
 from ..errors import check_input, check_positive, model_device
-from ..layers import find_layer, hooked
+from ..layers import find_layer, hooked, last_of_type
 from ..methods.base import _checked_init
 from ..modes import explains_in_eval
 from ..results import ResultExport
-from .data import DataSource
+from .data import DataSource, check_sample_shape, sample_shape
 from .search import check_k, chunk_size, topk
 
 
@@ -114,12 +114,14 @@ class TracIn:
         if layer == "all":
             self.module = None
         else:
-            if layer == "last":
-                linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-                if not linears:
-                    raise ValueError("the model has no nn.Linear layer; use layer='all' (per-sample gradients)")
-                layer = linears[-1]
-            layer, self.module = find_layer(model, layer)
+            if layer == "last":  # the model itself when it is one nn.Linear
+                try:
+                    layer, self.module = last_of_type(model, nn.Linear)
+                except ValueError:
+                    raise ValueError("the model has no nn.Linear layer; use layer='all' (per-sample gradients)") \
+                        from None
+            else:
+                layer, self.module = find_layer(model, layer)
             if not isinstance(self.module, nn.Linear):
                 raise ValueError(f"layer {layer!r} is a {type(self.module).__name__}; the closed form needs an "
                                  "nn.Linear (or use layer='all')")
@@ -133,6 +135,7 @@ class TracIn:
         self.layer, self.projection, self.loss, self.seed, self.batch_size = layer, projection, loss, seed, batch_size
         self.train_factors: list[tuple[torch.Tensor, ...]] | None = None
         self.labels: torch.Tensor | None = None
+        self.input_shape: tuple[int, ...] | None = None  #: the training samples' shape (queries must have it)
         self._projections: dict[str, torch.Tensor] | None = None
 
     def _states(self, checkpoints: Sequence[Any] | None) -> list[dict[str, torch.Tensor]]:
@@ -226,10 +229,12 @@ class TracIn:
         device = model_device(self.model)
         parts: list[list[tuple[torch.Tensor, ...]]] = []
         labels = []
+        shape = None
         for x, y, _ in DataSource(data, self.batch_size).batches():
             if y is None:
                 raise ValueError("TracIn needs labelled training data: pass (x, y) or batches (x, y)")
             check_input(x, "a batch of data")
+            shape = sample_shape(x, shape)
             if device is not None:
                 x, y = x.to(device), y.to(device)
             parts.append(self._all_factors(x, y.long()))
@@ -240,6 +245,7 @@ class TracIn:
                               for i in range(len(self.checkpoints))]
         self.labels = torch.cat(labels)
         self.train_size = self.labels.shape[0]
+        self.input_shape = shape
         return self
 
     @explains_in_eval
@@ -247,6 +253,7 @@ class TracIn:
         if self.train_factors is None:
             raise ValueError("TracIn has no training data; call fit(data) first")
         check_input(x, "x", self.model)
+        check_sample_shape(x, self.input_shape, "TracIn was fitted")
         if y is None:
             with torch.no_grad():
                 y = self.model(x).argmax(1)

@@ -56,7 +56,8 @@ class LayerFeatures(FollowsModel, nn.Module):
     @property
     def label(self) -> str:
         """``"input of head"`` or ``"features.9"``: what the representation is."""
-        return f"input of {self.layer}" if self.use_input else self.layer
+        name = self.layer or "the model"  # "": the model itself is the layer
+        return f"input of {name}" if self.use_input else name
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         with capture(self.model, self.module, inputs=self.use_input, stop=True) as captured:

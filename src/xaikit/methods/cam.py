@@ -16,11 +16,7 @@ from .gradient import Backprop, map_samples
 def find_layer(model: nn.Module, layer: str | nn.Module | None, name: str = "layer") -> tuple[str, nn.Module]:
     """The module called ``layer`` (default: the last convolution): :func:`xaikit.layers.find_layer`."""
     if layer is None:
-        convs = [n for n, m in model.named_modules() if n and isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
-        if not convs:
-            valid = ", ".join(n for n, _ in model.named_modules() if n)
-            raise ValueError(f"the model has no convolution to default to; pass {name}= one of: {valid}")
-        layer = convs[-1]
+        return layers.last_of_type(model, (nn.Conv1d, nn.Conv2d, nn.Conv3d), name)
     return layers.find_layer(model, layer, name)
 
 

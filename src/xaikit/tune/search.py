@@ -25,6 +25,7 @@ from ..batching import batch_size_for, check_batch_size
 from ..data import Data
 from ..deprecation import warn_renamed
 from ..errors import check_input, check_positive
+from ..fingerprint import fingerprint as hash_of
 from ..modes import eval_semantics
 from .objectives import Objective, make_objectives, score_candidates
 from .result import Candidate, TuneResult, pareto_ranks, summarise
@@ -150,12 +151,14 @@ def _halving(runner: _Runner, candidates: list[Candidate], rungs: list[int], eta
     raise AssertionError("unreachable")
 
 
-def fingerprint(spaces: Sequence[Space], objectives: Sequence[Objective], x: torch.Tensor, y: torch.Tensor,
-                **settings: Any) -> dict[str, Any]:
-    """What identifies a search in its results file: spaces, objectives, data and the search settings."""
+def fingerprint(model: nn.Module, spaces: Sequence[Space], objectives: Sequence[Objective], x: torch.Tensor,
+                y: torch.Tensor, mask: torch.Tensor | None = None, **settings: Any) -> dict[str, Any]:
+    """What identifies a search in its results file: the model's weights and buffers, the data (every value),
+    spaces, objectives and the search settings (:func:`xaikit.fingerprint.fingerprint`)."""
     return {
-        "spaces": [s.describe() for s in spaces], "objectives": [f"{o.name}={o.metric!r}" for o in objectives],
-        "data": [list(x.shape), round(float(x.double().sum()), 6), y.tolist()[:64]], **settings,
+        "model": hash_of(model), "spaces": [s.describe() for s in spaces],
+        "objectives": [f"{o.name}={o.metric!r}" for o in objectives],
+        "data": [list(x.shape), hash_of(x, y, mask)], **settings,
     }
 
 
@@ -229,7 +232,7 @@ def tune(model: nn.Module, data: Any, spaces: Space | Sequence[Space], objective
     total = sum(s.size for s in spaces)
     settings = {"seed": seed, "strategy": strategy, "eta": eta, "min_samples": min_samples, "refine": refine,
                 "budget": budget}
-    store = Store(fingerprint(spaces, objectives, x, y, **settings), results)
+    store = Store(fingerprint(model, spaces, objectives, x, y, mask, **settings), results)
     if strategy == "grid":
         planned = total * pool if budget is None else min(budget, total * pool)
     else:
