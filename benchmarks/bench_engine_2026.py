@@ -29,6 +29,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 VOCAB = 64
+#: the inputs' random numbers, seeded again for every row (each model and composite sees the same inputs in any tree)
+GENERATOR = torch.Generator()
 CONSTANT_TERMS = ("bias", "position", "token_type", "wpe", "cls_token")
 
 
@@ -158,7 +160,7 @@ def models(large: bool) -> dict[str, tuple[Callable[[], nn.Module], Callable[[],
     """name -> (build, inputs (x, target, forward kwargs), composites)."""
     import xaikit as xk
 
-    generator = torch.Generator().manual_seed(0)
+    generator = GENERATOR
     length = 16 if large else 8
     ids = lambda: (torch.randint(3, VOCAB, (2, length), generator=generator), xk.NextToken(-1), {})  # noqa: E731
     moe = dict(num_local_experts=4, num_experts_per_tok=2)
@@ -240,6 +242,7 @@ def measure(build, inputs, composite: str) -> dict[str, Any]:
         start = time.perf_counter()
         try:
             model = _quiet(build).eval()
+            GENERATOR.manual_seed(0)
             x, target, kwargs = inputs()
             try:
                 wide = model.double()
