@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", *sorted(f"docs/{page.name}" for page in (ROOT / "docs").glob("*.md"))]
 #: the languages a fenced block may have: python runs below, bash and text are shown only
 LANGUAGES = {"python", "bash", "text"}
-#: seconds one page may take (they take 3–15 s each on the 2-core development machine)
+#: seconds one page may take (2–10 s of CPU each on the 2-core development machine; more under load)
 TIMEOUT = 300
 
 
