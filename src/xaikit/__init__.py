@@ -4,6 +4,8 @@
 ``xk.explain(model, x, y, method="lrp", composite="epsilon_gamma_box")`` as a functional shortcut;
 ``xk.metrics`` for evaluating explanations.
 """
+import importlib
+
 from . import concepts, examples, generation, improve, metrics, run, tabular, tune  # noqa: F401
 from ._version import __version__  # noqa: F401
 from .batching import set_memory_budget
@@ -20,3 +22,14 @@ from .tokens import NextToken
 __all__ = ["metrics", "concepts", "examples", "generation", "improve", "run", "tabular", "tune", "Explanation", "Contrast",
            "NextToken", "Method", "METHODS", "explain", "get_method", "register_method", "resolve_method", "parse_spec",
            "DEFAULT_METHODS", "set_memory_budget", "NumpyModel", *_methods]
+
+#: rooms imported on first use (``xk.viz.plot_bar``, ``xk.zoo.make_shapes``): matplotlib and the zoo's data are
+#: not needed to explain, so ``import xaikit`` does not load them
+_ON_FIRST_USE = ("viz", "zoo")
+
+
+def __getattr__(name: str):
+    """``xk.viz`` and ``xk.zoo`` without importing them first (PEP 562)."""
+    if name in _ON_FIRST_USE:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
