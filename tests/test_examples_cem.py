@@ -20,9 +20,17 @@ def digits():
     return train_digits_mlp(seed=0)
 
 
+def _margin(scores, target):
+    """[f]_t − max_{i≠t}[f]_i per sample."""
+    own = scores.gather(1, target[:, None])[:, 0]
+    return own - scores.scatter(1, target[:, None], float("-inf")).amax(1)
+
+
 def _check(model, result, x, low, high):
     with torch.no_grad():
         pp_class, pn_class = model(result.pp).argmax(1), model(result.pn).argmax(1)
+    # the input itself is a (trivial, dense) PP of its predicted class: a PP exists for every sample, and the
+    # search must return one whatever the CPU's rounding made of the iterates
     assert result.pp_found.all() and result.pn_found.all()
     assert torch.equal(pp_class, result.target)                          # every PP keeps the prediction
     assert (pn_class != result.target).all()                              # every PN flips it
@@ -52,6 +60,25 @@ def test_cem_on_the_shapes_cnn():
     x = test.x[:3]
     result = CEM(model, feature_range=(-1.0, 1.0), iterations=60, c_steps=3, c_init=100.0)(x)
     _check(model, result, x, -1.0, 1.0)
+
+
+@pytest.mark.parametrize("kappa", [0.0, 1.0])
+def test_a_pp_is_found_for_every_sample_whose_input_keeps_its_class(kappa):
+    # a budget with which FISTA from δ = 0 cannot move (c·α·|∇| below the shrinkage β): the search must still
+    # return a PP for every sample whose whole input keeps t₀ with margin κ (the paper's δ = x₀ − absent is
+    # one), and every PP it returns keeps t₀ with that margin and lies between "absent" and x
+    model, _, test = shapes_case()
+    x = test.x[:3]
+    result = CEM(model, mode="pp", kappa=kappa, feature_range=(-1.0, 1.0), c_init=0.1, c_steps=1, iterations=3)(x)
+    with torch.no_grad():
+        input_margin = _margin(model(x), result.target)
+        pp_margin = _margin(model(result.pp), result.target)
+    assert (input_margin > kappa).any()
+    assert result.pp_found[input_margin > kappa].all()
+    assert (pp_margin[result.pp_found] > kappa).all()
+    assert torch.equal(result.pp_class[result.pp_found], result.target[result.pp_found])
+    lo, hi = torch.minimum(result.absent, x), torch.maximum(result.absent, x)
+    assert ((result.pp >= lo) & (result.pp <= hi)).all()
 
 
 def test_samples_are_independent_of_their_batch_mates():

@@ -43,13 +43,27 @@ METHODS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+#: methods whose estimate is not a fixed function of the model's values up to rounding, with the agreement their
+#: documentation promises between chunk sizes, as a fraction of the attribution's norm. KernelSHAP's default
+#: surrogate estimator fits small networks to the values (1500 Adam steps); the chunk size changes the model's
+#: float32 outputs in the last bits (a chunk of 1 takes the matrix-vector path) and the fit carries that on
+#: about 600-fold (here 6.6e-6 absolute, 2.4e-4 of the largest element, between chunks of 1 and 4); its
+#: docstring and tests/test_shapley_surrogate.py state agreement to 1e-3 of the norm. Its plain estimator (a
+#: linear map of the values) is held to rounding below.
+NORM_AGREEMENT = {"kernel_shap": 1e-3}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS) + ["kernel_shap_plain"])
 def test_batch_size_invariance(name):
     model, x = small_cnn(), x_images(4)
-    make, _ = METHODS[name]
-    results = [make(model, batch_size=b)(x, target=[0, 1, 2, 3]).attribution for b in (1, 3, "auto")]
+    make, _ = METHODS[name.removesuffix("_plain")]
+    extra = {"estimator": "plain"} if name.endswith("_plain") else {}
+    results = [make(model, batch_size=b, **extra)(x, target=[0, 1, 2, 3]).attribution for b in (1, 3, "auto")]
     for other in results[1:]:
-        torch.testing.assert_close(other, results[0], atol=2e-5, rtol=1e-4)
+        if name in NORM_AGREEMENT:
+            assert float((other - results[0]).norm()) <= NORM_AGREEMENT[name] * float(results[0].norm())
+        else:
+            torch.testing.assert_close(other, results[0], atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(n for n, (_, stochastic) in METHODS.items()
@@ -127,6 +141,7 @@ class TwoInputs(nn.Module):
 @pytest.mark.parametrize("name", ["integrated_gradients", "occlusion", "lime", "kernel_shap", "permutation_shapley",
                                   "exact_shapley", "smooth_grad", "rise"])
 def test_extra_inputs_follow_their_sample(name):
+    torch.manual_seed(0)
     model = TwoInputs().eval()
     x = torch.randn(3, 6)
     scale = torch.tensor([[0.5], [2.0], [-1.0]])
@@ -153,8 +168,16 @@ def test_extra_inputs_follow_their_sample(name):
         torch.testing.assert_close(together[i:i + 1], alone, atol=1e-5, rtol=1e-5)
 
 
-def test_stochastic_methods_with_extra_inputs_equal_a_model_with_the_inputs_baked_in():
-    """Same seed: a batch with per-sample ``scale`` gives what a model with that scale fixed gives per sample."""
+@pytest.mark.parametrize("estimator, agreement", [("plain", 1e-6), ("surrogate", 1e-3)])
+def test_stochastic_methods_with_extra_inputs_equal_a_model_with_the_inputs_baked_in(estimator, agreement):
+    """Same seed: a batch with per-sample ``scale`` gives what a model with that scale fixed gives per sample.
+
+    The model's float32 outputs differ in the last bits between a batch of 2 and of 1 (the first evaluation,
+    ``f(x)``, takes the matrix-vector path for 1 sample): the plain estimator, a linear map of the values,
+    agrees to rounding (measured 1.5e-8 abs over 20 random models); the surrogate's network fit carries those
+    bits on (measured up to 2.7e-5 abs, 1e-4 of the largest element), agreement to 1e-3 of the norm as
+    KernelSHAP documents. A swapped ``scale`` must differ by far more than that."""
+    torch.manual_seed(0)
     model = TwoInputs().eval()
     x = torch.randn(2, 6)
     scale = torch.tensor([[0.5], [2.0]])
@@ -167,17 +190,26 @@ def test_stochastic_methods_with_extra_inputs_equal_a_model_with_the_inputs_bake
         def forward(self, x):
             return model(x, self.s.expand(x.shape[0], 1))
 
-    together = xk.KernelSHAP(model, samples=16, seed=4)(x, target=0, forward_args=(scale,))
+    def shap(m):
+        return xk.KernelSHAP(m, samples=16, seed=4, estimator=estimator, batch_size=8)
+
+    together = shap(model)(x, target=0, forward_args=(scale,)).attribution
+    swapped = shap(model)(x, target=0, forward_args=(scale.flip(0),)).attribution
     for i in range(2):
-        baked = xk.KernelSHAP(Baked(scale[i:i + 1]).eval(), samples=16, seed=4)(x, target=0)
-        torch.testing.assert_close(together.attribution[i], baked.attribution[i], atol=1e-5, rtol=1e-5)
+        baked = shap(Baked(scale[i:i + 1]).eval())(x, target=0).attribution
+        gap = float((together[i] - baked[i]).norm())
+        assert gap <= agreement * float(baked[i].norm())
+        assert float((swapped[i] - baked[i]).norm()) > 100 * max(gap, agreement * float(baked[i].norm()))
 
 
 @pytest.mark.parametrize("name", ["occlusion", "lime", "kernel_shap", "permutation_shapley", "exact_shapley", "rise"])
 def test_several_targets_in_one_call(name):
     model, x = small_cnn(), x_images(2)
     make, _ = METHODS[name]
-    method = make(model)
+    # a fixed chunk size: "auto" times chunk sizes on the real work, so two calls could evaluate the model in
+    # different chunks, and KernelSHAP's surrogate fit carries last-bit differences of the values on (see
+    # NORM_AGREEMENT); with the same chunks both calls see the same values and the targets must not interact
+    method = make(model, batch_size=4)
     both = method.explain_targets(x, [1, xk.Contrast(2, 0)])
     assert [e.target.tolist() for e in both] == [[1, 1], [2, 2]]
     torch.testing.assert_close(both[0].attribution, method(x, target=1).attribution, atol=1e-5, rtol=1e-4)

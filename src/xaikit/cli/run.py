@@ -54,7 +54,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", "-o", default="out/run", help="run folder (default out/run)")
     p.add_argument("--overwrite", action="store_true", help="replace a different run found in the folder")
     p.add_argument("--no-maps", action="store_true", help="keep only the per-sample scalars, not the attributions")
-    p.add_argument("--engine", choices=("inprocess", "ray"), default="inprocess", help="default inprocess")
+    p.add_argument("--engine", choices=("inprocess", "ray"), default="inprocess",
+                   help="default inprocess; ray starts workers first (a fixed 5-10 s), for long or multi-GPU runs")
     p.add_argument("--address", help="Ray cluster address (auto: the running cluster); none starts a local one")
     p.add_argument("--workers", type=positive_int, help="Ray actors (default: one per GPU, else per CPU)")
     p.add_argument("--shard-size", type=positive_int, default=64, help="samples per shard (default 64)")

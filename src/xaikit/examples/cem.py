@@ -24,7 +24,17 @@ projected shrinkage
 with ``g`` the smooth part (hinge, ``‖δ‖₂²``, autoencoder), ``S_β`` the element-wise shrinkage, ``Π`` the
 projection onto the allowed box, a square-root decaying step ``α_k = α₀ √(1 − k/K)``, and a binary search over
 ``c`` (start ``c_init``; ``c`` is lowered where a solution was found and raised where none was). Of all
-solutions found, the one with the smallest elastic-net norm ``β‖δ‖₁ + ‖δ‖₂²`` is returned.
+solutions found (every iterate and every start is checked), the one with the smallest elastic-net norm
+``β‖δ‖₁ + ‖δ‖₂²`` is returned.
+
+The search from ``δ = 0`` can miss a PP that exists: on a nonlinear model the hinge's step ``α c ∇f`` either
+stays below the shrinkage (small ``c``) or jumps between the corners of the box (large ``c``), and which ``c``
+of the binary search lands in between depends on the last bits of the model's arithmetic (vector ISA, thread
+count). A sample with no PP after the search therefore gets one more FISTA run (at ``c_init``) that starts at
+the other end of its box, ``δ = x₀ − absent``: the whole input, itself a PP whenever ``x₀`` keeps ``t₀`` with
+margin κ, from which the shrinkage removes what the class does not need. A PP is thus found for every sample
+whose input keeps its class (the returned one may be dense where the search could not shrink it), and every
+returned PP or PN is checked once more on the whole batch.
 
 All samples of a batch are optimised together, each with its own ``c``, on the model's autograd (one
 forward/backward pass per iteration for the batch, plus one forward pass to check the iterate).
@@ -223,8 +233,9 @@ class CEM:
                 delta, ok, c = self._search(kind, x, t0, low, high, absent)
                 point = (absent + delta) if kind == "pp" else (x + delta)
                 with torch.no_grad():
-                    cls = self.model(point).argmax(1)
-                found[kind] = (point, ok, cls)
+                    scores = self.model(point)
+                ok = ok & (self._margin(kind, scores, t0) > self.kappa)  # checked once more on the whole batch
+                found[kind] = (point, ok, scores.argmax(1))
                 info[f"{kind}_c"] = c
                 info[f"{kind}_sparsity"] = (delta != 0).flatten(1).float().mean(1)
                 info[f"{kind}_time_s"] = time.perf_counter() - kind_began
@@ -256,41 +267,69 @@ class CEM:
 
     def _search(self, kind: str, x: torch.Tensor, t0: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
                 absent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Binary search over ``c`` around FISTA; returns the best ``δ``, whether one was found, and the last ``c``."""
+        """Binary search over ``c`` around FISTA; returns the best ``δ``, whether one was found, and the last ``c``.
+
+        Every ``c`` step starts at ``δ = 0`` as in the paper. For a PP, a sample that has no solution after the
+        search gets one more FISTA run that starts at the far corner of its box, ``δ = x − absent`` (the whole
+        input, a PP whenever ``x`` keeps ``t₀`` with margin κ), and shrinks from that feasible side (see
+        :meth:`_fista`)."""
         n = x.shape[0]
+        zero = torch.zeros_like(x)
         if kind == "pp":  # δ between 0 and x − absent, element-wise
-            box_low, box_high = torch.minimum(x - absent, torch.zeros_like(x)), torch.maximum(x - absent, torch.zeros_like(x))
+            box_low, box_high = torch.minimum(x - absent, zero), torch.maximum(x - absent, zero)
         else:  # x + δ inside the feature range
             box_low, box_high = low - x, high - x
-        project = lambda d: torch.minimum(torch.maximum(d, box_low), box_high)  # noqa: E731
         c = torch.full((n,), float(self.c_init), device=x.device)
         lower, upper = torch.zeros_like(c), torch.full_like(c, 1e10)
         best = torch.zeros_like(x)
         best_norm = torch.full((n,), float("inf"), device=x.device)
         for _ in range(self.c_steps):
-            delta = torch.zeros_like(x)
-            y = delta.clone()
-            success = torch.zeros(n, dtype=torch.bool, device=x.device)
-            for k in range(self.iterations):
-                step = self.learning_rate * (1 - k / self.iterations) ** 0.5
-                y_leaf = y.requires_grad_(True)
-                with torch.enable_grad():
-                    (grad,) = torch.autograd.grad(self._smooth_loss(kind, y_leaf, x, t0, absent, c).sum(), y_leaf)
-                z = y.detach() - step * grad
-                new = project(torch.sign(z) * (z.abs() - self.beta).clamp_min(0))  # Π(S_β(·))
-                y = project(new + k / (k + 3) * (new - delta))
-                delta = new
-                with torch.no_grad():
-                    ok = self._margin(kind, self.model(self._input(kind, delta, x, absent)), t0) > self.kappa
-                norm = self.beta * delta.flatten(1).abs().sum(1) + delta.flatten(1).pow(2).sum(1)
-                better = ok & (norm < best_norm)
-                best = torch.where(better.view(-1, *[1] * (x.ndim - 1)), delta, best)
-                best_norm = torch.where(better, norm, best_norm)
-                success |= ok
+            success = self._fista(kind, x, t0, absent, c, zero, (box_low, box_high), best, best_norm)
             upper = torch.where(success, torch.minimum(upper, c), upper)
             lower = torch.where(success, lower, torch.maximum(lower, c))
             c = torch.where(upper < 1e9, (lower + upper) / 2, c * 10)
+        missing = ~torch.isfinite(best_norm)
+        if kind == "pp" and missing.any():
+            sub_best, sub_norm = best[missing], best_norm[missing]
+            sub_c = torch.full_like(sub_norm, float(self.c_init))
+            self._fista(kind, x[missing], t0[missing], absent, sub_c, (x - absent)[missing],
+                        (box_low[missing], box_high[missing]), sub_best, sub_norm)
+            best[missing], best_norm[missing] = sub_best, sub_norm
         return best, torch.isfinite(best_norm), c
+
+    def _fista(self, kind: str, x: torch.Tensor, t0: torch.Tensor, absent: torch.Tensor, c: torch.Tensor,
+               start: torch.Tensor, box: tuple[torch.Tensor, torch.Tensor], best: torch.Tensor,
+               best_norm: torch.Tensor) -> torch.Tensor:
+        """One FISTA run (paper §3.1) from ``start``; updates ``best``/``best_norm`` in place with every iterate
+        (the start included) that satisfies the condition and has a smaller ``β‖δ‖₁ + ‖δ‖₂²``; returns per
+        sample whether any iterate did."""
+        project = lambda d: torch.minimum(torch.maximum(d, box[0]), box[1])  # noqa: E731
+        delta = project(start)
+        y = delta.clone()
+        success = self._keep_if_better(kind, delta, x, t0, absent, best, best_norm)
+        for k in range(self.iterations):
+            step = self.learning_rate * (1 - k / self.iterations) ** 0.5
+            y_leaf = y.requires_grad_(True)
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(self._smooth_loss(kind, y_leaf, x, t0, absent, c).sum(), y_leaf)
+            z = y.detach() - step * grad
+            new = project(torch.sign(z) * (z.abs() - self.beta).clamp_min(0))  # Π(S_β(·))
+            y = project(new + k / (k + 3) * (new - delta))
+            delta = new
+            success |= self._keep_if_better(kind, delta, x, t0, absent, best, best_norm)
+        return success
+
+    def _keep_if_better(self, kind: str, delta: torch.Tensor, x: torch.Tensor, t0: torch.Tensor,
+                        absent: torch.Tensor, best: torch.Tensor, best_norm: torch.Tensor) -> torch.Tensor:
+        """Whether ``δ`` satisfies the condition (margin > κ) per sample; stores it where its elastic-net norm
+        beats the best so far."""
+        with torch.no_grad():
+            ok = self._margin(kind, self.model(self._input(kind, delta, x, absent)), t0) > self.kappa
+        norm = self.beta * delta.flatten(1).abs().sum(1) + delta.flatten(1).pow(2).sum(1)
+        better = ok & (norm < best_norm)
+        best.copy_(torch.where(better.view(-1, *[1] * (x.ndim - 1)), delta, best))
+        best_norm.copy_(torch.where(better, norm, best_norm))
+        return ok
 
 
 CEM.__init__ = _checked_init(CEM.__init__)  # unknown settings are rejected by name

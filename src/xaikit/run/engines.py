@@ -3,7 +3,11 @@
 Both run :class:`~xaikit.run.worker.ShardWorker` on whole shards, so they write the same bytes. The Ray
 engine maps the list of shard indices with ``Dataset.map_batches`` over an actor pool: one actor per worker,
 each building the model once, ``num_gpus=1`` per actor where the cluster has GPUs, one shard per call (the
-chunk size inside a shard comes from the run's ``batch_size``, ``"auto"`` by timing).
+chunk size inside a shard comes from the run's ``batch_size``, ``"auto"`` by timing). A worker that dies is
+not restarted by Ray; the shards not yet written are mapped again over fresh actors (:func:`run_ray`).
+
+A Ray run has a fixed start-up cost (a local cluster 4–7 s, then the actors' imports and model, 4–5 s, on a
+2-core machine) that dominates short runs: the in-process engine is the default for that reason.
 """
 from __future__ import annotations
 
@@ -83,12 +87,21 @@ def connect(address: str | None, num_cpus: int | None) -> bool:
     return address is None
 
 
+RESTARTS = 3  # rounds of fresh actors for the shards of workers that died, per run
+
+
 def run_ray(spec: RunSpec, source: Source, store: Store, shards: list[int], report: Report,
             address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1) -> int:
     """Compute ``shards`` on a Ray cluster with an actor pool of ``workers``; returns the number of workers.
 
     Without ``address`` (and no Ray already initialised) a local cluster is started and shut down at the end.
     ``workers`` defaults to the cluster's GPUs when it has some (one actor per GPU), else its CPUs.
+
+    A worker that dies (killed, out of memory, node lost) is not restarted by Ray (``max_restarts=0``: Ray
+    Data hands its actors their constructor arguments through the object store, and Ray's core logs an
+    error-level line for every such actor that may restart, because a restart can fail once those objects are
+    gone, ray-project/ray#53727). Instead the shards not yet written are mapped again over a fresh actor pool,
+    up to ``RESTARTS`` times; a shard is written whole or not at all, so a shard cut off is redone whole.
     """
     ray = require("ray", "ray")
     started = connect(address, None if workers is None else workers * cpus_per_worker)
@@ -105,21 +118,54 @@ def run_ray(spec: RunSpec, source: Source, store: Store, shards: list[int], repo
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         context.max_consecutive_actor_init_deaths = 0  # a factory that fails once fails the run
-        ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=len(shards))
-        ds = ds.map_batches(
-            RayShardWorker, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0,
-            fn_constructor_kwargs={"spec": spec, "source": source, "store": store, "threads": cpus_per_worker})
-        try:
-            for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
-                for i in range(len(batch["shard"])):
-                    report({key: batch[key][i].item() for key in batch})
-        except Exception as err:  # noqa: BLE001 - translate the worker's error for the user
-            raise _worker_error(err) from err
+        reported: set[int] = set()
+
+        def counted(shard: dict[str, Any]) -> None:
+            reported.add(shard["shard"])
+            report(shard)
+
+        todo = list(shards)
+        for restart in range(RESTARTS + 1):
+            try:
+                _map_shards(ray, spec, source, store, todo, counted, workers, cpus_per_worker, use_gpu)
+                break
+            except Exception as err:  # noqa: BLE001 - translate the worker's error for the user
+                ours = _worker_error(err)
+                if ours is not err or not _actor_died(ray, err) or restart == RESTARTS:
+                    raise ours from err
+                done = store.done()
+                for shard in sorted(done.intersection(todo) - reported):  # written, its result not yet received
+                    counted(store.report(shard))
+                todo = [s for s in todo if s not in done]
+                if not todo:
+                    break
     finally:
         if started:
             ray.shutdown()
     return workers
+
+
+def _map_shards(ray: Any, spec: RunSpec, source: Source, store: Store, shards: list[int], report: Report,
+                workers: int, cpus_per_worker: int, use_gpu: bool) -> None:
+    """One pass of Ray Data ``map_batches`` over ``shards`` with a pool of ``workers`` actors."""
+    ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=len(shards))
+    with warnings.catch_warnings():  # max_restarts has no named parameter yet (Ray 2.60): only this warning
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = ds.map_batches(
+            RayShardWorker, batch_size=1, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(shards)))),
+            num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0, max_restarts=0,
+            fn_constructor_kwargs={"spec": spec, "source": source, "store": store, "threads": cpus_per_worker})
+    for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
+        for i in range(len(batch["shard"])):
+            report({key: batch[key][i].item() for key in batch})
+
+
+def _actor_died(ray: Any, err: BaseException) -> bool:
+    """Whether ``err`` (or an error in its chain) says that an actor process died."""
+    died = tuple(getattr(ray.exceptions, name) for name in ("RayActorError", "ActorUnavailableError")
+                 if hasattr(ray.exceptions, name))  # the second is newer than Ray 2.9
+    return any(isinstance(e, died) for e in _chain(err)) or "ActorDiedError" in str(err)
 
 
 def _worker_error(err: BaseException) -> BaseException:

@@ -4,7 +4,8 @@ Layout::
 
     out/manifest.json              identity of the run (spec, data, shapes) and a summary of every session
     out/rows/shard-000007.parquet  the per-sample scalars of shard 7 (its presence marks the shard done)
-    out/timing/shard-000007.json   seconds spent on shard 7 (kept apart so the rows are the same bytes)
+    out/timing/shard-000007.json   seconds spent on shard 7, its rows and failures (kept apart so the rows
+                                   are the same bytes)
     out/maps/<method>/             zarr v3 array (N, *sample shape), one zarr shard per run shard
 
 A shard is written by exactly one worker and completed atomically: the maps are written first, then the
@@ -33,6 +34,12 @@ _ROWS = re.compile(r"^shard-(\d{6})\.parquet$")
 def map_name(label: str) -> str:
     """A folder-safe zarr array name for a method label."""
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") or "method"
+
+
+def shard_report(shard: int, timing: dict[str, Any]) -> dict[str, Any]:
+    """What a worker reports to the driver for a completed ``shard``, from the shard's timing record."""
+    return {"shard": shard, "rows": timing["rows"], "failures": timing["failures"], "seconds": timing["seconds"],
+            "retried_chunks": len(timing["retried_chunks"])}
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -140,6 +147,10 @@ class Store:
         if not folder.is_dir():
             return set()
         return {int(m.group(1)) for p in folder.iterdir() if (m := _ROWS.match(p.name))}
+
+    def report(self, shard: int) -> dict[str, Any]:
+        """:func:`shard_report` of a completed shard, read back from its timing record."""
+        return shard_report(shard, json.loads((self.out / "timing" / f"shard-{shard:06d}.json").read_text()))
 
     def write_rows(self, shard: int, table: Any, timing: dict[str, Any]) -> None:
         """Complete ``shard``: its timing, then its rows (atomically; the rows file marks the shard done)."""

@@ -20,7 +20,7 @@ from ..batching import chunked, max_chunk
 from .errors import RunError
 from .sources import Source
 from .spec import RunSpec, build
-from .store import Store, require
+from .store import Store, require, shard_report
 
 #: error text kept per failed sample
 ERROR_CHARS = 500
@@ -101,10 +101,10 @@ class ShardWorker:
         table = _table(start, shard, ids, labels, errors, rows)
         seconds = time.perf_counter() - began
         failures = sum(e is not None for e in errors)
-        timing = {"seconds": seconds, "method_s": self.method_s, "worker": worker_name(), "retried_chunks": self.retries}
+        timing = {"seconds": seconds, "method_s": self.method_s, "worker": worker_name(), "retried_chunks": self.retries,
+                  "rows": count, "failures": failures}
         self.store.write_rows(shard, table, timing)
-        return {"shard": shard, "rows": count, "failures": failures, "seconds": seconds,
-                "retried_chunks": len(self.retries)}
+        return shard_report(shard, timing)
 
     # -- chunks --------------------------------------------------------------------------------------------
     def _compute(self, xs: list, ys: list, masks: list) -> dict[str, Any]:
