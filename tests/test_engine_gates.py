@@ -269,6 +269,26 @@ def test_matrix_cpmant():
     check_bias_free(model, x, target=7, kwargs={"input_ids": ids}, composites=COMPOSITES)
 
 
+def test_cpmant_is_explained_from_its_token_ids():
+    """CPM-Ant embeds its prompt ids together with the ids: the ids' positions are explained (the prompt's
+    vectors are constants), the same relevance as at the ids' vectors, nothing unknown, the balance closed."""
+    from transformers import CpmAntConfig, CpmAntForCausalLM
+
+    torch.manual_seed(0)
+    config = CpmAntConfig(vocab_size=48, hidden_size=16, num_attention_heads=2, dim_head=8, dim_ff=32,
+                          num_hidden_layers=2, prompt_length=2, position_bias_num_buckets=8,
+                          position_bias_max_distance=16, segment_types=4)
+    model = quiet(lambda: CpmAntForCausalLM(config)).double().eval()
+    ids = torch.randint(3, 48, (2, 6), generator=torch.Generator().manual_seed(1))
+    reports = check_model(model, ids, target=xk.NextToken(-1), kwargs={"use_cache": False})
+    on_ids = xk.LRP(model, composite="epsilon")(ids, target=xk.NextToken(-1), forward_kwargs={"use_cache": False})
+    x = model.cpmant.input_embedding(ids).detach()
+    on_vectors = xk.LRP(CpmAntOnVectors(model), composite="epsilon")(
+        x, target=on_ids.target.tolist(), forward_kwargs={"input_ids": ids})
+    torch.testing.assert_close(on_ids.attribution, on_vectors.attribution.sum(-1))
+    assert set(reports) == {"epsilon", "cp_lrp", "attnlrp"}
+
+
 def test_matrix_swinv2():
     from transformers import Swinv2Config, Swinv2ForImageClassification
 

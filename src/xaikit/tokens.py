@@ -113,7 +113,9 @@ class TokenInput:
 
         With ``ids``, the substitution happens where the model embeds exactly these ids, at the input embedding
         or a module tied to it (the encoder's, in an encoder–decoder); calls on other ids (a decoder's) keep
-        their own output.
+        their own output. Where the model embeds the ids together with tokens of its own put before or after
+        them (CPM-Ant's prompt ids), the ids' positions get ``vectors`` and the others keep the embedding's
+        output: constants of the explanation, like a position embedding.
         """
         calls, other = [], []
 
@@ -121,6 +123,11 @@ class TokenInput:
             read = inputs[0] if inputs else options.get("input")
             if isinstance(module, nn.EmbeddingBag) and isinstance(read, torch.Tensor) and read.ndim != 2:
                 bag_of(module, vectors, read, inputs, options)  # refuses bags given by offsets, by name
+            start = None if ids is None or isinstance(module, nn.EmbeddingBag) else _span(read, ids)
+            if start is not None:  # the ids among tokens of the model's own: their positions get the vectors
+                calls.append(tuple(out.shape))
+                end = start + ids.shape[1]
+                return torch.cat([out[:, :start], vectors.to(out.dtype), out[:, end:]], 1)
             if ids is not None and not (isinstance(read, torch.Tensor) and read.shape == ids.shape
                                         and torch.equal(read, ids)):
                 other.append(tuple(read.shape) if isinstance(read, torch.Tensor) else type(read).__name__)
@@ -174,6 +181,17 @@ class TokenInput:
             return call() if run is None else run(vectors, call, (args, kwargs))
 
         return forward
+
+
+def _span(read: Any, ids: torch.Tensor) -> int | None:
+    """Where the 2-D ``ids`` lie, as one block of columns, inside longer ids ``read`` of the same rows (tokens
+    put before or after them by the model); ``None`` when they do not."""
+    if not isinstance(read, torch.Tensor) or read.ndim != 2 or ids.ndim != 2 or read.shape[0] != ids.shape[0] \
+            or read.shape[1] <= ids.shape[1] or read.device != ids.device:
+        return None
+    length = ids.shape[1]
+    starts = [k for k in range(read.shape[1] - length + 1) if torch.equal(read[:, k:k + length], ids)]
+    return starts[0] if len(starts) == 1 else None
 
 
 def check_per_token_kwargs(n: int, length: int, forward_kwargs: dict[str, Any]) -> None:
