@@ -30,7 +30,9 @@ class _Noisy(Method):
 
     def explain(self, x, target, forward_args, forward_kwargs):
         weight = self.model[1].weight[target].detach().view_as(x)
-        noise = torch.sin(x * 7919.0 + 1.0) * x.abs().mean()
+        # per sample: a scale shared by the chunk would make a candidate's scores depend on its batch mates
+        scale = x.abs().flatten(1).mean(1).view(-1, *([1] * (x.ndim - 1)))
+        noise = torch.sin(x * 7919.0 + 1.0) * scale
         return Explanation(weight * x + self.distance * noise, target, self.model(x), "noisy", {})
 
 
