@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from ..explained import stop, watch
+from ..explained import stop
+from .constants import book_share
 from .plain import classify_plain
 
 if TYPE_CHECKING:
@@ -86,9 +87,5 @@ def selection(s: Session, func, name, args, kwargs, acts):
     value = out.detach()
     chosen = value == x.detach()
     result = torch.where(chosen, x, value)
-
-    def hook(g: torch.Tensor) -> None:
-        share = torch.where(chosen, torch.zeros((), dtype=g.dtype, device=g.device), value * g)
-        s.absorb(share.reshape(share.shape[0], -1).sum(1), f"{name}:bound")
-
-    return watch(s, result, hook)
+    book_share(s, result, value.masked_fill(chosen, 0), f"{name}:bound")
+    return result
