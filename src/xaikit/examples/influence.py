@@ -280,6 +280,20 @@ class TracIn:
         query, _ = self._query(x, y)
         return self._score(query, 0, self.train_size)
 
+    def self_scores(self) -> torch.Tensor:
+        """Self-influence ``Σ_i η_i ‖∇ℓ(w_i, z)‖²`` of every training sample ``(N,)`` (Pruthi et al. §3.3: large
+        for samples the model keeps having to learn, e.g. mislabelled ones)."""
+        if self.train_factors is None:
+            raise ValueError("TracIn has no training data; call fit(data) first")
+        total = 0
+        for rate, t in zip(self.learning_rates, self.train_factors):
+            if self.module is not None:
+                bias = 1.0 if self.module.bias is not None else 0.0
+                total = total + rate * t[0].pow(2).sum(1) * (t[1].pow(2).sum(1) + bias)
+            else:
+                total = total + rate * t[0].pow(2).sum(1)
+        return total
+
     def top(self, x: torch.Tensor, y: Any = None, k: int = 5) -> TracInResult:
         """The ``k`` most supporting and most opposing training samples of each query (exact, chunked)."""
         if self.train_factors is None:

@@ -11,6 +11,8 @@ from .base import METRICS, Metric, MetricResult, curve_metrics, get_metric
 from .base import register as register_metric
 from .benchmark import BenchmarkResult, benchmark
 from .complexity import *  # noqa: F401,F403
+from .data_attribution import (DATA_ATTRIBUTION_METRICS, Brittleness, LinearDatamodelingScore, detection_auc,
+                               register_data_attribution_metric)
 from .faithfulness import *  # noqa: F401,F403
 from .localisation import *  # noqa: F401,F403
 from .randomisation import *  # noqa: F401,F403
@@ -21,6 +23,8 @@ __all__ = [
     "BenchmarkResult",
     *faithfulness.__all__, *robustness.__all__, *localisation.__all__, *complexity.__all__,
     *randomisation.__all__, *axiomatic.__all__,
+    "LinearDatamodelingScore", "Brittleness", "detection_auc", "DATA_ATTRIBUTION_METRICS",
+    "register_data_attribution_metric",
 ]
 
 __getattr__ = _renamed(__name__, {"BenchmarkTable": "BenchmarkResult"}, globals())

@@ -1,0 +1,222 @@
+"""TRAK: training-data attribution by a kernel on random projections of gradients (Park, Georgiev, Ilyas,
+Leclerc, Madry, "TRAK: Attributing Model Behavior at Scale", ICML 2023).
+
+For one model with weights ``θ`` and the model output function ``f(z; θ)`` (the classification margin
+``log p_y/(1-p_y)``, eq. 9; :func:`xaikit.metrics.data_attribution.margin`):
+
+1. featurise every training sample ``z_i``: ``φ_i = Pᵀ ∇_θ f(z_i; θ)`` with a seeded random ``P ∈ R^{p×k}``
+   (§3.2, step 1–2; :class:`~xaikit.examples.gradients.RandomProjection`), per-sample gradients by
+   ``torch.func`` (``vmap`` over ``grad``) batch by batch, so no gradient matrix of the data set is held;
+2. the kernel ``(Φᵀ Φ + λ I)⁻¹`` with ``Φ = [φ_1 … φ_N]ᵀ`` (``λ = regularisation``, 0 in the paper), by a
+   Cholesky factorisation in float64 (a singular kernel falls back to the pseudo-inverse, with a warning);
+3. the one-step Newton correction of logistic regression (eq. 14–16): ``Q = diag(1 − p_i)``, the residual
+   ``1 − p(y_i | z_i)`` of each training sample (for the margin, ``p = σ(f)``);
+4. an ensemble over ``M`` weights (checkpoints, or independently trained models; step 3–4 of Algorithm 1):
+
+       τ(z) = ( (1/M) Σ_m φ_m(z)ᵀ (Φ_mᵀ Φ_m)⁻¹ Φ_mᵀ ) · ( (1/M) Σ_m Q_m ),
+
+   a ``(N,)`` vector per query ``z``; ``τ(z)_i > 0``: ``z_i`` is a proponent (it raised the margin at ``z``).
+
+The paper's optional soft-thresholding of ``τ`` is not applied (it helps only for some tasks). Cost: fit
+``M`` passes of per-sample gradients over the training set (``≈ 2–3×`` a backward pass each) plus ``N p k``
+multiply-adds for the projection; memory ``M N k`` numbers for the features, ``M k²`` for the kernels.
+Scores are computed in blocks of training samples (``Q × block`` numbers at a time).
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..batching import check_batch_size
+from ..metrics.data_attribution import margin
+from ..methods.base import _checked_init
+from ..modes import explains_in_eval
+from .attribution import AttributionResult, check_indices, labelled_batches, query_labels, top_of, weight_states
+from .gradients import RandomProjection, attributed_parameters, flat, gradient_size, per_sample_gradients
+
+OutputFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class TRAKResult(AttributionResult):
+    """The top TRAK proponents (largest ``τ``) and opponents (smallest) of each query."""
+
+
+def kernel_inverse(gram: torch.Tensor, regularisation: float) -> torch.Tensor:
+    """``(G + λ I)⁻¹`` of a symmetric positive semi-definite ``G`` ``(k, k)`` in float64: Cholesky, or where it
+    is singular the eigen-decomposition's pseudo-inverse (eigenvalues below ``k·eps·max`` dropped) with a
+    warning that names the fix."""
+    gram = gram.double()
+    k = gram.shape[0]
+    a = gram + regularisation * torch.eye(k, dtype=gram.dtype, device=gram.device)
+    factor, info = torch.linalg.cholesky_ex(a)
+    if int(info) == 0:
+        return torch.cholesky_inverse(factor)
+    values, vectors = torch.linalg.eigh(a)
+    keep = values > k * torch.finfo(torch.float64).eps * values.abs().max()
+    warnings.warn(f"TRAK: the kernel ΦᵀΦ (+λI) is singular (rank {int(keep.sum())} of {k}); using its "
+                  "pseudo-inverse. Fit more training samples than the projection dimension, lower projection=, or "
+                  "set regularisation > 0", UserWarning, stacklevel=3)
+    return (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
+
+
+class TRAK:
+    """TRAK scores of training samples for queries (Park et al. 2023), ensembled over weights.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The architecture (evaluated in eval mode through ``functional_call``; never modified).
+    checkpoints : sequence of state dicts or modules, optional
+        The ``M`` weights of the ensemble: independently trained models (the paper's choice) or checkpoints
+        of one run. Default: the model's current weights (``M = 1``).
+    layer : "all", "last" or a module name
+        Whose parameters are attributed: every trainable one (full model), the last ``nn.Linear`` (last
+        layer: cheap, weaker), or that module's.
+    projection : int or None
+        ``k``, the projection dimension (≤ the gradient size ``p``); ``None``: no projection (``φ = ∇f``).
+    projection_kind : "gaussian" or "rademacher"
+    output : "margin" or callable ``(output, y) -> (N,)``
+        The model output function ``f``. With a callable the Newton weights ``Q`` are 1.
+    regularisation : float
+        ``λ ≥ 0`` added to the kernel's diagonal.
+    seed : int
+        Seed of the projection (one ``P`` for every ensemble member; each member has its own kernel).
+    batch_size : int or "auto"
+        Samples per per-sample-gradient batch.
+    progress : bool
+        Show a progress bar while fitting.
+
+    Examples
+    --------
+    >>> trak = TRAK(model, checkpoints=[m.state_dict() for m in models], projection=256).fit((x_train, y_train))
+    >>> tau = trak.scores(x_test, y_test)          # (Q, N)
+    >>> found = trak.top(x_test, k=5)               # TRAKResult: proponents and opponents
+    """
+
+    def __init__(self, model: nn.Module, checkpoints: Sequence[Any] | None = None, layer: str = "all",
+                 projection: int | None = 512, projection_kind: str = "gaussian", output: str | OutputFunction = "margin",
+                 regularisation: float = 0.0, seed: int = 0, batch_size: int | str = 64, progress: bool = False) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.checkpoints = weight_states(model, checkpoints)
+        self.names = attributed_parameters(model, layer)
+        self.layer = layer
+        params = dict(model.named_parameters())
+        self.gradient_size = gradient_size(model, self.names)
+        self.projector = None if projection is None else RandomProjection(
+            {n: params[n].shape for n in self.names}, projection, projection_kind, seed)
+        if output != "margin" and not callable(output):
+            raise ValueError(f"output must be 'margin' or a callable (output, y) -> (N,), got {output!r}")
+        if not isinstance(regularisation, (int, float)) or regularisation < 0:
+            raise ValueError(f"regularisation must be a number >= 0, got {regularisation!r}")
+        check_batch_size(batch_size)
+        self.output, self.regularisation, self.seed = output, float(regularisation), seed
+        self.batch_size, self.progress = batch_size, progress
+        self.projection = projection
+        self.features: list[torch.Tensor] = []   #: Φ_m ``(N, k)`` per ensemble member
+        self.kernels: list[torch.Tensor] = []    #: (Φ_mᵀΦ_m + λI)⁻¹ ``(k, k)`` per member
+        self.weights: torch.Tensor | None = None  #: the mean Newton weights ``Q`` ``(N,)``
+        self.input_shape: tuple[int, ...] | None = None
+        self.train_size = 0
+
+    # ---- featurisation --------------------------------------------------------------------------------------
+
+    def _f(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        f = margin(out, y) if self.output == "margin" else self.output(out, y)
+        if not isinstance(f, torch.Tensor) or f.shape != (out.shape[0],):
+            raise ValueError("output must return one value per sample (N,), got "
+                             f"{tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__}")
+        return f
+
+    def featurise(self, state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(φ, q)`` of a batch at weights ``state``: the projected gradients ``(B, k)`` of the output function
+        and the Newton weights ``1 − p`` ``(B,)``."""
+        grads = per_sample_gradients(self.model, state, self.names, self._f, x, y)
+        phi = flat(grads, self.names) if self.projector is None else self.projector(grads)
+        if self.output == "margin":
+            with torch.no_grad():
+                q = torch.sigmoid(-margin(torch.func.functional_call(self.model, state, (x,)), y))
+        else:
+            q = torch.ones(x.shape[0], dtype=phi.dtype, device=phi.device)
+        return phi.detach(), q
+
+    @explains_in_eval
+    def fit(self, data: Any) -> "TRAK":
+        """Featurise every labelled sample of ``data`` (any form :mod:`xaikit.data` reads) at each weight and
+        form the kernels. Memory: ``M N k`` numbers (features) plus one batch's gradients ``B p``."""
+        feats: list[list[torch.Tensor]] = [[] for _ in self.checkpoints]
+        qs: list[list[torch.Tensor]] = [[] for _ in self.checkpoints]
+        shape = None
+        bar = tqdm(desc="TRAK features", unit="samples", disable=None if self.progress else True, file=sys.stderr)
+        for x, y, shape in labelled_batches(self.model, data, self.batch_size, "TRAK"):
+            for m, state in enumerate(self.checkpoints):
+                phi, q = self.featurise(state, x, y)
+                feats[m].append(phi)
+                qs[m].append(q)
+            bar.update(x.shape[0])
+        bar.close()
+        self.features = [torch.cat(f) for f in feats]
+        self.kernels = [kernel_inverse(f.T.double() @ f.double(), self.regularisation) for f in self.features]
+        self.weights = torch.stack([torch.cat(q) for q in qs]).mean(0)
+        self.input_shape = shape
+        self.train_size = self.features[0].shape[0]
+        return self
+
+    # ---- scoring --------------------------------------------------------------------------------------------
+
+    @explains_in_eval
+    def _query(self, x: torch.Tensor, y: Any) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The queries' ``φ_m(z)ᵀ (Φ_mᵀΦ_m)⁻¹`` per member ``(Q, k)`` and their labels."""
+        y = query_labels(self.model, x, y, self.input_shape, "TRAK")
+        out = []
+        for state, kernel in zip(self.checkpoints, self.kernels):
+            phi, _ = self.featurise(state, x, y)
+            out.append((phi.double() @ kernel).to(phi.dtype))
+        return out, y
+
+    def _block(self, query: list[torch.Tensor], rows: torch.Tensor | slice) -> torch.Tensor:
+        assert self.weights is not None
+        total = sum(a @ f[rows].T for a, f in zip(query, self.features))
+        return total / len(query) * self.weights[rows][None]
+
+    def scores(self, x: torch.Tensor, y: Any = None, indices: Any = None) -> torch.Tensor:
+        """TRAK scores ``τ`` ``(Q, N)`` of every training sample (or those at ``indices``) for each query with
+        label ``y`` (default: the model's prediction)."""
+        query, _ = self._query(x, y)
+        idx = check_indices(indices, self.train_size)
+        return self._block(query, slice(None) if idx is None else idx.to(self.features[0].device))
+
+    def pairs(self, x: torch.Tensor, y: Any, indices: Any) -> torch.Tensor:
+        """The score of each (query ``x[j]``, training sample ``indices[j]``) pair ``(Q,)``."""
+        idx = check_indices(indices, self.train_size)
+        if idx is None or idx.numel() != x.shape[0]:
+            raise ValueError("pairs needs one training index per query (indices of shape (Q,))")
+        query, _ = self._query(x, y)
+        idx = idx.to(self.features[0].device)
+        assert self.weights is not None
+        total = sum((a * f[idx]).sum(1) for a, f in zip(query, self.features))
+        return total / len(query) * self.weights[idx]
+
+    def self_scores(self) -> torch.Tensor:
+        """Self-influence ``τ(z_i)_i`` of every training sample ``(N,)`` (its leverage times ``1 − p_i``): large
+        for samples the model can only fit by themselves, e.g. mislabelled ones."""
+        if self.weights is None:
+            raise ValueError("TRAK has no training data; call fit(data) first")
+        total = sum(((f.double() @ kernel) * f.double()).sum(1) for f, kernel in zip(self.features, self.kernels))
+        return (total / len(self.features)).to(self.features[0].dtype) * self.weights
+
+    def top(self, x: torch.Tensor, y: Any = None, k: int = 5) -> TRAKResult:
+        """The ``k`` strongest proponents and opponents of each query (exact, chunked over the training set)."""
+        query, y = self._query(x, y)
+        found = top_of(lambda a, b: self._block(query, slice(a, b)), self.train_size, k, x.shape[0], x.device)
+        return TRAKResult(*found, y)
+
+
+TRAK.__init__ = _checked_init(TRAK.__init__)  # unknown settings are rejected by name

@@ -1,0 +1,154 @@
+"""Training-data attribution: per-sample gradients, seeded projections, TRAK against its closed form on a logistic
+model, influence functions' iterative iHVP against the exact one, and the model left unchanged."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import xaikit as xk
+from tests.models import assert_unchanged, snapshot
+from xaikit.examples.gradients import RandomProjection, flat, per_sample_gradients
+from xaikit.metrics.data_attribution import margin
+
+
+def _mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double().eval()
+
+
+def _data(n: int = 30, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
+
+
+def test_per_sample_gradients_equal_the_loop_of_single_sample_gradients():
+    model, (x, y) = _mlp(), _data(9)
+    names = [n for n, _ in model.named_parameters()]
+    batched = flat(per_sample_gradients(model, dict(model.state_dict()), names, margin, x, y), names)
+    for i in range(x.shape[0]):
+        model.zero_grad()
+        margin(model(x[i:i + 1]), y[i:i + 1]).sum().backward()
+        single = torch.cat([p.grad.flatten() for p in model.parameters()])
+        torch.testing.assert_close(batched[i], single, atol=1e-6, rtol=0)
+    model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
+def test_projection_is_reproducible_from_the_seed_and_is_a_matrix_product(kind):
+    shapes = {"a": (6000,), "b": (3, 4)}  # "a" spans two generated blocks
+    g = {"a": torch.randn(4, 6000, dtype=torch.float64), "b": torch.randn(4, 3, 4, dtype=torch.float64)}
+    p1, p2 = RandomProjection(shapes, 16, kind, seed=3), RandomProjection(shapes, 16, kind, seed=3, cache=False)
+    out = p1(g)
+    torch.testing.assert_close(out, p2(g), rtol=0, atol=0)
+    assert not torch.allclose(out, RandomProjection(shapes, 16, kind, seed=4)(g))
+    torch.testing.assert_close(out, flat(g, ["a", "b"]) @ p1.matrix(), rtol=1e-12, atol=1e-10)
+    if kind == "rademacher":
+        assert torch.allclose(p1.matrix().abs(), torch.full((6012, 16), 0.25, dtype=torch.float64))
+
+
+def _logistic(d: int = 4, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Linear(d, 1, bias=False).double().eval()
+
+
+def _closed_form(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor) -> torch.Tensor:
+    """TRAK of logistic regression ``f = s wᵀx`` (s = ±1): ∇f = s x, Φ = diag(s) X, Q = σ(−f):
+    τ(z') = s' x'ᵀ (XᵀX)⁻¹ Xᵀ diag(s) σ(−s Xw) (Park et al. eq. 16 with the exact gradients)."""
+    s, sq = 2.0 * y - 1, 2.0 * yq - 1
+    q = torch.sigmoid(-s * (x @ w))
+    return (sq[:, None] * xq) @ torch.linalg.inv(x.T @ x) @ (x * s[:, None]).T * q[None]
+
+
+def test_trak_on_a_logistic_model_equals_the_closed_form():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(25, 4, generator=g, dtype=torch.float64), torch.randint(0, 2, (25,), generator=g)
+    xq, yq = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.tensor([0, 1, 1])
+    models = [_logistic(seed=s) for s in (0, 1)]
+    expected = [_closed_form(m.weight[0].detach(), x, y, xq, yq) for m in models]
+    single = xk.examples.TRAK(models[0], projection=None, batch_size=7).fit((x, y))
+    torch.testing.assert_close(single.scores(xq, yq), expected[0], rtol=1e-9, atol=1e-12)
+    # a square (invertible) projection cancels in φ(z)ᵀ(ΦᵀΦ)⁻¹Φᵀ: the same scores
+    square = xk.examples.TRAK(models[0], projection=4, seed=5).fit((x, y))
+    torch.testing.assert_close(square.scores(xq, yq), expected[0], rtol=1e-7, atol=1e-10)
+    # the ensemble: mean of the members' kernels times the mean of their Q (Park et al. Algorithm 1)
+    both = xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=None).fit((x, y))
+    qs = [torch.sigmoid(-(2.0 * y - 1) * (x @ m.weight[0].detach())) for m in models]
+    kernels = [e / q[None] for e, q in zip(expected, qs)]
+    torch.testing.assert_close(both.scores(xq, yq), sum(kernels) / 2 * (sum(qs) / 2)[None], rtol=1e-9, atol=1e-12)
+
+
+def test_trak_pairs_indices_self_scores_top_and_batch_size_agree_and_leave_the_model_unchanged():
+    model, (x, y) = _mlp(), _data()
+    before = snapshot(model)
+    trak = xk.examples.TRAK(model, projection=12, batch_size=8).fit((x, y))
+    other = xk.examples.TRAK(model, projection=12, batch_size=30).fit((x, y))
+    full = trak.scores(x[:5], y[:5])
+    torch.testing.assert_close(other.scores(x[:5], y[:5]), full, rtol=1e-9, atol=1e-12)
+    idx = torch.tensor([3, 0, 7, 7, 29])
+    torch.testing.assert_close(trak.scores(x[:5], y[:5], indices=idx), full[:, idx])
+    torch.testing.assert_close(trak.pairs(x[:5], y[:5], idx), full[torch.arange(5), idx])
+    torch.testing.assert_close(trak.self_scores(), trak.scores(x, y).diagonal(), rtol=1e-9, atol=1e-12)
+    found = trak.top(x[:5], y[:5], k=3)
+    assert torch.equal(found.supporting, full.topk(3, 1).indices)
+    assert len(found.to_pandas()) == 5 * 3 * 2
+    with pytest.warns(UserWarning, match=r"singular \(rank 16 of 24\)"):  # margin gradients span (C-1)(d+1) dims
+        last = xk.examples.TRAK(model, layer="last", projection=None).fit((x, y))
+    assert last.features[0].shape == (30, 7 * 3 + 3)
+    assert_unchanged(model, before)
+
+
+def test_trak_refuses_bad_input_with_clear_errors_and_leaves_the_model_unchanged():
+    model, (x, _) = _mlp(), _data()
+    frozen = _mlp()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        xk.examples.TRAK(frozen)
+    with pytest.raises(ValueError, match=r"projection=100 is above the gradient size 66"):
+        xk.examples.TRAK(model, projection=100)
+    with pytest.raises(TypeError, match="did you mean 'projection'"):
+        xk.examples.TRAK(model, projectio=10)
+    before = snapshot(model)
+    trak = xk.examples.TRAK(model, projection=8)
+    with pytest.raises(ValueError, match="call fit"):
+        trak.scores(x[:2])
+    with pytest.raises(ValueError, match="labelled"):
+        trak.fit(x)
+    assert_unchanged(model, before)
+
+
+def test_tracin_self_scores_are_the_diagonal_of_its_scores():
+    model, (x, y) = _mlp(), _data()
+    for layer in ("last", "all"):
+        tracin = xk.examples.TracIn(model, layer=layer).fit((x, y))
+        torch.testing.assert_close(tracin.self_scores(), tracin.scores(x, y).diagonal(), rtol=1e-9, atol=1e-12)
+
+
+def test_influence_functions_lissa_approaches_the_exact_inverse_hvp():
+    model, (x, y) = _mlp(), _data(40)
+    before = snapshot(model)
+    exact = xk.examples.InfluenceFunctions(model, layer="last", hessian="exact", damping=0.05).fit((x, y))
+    # the exact Hessian: written out here with autograd over the flat last-layer parameters
+    w0, b0 = model[2].weight.detach(), model[2].bias.detach()
+    h = model[1](model[0](x)).detach()
+
+    def mean_loss(theta: torch.Tensor) -> torch.Tensor:
+        w, b = theta[:21].view(3, 7), theta[21:]
+        return nn.functional.cross_entropy(h @ w.T + b, y)
+
+    hessian = torch.autograd.functional.hessian(mean_loss, torch.cat([w0.flatten(), b0]))
+    torch.testing.assert_close(exact.exact_hessian(), hessian, rtol=1e-9, atol=1e-12)
+    v = torch.randn(3, 24, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    truth = torch.linalg.solve(hessian + 0.05 * torch.eye(24, dtype=torch.float64), v.T).T
+    torch.testing.assert_close(exact.inverse_hvp(v), truth, rtol=1e-8, atol=1e-10)
+    errors = []
+    for depth in (20, 400):  # full-batch LiSSA: the Neumann series converges geometrically
+        lissa = xk.examples.InfluenceFunctions(model, hessian="lissa", damping=0.05, scale=2.0, depth=depth,
+                                               hessian_batch_size=40).fit((x, y))
+        errors.append(float((lissa.inverse_hvp(v) - truth).norm() / truth.norm()))
+    assert errors[1] < errors[0] / 10 and errors[1] < 1e-3, errors
+    scores = exact.scores(x[:4], y[:4])
+    torch.testing.assert_close(scores, exact.inverse_hvp(exact.gradients[:4]) @ exact.gradients.T)
+    assert exact.top(x[:4], y[:4], k=2).supporting.shape == (4, 2)
+    assert_unchanged(model, before)
