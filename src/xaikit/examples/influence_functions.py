@@ -102,7 +102,8 @@ class InfluenceFunctions:
                              f"layer= (at most {EXACT_LIMIT} parameters)")
         self.layer, self.loss, self.hessian = layer, loss, hessian
         self.damping, self.scale, self.depth, self.repeats = float(damping), float(scale), depth, repeats
-        self.hessian_batch_size, self.seed, self.batch_size, self.progress = hessian_batch_size, seed, batch_size, progress
+        self.hessian_batch_size, self.seed = hessian_batch_size, seed
+        self.batch_size, self.progress = batch_size, progress
         self.state = dict(model.state_dict())
         self.gradients: torch.Tensor | None = None  #: ``∇ℓ(z_i)`` ``(N, p)``
         self.x: torch.Tensor | None = None

@@ -99,8 +99,9 @@ class TRAK:
     """
 
     def __init__(self, model: nn.Module, checkpoints: Sequence[Any] | None = None, layer: str = "all",
-                 projection: int | None = 512, projection_kind: str = "gaussian", output: str | OutputFunction = "margin",
-                 regularisation: float = 0.0, seed: int = 0, batch_size: int | str = 64, progress: bool = False) -> None:
+                 projection: int | None = 512, projection_kind: str = "gaussian",
+                 output: str | OutputFunction = "margin", regularisation: float = 0.0, seed: int = 0,
+                 batch_size: int | str = 64, progress: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
