@@ -152,3 +152,34 @@ def test_influence_functions_lissa_approaches_the_exact_inverse_hvp():
     torch.testing.assert_close(scores, exact.inverse_hvp(exact.gradients[:4]) @ exact.gradients.T)
     assert exact.top(x[:4], y[:4], k=2).supporting.shape == (4, 2)
     assert_unchanged(model, before)
+
+
+def test_trak_store_equals_memory_and_resumes_without_recomputing_finished_shards(tmp_path):
+    pytest.importorskip("zarr")
+    model, (x, y) = _mlp(), _data(30)
+    memory = xk.examples.TRAK(model, projection=6, batch_size=4).fit((x, y))
+    calls = []
+
+    class Counting(xk.examples.TRAK):
+        def featurise(self, state, xb, yb):
+            calls.append(xb.shape[0])
+            return super().featurise(state, xb, yb)
+
+    def killed():  # the training set read in batches of 4; the run dies after 16 samples
+        for s in range(0, 16, 4):
+            yield x[s:s + 4], y[s:s + 4]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Counting(model, projection=6, batch_size=4).fit(killed(), store=tmp_path / "s", shard_size=8)
+    assert sum(calls) == 16  # two shards of 8 written
+    calls.clear()
+    stored = Counting(model, projection=6, batch_size=4).fit((x, y), store=tmp_path / "s", shard_size=8)
+    assert sum(calls) == 14  # only the two shards still missing (8 + 6)
+    for ours, theirs in ((stored.scores(x[:5], y[:5]), memory.scores(x[:5], y[:5])),
+                         (stored.self_scores(), memory.self_scores()),
+                         (stored.pairs(x[:3], y[:3], [29, 0, 9]), memory.pairs(x[:3], y[:3], [29, 0, 9]))):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)  # float32 on disk
+    assert torch.equal(stored.top(x[:5], y[:5], k=4).supporting, memory.top(x[:5], y[:5], k=4).supporting)
+    with pytest.raises(ValueError, match="other settings .*projection"):
+        xk.examples.TRAK(model, projection=5).fit((x, y), store=tmp_path / "s", shard_size=8)

@@ -114,10 +114,11 @@ def check_indices(indices: Any, total: int) -> torch.Tensor | None:
 
 
 def top_of(score: Callable[[int, int], torch.Tensor], total: int, k: int, queries: int,
-           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(supporting, supporting_score, opposing, opposing_score)``: the exact top-k both ways, chunked."""
+           device: torch.device, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(supporting, supporting_score, opposing, opposing_score)``: the exact top-k both ways, in chunks of
+    ``chunk`` training samples (default: sized by the memory budget)."""
     k = check_k(k, total)
-    chunk = chunk_size(queries, device)
+    chunk = chunk or chunk_size(queries, device)
     up, up_index = topk(score, total, k, largest=True, chunk=chunk)
     down, down_index = topk(score, total, k, largest=False, chunk=chunk)
     return up_index, up, down_index, down

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -33,11 +34,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..batching import check_batch_size
+from ..errors import check_positive
+from ..fingerprint import fingerprint
 from ..metrics.data_attribution import margin
 from ..methods.base import _checked_init
 from ..modes import explains_in_eval
 from .attribution import AttributionResult, check_indices, labelled_batches, query_labels, top_of, weight_states
 from .gradients import RandomProjection, attributed_parameters, flat, gradient_size, per_sample_gradients
+from .store import FeatureStore, StoredFeatures
 
 OutputFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -120,7 +124,7 @@ class TRAK:
         self.output, self.regularisation, self.seed = output, float(regularisation), seed
         self.batch_size, self.progress = batch_size, progress
         self.projection = projection
-        self.features: list[torch.Tensor] = []   #: Φ_m ``(N, k)`` per ensemble member
+        self.features: list[Any] = []   #: Φ_m ``(N, k)`` per ensemble member (tensors, or StoredFeatures)
         self.kernels: list[torch.Tensor] = []    #: (Φ_mᵀΦ_m + λI)⁻¹ ``(k, k)`` per member
         self.weights: torch.Tensor | None = None  #: the mean Newton weights ``Q`` ``(N,)``
         self.input_shape: tuple[int, ...] | None = None
@@ -149,9 +153,20 @@ class TRAK:
         return phi.detach(), q
 
     @explains_in_eval
-    def fit(self, data: Any) -> "TRAK":
+    def fit(self, data: Any, store: str | Path | None = None, shard_size: int = 4096) -> "TRAK":
         """Featurise every labelled sample of ``data`` (any form :mod:`xaikit.data` reads) at each weight and
-        form the kernels. Memory: ``M N k`` numbers (features) plus one batch's gradients ``B p``."""
+        form the kernels.
+
+        ``store=None``: the features stay in memory, ``M N k`` numbers. ``store=path``: they are written to a
+        resumable zarr store shard by shard (:mod:`.store`; ``shard_size`` samples each) and read back block
+        by block when scoring; a run killed midway resumes without recomputing finished shards.
+
+        Memory (numbers, besides the model): one batch's gradients ``B p`` + the projection ``p k`` (cached
+        when ``8 p k`` bytes fit a quarter of the memory budget, else ``4096 k`` per generated block) + the
+        kernels ``M k²`` + (with a store) one shard ``M S k``, else all features ``M N k``.
+        """
+        if store is not None:
+            return self._fit_stored(data, store, shard_size)
         feats: list[list[torch.Tensor]] = [[] for _ in self.checkpoints]
         qs: list[list[torch.Tensor]] = [[] for _ in self.checkpoints]
         shape = None
@@ -169,6 +184,57 @@ class TRAK:
         self.input_shape = shape
         self.train_size = self.features[0].shape[0]
         return self
+
+    def _store_key(self) -> dict[str, Any]:
+        output = "margin" if self.output == "margin" else f"{type(self.output).__module__}:{self.output!r}"
+        return {"weights": fingerprint(self.checkpoints), "parameters": self.names, "projection": self.projection,
+                "projection_kind": None if self.projector is None else self.projector.kind, "seed": self.seed,
+                "output": output}
+
+    def _fit_stored(self, data: Any, path: str | Path, shard_size: int) -> "TRAK":
+        check_positive(shard_size, "shard_size", integer=True)
+        store = FeatureStore(path, self._store_key(), shard_size)
+        done = store.done()
+        shard, filled, total, shape = 0, 0, 0, None
+        pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        bar = tqdm(desc="TRAK features", unit="samples", disable=None if self.progress else True, file=sys.stderr)
+        for x, y, shape in labelled_batches(self.model, data, self.batch_size, "TRAK"):
+            while x.shape[0]:
+                take = min(shard_size - filled, x.shape[0])
+                if shard not in done:
+                    pending.append((x[:take], y[:take]))
+                x, y, filled, total = x[take:], y[take:], filled + take, total + take
+                bar.update(take)
+                if filled == shard_size:
+                    self._write_shard(store, shard, pending)
+                    shard, filled, pending = shard + 1, 0, []
+        if filled:
+            self._write_shard(store, shard, pending)
+        bar.close()
+        param = next(iter(self.model.parameters()))
+        k = self.projection or self.gradient_size
+        grams = torch.zeros(len(self.checkpoints), k, k, dtype=torch.float64)
+        weights = []
+        for s in range(0, (total + shard_size - 1) // shard_size):
+            f, q = store.read(s)
+            grams += f.double().transpose(1, 2) @ f.double()
+            weights.append(q)
+        self.features = [StoredFeatures(store, m, total, k, param.dtype, param.device)
+                         for m in range(len(self.checkpoints))]
+        self.kernels = [kernel_inverse(g, self.regularisation).to(param.device) for g in grams]
+        self.weights = torch.cat(weights, 1).mean(0).to(param.device, param.dtype)
+        self.input_shape, self.train_size = shape, total
+        return self
+
+    def _write_shard(self, store: FeatureStore, shard: int, pending: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        if not pending:  # finished in an earlier run
+            return
+        feats, qs = [], []
+        for state in self.checkpoints:
+            parts = [self.featurise(state, x, y) for x, y in pending]
+            feats.append(torch.cat([p[0] for p in parts]))
+            qs.append(torch.cat([p[1] for p in parts]))
+        store.write(shard, torch.stack(feats), torch.stack(qs))
 
     # ---- scoring --------------------------------------------------------------------------------------------
 
@@ -210,13 +276,19 @@ class TRAK:
         for samples the model can only fit by themselves, e.g. mislabelled ones."""
         if self.weights is None:
             raise ValueError("TRAK has no training data; call fit(data) first")
-        total = sum(((f.double() @ kernel) * f.double()).sum(1) for f, kernel in zip(self.features, self.kernels))
-        return (total / len(self.features)).to(self.features[0].dtype) * self.weights
+        total = torch.zeros(self.train_size, dtype=torch.float64, device=self.weights.device)
+        step = self.features[0].store.shard_size if isinstance(self.features[0], StoredFeatures) else 65536
+        for start in range(0, self.train_size, step):
+            for f, kernel in zip(self.features, self.kernels):
+                block = f[start:start + step].double()
+                total[start:start + step] += ((block @ kernel) * block).sum(1)
+        return (total / len(self.features)).to(self.weights.dtype) * self.weights
 
     def top(self, x: torch.Tensor, y: Any = None, k: int = 5) -> TRAKResult:
         """The ``k`` strongest proponents and opponents of each query (exact, chunked over the training set)."""
         query, y = self._query(x, y)
-        found = top_of(lambda a, b: self._block(query, slice(a, b)), self.train_size, k, x.shape[0], x.device)
+        chunk = self.features[0].store.shard_size if isinstance(self.features[0], StoredFeatures) else None
+        found = top_of(lambda a, b: self._block(query, slice(a, b)), self.train_size, k, x.shape[0], x.device, chunk)
         return TRAKResult(*found, y)
 
 
