@@ -113,8 +113,8 @@ def check_indices(indices: Any, total: int) -> torch.Tensor | None:
     return indices
 
 
-def top_of(score: Callable[[int, int], torch.Tensor], total: int, k: int, queries: int,
-           device: torch.device, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def top_of(score: Callable[[int, int], torch.Tensor], total: int, k: int, queries: int, device: torch.device,
+           chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(supporting, supporting_score, opposing, opposing_score)``: the exact top-k both ways, in chunks of
     ``chunk`` training samples (default: sized by the memory budget)."""
     k = check_k(k, total)
