@@ -183,3 +183,34 @@ def test_trak_store_equals_memory_and_resumes_without_recomputing_finished_shard
     assert torch.equal(stored.top(x[:5], y[:5], k=4).supporting, memory.top(x[:5], y[:5], k=4).supporting)
     with pytest.raises(ValueError, match="other settings .*projection"):
         xk.examples.TRAK(model, projection=5).fit((x, y), store=tmp_path / "s", shard_size=8)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "dot"])
+def test_feature_index_ivf_backend_is_exact_when_every_cell_is_probed_and_reports_its_recall(metric):
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(12, 8, generator=g) * 4
+    vectors = centres[torch.randint(0, 12, (1500,), generator=g)] + torch.randn(1500, 8, generator=g)
+    queries = centres[torch.randint(0, 12, (40,), generator=g)] + torch.randn(40, 8, generator=g)
+    exact = xk.examples.FeatureIndex.from_vectors(vectors, metric=metric).search(queries, 10)
+    every = xk.examples.FeatureIndex.from_vectors(vectors, metric=metric, backend="ivf", lists=16, probe=16)
+    found = every.search(queries, 10)
+    assert torch.equal(found.index.sort(1).values, exact.index.sort(1).values)
+    torch.testing.assert_close(found.similarity, exact.similarity, rtol=1e-4, atol=1e-4)
+    assert every.recall(queries, 10) == 1.0
+    few = xk.examples.FeatureIndex.from_vectors(vectors, metric=metric, backend="ivf", lists=64, probe=2)
+    recall = few.recall(queries, 10)
+    direct = float((few.search(queries, 10).index[:, :, None] == exact.index[:, None, :]).any(1).float().mean())
+    assert recall == direct and 0.3 < recall < 1.0, recall
+
+
+def test_feature_index_faiss_backend_matches_the_exact_search_or_warns_where_faiss_is_missing():
+    vectors = torch.randn(300, 6, generator=torch.Generator().manual_seed(1))
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        with pytest.warns(UserWarning, match="faiss is not installed; using the exact search"):
+            index = xk.examples.FeatureIndex.from_vectors(vectors, backend="faiss")
+        assert index.backend == "exact"
+        return
+    index = xk.examples.FeatureIndex.from_vectors(vectors, backend="faiss", lists=8, probe=8)
+    assert index.recall(vectors[:20], 5) == 1.0

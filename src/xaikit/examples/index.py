@@ -19,7 +19,7 @@ from torch import nn
 
 from ..batching import check_batch_size
 from ..deprecation import renamed
-from ..errors import check_choice, check_input, model_device
+from ..errors import check_choice, check_input, check_positive, model_device
 from ..methods.base import Method, _checked_init
 from ..methods.bilrp import BiLRP
 from ..methods.resolve import DEFAULT_METHODS, legacy_lrp_settings
@@ -27,6 +27,7 @@ from ..modes import explains_in_eval
 from ..propagation.composites import Composite
 from ..results import ResultExport
 from ..fingerprint import fingerprint
+from .ann import BACKENDS, IVF, Faiss, has_faiss
 from .data import DataSource, check_sample_shape, sample_shape
 from .layers import LayerFeatures
 from .search import METRICS, check_k, chunk_size, pairwise, topk
@@ -120,6 +121,13 @@ class FeatureIndex:
         (:func:`xaikit.batching.batch_size_for`).
     progress : bool
         Show a progress bar while building.
+    backend : "exact", "ivf" or "faiss"
+        The search (:mod:`.ann`): exact chunked matrix products (default); an approximate inverted-file index
+        of ``lists`` k-means cells of which ``probe`` are searched per query, in torch (``"ivf"``) or in faiss
+        (``"faiss"``; where faiss is not installed, the exact search with a warning). :meth:`recall` measures
+        the approximate search's recall@k against the exact one.
+    lists, probe : int
+        The IVF's cells (default ``round(4 √N)``) and cells searched per query (default 8).
 
     Examples
     --------
@@ -130,9 +138,11 @@ class FeatureIndex:
 
     def __init__(self, model: nn.Module, layer: str | None = None,
                  pool: str | Callable[[torch.Tensor], torch.Tensor] = "mean", metric: str = "cosine",
-                 batch_size: int | str = 256, progress: bool = False) -> None:
+                 batch_size: int | str = 256, progress: bool = False, backend: str = "exact",
+                 lists: int | None = None, probe: int = 8) -> None:
         check_choice(metric, "metric", METRICS)
         check_batch_size(batch_size)
+        self._backend_settings(backend, lists, probe)
         self.model = model
         self.features = LayerFeatures(model, layer, pool)
         self.metric = metric
@@ -197,14 +207,15 @@ class FeatureIndex:
         return torch.cat(parts), torch.cat(labels) if labels else None, shape
 
     @classmethod
-    def from_vectors(cls, vectors: torch.Tensor, labels: torch.Tensor | None = None, metric: str = "cosine"
-                     ) -> "FeatureIndex":
+    def from_vectors(cls, vectors: torch.Tensor, labels: torch.Tensor | None = None, metric: str = "cosine",
+                     backend: str = "exact", lists: int | None = None, probe: int = 8) -> "FeatureIndex":
         """An index over given vectors ``(N, D)`` (e.g. concept-relevance vectors); query it with
         :meth:`search`."""
         check_choice(metric, "metric", METRICS)
         index = cls.__new__(cls)
         index.model, index.features, index.metric, index.source = None, None, metric, None
         index.batch_size, index.progress = 256, False
+        index._backend_settings(backend, lists, probe)
         index._keep(vectors, labels, None)
         return index
 
@@ -222,6 +233,26 @@ class FeatureIndex:
         self.norms = self.vectors.norm(dim=1)
         self.labels = labels
         self.input_shape = shape
+        self._approximate = None
+
+    def _backend_settings(self, backend: str, lists: int | None, probe: int) -> None:
+        check_choice(backend, "backend", BACKENDS)
+        if lists is not None:
+            check_positive(lists, "lists", integer=True)
+        check_positive(probe, "probe", integer=True)
+        if backend == "faiss" and not has_faiss():
+            warnings.warn("backend='faiss' but faiss is not installed; using the exact search (pip install "
+                          "faiss-cpu for the approximate one, or backend='ivf')", UserWarning, stacklevel=3)
+            backend = "exact"
+        self.backend, self.lists, self.probe = backend, lists, probe
+        self._approximate = None
+
+    def _approximate_index(self) -> Any:
+        if self._approximate is None:
+            lists = min(len(self), self.lists or max(1, round(4 * len(self) ** 0.5)))
+            kind = IVF if self.backend == "ivf" else Faiss
+            self._approximate = kind(self.vectors, self.metric, lists, self.probe)
+        return self._approximate
 
     def __len__(self) -> int:
         return 0 if self.vectors is None else self.vectors.shape[0]
@@ -243,8 +274,11 @@ class FeatureIndex:
         with torch.no_grad():
             return self.features(x).float()
 
-    def search(self, vectors: torch.Tensor, k: int = 5, metric: str | None = None) -> NeighboursResult:
-        """The ``k`` nearest indexed samples of query vectors ``(Q, D)`` (exact, chunked)."""
+    def search(self, vectors: torch.Tensor, k: int = 5, metric: str | None = None, exact: bool = False
+               ) -> NeighboursResult:
+        """The ``k`` nearest indexed samples of query vectors ``(Q, D)``: by the index's ``backend`` (exact,
+        chunked, by default), or exactly with ``exact=True`` or another ``metric``. An approximate search that
+        finds fewer than ``k`` candidates pads with index ``-1``."""
         self._fitted()
         metric = metric or self.metric
         check_choice(metric, "metric", METRICS)
@@ -253,17 +287,27 @@ class FeatureIndex:
             got = tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors).__name__
             raise ValueError(f"query vectors must be (Q, {self.vectors.shape[1]}) like the index, got {got}")
         queries = vectors.float().to(self.vectors.device)
-        chunk = chunk_size(queries.shape[0], queries.device)
-        values, index = topk(lambda a, b: pairwise(queries, self.vectors[a:b], metric, self.norms[a:b]),
-                             len(self), k, largest=True, chunk=chunk)
+        if self.backend != "exact" and metric == self.metric and not exact:
+            values, index = self._approximate_index().search(queries, k, self.norms)
+        else:
+            chunk = chunk_size(queries.shape[0], queries.device)
+            values, index = topk(lambda a, b: pairwise(queries, self.vectors[a:b], metric, self.norms[a:b]),
+                                 len(self), k, largest=True, chunk=chunk)
         if metric == "euclidean":
             distance = (-values).clamp_min(0).sqrt()
             similarity = -distance
         else:
             similarity = values
             distance = 1 - values if metric == "cosine" else -values
-        label = None if self.labels is None else self.labels.to(index.device)[index]
+        label = None if self.labels is None else self.labels.to(index.device)[index.clamp_min(0)]
         return NeighboursResult(index, similarity, distance, label, metric)
+
+    def recall(self, vectors: torch.Tensor, k: int = 10) -> float:
+        """recall@k of the index's search: the share of the exact ``k`` nearest neighbours of the query vectors
+        that it returns (1.0 for ``backend="exact"``)."""
+        found = self.search(vectors, k).index
+        truth = self.search(vectors, k, exact=True).index
+        return float((found[:, :, None] == truth[:, None, :]).any(1).float().mean())
 
     def neighbours(self, x: torch.Tensor, k: int = 5, metric: str | None = None) -> NeighboursResult:
         """The ``k`` nearest indexed samples of the query inputs ``x``, nearest first."""
