@@ -205,9 +205,8 @@ def test_feature_index_ivf_backend_is_exact_when_every_cell_is_probed_and_report
 
 def test_feature_index_faiss_backend_matches_the_exact_search_or_warns_where_faiss_is_missing():
     vectors = torch.randn(300, 6, generator=torch.Generator().manual_seed(1))
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
+    from xaikit.examples.ann import has_faiss
+    if not has_faiss():
         with pytest.warns(UserWarning, match="faiss is not installed; using the exact search"):
             index = xk.examples.FeatureIndex.from_vectors(vectors, backend="faiss")
         assert index.backend == "exact"

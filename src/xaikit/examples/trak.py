@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..batching import check_batch_size
+from ..batching import batch_size_for, check_batch_size
 from ..errors import check_positive
 from ..fingerprint import fingerprint
 from ..metrics.data_attribution import margin
@@ -242,9 +242,11 @@ class TRAK:
     def _query(self, x: torch.Tensor, y: Any) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The queries' ``φ_m(z)ᵀ (Φ_mᵀΦ_m)⁻¹`` per member ``(Q, k)`` and their labels."""
         y = query_labels(self.model, x, y, self.input_shape, "TRAK")
+        step = batch_size_for(self.batch_size, x[0])
         out = []
         for state, kernel in zip(self.checkpoints, self.kernels):
-            phi, _ = self.featurise(state, x, y)
+            phi = torch.cat([self.featurise(state, x[s:s + step], y[s:s + step])[0]
+                             for s in range(0, x.shape[0], step)])
             out.append((phi.double() @ kernel).to(phi.dtype))
         return out, y
 
