@@ -252,8 +252,10 @@ class TRAK:
 
     def _block(self, query: list[torch.Tensor], rows: torch.Tensor | slice) -> torch.Tensor:
         assert self.weights is not None
-        total = sum(a @ f[rows].T for a, f in zip(query, self.features))
-        return total / len(query) * self.weights[rows][None]
+        total = query[0] @ self.features[0][rows].T  # one (Q, block) matrix, updated in place
+        for a, f in zip(query[1:], self.features[1:]):
+            total.addmm_(a, f[rows].T)
+        return total.mul_((self.weights[rows] / len(query))[None])
 
     def scores(self, x: torch.Tensor, y: Any = None, indices: Any = None) -> torch.Tensor:
         """TRAK scores ``τ`` ``(Q, N)`` of every training sample (or those at ``indices``) for each query with
