@@ -2,8 +2,9 @@
 
 - LDS (linear datamodeling score, Park et al. 2023): ``SUBSETS`` random 50 % subsets per seed, ``SEEDS`` seeds,
   mean ± standard error over the seeds of the mean LDS over the test queries; TRAK, TracIn (same models, same
-  projection dimension), influence functions (last layer, LiSSA), and the ``traker`` reference where it is
-  installed (``--reference``), with the attribution time of each.
+  projection dimension), influence functions (last layer, LiSSA), and the references ``traker`` and ``dattri``
+  (``--reference``, a benchmark venv), with the attribution time of each. ``--timing``: TRAK against traker,
+  interleaved repeats; ``--precision``: seed 0's LDS with TRAK's kernel inverted in float32.
 - Label noise: 10 % of the training labels flipped; AUC of finding them by TRAK / TracIn self-influence and by
   the training loss.
 - Brittleness: remove the top-k proponents (TRAK, TracIn, random), retrain, share of flipped predictions.
@@ -80,11 +81,92 @@ def traker_scores(models, x, y, xq, yq, k: int):
     return torch.as_tensor(scores).T.float()
 
 
+def dattri_scores(models, x, y, xq, yq, k: int):
+    """The reference TRAK of ``dattri`` (``TRAKAttributor``) with the margin as target, on CPU."""
+    from dattri.algorithm.trak import TRAKAttributor
+    from dattri.task import AttributionTask
+    from torch.utils.data import DataLoader, TensorDataset
+    model = mlp()
+
+    def loss(params, data):
+        xi, yi = data
+        return F.cross_entropy(torch.func.functional_call(model, params, xi.unsqueeze(0)), yi.unsqueeze(0))
+
+    def target(params, data):  # the margin log p/(1-p) (TRAK's model output function)
+        logp = -loss(params, data)
+        return logp - torch.log(1 - torch.exp(logp))
+
+    def probability(params, data):
+        return torch.exp(-loss(params, data))
+
+    # as dattri's own TRAK examples: the margin is the task's function for training and test samples alike
+    task = AttributionTask(loss_func=target, model=model, checkpoints=[m.state_dict() for m in models])
+    attributor = TRAKAttributor(task=task, correct_probability_func=probability, device="cpu",
+                                projector_kwargs={"proj_dim": k, "device": "cpu", "proj_seed": 0})
+    attributor.cache(DataLoader(TensorDataset(x, y), batch_size=250, shuffle=False))
+    scores = attributor.attribute(DataLoader(TensorDataset(xq, yq), batch_size=250, shuffle=False))
+    return torch.as_tensor(scores).T.float()
+
+
+def ensemble(seed: int, n_train: int = 600, n_test: int = 30, m: int = 5):
+    x, y, xq, yq = digits(n_train, n_test, seed)
+    return x, y, xq, yq, [train(x, y, 1000 * seed + i) for i in range(m)]
+
+
+def timing(repeats: int = 5, k: int = 256) -> None:
+    """TRAK (fit + scores) against traker on the same work, alternating, ``repeats`` times each."""
+    x, y, xq, yq, models = ensemble(0)
+    ours, ref = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=k,
+                         batch_size=250).fit((x, y)).scores(xq, yq)
+        ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        traker_scores(models, x, y, xq, yq, k)
+        ref.append(time.perf_counter() - t)
+    ratios = sorted(a / b for a, b in zip(ours, ref))
+    print(json.dumps({"ours_s": ours, "traker_s": ref, "ratio_median": ratios[len(ratios) // 2],
+                      "ratio_min": ratios[0], "ratio_max": ratios[-1]}))
+
+
+def precision(k: int = 256, subsets: int = 50) -> None:
+    """Seed 0's LDS of TRAK with the kernel inverted in float64 (ours) and in float32, and of traker."""
+    import xaikit.examples.trak as trak_module
+    x, y, xq, yq, models = ensemble(0)
+    states = [m.state_dict() for m in models]
+    scores = {"TRAK float64 kernel": xk.examples.TRAK(models[0], checkpoints=states, projection=k).fit(
+        (x, y)).scores(xq, yq)}
+    exact = trak_module.kernel_inverse
+    trak_module.kernel_inverse = lambda gram, reg: torch.linalg.inv(gram.float()).double()
+    try:
+        scores["TRAK float32 kernel"] = xk.examples.TRAK(models[0], checkpoints=states, projection=k).fit(
+            (x, y)).scores(xq, yq)
+    finally:
+        trak_module.kernel_inverse = exact
+    scores["traker"] = traker_scores(models, x, y, xq, yq, k)
+    try:
+        scores["dattri"] = dattri_scores(models, x, y, xq, yq, k)
+    except Exception as err:  # report, do not hide
+        print(f"dattri failed: {type(err).__name__}: {err}")
+    lds = xk.metrics.LinearDatamodelingScore(subsets=subsets, seed=0)
+    lds(lambda i, s: train(x[i], y[i], s), xq, yq, scores["TRAK float64 kernel"])
+    masks, actual = lds.last["masks"].double(), lds.last["actual"]
+    print(json.dumps({n: float(spearman(v.double() @ masks.T, actual).nanmean()) for n, v in scores.items()}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a small run to check the script")
-    parser.add_argument("--reference", action="store_true", help="also run traker (benchmark venv)")
+    parser.add_argument("--reference", action="store_true", help="also run traker and dattri (benchmark venv)")
+    parser.add_argument("--timing", action="store_true", help="only: TRAK vs traker time, interleaved repeats")
+    parser.add_argument("--precision", action="store_true",
+                        help="only: LDS of TRAK with its kernel in float64 vs float32 and traker (seed 0)")
     args = parser.parse_args()
+    if args.timing:
+        return timing()
+    if args.precision:
+        return precision()
     n_train, n_test = (300, 10) if args.quick else (600, 30)
     subsets, seeds = (10, 2) if args.quick else (50, 3)
     models_m, k, small_k = (2, 128, 32) if args.quick else (5, 256, 64)
@@ -122,6 +204,9 @@ def main() -> None:
             t = time.perf_counter()
             methods["traker (reference)"] = traker_scores(models, x, y, xq, yq, k)
             times.setdefault("traker (reference)", []).append(time.perf_counter() - t)
+            t = time.perf_counter()
+            methods["dattri (reference)"] = dattri_scores(models, x, y, xq, yq, k)
+            times.setdefault("dattri (reference)", []).append(time.perf_counter() - t)
 
         def retrain(indices: torch.Tensor, s: int) -> nn.Module:
             return train(x[indices], y[indices], s)
