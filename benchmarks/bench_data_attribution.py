@@ -185,6 +185,10 @@ def main() -> None:
                                 batch_size=250).fit((x, y))
         methods["TRAK"] = trak.scores(xq, yq)
         times.setdefault("TRAK", []).append(time.perf_counter() - t)
+        for projection_seed in (1, 2):  # the spread that the random projection alone causes
+            methods[f"TRAK (projection seed {projection_seed})"] = xk.examples.TRAK(
+                models[0], checkpoints=[m.state_dict() for m in models], projection=k, seed=projection_seed,
+                batch_size=250).fit((x, y)).scores(xq, yq)
         t = time.perf_counter()
         small = xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=small_k,
                                  batch_size=250).fit((x, y))
@@ -207,6 +211,8 @@ def main() -> None:
             t = time.perf_counter()
             methods["dattri (reference)"] = dattri_scores(models, x, y, xq, yq, k)
             times.setdefault("dattri (reference)", []).append(time.perf_counter() - t)
+            methods[f"traker (reference, k={small_k})"] = traker_scores(models, x, y, xq, yq, small_k)
+            methods[f"dattri (reference, k={small_k})"] = dattri_scores(models, x, y, xq, yq, small_k)
 
         def retrain(indices: torch.Tensor, s: int) -> nn.Module:
             return train(x[indices], y[indices], s)
