@@ -15,8 +15,8 @@ import torch
 import xaikit as xk
 from xaikit.concepts import (AblationResult, ChannelRelevanceResult, ConditionalHeatmapsResult, EmbeddingResult,
                              FeatureVisualisationResult, HierarchyResult, ReferenceSamplesResult)
-from xaikit.examples import (CEMResult, NeighboursResult, PrototypesResult, SimilarityMapsResult,
-                             TracInResult)
+from xaikit.examples import (CEMResult, InfluenceFunctionsResult, NeighboursResult, PrototypesResult,
+                             SimilarityMapsResult, TracInResult, TRAKResult)
 from xaikit.generation import GenerationResult
 from xaikit.improve import SpRAyResult
 from xaikit.metrics import BenchmarkResult, MetricResult
@@ -90,6 +90,10 @@ FACTORIES = {
                                                          neighbours()),
     "TracInResult": lambda: TracInResult(torch.tensor([[0, 1]]), rand(1, 2), torch.tensor([[3, 2]]), -rand(1, 2),
                                          torch.tensor([1])),
+    "TRAKResult": lambda: TRAKResult(torch.tensor([[0, 1]]), rand(1, 2), torch.tensor([[3, 2]]), -rand(1, 2),
+                                     torch.tensor([1])),
+    "InfluenceFunctionsResult": lambda: InfluenceFunctionsResult(torch.tensor([[0, 1]]), rand(1, 2),
+                                                                 torch.tensor([[3, 2]]), -rand(1, 2), torch.tensor([1])),
     "PrototypesResult": lambda: PrototypesResult(rand(2, 4), torch.tensor([0, 1]), torch.tensor([[0, 3], [1, 2]]),
                                                  rand(2, 2), torch.tensor([2, 2])),
     "CEMResult": lambda: CEMResult(rand(2, 3), torch.tensor([0, 1]), rand(2, 3), None, torch.tensor([True, False]),

@@ -20,7 +20,6 @@ changed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -33,8 +32,9 @@ from ..errors import check_input, check_positive, model_device
 from ..layers import find_layer, hooked, last_of_type
 from ..methods.base import _checked_init
 from ..modes import explains_in_eval
-from ..results import ResultExport
+from .attribution import AttributionResult, weight_states
 from .data import DataSource, check_sample_shape, sample_shape
+from .gradients import per_sample_gradients
 from .search import check_k, chunk_size, topk
 
 
@@ -43,29 +43,12 @@ def cross_entropy(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(output, y, reduction="none")
 
 
-@dataclass
-class TracInResult(ResultExport):
+class TracInResult(AttributionResult):
     """The most supporting (proponents) and most opposing (opponents) training samples of each query.
 
     ``supporting``/``opposing``: indices ``(Q, k)`` into the training data, strongest first;
     ``supporting_score``/``opposing_score``: their TracIn values (positive / negative where such exist).
     """
-
-    supporting: torch.Tensor
-    supporting_score: torch.Tensor
-    opposing: torch.Tensor
-    opposing_score: torch.Tensor
-    label: torch.Tensor
-
-    def _rows(self) -> list[dict[str, Any]]:
-        """One row per (query, kind, rank): the training sample's index and TracIn value."""
-        rows = []
-        for kind, index, score in (("supporting", self.supporting, self.supporting_score),
-                                   ("opposing", self.opposing, self.opposing_score)):
-            for i, (ns, ss) in enumerate(zip(index.tolist(), score.tolist())):
-                rows += [{"query": i, "kind": kind, "rank": r, "index": n, "score": s}
-                         for r, (n, s) in enumerate(zip(ns, ss))]
-        return rows
 
 
 class TracIn:
@@ -99,7 +82,7 @@ class TracIn:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.checkpoints = self._states(checkpoints)
+        self.checkpoints = weight_states(model, checkpoints)
         if learning_rates is None:
             learning_rates = [1.0] * len(self.checkpoints)
         elif isinstance(learning_rates, (int, float)):
@@ -137,23 +120,6 @@ class TracIn:
         self.labels: torch.Tensor | None = None
         self.input_shape: tuple[int, ...] | None = None  #: the training samples' shape (queries must have it)
         self._projections: dict[str, torch.Tensor] | None = None
-
-    def _states(self, checkpoints: Sequence[Any] | None) -> list[dict[str, torch.Tensor]]:
-        if checkpoints is None:
-            return [dict(self.model.state_dict())]
-        if isinstance(checkpoints, (dict, nn.Module)):
-            checkpoints = [checkpoints]
-        states = []
-        keys = set(self.model.state_dict())
-        for i, c in enumerate(checkpoints):
-            state = dict(c.state_dict() if isinstance(c, nn.Module) else c)
-            if set(state) != keys:
-                missing, extra = sorted(keys - set(state))[:3], sorted(set(state) - keys)[:3]
-                raise ValueError(f"checkpoints[{i}] does not match the model (missing {missing}, unexpected {extra})")
-            states.append(state)
-        if not states:
-            raise ValueError("checkpoints is empty; give at least one state dict")
-        return states
 
     # ---- per-sample gradients -------------------------------------------------------------------------------
 
@@ -193,13 +159,7 @@ class TracIn:
     def _all_parameters(self, state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         params = {n: state[n].detach() for n in names}
-        rest = {n: v for n, v in state.items() if n not in params}
-
-        def one(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-            out = torch.func.functional_call(self.model, {**p, **rest}, (xi[None],))
-            return self._per_sample(out, yi[None]).sum()
-
-        grads = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(params, x, y)
+        grads = per_sample_gradients(self.model, state, names, self._per_sample, x, y)
         if self.projection is None:
             return torch.cat([grads[n].flatten(1) for n in names], 1)
         projections = self._projection_matrices(params)
