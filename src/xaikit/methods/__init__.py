@@ -4,6 +4,7 @@ from .bilrp import BiLRP
 from .cam import GradCAM, GradCAMPlusPlus
 from .deeplift import DeepLift, DeepLiftShap, GradientShap
 from .gradient import Gradient, InputXGradient
+from .layer import LayerConductance, LayerGradientXActivation, NeuronAttribution
 from .occlusion import Occlusion
 from .path import IntegratedGradients
 from .perturbation import RISE, MeaningfulPerturbation
@@ -17,4 +18,5 @@ __all__ = [
     "IntegratedGradients", "SmoothGrad", "GradCAM", "GradCAMPlusPlus", "Occlusion", "MeaningfulPerturbation",
     "RISE", "LIME", "ExactShapley", "KernelSHAP", "PermutationShapley", "BiLRP",
     "DeepLift", "DeepLiftShap", "GradientShap", "SmoothGradSquared", "VarGrad",
+    "LayerGradientXActivation", "LayerConductance", "NeuronAttribution",
 ]
