@@ -102,8 +102,8 @@ class _Pairing(TorchFunctionMode):
         inputs = [t for t in tensors_in((args, kwargs)) if id(t) in self.activations]
         if not inputs:
             return func(*args, **kwargs)
-        if name in RESCALED and isinstance(args[0] if args else None, torch.Tensor) and id(args[0]) in self.activations \
-                and len(inputs) == 1:
+        first = args[0] if args else None
+        if name in RESCALED and isinstance(first, torch.Tensor) and id(first) in self.activations and len(inputs) == 1:
             z = args[0]
             if z.ndim == 0 or z.shape[0] != 2 * self.pairs:
                 raise ValueError(
@@ -154,7 +154,8 @@ def multipliers(model: Callable, x: torch.Tensor, reference: torch.Tensor, targe
         with mode:
             output = model_scores(model(both, *args, **kwargs))
         if not isinstance(output, torch.Tensor):
-            raise TypeError(f"the model returned {type(output).__name__}; wrap it so that it returns a tensor of scores")
+            raise TypeError(f"the model returned {type(output).__name__}; wrap it so that it returns a tensor of "
+                            "scores")
         check_rows(output, both)
         score, base = target.score(output[:m]), target.score(output[m:])
         if not score.requires_grad:
