@@ -133,42 +133,64 @@ def _chunks(n: int, per_row: int):
 
 
 def path_dependent(leaves: Leaves, x: np.ndarray) -> np.ndarray:
-    """``(N, D, K)``: the path-dependent Shapley values of every output."""
+    """``(N, D, K)``: the path-dependent Shapley values of every output.
+
+    With ``F_o = o t + z (1 − t)`` at the Gauss–Legendre nodes ``t_q``, ``Π_j F`` is
+    ``exp(Σ_j log F_0 + Σ_j o_j (log F_1 − log F_0))``: one batched product of the 0/1 matrix ``o`` (samples ×
+    path features) with a (path features × nodes) matrix per leaf, and ``φ_i`` another one, so the work runs
+    as matrix products over all leaves at once.
+    """
     n_leaves, width = leaves.feature.shape
     nodes, weights = np.polynomial.legendre.leggauss(width // 2 + 1)
-    t, w = (nodes + 1) / 2, weights / 2  # on [0, 1]
-    z = leaves.cover  # (L, P)
+    t = torch.from_numpy((nodes + 1) / 2)  # on [0, 1]
+    w = torch.from_numpy(weights / 2)
+    z = torch.from_numpy(leaves.cover)[..., None]  # (L, P, 1)
+    real = torch.from_numpy(leaves.real)[..., None]
+    one = torch.where(real, t + z * (1 - t), torch.ones(()))  # F_1 (L, P, Q); padding: 1
+    zero = torch.where(real, z * (1 - t), torch.ones(()))  # F_0 (padding o = 1 below, so F_1 is used)
+    log_zero, log_gain = zero.log().sum(1), (one.log() - zero.log())  # (L, Q), (L, P, Q)
+    over_one, over_zero = w / one, w / zero  # (L, P, Q): w_q / F
+    sign_one = torch.where(real[..., 0], 1 - z[..., 0], torch.zeros(()))  # o − z for o = 1 (L, P)
+    sign_zero = torch.where(real[..., 0], -z[..., 0], torch.zeros(()))
     phi = np.zeros((x.shape[0], leaves.n_features, leaves.value.shape[1]))
-    for start, stop in _chunks(x.shape[0], n_leaves * width * t.size):
-        o = leaves.reached(x[start:stop]).astype(float)  # (n, L, P)
-        factor = o[..., None] * t + z[..., None] * (1 - t)  # (n, L, P, Q): o_j t + z_j (1 − t) > 0 (z > 0)
-        others = factor.prod(2, keepdims=True) / factor  # Π_{j ≠ i}
-        weight = (o - z) * (others @ w)  # (n, L, P)
-        weight[:, ~leaves.real] = 0.0
-        _scatter(phi[start:stop], weight, leaves)
+    for start, stop in _chunks(x.shape[0], n_leaves * width * 4):
+        o = torch.from_numpy(leaves.reached(x[start:stop])).transpose(0, 1).double()  # (L, n, P)
+        total = torch.exp(log_zero[:, None] + torch.bmm(o, log_gain))  # (L, n, Q): Π_j F_{o_j}(t_q)
+        with_one = torch.bmm(total, over_one.transpose(1, 2))  # (L, n, P): Σ_q w_q Π_j F / F_1,i
+        with_zero = torch.bmm(total, over_zero.transpose(1, 2))
+        weight = o * sign_one[:, None] * with_one + (1 - o) * sign_zero[:, None] * with_zero
+        _scatter(phi[start:stop], weight.transpose(0, 1).numpy(), leaves)
     return phi
 
 
 def interventional(leaves: Leaves, x: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """``(N, D, K)``: the interventional Shapley values of every output, averaged over the background rows."""
+    """``(N, D, K)``: the interventional Shapley values of every output, averaged over the background rows.
+
+    For a pair (x, b) and a leaf, with ``A`` path features where only x is in the interval and ``C`` where only
+    b is (the leaf is dead for the pair if one is in neither), ``φ_i = β(A − 1, C)`` for the first kind and
+    ``−β(A, C − 1)`` for the second, ``β(a, c) = a! c! / (a + c + 1)!``. The counts are products of 0/1 matrices
+    (samples × path features by path features × background rows), per leaf, batched over the leaves.
+    """
     n_leaves, width = leaves.feature.shape
-    fact = np.array([math.factorial(k) for k in range(width + 2)], dtype=float)
-    a, c = np.meshgrid(np.arange(width + 1), np.arange(width + 1), indexing="ij")
-    beta = fact[a] * fact[c] / fact[np.minimum(a + c + 1, width + 1)]  # ∫ t^a (1 − t)^c dt, a + c < width
-    ob = leaves.reached(background)  # (B, L, P)
-    phi = np.zeros((x.shape[0], leaves.n_features, leaves.value.shape[1]))
+    fact = torch.tensor([math.factorial(k) for k in range(width + 2)], dtype=torch.float64)
+    a, c = torch.meshgrid(torch.arange(width + 1), torch.arange(width + 1), indexing="ij")
+    beta = (fact[a] * fact[c] / fact[(a + c + 1).clamp(max=width + 1)]).reshape(-1)
+    real = torch.from_numpy(leaves.real)
+    ob = torch.from_numpy(leaves.reached(background)).transpose(0, 1).double()  # (L, B, P)
+    ob_out = (1 - ob) * real[:, None]  # b outside the interval (padding: never)
+    ob_in = ob * real[:, None]
     b = background.shape[0]
-    for start, stop in _chunks(x.shape[0], b * n_leaves * width):
-        ox = leaves.reached(x[start:stop])[:, None]  # (n, 1, L, P)
-        only_x = ox & ~ob  # (n, B, L, P)
-        only_b = ~ox & ob
-        dead = (~ox & ~ob).any(3, keepdims=True)  # a feature in neither: the leaf is never reached
-        count_x, count_b = only_x.sum(3, keepdims=True), only_b.sum(3, keepdims=True)
-        plus = beta[np.maximum(count_x - 1, 0), count_b]  # for i in only_x: ∫ t^{A−1} (1 − t)^C
-        minus = beta[count_x, np.maximum(count_b - 1, 0)]  # for i in only_b: ∫ t^A (1 − t)^{C−1}
-        weight = np.where(only_x, plus, 0.0) - np.where(only_b, minus, 0.0)
-        weight = np.where(dead, 0.0, weight).mean(1)  # (n, L, P), the mean over the background
-        _scatter(phi[start:stop], weight, leaves)
+    phi = np.zeros((x.shape[0], leaves.n_features, leaves.value.shape[1]))
+    for start, stop in _chunks(x.shape[0], b * n_leaves * 4):
+        ox = torch.from_numpy(leaves.reached(x[start:stop])).transpose(0, 1).double()  # (L, n, P)
+        ox_in, ox_out = ox * real[:, None], (1 - ox) * real[:, None]
+        dead = torch.bmm(ox_out, ob_out.transpose(1, 2)) > 0  # (L, n, B)
+        count_x = torch.bmm(ox_in, ob_out.transpose(1, 2)).long()  # A: only x in the interval
+        count_b = torch.bmm(ox_out, ob_in.transpose(1, 2)).long()  # C: only b
+        plus = beta[((count_x - 1).clamp(min=0) * (width + 1) + count_b)].masked_fill(dead, 0.0)
+        minus = beta[(count_x * (width + 1) + (count_b - 1).clamp(min=0))].masked_fill(dead, 0.0)
+        weight = (ox_in * torch.bmm(plus, ob_out) - ox_out * torch.bmm(minus, ob_in)) / b  # (L, n, P)
+        _scatter(phi[start:stop], weight.transpose(0, 1).numpy(), leaves)
     return phi
 
 
