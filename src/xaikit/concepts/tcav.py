@@ -18,6 +18,7 @@ foundation (:mod:`xaikit.cav`); concepts and improve stand side by side and may 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -203,7 +204,9 @@ class TCAV:
             if np.ptp(values) == 0 and np.ptp(random_scores) == 0:  # the t-test is undefined for constant samples
                 p = 1.0 if values[0] == random_scores[0] else 0.0
             else:
-                p = float(ttest_ind(values, random_scores).pvalue)
+                with warnings.catch_warnings():  # scipy's note on nearly constant samples: the p-value stands
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    p = float(ttest_ind(values, random_scores).pvalue)
             p_values[name], corrected[name] = p, min(1.0, p * len(scores))
         accuracy = {name: float(np.mean([c.accuracy for c in cavs])) for name, cavs in self.cavs.items()}
         targets = sorted({int(i) for i in resolved.reported.reshape(-1).tolist()})
