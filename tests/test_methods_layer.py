@@ -3,6 +3,8 @@
 errors; equal to Captum where installed."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -75,6 +77,10 @@ def test_neuron_attribution_closed_forms():
     assert torch.allclose(expl.attribution.sum(1), delta, atol=1e-12)  # DeepLIFT's summation-to-delta at the unit
     spec = xk.explain(model, x, 2, method="neuron_attribution:layer=1,method=integrated_gradients")
     assert spec.attribution.shape == x.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cut model follows the model's eval flag: no training-mode warning
+        inner = xk.NeuronAttribution(model, layer="2", method="smooth_grad:samples=3,seed=0")(x, target=1)
+    assert torch.allclose(inner.attribution, xk.SmoothGrad(model[:3], samples=3, seed=0)(x, target=1).attribution)
     assert_unchanged(model, before)
 
 

@@ -22,6 +22,7 @@ from ..batching import check_batch_size, chunked, max_chunk, select_batch
 from ..errors import check_positive
 from ..explanation import Explanation
 from ..layers import capture, find_layer
+from ..modes import FollowsModel
 from ..propagation.record import Recorder
 from ..targets import resolve_target
 from .base import Method, register
@@ -168,8 +169,9 @@ def _find(model: nn.Module, layer: str | int | nn.Module) -> str:
     return find_layer(model, layer, "layer")[0]
 
 
-class _LayerOutput(nn.Module):
-    """The output of ``layer`` as the model's output, one row per sample (the forward pass stops there)."""
+class _LayerOutput(FollowsModel, nn.Module):
+    """The output of ``layer`` as the model's output, one row per sample (the forward pass stops there); its
+    training flag is the model's (:class:`~xaikit.modes.FollowsModel`)."""
 
     def __init__(self, model: nn.Module, layer: str) -> None:
         super().__init__()
