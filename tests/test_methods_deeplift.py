@@ -177,7 +177,7 @@ def test_errors():
             return torch.relu(x.t()).t()
 
     with pytest.raises(ValueError, match="first dimension is not the batch"):
-        xk.DeepLift(nn.Sequential(TimeMajor(), nn.Linear(5, 2)).to(D))(x)
+        xk.DeepLift(nn.Sequential(TimeMajor(), nn.Linear(5, 2)).to(D).eval())(x)
 
 
 # ---- Captum, where installed: the same numbers on shared models --------------------------------------------------
