@@ -80,7 +80,8 @@ def test_neuron_attribution_closed_forms():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the cut model follows the model's eval flag: no training-mode warning
         inner = xk.NeuronAttribution(model, layer="2", method="smooth_grad:samples=3,seed=0")(x, target=1)
-    assert torch.allclose(inner.attribution, xk.SmoothGrad(model[:3].eval(), samples=3, seed=0)(x, target=1).attribution)
+    cut = xk.SmoothGrad(model[:3].eval(), samples=3, seed=0)(x, target=1)
+    assert torch.allclose(inner.attribution, cut.attribution)
     assert_unchanged(model, before)
 
 
