@@ -103,6 +103,8 @@ def test_outputs_targets_and_errors():
     model = RandomForestClassifier(n_estimators=3, max_depth=4, random_state=0).fit(x, y > 0)
     expl = xk.tabular.TreeSHAP(model)(x[:5])  # target None: each row's largest probability
     assert np.allclose(expl.output.numpy(), model.predict_proba(x[:5]), atol=1e-12)
+    leaves = xk.tabular.TreeSHAP(model).leaves  # the leaves as read reproduce the model's outputs
+    assert np.allclose(leaves.predict(x.astype(np.float32).astype(float)), model.predict_proba(x), atol=1e-12)
     assert np.array_equal(expl.target.numpy(), model.predict_proba(x[:5]).argmax(1))
     with pytest.raises(ValueError, match="background"):
         xk.tabular.TreeSHAP(model, algorithm="interventional")

@@ -108,7 +108,7 @@ def read_ensemble(model: Any) -> tuple[Leaves, str]:
         weight, classify, output = 1.0 / len(trees), isinstance(model, (RandomForestClassifier,
                                                                         ExtraTreesClassifier)), None
     elif isinstance(model, (GradientBoostingClassifier, GradientBoostingRegressor)):
-        return _boosting(model), "decision_function"
+        return _boosting(model), "decision_function" if hasattr(model, "decision_function") else "predict"
     else:
         raise TypeError(
             f"TreeSHAP reads scikit-learn DecisionTree*, RandomForest*, ExtraTrees* and GradientBoosting* models, "

@@ -87,13 +87,13 @@ class TreeSHAP:
     def __call__(self, x: Any, target: TargetSpec = None) -> Explanation:
         rows = _rows(x, self.leaves.n_features, "x")
         check_target(target, rows.shape[0])
-        output = self.leaves.predict(rows)
+        output = self._outputs(rows)
         if self.algorithm == "path_dependent":
             phi = path_dependent(self.leaves, rows)
             base = np.broadcast_to(self.leaves.expected(), output.shape)
         else:
             phi = interventional(self.leaves, rows, self.background)
-            base = np.broadcast_to(self.leaves.predict(self.background).mean(0), output.shape)
+            base = np.broadcast_to(self._outputs(self.background).mean(0), output.shape)
         output_t = torch.from_numpy(np.ascontiguousarray(output))
         resolved = resolve_target(target, output_t)
         index = resolved.index.cpu()
@@ -104,6 +104,12 @@ class TreeSHAP:
         if self.background is not None:
             info["background"] = self.background.shape[0]
         return Explanation(attribution, resolved.reported, output_t, self.name, info)
+
+
+    def _outputs(self, rows: np.ndarray) -> np.ndarray:
+        """``(N, K)``: the explained outputs, from the model itself (``predict_proba``, ``predict`` or
+        ``decision_function``)."""
+        return np.asarray(getattr(self.model, self.output_name)(rows), dtype=np.float64).reshape(len(rows), -1)
 
 
 def _rows(x: Any, n_features: int, name: str) -> np.ndarray:
@@ -132,13 +138,21 @@ def _chunks(n: int, per_row: int):
         yield start, min(n, start + step)
 
 
+def _reached(leaves: Leaves, x: np.ndarray) -> torch.Tensor:
+    """``(L, P, n)`` float64 0/1: row n is in leaf l's interval on its p-th path feature (padding: 1); the rows
+    last, so that the products below and the sums by feature run over contiguous rows."""
+    values = torch.from_numpy(np.ascontiguousarray(x.T))[torch.from_numpy(leaves.feature)]  # (L, P, n)
+    lo, hi = torch.from_numpy(leaves.lo)[..., None], torch.from_numpy(leaves.hi)[..., None]
+    return ((values > lo) & (values <= hi)).double()
+
+
 def path_dependent(leaves: Leaves, x: np.ndarray) -> np.ndarray:
     """``(N, D, K)``: the path-dependent Shapley values of every output.
 
     With ``F_o = o t + z (1 − t)`` at the Gauss–Legendre nodes ``t_q``, ``Π_j F`` is
-    ``exp(Σ_j log F_0 + Σ_j o_j (log F_1 − log F_0))``: one batched product of the 0/1 matrix ``o`` (samples ×
-    path features) with a (path features × nodes) matrix per leaf, and ``φ_i`` another one, so the work runs
-    as matrix products over all leaves at once.
+    ``exp(Σ_j log F_0 + Σ_j o_j (log F_1 − log F_0))``: one batched product of a (nodes × path features) matrix
+    with the 0/1 matrix ``o`` (path features × samples) per leaf, and ``φ_i`` another one, so the work runs as
+    matrix products over all leaves at once.
     """
     n_leaves, width = leaves.feature.shape
     nodes, weights = np.polynomial.legendre.leggauss(width // 2 + 1)
@@ -146,21 +160,20 @@ def path_dependent(leaves: Leaves, x: np.ndarray) -> np.ndarray:
     w = torch.from_numpy(weights / 2)
     z = torch.from_numpy(leaves.cover)[..., None]  # (L, P, 1)
     real = torch.from_numpy(leaves.real)[..., None]
-    one = torch.where(real, t + z * (1 - t), torch.ones(()))  # F_1 (L, P, Q); padding: 1
-    zero = torch.where(real, z * (1 - t), torch.ones(()))  # F_0 (padding o = 1 below, so F_1 is used)
-    log_zero, log_gain = zero.log().sum(1), (one.log() - zero.log())  # (L, Q), (L, P, Q)
-    over_one, over_zero = w / one, w / zero  # (L, P, Q): w_q / F
-    sign_one = torch.where(real[..., 0], 1 - z[..., 0], torch.zeros(()))  # o − z for o = 1 (L, P)
-    sign_zero = torch.where(real[..., 0], -z[..., 0], torch.zeros(()))
-    phi = np.zeros((x.shape[0], leaves.n_features, leaves.value.shape[1]))
+    one = torch.where(real, t + z * (1 - t), torch.ones(()))  # F_1 (L, P, Q); padding: 1 (its o is 1)
+    zero = torch.where(real, z * (1 - t), torch.ones(()))  # F_0
+    log_zero = zero.log().sum(1)[..., None]  # (L, Q, 1)
+    log_gain = (one.log() - zero.log()).transpose(1, 2).contiguous()  # (L, Q, P)
+    sign = torch.where(real, 1 - z, torch.zeros(()))  # o − z for o = 1 (L, P, 1); 0 on padding
+    over_one = sign * w / one  # (L, P, Q): (o − z) w_q / F_1
+    over_zero = torch.where(real, -z, torch.zeros(())) * w / zero
+    phi = torch.zeros(leaves.value.shape[1], leaves.n_features, x.shape[0], dtype=torch.float64)
     for start, stop in _chunks(x.shape[0], n_leaves * width * 4):
-        o = torch.from_numpy(leaves.reached(x[start:stop])).transpose(0, 1).double()  # (L, n, P)
-        total = torch.exp(log_zero[:, None] + torch.bmm(o, log_gain))  # (L, n, Q): Π_j F_{o_j}(t_q)
-        with_one = torch.bmm(total, over_one.transpose(1, 2))  # (L, n, P): Σ_q w_q Π_j F / F_1,i
-        with_zero = torch.bmm(total, over_zero.transpose(1, 2))
-        weight = o * sign_one[:, None] * with_one + (1 - o) * sign_zero[:, None] * with_zero
-        _scatter(phi[start:stop], weight.transpose(0, 1).numpy(), leaves)
-    return phi
+        o = _reached(leaves, x[start:stop])  # (L, P, n)
+        total = torch.exp(log_zero + torch.bmm(log_gain, o))  # (L, Q, n): Π_j F_{o_j}(t_q)
+        weight = torch.where(o > 0, torch.bmm(over_one, total), torch.bmm(over_zero, total))  # (L, P, n)
+        _scatter(phi[:, :, start:stop], weight, leaves)
+    return phi.permute(2, 1, 0).numpy()
 
 
 def interventional(leaves: Leaves, x: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -169,35 +182,36 @@ def interventional(leaves: Leaves, x: np.ndarray, background: np.ndarray) -> np.
     For a pair (x, b) and a leaf, with ``A`` path features where only x is in the interval and ``C`` where only
     b is (the leaf is dead for the pair if one is in neither), ``φ_i = β(A − 1, C)`` for the first kind and
     ``−β(A, C − 1)`` for the second, ``β(a, c) = a! c! / (a + c + 1)!``. The counts are products of 0/1 matrices
-    (samples × path features by path features × background rows), per leaf, batched over the leaves.
+    (background rows × path features by path features × samples), per leaf, batched over the leaves.
     """
     n_leaves, width = leaves.feature.shape
     fact = torch.tensor([math.factorial(k) for k in range(width + 2)], dtype=torch.float64)
     a, c = torch.meshgrid(torch.arange(width + 1), torch.arange(width + 1), indexing="ij")
     beta = (fact[a] * fact[c] / fact[(a + c + 1).clamp(max=width + 1)]).reshape(-1)
-    real = torch.from_numpy(leaves.real)
-    ob = torch.from_numpy(leaves.reached(background)).transpose(0, 1).double()  # (L, B, P)
-    ob_out = (1 - ob) * real[:, None]  # b outside the interval (padding: never)
-    ob_in = ob * real[:, None]
+    real = torch.from_numpy(leaves.real)[..., None].double()  # (L, P, 1)
+    ob = _reached(leaves, background)  # (L, P, B)
+    ob_out, ob_in = ((1 - ob) * real).transpose(1, 2), (ob * real).transpose(1, 2)  # (L, B, P)
     b = background.shape[0]
-    phi = np.zeros((x.shape[0], leaves.n_features, leaves.value.shape[1]))
+    phi = torch.zeros(leaves.value.shape[1], leaves.n_features, x.shape[0], dtype=torch.float64)
     for start, stop in _chunks(x.shape[0], b * n_leaves * 4):
-        ox = torch.from_numpy(leaves.reached(x[start:stop])).transpose(0, 1).double()  # (L, n, P)
-        ox_in, ox_out = ox * real[:, None], (1 - ox) * real[:, None]
-        dead = torch.bmm(ox_out, ob_out.transpose(1, 2)) > 0  # (L, n, B)
-        count_x = torch.bmm(ox_in, ob_out.transpose(1, 2)).long()  # A: only x in the interval
-        count_b = torch.bmm(ox_out, ob_in.transpose(1, 2)).long()  # C: only b
-        plus = beta[((count_x - 1).clamp(min=0) * (width + 1) + count_b)].masked_fill(dead, 0.0)
-        minus = beta[(count_x * (width + 1) + (count_b - 1).clamp(min=0))].masked_fill(dead, 0.0)
-        weight = (ox_in * torch.bmm(plus, ob_out) - ox_out * torch.bmm(minus, ob_in)) / b  # (L, n, P)
-        _scatter(phi[start:stop], weight.transpose(0, 1).numpy(), leaves)
-    return phi
+        ox = _reached(leaves, x[start:stop])  # (L, P, n)
+        ox_in, ox_out = ox * real, (1 - ox) * real
+        dead = torch.bmm(ob_out, ox_out) > 0  # (L, B, n): a path feature in neither interval
+        count_x = torch.bmm(ob_out, ox_in).long()  # A: only x in the interval
+        count_b = torch.bmm(ob_in, ox_out).long()  # C: only b
+        plus = beta[(count_x - 1).clamp(min=0) * (width + 1) + count_b].masked_fill_(dead, 0.0)
+        minus = beta[count_x * (width + 1) + (count_b - 1).clamp(min=0)].masked_fill_(dead, 0.0)
+        weight = (ox_in * torch.bmm(ob_out.transpose(1, 2), plus)
+                  - ox_out * torch.bmm(ob_in.transpose(1, 2), minus)) / b  # (L, P, n)
+        _scatter(phi[:, :, start:stop], weight, leaves)
+    return phi.permute(2, 1, 0).numpy()
 
 
-def _scatter(phi: np.ndarray, weight: np.ndarray, leaves: Leaves) -> None:
-    """``phi[n, feature[l, p], k] += weight[n, l, p] · value[l, k]`` (sums by index: ``np.bincount``)."""
-    n, features, k = phi.shape
-    index = (np.arange(n)[:, None] * features + leaves.feature.reshape(1, -1)).reshape(-1)
-    for out in range(k):
-        contribution = (weight * leaves.value[:, out][None, :, None]).reshape(-1)
-        phi[:, :, out] += np.bincount(index, contribution, minlength=n * features).reshape(n, features)
+def _scatter(phi: torch.Tensor, weight: torch.Tensor, leaves: Leaves) -> None:
+    """``phi[k, feature[l, p], n] += weight[l, p, n] · value[l, k]`` (a sum by index over the rows (l, p))."""
+    features = torch.from_numpy(leaves.feature.reshape(-1))
+    values = torch.from_numpy(leaves.value)
+    flat = weight.reshape(-1, weight.shape[-1])  # (L·P, n)
+    for out in range(values.shape[1]):
+        scaled = flat * values[:, out].repeat_interleave(weight.shape[1])[:, None]
+        phi[out].index_add_(0, features, scaled)
