@@ -43,7 +43,9 @@ class Functional(nn.Module):
     def forward(self, x):
         h = self.act(self.a(x))
         h = torch.nn.functional.softplus(self.b(h)) + h
-        return self.c(self.act(h - 0.5))
+        h = h - 0.5
+        h.relu_()  # in place, its result unused
+        return self.c(self.act(h) - torch.tanh(h))
 
 
 @pytest.mark.parametrize("make, shape", [(mlp, (5,)), (cnn, (2, 6, 6)), (lambda: Functional().to(D).eval(), (4,))])

@@ -58,18 +58,19 @@ _QUIET = {"size", "dim", "shape", "numel", "__get__", "get", "ndim", "device", "
 
 class _Rescale(torch.autograd.Function):
     """``y = σ(z)`` over ``[z; z̄]``; backward: rows ``:M`` get ``g · Δy/Δz`` (``g · σ'(z)`` where ``|Δz| ≤ eps``),
-    the reference rows ``M:`` get nothing (the reference is a constant of the explanation)."""
+    the reference rows ``M:`` get nothing (the reference is a constant of the explanation). The values are held
+    as detached copies, so that an in-place call may then write ``y`` into ``z``."""
 
     @staticmethod
     def forward(ctx, z, fn, pairs, eps):
         out = fn(z)
-        ctx.save_for_backward(z, out)
+        ctx.z, ctx.out = z.detach().clone(), out.detach().clone()
         ctx.fn, ctx.pairs, ctx.eps = fn, pairs, eps
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        z, out = ctx.saved_tensors
+        z, out = ctx.z, ctx.out
         m = ctx.pairs
         dz, dy = z[:m] - z[m:], out[:m] - out[m:]
         with torch.enable_grad():
@@ -88,6 +89,8 @@ class _Pairing(TorchFunctionMode):
     eps: float
     not_rescaled: set[str] = field(default_factory=set)
     activations: set[int] = field(default_factory=set)
+    #: the tracked tensors themselves, held for the pass so that no id is reused by another tensor
+    kept: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -95,6 +98,7 @@ class _Pairing(TorchFunctionMode):
     def track(self, value: Any) -> None:
         for t in tensors_in(value):
             self.activations.add(id(t))
+            self.kept.append(t)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -111,10 +115,14 @@ class _Pairing(TorchFunctionMode):
                     f"of shape {tuple(z.shape)} whose first dimension is not the batch ({2 * self.pairs} rows of "
                     "inputs and references); explain a model whose activations keep the batch first"
                 )
-            if is_inplace(func, args, kwargs):
+            inplace = is_inplace(func, args, kwargs)
+            if inplace:
                 func, args, kwargs = out_of_place(func, name, args, kwargs)
             rest = args[1:]
             out = _Rescale.apply(z, functools.partial(_call_rest, func, rest, kwargs), self.pairs, self.eps)
+            if inplace:  # ``h.relu_()`` whose result is not used: h itself must hold σ(h), rescaled backwards
+                z.copy_(out)
+                out = z
         else:
             if not (name in _AFFINE_ALWAYS or (name in _AFFINE_ONE and len(inputs) == 1) or name in _QUIET):
                 self.not_rescaled.add(name)
@@ -153,6 +161,7 @@ def multipliers(model: Callable, x: torch.Tensor, reference: torch.Tensor, targe
         mode.track(both)
         with mode:
             output = model_scores(model(both, *args, **kwargs))
+        mode.kept.clear()
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"the model returned {type(output).__name__}; wrap it so that it returns a tensor of "
                             "scores")
