@@ -45,7 +45,7 @@ class Functional(nn.Module):
         h = torch.nn.functional.softplus(self.b(h)) + h
         h = h - 0.5
         h.relu_()  # in place, its result unused
-        return self.c(self.act(h) - torch.tanh(h))
+        return self.c(self.act(h) - torch.tanh(h) + 1 / (2 + h))  # 1 / (2 + h): rescaled as σ(h) = 1 / (2 + h)
 
 
 @pytest.mark.parametrize("make, shape", [(mlp, (5,)), (cnn, (2, 6, 6)), (lambda: Functional().to(D).eval(), (4,))])
@@ -91,6 +91,17 @@ def test_derivative_where_the_difference_vanishes():
     expl = xk.DeepLift(model, baseline=x + 1e-13)(x, target=0)
     grad = torch.autograd.functional.jacobian(lambda t: model(t)[:, 0].sum(), x)
     assert torch.allclose(expl.attribution, grad * (-1e-13), rtol=1e-6)
+
+
+def test_a_division_by_an_activation_is_not_affine():
+    class Ratio(nn.Module):
+        def forward(self, x):
+            return torch.div(x[:, :1], 1 + x[:, 1:].square())
+
+    model = nn.Sequential(nn.Linear(2, 2), Ratio()).to(D).eval()
+    with pytest.warns(UserWarning, match="div"):
+        expl = xk.DeepLift(model)(torch.randn(3, 2, dtype=D), target=0)
+    assert "div" in expl.info["not_rescaled"]
 
 
 def test_max_pooling_is_named_and_the_delta_reported():

@@ -107,7 +107,10 @@ class _Pairing(TorchFunctionMode):
         if not inputs:
             return func(*args, **kwargs)
         first = args[0] if args else None
-        if name in RESCALED and isinstance(first, torch.Tensor) and id(first) in self.activations and len(inputs) == 1:
+        own = isinstance(first, torch.Tensor) and id(first) in self.activations
+        # ``c / z`` and ``c ** z`` (``__rdiv__``, ``__rpow__``: z is the first argument) are non-linear in z
+        reflected = getattr(func, "__name__", "") in ("__rtruediv__", "__rdiv__", "__rpow__")
+        if (name in RESCALED or reflected) and own and len(inputs) == 1:
             z = args[0]
             if z.ndim == 0 or z.shape[0] != 2 * self.pairs:
                 raise ValueError(
@@ -124,7 +127,8 @@ class _Pairing(TorchFunctionMode):
                 z.copy_(out)
                 out = z
         else:
-            if not (name in _AFFINE_ALWAYS or (name in _AFFINE_ONE and len(inputs) == 1) or name in _QUIET):
+            affine_one = name in _AFFINE_ONE and len(inputs) == 1 and (name != "div" or own)  # not c / z
+            if not (name in _AFFINE_ALWAYS or affine_one or name in _QUIET):
                 self.not_rescaled.add(name)
             out = func(*args, **kwargs)
         if name not in _QUIET:
