@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import time
 
-
 import xaikit as xk
 from xaikit.zoo import add_watermark, make_shapes, make_watermark_shapes, train_shapes_model
 
