@@ -17,10 +17,18 @@ SETTINGS = {
     "permutation_shapley": {"permutations": 4, "seed": 0, "features": "grid:4", "estimator": "plain"},
     "meaningful_perturbation": {"iterations": 5}, "occlusion": {"window": 4, "stride": 4},
     "rise": {"masks": 32, "seed": 0, "grid": 2}, "smooth_grad": {"samples": 4, "seed": 0},
+    "deep_lift_shap": {"background": torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(3))},
+    "gradient_shap": {"background": torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(3)),
+                      "samples": 4, "seed": 0},
+    "smooth_grad_squared": {"samples": 4, "seed": 0}, "var_grad": {"samples": 4, "seed": 0},
+    "layer_gradient_x_activation": {"layer": "2"}, "layer_conductance": {"layer": "2", "steps": 4},
+    "neuron_attribution": {"layer": "2"},
 }
 #: methods whose attribution is linear in the explained output value: Contrast(a, b) = explain(a) − explain(b)
 LINEAR = ("gradient", "input_x_gradient", "integrated_gradients", "lrp", "occlusion", "kernel_shap", "lime",
-          "exact_shapley", "permutation_shapley", "rise", "smooth_grad", "excitation_backprop")
+          "exact_shapley", "permutation_shapley", "rise", "smooth_grad", "excitation_backprop", "deep_lift",
+          "deep_lift_shap", "gradient_shap", "layer_gradient_x_activation", "layer_conductance",
+          "neuron_attribution")
 
 
 def _model() -> nn.Module:

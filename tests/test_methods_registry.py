@@ -19,6 +19,10 @@ BUILT_IN = {
     "integrated_gradients": xk.IntegratedGradients, "kernel_shap": xk.KernelSHAP, "lime": xk.LIME, "lrp": xk.LRP,
     "meaningful_perturbation": xk.MeaningfulPerturbation, "occlusion": xk.Occlusion,
     "permutation_shapley": xk.PermutationShapley, "rise": xk.RISE, "smooth_grad": xk.SmoothGrad,
+    "deep_lift": xk.DeepLift, "deep_lift_shap": xk.DeepLiftShap, "gradient_shap": xk.GradientShap,
+    "smooth_grad_squared": xk.SmoothGradSquared, "var_grad": xk.VarGrad,
+    "layer_gradient_x_activation": xk.LayerGradientXActivation, "layer_conductance": xk.LayerConductance,
+    "neuron_attribution": xk.NeuronAttribution,
 }
 
 

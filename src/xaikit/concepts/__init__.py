@@ -8,6 +8,7 @@ inside the network through the engine's recorder (:mod:`xaikit.propagation.recor
 - :class:`ChannelRelevance`, :class:`Ablation`: channel discovery and its validation by ablation.
 - :class:`FeatureVisualisation`: activation maximisation with a decorrelated Fourier image.
 - :class:`Embedding`: PCA / t-SNE / UMAP of pooled activations or concept-relevance vectors.
+- :class:`TCAV`: TCAV scores of concepts given by examples, with the test against random concepts.
 """
 from ..deprecation import renamed
 from ..deprecation import renamed as _renamed
@@ -15,13 +16,15 @@ from .crp import Composition, ConditionalHeatmaps, ConditionalHeatmapsResult, Hi
 from .embedding import Embedding, EmbeddingResult
 from .featureviz import FeatureVisualisation, FeatureVisualisationResult, FourierImage
 from .references import ReferenceSamples, ReferenceSamplesResult
+from .tcav import TCAV, TCAVResult
 from .discovery import (Ablation, AblationResult, ChannelRelevance, ChannelRelevanceResult, ablated,
                         channel_scores)
 
 __all__ = ["ConditionalHeatmaps", "Composition", "Hierarchy", "ConditionalHeatmapsResult", "HierarchyResult",
            "ChannelRelevance", "ChannelRelevanceResult", "Ablation", "AblationResult", "ablated", "channel_scores",
            "ReferenceSamples", "ReferenceSamplesResult",
-           "FeatureVisualisation", "FourierImage", "FeatureVisualisationResult", "Embedding", "EmbeddingResult"]
+           "FeatureVisualisation", "FourierImage", "FeatureVisualisationResult", "Embedding", "EmbeddingResult",
+           "TCAV", "TCAVResult"]
 
 #: old result names (kept for one release, with a DeprecationWarning)
 __getattr__ = _renamed(__name__, {"ConceptHeatmaps": "ConditionalHeatmapsResult", "ConceptSplit": "HierarchyResult",

@@ -7,8 +7,10 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..cav import activations
 from ..layers import capture as _capture
-from ..modes import eval_semantics
+
+__all__ = ["capture", "activations"]
 
 
 @contextlib.contextmanager
@@ -18,12 +20,3 @@ def capture(model: nn.Module, name: str) -> Iterator[list[torch.Tensor]]:
     with _capture(model, name) as outputs:
         yield outputs
 
-
-def activations(model: nn.Module, name: str, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """The outputs of the layer ``name`` for ``x`` (in eval semantics, in chunks, without gradients)."""
-    parts = []
-    with torch.no_grad(), eval_semantics(model), capture(model, name) as outputs:
-        for start in range(0, x.shape[0], batch_size):
-            model(x[start:start + batch_size])
-            parts.append(outputs.pop().detach())
-    return torch.cat(parts)

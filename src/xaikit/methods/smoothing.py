@@ -8,7 +8,7 @@ from torch import nn
 
 from ..batching import check_batch_size, select_batch
 from ..deprecation import warn_renamed
-from ..errors import check_positive
+from ..errors import check_choice, check_positive
 from ..explanation import Explanation
 from ..settings import settings_of, unknown_setting
 from ..targets import Contrast, resolve_target
@@ -44,6 +44,11 @@ class SmoothGrad(Method):
     progress : bool
         A progress bar, as every method takes: passed to the wrapped method built from a name or spec (it runs
         the noisy copies in its chunks); a method object keeps its own setting.
+    aggregation : str
+        How the T attributions of a sample are combined: ``"mean"`` (SmoothGrad, Smilkov et al. 2017),
+        ``"square"`` (SmoothGrad², the mean of the squares; Hooker et al., NeurIPS 2019, "SG-SQ") or
+        ``"variance"`` (VarGrad, the variance ``E[E²] − E[E]²`` over the noise; Adebayo et al., ICLR workshop
+        2018). :class:`SmoothGradSquared` and :class:`VarGrad` are SmoothGrad with these settings.
     **settings
         Deprecated: the wrapped method's settings as keywords (use ``method_settings``).
 
@@ -63,13 +68,15 @@ class SmoothGrad(Method):
 
     def __init__(self, model: nn.Module, method: str | Method = "gradient", samples: int = 50, sigma: float = 0.15,
                  seed: int | None = None, batch_size: int | str = "auto",
-                 method_settings: dict[str, Any] | None = None, progress: bool = False, **settings: Any) -> None:
+                 method_settings: dict[str, Any] | None = None, progress: bool = False,
+                 aggregation: str = "mean", **settings: Any) -> None:
         super().__init__(model)
+        check_choice(aggregation, "aggregation", AGGREGATIONS)
         check_positive(samples, "samples", integer=True)
         check_positive(sigma, "sigma", allow_zero=True)
         check_seed(seed)
         check_batch_size(batch_size)
-        if isinstance(method, str) and get_method(parse_spec(method)[0]) is SmoothGrad:
+        if isinstance(method, str) and issubclass(get_method(parse_spec(method)[0]), SmoothGrad):
             raise ValueError("method 'smooth_grad' cannot wrap itself")
         if settings:  # the old form: the wrapped method's settings as keywords
             if isinstance(method, Method):
@@ -91,10 +98,12 @@ class SmoothGrad(Method):
             raise ValueError("method must be built on the same model that SmoothGrad explains")
         self.inner = resolve_method(model, method, method_settings)
         self.samples, self.sigma, self.seed = samples, float(sigma), seed
+        self.aggregation = aggregation
 
     @property
     def name(self) -> str:
-        return f"SmoothGrad({self.inner.name})"
+        label = {"mean": "SmoothGrad", "square": "SmoothGradSquared", "variance": "VarGrad"}[self.aggregation]
+        return f"{label}({self.inner.name})"
 
     def explain(self, x, target, forward_args, forward_kwargs) -> Explanation:
         x = x.detach()
@@ -113,10 +122,44 @@ class SmoothGrad(Method):
             noisy, repeated, forward_args=select_batch(forward_args, owner, n),
             forward_kwargs=select_batch(forward_kwargs, owner, n),
         )
-        attribution = expl.attribution.view(n, t, *expl.attribution.shape[1:]).mean(1)
+        copies = expl.attribution.view(n, t, *expl.attribution.shape[1:])
+        if self.aggregation == "mean":
+            attribution = copies.mean(1)
+        elif self.aggregation == "square":
+            attribution = copies.square().mean(1)
+        else:  # the variance about the mean over the draws (the biased form, E[E²] − E[E]²)
+            attribution = copies.var(1, unbiased=False)
         info = {"samples": t, "sigma": self.sigma, "noise_std": noise_std, "seed": seed,
-                "method": self.inner.name}
+                "method": self.inner.name, "aggregation": self.aggregation}
         return Explanation(attribution, resolved.index, output, self.name, info)
+
+
+#: how SmoothGrad combines the attributions of the noisy copies
+AGGREGATIONS = ("mean", "square", "variance")
+
+
+@register
+class SmoothGradSquared(SmoothGrad):
+    """SmoothGrad² (Hooker et al., NeurIPS 2019, "SG-SQ"): the mean of the squared attributions of the noisy
+    copies, ``(1/T) Σ_t E(x + ε_t)²``; :class:`SmoothGrad` with ``aggregation="square"`` (Captum:
+    ``NoiseTunnel(..., nt_type="smoothgrad_sq")``). Settings as :class:`SmoothGrad`."""
+
+    def __init__(self, model: nn.Module, method: str | Method = "gradient", samples: int = 50, sigma: float = 0.15,
+                 seed: int | None = None, batch_size: int | str = "auto",
+                 method_settings: dict[str, Any] | None = None, progress: bool = False) -> None:
+        super().__init__(model, method, samples, sigma, seed, batch_size, method_settings, progress, "square")
+
+
+@register
+class VarGrad(SmoothGrad):
+    """VarGrad (Adebayo et al. 2018): the variance of the attributions over the noisy copies,
+    ``E_t[E(x + ε_t)²] − E_t[E(x + ε_t)]²``; :class:`SmoothGrad` with ``aggregation="variance"`` (Captum:
+    ``NoiseTunnel(..., nt_type="vargrad")``). Settings as :class:`SmoothGrad`."""
+
+    def __init__(self, model: nn.Module, method: str | Method = "gradient", samples: int = 50, sigma: float = 0.15,
+                 seed: int | None = None, batch_size: int | str = "auto",
+                 method_settings: dict[str, Any] | None = None, progress: bool = False) -> None:
+        super().__init__(model, method, samples, sigma, seed, batch_size, method_settings, progress, "variance")
 
 
 def _repeat_target(spec: Any, resolved, t: int) -> Any:
