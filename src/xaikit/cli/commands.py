@@ -17,11 +17,12 @@ from ..errors import NotApplicable
 from ..explanation import Explanation
 from ..methods.base import METHODS, Method
 from ..methods.resolve import DEFAULT_METHODS
+from ..propagation.composites import auto_preset
 from ..targets import Contrast, slice_target
 from . import parts
 from .errors import CLIError, UsageError, one_line
 from .inputs import Inputs, check_inputs_exist, load_inputs
-from .models import LoadedModel, load_model
+from .models import LoadedModel, check_methods_fit_model, load_model
 from .outputs import check_out, done, finish_writing, settings_of, start_writing
 from .specs import build_methods, build_metrics, method_class, parse_spec
 
@@ -71,10 +72,12 @@ def model_and_inputs(args: argparse.Namespace, spec: str, input_specs: list[str]
 def methods_for(args: argparse.Namespace, specs: list[str], loaded: LoadedModel, inputs: Inputs,
                 input_specs: list[str]) -> dict[str, Method]:
     """Build the methods (their settings are checked first), then check that the inputs fit the model."""
+    check_methods_fit_model(loaded.model, loaded.spec, [parse_spec(s)[0] for s in specs])
     text = inputs.kind == "text"
+    # LRP's composite where a spec names none: by the input (no flat rule on the dense first layer of a table)
     methods = build_methods(specs, loaded.model, args.batch_size, args.seed,
                             mask_token=mask_token_id(loaded.tokenizer) if text else None,
-                            composite=parts.TEXT_COMPOSITE if text else None)
+                            composite=parts.TEXT_COMPOSITE if text else auto_preset(inputs.x))
     check_fits(loaded, inputs, input_specs)
     return methods
 
@@ -216,7 +219,9 @@ def explain(args: argparse.Namespace) -> int:
         from .generation import explain_answers
 
         return explain_answers(args, loaded, inputs, out)
-    methods = methods_for(args, args.methods or list(parts.DEFAULT_EXPLAIN_METHODS), loaded, inputs, args.inputs)
+    defaults = parts.DEFAULT_EXPLAIN_METHODS if isinstance(loaded.model, torch.nn.Module) else \
+        parts.DEFAULT_AGNOSTIC_METHODS  # a scikit-learn model: the methods that need only its outputs
+    methods = methods_for(args, args.methods or list(defaults), loaded, inputs, args.inputs)
     results, times = run_methods(methods, inputs, target_of(args, inputs), args.batch_size, args.quiet)
     start_writing(out)
     save_arrays(out / "attributions.npz", inputs, results)

@@ -110,6 +110,8 @@ def tokens_html() -> Callable[..., str]:
 
 #: methods of ``explain`` when none are given, and for causal language models (the generated answer)
 DEFAULT_EXPLAIN_METHODS = ("gradient", "input_x_gradient", "lrp")
+#: methods of ``explain`` when none are given for a scikit-learn estimator or a NumpyModel (outputs only)
+DEFAULT_AGNOSTIC_METHODS = ("occlusion", "kernel_shap")
 DEFAULT_GENERATION_METHODS = ("input_x_gradient", "lrp:composite=attnlrp", "lrp:composite=cp_lrp")
 #: the main image methods of the default report (those not installed are left out with a note)
 DEFAULT_IMAGE_METHODS = (

@@ -1,0 +1,157 @@
+"""The traps a new user fell into on their own data (issue 32): each test failed before its fix."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import xaikit as xk
+from models import assert_unchanged, mlp, snapshot, vgg_like
+from xaikit.cli import main
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def table_csv(path, rows=12, features=8, seed=0, classes=3):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, features))
+    lines = [",".join([f"f{i}" for i in range(features)] + ["label"])]
+    lines += [",".join([f"{v:.4f}" for v in row] + [str(i % classes)]) for i, row in enumerate(x)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ---- 1. the default LRP on tabular models ------------------------------------------------------------------
+
+def test_default_lrp_on_feature_vectors_is_gradient_times_input_not_constant():
+    torch.manual_seed(0)
+    model = mlp(bias=False).double().eval()
+    x = torch.randn(5, 8, dtype=torch.float64)
+    before = snapshot(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default warns about nothing on a table
+        expl = xk.LRP(model, epsilon=0.0)(x, target=1)
+    assert_unchanged(model, before)
+    assert expl.method == "LRP(epsilon_plus)"
+    # a bias-free ReLU MLP under LRP-0 on every dense layer: exactly gradient × input (Montavon et al. 2019)
+    reference = xk.InputXGradient(model)(x, target=1).attribution
+    torch.testing.assert_close(expl.attribution, reference, rtol=1e-10, atol=1e-12)
+    assert (expl.attribution.std(1) > 1e-3).all()  # features told apart
+
+
+def test_flat_rule_on_a_dense_first_layer_is_constant_and_warns():
+    torch.manual_seed(0)
+    model = mlp().double().eval()
+    x = torch.randn(4, 8, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="same relevance"):
+        expl = xk.LRP(model, composite="epsilon_plus_flat")(x, target=0)
+    # what the warning is about: every feature of a row gets the row's mean relevance
+    a = expl.attribution
+    torch.testing.assert_close(a, a.mean(1, keepdim=True).expand_as(a))
+
+
+def test_default_lrp_on_images_keeps_the_flat_first_layer_without_warning():
+    torch.manual_seed(0)
+    model = vgg_like().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        expl = xk.LRP(model)(torch.rand(2, 3, 16, 16), target=0)
+    assert expl.method == "LRP(epsilon_plus_flat)"
+    assert expl.info["coverage"]["handled"].get("conv2d:flat") == 1
+
+
+def test_auto_composite_checks_its_settings_at_build_time():
+    with pytest.raises(TypeError, match="gamma"):
+        xk.LRP(mlp(), gamma=0.5)
+
+
+def test_cli_explain_csv_default_lrp_tells_features_apart(capsys, tmp_path):
+    csv = table_csv(tmp_path / "t.csv")
+    code, _, err = run(capsys, "explain", "-m", "models:mlp", "-i", csv, "--target-column", "label",
+                       "--methods", "lrp", "--out", tmp_path / "o", "-q")
+    assert code == 0, err
+    arrays = np.load(tmp_path / "o" / "attributions.npz")
+    assert "LRP(epsilon_plus)" in arrays.files
+    a = arrays["LRP(epsilon_plus)"]
+    assert a.shape == (12, 8) and (a.std(1) > 1e-6).all()
+    code, _, err = run(capsys, "explain", "-m", "models:mlp", "-i", csv, "--target-column", "label",
+                       "--methods", "lrp:composite=epsilon_plus_flat", "--out", tmp_path / "f", "-q")
+    assert code == 0 and "same relevance" in err
+
+
+# ---- 4. the tune budget must let candidates be compared --------------------------------------------------------
+
+def test_tune_refuses_a_budget_that_scores_one_configuration():
+    from test_tune import PF, _linear_task, _Synthetic
+
+    model, x, y = _linear_task()  # 12 samples, 49 configurations; rungs 4 -> 12
+    need = xk.tune.min_budget(12, 2, min_samples=4, eta=3)
+    assert need == -(-(2 * 4 + 1 * 8) * 10 // 7)  # two on the first rung, one goes on: 16 evaluations / 0.7
+    with pytest.raises(ValueError, match=f"cannot compare candidates; give budget >= {need}"):
+        xk.tune.tune(model, (x, y), _Synthetic(), PF, budget=need - 1)
+    result = xk.tune.tune(model, (x, y), _Synthetic(), PF, budget=need)
+    assert len(result.candidates) >= 2 and result.evaluations <= need
+
+
+def test_cli_tune_default_budget_compares_eta_squared_configurations(capsys, tmp_path):
+    from test_tune import TINY
+
+    (tmp_path / "tiny_model.py").write_text(TINY)
+    out = tmp_path / "out"
+    argv = ["tune", "-m", f"{tmp_path / 'tiny_model.py'}:tiny", "-i", "ground-truth", "--num-samples", "8",
+            "--groups", "2", "--gamma", "0", "0.25", "1", "--out", str(out), "--objectives",
+            "pixel_flipping:pixels_per_step=128", "--presets", "epsilon"]
+    assert main(argv) == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    tried = len((out / "table.csv").read_text().strip().splitlines()) - 1
+    assert tried == 9 and "9 of 9 configurations tried" in stdout  # 3 γ × 3 γ, all drawn for the first rung
+
+
+# ---- 5. scikit-learn models on the command line --------------------------------------------------------------
+
+FOREST = """
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+import xaikit as xk
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8))
+    return x, (x[:, 0] + 2 * x[:, 3] > 0).astype(int)
+
+def logistic():
+    return LogisticRegression().fit(*data())
+
+def wrapped():
+    return xk.NumpyModel(logistic().predict_proba)
+"""
+
+
+def test_cli_explains_a_scikit_learn_model_with_the_model_agnostic_methods(capsys, tmp_path):
+    import importlib.util
+
+    (tmp_path / "sk.py").write_text(FOREST)
+    csv = table_csv(tmp_path / "t.csv", rows=4, classes=2)
+    spec = importlib.util.spec_from_file_location("sk_check", tmp_path / "sk.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    proba = module.logistic().predict_proba
+    for factory in ("logistic", "wrapped"):
+        code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'sk.py'}:{factory}", "-i", csv,
+                           "--target-column", "label", "--methods", "occlusion", "--out", tmp_path / factory, "-q")
+        assert code == 0, err
+        arrays = np.load(tmp_path / factory / "attributions.npz")
+        x, rows, labels = arrays["inputs"].astype(np.float64), np.arange(4), np.arange(4) % 2
+        # occlusion of one feature by 0: p(x) - p(x with that feature 0), computed here from the estimator
+        expected = np.stack([proba(x)[rows, labels] - proba(np.where(np.eye(8)[j] == 1, 0.0, x))[rows, labels]
+                             for j in range(8)], 1)
+        np.testing.assert_allclose(arrays["Occlusion"], expected, atol=1e-5)
+    code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'sk.py'}:logistic", "-i", csv, "--target-column",
+                       "label", "--methods", "lrp", "gradient", "--out", tmp_path / "bad", "-q")
+    assert code == 2
+    assert "lrp, gradient need a torch.nn.Module" in err and "scikit-learn LogisticRegression" in err
+    assert "kernel_shap" in err
