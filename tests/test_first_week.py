@@ -155,3 +155,104 @@ def test_cli_explains_a_scikit_learn_model_with_the_model_agnostic_methods(capsy
     assert code == 2
     assert "lrp, gradient need a torch.nn.Module" in err and "scikit-learn LogisticRegression" in err
     assert "kernel_shap" in err
+
+
+# ---- 3. one progress convention: a bar on a terminal, summary lines in logs -------------------------------------
+
+def test_progress_off_a_terminal_prints_periodic_summaries_with_time_left(monkeypatch):
+    import io
+
+    from xaikit import progress as P
+
+    log = io.StringIO()  # not a terminal
+    monkeypatch.setenv(P.INTERVAL_ENV, "0")
+    with P.Progress(4, "work", "input", file=log) as bar:
+        for _ in range(4):
+            bar.update(1)
+    lines = log.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"xaikit: work: {k}/4 inputs" for k in (1, 2, 3, 4, 4)]
+    assert all("left" in line for line in lines[:3]) and lines[-1].endswith("(done)")
+    assert "\r" not in log.getvalue()  # no bar redrawing in a log
+    quiet = io.StringIO()
+    with P.Progress(4, "work", file=quiet, enabled=False) as bar:
+        bar.update(4)
+    assert quiet.getvalue() == ""
+    monkeypatch.setenv(P.INTERVAL_ENV, "3600")
+    short = io.StringIO()
+    with P.Progress(4, "work", file=short) as bar:
+        bar.update(4)
+    assert short.getvalue() == ""  # a loop shorter than the interval says nothing
+    # nested loops (a metric's stages) show progress only inside an outer one that does
+    assert not P.nested(3, "inner").enabled
+    with P.Progress(1, "outer", file=short):
+        assert P.nested(3, "inner").enabled
+    assert P.active() is None
+
+
+def test_cli_explain_on_many_rows_prints_a_few_lines_and_bounded_figures(capsys, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from xaikit import progress as P
+
+    csv = table_csv(tmp_path / "t.csv", rows=60)
+    code, _, err = run(capsys, "explain", "-m", "models:mlp", "-i", csv, "--target-column", "label",
+                       "--methods", "gradient", "lrp", "--out", tmp_path / "o")
+    assert code == 0, err
+    assert len(err.splitlines()) <= 2, err  # 120 method calls in ~1 s: at most a final summary, not a line each
+    # figures: 20 rows shown one by one (the issue: a 452 × 35,189 px image for 150 rows), all rows as a beeswarm
+    assert Image.open(tmp_path / "o" / "features.png").size[1] < 2000
+    width, height = Image.open(tmp_path / "o" / "summary-gradient.png").size
+    assert height < 1000 and width < 1500
+    monkeypatch.setenv(P.INTERVAL_ENV, "0")  # every update logged: the lines are summaries with counts
+    code, _, err = run(capsys, "explain", "-m", "models:mlp", "-i", table_csv(tmp_path / "s.csv", rows=3),
+                       "--target-column", "label", "--methods", "gradient", "--out", tmp_path / "p")
+    assert code == 0 and err.splitlines()[0].startswith("xaikit: Gradient: 1/3 inputs, ")
+
+
+def test_mprt_forecasts_its_time_inside_a_benchmark(monkeypatch):
+    import io
+    import sys
+
+    from xaikit import progress as P
+
+    monkeypatch.setenv(P.INTERVAL_ENV, "0")
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    torch.manual_seed(0)
+    model = mlp().eval()
+    x = torch.randn(3, 8)
+    xk.metrics.benchmark(model, (x, torch.zeros(3, dtype=torch.long)), {"g": xk.Gradient(model)},
+                         {"mprt": xk.metrics.MPRT()}, progress=True)
+    text = log.getvalue()
+    assert "MPRT on 3 sample(s), 3 layers: about" in text and "expected" in text
+    assert "xaikit: MPRT stages: 1/3 layers" in text
+
+
+# ---- 2. BiLRP neighbour heatmaps within the memory budget ----------------------------------------------------
+
+def test_bilrp_heatmaps_are_chunked_under_the_memory_budget_with_equal_results():
+    from xaikit.examples import FeatureIndex
+    from xaikit.examples.index import HELD_PER_DIMENSION, heatmaps_plan
+
+    torch.manual_seed(1)
+    model = vgg_like(bias=False).double().eval()
+    x = torch.rand(10, 3, 16, 16, dtype=torch.float64)
+    index = FeatureIndex(model, layer="9", metric="cosine").fit(x)             # 32 feature dimensions
+    nb = index.neighbours(x[:2], k=3)
+    per_dimension = (2 + 6) * 3 * 16 * 16 * 8 * HELD_PER_DIMENSION               # samples × input bytes × held
+    try:
+        xk.set_memory_budget(1 << 30)
+        whole = index.heatmaps(x[:2], nb, method="lrp:composite=zero")
+        assert whole.info["memory"]["chunks"] == 1 and whole.info["memory"]["bytes_per_dimension"] == per_dimension
+        xk.set_memory_budget(2 * 5 * per_dimension)                              # half the budget: 5 dimensions
+        plan = heatmaps_plan(x[:2], 6, 32)
+        assert (plan["chunk"], plan["chunks"]) == (5, 7) and plan["bytes"] <= plan["budget"] // 2
+        chunked = index.heatmaps(x[:2], nb, method="lrp:composite=zero")
+        assert chunked.info["memory"]["chunks"] == 7
+        torch.testing.assert_close(chunked.query, whole.query, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(chunked.neighbour, whole.neighbour, rtol=1e-10, atol=1e-12)
+        xk.set_memory_budget(per_dimension)                                      # not even one dimension fits
+        with pytest.raises(MemoryError, match="per embedding dimension.*xk.set_memory_budget"):
+            index.heatmaps(x[:2], nb, method="lrp:composite=zero")
+    finally:
+        xk.set_memory_budget(None)

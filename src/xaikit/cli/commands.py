@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import viz
 from ..errors import NotApplicable
 from ..explanation import Explanation
 from ..methods.base import METHODS, Method
 from ..methods.resolve import DEFAULT_METHODS
+from ..progress import Progress
 from ..propagation.composites import auto_preset
 from ..targets import Contrast, slice_target
 from . import parts
@@ -31,6 +31,8 @@ from .specs import build_methods, build_metrics, method_class, parse_spec
 PROGRESS_CHUNK = 1
 #: inputs shown in the overview grid picture (every input gets its own heatmap PNGs)
 GRID_ROWS = 16
+#: table rows shown one by one in ``features.png`` (more rows: a beeswarm summary per method as well)
+FEATURE_ROWS = 20
 
 
 # ---- shared steps ---------------------------------------------------------------------------------------------
@@ -127,15 +129,13 @@ def target_of(args: argparse.Namespace, inputs: Inputs) -> Any:
 
 def run_methods(methods: dict[str, Method], inputs: Inputs, target: Any, batch_size: int | str, quiet: bool
                 ) -> tuple[dict[str, Explanation], dict[str, float]]:
-    """Explain all inputs with every method, a chunk at a time, with one progress bar (ETA) for the run on a
-    terminal, and a line per finished input otherwise (so that logs show progress)."""
+    """Explain all inputs with every method, a chunk at a time, under the progress convention of
+    :mod:`xaikit.progress` (a bar with its time left on a terminal, a summary line every few seconds in logs)."""
     n = len(inputs)
     chunk = batch_size if isinstance(batch_size, int) else PROGRESS_CHUNK
     results, times = {}, {}
-    log_lines = not quiet and not sys.stderr.isatty()
     skipped = []
-    with tqdm(total=n * len(methods), unit="input", disable=True if quiet else None, file=sys.stderr,
-              dynamic_ncols=True) as bar:
+    with Progress(n * len(methods), "explain", "input", enabled=not quiet) as bar:
         for label, method in methods.items():
             bar.set_description(label)
             parts_, began, done = [], time.perf_counter(), 0
@@ -147,12 +147,11 @@ def run_methods(methods: dict[str, Method], inputs: Inputs, target: Any, batch_s
                                          forward_kwargs=kwargs))
                     bar.update(stop - start)
                     done = stop
-                    if log_lines:
-                        print(f"xaikit: {label}: {stop}/{n} inputs done ({time.perf_counter() - began:.1f} s)",
-                              file=sys.stderr, flush=True)
             except NotApplicable as err:  # the method does not apply to these inputs: the others go on
                 skipped.append(f"{label}: {one_line(err)}")
-                print(f"xaikit: warning: {label} skipped: {one_line(err)}", file=sys.stderr, flush=True)
+                bar.write(f"xaikit: warning: {label} skipped: {one_line(err)}")
+                if quiet:
+                    print(f"xaikit: warning: {label} skipped: {one_line(err)}", file=sys.stderr, flush=True)
                 bar.update(n - done)  # the skipped method's inputs count as done for the ETA
                 continue
             times[label] = time.perf_counter() - began
@@ -232,10 +231,7 @@ def explain(args: argparse.Namespace) -> int:
         viz.write_report(out, [viz.html_section(f"Token heatmaps: {loaded.spec}", token_page(loaded, inputs, results))],
                          settings_of(args), title="xaikit explain")
     elif inputs.x.ndim == 2:  # tabular: samples × features
-        maps = {label: viz.normalise(e.attribution, args.percentile) for label, e in results.items()}
-        values = {label: e.attribution for label, e in results.items()}
-        viz.save_figure(viz.plot_features(maps, inputs.feature_names, inputs.names, args.cmap, values),
-                        out / "features.png")
+        write_feature_plots(out, args, inputs, results)
     summary = {
         "model": loaded.spec,
         "inputs": [{"name": n, "explained": c} for n, c in zip(inputs.names, lines)],
@@ -249,6 +245,29 @@ def explain(args: argparse.Namespace) -> int:
     done(f"explained {len(inputs)} input(s) with {len(methods)} method(s) in {sum(times.values()):.1f} s -> {out}",
          args.quiet)
     return 0
+
+
+def write_feature_plots(out: Path, args: argparse.Namespace, inputs: Inputs, results: dict[str, Explanation]) -> None:
+    """Tables: ``features.png`` (rows × features per method, the first :data:`FEATURE_ROWS` rows, with a colour
+    bar) and, for more rows, ``summary-<method>.png``: a beeswarm over all rows (each point a row's attribution,
+    coloured by its feature value), the summary plot of the Shapley literature."""
+    from ..tabular import feature_table
+
+    shown = slice(0, FEATURE_ROWS)
+    names = inputs.feature_names or [f"feature {j}" for j in range(inputs.x.shape[1])]
+    maps = {label: viz.normalise(e.attribution[shown], args.percentile) for label, e in results.items()}
+    values = {label: e.attribution[shown] for label, e in results.items()}
+    figure = viz.plot_features(maps, names, inputs.names[shown], args.cmap, values)
+    if len(inputs) > FEATURE_ROWS:
+        first = figure.axes[0]
+        first.set_title(f"{first.get_title()}: the first {FEATURE_ROWS} of {len(inputs)} rows (all rows: "
+                        f"summary-*.png)", fontsize=9)
+    viz.save_figure(figure, out / "features.png")
+    if len(inputs) > FEATURE_ROWS:
+        for label, e in results.items():
+            table = feature_table(e, list(names), inputs.x)
+            viz.save_figure(viz.plot_beeswarm(table, title=f"{label}: {len(inputs)} rows"),
+                            out / f"summary-{viz.report.slug(label)}.png")
 
 
 def write_heatmaps(out: Path, args: argparse.Namespace, loaded: LoadedModel, inputs: Inputs,

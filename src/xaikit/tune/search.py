@@ -13,14 +13,13 @@ Cost is counted in *metric evaluations*: one configuration scored on one sample 
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..progress import Progress
 from ..batching import batch_size_for, check_batch_size
 from ..data import Data
 from ..deprecation import warn_renamed
@@ -246,8 +245,7 @@ def tune(model: nn.Module, data: Any, spaces: Space | Sequence[Space], objective
         planned = total * pool if budget is None else min(budget, total * pool)
     else:
         planned = budget
-    bar = tqdm(total=planned, unit="eval", desc="tune", disable=True if not progress else None, file=sys.stderr,
-               dynamic_ncols=True, smoothing=0.05)
+    bar = Progress(planned, "tune", "eval", enabled=progress)
     runner = _Runner(model, spaces, objectives, x, y, mask, store, order, chunk, bar)
     try:
         if strategy == "grid":
