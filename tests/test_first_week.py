@@ -256,3 +256,43 @@ def test_bilrp_heatmaps_are_chunked_under_the_memory_budget_with_equal_results()
             index.heatmaps(x[:2], nb, method="lrp:composite=zero")
     finally:
         xk.set_memory_budget(None)
+
+
+# ---- 8. docs and data out of step -----------------------------------------------------------------------------
+
+def test_losses_take_the_pixel_masks_the_zoo_data_sets_hold():
+    data = xk.zoo.make_watermark_shapes(8, seed=0)
+    assert data.mask.shape == (8, 32, 32)  # (N, H, W), as the localisation metrics read them
+    torch.manual_seed(0)
+    model = xk.zoo.ShapesCNN(4).eval()
+    x, y = data.x, data.y
+    per_pixel = xk.improve.rrr_penalty(model, x, ~data.mask, y)
+    per_channel = xk.improve.rrr_penalty(model, x, ~data.mask[:, None], y)
+    torch.testing.assert_close(per_pixel, per_channel)
+    with pytest.raises(ValueError, match="give one mask per sample"):
+        xk.improve.rrr_penalty(model, x, ~data.mask[:4], y)
+
+
+def test_composition_describe_names_the_sample_of_each_line():
+    torch.manual_seed(0)
+    model = vgg_like().eval()
+    x = torch.rand(2, 3, 16, 16)
+    top = xk.concepts.Composition(model, "3", top=2)(x, target=0)
+    lines = top.describe()
+    assert len(lines) == 4 and [line.split(":")[0] for line in lines] == ["sample 0"] * 2 + ["sample 1"] * 2
+    one = xk.concepts.Composition(model, "3", top=2)(x[:1], target=0).describe()
+    assert one[0].startswith("channel ")
+
+
+def test_cli_summary_json_keeps_kernelshap_features(capsys, tmp_path):
+    import json
+
+    csv = table_csv(tmp_path / "t.csv", rows=2)
+    code, _, err = run(capsys, "explain", "-m", "models:mlp", "-i", csv, "--target-column", "label", "--methods",
+                       "kernel_shap:samples=40,estimator=plain", "--out", tmp_path / "o", "-q")
+    assert code == 0, err
+    method = json.loads((tmp_path / "o" / "summary.json").read_text())["methods"]["KernelSHAP"]
+    assert method["features"]["per_input"] == 8 and len(method["convergence_delta"]) == 2
+    arrays = np.load(tmp_path / "o" / "attributions.npz")
+    assert arrays["KernelSHAP/feature_attribution"].shape == (2, 8)
+    assert len(np.unique(arrays["KernelSHAP/features"].reshape(2, 8)[0])) == 8

@@ -166,7 +166,13 @@ def _concat(parts_: list[Explanation]) -> Explanation:
     if len(parts_) == 1:
         return first
     cat = lambda name: torch.cat([getattr(p, name) for p in parts_])  # noqa: E731
-    return Explanation(cat("attribution"), cat("target"), cat("output"), first.method, dict(first.info))
+    info = dict(first.info)
+    for key, value in first.info.items():  # per-sample values of every part, not the first part's only
+        values = [p.info.get(key) for p in parts_]
+        if all(isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == len(p.attribution)
+               for v, p in zip(values, parts_)):
+            info[key] = torch.cat(values)
+    return Explanation(cat("attribution"), cat("target"), cat("output"), first.method, info)
 
 
 def captions(loaded: LoadedModel, expl: Explanation, target: Any = None) -> list[str]:
@@ -199,12 +205,39 @@ def image_maps(results: dict[str, Explanation], percentile: float, methods: dict
 
 
 def save_arrays(path: Path, inputs: Inputs, results: dict[str, Explanation]) -> None:
-    """Raw attributions in one ``.npz``: the inputs, names, explained targets, and one array per method."""
+    """Raw attributions in one ``.npz``: the inputs, names, explained targets, and one array per method; for the
+    methods over interpretable features (KernelSHAP, LIME, ...) also ``<method>/features`` (the feature of each
+    input element) and ``<method>/feature_attribution`` (one value per feature)."""
     first = next(iter(results.values()))
     arrays = {"inputs": inputs.x.detach().cpu().numpy(), "names": np.array(inputs.names),
               "target": first.target.cpu().numpy()}
     arrays.update({label: e.attribution.detach().cpu().numpy() for label, e in results.items()})
+    for label, e in results.items():
+        for key in ("features", "feature_attribution"):
+            if isinstance(e.info.get(key), torch.Tensor):
+                arrays[f"{label}/{key}"] = e.info[key].detach().cpu().numpy()
     np.savez_compressed(path, **arrays)
+
+
+def info_summary(info: dict[str, Any], n: int) -> dict[str, Any]:
+    """The JSON-ready part of an explanation's ``info`` for ``summary.json``: numbers, text, per-sample values
+    (a tensor of ``n`` numbers: a list), the number of interpretable features per input (``features``), and
+    the shape of other tensors (their values are in ``attributions.npz``)."""
+    out: dict[str, Any] = {}
+    for key, value in info.items():
+        if key == "time_s":
+            continue
+        if isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        elif isinstance(value, torch.Tensor) and key == "features":
+            counts = [int(torch.unique(row).numel()) for row in value.reshape(value.shape[0], -1)]
+            out[key] = {"per_input": counts if len(set(counts)) > 1 else counts[0], "shape": list(value.shape),
+                        "in": "attributions.npz"}
+        elif isinstance(value, torch.Tensor) and value.numel() == n and value.ndim <= 1:
+            out[key] = [round(float(v), 6) for v in value.reshape(-1).tolist()]
+        elif isinstance(value, torch.Tensor):
+            out[key] = {"shape": list(value.shape)}
+    return out
 
 
 # ---- explain --------------------------------------------------------------------------------------------------
@@ -235,8 +268,7 @@ def explain(args: argparse.Namespace) -> int:
     summary = {
         "model": loaded.spec,
         "inputs": [{"name": n, "explained": c} for n, c in zip(inputs.names, lines)],
-        "methods": {label: {"method": e.method, "seconds": round(times[label], 3),
-                            **{k: v for k, v in e.info.items() if isinstance(v, (int, float, str)) and k != "time_s"}}
+        "methods": {label: {"method": e.method, "seconds": round(times[label], 3), **info_summary(e.info, len(inputs))}
                     for label, e in results.items()},
         "settings": settings_of(args),
     }
