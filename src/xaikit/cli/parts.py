@@ -6,10 +6,11 @@ is not installed, so a report section can say what is missing instead of failing
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported by the commands that run, not by ``xaikit --help``
+    import torch
+    from torch import nn
 
 
 class Unavailable(RuntimeError):

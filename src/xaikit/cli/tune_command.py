@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from . import parts
 from .errors import UsageError
 from .options import INPUTS_HELP, common_options, model_options
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_GAMMAS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 DEFAULT_PRESETS = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box")
@@ -95,6 +96,8 @@ def build_spaces(args: argparse.Namespace, model: torch.nn.Module, low: float | 
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from .. import metrics, tune
     from .commands import model_and_inputs, target_of
     from .outputs import done, settings_of
