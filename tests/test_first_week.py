@@ -337,3 +337,24 @@ def test_evaluate_scores_do_not_depend_on_batch_mates():
         torch.testing.assert_close(metric(model, x, y, alone), metric(model, x, y, together), rtol=1e-5, atol=1e-6,
                                    equal_nan=True)
     assert reordered == 1  # the trap is real on these inputs (upsampled Grad-CAM cells: exact ties)
+
+
+# ---- 7. report sized by its inputs and honest about its models --------------------------------------------------
+
+def test_report_defaults_are_sized_by_the_input_and_name_the_bundled_model(capsys, tmp_path, monkeypatch):
+    from xaikit.cli import commands, parts
+
+    photo = torch.zeros(1, 3, 224, 224)
+    sized = commands.sized_for(list(parts.DEFAULT_EVAL_METHODS), photo)
+    assert "occlusion:window=28,stride=14" in sized  # 15 × 15 = 225 occluded copies of a photo, not 12,321
+    assert commands.sized_for(list(parts.DEFAULT_EVAL_METHODS), torch.zeros(1, 3, 32, 32)) == \
+        list(parts.DEFAULT_EVAL_METHODS)
+    # the heatmaps and the metrics table explain IG with the same number of steps
+    steps = {xk.parse_spec(s)[1].get("steps") for s in (*parts.DEFAULT_IMAGE_METHODS, *parts.DEFAULT_EVAL_METHODS)
+             if s.startswith("integrated_gradients")}
+    assert steps == {16}
+    monkeypatch.setattr(commands, "metrics_part", lambda args, out: commands.viz.note_section("Metrics", "skipped"))
+    code, _, err = run(capsys, "report", "-m", "models:vgg_like", "-i", tmp_path, "--sections", "metrics",
+                       "--out", tmp_path / "r")
+    assert code == 0, err
+    assert "score the bundled ground-truth-cnn, not models:vgg_like" in err

@@ -314,7 +314,8 @@ def write_heatmaps(out: Path, args: argparse.Namespace, loaded: LoadedModel, inp
         for i, name in enumerate(inputs.names):
             viz.save_png(out / "heatmaps" / name / f"{viz.report.slug(label)}.png", rgb[i])
     shown = slice(0, GRID_ROWS)
-    viz.save_figure(viz.plot_grid(images[shown], {k: m[shown] for k, m in maps.items()}, lines[shown],
+    labelled = [f"{name}: {line}" for name, line in zip(inputs.names, lines)]  # rows by input name, then class
+    viz.save_figure(viz.plot_grid(images[shown], {k: m[shown] for k, m in maps.items()}, labelled[shown],
                                   overlay_alpha=0.85, cmap=args.cmap, unsigned=unsigned, percentile=args.percentile),
                     out / "grid.png")
 
@@ -346,7 +347,7 @@ def evaluate(args: argparse.Namespace) -> int:
         raise UsageError("evaluate takes no --text inputs; give a data set with --inputs")
     methods, _ = _defaults(args.methods, parts.DEFAULT_EVAL_METHODS)
     out = check_out(args.out)
-    table = benchmark_table(args, args.model, args.inputs, methods, args.metrics)
+    table = benchmark_table(args, args.model, args.inputs, methods, args.metrics, size_defaults=args.methods is None)
     start_writing(out)
     write_table(table, out)
     finish_writing(out)
@@ -355,8 +356,19 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def sized_for(specs: list[str], x: torch.Tensor) -> list[str]:
+    """Default method specs sized for the inputs: occlusion's window and stride, set for 32×32 images, scaled to
+    the image side (``side // 8`` and half of it: 225 occluded copies of a 224-px photo, not 12,321)."""
+    if x.ndim != 4 or max(x.shape[-2:]) <= 32:
+        return list(specs)
+    side = max(x.shape[-2:])
+    window = max(4, side // 8)
+    return [f"occlusion:window={window},stride={window // 2}" if parse_spec(s)[0] == "occlusion" else s
+            for s in specs]
+
+
 def benchmark_table(args: argparse.Namespace, model_spec: str, input_specs: list[str], method_specs: list[str],
-                    metric_specs: list[str] | None, main: bool = True) -> Any:
+                    metric_specs: list[str] | None, main: bool = True, size_defaults: bool = False) -> Any:
     """Check the names, load model and data, build methods and metrics, and run the benchmark."""
     check_method_names(method_specs, input_specs)
     registry = parts.metric_registry()
@@ -372,6 +384,8 @@ def benchmark_table(args: argparse.Namespace, model_spec: str, input_specs: list
     elif inputs.mask is None and any(map(needs_mask, metric_specs)):
         raise UsageError(f"{', '.join(filter(needs_mask, metric_specs))} compare with ground-truth masks: give data "
                          f"with masks (an .npz with 'mask', or {parts.GROUND_TRUTH_DATA})")
+    if size_defaults:  # the default methods, set for 32-px images, sized for these inputs
+        method_specs = sized_for(method_specs, inputs.x)
     methods = methods_for(args, method_specs, loaded, inputs, input_specs)
     metrics = build_metrics(metric_specs, registry, args.batch_size, args.seed)
     target = target_of(args, inputs) if main else inputs.target
@@ -408,6 +422,11 @@ def report(args: argparse.Namespace) -> int:
     out = check_out(args.out)
     start_writing(out)
     args.loaded = {}  # one load per model and inputs for all sections (see model_and_inputs)
+    other = args.model != "efficientnet-lite0" and args.eval_model == parts.GROUND_TRUTH_MODEL
+    if other and wanted & {"metrics", "examples"} and not args.quiet:  # not silently the bundled toy CNN's scores
+        print(f"xaikit: note: the metrics and examples sections score the bundled {parts.GROUND_TRUTH_MODEL}, not "
+              f"{args.model}: give --eval-model {args.model} --eval-inputs DATA, or --sections images concepts text",
+              file=sys.stderr)
     sections, timings = [], {}
     for name, make in (("images", image_part), ("concepts", concepts_part), ("metrics", metrics_part),
                        ("examples", examples_part), ("text", text_part)):
@@ -446,6 +465,8 @@ def image_part(args: argparse.Namespace, out: Path) -> viz.Section:
     loaded, inputs = model_and_inputs(args, args.model, args.inputs)
     if inputs.kind != "image":
         raise UsageError(f"the heatmap section needs image inputs; {args.model!r} got {inputs.kind} inputs")
+    if args.methods is None:
+        specs = sized_for(specs, inputs.x)
     methods = methods_for(args, specs, loaded, inputs, args.inputs)
     target = target_of(args, inputs)
     results, times = run_methods(methods, inputs, target, args.batch_size, args.quiet)
@@ -471,12 +492,16 @@ def concepts_part(args: argparse.Namespace, out: Path) -> viz.Section:
              for c in sorted(set(composition.concepts))}
     return viz.concepts_section(out, viz.to_rgb(inputs.x, loaded.low, loaded.high), composition, inputs.names,
                                 crops, title=f"Concepts: {loaded.spec}, layer {layer}",
-                                note=f"reference samples found among the report's {len(inputs)} inputs")
+                                note=f"reference samples found among the report's own {len(inputs)} inputs: with "
+                                     f"so few, a channel's references are mostly the photos explained here and say "
+                                     f"little about what the channel detects; take them from a data set "
+                                     f"(xk.concepts.ReferenceSamples on your training data)")
 
 
 def metrics_part(args: argparse.Namespace, out: Path) -> viz.Section:
     specs, note = _defaults(args.eval_methods, parts.DEFAULT_EVAL_METHODS)
-    table = benchmark_table(args, args.eval_model, args.eval_inputs, specs, args.metrics, main=False)
+    table = benchmark_table(args, args.eval_model, args.eval_inputs, specs, args.metrics, main=False,
+                            size_defaults=args.eval_methods is None)
     write_table(table, out)
     section = viz.scores_section(out, table, title=f"Metrics: {args.eval_model}", note=note,
                                  files={"CSV": "scores.csv", "JSON": "scores.json", "Markdown": "scores.md"})
@@ -486,6 +511,9 @@ def metrics_part(args: argparse.Namespace, out: Path) -> viz.Section:
                 "texture, with its object mask, so that localisation can be scored)")
     intro = (f"A different model from the heatmaps above: the methods are scored on {args.eval_model} with {data}. "
              "No metric alone says which explanation is right; read the columns together.")
+    if args.eval_model == parts.GROUND_TRUTH_MODEL and args.model != "efficientnet-lite0":
+        intro = (f"Not your model: these scores are of xaikit's bundled {args.eval_model} (a small CNN on synthetic "
+                 f"shapes), not of {args.model}; give --eval-model and --eval-inputs to score yours. ") + intro
     section.html = viz.report.about(intro) + section.html
     return section
 
@@ -511,6 +539,8 @@ def examples_part(args: argparse.Namespace, out: Path) -> viz.Section:
     query = inputs.x[:1]
     if args.eval_model == parts.GROUND_TRUTH_MODEL:  # the data it was trained on
         data, note = parts.ground_truth_training(512, args.seed), "neighbours among 512 training images"
+        if args.model != "efficientnet-lite0":
+            note = f"not your model: xaikit's bundled {args.eval_model} (give --eval-model); {note}"
     else:
         data, note = (inputs.x[1:], inputs.target[1:] if inputs.target is not None else None), \
             "neighbours among the other inputs"

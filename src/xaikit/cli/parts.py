@@ -120,9 +120,10 @@ DEFAULT_IMAGE_METHODS = (
     "guided_backprop", "occlusion:window=32,stride=16", "lrp:composite=epsilon_plus_flat",
     "lrp:composite=epsilon_gamma_box",
 )
-#: methods compared in the default metrics table (settings for the 32×32 images of the ground-truth data set)
+#: methods compared in the default metrics table (settings for the 32×32 images of the ground-truth data set;
+#: occlusion's window is scaled to larger inputs by ``commands.sized_for``; IG with the heatmaps' 16 steps)
 DEFAULT_EVAL_METHODS = (
-    "gradient", "input_x_gradient", "integrated_gradients", "guided_backprop", "grad_cam",
+    "gradient", "input_x_gradient", "integrated_gradients:steps=16", "guided_backprop", "grad_cam",
     "occlusion:window=4,stride=2", "lrp:composite=epsilon_plus_flat",
 )
 #: metrics of the default table: faithfulness, localisation, complexity, randomisation
