@@ -132,12 +132,13 @@ def test_report_with_a_score_table_opens_in_chromium(chromium, tmp_path):
 #: run in the page after it loaded: how far each heatmap grid reaches beyond its box (horizontal scroll)
 LAYOUT = """<script>addEventListener('load', () => {
   const grids = [...document.querySelectorAll('table.grid')];
+  const boxes = () => grids.flatMap(g => [...g.querySelectorAll('img')].map(i => i.getBoundingClientRect()));
   const report = {
     width: innerWidth,
     overflow: grids.map(g => g.parentElement.scrollWidth - g.parentElement.clientWidth),
     pageOverflow: document.documentElement.scrollWidth - innerWidth,
-    rightmost: Math.max(...grids.flatMap(g => [...g.querySelectorAll('img')].map(i => i.getBoundingClientRect().right))),
-    smallest: Math.min(...grids.flatMap(g => [...g.querySelectorAll('img')].map(i => i.getBoundingClientRect().width))),
+    rightmost: Math.max(...boxes().map(b => b.right)),
+    smallest: Math.min(...boxes().map(b => b.width)),
   };
   const out = document.createElement('pre'); out.id = 'xaikit-layout'; out.textContent = JSON.stringify(report);
   document.body.appendChild(out);
