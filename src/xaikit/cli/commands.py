@@ -544,7 +544,7 @@ def examples_part(args: argparse.Namespace, out: Path) -> viz.Section:
     else:
         data, note = (inputs.x[1:], inputs.target[1:] if inputs.target is not None else None), \
             "neighbours among the other inputs"
-    index = examples.FeatureIndex(loaded.model).fit(data if data[1] is not None else data[0])
+    index = examples.FeatureIndex(loaded.model, progress=not args.quiet).fit(data if data[1] is not None else data[0])
     k = min(5, len(index))
     found = index.neighbours(query, k=k)
     maps = index.heatmaps(query, found, method=DEFAULT_METHODS["image"])
