@@ -57,10 +57,9 @@ def test_explain_images_matches_the_library_and_writes_heatmaps(capsys, tmp_path
                             "--methods", "gradient", "lrp:composite=epsilon,epsilon=0.01", "--target", "1,3",
                             "--out", out)
     assert code == 0, err
-    # no progress bar when stderr is not a terminal, but a line per finished input for the logs
-    assert err.splitlines() == [f"xaikit: {m}: {k}/2 inputs done" for m in ("gradient", "lrp") for k in (1, 2)] or \
-        [line.rsplit(" (", 1)[0] for line in err.splitlines()] == \
-        [f"xaikit: {m}: {k}/2 inputs done" for m in ("Gradient", "LRP(epsilon)") for k in (1, 2)]
+    # no progress bar when stderr is not a terminal, and no summary line for a run shorter than the interval of
+    # xaikit.progress (tests/test_first_week.py checks the lines of a longer one)
+    assert err == ""
     assert "explained 2 input(s) with 2 method(s)" in stdout
     arrays = np.load(out / "attributions.npz")
     assert list(arrays["names"]) == ["a", "b"] and arrays["target"].tolist() == [1, 3]

@@ -127,3 +127,42 @@ def test_report_with_a_score_table_opens_in_chromium(chromium, tmp_path):
     assert check["scoreTables"] == 1 and check["bestCells"] == 2 and check["arrows"] == ["↓", "↑"]
     picture = screenshot(chromium, out, tmp_path / "profile", tmp_path / "table.png", size=(1200, 900))
     assert picture.std() > 10  # not a blank page
+
+
+#: run in the page after it loaded: how far each heatmap grid reaches beyond its box (horizontal scroll)
+LAYOUT = """<script>addEventListener('load', () => {
+  const grids = [...document.querySelectorAll('table.grid')];
+  const boxes = () => grids.flatMap(g => [...g.querySelectorAll('img')].map(i => i.getBoundingClientRect()));
+  const report = {
+    width: innerWidth,
+    overflow: grids.map(g => g.parentElement.scrollWidth - g.parentElement.clientWidth),
+    pageOverflow: document.documentElement.scrollWidth - innerWidth,
+    rightmost: Math.max(...boxes().map(b => b.right)),
+    smallest: Math.min(...boxes().map(b => b.width)),
+  };
+  const out = document.createElement('pre'); out.id = 'xaikit-layout'; out.textContent = JSON.stringify(report);
+  document.body.appendChild(out);
+});</script>"""
+
+
+def test_nine_method_columns_fit_a_1400_px_window_without_scrolling(chromium, tmp_path):
+    """The report's default nine heatmap methods (with the input column) are all visible at 1400 px."""
+    out = tmp_path / "report"
+    rng = np.random.default_rng(0)
+    labels = ["Gradient", "InputXGradient", "IntegratedGradients", "SmoothGrad", "GradCAM", "GuidedBackprop",
+              "Occlusion", "LRP(epsilon_plus_flat)", "LRP(epsilon_gamma_box)"]
+    maps = {label: rng.uniform(-1, 1, (2, 224, 224)) for label in labels}
+    viz.write_report(out, [viz.image_section(out, rng.uniform(size=(2, 224, 224, 3)), maps, ["chelsea", "coffee"])],
+                     {"seed": 0})
+    page = out / "_layout.html"
+    page.write_text((out / "index.html").read_text(encoding="utf-8").replace("</body>", LAYOUT + "</body>"),
+                    encoding="utf-8")
+    done = subprocess.run([chromium, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900",
+                           "--virtual-time-budget=10000", "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                          timeout=120)
+    found = re.search(r'<pre id="xaikit-layout">(.*?)</pre>', done.stdout)
+    assert found, f"no layout result in the page; chromium said: {done.stderr[-2000:]}"
+    layout = json.loads(found.group(1).replace("&quot;", '"'))
+    assert layout["width"] == 1400
+    assert layout["overflow"] == [0] and layout["pageOverflow"] <= 0  # no horizontal scroll
+    assert layout["rightmost"] <= 1400 and layout["smallest"] >= 80  # every column on screen, still readable

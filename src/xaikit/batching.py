@@ -16,8 +16,8 @@ from typing import Any, Callable, Hashable, Sequence, TypeVar
 
 import torch
 
+from .progress import Progress
 from .tokens import model_scores
-from tqdm.auto import tqdm
 
 T = TypeVar("T")
 
@@ -115,7 +115,7 @@ def chunked(
     check_batch_size(batch_size)
     cap = max(1, cap or total)
     results: list[T] = []
-    bar = tqdm(total=total, desc=desc, disable=None if progress else True, leave=False)
+    bar = Progress(total, desc, "item", enabled=progress, leave=False)
 
     def run(start: int, size: int) -> float:
         stop = min(total, start + size)

@@ -69,5 +69,21 @@ class NumpyModel:
             scores = scores.to(x.dtype)
         return scores.to(x.device)
 
+    @classmethod
+    def from_estimator(cls, estimator: Any, dtype: Any = None) -> "NumpyModel":
+        """A scikit-learn-style estimator as a model: its ``predict_proba`` (classifiers: scores ``(M, K)``),
+        else its ``predict`` (regressors: ``(M,)`` or ``(M, T)``, which must be real-valued).
+
+        Raises ``TypeError`` for an object with neither method (an unfitted estimator is found out at the
+        first call, by scikit-learn's own ``NotFittedError``)."""
+        for name in ("predict_proba", "predict"):
+            fn = getattr(estimator, name, None)
+            if callable(fn):
+                model = cls(fn, dtype)
+                model.estimator = estimator
+                return model
+        raise TypeError(f"{type(estimator).__name__} has neither predict_proba nor predict; give a fitted "
+                        "scikit-learn estimator or a NumpyModel(fn)")
+
     def __repr__(self) -> str:
         return f"NumpyModel({getattr(self.fn, '__qualname__', type(self.fn).__name__)})"

@@ -25,9 +25,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Lazy:
+    """``commands.<name>``, imported when the subcommand runs: ``xaikit --help`` loads no torch-heavy room."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        from . import commands
+
+        return getattr(commands, self.name)(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``xaikit`` and its subcommands."""
-    from . import commands
+    commands = argparse.Namespace(**{name: _Lazy(name) for name in ("explain", "evaluate", "report")})
 
     parser = _Parser(prog="xaikit", description="Explain, evaluate and report on PyTorch models.")
     parser.add_argument("--version", action="version", version=f"xaikit {__version__}")

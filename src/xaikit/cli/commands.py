@@ -10,18 +10,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import viz
 from ..errors import NotApplicable
 from ..explanation import Explanation
 from ..methods.base import METHODS, Method
 from ..methods.resolve import DEFAULT_METHODS
+from ..progress import Progress
+from ..propagation.composites import auto_preset
 from ..targets import Contrast, slice_target
 from . import parts
 from .errors import CLIError, UsageError, one_line
 from .inputs import Inputs, check_inputs_exist, load_inputs
-from .models import LoadedModel, load_model
+from .models import LoadedModel, check_methods_fit_model, load_model
 from .outputs import check_out, done, finish_writing, settings_of, start_writing
 from .specs import build_methods, build_metrics, method_class, parse_spec
 
@@ -30,6 +31,8 @@ from .specs import build_methods, build_metrics, method_class, parse_spec
 PROGRESS_CHUNK = 1
 #: inputs shown in the overview grid picture (every input gets its own heatmap PNGs)
 GRID_ROWS = 16
+#: table rows shown one by one in ``features.png`` (more rows: a beeswarm summary per method as well)
+FEATURE_ROWS = 20
 
 
 # ---- shared steps ---------------------------------------------------------------------------------------------
@@ -71,10 +74,12 @@ def model_and_inputs(args: argparse.Namespace, spec: str, input_specs: list[str]
 def methods_for(args: argparse.Namespace, specs: list[str], loaded: LoadedModel, inputs: Inputs,
                 input_specs: list[str]) -> dict[str, Method]:
     """Build the methods (their settings are checked first), then check that the inputs fit the model."""
+    check_methods_fit_model(loaded.model, loaded.spec, [parse_spec(s)[0] for s in specs])
     text = inputs.kind == "text"
+    # LRP's composite where a spec names none: by the input (no flat rule on the dense first layer of a table)
     methods = build_methods(specs, loaded.model, args.batch_size, args.seed,
                             mask_token=mask_token_id(loaded.tokenizer) if text else None,
-                            composite=parts.TEXT_COMPOSITE if text else None)
+                            composite=parts.TEXT_COMPOSITE if text else auto_preset(inputs.x))
     check_fits(loaded, inputs, input_specs)
     return methods
 
@@ -124,15 +129,13 @@ def target_of(args: argparse.Namespace, inputs: Inputs) -> Any:
 
 def run_methods(methods: dict[str, Method], inputs: Inputs, target: Any, batch_size: int | str, quiet: bool
                 ) -> tuple[dict[str, Explanation], dict[str, float]]:
-    """Explain all inputs with every method, a chunk at a time, with one progress bar (ETA) for the run on a
-    terminal, and a line per finished input otherwise (so that logs show progress)."""
+    """Explain all inputs with every method, a chunk at a time, under the progress convention of
+    :mod:`xaikit.progress` (a bar with its time left on a terminal, a summary line every few seconds in logs)."""
     n = len(inputs)
     chunk = batch_size if isinstance(batch_size, int) else PROGRESS_CHUNK
     results, times = {}, {}
-    log_lines = not quiet and not sys.stderr.isatty()
     skipped = []
-    with tqdm(total=n * len(methods), unit="input", disable=True if quiet else None, file=sys.stderr,
-              dynamic_ncols=True) as bar:
+    with Progress(n * len(methods), "explain", "input", enabled=not quiet) as bar:
         for label, method in methods.items():
             bar.set_description(label)
             parts_, began, done = [], time.perf_counter(), 0
@@ -144,12 +147,11 @@ def run_methods(methods: dict[str, Method], inputs: Inputs, target: Any, batch_s
                                          forward_kwargs=kwargs))
                     bar.update(stop - start)
                     done = stop
-                    if log_lines:
-                        print(f"xaikit: {label}: {stop}/{n} inputs done ({time.perf_counter() - began:.1f} s)",
-                              file=sys.stderr, flush=True)
             except NotApplicable as err:  # the method does not apply to these inputs: the others go on
                 skipped.append(f"{label}: {one_line(err)}")
-                print(f"xaikit: warning: {label} skipped: {one_line(err)}", file=sys.stderr, flush=True)
+                bar.write(f"xaikit: warning: {label} skipped: {one_line(err)}")
+                if quiet:
+                    print(f"xaikit: warning: {label} skipped: {one_line(err)}", file=sys.stderr, flush=True)
                 bar.update(n - done)  # the skipped method's inputs count as done for the ETA
                 continue
             times[label] = time.perf_counter() - began
@@ -164,7 +166,13 @@ def _concat(parts_: list[Explanation]) -> Explanation:
     if len(parts_) == 1:
         return first
     cat = lambda name: torch.cat([getattr(p, name) for p in parts_])  # noqa: E731
-    return Explanation(cat("attribution"), cat("target"), cat("output"), first.method, dict(first.info))
+    info = dict(first.info)
+    for key, value in first.info.items():  # per-sample values of every part, not the first part's only
+        values = [p.info.get(key) for p in parts_]
+        if all(isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == len(p.attribution)
+               for v, p in zip(values, parts_)):
+            info[key] = torch.cat(values)
+    return Explanation(cat("attribution"), cat("target"), cat("output"), first.method, info)
 
 
 def captions(loaded: LoadedModel, expl: Explanation, target: Any = None) -> list[str]:
@@ -197,12 +205,39 @@ def image_maps(results: dict[str, Explanation], percentile: float, methods: dict
 
 
 def save_arrays(path: Path, inputs: Inputs, results: dict[str, Explanation]) -> None:
-    """Raw attributions in one ``.npz``: the inputs, names, explained targets, and one array per method."""
+    """Raw attributions in one ``.npz``: the inputs, names, explained targets, and one array per method; for the
+    methods over interpretable features (KernelSHAP, LIME, ...) also ``<method>/features`` (the feature of each
+    input element) and ``<method>/feature_attribution`` (one value per feature)."""
     first = next(iter(results.values()))
     arrays = {"inputs": inputs.x.detach().cpu().numpy(), "names": np.array(inputs.names),
               "target": first.target.cpu().numpy()}
     arrays.update({label: e.attribution.detach().cpu().numpy() for label, e in results.items()})
+    for label, e in results.items():
+        for key in ("features", "feature_attribution"):
+            if isinstance(e.info.get(key), torch.Tensor):
+                arrays[f"{label}/{key}"] = e.info[key].detach().cpu().numpy()
     np.savez_compressed(path, **arrays)
+
+
+def info_summary(info: dict[str, Any], n: int) -> dict[str, Any]:
+    """The JSON-ready part of an explanation's ``info`` for ``summary.json``: numbers, text, per-sample values
+    (a tensor of ``n`` numbers: a list), the number of interpretable features per input (``features``), and
+    the shape of other tensors (their values are in ``attributions.npz``)."""
+    out: dict[str, Any] = {}
+    for key, value in info.items():
+        if key == "time_s":
+            continue
+        if isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        elif isinstance(value, torch.Tensor) and key == "features":
+            counts = [int(torch.unique(row).numel()) for row in value.reshape(value.shape[0], -1)]
+            out[key] = {"per_input": counts if len(set(counts)) > 1 else counts[0], "shape": list(value.shape),
+                        "in": "attributions.npz"}
+        elif isinstance(value, torch.Tensor) and value.numel() == n and value.ndim <= 1:
+            out[key] = [round(float(v), 6) for v in value.reshape(-1).tolist()]
+        elif isinstance(value, torch.Tensor):
+            out[key] = {"shape": list(value.shape)}
+    return out
 
 
 # ---- explain --------------------------------------------------------------------------------------------------
@@ -216,7 +251,9 @@ def explain(args: argparse.Namespace) -> int:
         from .generation import explain_answers
 
         return explain_answers(args, loaded, inputs, out)
-    methods = methods_for(args, args.methods or list(parts.DEFAULT_EXPLAIN_METHODS), loaded, inputs, args.inputs)
+    defaults = parts.DEFAULT_EXPLAIN_METHODS if isinstance(loaded.model, torch.nn.Module) else \
+        parts.DEFAULT_AGNOSTIC_METHODS  # a scikit-learn model: the methods that need only its outputs
+    methods = methods_for(args, args.methods or list(defaults), loaded, inputs, args.inputs)
     results, times = run_methods(methods, inputs, target_of(args, inputs), args.batch_size, args.quiet)
     start_writing(out)
     save_arrays(out / "attributions.npz", inputs, results)
@@ -227,15 +264,11 @@ def explain(args: argparse.Namespace) -> int:
         viz.write_report(out, [viz.html_section(f"Token heatmaps: {loaded.spec}", token_page(loaded, inputs, results))],
                          settings_of(args), title="xaikit explain")
     elif inputs.x.ndim == 2:  # tabular: samples × features
-        maps = {label: viz.normalise(e.attribution, args.percentile) for label, e in results.items()}
-        values = {label: e.attribution for label, e in results.items()}
-        viz.save_figure(viz.plot_features(maps, inputs.feature_names, inputs.names, args.cmap, values),
-                        out / "features.png")
+        write_feature_plots(out, args, inputs, results)
     summary = {
         "model": loaded.spec,
         "inputs": [{"name": n, "explained": c} for n, c in zip(inputs.names, lines)],
-        "methods": {label: {"method": e.method, "seconds": round(times[label], 3),
-                            **{k: v for k, v in e.info.items() if isinstance(v, (int, float, str)) and k != "time_s"}}
+        "methods": {label: {"method": e.method, "seconds": round(times[label], 3), **info_summary(e.info, len(inputs))}
                     for label, e in results.items()},
         "settings": settings_of(args),
     }
@@ -244,6 +277,29 @@ def explain(args: argparse.Namespace) -> int:
     done(f"explained {len(inputs)} input(s) with {len(methods)} method(s) in {sum(times.values()):.1f} s -> {out}",
          args.quiet)
     return 0
+
+
+def write_feature_plots(out: Path, args: argparse.Namespace, inputs: Inputs, results: dict[str, Explanation]) -> None:
+    """Tables: ``features.png`` (rows × features per method, the first :data:`FEATURE_ROWS` rows, with a colour
+    bar) and, for more rows, ``summary-<method>.png``: a beeswarm over all rows (each point a row's attribution,
+    coloured by its feature value), the summary plot of the Shapley literature."""
+    from ..tabular import feature_table
+
+    shown = slice(0, FEATURE_ROWS)
+    names = inputs.feature_names or [f"feature {j}" for j in range(inputs.x.shape[1])]
+    maps = {label: viz.normalise(e.attribution[shown], args.percentile) for label, e in results.items()}
+    values = {label: e.attribution[shown] for label, e in results.items()}
+    figure = viz.plot_features(maps, names, inputs.names[shown], args.cmap, values)
+    if len(inputs) > FEATURE_ROWS:
+        first = figure.axes[0]
+        first.set_title(f"{first.get_title()}: the first {FEATURE_ROWS} of {len(inputs)} rows (all rows: "
+                        f"summary-*.png)", fontsize=9)
+    viz.save_figure(figure, out / "features.png")
+    if len(inputs) > FEATURE_ROWS:
+        for label, e in results.items():
+            table = feature_table(e, list(names), inputs.x)
+            viz.save_figure(viz.plot_beeswarm(table, title=f"{label}: {len(inputs)} rows"),
+                            out / f"summary-{viz.report.slug(label)}.png")
 
 
 def write_heatmaps(out: Path, args: argparse.Namespace, loaded: LoadedModel, inputs: Inputs,
@@ -258,7 +314,8 @@ def write_heatmaps(out: Path, args: argparse.Namespace, loaded: LoadedModel, inp
         for i, name in enumerate(inputs.names):
             viz.save_png(out / "heatmaps" / name / f"{viz.report.slug(label)}.png", rgb[i])
     shown = slice(0, GRID_ROWS)
-    viz.save_figure(viz.plot_grid(images[shown], {k: m[shown] for k, m in maps.items()}, lines[shown],
+    labelled = [f"{name}: {line}" for name, line in zip(inputs.names, lines)]  # rows by input name, then class
+    viz.save_figure(viz.plot_grid(images[shown], {k: m[shown] for k, m in maps.items()}, labelled[shown],
                                   overlay_alpha=0.85, cmap=args.cmap, unsigned=unsigned, percentile=args.percentile),
                     out / "grid.png")
 
@@ -290,7 +347,7 @@ def evaluate(args: argparse.Namespace) -> int:
         raise UsageError("evaluate takes no --text inputs; give a data set with --inputs")
     methods, _ = _defaults(args.methods, parts.DEFAULT_EVAL_METHODS)
     out = check_out(args.out)
-    table = benchmark_table(args, args.model, args.inputs, methods, args.metrics)
+    table = benchmark_table(args, args.model, args.inputs, methods, args.metrics, size_defaults=args.methods is None)
     start_writing(out)
     write_table(table, out)
     finish_writing(out)
@@ -299,8 +356,19 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def sized_for(specs: list[str], x: torch.Tensor) -> list[str]:
+    """Default method specs sized for the inputs: occlusion's window and stride, set for 32×32 images, scaled to
+    the image side (``side // 8`` and half of it: 225 occluded copies of a 224-px photo, not 12,321)."""
+    if x.ndim != 4 or max(x.shape[-2:]) <= 32:
+        return list(specs)
+    side = max(x.shape[-2:])
+    window = max(4, side // 8)
+    return [f"occlusion:window={window},stride={window // 2}" if parse_spec(s)[0] == "occlusion" else s
+            for s in specs]
+
+
 def benchmark_table(args: argparse.Namespace, model_spec: str, input_specs: list[str], method_specs: list[str],
-                    metric_specs: list[str] | None, main: bool = True) -> Any:
+                    metric_specs: list[str] | None, main: bool = True, size_defaults: bool = False) -> Any:
     """Check the names, load model and data, build methods and metrics, and run the benchmark."""
     check_method_names(method_specs, input_specs)
     registry = parts.metric_registry()
@@ -316,6 +384,8 @@ def benchmark_table(args: argparse.Namespace, model_spec: str, input_specs: list
     elif inputs.mask is None and any(map(needs_mask, metric_specs)):
         raise UsageError(f"{', '.join(filter(needs_mask, metric_specs))} compare with ground-truth masks: give data "
                          f"with masks (an .npz with 'mask', or {parts.GROUND_TRUTH_DATA})")
+    if size_defaults:  # the default methods, set for 32-px images, sized for these inputs
+        method_specs = sized_for(method_specs, inputs.x)
     methods = methods_for(args, method_specs, loaded, inputs, input_specs)
     metrics = build_metrics(metric_specs, registry, args.batch_size, args.seed)
     target = target_of(args, inputs) if main else inputs.target
@@ -352,6 +422,11 @@ def report(args: argparse.Namespace) -> int:
     out = check_out(args.out)
     start_writing(out)
     args.loaded = {}  # one load per model and inputs for all sections (see model_and_inputs)
+    other = args.model != "efficientnet-lite0" and args.eval_model == parts.GROUND_TRUTH_MODEL
+    if other and wanted & {"metrics", "examples"} and not args.quiet:  # not silently the bundled toy CNN's scores
+        print(f"xaikit: note: the metrics and examples sections score the bundled {parts.GROUND_TRUTH_MODEL}, not "
+              f"{args.model}: give --eval-model {args.model} --eval-inputs DATA, or --sections images concepts text",
+              file=sys.stderr)
     sections, timings = [], {}
     for name, make in (("images", image_part), ("concepts", concepts_part), ("metrics", metrics_part),
                        ("examples", examples_part), ("text", text_part)):
@@ -390,6 +465,8 @@ def image_part(args: argparse.Namespace, out: Path) -> viz.Section:
     loaded, inputs = model_and_inputs(args, args.model, args.inputs)
     if inputs.kind != "image":
         raise UsageError(f"the heatmap section needs image inputs; {args.model!r} got {inputs.kind} inputs")
+    if args.methods is None:
+        specs = sized_for(specs, inputs.x)
     methods = methods_for(args, specs, loaded, inputs, args.inputs)
     target = target_of(args, inputs)
     results, times = run_methods(methods, inputs, target, args.batch_size, args.quiet)
@@ -415,12 +492,16 @@ def concepts_part(args: argparse.Namespace, out: Path) -> viz.Section:
              for c in sorted(set(composition.concepts))}
     return viz.concepts_section(out, viz.to_rgb(inputs.x, loaded.low, loaded.high), composition, inputs.names,
                                 crops, title=f"Concepts: {loaded.spec}, layer {layer}",
-                                note=f"reference samples found among the report's {len(inputs)} inputs")
+                                note=f"reference samples found among the report's own {len(inputs)} inputs: with "
+                                     f"so few, a channel's references are mostly the photos explained here and say "
+                                     f"little about what the channel detects; take them from a data set "
+                                     f"(xk.concepts.ReferenceSamples on your training data)")
 
 
 def metrics_part(args: argparse.Namespace, out: Path) -> viz.Section:
     specs, note = _defaults(args.eval_methods, parts.DEFAULT_EVAL_METHODS)
-    table = benchmark_table(args, args.eval_model, args.eval_inputs, specs, args.metrics, main=False)
+    table = benchmark_table(args, args.eval_model, args.eval_inputs, specs, args.metrics, main=False,
+                            size_defaults=args.eval_methods is None)
     write_table(table, out)
     section = viz.scores_section(out, table, title=f"Metrics: {args.eval_model}", note=note,
                                  files={"CSV": "scores.csv", "JSON": "scores.json", "Markdown": "scores.md"})
@@ -430,6 +511,9 @@ def metrics_part(args: argparse.Namespace, out: Path) -> viz.Section:
                 "texture, with its object mask, so that localisation can be scored)")
     intro = (f"A different model from the heatmaps above: the methods are scored on {args.eval_model} with {data}. "
              "No metric alone says which explanation is right; read the columns together.")
+    if args.eval_model == parts.GROUND_TRUTH_MODEL and args.model != "efficientnet-lite0":
+        intro = (f"Not your model: these scores are of xaikit's bundled {args.eval_model} (a small CNN on synthetic "
+                 f"shapes), not of {args.model}; give --eval-model and --eval-inputs to score yours. ") + intro
     section.html = viz.report.about(intro) + section.html
     return section
 
@@ -455,10 +539,12 @@ def examples_part(args: argparse.Namespace, out: Path) -> viz.Section:
     query = inputs.x[:1]
     if args.eval_model == parts.GROUND_TRUTH_MODEL:  # the data it was trained on
         data, note = parts.ground_truth_training(512, args.seed), "neighbours among 512 training images"
+        if args.model != "efficientnet-lite0":
+            note = f"not your model: xaikit's bundled {args.eval_model} (give --eval-model); {note}"
     else:
         data, note = (inputs.x[1:], inputs.target[1:] if inputs.target is not None else None), \
             "neighbours among the other inputs"
-    index = examples.FeatureIndex(loaded.model).fit(data if data[1] is not None else data[0])
+    index = examples.FeatureIndex(loaded.model, progress=not args.quiet).fit(data if data[1] is not None else data[0])
     k = min(5, len(index))
     found = index.neighbours(query, k=k)
     maps = index.heatmaps(query, found, method=DEFAULT_METHODS["image"])

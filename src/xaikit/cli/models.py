@@ -1,7 +1,9 @@
 """Model specs on the command line.
 
 - a zoo name: ``efficientnet-lite0``, ``ground-truth-cnn``, ``minilm``;
-- ``module:factory`` or ``path/to/file.py:factory``: a callable returning an ``nn.Module`` (or the module itself);
+- ``module:factory`` or ``path/to/file.py:factory``: a callable returning an ``nn.Module`` (or the module itself),
+  or a fitted scikit-learn estimator or :class:`~xaikit.NumpyModel` (for the model-agnostic methods only:
+  :data:`MODEL_AGNOSTIC`; its ``predict_proba``, else its ``predict``, is explained);
 - a saved TorchScript file (``torch.jit.save``);
 - a Hugging Face causal language model folder (``config.json``, weights, tokenizer; ``save_pretrained``):
   explained on the answer it generates for text prompts;
@@ -28,7 +30,7 @@ from .errors import NotFound, UsageError, one_line
 class LoadedModel:
     """A model ready to explain and what the command line needs to feed it."""
 
-    model: nn.Module
+    model: Any  #: an ``nn.Module``, or a :class:`~xaikit.NumpyModel` (scikit-learn) for the model-agnostic methods
     spec: str
     kind: str = "auto"  #: "image", "text", "causal-lm" or "auto" (decided by the inputs)
     size: int = 224  #: image side length
@@ -44,13 +46,44 @@ def load_model(spec: str, weights: str | None = None, device: str = "cpu", seed:
     """Resolve a model spec (see module docstring) to an eval-mode model on ``device``."""
     loaded = _resolve(spec, seed)
     if weights is not None:
+        if not isinstance(loaded.model, nn.Module):
+            raise UsageError(f"--weights loads a state dict into a torch model; {spec!r} is a "
+                             f"{type(loaded.model).__name__}")
         _load_weights(loaded.model, weights)
     if image_size is not None:
         loaded.size = image_size
     if input_range is not None:
         loaded.low, loaded.high = input_range
-    loaded.model = loaded.model.eval().to(device)
+    if isinstance(loaded.model, nn.Module):
+        loaded.model = loaded.model.eval().to(device)
     return loaded
+
+
+def model_agnostic() -> tuple[str, ...]:
+    """The methods that need only the model's outputs (``needs_module is None``): those the CLI runs on a
+    scikit-learn estimator or a :class:`~xaikit.NumpyModel`."""
+    from ..methods.base import METHODS
+
+    return tuple(name for name, cls in METHODS.items() if cls.needs_module is None)
+
+
+def check_methods_fit_model(model: Any, spec: str, names: list[str]) -> None:
+    """A :class:`UsageError` naming the methods of ``names`` that need a torch model when ``model`` is not one,
+    and the model-agnostic methods to use instead."""
+    if isinstance(model, nn.Module):
+        return
+    from ..methods.base import get_method
+
+    torch_only = [n for n in names if get_method(n).needs_module is not None]
+    if torch_only:
+        raise UsageError(f"method(s) {', '.join(torch_only)} need a torch.nn.Module (gradients or layers), but the "
+                         f"model {spec!r} is a {_kind(model)}; use the model-agnostic methods: "
+                         f"{', '.join(model_agnostic())}")
+
+
+def _kind(model: Any) -> str:
+    estimator = getattr(model, "estimator", None)
+    return f"scikit-learn {type(estimator).__name__}" if estimator is not None else type(model).__name__
 
 
 def _resolve(spec: str, seed: int) -> LoadedModel:
@@ -148,12 +181,22 @@ def _factory(spec: str) -> nn.Module:
         raise NotFound(f"{module_name!r} has no {name!r} (model {spec!r})")
     factory = getattr(module, name)
     try:
-        model = factory if isinstance(factory, nn.Module) else factory()
+        model = factory if isinstance(factory, nn.Module) or _estimator(factory) else factory()
     except Exception as err:  # noqa: BLE001
         raise NotFound(f"model factory {spec!r} failed: {type(err).__name__}: {one_line(err)}") from None
-    if not isinstance(model, nn.Module):
-        raise NotFound(f"model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
-    return model
+    from ..numpy_model import NumpyModel
+
+    if isinstance(model, (nn.Module, NumpyModel)):
+        return model
+    if _estimator(model):
+        return NumpyModel.from_estimator(model)
+    raise NotFound(f"model factory {spec!r} returned {type(model).__name__}: give a torch.nn.Module, a fitted "
+                   f"scikit-learn estimator (predict_proba or predict) or a xaikit.NumpyModel")
+
+
+def _estimator(obj: Any) -> bool:
+    """A scikit-learn-style estimator object (not a class or function): ``fit`` and ``predict``."""
+    return not isinstance(obj, type) and callable(getattr(obj, "fit", None)) and callable(getattr(obj, "predict", None))
 
 
 def _load_weights(model: nn.Module, weights: str) -> None:

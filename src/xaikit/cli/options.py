@@ -77,8 +77,9 @@ def model_options(parser: argparse.ArgumentParser, default: str | None, help_inp
     """The model and input options; ``default`` is the default model (``None``: ``--model`` is required)."""
     group = parser.add_argument_group("model and inputs")
     group.add_argument("--model", "-m", required=default is None, default=default,
-                       help=f"zoo name ({', '.join(parts.ZOO_NAMES)}), module:factory, file.py:factory or a "
-                            "TorchScript file" + (f" (default {default})" if default else ""))
+                       help=f"zoo name ({', '.join(parts.ZOO_NAMES)}), module:factory, file.py:factory (a torch model, "
+                            "or a scikit-learn estimator for the model-agnostic methods) or a TorchScript file"
+                            + (f" (default {default})" if default else ""))
     group.add_argument("--weights", help="a state dict (.pt) to load into the model")
     group.add_argument("--inputs", "-i", nargs="+", default=[], metavar="INPUT", help=help_inputs)
     group.add_argument("--text", action="append", default=[], metavar="TEXT",

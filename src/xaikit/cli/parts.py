@@ -6,10 +6,11 @@ is not installed, so a report section can say what is missing instead of failing
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported by the commands that run, not by ``xaikit --help``
+    import torch
+    from torch import nn
 
 
 class Unavailable(RuntimeError):
@@ -110,6 +111,8 @@ def tokens_html() -> Callable[..., str]:
 
 #: methods of ``explain`` when none are given, and for causal language models (the generated answer)
 DEFAULT_EXPLAIN_METHODS = ("gradient", "input_x_gradient", "lrp")
+#: methods of ``explain`` when none are given for a scikit-learn estimator or a NumpyModel (outputs only)
+DEFAULT_AGNOSTIC_METHODS = ("occlusion", "kernel_shap")
 DEFAULT_GENERATION_METHODS = ("input_x_gradient", "lrp:composite=attnlrp", "lrp:composite=cp_lrp")
 #: the main image methods of the default report (those not installed are left out with a note)
 DEFAULT_IMAGE_METHODS = (
@@ -117,9 +120,10 @@ DEFAULT_IMAGE_METHODS = (
     "guided_backprop", "occlusion:window=32,stride=16", "lrp:composite=epsilon_plus_flat",
     "lrp:composite=epsilon_gamma_box",
 )
-#: methods compared in the default metrics table (settings for the 32×32 images of the ground-truth data set)
+#: methods compared in the default metrics table (settings for the 32×32 images of the ground-truth data set;
+#: occlusion's window is scaled to larger inputs by ``commands.sized_for``; IG with the heatmaps' 16 steps)
 DEFAULT_EVAL_METHODS = (
-    "gradient", "input_x_gradient", "integrated_gradients", "guided_backprop", "grad_cam",
+    "gradient", "input_x_gradient", "integrated_gradients:steps=16", "guided_backprop", "grad_cam",
     "occlusion:window=4,stride=2", "lrp:composite=epsilon_plus_flat",
 )
 #: metrics of the default table: faithfulness, localisation, complexity, randomisation

@@ -15,7 +15,7 @@ from . import parts
 from .errors import NotFound, UsageError
 from .options import batch_size, input_range, positive_int
 
-DEFAULT_METHODS = ("lrp:composite=epsilon_plus_flat",)
+DEFAULT_METHODS = ("lrp",)
 
 
 class CLIModel:
@@ -42,7 +42,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--inputs", "-i", default=parts.GROUND_TRUTH_DATA, metavar="DATA",
                    help="a folder of images, a .csv or .parquet table, or ground-truth (default)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
-                   help="method specs NAME or NAME:key=value,... (default: lrp:composite=epsilon_plus_flat)")
+                   help="method specs NAME or NAME:key=value,... (default: lrp, its composite by the input: "
+                        "epsilon_plus_flat for images, epsilon_plus for tables)")
     p.add_argument("--metrics", nargs="+", default=[], metavar="METRIC", help="metric specs (default none)")
     p.add_argument("--target", default="auto", help="auto (labels where the data has them, else arg-max), argmax, "
                                                     "label, or a class index")

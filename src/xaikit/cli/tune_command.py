@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from . import parts
 from .errors import UsageError
 from .options import INPUTS_HELP, common_options, model_options
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_GAMMAS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 DEFAULT_PRESETS = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box")
@@ -46,7 +47,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--objectives", nargs="+", default=["pixel_flipping"], metavar="METRIC",
                    help="metric specs; the first is primary, several give a Pareto front (default pixel_flipping)")
     s.add_argument("--budget", type=int, help="most metric evaluations (configuration × sample); default: a tenth "
-                                              "of the grid's")
+                                              "of the grid's, at least enough to compare eta² configurations; a "
+                                              "budget that cannot compare two is refused")
     s.add_argument("--strategy", default="halving", choices=("halving", "grid"))
     s.add_argument("--eta", type=int, default=3, help="successive halving factor (default 3)")
     s.add_argument("--min-samples", type=int, default=4, help="samples of the first rung (default 4)")
@@ -94,6 +96,8 @@ def build_spaces(args: argparse.Namespace, model: torch.nn.Module, low: float | 
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from .. import metrics, tune
     from .commands import model_and_inputs, target_of
     from .outputs import done, settings_of
@@ -122,9 +126,11 @@ def run(args: argparse.Namespace) -> int:
         return (inputs.x[rows], y) if inputs.mask is None else (inputs.x[rows], y, inputs.mask[rows])
 
     tune_rows, held_rows = order[held_n:], order[:held_n]
-    budget = args.budget
-    if budget is None and args.strategy == "halving":
-        budget = max(len(tune_rows), sum(s.size for s in spaces) * len(tune_rows) // 10)
+    budget, total = args.budget, sum(s.size for s in spaces)
+    if budget is None and args.strategy == "halving":  # a tenth of the grid, enough to compare eta² candidates
+        budget = max(total * len(tune_rows) // 10,
+                     tune.min_budget(len(tune_rows), min(total, args.eta ** 2), min_samples=args.min_samples,
+                                     eta=args.eta))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -158,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(text)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    done(f"tuned with {result.evaluations} metric evaluations ({len(result.candidates)} configurations); "
+    done(f"tuned with {result.evaluations} metric evaluations ({len(result.candidates)} of {total} "
+         f"configurations tried); "
          f"winner {result.winner.key} -> {out}", args.quiet)
     return 0

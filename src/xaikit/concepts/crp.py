@@ -62,12 +62,15 @@ class ConditionalHeatmapsResult(ResultExport):
         return len(self.concepts)
 
     def describe(self, labels: dict | None = None) -> list[str]:
-        """One line per concept: ``"channel 12: 4.3 %"`` (or the label of the channel)."""
+        """One line per concept: ``"channel 12: 4.3 %"`` (or the label of the channel); where the heatmaps are of
+        several samples, each line starts with its sample: ``"sample 1: channel 12: 4.3 %"``."""
         lines = []
-        for concept, share in zip(self.concepts, self.share.tolist()):
+        several = len(set(self.sample.tolist())) > 1
+        for concept, share, sample in zip(self.concepts, self.share.tolist(), self.sample.tolist()):
             name = labels.get(concept, concept) if labels and not isinstance(concept, list) else concept
-            lines.append(f"{'channel' if isinstance(name, int) else 'channels' if isinstance(name, list) else ''} "
-                         f"{name}: {share:.1f} %".strip())
+            line = (f"{'channel' if isinstance(name, int) else 'channels' if isinstance(name, list) else ''} "
+                    f"{name}: {share:.1f} %".strip())
+            lines.append(f"sample {sample}: {line}" if several else line)
         return lines
 
     def _rows(self) -> list[dict[str, Any]]:

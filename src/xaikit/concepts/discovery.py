@@ -113,11 +113,11 @@ class ChannelRelevance(ConceptTool):
     def __call__(self, data: Any, target: str = "label") -> ChannelRelevanceResult:
         if target not in ("label", "prediction"):
             raise ValueError(f"target must be 'label' or 'prediction', got {target!r}")
-        from tqdm.auto import tqdm
+        from ..progress import progress
 
         sums: dict[int, torch.Tensor] = {}
         counts: dict[int, int] = {}
-        for x, y in tqdm(iterate_batches(data), disable=None if self.progress else True, desc="channel scores"):
+        for x, y in progress(iterate_batches(data), desc="channel scores", unit="batch", enabled=self.progress):
             x = self.check(x)
             if target == "label" and y is None:
                 raise ValueError("data must give labels (x, y) for target='label'; or pass target='prediction'")

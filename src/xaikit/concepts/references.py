@@ -200,12 +200,12 @@ class ReferenceSamples(ConceptTool):
     def _pass(self, data: Any, key: dict, state: dict | None) -> dict:
         """The pass, from ``state`` (a cached one, or ``None``); raises :class:`_OtherData` where a batch that
         the cached state holds is not the batch the data gives now (or the data ends before them)."""
-        from tqdm.auto import tqdm
+        from ..progress import Progress
 
         fresh = {"key": key, "batches": 0, "seen": 0, "keep": None, "data": []}
         state = state or fresh
         done_batches = state["batches"]
-        bar = tqdm(desc=f"references {self.layer}", unit="sample", disable=None if self.progress else True)
+        bar = Progress(None, f"references {self.layer}", "sample", enabled=self.progress)
         batch_index = -1
         try:
             for batch_index, (x, y) in enumerate(iterate_batches(data)):

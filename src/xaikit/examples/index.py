@@ -17,13 +17,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..batching import check_batch_size
+from ..batching import check_batch_size, memory_budget
 from ..deprecation import renamed
 from ..errors import check_choice, check_input, check_positive, model_device
 from ..methods.base import Method, _checked_init
 from ..methods.bilrp import BiLRP
 from ..methods.resolve import DEFAULT_METHODS, legacy_lrp_settings
 from ..modes import explains_in_eval
+from ..progress import Progress
 from ..propagation.composites import Composite
 from ..results import ResultExport
 from ..fingerprint import fingerprint
@@ -187,11 +188,11 @@ class FeatureIndex:
 
     @explains_in_eval
     def _compute(self) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, ...]]:
-        from tqdm.auto import tqdm
+        from ..progress import progress
 
         device = model_device(self.model)
         parts, labels, shape = [], [], None
-        for x, y, _ in tqdm(self.source.batches(), desc="index", disable=None if self.progress else True, leave=False):
+        for x, y, _ in progress(self.source.batches(), desc="index", unit="batch", enabled=self.progress, leave=False):
             if x.shape[0] == 0:
                 continue
             check_input(x, "a batch of data")
@@ -346,13 +347,25 @@ class FeatureIndex:
         others = self.samples(neighbours.index).to(x.device).reshape(q * k, *x.shape[1:])
         similarity = "cosine" if self.metric == "cosine" else "dot"
         bilrp = BiLRP(self.features, method, method_settings, similarity=similarity, batch_size=batch_size)
-        phi_q, r_q = bilrp.first_order(x, {})               # (Q, E), (Q, E, P)
-        phi_n, r_n = bilrp.first_order(others, {})          # (Q·k, E, P)
+        phi_q, phi_n = bilrp.embed(x, {}), bilrp.embed(others, {})     # (Q, E), (Q·k, E)
+        plan = heatmaps_plan(x, q * k, phi.shape[1])
         dims = phi.shape[1]
-        phi_n, r_n = phi_n.reshape(q, k, dims), r_n.reshape(q, k, dims, -1)
-        s_q, s_n = r_q.sum(-1), r_n.sum(-1)                 # conserved totals per embedding dimension
-        query_map = torch.einsum("qep,qke->qkp", r_q, s_n)
-        neighbour_map = torch.einsum("qe,qkep->qkp", s_q, r_n)
+        query_map = x.new_zeros(q, k, x[0].numel())
+        neighbour_map = x.new_zeros(q, k, x[0].numel())
+        # the first-order maps of a chunk of embedding dimensions at a time (Eberle et al. 2022, eq. 8: a sum
+        # over the dimensions), so that what is held stays within the memory budget
+        with Progress(plan["chunks"], "BiLRP heatmaps", "chunk", enabled=self.progress) as bar:
+            for start in range(0, dims, plan["chunk"]):
+                chosen = torch.arange(start, min(dims, start + plan["chunk"]), device=phi_q.device)
+                _, r_q = bilrp.first_order(x, {}, chosen, phi_q)              # (Q, e, P)
+                _, r_n = bilrp.first_order(others, {}, chosen, phi_n)         # (Q·k, e, P)
+                r_n = r_n.reshape(q, k, len(chosen), -1)
+                s_q, s_n = r_q.sum(-1), r_n.sum(-1)                           # conserved totals per dimension
+                query_map += torch.einsum("qep,qke->qkp", r_q, s_n)
+                neighbour_map += torch.einsum("qe,qkep->qkp", s_q, r_n)
+                del r_q, r_n
+                bar.update(1)
+        phi_n = phi_n.reshape(q, k, dims)
         score = (phi_q[:, None] * phi_n).sum(-1)
         if similarity == "cosine":
             norms = (phi_q.norm(dim=1)[:, None] * phi_n.norm(dim=2)).clamp_min(1e-12)
@@ -360,8 +373,32 @@ class FeatureIndex:
         shape = (q, k, *x.shape[1:])
         total = query_map.sum(-1)
         info = {"similarity": similarity, "composite": bilrp.info_name, "layer": self.features.label,
-                "total": total, "residual": score - total}
+                "total": total, "residual": score - total, "memory": plan}
         return SimilarityMapsResult(query_map.reshape(shape), neighbour_map.reshape(shape), score, neighbours, info)
+
+
+#: bytes held per embedding dimension and sample while BiLRP heatmaps are computed, in units of one input:
+#: the input repeated for that dimension's target and its first-order map
+HELD_PER_DIMENSION = 2
+
+
+def heatmaps_plan(x: torch.Tensor, pairs: int, dims: int) -> dict[str, int]:
+    """How :meth:`FeatureIndex.heatmaps` splits the embedding dimensions for ``x`` (Q queries) and ``pairs``
+    neighbours: the bytes one dimension holds (``bytes_per_dimension``: the repeated inputs and first-order maps
+    of all Q + pairs samples), ``chunk`` dimensions per pass so that they take at most half the memory budget
+    (:func:`xaikit.batching.memory_budget`; the other half is the explainer's own chunking), ``chunks`` passes
+    and ``bytes`` held per pass. Raises ``MemoryError`` when one dimension alone exceeds that half."""
+    per_dimension = (x.shape[0] + pairs) * x[0].numel() * x.element_size() * HELD_PER_DIMENSION
+    budget = memory_budget(x.device)
+    chunk = min(dims, (budget // 2) // max(1, per_dimension))
+    if chunk < 1:
+        raise MemoryError(f"BiLRP heatmaps of {x.shape[0]} queries and {pairs} neighbours hold "
+                          f"{per_dimension / 2 ** 20:.1f} MiB per embedding dimension, more than half the memory "
+                          f"budget ({budget / 2 ** 20:.1f} MiB): explain fewer queries or neighbours at a time, or "
+                          f"raise it with xk.set_memory_budget(bytes)")
+    chunks = -(-dims // chunk)
+    return {"dims": dims, "bytes_per_dimension": per_dimension, "chunk": chunk, "chunks": chunks,
+            "bytes": per_dimension * chunk, "budget": budget}
 
 
 FeatureIndex.__init__ = _checked_init(FeatureIndex.__init__)  # unknown settings are rejected by name

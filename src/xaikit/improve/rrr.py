@@ -29,9 +29,13 @@ from .explain import (LossParts, attribution, check_method, check_weight, deprec
 
 def check_masks(masks: Any, x: torch.Tensor, name: str = "masks") -> torch.Tensor:
     """Masks that broadcast to ``x`` with one mask per sample: shaped like ``x``, or with size 1 in some
-    non-batch dimensions (e.g. ``(N, 1, H, W)`` for all channels); bool or float in [0, 1]."""
+    non-batch dimensions (e.g. ``(N, 1, H, W)`` for all channels); bool or float in [0, 1]. Image masks
+    ``(N, H, W)`` for images ``(N, C, H, W)`` (as the data sets of :mod:`xaikit.zoo` and the localisation
+    metrics hold them) apply to every channel: they are read as ``(N, 1, H, W)``."""
     if not isinstance(masks, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor shaped like x, got {type(masks).__name__}")
+    if x.ndim >= 4 and masks.ndim == x.ndim - 1 and masks.shape[0] == x.shape[0] and masks.shape[1:] == x.shape[2:]:
+        masks = masks.unsqueeze(1)  # (N, H, W) pixel masks: one per sample, for all channels
     ok = masks.ndim == x.ndim and masks.shape[0] == x.shape[0] and all(
         m in (1, d) for m, d in zip(masks.shape[1:], x.shape[1:]))
     if not ok:

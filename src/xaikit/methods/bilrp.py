@@ -97,16 +97,25 @@ class BiLRP(CheckedSettings):
         """The composite's name for LRP (as BiLRP's name always showed it), the method's name otherwise."""
         return _short_name(self.method)
 
-    def first_order(self, x: torch.Tensor, forward_kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The embedding ``(N, E)`` and the LRP maps of all its dimensions, ``(N, E, L)``."""
+    def embed(self, x: torch.Tensor, forward_kwargs: dict[str, Any]) -> torch.Tensor:
+        """The embedding ``(N, E)`` of ``x`` (checked to be one vector per sample)."""
         with torch.no_grad(), eval_semantics(self.model):  # a model in training mode: eval mode, restored after
             phi = self.model(x, **forward_kwargs)
         if not isinstance(phi, torch.Tensor) or phi.ndim != 2:
             shape = tuple(phi.shape) if isinstance(phi, torch.Tensor) else type(phi).__name__
             raise ValueError(f"BiLRP needs a model that returns embeddings of shape (batch, dims), got {shape}")
-        n, dims = phi.shape
+        return phi
+
+    def first_order(self, x: torch.Tensor, forward_kwargs: dict[str, Any], dims: torch.Tensor | None = None,
+                    phi: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedding ``(N, E)`` and the LRP maps of its dimensions ``dims`` (default: all), ``(N, |dims|, L)``
+        (``phi``: the embedding, when already computed)."""
+        phi = self.embed(x, forward_kwargs) if phi is None else phi
+        n = phi.shape[0]
+        chosen = torch.arange(phi.shape[1], device=phi.device) if dims is None else dims.to(phi.device)
+        dims = chosen.numel()
         rows = lambda t: t.repeat_interleave(dims, 0) if isinstance(t, torch.Tensor) and t.ndim and t.shape[0] == n else t  # noqa: E731
-        target = torch.arange(dims, device=phi.device).repeat(n)
+        target = chosen.repeat(n)
         expl = self.method(rows(x), target=target, forward_kwargs={k: rows(v) for k, v in forward_kwargs.items()})
         relevance = expl.attribution
         if relevance.ndim == 3:  # embedding vectors given: relevance per position

@@ -6,11 +6,11 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..batching import check_batch_size, chunked, max_chunk, select_batch
 from ..errors import check_positive
 from ..explanation import Explanation
+from ..progress import progress
 from ..targets import ResolvedTarget, resolve_target
 from .base import Method, register
 from .gradient import chunk_key
@@ -224,7 +224,7 @@ class MeaningfulPerturbation(Method):
         param = torch.full((n, 1, *grid), start, dtype=x.dtype, device=x.device, requires_grad=True)
         optimiser = torch.optim.Adam([param], lr=self.lr)
         steps = range(self.iterations)
-        bar = tqdm(steps, desc=self.name, leave=False, disable=None if self.progress else True)
+        bar = progress(steps, desc=self.name, unit="step", enabled=self.progress, leave=False)
         if self.area is not None:
             cells = math.prod(grid)
             ranks = torch.zeros(cells, dtype=x.dtype, device=x.device)

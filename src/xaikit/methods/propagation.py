@@ -5,6 +5,7 @@ operations it sees and one backward pass; the user's model is not modified.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from ..batching import check_batch_size
 from ..explanation import Explanation
 from ..propagation.balance import merge_absorbed, warn_absorbed, warn_unknown
-from ..propagation.composites import Composite, SETTINGS, make_composite
+from ..propagation.composites import AUTO, INPUT_BLIND_RULES, Composite, SETTINGS, auto_preset, make_composite
 from ..propagation.session import Session
 from ..tokens import TokenInput
 from .base import Method, register
@@ -28,9 +29,13 @@ class LRP(Method):
     ----------
     model : nn.Module
     composite : str or Composite
-        A preset name (``epsilon``, ``zero``, ``epsilon_plus``, ``epsilon_plus_flat`` (default),
+        ``"auto"`` (default): chosen by the input of each call (:func:`~xaikit.propagation.composites.auto_preset`):
+        ``epsilon_plus`` for feature vectors ``(N, D)`` (tables), ``epsilon_plus_flat`` for images and every
+        other input. Or a preset name (``epsilon``, ``zero``, ``epsilon_plus``, ``epsilon_plus_flat``,
         ``epsilon_gamma_box``, ``epsilon_alpha2_beta1``, ``epsilon_alpha2_beta1_flat``, ``guided_backprop``,
-        ``deconvnet``, ``excitation_backprop``, ``attnlrp``, ``cp_lrp``) or a :class:`Composite`.
+        ``deconvnet``, ``excitation_backprop``, ``attnlrp``, ``cp_lrp``; which rule each applies to which layer
+        type: docs/lrp.md) or a :class:`Composite`. A flat first-layer rule on a dense layer reading feature
+        vectors gives every feature the same relevance: such a call warns.
     batch_size : int or "auto"
         Samples per forward/backward pass.
     embedding : str, nn.Module or None
@@ -62,11 +67,18 @@ class LRP(Method):
     allow_integer_input = True
     differentiable = True  #: create_graph=True: see :mod:`xaikit.propagation.handlers.training`
 
-    def __init__(self, model: nn.Module, composite: str | Composite = "epsilon_plus_flat",
+    def __init__(self, model: nn.Module, composite: str | Composite = AUTO,
                  batch_size: int | str = "auto", embedding: str | nn.Module | None = None, progress: bool = False,
                  **settings: Any) -> None:
         super().__init__(model)
         check_batch_size(batch_size)
+        #: the settings of ``composite="auto"`` (None: a fixed composite), checked now against both presets
+        self.auto: dict[str, Any] | None = None
+        if isinstance(composite, str) and composite == AUTO:
+            self.auto = dict(settings)
+            for preset in ("epsilon_plus", "epsilon_plus_flat"):
+                make_composite(preset, **settings)
+            composite = "epsilon_plus_flat"  # until a call shows the input (images: the usual case)
         self.composite = make_composite(composite, **settings)
         self.batch_size, self.progress = batch_size, bool(progress)
         self.tokens = TokenInput(model, embedding)
@@ -97,6 +109,8 @@ class LRP(Method):
         return attribution, result
 
     def explain(self, x, target, forward_args, forward_kwargs) -> Explanation:
+        if self.auto is not None:
+            self.composite = make_composite(auto_preset(x), **self.auto)
         coverages = []
 
         def chunk(*a):
@@ -112,6 +126,7 @@ class LRP(Method):
             self, x, target, forward_args, forward_kwargs, self.batch_size, chunk, cost
         )
         warn_unknown(coverages[0], self.name)
+        _warn_blind_first_layer(coverages[0].as_dict(), x, self.name)
         info: dict[str, Any] = {"coverage": coverages[0].as_dict(), "composite": self.composite.name}
         if self.multiply_by_input:
             absorbed = [p.extra["absorbed"] for p in parts]
@@ -123,6 +138,20 @@ class LRP(Method):
             }
             warn_absorbed(info["conservation"], self.name)
         return Explanation(attribution, index, output, self.name, info)
+
+
+def _warn_blind_first_layer(coverage: dict[str, dict[str, int]], x: torch.Tensor, name: str) -> None:
+    """Warn when an input-blind rule (flat) met a dense layer on feature vectors ``(N, D)``: every feature of a
+    sample then gets the same relevance, whatever the model learned."""
+    if not (x.is_floating_point() and x.ndim == 2):
+        return
+    blind = [op for op in coverage.get("handled", {})
+             if not op.startswith("conv") and op.rpartition(":")[2] in INPUT_BLIND_RULES]
+    if blind:
+        warnings.warn(f"{name}: the flat rule applied to a dense first layer ({', '.join(blind)}) on feature vectors "
+                      f"of shape {tuple(x.shape)} gives every feature of a sample the same relevance; use "
+                      f"composite='auto' or 'epsilon_plus' for tabular inputs (flat rules are for images)",
+                      UserWarning, stacklevel=4)
 
 
 class _FixedComposite(LRP):

@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..progress import Progress
 from ..data import Data
 from ..deprecation import renamed
 from ..methods.base import Method
@@ -263,7 +263,7 @@ def benchmark(model: nn.Module, data: Any, methods: Mapping[str, Method] | Seque
     table = BenchmarkResult(list(methods), list(metrics), {},
                             {m: bool(metric.higher_is_better) for m, metric in metrics.items()},
                             {m: metric.family for m, metric in metrics.items()})
-    bar = tqdm(total=len(methods) * len(metrics), disable=None if progress else True, desc="benchmark")
+    bar = Progress(len(methods) * len(metrics), "benchmark", "cell", enabled=progress)
     try:
         for method_name, method in methods.items():
             began = time.perf_counter()
@@ -281,7 +281,7 @@ def benchmark(model: nn.Module, data: Any, methods: Mapping[str, Method] | Seque
             table.timing[method_name] = time.perf_counter() - began
             for metric_name, metric in metrics.items():
                 key = (method_name, metric_name)
-                bar.set_postfix_str(f"{method_name} / {metric_name}")
+                bar.set_description(f"benchmark {method_name} / {metric_name}")
                 began = time.perf_counter()
                 try:
                     result = metric.evaluate(

@@ -64,9 +64,25 @@ def to_pixels(values: torch.Tensor, layout: Layout, name: str = "attribution") -
     return summed.reshape(n, -1)
 
 
+#: relevance values of one sample closer than this fraction of its largest |value| are ties (ordered by index):
+#: floating-point rounding differs with the batch a sample is computed in (another kernel for another batch
+#: size: ~1e-7 relative), which must not reorder values that are equal in exact arithmetic (the pixels of an
+#: upsampled Grad-CAM cell, an occlusion window), or a score would depend on the sample's batch mates
+TIE_TOLERANCE = 1e-5
+
+
 def stable_order(scores: torch.Tensor, descending: bool) -> torch.Tensor:
-    """Indices that sort ``scores`` (N, K) per row; ties keep index order (stable sort)."""
-    return torch.sort(scores, dim=1, descending=descending, stable=True).indices
+    """Indices that sort ``scores`` (N, K) per row; ties keep index order. Neighbours in the sorted order closer
+    than :data:`TIE_TOLERANCE` × the row's largest ``|score|`` belong to one tie group (chained)."""
+    values, order = torch.sort(scores, dim=1, descending=descending, stable=True)
+    finite = values.nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    scale = finite.abs().amax(1, keepdim=True)
+    gaps = (values[:, 1:] - values[:, :-1]).abs()
+    new_group = torch.ones_like(values, dtype=torch.bool)
+    new_group[:, 1:] = ~(gaps <= TIE_TOLERANCE * scale)  # NaN/inf gaps start a new group
+    group = torch.cumsum(new_group.long(), 1)
+    by_index = torch.empty_like(group).scatter_(1, order, group)  # each entry's group, in index order
+    return torch.sort(by_index, dim=1, stable=True).indices
 
 
 def ranks(order: torch.Tensor) -> torch.Tensor:

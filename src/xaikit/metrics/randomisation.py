@@ -23,6 +23,7 @@ from ..errors import check_choice, check_positive, unknown_module
 from ..methods.base import Method
 from ..methods.machinery.baselines import gaussian_blur
 from ..methods.machinery.seeding import make_generator
+from ..progress import nested
 from .base import Case, Metric, MetricResult, pearson, register, spearman
 from .pixels import to_pixels
 
@@ -172,15 +173,20 @@ class MPRT(_Randomisation):
         modules = dict(model.named_modules())  # names checked by stages(); "" is a model owning parameters
         original = case.attribution if self.samples <= 1 else self._explain(case, case.method)
         columns = [self._similarity(case, original, original)]
-        for name in names:
-            module = modules[name]
-            saved = {k: v.detach().clone() for k, v in module.named_parameters(recurse=False)}
-            randomise_layer(module, _stream(seed, index[name]))
-            columns.append(self._similarity(case, original, self._explain(case, method)))
-            if self.mode == "independent":
-                with torch.no_grad():
-                    for k, v in module.named_parameters(recurse=False):
-                        v.copy_(saved[k])
+        # one explanation of the batch per stage: shown (and forecast from the first stage) inside a command
+        with nested(len(names), f"{self.name} stages", "layer") as bar:
+            for stage, name in enumerate(names):
+                module = modules[name]
+                saved = {k: v.detach().clone() for k, v in module.named_parameters(recurse=False)}
+                randomise_layer(module, _stream(seed, index[name]))
+                columns.append(self._similarity(case, original, self._explain(case, method)))
+                if self.mode == "independent":
+                    with torch.no_grad():
+                        for k, v in module.named_parameters(recurse=False):
+                            v.copy_(saved[k])
+                bar.update(1)
+                if stage == 0:
+                    bar.estimate(f"{self.name} on {case.n} sample(s), {len(names)} layers", bar.elapsed * len(names))
         curve = torch.stack(columns, 1)
         return MetricResult(curve[:, 1:].nanmean(1), curve, {"layers": ["original", *names]})
 

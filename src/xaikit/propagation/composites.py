@@ -214,6 +214,25 @@ PRESETS = tuple(_PRESETS)
 SETTINGS = ("epsilon", "gamma", "alpha", "beta", "low", "high")
 
 
+#: ``composite="auto"`` (LRP's default): the preset chosen by the input of each call. Images and other inputs
+#: with a spatial or sequence axis get the flat rule at the first layer (Lapuschkin et al. 2019; a convolution
+#: spreads it over a local receptive field, so the map keeps its spatial detail); feature vectors ``(N, D)``
+#: (tables) get no first-layer rule: a dense first layer under the flat rule spreads each output's relevance
+#: evenly over *all* features, so every feature of a sample gets the same relevance.
+AUTO = "auto"
+AUTO_PRESETS = {"features": "epsilon_plus", "default": "epsilon_plus_flat"}
+#: first-layer rules that ignore the input values and weights' signs: on a dense layer reading feature vectors
+#: they give every feature the same relevance (flat) or one fixed profile (w²)
+INPUT_BLIND_RULES = ("flat",)
+
+
+def auto_preset(x: Any) -> str:
+    """The preset ``composite="auto"`` uses for input ``x``: :data:`AUTO_PRESETS` ``["features"]`` for floating
+    feature vectors of shape ``(N, D)``, else ``["default"]`` (images, volumes, sequences, token ids)."""
+    features = getattr(x, "ndim", 0) == 2 and getattr(x, "is_floating_point", lambda: False)()
+    return AUTO_PRESETS["features" if features else "default"]
+
+
 def make_composite(composite: str | Composite | dict, **settings: Any) -> Composite:
     """A preset composite by name, with ``epsilon``, ``gamma``, ``alpha``, ``beta``, ``low``, ``high`` overrides.
 

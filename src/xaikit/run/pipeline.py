@@ -7,8 +7,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
 
+from ..progress import Progress
 from .._version import __version__
 from .engines import ENGINES, run_in_process, run_ray
 from .errors import RunError, require
@@ -100,8 +100,7 @@ def run(spec: RunSpec, data: Any, out: str | Path, *, engine: str = "inprocess",
     done = store.done()
     todo = [s for s in range(manifest["num_shards"]) if s not in done]
     n_todo = sum(min(manifest["num_samples"], (s + 1) * spec.shard_size) - s * spec.shard_size for s in todo)
-    bar = tqdm(total=n_todo, unit="sample", desc=f"xaikit run ({engine})", disable=None if progress else True,
-               file=sys.stderr)
+    bar = Progress(n_todo, f"xaikit run ({engine})", "sample", enabled=progress)
     computed: list[dict[str, Any]] = []
 
     def report(shard: dict[str, Any]) -> None:

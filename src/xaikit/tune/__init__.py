@@ -12,11 +12,11 @@ from ..deprecation import renamed as _renamed
 from .holdout import HoldoutResult, holdout
 from .objectives import NOTES, Objective, make_objectives, score_candidates
 from .result import Candidate, TuneResult, pareto_ranks
-from .search import STRATEGIES, tune
+from .search import STRATEGIES, min_budget, tune
 from .space import LRPSpace, MethodSpace, Space, depth_groups, parse_rule, weighted_layers
 
-__all__ = ["tune", "holdout", "LRPSpace", "MethodSpace", "Space", "TuneResult", "HoldoutResult", "Candidate",
-           "Objective", "make_objectives", "score_candidates", "pareto_ranks", "parse_rule", "depth_groups",
-           "weighted_layers", "NOTES", "STRATEGIES"]
+__all__ = ["tune", "min_budget", "holdout", "LRPSpace", "MethodSpace", "Space", "TuneResult",
+           "HoldoutResult", "Candidate", "Objective", "make_objectives", "score_candidates", "pareto_ranks",
+           "parse_rule", "depth_groups", "weighted_layers", "NOTES", "STRATEGIES"]
 
 __getattr__ = _renamed(__name__, {"HoldoutTable": "HoldoutResult"}, globals())

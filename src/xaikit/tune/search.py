@@ -13,14 +13,13 @@ Cost is counted in *metric evaluations*: one configuration scored on one sample 
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..progress import Progress
 from ..batching import batch_size_for, check_batch_size
 from ..data import Data
 from ..deprecation import warn_renamed
@@ -141,6 +140,15 @@ def _plan_cost(count0: int, rungs: list[int], eta: int, paid: int = 0) -> int:
     return cost
 
 
+def min_budget(pool: int, configurations: int = 2, *, min_samples: int = 4, eta: int = 3,
+               refine: bool = True) -> int:
+    """The smallest ``budget`` with which successive halving (:func:`tune`) draws ``configurations`` candidates
+    for its first rung on a tuning pool of ``pool`` samples: below ``min_budget(pool, 2)`` it could score one
+    configuration only and would crown it without comparing it to anything, which :func:`tune` refuses."""
+    cost = _plan_cost(max(1, configurations), _rungs(pool, min_samples, eta), eta)
+    return max(pool, math.ceil(cost / (0.7 if refine else 1.0)))
+
+
 def _halving(runner: _Runner, candidates: list[Candidate], rungs: list[int], eta: int) -> Candidate:
     alive = list(candidates)
     for level, count in enumerate(rungs):
@@ -237,8 +245,7 @@ def tune(model: nn.Module, data: Any, spaces: Space | Sequence[Space], objective
         planned = total * pool if budget is None else min(budget, total * pool)
     else:
         planned = budget
-    bar = tqdm(total=planned, unit="eval", desc="tune", disable=True if not progress else None, file=sys.stderr,
-               dynamic_ncols=True, smoothing=0.05)
+    bar = Progress(planned, "tune", "eval", enabled=progress)
     runner = _Runner(model, spaces, objectives, x, y, mask, store, order, chunk, bar)
     try:
         if strategy == "grid":
@@ -266,6 +273,12 @@ def _search(runner: _Runner, spaces: list[Space], total: int, pool: int, budget:
     count0 = 1
     while count0 < total and _plan_cost(count0 + 1, rungs, eta) <= share:
         count0 += 1
+    if count0 < 2 <= total:  # one configuration drawn: it would win without being compared to anything
+        few, many = (min_budget(pool, k, min_samples=rungs[0], eta=eta, refine=refine)
+                     for k in (2, min(total, eta * eta)))
+        raise ValueError(f"budget={budget} lets successive halving score 1 of the {total} configurations on "
+                         f"{pool} samples, so it cannot compare candidates; give budget >= {few} (two "
+                         f"configurations), better >= {many} ({min(total, eta * eta)}), or strategy='grid'")
     # the first rung's configurations, drawn from the union of the spaces in proportion to their sizes
     chosen = sorted(rng.choice(total, size=count0, replace=False)) if count0 < total else range(total)
     candidates, offset, index = [], 0, list(chosen)

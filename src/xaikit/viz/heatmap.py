@@ -242,6 +242,10 @@ def plot_features(maps: Mapping[str, np.ndarray], feature_names: Sequence[str] |
     axes[-1].set_xticks(range(f), list(feature_names) if feature_names else range(f), rotation=60, ha="right",
                         fontsize=7)
     fig.tight_layout()
+    bar = fig.colorbar(ScalarMappable(Normalize(-1, 1), relevance_cmap(cmap)), ax=list(axes), ticks=[-1, 0, 1],
+                       fraction=0.03, pad=0.02)
+    bar.set_label("relevance, normalised per method", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
     return fig
 
 

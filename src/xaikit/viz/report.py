@@ -328,9 +328,11 @@ section{border:1px solid #ccc;border-radius:6px;padding:.2em 1em 1em;margin:1.4e
 section h2{margin-top:.6em} .about{background:#eef3fa;border-left:4px solid #5b7db1;padding:.4em .8em}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse} th,td{padding:.3em .5em;text-align:center;vertical-align:top}
-table.grid img{width:150px;height:auto;display:block} table.grid.small img{image-rendering:pixelated}
+table.grid{table-layout:fixed;width:100%} table.grid thead th:first-child{width:8em}
+table.grid img{width:100%;max-width:150px;height:auto;display:block;margin:auto}
+table.grid.small img{image-rendering:pixelated}
 table.grid th{font-weight:600;font-size:.85em;max-width:150px;overflow-wrap:normal;word-break:normal;hyphens:none}
-table.grid th.row{text-align:right;vertical-align:middle;min-width:7em;max-width:10em}
+table.grid th.row{text-align:right;vertical-align:middle;overflow-wrap:anywhere}
 table.scores td,table.scores th{border:1px solid #ddd} table.scores td{white-space:nowrap} table.scores td.best{font-weight:700;background:#e3f4e3}
 table.scores td.failed{color:#a33;cursor:help}
 table.settings th{text-align:left;font-weight:600} table.settings td{text-align:left;font-family:monospace}
