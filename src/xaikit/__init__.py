@@ -6,7 +6,7 @@
 """
 import importlib
 
-from . import concepts, examples, generation, improve, metrics, run, tabular, tune  # noqa: F401
+from . import concepts, examples, generation, improve, interactions, metrics, run, tabular, tune  # noqa: F401
 from ._version import __version__  # noqa: F401
 from .batching import set_memory_budget
 from .explanation import Explanation
