@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..methods.machinery.kernel_design import kernel_design
-from .indices import from_mobius, membership, value_table
+from .indices import from_mobius, value_table
 
 ESTIMATORS = ("regression", "sampling")
 
