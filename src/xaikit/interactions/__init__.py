@@ -3,3 +3,6 @@ from .indices import INDICES
 from .tool import ShapleyInteractions, ShapleyInteractionsResult
 
 __all__ = ["INDICES", "ShapleyInteractions", "ShapleyInteractionsResult"]
+from .graphs import GraphLRP, GraphRelevanceResult, RelevantWalksResult  # noqa: E402
+
+__all__ += ["GraphLRP", "GraphRelevanceResult", "RelevantWalksResult"]
