@@ -29,6 +29,8 @@ from ..methods.machinery.kernel_design import kernel_design
 from .indices import from_mobius, value_table
 
 ESTIMATORS = ("regression", "sampling")
+#: ridge penalty of the surrogate's interaction coefficients, relative (see :func:`_fit`)
+RIDGE = 0.3
 
 
 def min_budget(d: int, k: int) -> int:
@@ -73,7 +75,7 @@ def estimate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tensor, desi
     correction = _correction_weights(z, design, member, index, d, k)  # (C, P) weights of the residuals
     if estimator == "sampling":
         return (values @ correction + _ends(empty, full, member, index, d, k))
-    coefficients = _fit(empty, full, values, contains.double(), design, d)  # (G, P) Möbius coefficients of g
+    coefficients = _fit(empty, full, values, contains.double(), design, d, member.sum(1) > 1)  # (G, P) of g
     residual = values - empty[:, None] - coefficients @ contains.double().T
     return from_mobius(coefficients, member.cpu(), index, d, k).to(values.device) + residual @ correction
 
@@ -93,15 +95,27 @@ def _ends(empty, full, member, index, d, k) -> torch.Tensor:
     return empty[:, None] * table[sizes, 0, 0][None] + full[:, None] * table[sizes, sizes, d][None]
 
 
-def _fit(empty, full, values, x, design: Plan, d: int) -> torch.Tensor:
+def _fit(empty, full, values, x, design: Plan, d: int, higher: torch.Tensor) -> torch.Tensor:
     """Möbius coefficients ``(G, P)`` of the Shapley-kernel weighted least-squares polynomial with ``Σ a = v(N) -
     v(∅)``, as one KKT system for all games (the pseudo-inverse picks the smallest solution if the coalitions
-    leave it undetermined)."""
+    leave it undetermined).
+
+    The coefficients of order >= 2 (``higher``) get a ridge penalty ``RIDGE × (their mean Gram diagonal) × P / C``
+    (P coefficients, C coalitions): a prior that interactions are smaller than main effects, which fades as
+    the evaluations grow. It only shapes the surrogate: the sampled correction keeps the estimate exact once
+    every coalition is evaluated. Measured on the wine MLP (10 rows × 2 seeds, median error of the pairs):
+    2.06 / 1.19 / 0.47 / 0.20 / 0.129 without it at 128 / 256 / 512 / 1024 / 2048 evaluations, 0.88 / 0.66 /
+    0.40 / 0.19 / 0.128 with ``RIDGE = 0.3`` (0.03-1 all help at 128-256 evaluations).
+    """
     u = design.size.double().to(values.device)
     binom = torch.exp(torch.lgamma(torch.tensor(d + 1.0)) - torch.lgamma(u + 1) - torch.lgamma(d - u + 1))
     weight = (d - 1) / (binom * u * (d - u)) * design.scale.to(values.device)  # kernel × stratum share
     p = x.shape[1]
     gram = x.T @ (weight[:, None] * x)
+    higher = higher.to(gram.device)
+    if higher.any():
+        ridge = RIDGE * gram.diagonal()[higher].mean() * p / max(x.shape[0], 1)
+        gram = gram + torch.diag(higher.double() * ridge)
     kkt = torch.zeros((p + 1, p + 1), dtype=torch.float64, device=values.device)
     kkt[:p, :p], kkt[:p, p], kkt[p, :p] = gram, 1.0, 1.0
     rhs = torch.cat([(values - empty[:, None]) @ (weight[:, None] * x), (full - empty)[:, None]], 1)  # (G, P+1)
