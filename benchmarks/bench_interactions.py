@@ -6,8 +6,8 @@ and gives a set the same share of a Möbius coefficient whatever the number of p
 of the blocks is the sum of the blocks' indices on their 8 features). The baseline is 0 (the data mean of the
 standardised features), as in ``bench_shapley.py``.
 
-Error: ‖Î₂ − I₂‖ / ‖I₂‖ over the pairs of one row (median over rows × seeds). Time: seconds per row (xaikit
-explains the rows in one batched call and its time is divided by the rows; shapiq explains one row per call).
+Error: ‖Î₂ − I₂‖ / ‖I₂‖ over the pairs of one row (median over rows × seeds). Time: seconds per row
+(xaikit explains the rows in one batched call and its time is divided by the rows; shapiq explains one row per call).
 Both evaluate the same torch model.
 
 Run (benchmark venv with shapiq; see benchmarks/results/interactions.md):
@@ -122,7 +122,8 @@ def equal_time(table: dict, methods: list[str]) -> None:
     """For each budget: the best shapiq error and its time, and xaikit's error at the largest budget it reaches
     in no more time per row."""
     print("\nat equal evaluations and at equal time\n")
-    print("| budget | best shapiq (error, s/row) | xaikit at the same budget | ratio | xaikit within that time | ratio |")
+    print("| budget | best shapiq (error, s/row) | xaikit at the same budget | ratio | xaikit within that time "
+          "| ratio |")
     print("|---|---|---|---|---|---|")
     for budget in BUDGETS:
         best = min((table[m, budget] + (m,) for m in SHAPIQ), key=lambda t: t[0])

@@ -226,3 +226,24 @@ def test_bad_input_is_refused_clearly_and_the_model_is_unchanged():
     with pytest.raises(TypeError, match="did you mean 'order'"):
         ShapleyInteractions(model, ordr=2)
     assert_unchanged(model, before)
+
+
+def test_views_draw_the_values_they_are_given():
+    import xaikit.viz as viz
+
+    d = 5
+    model = game_model(d)
+    x = torch.randn(1, d, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    result = ShapleyInteractions(model, order=2)(x, target=0)
+    matrix = result.matrix(0)
+    assert torch.equal(matrix, matrix.T) and float(matrix[1, 3]) == float(result[(1, 3)][0])
+    figure = viz.plot_interaction_matrix(result, 0, names=list("abcde"))
+    shown = figure.axes[0].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(shown), matrix.numpy())
+    assert len(viz.plot_interaction_network(result, 0, top=3).axes[0].lines) == 3
+    assert result.top(0, n=2)[0][1] == max((v for s, v in zip(result.sets, result.values[0].tolist())
+                                            if len(s) == 2), key=abs)
+    with pytest.raises(ValueError, match="order >= 2"):
+        viz.plot_interaction_matrix(ShapleyInteractions(model, order=1)(x, target=0))
+    with pytest.raises(ValueError, match="names has 2 entries for 5 features"):
+        viz.plot_interaction_matrix(result, 0, names=["a", "b"])
