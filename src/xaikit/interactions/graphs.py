@@ -37,6 +37,7 @@ from ..methods.resolve import resolve_method
 from ..propagation.record import Recorder
 from ..results import ResultExport
 from ..settings import CheckedSettings
+from ..targets import Contrast
 
 #: the explainer by default: LRP-0 (Schnake et al. use LRP-γ; name it with method="lrp:composite=...")
 DEFAULT_METHOD = "lrp:composite=zero"
@@ -179,8 +180,13 @@ class GraphLRP(CheckedSettings):
                                    {"coverage": expl.info.get("coverage"), "copies": copies,
                                     "time_s": time.perf_counter() - began})
 
-    def _target(self, wrapper: nn.Module, x: torch.Tensor, target: Any) -> int:
-        """One class for every copy (the prediction on the graph when ``None``)."""
+    def _target(self, wrapper: nn.Module, x: torch.Tensor, target: Any) -> Any:
+        """One class for every copy (the prediction on the graph when ``None``), or a :class:`~xaikit.Contrast`
+        of two classes."""
+        if isinstance(target, Contrast):
+            if not all(isinstance(c, int) and not isinstance(c, bool) for c in (target.a, target.b)):
+                raise ValueError(f"target: a Contrast of two class indices, got {target!r}")
+            return target
         if target is None:
             with torch.no_grad():
                 return int(wrapper(x[None]).argmax(-1)[0])
