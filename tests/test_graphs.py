@@ -209,3 +209,12 @@ def test_pytorch_geometric_layers():
         assert result.info["coverage"]["unknown"] == {}, kind
         assert abs(float(tool.walks(x, EDGES, target=0).relevance.sum()) - output) < 1e-5 * max(1.0, abs(output))
         assert_unchanged(model, before)
+
+
+def test_walks_of_a_contrast_sum_to_the_difference_of_the_outputs():
+    model, x = net(GINLayer), features()
+    walks = GraphLRP(model).walks(x, EDGES, target=xk.Contrast(1, 0))
+    output = model(x, EDGES)[0].detach()
+    assert abs(float(walks.relevance.sum()) - float(output[1] - output[0])) < 1e-9
+    with pytest.raises(ValueError, match="Contrast of two class indices"):
+        GraphLRP(model).walks(x, EDGES, target=xk.Contrast(None, 0))
