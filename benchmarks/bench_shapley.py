@@ -216,6 +216,12 @@ def auto(repeats: int = 2) -> None:
     """The default ``estimator="auto"`` against the named estimators at the same ``samples``: error to the exact
     values and seconds per call (best of ``repeats``, interleaved), on the wine MLP (20 rows); then the choice
     it makes on EfficientNet-Lite0 (one photo, grid:8)."""
+    from xaikit.zoo import load_efficientnet_lite0, load_image
+
+    net, photo = load_efficientnet_lite0(), load_image("chelsea")
+    expl = xk.KernelSHAP(net, samples=96, seed=0)(photo, target=285)
+    print(f"EfficientNet-Lite0, one photo, 64 features, samples=96: auto -> {expl.info['estimator']} "
+          f"({expl.info.get('estimator_choice')}), {expl.info['time_s']:.1f} s\n")
     model, x_all, _ = train_wine_mlp()
     fn = lambda t: torch.softmax(model(t), -1)  # noqa: E731
     x = x_all[torch.randperm(len(x_all), generator=torch.Generator().manual_seed(0))[:20]]
@@ -236,12 +242,6 @@ def auto(repeats: int = 2) -> None:
                 rows[estimator] = (label, expl.info["samples"], error, min(spent, old[3]) if old else spent)
         for label, used, error, spent in rows.values():
             print(f"| {samples} | {label} | {used} | {error:.4f} | {spent:.2f} |", flush=True)
-    from xaikit.zoo import load_efficientnet_lite0, load_image
-
-    net, photo = load_efficientnet_lite0(), load_image("chelsea")
-    expl = xk.KernelSHAP(net, samples=64, seed=0)(photo, target=285)
-    print(f"\nEfficientNet-Lite0, one photo, 64 features, samples=64: auto -> {expl.info['estimator']} "
-          f"({expl.info.get('estimator_choice')})")
 
 
 def main() -> None:
