@@ -136,7 +136,8 @@ def equal_time(table: dict, methods: list[str]) -> None:
         if ("xaikit regression", budget) not in table:
             continue
         same = table["xaikit regression", budget][0]
-        within = [table["xaikit regression", b] for b in BUDGETS if table["xaikit regression", b][1] <= best[1]]
+        within = [table["xaikit regression", b] for b in BUDGETS
+                  if ("xaikit regression", b) in table and table["xaikit regression", b][1] <= best[1]]
         timed = min(within, key=lambda t: t[0])[0] if within else float("nan")
         print(f"| {budget} | {best[0]:.4f}, {best[1]:.3f} ({best[2]}) | {same:.4f} | {same / best[0]:.2f} | "
               f"{timed:.4f} | {timed / best[0]:.2f} |", flush=True)
