@@ -84,11 +84,16 @@ def accuracy(model: GIN, graphs: list) -> float:
         return sum(int(model(x, e).argmax(1)) == y for x, e, _, y in graphs) / len(graphs)
 
 
-def top_share(edge_index: torch.Tensor, score: torch.Tensor, motif: set, k: int = 6) -> float:
-    """Share of the top-k undirected edges (scores of both directions summed) that are motif edges."""
+def top_share(edge_index: torch.Tensor, score: torch.Tensor, motif: set, k: int = 6,
+              of_motif_nodes: bool = False) -> float:
+    """Share of the top-k undirected edges (scores of both directions summed) that are motif edges; with
+    ``of_motif_nodes``, ranking only the edges that touch a motif node (the motif's and the attaching edge)."""
     total: dict = {}
+    nodes = {n for e in motif for n in e}
     for (a, b), s in zip(edge_index.T.tolist(), score.tolist()):
         key = (min(a, b), max(a, b))
+        if of_motif_nodes and not (a in nodes or b in nodes):
+            continue
         total[key] = total.get(key, 0.0) + s
     ranked = sorted(total, key=lambda e: -total[e])[:k]
     return sum(e in motif for e in ranked) / k
@@ -114,24 +119,28 @@ def main() -> None:
     explainer = Explainer(model, GNNExplainer(epochs=100), explanation_type="model", edge_mask_type="object",
                           model_config=dict(mode="multiclass_classification", task_level="graph", return_type="raw"))
     scores = {"GNN-LRP walks": [], "GNNExplainer": []}
+    local = {"GNN-LRP walks": [], "GNNExplainer": []}
     times = {"GNN-LRP walks": [], "GNNExplainer": []}
     for x, edge_index, motif, _ in houses:
         began = time.perf_counter()
         walks = tool.walks(x, edge_index, target=1)
         times["GNN-LRP walks"].append(time.perf_counter() - began)
         scores["GNN-LRP walks"].append(top_share(edge_index, walks.edge_relevance(), motif))
+        local["GNN-LRP walks"].append(top_share(edge_index, walks.edge_relevance(), motif, of_motif_nodes=True))
         torch.manual_seed(0)
         began = time.perf_counter()
-        mask = explainer(x, edge_index, target=torch.tensor([1])).edge_mask
+        mask = explainer(x, edge_index).edge_mask  # explains the prediction (class 1 on these graphs)
         times["GNNExplainer"].append(time.perf_counter() - began)
         scores["GNNExplainer"].append(top_share(edge_index, mask.detach(), motif))
+        local["GNNExplainer"].append(top_share(edge_index, mask.detach(), motif, of_motif_nodes=True))
     print(f"\n{len(houses)} house graphs of the test set; share of the top-6 edges that are house edges\n")
-    print("| explainer | mean share | graphs with share >= 0.8 | seconds per graph (median) |")
-    print("|---|---|---|---|")
+    print("| explainer | mean share | graphs with share >= 0.8 | among the edges of house nodes: mean share | "
+          "seconds per graph (median) |")
+    print("|---|---|---|---|---|")
     for name in scores:
         s = scores[name]
         print(f"| {name} | {statistics.mean(s):.3f} | {sum(v >= 0.8 for v in s)}/{len(s)} | "
-              f"{statistics.median(times[name]):.3f} |")
+              f"{statistics.mean(local[name]):.3f} | {statistics.median(times[name]):.3f} |")
 
 
 if __name__ == "__main__":
