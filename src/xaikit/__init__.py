@@ -19,9 +19,9 @@ from .numpy_model import NumpyModel
 from .targets import Contrast
 from .tokens import NextToken
 
-__all__ = ["metrics", "concepts", "examples", "generation", "improve", "run", "tabular", "tune", "Explanation", "Contrast",
-           "NextToken", "Method", "METHODS", "explain", "get_method", "register_method", "resolve_method", "parse_spec",
-           "DEFAULT_METHODS", "set_memory_budget", "NumpyModel", *_methods]
+__all__ = ["metrics", "concepts", "examples", "generation", "improve", "interactions", "run", "tabular", "tune",
+           "Explanation", "Contrast", "NextToken", "Method", "METHODS", "explain", "get_method", "register_method",
+           "resolve_method", "parse_spec", "DEFAULT_METHODS", "set_memory_budget", "NumpyModel", *_methods]
 
 #: rooms imported on first use (``xk.viz.plot_bar``, ``xk.zoo.make_shapes``): matplotlib and the zoo's data are
 #: not needed to explain, so ``import xaikit`` does not load them
