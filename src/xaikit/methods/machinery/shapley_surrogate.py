@@ -204,10 +204,18 @@ def fit_seconds(games: int, rows: int, d: int, device: torch.device | str = "cpu
         values = torch.randn((g, m), generator=generator, dtype=torch.float64).to(device)
         scale = torch.ones((g, dims), dtype=torch.float64, device=device)
         fit_surrogate(z, values, scale, 0, steps=1)  # warm-up (allocations, kernels)
+        _synchronise(kind)
         began = time.perf_counter()
         fit_surrogate(z, values, scale, 0, steps=steps)
+        _synchronise(kind)
         _STEP_SECONDS[kind] = (time.perf_counter() - began) / (ENSEMBLE * g * steps * m * (dims + 1))
     return _STEP_SECONDS[kind] * ENSEMBLE * games * STEPS * rows * (d + 1)
+
+
+def _synchronise(kind: str) -> None:
+    """Wait for the device's queued work (timings of asynchronous devices)."""
+    if kind == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def surrogate_correction(z: torch.Tensor, values: torch.Tensor, scale: torch.Tensor,
