@@ -212,14 +212,50 @@ def cost(repeats: int = 2) -> None:
               f"{t['perm', 'surrogate']:.2f} | {t['perm', 'surrogate'] / t['perm', 'plain']:.2f} |", flush=True)
 
 
+def auto(repeats: int = 2) -> None:
+    """The default ``estimator="auto"`` against the named estimators at the same ``samples``: error to the exact
+    values and seconds per call (best of ``repeats``, interleaved), on the wine MLP (20 rows); then the choice
+    it makes on EfficientNet-Lite0 (one photo, grid:8)."""
+    from xaikit.zoo import load_efficientnet_lite0, load_image
+
+    net, photo = load_efficientnet_lite0(), load_image("chelsea")
+    expl = xk.KernelSHAP(net, samples=96, seed=0)(photo, target=285)
+    print(f"EfficientNet-Lite0, one photo, 64 features, samples=96: auto -> {expl.info['estimator']} "
+          f"({expl.info.get('estimator_choice')}), {expl.info['time_s']:.1f} s\n")
+    model, x_all, _ = train_wine_mlp()
+    fn = lambda t: torch.softmax(model(t), -1)  # noqa: E731
+    x = x_all[torch.randperm(len(x_all), generator=torch.Generator().manual_seed(0))[:20]]
+    target = fn(x).argmax(1)
+    exact = xk.ExactShapley(fn)(x, target=target).info["feature_attribution"].double().numpy()
+    print("| samples | estimator | evaluations used | median error | seconds per call |")
+    print("|---|---|---|---|---|")
+    for samples in (128, 512):
+        rows = {}
+        for _ in range(repeats):
+            for estimator in ("plain", "surrogate", "auto"):
+                began = time.perf_counter()
+                expl = xk.KernelSHAP(fn, samples=samples, estimator=estimator, seed=0)(x, target=target)
+                spent = time.perf_counter() - began
+                error = float(np.median(relative_error(expl.info["feature_attribution"], exact)))
+                label = estimator if estimator != "auto" else f"auto -> {expl.info['estimator']}"
+                old = rows.get(estimator)
+                rows[estimator] = (label, expl.info["samples"], error, min(spent, old[3]) if old else spent)
+        for label, used, error, spent in rows.values():
+            print(f"| {samples} | {label} | {used} | {error:.4f} | {spent:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20, help="explained rows per data set")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--shap", action="store_true", help="also run the reference library (if installed)")
     parser.add_argument("--cost", action="store_true", help="time the estimators instead (plain vs surrogate)")
+    parser.add_argument("--auto", action="store_true", help="the cost-aware default against the named estimators")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.auto:
+        auto()
+        return
     began = time.perf_counter()
     if args.cost:
         cost()

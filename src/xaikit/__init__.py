@@ -16,7 +16,7 @@ from ._version import __version__  # noqa: F401
 _ON_FIRST_USE = ("viz", "zoo")
 
 
-_ROOMS = ("concepts", "examples", "generation", "improve", "metrics", "run", "tabular", "tune")
+_ROOMS = ("concepts", "examples", "generation", "improve", "interactions", "metrics", "run", "tabular", "tune")
 _loaded = False
 
 

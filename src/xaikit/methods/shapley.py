@@ -11,7 +11,10 @@ deviation from it as ``info["convergence_delta"]``.
 """
 from __future__ import annotations
 
-from typing import Callable
+import math
+import time
+import weakref
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -26,10 +29,51 @@ from .machinery.kernel_design import Design, kernel_design, min_budget, shapley_
 from .machinery.kernel_design import coalitions as all_of
 from .machinery.scoring import _ForwardMethod
 from .machinery.seeding import check_seed, make_generator, resolve_seed
-from .machinery.shapley_surrogate import feature_deviation, feature_scale, surrogate_correction
+from .machinery.shapley_surrogate import feature_deviation, feature_scale, fit_seconds, surrogate_correction
 
-#: estimators of KernelSHAP and PermutationShapley: adjusted by a fitted network, or the plain sampling estimate
-ESTIMATORS = ("surrogate", "plain")
+#: estimators of KernelSHAP and PermutationShapley: chosen by cost, adjusted by a fitted network, or the plain
+#: sampling estimate
+ESTIMATORS = ("auto", "surrogate", "plain")
+#: ``estimator="auto"`` fits the surrogate when its estimated time is at most this multiple of the time the
+#: model evaluations took (the surrogate then at most doubles the call's time)
+SURROGATE_SHARE = 1.0
+#: ... and otherwise evaluates up to this many times the coalitions with the plain estimator
+GROWTH = 8
+
+
+#: the choices of ``estimator="auto"``, per model (weakly held) and kind of call: made once per process, so that
+#: the same call gives the same result, alone or in a batch, in chunks of any size (the measured times differ)
+_CHOICES: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+_CHOICES_BY_ID: dict[int, dict] = {}
+
+
+def decided(model: Any, key: tuple, decide: Callable[[], tuple[str, int, dict]]) -> tuple[str, int, dict]:
+    """The choice of ``estimator="auto"`` for ``model`` and ``key`` (method, sample shape, features, budget,
+    targets): ``decide()`` the first time, the same choice afterwards."""
+    try:
+        table = _CHOICES.setdefault(model, {})
+    except TypeError:  # not weakly referable: kept by id
+        table = _CHOICES_BY_ID.setdefault(id(model), {})
+    if key not in table:
+        table[key] = decide()
+    return table[key]
+
+
+def choose_estimator(evaluation_s: float, fit_s: float, growth: int = GROWTH) -> tuple[str, int]:
+    """``(estimator, factor)`` of ``estimator="auto"`` from the measured time of the model evaluations and the
+    estimated time of the surrogate's fit (:func:`~xaikit.methods.machinery.shapley_surrogate.fit_seconds`).
+
+    The surrogate lowers the error about as much as 2-8 times the evaluations do (wine and breast cancer,
+    ``benchmarks/results/shapley.md``), so it is worth its time when the fit costs at most as much as the
+    evaluations (``fit_s <= SURROGATE_SHARE * evaluation_s``): ``("surrogate", 1)``. Otherwise the plain estimator
+    spends the fit's time on more coalitions instead: ``("plain", f)`` with f the largest power of two
+    ``<= min(growth, fit_s / evaluation_s)`` (at least 1). Powers of two keep the budget the same for timings that
+    differ a little; both times are far apart in practice (0.003× on EfficientNet-Lite0 photos, 300× on a wine MLP).
+    """
+    if fit_s <= SURROGATE_SHARE * evaluation_s:
+        return "surrogate", 1
+    ratio = min(float(growth), fit_s / max(evaluation_s, 1e-12))
+    return "plain", 2 ** max(0, int(math.floor(math.log2(ratio)))) if ratio >= 1 else 1
 #: most features ExactShapley accepts: 2^20 ≈ 10^6 coalitions per sample
 MAX_EXACT_FEATURES = 20
 
@@ -147,7 +191,7 @@ class KernelSHAP(_Shapley):
     Δ of a fit of ``v`` (an intercept per size, a slope per feature) corrected by the mean residuals
     (regression-adjusted Monte Carlo, Witter et al. 2025). It is a fixed linear map of the values.
 
-    The default (``estimator="surrogate"``) adds ``φ(g) - φ̂(g)`` for small tanh networks ``g`` fitted to each
+    ``estimator="surrogate"`` adds ``φ(g) - φ̂(g)`` for small tanh networks ``g`` fitted to each
     game's evaluated values (no further model evaluation): the sampling then only estimates what the network
     misses. Efficiency ``Σ φ = v(F) - v(∅)`` holds exactly either way; once the budget covers all ``2^d - 2``
     coalitions φ is exact; additive games (e.g. linear models) are recovered exactly (they get no network).
@@ -155,7 +199,9 @@ class KernelSHAP(_Shapley):
     two explanations) and a row's φ alone or in a batch agrees to about 1e-3 rather than to rounding (the
     model's float32 outputs differ in the last bits between batch sizes, and the fit carries that on); it
     costs ``3 × 1500`` small batched optimisation steps, a few per cent of an image model's evaluations but
-    more than a cheap tabular model's (``benchmarks/results/shapley.md``).
+    more than a cheap tabular model's (``benchmarks/results/shapley.md``). The default, ``estimator="auto"``,
+    therefore fits it only where it costs at most as much as the model evaluations, and otherwise spends that
+    time on more coalitions for the plain estimate (:func:`choose_estimator`).
 
     Median relative error to exact Shapley values on scikit-learn's wine and breast-cancer games (20 rows ×
     3 seeds), as a fraction of the reference strategy's (exact sizes, then sampling with replacement and the
@@ -172,8 +218,14 @@ class KernelSHAP(_Shapley):
         Model evaluations per sample besides ``v(∅)`` (``v(F) = f(x)`` is free); at least ``d + 2``.
     paired : bool
         Draw each sampled coalition with its complement (default ``True``); ``False`` draws them singly.
-    estimator : {"surrogate", "plain"}
-        Adjust the sampling estimate by the network surrogate (default) or not (a linear map of the values).
+    estimator : {"auto", "surrogate", "plain"}
+        Adjust the sampling estimate by the network surrogate or not (a linear map of the values); ``"auto"``
+        (default) chooses by cost (:func:`choose_estimator`): the surrogate when its fit takes at most as long
+        as the model evaluations did, else the plain estimator on up to 8 times the coalitions (a power of two,
+        at most all of them). The choice is made at the first call for a model and kind of call (sample shape,
+        features, budget, targets) and kept for the process, so a row gets the same result alone, in a batch or
+        in chunks of any size; the choice, the measured and estimated times are in ``info["estimator_choice"]``.
+        Name the estimator for results that never depend on timings (across processes).
     seed : int, optional
         Seed of the sampling (private generator; ``None`` draws a fresh seed, reported in ``info["seed"]``).
         The coalitions depend only on the seed and the number of features, never on the batch.
@@ -188,7 +240,7 @@ class KernelSHAP(_Shapley):
     """
 
     def __init__(self, model: nn.Module, features: FeatureSpec = None, samples: int = 1000, paired: bool = True,
-                 estimator: str = "surrogate", baseline: BaselineSpec | None = None,
+                 estimator: str = "auto", baseline: BaselineSpec | None = None,
                  background: torch.Tensor | None = None, seed: int | None = None, batch_size: int | str = "auto",
                  progress: bool = False) -> None:
         super().__init__(model, features, baseline, background, batch_size, progress)
@@ -197,44 +249,82 @@ class KernelSHAP(_Shapley):
         check_seed(seed)
         self.samples, self.paired, self.estimator, self.seed = samples, bool(paired), estimator, seed
 
-    def _designs(self, counts: list[int], seed: int) -> list[Design]:
+    def _designs(self, counts: list[int], seed: int, samples: int) -> list[Design]:
         designs = []
         for d in counts:
-            if self.samples < min_budget(d):
+            if samples < min_budget(d):
                 raise ValueError(
                     f"samples={self.samples} is too small for {d} features: KernelSHAP needs at least "
                     f"{min_budget(d)} model evaluations per sample (d + 2); raise samples or use fewer features"
                 )
             generator = torch.Generator().manual_seed((seed * 1_000_003 + d) % (2**63))  # depends on d only
-            designs.append(kernel_design(d, self.samples, self.paired, generator))
+            designs.append(kernel_design(d, samples, self.paired, generator))
         return designs
 
     def attribute(self, x, targets, output, args, kwargs):
         features, baseline = self._game(x)
         seed = resolve_seed(self.seed)
+        began = time.perf_counter()
+        values, designs, group = self._evaluate(x, features, baseline, targets, output, args, kwargs, seed,
+                                                self.samples)
+        estimator, samples, choice = self.estimator, self.samples, None
+        if estimator == "auto":
+            counts = features.count.unique().tolist()
+            most = max(2**c - 2 if c < 62 else samples for c in counts)
+            if not any(design.sampled for design in designs):
+                estimator = "plain"  # every coalition evaluated: exact already
+            else:
+                spent = time.perf_counter() - began
+                rows = max(design.z.shape[0] for design in designs) + 2
+
+                def decide() -> tuple[str, int, dict]:
+                    fit = fit_seconds(values.shape[0] * values.shape[2], rows, features.d, x.device)
+                    chosen, factor = choose_estimator(spent, fit)
+                    return chosen, factor, {"evaluation_s": spent, "fit_s_estimated": fit, "factor": factor}
+
+                key = ("kernel_shap", tuple(x.shape[1:]), tuple(counts), samples, values.shape[2], x.device.type)
+                estimator, factor, choice = decided(self.model, key, decide)
+                if min(most, samples * factor) > samples:
+                    samples = min(most, samples * factor)
+                    values, designs, group = self._evaluate(x, features, baseline, targets, output, args, kwargs,
+                                                            seed, samples)
+        full, v = values[:, 1], torch.cat([values[:, :1], values[:, 2:]], 1)
+        weights = self._weights(designs, features.d, x.device)
+        phi = torch.einsum("nck,ncd->nkd", values, weights[group])
+        if estimator == "surrogate":
+            phi = phi + self._surrogate_correction(x, features, baseline, values, designs, group, seed,
+                                                   _resolution(output))
+        info = {"samples": samples, "paired": self.paired, "estimator": estimator, "seed": seed,
+                "exact_sizes": designs[0].exact_sizes if len(designs) == 1
+                else [designs[g].exact_sizes for g in group.tolist()]}  # per sample when their d differ
+        if choice is not None:
+            info["estimator_choice"] = choice
+        return self._results(x, features, phi, full, v[:, 0], info)
+
+    def _evaluate(self, x, features, baseline, targets, output, args, kwargs, seed, samples):
+        """The values ``(N, 2 + C, K)`` (rows: ∅, F, the coalitions), the designs and each sample's design."""
         counts, group = torch.unique(features.count.cpu(), return_inverse=True)
-        designs = self._designs(counts.tolist(), seed)
+        designs = self._designs(counts.tolist(), seed, samples)
         d, rows = features.d, max(design.z.shape[0] for design in designs)
         z = torch.zeros((len(designs), rows, d), dtype=torch.bool)  # padded slots: ∅, weight 0
-        weights = torch.zeros((len(designs), rows + 2, d), dtype=torch.float64)
         for i, design in enumerate(designs):
             z[i, :design.z.shape[0], :design.z.shape[1]] = design.z
-            weights[i, :2, :design.z.shape[1]] = design.weights[:2]
-            weights[i, 2:2 + design.z.shape[0], :design.z.shape[1]] = design.weights[2:]
-        z, weights, group = z.to(x.device), weights.to(x.device), group.to(x.device)
+        z, group = z.to(x.device), group.to(x.device)
         empty = torch.zeros((1, d), dtype=torch.bool, device=x.device)
         coalition = lambda owner, c: torch.where((c == 0)[:, None], empty, z[group[owner], (c - 1).clamp_min(0)])  # noqa: E731
         v = self.values(x, features, baseline, 1 + rows, coalition, targets, args, kwargs)  # (N, 1+C, K)
         full = torch.stack([t.score(output) for t in targets], 1).double()  # v(F) = f(x)
-        values = torch.cat([v[:, :1], full[:, None], v[:, 1:]], 1)  # rows as in the weights: ∅, F, z_1..C
-        phi = torch.einsum("nck,ncd->nkd", values, weights[group])
-        if self.estimator == "surrogate":
-            phi = phi + self._surrogate_correction(x, features, baseline, values, designs, group, seed,
-                                                   _resolution(output))
-        info = {"samples": self.samples, "paired": self.paired, "estimator": self.estimator, "seed": seed,
-                "exact_sizes": designs[0].exact_sizes if len(designs) == 1
-                else [designs[g].exact_sizes for g in group.tolist()]}  # per sample when their d differ
-        return self._results(x, features, phi, full, v[:, 0], info)
+        return torch.cat([v[:, :1], full[:, None], v[:, 1:]], 1), designs, group  # rows: ∅, F, z_1..C
+
+    @staticmethod
+    def _weights(designs: list[Design], d: int, device) -> torch.Tensor:
+        """The estimator matrices ``(designs, 2 + C, d)`` of the designs, padded with zero rows."""
+        rows = max(design.z.shape[0] for design in designs)
+        weights = torch.zeros((len(designs), rows + 2, d), dtype=torch.float64)
+        for i, design in enumerate(designs):
+            weights[i, :2, :design.z.shape[1]] = design.weights[:2]
+            weights[i, 2:2 + design.z.shape[0], :design.z.shape[1]] = design.weights[2:]
+        return weights.to(device)
 
     @staticmethod
     def _surrogate_correction(x, features, baseline, values, designs, group, seed, eps) -> torch.Tensor:
@@ -266,7 +356,7 @@ class PermutationShapley(_Shapley):
     with its reverse (Mitchell et al., JMLR 2022), which lowers the error at equal budget. Efficiency holds
     exactly for every order (the contributions telescope to ``v(F) - v(∅)``).
 
-    By default (``estimator="surrogate"``) the estimate is adjusted as KernelSHAP's: small tanh networks ``g``
+    With ``estimator="surrogate"`` the estimate is adjusted as KernelSHAP's: small tanh networks ``g``
     are fitted to each game's values along the orders, and ``φ(g) - φ̂(g)`` is added
     (:mod:`xaikit.methods.machinery.shapley_surrogate`), with the same caveats (not linear in the game; batch
     invariance to about 1e-3). On wine and breast cancer it lowers the median error by 1.1-7× across
@@ -281,8 +371,9 @@ class PermutationShapley(_Shapley):
         Number of orders per sample (rounded up to even when antithetic).
     antithetic : bool
         Pair each order with its reverse (default ``True``); ``False`` draws independent orders.
-    estimator : {"surrogate", "plain"}
-        Adjust the estimate by the network surrogate (default) or not.
+    estimator : {"auto", "surrogate", "plain"}
+        Adjust the estimate by the network surrogate or not; ``"auto"`` (default) chooses by cost as
+        :class:`KernelSHAP` does (the plain estimator then takes up to 8 times the orders).
     seed : int, optional
         Seed of the orders (private generator; ``None`` draws a fresh seed, reported in ``info["seed"]``).
     batch_size, progress
@@ -294,7 +385,7 @@ class PermutationShapley(_Shapley):
     """
 
     def __init__(self, model: nn.Module, features: FeatureSpec = None, permutations: int = 16,
-                 antithetic: bool = True, estimator: str = "surrogate", baseline: BaselineSpec | None = None,
+                 antithetic: bool = True, estimator: str = "auto", baseline: BaselineSpec | None = None,
                  background: torch.Tensor | None = None, seed: int | None = None, batch_size: int | str = "auto",
                  progress: bool = False) -> None:
         super().__init__(model, features, baseline, background, batch_size, progress)
@@ -307,14 +398,59 @@ class PermutationShapley(_Shapley):
     def attribute(self, x, targets, output, args, kwargs):
         n = x.shape[0]
         features, baseline = self._game(x)
-        d, count = features.d, features.count.cpu()
+        d = features.d
         seed = resolve_seed(self.seed)
+        began = time.perf_counter()
+        permutations, estimator, choice = self.permutations, self.estimator, None
+        v, ranks, coalition, chain = self._evaluate(x, features, baseline, targets, args, kwargs, seed, permutations)
+        if estimator == "auto":
+            if d <= 1:
+                estimator = "plain"
+            else:
+                spent = time.perf_counter() - began
+
+                def decide() -> tuple[str, int, dict]:
+                    fit = fit_seconds(n * len(targets), chain + 1, d, x.device)
+                    chosen, factor = choose_estimator(spent, fit)
+                    return chosen, factor, {"evaluation_s": spent, "fit_s_estimated": fit, "factor": factor}
+
+                key = ("permutation_shapley", tuple(x.shape[1:]), d, permutations, len(targets), x.device.type)
+                estimator, factor, choice = decided(self.model, key, decide)
+                if factor > 1:
+                    permutations = permutations * factor
+                    v, ranks, coalition, chain = self._evaluate(x, features, baseline, targets, args, kwargs, seed,
+                                                                permutations)
+        orders = ranks.shape[1]
+        full = torch.stack([t.score(output) for t in targets], 1).double()
+        k = full.shape[1]
+        games = torch.cat([v, full[:, None]], 1).transpose(1, 2).reshape(n * k, chain + 1)  # ∅, chains, F
+        game_ranks = ranks.repeat_interleave(k, 0)
+        phi = _order_estimate(games, game_ranks)
+        if estimator == "surrogate" and d > 1:
+            owner = torch.arange(n, device=x.device).repeat_interleave(chain)
+            chains = coalition(owner, torch.arange(chain, device=x.device).repeat(n)).view(n, chain, d)
+            z = torch.cat([chains, torch.ones((n, 1, d), dtype=torch.bool, device=x.device)], 1)  # as `games`
+            scale = feature_scale(feature_deviation(x, baseline, features))
+            phi = phi + surrogate_correction(z.repeat_interleave(k, 0), games, scale.repeat_interleave(k, 0),
+                                             lambda g, chosen: _order_estimate(g, game_ranks[chosen]), seed,
+                                             _resolution(output))
+        phi = phi.view(n, k, d)
+        empty = v[:, 0]
+        info = {"permutations": orders, "antithetic": self.antithetic, "estimator": estimator, "seed": seed}
+        if choice is not None:
+            info["estimator_choice"] = choice
+        return self._results(x, features, phi, full, empty, info)
+
+    def _evaluate(self, x, features, baseline, targets, args, kwargs, seed, permutations):
+        """The values ``(N, chain, K)`` along ``permutations`` orders per sample, the ranks ``(N, P, d)``, the
+        coalition of each row and the chain's length ``1 + P (d - 1)``."""
+        d, count = features.d, features.count.cpu()
         generator = make_generator(seed)
         if self.antithetic:
-            ranks = random_ranks(count, (self.permutations + 1) // 2, generator)
+            ranks = random_ranks(count, (permutations + 1) // 2, generator)
             ranks = torch.stack([ranks, reverse_ranks(ranks, count)], 2).flatten(1, 2)
         else:
-            ranks = random_ranks(count, self.permutations, generator)
+            ranks = random_ranks(count, permutations, generator)
         ranks = ranks.to(x.device)  # (N, P, d)
         orders, steps = ranks.shape[1], max(d - 1, 1)
 
@@ -325,23 +461,7 @@ class PermutationShapley(_Shapley):
 
         chain = 1 + orders * (d - 1) if d > 1 else 1
         v = self.values(x, features, baseline, chain, coalition, targets, args, kwargs)  # (N, chain, K)
-        full = torch.stack([t.score(output) for t in targets], 1).double()
-        k = full.shape[1]
-        games = torch.cat([v, full[:, None]], 1).transpose(1, 2).reshape(n * k, chain + 1)  # ∅, chains, F
-        game_ranks = ranks.repeat_interleave(k, 0)
-        phi = _order_estimate(games, game_ranks)
-        if self.estimator == "surrogate" and d > 1:
-            owner = torch.arange(n, device=x.device).repeat_interleave(chain)
-            chains = coalition(owner, torch.arange(chain, device=x.device).repeat(n)).view(n, chain, d)
-            z = torch.cat([chains, torch.ones((n, 1, d), dtype=torch.bool, device=x.device)], 1)  # as `games`
-            scale = feature_scale(feature_deviation(x, baseline, features))
-            phi = phi + surrogate_correction(z.repeat_interleave(k, 0), games, scale.repeat_interleave(k, 0),
-                                             lambda g, chosen: _order_estimate(g, game_ranks[chosen]), seed,
-                                             _resolution(output))
-        phi = phi.view(n, k, d)
-        empty = v[:, 0]
-        info = {"permutations": orders, "antithetic": self.antithetic, "estimator": self.estimator, "seed": seed}
-        return self._results(x, features, phi, full, empty, info)
+        return v, ranks, coalition, chain
 
 
 def _order_estimate(values: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:

@@ -108,6 +108,8 @@ LINEAR = INDEX_OPS | {
     # embedding_bag and _grouped_mm report their non-linear forms otherwise (handlers.scatter, handlers.layers)
     "topk", "sort", "msort", "tensor_split", "repeat_interleave", "view_as_real", "view_as_complex",
     "index_add", "scatter_add", "scatter_reduce", "embedding_bag", "_grouped_mm",
+    # sparse-dense products (a graph's normalised adjacency times node features: torch.sparse.mm, spmm)
+    "_sparse_mm", "spmm",
 }
 LAYER_OPS = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 NONLINEAR = {
@@ -131,7 +133,7 @@ GATE_KEEPING = {"mul", "div", "masked_fill", "where", "clamp", "clamp_min", "cla
 #: ``e₁·d + e₂``, Mamba-2's ``cumsum(Δ·A)``; see :mod:`.handlers.scan`)
 GATE_ARITHMETIC = {"add", "mul", "div", "sum", "nansum", "cumsum", "cumprod", "clamp", "clip", "clamp_min",
                    "clamp_max", "maximum", "minimum", "fmax", "fmin"}
-PRODUCTS = {"mul", "matmul", "mm", "bmm", "einsum"}
+PRODUCTS = {"mul", "matmul", "mm", "bmm", "einsum", "_sparse_mm", "spmm"}
 #: element-wise affine maps of an activation by constants (``(x - mean) / std`` in a model's forward)
 AFFINE = {"add", "sub", "rsub", "mul", "div", "neg"}
 

@@ -22,6 +22,7 @@ from .report import Scores, Section, html_section, image_section, note_section, 
 from .tabular import plot_bar, plot_beeswarm
 from .waterfall import plot_force, plot_waterfall
 from .image import plot_image
+from .interactions import plot_interaction_heatmap, plot_interaction_matrix, plot_interaction_network, plot_walks
 
 __all__ = [
     "relevance_map", "normalise", "normalise_unsigned", "colourise", "heatmap", "relevance_cmap", "to_rgb", "overlay",
@@ -30,4 +31,5 @@ __all__ = [
     "write_report",
     "concepts_section", "plot_composition", "plot_references", "plot_embedding",
     "plot_waterfall", "plot_force", "plot_image",
+    "plot_interaction_matrix", "plot_interaction_network", "plot_interaction_heatmap", "plot_walks",
 ]

@@ -46,6 +46,7 @@ better trade), for image or language models it is a few per cent of them.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -139,7 +140,7 @@ def feature_scale(deviation: torch.Tensor) -> torch.Tensor:
 
 
 def fit_surrogate(z: torch.Tensor, values: torch.Tensor, scale: torch.Tensor, seed: int,
-                  members: int = ENSEMBLE) -> Surrogate:
+                  members: int = ENSEMBLE, steps: int = STEPS) -> Surrogate:
     """Fit ``members`` networks per game to ``values`` ``(B, M)`` at coalitions ``z``: ``(M, d)``, or ``(B, M, d)``.
 
     ``scale`` ``(B, d)``: the input scale of every feature (:func:`feature_scale`). Member e of every game starts
@@ -169,8 +170,8 @@ def fit_surrogate(z: torch.Tensor, values: torch.Tensor, scale: torch.Tensor, se
         optimiser = torch.optim.Adam([weight, bias, out, intercept], lr=LEARNING_RATE)
         penalty = min(1.0, PENALTY_POINTS / values.shape[1])
         # a learning rate annealed to 0 ends the fit in a minimum rather than mid-step
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, STEPS)
-        for _ in range(STEPS):
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+        for _ in range(steps):
             optimiser.zero_grad()
             fitted = _network(weight, bias, out, intercept, u)
             loss = (fitted - target).pow(2).mean(1).sum() + penalty * (WEIGHT_DECAY * weight.pow(2).sum()
@@ -180,6 +181,41 @@ def fit_surrogate(z: torch.Tensor, values: torch.Tensor, scale: torch.Tensor, se
             schedule.step()
     return Surrogate(weight.detach(), bias.detach(), out.detach(), intercept.detach(), scale.repeat(members, 1, 1),
                      mean.repeat(members, 1), sd.repeat(members, 1), members)
+
+
+#: seconds per unit of work (one step of one member on one game, per coalition and feature), per device type
+_STEP_SECONDS: dict[str, float] = {}
+#: the calibration fit: games, coalitions, features, steps
+_CALIBRATION = (8, 512, 16, 4)
+
+
+def fit_seconds(games: int, rows: int, d: int, device: torch.device | str = "cpu") -> float:
+    """The estimated time of :func:`fit_surrogate` for ``games`` games of ``rows`` coalitions on d features.
+
+    The work of a fit is ``ENSEMBLE × games × STEPS`` products of ``(HIDDEN, d) @ (d, rows)`` and their gradients;
+    its time per unit is measured once per process and device type, by timing a short fit of known size
+    (:data:`_CALIBRATION`, a few milliseconds), and scaled.
+    """
+    kind = torch.device(device).type
+    if kind not in _STEP_SECONDS:
+        g, m, dims, steps = _CALIBRATION
+        generator = torch.Generator().manual_seed(0)
+        z = (torch.rand((m, dims), generator=generator) < 0.5).to(device)
+        values = torch.randn((g, m), generator=generator, dtype=torch.float64).to(device)
+        scale = torch.ones((g, dims), dtype=torch.float64, device=device)
+        fit_surrogate(z, values, scale, 0, steps=1)  # warm-up (allocations, kernels)
+        _synchronise(kind)
+        began = time.perf_counter()
+        fit_surrogate(z, values, scale, 0, steps=steps)
+        _synchronise(kind)
+        _STEP_SECONDS[kind] = (time.perf_counter() - began) / (ENSEMBLE * g * steps * m * (dims + 1))
+    return _STEP_SECONDS[kind] * ENSEMBLE * games * STEPS * rows * (d + 1)
+
+
+def _synchronise(kind: str) -> None:
+    """Wait for the device's queued work (timings of asynchronous devices)."""
+    if kind == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def surrogate_correction(z: torch.Tensor, values: torch.Tensor, scale: torch.Tensor,

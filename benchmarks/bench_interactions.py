@@ -1,0 +1,160 @@
+"""Pairwise Shapley interactions (k-SII, order 2) at budgets 2^7 ... 2^12: xaikit against shapiq.
+
+Games: the wine MLP (13 features, class probability, exact values from all 2^13 coalitions) and the breast-cancer
+block-additive MLPs (30 features, log-odds; exact values block by block: every index here is linear in the game
+and gives a set the same share of a Möbius coefficient whatever the number of players, so the index of the sum
+of the blocks is the sum of the blocks' indices on their 8 features). The baseline is 0 (the data mean of the
+standardised features), as in ``bench_shapley.py``.
+
+Error: ‖Î₂ − I₂‖ / ‖I₂‖ over the pairs of one row (median over rows × seeds). Time: seconds per row
+(xaikit explains the rows in one batched call and its time is divided by the rows; shapiq explains one row per call).
+Both evaluate the same torch model.
+
+Run (benchmark venv with shapiq; see benchmarks/results/interactions.md):
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_interactions.py --rows 10 --seeds 2
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from xaikit.interactions import ShapleyInteractions
+from xaikit.interactions.estimators import min_budget
+from xaikit.interactions.indices import exact, interaction_sets
+from xaikit.methods.machinery.kernel_design import coalitions
+from xaikit.zoo import train_cancer_blocks, train_wine_mlp
+
+BUDGETS = tuple(2**k for k in range(7, 13))
+SHAPIQ = ("KernelSHAPIQ", "InconsistentKernelSHAPIQ", "SVARMIQ", "PermutationSamplingSII")
+PEERS = list(SHAPIQ)
+
+
+def pair_error(estimate: np.ndarray, truth: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Relative error of the order-2 entries, per row."""
+    e, t = estimate[:, pairs], truth[:, pairs]
+    return np.linalg.norm(e - t, axis=1) / np.linalg.norm(t, axis=1)
+
+
+def wine(rows: int):
+    model, x_all, _ = train_wine_mlp()
+    x = x_all[torch.randperm(len(x_all), generator=torch.Generator().manual_seed(0))[:rows]]
+    fn = lambda t: torch.softmax(model(t), -1)  # noqa: E731
+    target = fn(x).argmax(1)
+    truth = ShapleyInteractions(fn, index="k-SII", order=2)(x, target=target).values.numpy()
+    return "wine (13 features, MLP, class probability)", fn, x, target, truth
+
+
+def cancer(rows: int):
+    blocks, x_all, _ = train_cancer_blocks()
+    x = x_all[torch.randperm(len(x_all), generator=torch.Generator().manual_seed(0))[:rows]]
+    d = x.shape[1]
+    sets = interaction_sets(d, 2)
+    where = {s: i for i, s in enumerate(sets)}
+    truth = np.zeros((rows, len(sets)))
+    z = coalitions(torch.arange(2**8), 8)
+    local = interaction_sets(8, 2)
+    with torch.no_grad():
+        for net, index in zip(blocks.nets, blocks.blocks):
+            v = torch.stack([net(torch.where(z, x[i, index], torch.zeros(()))).double()[:, 0] for i in range(rows)])
+            part = exact(v, "k-SII", 2).numpy()
+            for k, s in enumerate(local):
+                truth[:, where[tuple(sorted(int(index[j]) for j in s))]] += part[:, k]
+    return ("breast cancer (30 features, block-additive MLPs, log-odds)", blocks, x,
+            torch.zeros(rows, dtype=torch.long), truth)
+
+
+def ours(fn, x, target, budget, seed, estimator):
+    began = time.perf_counter()
+    result = ShapleyInteractions(fn, index="k-SII", order=2, budget=budget, estimator=estimator, seed=seed,
+                                 batch_size=4096)(x, target=target)
+    return result.values.numpy(), (time.perf_counter() - began) / x.shape[0]
+
+
+def peer(name, fn, x, target, budget, seed, sets):
+    import shapiq
+
+    d = x.shape[1]
+    out = np.zeros((x.shape[0], len(sets)))
+    began = time.perf_counter()
+    for i in range(x.shape[0]):
+        def game(z, i=i):
+            zt = torch.as_tensor(np.atleast_2d(z), dtype=torch.bool)
+            with torch.no_grad():
+                return fn(torch.where(zt, x[i], torch.zeros(())))[:, int(target[i])].double().numpy()
+
+        approximator = getattr(shapiq, name)(n=d, max_order=2, index="k-SII", random_state=seed)
+        values = approximator.approximate(budget=budget, game=game)
+        out[i] = [values[s] for s in sets]
+    return out, (time.perf_counter() - began) / x.shape[0]
+
+
+def run(rows: int, seeds: int, peers: bool, data: str = "both") -> None:
+    games = {"wine": [wine], "cancer": [cancer], "both": [wine, cancer]}[data]
+    for name, fn, x, target, truth in (make(rows) for make in games):
+        d = x.shape[1]
+        sets = interaction_sets(d, 2)
+        pairs = np.array([len(s) == 2 for s in sets])
+        methods = ["xaikit regression", "xaikit sampling"] + [m for m in SHAPIQ if peers and m in PEERS]
+        print(f"\n### {name}\n")
+        print("median error of the pairs (seconds per row)\n")
+        print("| budget | " + " | ".join(methods) + " |")
+        print("|" + "---|" * (len(methods) + 1))
+        table = {}
+        for budget in BUDGETS:
+            cells = []
+            for method in methods:
+                if method.startswith("xaikit") and budget < min_budget(d, 2):
+                    cells.append(f"refused (< {min_budget(d, 2)})")
+                    continue
+                errors, times = [], []
+                for seed in range(seeds):
+                    if method.startswith("xaikit"):
+                        est, spent = ours(fn, x, target, budget, seed, method.split()[1])
+                    else:
+                        est, spent = peer(method, fn, x, target, budget, seed, sets)
+                    errors.append(pair_error(est, truth, pairs))
+                    times.append(spent)
+                table[method, budget] = (float(np.median(np.concatenate(errors))), float(np.median(times)))
+                cells.append(f"{table[method, budget][0]:.4f} ({table[method, budget][1]:.3f})")
+            print(f"| {budget} | " + " | ".join(cells) + " |", flush=True)
+        if peers:
+            equal_time(table, methods)
+
+
+def equal_time(table: dict, methods: list[str]) -> None:
+    """For each budget: the best shapiq error and its time, and xaikit's error at the largest budget it reaches
+    in no more time per row."""
+    print("\nat equal evaluations and at equal time\n")
+    print("| budget | best shapiq (error, s/row) | xaikit at the same budget | ratio | xaikit within that time "
+          "| ratio |")
+    print("|---|---|---|---|---|---|")
+    for budget in BUDGETS:
+        best = min((table[m, budget] + (m,) for m in SHAPIQ if (m, budget) in table), key=lambda t: t[0])
+        if ("xaikit regression", budget) not in table:
+            continue
+        same = table["xaikit regression", budget][0]
+        within = [table["xaikit regression", b] for b in BUDGETS
+                  if ("xaikit regression", b) in table and table["xaikit regression", b][1] <= best[1]]
+        timed = min(within, key=lambda t: t[0])[0] if within else float("nan")
+        print(f"| {budget} | {best[0]:.4f}, {best[1]:.3f} ({best[2]}) | {same:.4f} | {same / best[0]:.2f} | "
+              f"{timed:.4f} | {timed / best[0]:.2f} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--no-peers", action="store_true", help="xaikit only (no shapiq)")
+    parser.add_argument("--data", choices=("wine", "cancer", "both"), default="both")
+    parser.add_argument("--peers", nargs="*", default=list(SHAPIQ), help="the shapiq approximators to run")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    PEERS[:] = args.peers
+    run(args.rows, args.seeds, not args.no_peers, args.data)
+
+
+if __name__ == "__main__":
+    main()
