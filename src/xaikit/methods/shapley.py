@@ -41,8 +41,11 @@ SURROGATE_SHARE = 1.0
 GROWTH = 8
 
 
-#: the choices of ``estimator="auto"``, per model (weakly held) and kind of call: made once per process, so that
-#: the same call gives the same result, alone or in a batch, in chunks of any size (the measured times differ)
+#: the choices of ``estimator="auto"``, per model (weakly held) and kind of call (not the number of targets): made
+#: once per process, so that the same call gives the same result, alone or in a batch, in chunks of any size, for
+#: one target or several in one call (the measured times differ). Another process, or another model object, may
+#: choose differently near the threshold: ``info["estimator"]`` and ``info["samples"]`` (``"permutations"``) say
+#: what was used, and passing them (``estimator="plain", samples=...``) repeats a result exactly.
 _CHOICES: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 _CHOICES_BY_ID: dict[int, dict] = {}
 
@@ -282,7 +285,7 @@ class KernelSHAP(_Shapley):
                     chosen, factor = choose_estimator(spent, fit)
                     return chosen, factor, {"evaluation_s": spent, "fit_s_estimated": fit, "factor": factor}
 
-                key = ("kernel_shap", tuple(x.shape[1:]), tuple(counts), samples, values.shape[2], x.device.type)
+                key = ("kernel_shap", tuple(x.shape[1:]), tuple(counts), samples, x.device.type)
                 estimator, factor, choice = decided(self.model, key, decide)
                 if min(most, samples * factor) > samples:
                     samples = min(most, samples * factor)
@@ -414,7 +417,7 @@ class PermutationShapley(_Shapley):
                     chosen, factor = choose_estimator(spent, fit)
                     return chosen, factor, {"evaluation_s": spent, "fit_s_estimated": fit, "factor": factor}
 
-                key = ("permutation_shapley", tuple(x.shape[1:]), d, permutations, len(targets), x.device.type)
+                key = ("permutation_shapley", tuple(x.shape[1:]), d, permutations, x.device.type)
                 estimator, factor, choice = decided(self.model, key, decide)
                 if factor > 1:
                     permutations = permutations * factor
