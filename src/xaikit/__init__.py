@@ -6,7 +6,7 @@
 """
 import importlib
 
-from . import concepts, examples, generation, improve, metrics, run, tabular, tune  # noqa: F401
+from . import concepts, examples, generation, improve, metrics, regression, run, tabular, tune  # noqa: F401
 from ._version import __version__  # noqa: F401
 from .batching import set_memory_budget
 from .explanation import Explanation
@@ -16,10 +16,11 @@ from .methods.base import METHODS, Method, get_method
 from .methods.base import register as register_method
 from .methods.resolve import DEFAULT_METHODS, explain, parse_spec, resolve_method
 from .numpy_model import NumpyModel
-from .targets import Contrast
+from .targets import Contrast, Value
 from .tokens import NextToken
 
 __all__ = ["metrics", "concepts", "examples", "generation", "improve", "run", "tabular", "tune", "Explanation", "Contrast",
+           "regression", "Value",
            "NextToken", "Method", "METHODS", "explain", "get_method", "register_method", "resolve_method", "parse_spec",
            "DEFAULT_METHODS", "set_memory_budget", "NumpyModel", *_methods]
 

@@ -9,6 +9,8 @@ A target is one of
   ``indices(output) -> (N,)`` reports what it selects as ``expl.target`` (:class:`~xaikit.NextToken`: the
   token), others report ``-1``;
 - :class:`Contrast` ``(a, b)``: explain ``output[a] - output[b]`` ("why a rather than b");
+- :class:`Value` ``(output)``: a regression target, the real value of output ``output`` itself (it selects like
+  an index; metrics score the raw value, never a softmax over outputs);
 - a *per-sample* callable target: a callable that also has ``take(rows)`` (the target of some samples,
   repeats allowed) and ``rows`` (its number of samples, ``None`` if the same for all), e.g.
   :class:`~xaikit.generation.TokenLogits`. It is split and repeated with the batch like an index target.
@@ -35,7 +37,19 @@ class Contrast:
     b: Any
 
 
-TargetSpec = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor], Contrast]
+@dataclass(frozen=True)
+class Value:
+    """Regression target: explain the real value ``output[k]`` of a regression model (one of several outputs).
+
+    ``output`` is an int or per-sample ints (default 0, the single output of a regressor). It selects like an
+    index target, so every method explains it; it tells the metrics that the explained score is a value, not a
+    class logit, so they score the raw output (no softmax over the outputs).
+    """
+
+    output: Any = 0
+
+
+TargetSpec = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor], Contrast, Value]
 
 
 @dataclass
@@ -137,6 +151,8 @@ def resolve_target(target: TargetSpec, output: torch.Tensor) -> ResolvedTarget:
         a = _indices(target.a, output, "target.a")
         b = _indices(target.b, output, "target.b")
         resolved = ResolvedTarget(a, target, b)
+    elif isinstance(target, Value):
+        resolved = ResolvedTarget(_indices(target.output, output, "target.output"), target)
     elif callable(target) and not isinstance(target, torch.Tensor):
         chosen = getattr(target, "indices", None)
         index = torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device)
@@ -174,12 +190,15 @@ def slice_target(target: TargetSpec, start: int, stop: int, batch: int) -> Targe
     """The part of a per-sample target spec that belongs to samples ``start:stop`` of a batch of ``batch``."""
     if isinstance(target, Contrast):
         return Contrast(_slice_spec(target.a, start, stop, batch), _slice_spec(target.b, start, stop, batch))
+    if isinstance(target, Value):
+        return Value(_slice_spec(target.output, start, stop, batch))
     return _slice_spec(target, start, stop, batch)
 
 
 def check_target(target: TargetSpec, batch: int) -> None:
     """Reject per-sample target specs whose length is neither 1 nor the batch size (before any chunking)."""
-    specs = (("target.a", target.a), ("target.b", target.b)) if isinstance(target, Contrast) else (("target", target),)
+    specs = (("target.a", target.a), ("target.b", target.b)) if isinstance(target, Contrast) else \
+        (("target.output", target.output),) if isinstance(target, Value) else (("target", target),)
     for name, spec in specs:
         if _per_sample(spec) and spec.rows not in (None, batch):
             raise ValueError(f"{name} has {spec.rows} rows but the batch has {batch} samples")
