@@ -427,3 +427,36 @@ def test_report_sections_on_the_same_model_share_one_load(capsys, tmp_path, phot
     assert code == 0, err
     assert loads == ["models:vgg_like"]
     assert "loaded" not in (tmp_path / "r" / "settings.json").read_text()
+
+
+def test_explain_a_regressor_with_its_target_column(capsys, tmp_path):
+    """A one-output model is a regressor: --target-column holds its true values (not class labels), no --target
+    0 is needed, and the prediction, the true value and each method's base value are written."""
+    (tmp_path / "reg.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef regressor():\n    model = nn.Linear(3, 1)\n"
+        "    with torch.no_grad():\n        model.weight.copy_(torch.tensor([[2.0, -1.0, 0.5]]))\n"
+        "        model.bias.fill_(150.0)\n    return model\n\ndef classifier():\n    return nn.Linear(3, 2)\n")
+    rows = [[0.5, 1.0, -2.0, 151.5], [1.0, 0.0, 2.0, 149.0], [-1.0, 2.0, 0.0, 151.0]]
+    (tmp_path / "diabetes.csv").write_text("a,b,c,progression\n" + "\n".join(",".join(map(str, r)) for r in rows))
+    code, out, err = run(capsys, "explain", "-m", f"{tmp_path / 'reg.py'}:regressor", "-i", tmp_path / "diabetes.csv",
+                         "--target-column", "progression", "--methods", "input_x_gradient", "integrated_gradients",
+                         "--out", tmp_path / "o")
+    assert code == 0, err
+    assert "predictions.csv" in out
+    x = torch.tensor([r[:3] for r in rows])
+    w = torch.tensor([2.0, -1.0, 0.5])
+    arrays = np.load(tmp_path / "o" / "attributions.npz")
+    np.testing.assert_allclose(arrays["InputXGradient"], (w * x).numpy(), rtol=1e-6)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    for row, given, first in zip(summary["inputs"], rows, (w * x).sum(1) + 150):
+        assert row["prediction"] == pytest.approx(float(first)) and row["true value"] == given[3]
+        assert row["base value"] == {"InputXGradient": 150.0, "IntegratedGradients(gauss_legendre, 32)": 150.0}
+        assert row["relevance sum"]["InputXGradient"] == pytest.approx(row["prediction"] - 150.0, abs=1e-4)
+        start = f"prediction {row['prediction']:.4g} (true {given[3]:.4g}), base value 150"
+        assert row["explained"].startswith(start)
+    table = (tmp_path / "o" / "predictions.csv").read_text().splitlines()
+    assert table[0].startswith("input,prediction,true value,InputXGradient base value") and len(table) == 4
+    # a classifier's --target-column must hold class indices
+    code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'reg.py'}:classifier", "-i", tmp_path / "diabetes.csv",
+                       "--target-column", "progression", "--methods", "gradient", "--out", tmp_path / "c")
+    assert code != 0 and "--target-column 'progression' holds values that are not class indices" in err

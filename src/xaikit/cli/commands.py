@@ -164,7 +164,12 @@ def _concat(parts_: list[Explanation]) -> Explanation:
     if len(parts_) == 1:
         return first
     cat = lambda name: torch.cat([getattr(p, name) for p in parts_])  # noqa: E731
-    return Explanation(cat("attribution"), cat("target"), cat("output"), first.method, dict(first.info))
+    info = dict(first.info)
+    for key, value in first.info.items():  # per-sample values (a regression's prediction, base value) follow
+        if all(isinstance(p.info.get(key), torch.Tensor) and p.info[key].ndim == 1
+               and p.info[key].shape[0] == len(p) for p in parts_):
+            info[key] = torch.cat([p.info[key] for p in parts_])
+    return Explanation(cat("attribution"), cat("target"), cat("output"), first.method, info)
 
 
 def captions(loaded: LoadedModel, expl: Explanation, target: Any = None) -> list[str]:
@@ -217,10 +222,20 @@ def explain(args: argparse.Namespace) -> int:
 
         return explain_answers(args, loaded, inputs, out)
     methods = methods_for(args, args.methods or list(parts.DEFAULT_EXPLAIN_METHODS), loaded, inputs, args.inputs)
-    results, times = run_methods(methods, inputs, target_of(args, inputs), args.batch_size, args.quiet)
+    regressor = is_regressor(args, loaded, inputs)
+    if regressor:  # f(x) - f(x_ref) of the one output, with the prediction and the base value
+        from ..regression import Regression, Value
+
+        target: Any = Value(0)
+        runs = {label: Regression(loaded.model, method=m) for label, m in methods.items()}
+    else:
+        target, runs = target_of(args, inputs), methods
+    results, times = run_methods(runs, inputs, target, args.batch_size, args.quiet)
     start_writing(out)
     save_arrays(out / "attributions.npz", inputs, results)
-    lines = captions(loaded, next(iter(results.values())))
+    lines = regression_captions(inputs, results) if regressor else captions(loaded, next(iter(results.values())))
+    if regressor:
+        write_predictions(out / "predictions.csv", inputs, results)
     if inputs.kind == "image":
         write_heatmaps(out, args, loaded, inputs, results, lines, methods)
     elif inputs.kind == "text":
@@ -233,7 +248,8 @@ def explain(args: argparse.Namespace) -> int:
                         out / "features.png")
     summary = {
         "model": loaded.spec,
-        "inputs": [{"name": n, "explained": c} for n, c in zip(inputs.names, lines)],
+        "inputs": [{"name": n, "explained": c, **(regression_row(inputs, results, i) if regressor else {})}
+                   for i, (n, c) in enumerate(zip(inputs.names, lines))],
         "methods": {label: {"method": e.method, "seconds": round(times[label], 3),
                             **{k: v for k, v in e.info.items() if isinstance(v, (int, float, str)) and k != "time_s"}}
                     for label, e in results.items()},
@@ -241,9 +257,65 @@ def explain(args: argparse.Namespace) -> int:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     finish_writing(out)
-    done(f"explained {len(inputs)} input(s) with {len(methods)} method(s) in {sum(times.values()):.1f} s -> {out}",
-         args.quiet)
+    done(f"explained {len(inputs)} input(s) with {len(methods)} method(s) in {sum(times.values()):.1f} s -> {out}"
+         + (" (regression: predictions and base values in predictions.csv)" if regressor else ""), args.quiet)
     return 0
+
+
+def is_regressor(args: argparse.Namespace, loaded: LoadedModel, inputs: Inputs) -> bool:
+    """A model with one output value per sample on tensor inputs is explained as a regressor (its value, not a
+    class), unless --target names something else; a classifier's --target-column must hold class indices."""
+    if inputs.kind != "tensor":
+        return False
+    kwargs = {k: v[:1] for k, v in inputs.forward_kwargs.items()}
+    with torch.no_grad():
+        width = loaded.model(inputs.x[:1], **kwargs).reshape(1, -1).shape[1]
+    if width == 1 and args.target in (None, "argmax", "0"):
+        return True
+    if inputs.values is not None and inputs.target is None:
+        raise UsageError(f"--target-column {args.target_column!r} holds values that are not class indices (e.g. "
+                         f"{inputs.values[0].item():g}), but the model has {width} outputs per sample; give the "
+                         "column of class labels, or a regressor with one output")
+    return False
+
+
+def regression_row(inputs: Inputs, results: dict[str, Explanation], i: int) -> dict[str, Any]:
+    """Input ``i`` of a regression: the prediction, the true value (--target-column) and, per method, the base
+    value f(x_ref) and the sum of the relevance (shap's ``base_values`` and the sum of its values)."""
+    first = next(iter(results.values()))
+    row: dict[str, Any] = {"prediction": float(first.info["prediction"][i])}
+    if inputs.values is not None:
+        row["true value"] = float(inputs.values[i])
+    row["base value"] = {label: float(e.info["base_value"][i]) for label, e in results.items()}
+    row["relevance sum"] = {label: float(e.attribution[i].sum()) for label, e in results.items()}
+    return row
+
+
+def regression_captions(inputs: Inputs, results: dict[str, Explanation]) -> list[str]:
+    """One line per input of a regression: the predicted value, the true one where given, the base value."""
+    first = next(iter(results.values()))
+    lines = []
+    for i in range(len(inputs)):
+        text = f"prediction {float(first.info['prediction'][i]):.4g}"
+        if inputs.values is not None:
+            text += f" (true {float(inputs.values[i]):.4g})"
+        lines.append(f"{text}, base value {float(first.info['base_value'][i]):.4g} at {first.info['reference']}")
+    return lines
+
+
+def write_predictions(path: Path, inputs: Inputs, results: dict[str, Explanation]) -> None:
+    """``predictions.csv``: per input, the prediction, the true value and each method's base value and sum."""
+    header = ["input", "prediction", *(["true value"] if inputs.values is not None else [])]
+    for label in results:
+        header += [f"{label} base value", f"{label} relevance sum"]
+    rows = [",".join(header)]
+    for i, name in enumerate(inputs.names):
+        row = regression_row(inputs, results, i)
+        cells = [name, f"{row['prediction']:.6g}", *([f"{row['true value']:.6g}"] if "true value" in row else [])]
+        for label in results:
+            cells += [f"{row['base value'][label]:.6g}", f"{row['relevance sum'][label]:.6g}"]
+        rows.append(",".join(cells))
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
 def write_heatmaps(out: Path, args: argparse.Namespace, loaded: LoadedModel, inputs: Inputs,

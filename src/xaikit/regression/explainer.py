@@ -66,7 +66,8 @@ class Regression:
         Settings added to a method given by name or spec.
     reference : number, tensor, "zero" or "mean"
         The reference input ``x_ref`` (a baseline spec, :mod:`xaikit.methods.machinery.baselines`): one
-        sample, a batch shaped like ``x``, or e.g. the training data's mean ``X.mean(0)``. Default ``"zero"``.
+        sample, a batch shaped like ``x``, or e.g. the training data's mean ``X.mean(0)``. Default ``"zero"``; with
+        a method object that has a baseline, that baseline.
 
     Notes
     -----
@@ -82,13 +83,23 @@ class Regression:
         self.model, self.method, self.method_settings, self.reference = model, method, method_settings, reference
         resolve_method(model, method, method_settings, default=DEFAULT_METHOD)  # the settings are checked now
 
+    def _reference(self) -> BaselineSpec:
+        """The reference: the given one, or a method object's own baseline where the reference is left at zero."""
+        own = getattr(self.method, "baseline", None) if isinstance(self.method, Method) else None
+        if own is not None and isinstance(self.reference, str) and self.reference == "zero":
+            return own
+        return self.reference
+
     def _method(self, reference: torch.Tensor, per_sample: bool) -> tuple[Method, nn.Module]:
         """The method bound to the reference, and the model it runs on."""
         method, zero = self.method, not bool(reference.ne(0).any())
         if isinstance(method, Method):
-            if not zero:
-                raise ValueError("reference: a method object keeps its own settings, so a non-zero reference cannot "
-                                 "be bound to it; give the method by name or spec (e.g. 'integrated_gradients')")
+            own = getattr(method, "baseline", None) is not None and isinstance(self.reference, str) \
+                and self.reference == "zero"
+            if not (zero or own):
+                raise ValueError("reference: a method object keeps its own settings (its baseline is the reference), "
+                                 "so another reference cannot be bound to it; give the method by name or spec (e.g. "
+                                 "'integrated_gradients')")
             return resolve_method(self.model, method, None), self.model
         built = resolve_method(self.model, method, self.method_settings, default=DEFAULT_METHOD)
         if "baseline" in settings_of(type(built))[0]:
@@ -107,7 +118,7 @@ class Regression:
                  forward_kwargs: dict[str, Any] | None = None) -> Explanation:
         """Explain ``f_target(x) - f_target(x_ref)`` (see the class docstring)."""
         check_input(x, "x", self.model if isinstance(self.model, nn.Module) else None)
-        reference = resolve_baseline(self.reference, x, "reference").detach()
+        reference = resolve_baseline(self._reference(), x, "reference").detach()
         per_sample = x.shape[0] > 1 and not bool((reference == reference[:1]).all())
         args, kwargs = tuple(forward_args), dict(forward_kwargs or {})
         with eval_semantics(self.model, warn=False):
@@ -128,7 +139,7 @@ class Regression:
         expl.output = output
         gap = expl.attribution.flatten(1).sum(1).to(prediction.dtype) - (prediction - base_value)
         expl.info.update({"prediction": prediction, "base_value": base_value, "completeness_gap": gap,
-                          "reference": describe_baseline(self.reference), "regression": True,
+                          "reference": describe_baseline(self._reference()), "regression": True,
                           "shifted": runs_on is not self.model})
         return expl
 
