@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import xaikit as xk
 from models import mlp, vgg_like
@@ -460,3 +461,24 @@ def test_explain_a_regressor_with_its_target_column(capsys, tmp_path):
     code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'reg.py'}:classifier", "-i", tmp_path / "diabetes.csv",
                        "--target-column", "progression", "--methods", "gradient", "--out", tmp_path / "c")
     assert code != 0 and "--target-column 'progression' holds values that are not class indices" in err
+
+
+def test_explain_a_region_of_a_segmentation_output(capsys, tmp_path, photos):
+    """--target CLS@box=... explains the sum of class CLS's output map over the box, as the library does."""
+    (tmp_path / "seg.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef segmenter():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))\n")
+    code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'seg.py'}:segmenter", "-i", photos, "--image-size", 16,
+                       "--methods", "gradient", "--target", "1@box=2,3,8,12", "--out", tmp_path / "o")
+    assert code == 0, err
+    arrays = np.load(tmp_path / "o" / "attributions.npz")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    x = torch.from_numpy(arrays["inputs"])
+    expected = xk.Gradient(model)(x, lambda out: out[:, 1, 2:8, 3:12].flatten(1).sum(1)).attribution
+    np.testing.assert_allclose(arrays["Gradient"], expected.numpy(), rtol=1e-5, atol=1e-7)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["inputs"][0]["explained"] == "class 1: box=(2, 3, 8, 12)"
+    code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'seg.py'}:segmenter", "-i", photos, "--image-size", 16,
+                       "--methods", "gradient", "--target", "1@box=2,x", "--out", tmp_path / "bad")
+    assert code == 2 and "--target '1@box=2,x'" in one_line_error(err)

@@ -17,7 +17,7 @@ from ..errors import NotApplicable
 from ..explanation import Explanation
 from ..methods.base import METHODS, Method
 from ..methods.resolve import DEFAULT_METHODS
-from ..targets import Contrast, slice_target
+from ..targets import Contrast, Region, slice_target
 from . import parts
 from .errors import CLIError, UsageError, one_line
 from .inputs import Inputs, check_inputs_exist, load_inputs
@@ -104,6 +104,11 @@ def target_of(args: argparse.Namespace, inputs: Inputs) -> Any:
     """The target spec: --target (argmax, one class, or one per input), else labels given with the data."""
     if args.target in (None, "argmax"):
         return inputs.target if args.target is None and inputs.target is not None else None
+    if "@" in args.target:  # a region of a dense output: CLS@predicted, CLS@box=..., CLS@pixel=..., CLS@mask=F.npy
+        try:
+            return Region.parse(args.target)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     a, sep, b = args.target.partition("-")
     if sep:  # A-B: why A rather than B
         try:
@@ -176,7 +181,7 @@ def captions(loaded: LoadedModel, expl: Explanation, target: Any = None) -> list
     """One line per input: the explained class (and its probability for a classifier); for a contrastive
     target, the class it is contrasted with."""
     out = expl.output.reshape(len(expl.output), -1).float()
-    probability = out.softmax(-1) if out.shape[1] > 1 else None
+    probability = out.softmax(-1) if out.shape[1] > 1 and not isinstance(target, Region) else None
     lines = []
     for i, t in enumerate(expl.target.tolist()):
         if t < 0:
@@ -185,6 +190,8 @@ def captions(loaded: LoadedModel, expl: Explanation, target: Any = None) -> list
         name = loaded.label(t)
         text = name if name == f"class {t}" else f"{name} ({t})"
         text = text if probability is None else f"{text} p={probability[i, t]:.2f}"
+        if isinstance(target, Region):  # a region of the class's output map
+            text = f"{text}: {repr(target).split(', ', 1)[1][:-1]}"
         if isinstance(target, Contrast):
             other = int(torch.as_tensor(target.b).reshape(-1)[0 if torch.as_tensor(target.b).numel() == 1 else i])
             text = f"{text} vs {loaded.label(other)} ({other})"
@@ -233,7 +240,8 @@ def explain(args: argparse.Namespace) -> int:
     results, times = run_methods(runs, inputs, target, args.batch_size, args.quiet)
     start_writing(out)
     save_arrays(out / "attributions.npz", inputs, results)
-    lines = regression_captions(inputs, results) if regressor else captions(loaded, next(iter(results.values())))
+    lines = regression_captions(inputs, results) if regressor else \
+        captions(loaded, next(iter(results.values())), target)
     if regressor:
         write_predictions(out / "predictions.csv", inputs, results)
     if inputs.kind == "image":
