@@ -36,7 +36,7 @@ FLOORS = (
     # the rooms that stand on methods (and the engine); zoo holds the demo/test models and data (its
     # tabular ground truth is computed with ExactShapley) and is imported by nothing in src (the CLI loads
     # its models by name)
-    {"concepts", "examples", "improve", "tabular", "generation", "zoo", "regression", "signals"},
+    {"concepts", "examples", "improve", "tabular", "generation", "zoo", "regression", "signals", "unsupervised"},
     {"tune"},
     {"run"},
     {"viz"},

@@ -6,7 +6,8 @@
 """
 import importlib
 
-from . import concepts, examples, generation, improve, metrics, regression, run, signals, tabular, tune  # noqa: F401
+from . import (concepts, examples, generation, improve, metrics, regression, run, signals, tabular, tune,  # noqa: F401
+               unsupervised)
 from ._version import __version__  # noqa: F401
 from .batching import set_memory_budget
 from .explanation import Explanation
@@ -20,7 +21,7 @@ from .targets import Contrast, Value
 from .tokens import NextToken
 
 __all__ = ["metrics", "concepts", "examples", "generation", "improve", "run", "tabular", "tune", "Explanation", "Contrast",
-           "regression", "signals", "Value",
+           "regression", "signals", "unsupervised", "Value",
            "NextToken", "Method", "METHODS", "explain", "get_method", "register_method", "resolve_method", "parse_spec",
            "DEFAULT_METHODS", "set_memory_budget", "NumpyModel", *_methods]
 
