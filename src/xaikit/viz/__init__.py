@@ -20,6 +20,7 @@ from .concepts import concepts_section, plot_composition, plot_embedding, plot_r
 from .examples import examples_section
 from .report import Scores, Section, html_section, image_section, note_section, scores_section, write_report
 from .tabular import plot_bar, plot_beeswarm
+from .signals import plot_signal_relevance
 
 __all__ = [
     "relevance_map", "normalise", "normalise_unsigned", "colourise", "heatmap", "relevance_cmap", "to_rgb", "overlay",
@@ -27,4 +28,5 @@ __all__ = [
     "Section", "Scores", "examples_section", "image_section", "scores_section", "html_section", "note_section",
     "write_report",
     "concepts_section", "plot_composition", "plot_references", "plot_embedding",
+    "plot_signal_relevance",
 ]
