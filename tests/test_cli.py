@@ -482,3 +482,22 @@ def test_explain_a_region_of_a_segmentation_output(capsys, tmp_path, photos):
     code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'seg.py'}:segmenter", "-i", photos, "--image-size", 16,
                        "--methods", "gradient", "--target", "1@box=2,x", "--out", tmp_path / "bad")
     assert code == 2 and "--target '1@box=2,x'" in one_line_error(err)
+
+
+def test_explain_reads_wav_audio(capsys, tmp_path):
+    from scipy.io import wavfile
+
+    rate = 8000
+    samples = (np.sin(2 * np.pi * 440 * np.arange(800) / rate) * 16000).astype(np.int16)
+    wavfile.write(tmp_path / "tone.wav", rate, np.stack([samples, samples // 2], 1))
+    (tmp_path / "audio.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef model():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv1d(2, 4, 9), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), "
+        "nn.Linear(4, 3))\n")
+    code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'audio.py'}:model", "-i", tmp_path / "tone.wav",
+                       "--methods", "input_x_gradient", "--out", tmp_path / "o")
+    assert code == 0, err
+    arrays = np.load(tmp_path / "o" / "attributions.npz")
+    assert arrays["inputs"].shape == (1, 2, 800)
+    np.testing.assert_allclose(arrays["inputs"][0, 0], samples / 32768, atol=1e-6)
+    np.testing.assert_allclose(arrays["inputs"][0, 1], (samples // 2) / 32768, atol=1e-6)

@@ -5,8 +5,9 @@
 - ``lines.txt``: one text per line (text models);
 - ``table.csv``: numeric columns, one sample per row (a header row is skipped; ``--target-column`` takes the
   labels from a column, or a regressor's true values);
-- ``data.npy`` / ``data.npz``: a float array ``(N, ...)``; an ``.npz`` holds ``x`` and optionally ``y``
-  (targets) and ``mask`` (ground-truth masks);
+- ``audio.wav``: one signal ``(1, C, T)`` (integer samples scaled to [-1, 1]);
+- ``data.npy`` / ``data.npz``: a float array ``(N, ...)`` (signals: ``(N, C, T)``); an ``.npz`` holds ``x`` and
+  optionally ``y`` (targets) and ``mask`` (ground-truth masks);
 - ``ground-truth``: samples of the synthetic ground-truth data set (with masks).
 """
 from __future__ import annotations
@@ -80,8 +81,10 @@ def load_inputs(specs: Sequence[str], loaded: LoadedModel, texts: Sequence[str] 
                 arrays.append(_read_csv(path, target_column))
             elif path.suffix.lower() in (".npy", ".npz"):
                 arrays.append(_read_array(path))
+            elif path.suffix.lower() == ".wav":
+                arrays.append(_read_wav(path))
             else:
-                raise UsageError(f"input {spec!r}: unknown kind of file; give images, .txt, .csv, .npy or .npz")
+                raise UsageError(f"input {spec!r}: unknown kind of file; give images, .txt, .csv, .npy, .npz or .wav")
     kinds = [k for k, v in (("image", images), ("text", lines), ("tensor", arrays)) if v]
     if len(kinds) > 1:
         raise UsageError(f"inputs mix {' and '.join(kinds)}; give one kind per run")
@@ -194,6 +197,22 @@ def _numeric(row: list[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _read_wav(path: Path) -> tuple:
+    """A WAV file as one signal ``(1, C, T)``: integer samples scaled to [-1, 1], floats as stored."""
+    from scipy.io import wavfile
+
+    try:
+        rate, samples = wavfile.read(path)
+    except Exception as err:  # noqa: BLE001 - any reading error means the same to the user
+        raise NotFound(f"cannot read WAV file {str(path)!r}: {type(err).__name__}: {one_line(err)}") from None
+    samples = np.asarray(samples)
+    if np.issubdtype(samples.dtype, np.integer):
+        info = np.iinfo(samples.dtype)
+        samples = (samples.astype(np.float64) - (info.max + info.min + 1) / 2) / ((info.max - info.min + 1) / 2)
+    signal = samples.astype(np.float32).reshape(len(samples), -1).T  # (C, T)
+    return path.stem, torch.from_numpy(np.ascontiguousarray(signal))[None], None, None, None
 
 
 def _read_array(path: Path) -> tuple:
