@@ -128,3 +128,13 @@ def test_a_signal_without_a_time_axis_is_named():
         VirtualInspection(model, "dft", method="occlusion", mode="propagate")
     with pytest.raises(TypeError, match="did you mean 'transform'"):
         VirtualInspection(model, transfrom="dft")
+
+
+@pytest.mark.parametrize("transform", [DFT(), STFT(64, 16), STFT(32, 8)])
+@pytest.mark.parametrize("length", [1000, 999])
+def test_closed_form_adjoint_equals_the_vector_jacobian_product_of_the_inverse(transform, length):
+    generator = torch.Generator().manual_seed(0)
+    v = torch.randn(2, 3, length, generator=generator, dtype=torch.float64)
+    s = transform.forward(torch.randn(2, 3, length, generator=generator, dtype=torch.float64)).requires_grad_(True)
+    (expected,) = torch.autograd.grad((transform.inverse(s, length) * v).sum(), s)
+    torch.testing.assert_close(transform.adjoint(v), expected, atol=1e-12, rtol=1e-10)

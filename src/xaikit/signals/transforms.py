@@ -47,6 +47,23 @@ class Transform:
         """The frequency of each bin (cycles per sample times ``rate``)."""
         raise NotImplementedError
 
+    def adjoint(self, v: torch.Tensor) -> torch.Tensor:
+        """``Wᵀ v`` for the inverse ``x = W s``: the vector–Jacobian product of :meth:`inverse` (by automatic
+        differentiation here; the built-in transforms have it in closed form)."""
+        s = self.forward(torch.zeros_like(v)).requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad((self.inverse(s, v.shape[-1]) * v).sum(), s)
+        return grad
+
+
+def _hermitian_weights(bins: int, even: bool, like: torch.Tensor) -> torch.Tensor:
+    """How often a one-sided bin counts in the full spectrum: 1 for DC (and Nyquist of an even length), else 2."""
+    weights = torch.full((bins,), 2.0, dtype=like.dtype, device=like.device)
+    weights[0] = 1
+    if even:
+        weights[-1] = 1
+    return weights
+
 
 class DFT(Transform):
     """The real DFT with orthonormal scaling: ``s = (Re X, Im X)``, ``X = rfft(x) / √T``."""
@@ -62,6 +79,11 @@ class DFT(Transform):
 
     def frequencies(self, length: int, rate: float = 1.0) -> torch.Tensor:
         return torch.fft.rfftfreq(length, d=1.0 / rate)
+
+    def adjoint(self, v: torch.Tensor) -> torch.Tensor:
+        """``Wᵀ v = c ⊙ (Re, Im) rfft(v)`` (orthonormal): ``irfft`` counts the inner bins twice (``c = 2``)."""
+        length = v.shape[-1]
+        return self.forward(v) * _hermitian_weights(length // 2 + 1, length % 2 == 0, v)
 
     def __repr__(self) -> str:
         return "DFT()"
@@ -111,6 +133,22 @@ class STFT(Transform):
 
     def frequencies(self, length: int, rate: float = 1.0) -> torch.Tensor:
         return torch.fft.rfftfreq(self.n_fft, d=1.0 / rate)
+
+    def adjoint(self, v: torch.Tensor) -> torch.Tensor:
+        """``Wᵀ v`` of ``istft``: the overlap-add divides by the window envelope and trims the centre padding, so
+        its adjoint zero-pads ``v``, divides by the envelope and takes the (unpadded) STFT, ``c / n_fft``-scaled."""
+        length, n, hop = v.shape[-1], self.n_fft, self.hop
+        frames = 1 + length // hop
+        padded = n + hop * (frames - 1)
+        window = self._window(v)
+        envelope = torch.nn.functional.fold(window.pow(2).view(1, n, 1).expand(1, n, frames), (1, padded), (1, n),
+                                            stride=(1, hop))[0, 0, 0]
+        wide = v.new_zeros(*v.shape[:-1], padded)
+        wide[..., n // 2:n // 2 + length] = v
+        wide = wide / torch.where(envelope > 1e-11, envelope, torch.ones_like(envelope))
+        spec = torch.stft(wide.reshape(-1, padded), n, hop, window=window, center=False, return_complex=True)
+        spec = torch.stack([spec.real, spec.imag], dim=1) * (_hermitian_weights(n // 2 + 1, True, v)[:, None] / n)
+        return spec.reshape(*v.shape[:-1], *spec.shape[1:])
 
     def __repr__(self) -> str:
         return f"STFT(n_fft={self.n_fft}, hop={self.hop})"

@@ -8,7 +8,7 @@ Vielhaben, Lapuschkin, Montavon & Samek, "Explainable AI for time series via vir
 - ``mode="propagate"`` (LRP, gradient × input, Integrated Gradients): the method explains ``f`` in the time
   domain (``R_t``), then the virtual layer redistributes it with the z-rule of a linear layer (Bach et al.
   2015, Eq. 56; Vielhaben et al. Eq. 6): ``R_k = Σ_t (W_tk s_k / x_t) R_t``, batched as
-  ``R = s ⊙ Wᵀ(R / x)`` (``Wᵀ`` by automatic differentiation of the inverse). Then ``Σ_k R_k = Σ_t R_t``:
+  ``R = s ⊙ Wᵀ(R / x)`` (``Wᵀ`` in closed form, :meth:`~xaikit.signals.Transform.adjoint`). Then ``Σ_k R_k = Σ_t R_t``:
   the virtual layer conserves (``info["conservation_gap"]``). For Integrated Gradients with a baseline ``b``,
   ``x`` is ``x - b`` and ``s`` its transform (the straight path in ``x`` is one in ``s``), which equals IG
   run on the coefficients; for gradient × input it equals gradient × input on the coefficients.
@@ -176,10 +176,7 @@ class VirtualInspection:
         s = self.transform.forward(x)
         ratio = torch.where(x != 0, relevance.detach() / torch.where(x != 0, x, torch.ones_like(x)),
                             torch.zeros_like(x))
-        leaf = s.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (adjoint,) = torch.autograd.grad((self.transform.inverse(leaf, x.shape[-1]) * ratio).sum(), leaf)
-        return s, s * adjoint
+        return s, s * self.transform.adjoint(ratio)
 
     def __repr__(self) -> str:
         return f"VirtualInspection({type(self.model).__name__}, {self.transform!r}, mode={self.mode!r})"
