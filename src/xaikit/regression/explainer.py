@@ -1,9 +1,8 @@
 """The regression explainer: ``f_k(x) - f_k(x_ref)`` by any method, with the prediction and the base value.
 
 A regression model's output is a value, not a class score: what an attribution decomposes is the *change* of
-that value from a reference input ``x_ref`` (Sundararajan et al. 2017, Sec. 2; Lundberg & Lee 2017, Eq. 1 with
-``φ_0 = f(x_ref)``; Montavon et al. 2019, Sec. 10.3 on LRP for regression). :class:`Regression` binds the
-reference to the method:
+that value from a reference input ``x_ref`` (Sundararajan et al. 2017; Lundberg & Lee 2017, with
+``φ_0 = f(x_ref)``). :class:`Regression` binds the reference to the method:
 
 - a method with a ``baseline`` setting (Integrated Gradients, Occlusion, the Shapley family, LIME, RISE, ...)
   takes ``x_ref`` as its baseline;

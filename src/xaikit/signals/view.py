@@ -7,9 +7,9 @@ Vielhaben, Lapuschkin, Montavon & Samek, "Explainable AI for time series via vir
 
 - ``mode="propagate"`` (LRP, gradient × input, Integrated Gradients): the method explains ``f`` in the time
   domain (``R_t``), then the virtual layer redistributes it with the z-rule of a linear layer (Bach et al.
-  2015, Eq. 56; Vielhaben et al. Eq. 6): ``R_k = Σ_t (W_tk s_k / x_t) R_t``, batched as
-  ``R = s ⊙ Wᵀ(R / x)`` (``Wᵀ`` in closed form, :meth:`~xaikit.signals.Transform.adjoint`). Then ``Σ_k R_k = Σ_t R_t``:
-  the virtual layer conserves (``info["conservation_gap"]``). For Integrated Gradients with a baseline ``b``,
+  2015; Vielhaben et al., Sec. 3): ``R_k = Σ_t (W_tk s_k / x_t) R_t``, batched as ``R = s ⊙ Wᵀ(R / x)``
+  (``Wᵀ`` in closed form, :meth:`~xaikit.signals.Transform.adjoint`). Then ``Σ_k R_k = Σ_t R_t``: the
+  virtual layer conserves (``info["conservation_gap"]``). For Integrated Gradients with a baseline ``b``,
   ``x`` is ``x - b`` and ``s`` its transform (the straight path in ``x`` is one in ``s``), which equals IG
   run on the coefficients; for gradient × input it equals gradient × input on the coefficients.
 - ``mode="inputs"`` (any other method: occlusion of frequency bands, Shapley values over bands, LIME, the

@@ -1,7 +1,7 @@
 """Neuralized k-means and its NEON explanation (Kauffmann, Esders, Ruff, Montavon, Samek & Müller, "From
 clustering to cluster explanations via neural networks", IEEE TNNLS 2022).
 
-The evidence that ``x`` belongs to cluster ``c`` is (Eq. 5-6 of the paper)
+The evidence that ``x`` belongs to cluster ``c`` is
 
     f_c(x) = min_{k ≠ c} h_k(x),   h_k(x) = ½(‖x - μ_k‖² - ‖x - μ_c‖²) = w_kᵀ(x - m_k),
 
@@ -9,7 +9,7 @@ with ``w_k = μ_c - μ_k`` and the midpoint ``m_k = (μ_c + μ_k) / 2`` on the b
 clusters: a linear layer followed by a min-pooling. ``f_c(x) > 0`` exactly when ``x`` is closer to ``μ_c``
 than to every other centroid, so ``argmax_c f_c(x)`` is the k-means assignment.
 
-NEON's rules (Sec. IV): the min-pooling redistributes its output by a soft-min,
+NEON's rules: the min-pooling redistributes its output by a soft-min,
 ``R_k = exp(-β h_k) / Σ_{k'≠c} exp(-β h_{k'}) · f_c`` (β the stiffness; ``β → ∞`` gives the arg-min), and
 the linear layer by the midpoint rule ``R_{ik} = w_{ik} (x_i - m_{ik}) / h_k · R_k``, exact since
 ``h_k = Σ_i w_{ik}(x_i - m_{ik})``. The input relevance ``R_i = Σ_k R_{ik}`` sums to ``f_c(x)``.

@@ -1,5 +1,5 @@
 """NEON for kernel-density outlier scores (Kauffmann, Müller & Montavon, "Towards explaining anomalies: a deep
-Taylor decomposition of one-class models", Pattern Recognition 2020; Kauffmann et al. 2022, Sec. V).
+Taylor decomposition of one-class models", Pattern Recognition 2020; Kauffmann et al. 2022).
 
 A Gaussian kernel density over support points ``u_j`` with weights ``α_j`` gives the outlier score
 
