@@ -473,7 +473,7 @@ def test_explain_a_region_of_a_segmentation_output(capsys, tmp_path, photos):
     assert code == 0, err
     arrays = np.load(tmp_path / "o" / "attributions.npz")
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
     x = torch.from_numpy(arrays["inputs"])
     expected = xk.Gradient(model)(x, lambda out: out[:, 1, 2:8, 3:12].flatten(1).sum(1)).attribution
     np.testing.assert_allclose(arrays["Gradient"], expected.numpy(), rtol=1e-5, atol=1e-7)
