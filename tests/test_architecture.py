@@ -36,7 +36,8 @@ FLOORS = (
     # the rooms that stand on methods (and the engine); zoo holds the demo/test models and data (its
     # tabular ground truth is computed with ExactShapley) and is imported by nothing in src (the CLI loads
     # its models by name)
-    {"concepts", "examples", "improve", "tabular", "generation", "zoo", "interactions"},
+    {"concepts", "examples", "improve", "tabular", "generation", "zoo", "interactions", "regression", "signals",
+     "unsupervised"},
     {"tune"},
     {"run"},
     {"viz"},

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import xaikit as xk
 from models import mlp, vgg_like
@@ -426,3 +427,76 @@ def test_report_sections_on_the_same_model_share_one_load(capsys, tmp_path, phot
     assert code == 0, err
     assert loads == ["models:vgg_like"]
     assert "loaded" not in (tmp_path / "r" / "settings.json").read_text()
+
+
+def test_explain_a_regressor_with_its_target_column(capsys, tmp_path):
+    """A one-output model is a regressor: --target-column holds its true values (not class labels), no --target
+    0 is needed, and the prediction, the true value and each method's base value are written."""
+    (tmp_path / "reg.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef regressor():\n    model = nn.Linear(3, 1)\n"
+        "    with torch.no_grad():\n        model.weight.copy_(torch.tensor([[2.0, -1.0, 0.5]]))\n"
+        "        model.bias.fill_(150.0)\n    return model\n\ndef classifier():\n    return nn.Linear(3, 2)\n")
+    rows = [[0.5, 1.0, -2.0, 151.5], [1.0, 0.0, 2.0, 149.0], [-1.0, 2.0, 0.0, 151.0]]
+    (tmp_path / "diabetes.csv").write_text("a,b,c,progression\n" + "\n".join(",".join(map(str, r)) for r in rows))
+    code, out, err = run(capsys, "explain", "-m", f"{tmp_path / 'reg.py'}:regressor", "-i", tmp_path / "diabetes.csv",
+                         "--target-column", "progression", "--methods", "input_x_gradient", "integrated_gradients",
+                         "--out", tmp_path / "o")
+    assert code == 0, err
+    assert "predictions.csv" in out
+    x = torch.tensor([r[:3] for r in rows])
+    w = torch.tensor([2.0, -1.0, 0.5])
+    arrays = np.load(tmp_path / "o" / "attributions.npz")
+    np.testing.assert_allclose(arrays["InputXGradient"], (w * x).numpy(), rtol=1e-6)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    for row, given, first in zip(summary["inputs"], rows, (w * x).sum(1) + 150):
+        assert row["prediction"] == pytest.approx(float(first)) and row["true value"] == given[3]
+        assert row["base value"] == {"InputXGradient": 150.0, "IntegratedGradients(gauss_legendre, 32)": 150.0}
+        assert row["relevance sum"]["InputXGradient"] == pytest.approx(row["prediction"] - 150.0, abs=1e-4)
+        start = f"prediction {row['prediction']:.4g} (true {given[3]:.4g}), base value 150"
+        assert row["explained"].startswith(start)
+    table = (tmp_path / "o" / "predictions.csv").read_text().splitlines()
+    assert table[0].startswith("input,prediction,true value,InputXGradient base value") and len(table) == 4
+    # a classifier's --target-column must hold class indices
+    code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'reg.py'}:classifier", "-i", tmp_path / "diabetes.csv",
+                       "--target-column", "progression", "--methods", "gradient", "--out", tmp_path / "c")
+    assert code != 0 and "--target-column 'progression' holds values that are not class indices" in err
+
+
+def test_explain_a_region_of_a_segmentation_output(capsys, tmp_path, photos):
+    """--target CLS@box=... explains the sum of class CLS's output map over the box, as the library does."""
+    (tmp_path / "seg.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef segmenter():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))\n")
+    code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'seg.py'}:segmenter", "-i", photos, "--image-size", 16,
+                       "--methods", "gradient", "--target", "1@box=2,3,8,12", "--out", tmp_path / "o")
+    assert code == 0, err
+    arrays = np.load(tmp_path / "o" / "attributions.npz")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+    x = torch.from_numpy(arrays["inputs"])
+    expected = xk.Gradient(model)(x, lambda out: out[:, 1, 2:8, 3:12].flatten(1).sum(1)).attribution
+    np.testing.assert_allclose(arrays["Gradient"], expected.numpy(), rtol=1e-5, atol=1e-7)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["inputs"][0]["explained"] == "class 1: box=(2, 3, 8, 12)"
+    code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'seg.py'}:segmenter", "-i", photos, "--image-size", 16,
+                       "--methods", "gradient", "--target", "1@box=2,x", "--out", tmp_path / "bad")
+    assert code == 2 and "--target '1@box=2,x'" in one_line_error(err)
+
+
+def test_explain_reads_wav_audio(capsys, tmp_path):
+    from scipy.io import wavfile
+
+    rate = 8000
+    samples = (np.sin(2 * np.pi * 440 * np.arange(800) / rate) * 16000).astype(np.int16)
+    wavfile.write(tmp_path / "tone.wav", rate, np.stack([samples, samples // 2], 1))
+    (tmp_path / "audio.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef model():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv1d(2, 4, 9), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), "
+        "nn.Linear(4, 3))\n")
+    code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'audio.py'}:model", "-i", tmp_path / "tone.wav",
+                       "--methods", "input_x_gradient", "--out", tmp_path / "o")
+    assert code == 0, err
+    arrays = np.load(tmp_path / "o" / "attributions.npz")
+    assert arrays["inputs"].shape == (1, 2, 800)
+    np.testing.assert_allclose(arrays["inputs"][0, 0], samples / 32768, atol=1e-6)
+    np.testing.assert_allclose(arrays["inputs"][0, 1], (samples // 2) / 32768, atol=1e-6)

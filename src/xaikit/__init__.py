@@ -16,7 +16,8 @@ from ._version import __version__  # noqa: F401
 _ON_FIRST_USE = ("viz", "zoo")
 
 
-_ROOMS = ("concepts", "examples", "generation", "improve", "interactions", "metrics", "run", "tabular", "tune")
+_ROOMS = ("concepts", "examples", "generation", "improve", "interactions", "metrics", "regression", "run", "signals",
+          "tabular", "tune", "unsupervised")
 _loaded = False
 
 
@@ -42,7 +43,7 @@ def _api() -> dict:
     from .methods.base import register as register_method
     from .methods.resolve import DEFAULT_METHODS, explain, parse_spec, resolve_method
     from .numpy_model import NumpyModel
-    from .targets import Contrast
+    from .targets import Contrast, Value
     from .tokens import NextToken
 
     methods = importlib.import_module(".methods", __name__)
@@ -50,8 +51,9 @@ def _api() -> dict:
     api.update(set_memory_budget=set_memory_budget, Explanation=Explanation, METHODS=METHODS, Method=Method,
                get_method=get_method, register_method=register_method, DEFAULT_METHODS=DEFAULT_METHODS,
                explain=explain, parse_spec=parse_spec, resolve_method=resolve_method, NumpyModel=NumpyModel,
-               Contrast=Contrast, NextToken=NextToken)
-    api["__all__"] = [*_ROOMS, "Explanation", "Contrast", "NextToken", "Method", "METHODS", "explain", "get_method",
+               Contrast=Contrast, Value=Value, NextToken=NextToken)
+    api["__all__"] = [*_ROOMS, "Explanation", "Contrast", "Value", "NextToken", "Method", "METHODS", "explain",
+                      "get_method",
                       "register_method", "resolve_method", "parse_spec", "DEFAULT_METHODS", "set_memory_budget",
                       "NumpyModel", *_methods]
     return api

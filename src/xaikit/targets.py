@@ -9,6 +9,10 @@ A target is one of
   ``indices(output) -> (N,)`` reports what it selects as ``expl.target`` (:class:`~xaikit.NextToken`: the
   token), others report ``-1``;
 - :class:`Contrast` ``(a, b)``: explain ``output[a] - output[b]`` ("why a rather than b");
+- :class:`Region` ``(cls, mask=|box=|pixel=)``: for dense outputs ``(N, K, *spatial)`` (segmentation), the sum of
+  class ``cls``'s output map over a region: a mask (or the pixels predicted as ``cls``), a box, one pixel;
+- :class:`Value` ``(output)``: a regression target, the real value of output ``output`` itself (it selects like
+  an index; metrics score the raw value, never a softmax over outputs);
 - a *per-sample* callable target: a callable that also has ``take(rows)`` (the target of some samples,
   repeats allowed) and ``rows`` (its number of samples, ``None`` if the same for all), e.g.
   :class:`~xaikit.generation.TokenLogits`. It is split and repeated with the batch like an index target.
@@ -35,7 +39,175 @@ class Contrast:
     b: Any
 
 
-TargetSpec = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor], Contrast]
+@dataclass(frozen=True)
+class Value:
+    """Regression target: explain the real value ``output[k]`` of a regression model (one of several outputs).
+
+    ``output`` is an int or per-sample ints (default 0, the single output of a regressor). It selects like an
+    index target, so every method explains it; it tells the metrics that the explained score is a value, not a
+    class logit, so they score the raw output (no softmax over the outputs).
+    """
+
+    output: Any = 0
+
+
+class Region:
+    """Dense-output target: explain ``Σ_{p ∈ region} output[n, cls, p]`` for outputs ``(N, K, *spatial)``.
+
+    The region is one of (exactly one given)
+
+    - ``mask``: a boolean (or 0/1) array over the spatial positions, ``spatial`` (the same for every sample) or
+      ``(N, H, W)`` (one per sample, 2-D maps); or ``"predicted"``: the positions whose arg-max class is ``cls`` in the
+      explained input's output (fixed there, not recomputed for perturbed inputs);
+    - ``box``: ``(top, left, bottom, right)`` of a 2-D map (bottom/right exclusive), or ``(start, stop)`` per
+      spatial dimension for other ranks, in that order of starts then stops;
+    - ``pixel``: one position, an index per spatial dimension.
+
+    Every method explains it as any scalar target (it is a callable target with a per-sample mask); LRP's
+    relevance sums to the region's total. The output map of ``cls`` is weighted by the region: the explained
+    value is ``(output[:, cls] * region).sum()`` (Simonyan et al. 2014's class score, summed over the region).
+    """
+
+    def __init__(self, cls: int, mask: Any = None, box: Sequence[int] | None = None,
+                 pixel: Sequence[int] | None = None) -> None:
+        if not isinstance(cls, int) or isinstance(cls, bool) or cls < 0:
+            raise TypeError(f"Region cls must be a non-negative int (the class of the output map), got {cls!r}")
+        given = [name for name, value in (("mask", mask), ("box", box), ("pixel", pixel)) if value is not None]
+        if len(given) != 1:
+            raise ValueError(f"Region takes exactly one of mask=, box= or pixel=, got {given or 'none'}")
+        if mask is not None and not (isinstance(mask, str) and mask == "predicted"):
+            if isinstance(mask, str):
+                raise ValueError(f"Region mask must be an array, a tensor or 'predicted', got {mask!r}")
+            mask = torch.as_tensor(mask)
+            if mask.dtype != torch.bool:
+                if mask.is_floating_point() and not bool(((mask == 0) | (mask == 1)).all()):
+                    raise ValueError("Region mask must be binary (bool or 0/1); threshold it, e.g. mask > 0.5")
+                mask = mask != 0
+        for name, value in (("box", box), ("pixel", pixel)):
+            if value is not None:
+                value = tuple(value)
+                if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+                    raise ValueError(f"Region {name} must hold non-negative ints, got {value!r}")
+                if name == "box" and len(value) % 2:
+                    raise ValueError(f"Region box needs a start and a stop per spatial dimension, got {value!r}")
+        self.cls, self.mask = cls, mask
+        self.box = None if box is None else tuple(box)
+        self.pixel = None if pixel is None else tuple(pixel)
+
+    def __repr__(self) -> str:
+        region = (f"mask={tuple(self.mask.shape)}" if isinstance(self.mask, torch.Tensor) else f"mask={self.mask!r}"
+                  if self.mask is not None else f"box={self.box}" if self.box is not None else f"pixel={self.pixel}")
+        return f"Region({self.cls}, {region})"
+
+    @property
+    def rows(self) -> int | None:
+        """The number of samples of a per-sample mask ``(N, H, W)``, ``None`` when one region serves all."""
+        return self.mask.shape[0] if isinstance(self.mask, torch.Tensor) and self.mask.ndim == 3 else None
+
+    def take(self, rows: torch.Tensor) -> "Region":
+        """The region of some samples (a per-sample mask follows its samples)."""
+        if self.rows is None:
+            return self
+        return Region(self.cls, mask=self.mask[torch.as_tensor(rows).to(self.mask.device)])
+
+    def _spatial(self, output: torch.Tensor) -> tuple[int, ...]:
+        if output.ndim < 3:
+            raise ValueError(f"a Region target needs a dense output (N, K, *spatial) such as a segmentation map, "
+                             f"got shape {tuple(output.shape)}; for one value per class give an int target")
+        if not self.cls < output.shape[1]:
+            raise ValueError(f"Region cls {self.cls} is out of range for an output with {output.shape[1]} classes "
+                             f"(valid: 0..{output.shape[1] - 1})")
+        return tuple(output.shape[2:])
+
+    def weights(self, output: torch.Tensor) -> torch.Tensor:
+        """The region as a 0/1 tensor broadcastable to ``output[:, cls]`` (``(1 or N, *spatial)``)."""
+        spatial = self._spatial(output)
+        if isinstance(self.mask, str):
+            return (output.argmax(1) == self.cls).to(output.dtype)
+        if self.mask is not None:
+            mask = self.mask.to(output.device)
+            if tuple(mask.shape) == spatial:
+                mask = mask[None]
+            if tuple(mask.shape[1:]) != spatial or mask.shape[0] not in (1, output.shape[0]):
+                raise ValueError(f"Region mask has shape {tuple(self.mask.shape)} but the output map is {spatial} "
+                                 f"(output {tuple(output.shape)}); give a mask of shape {spatial} or "
+                                 f"({output.shape[0]}, {', '.join(map(str, spatial))})")
+            return mask.to(output.dtype)
+        region = torch.zeros((1, *spatial), dtype=output.dtype, device=output.device)
+        if self.pixel is not None:
+            if len(self.pixel) != len(spatial) or any(p >= s for p, s in zip(self.pixel, spatial)):
+                raise ValueError(f"Region pixel {self.pixel} is not a position of the output map {spatial}")
+            region[(0, *self.pixel)] = 1
+            return region
+        starts, stops = self.box[:len(self.box) // 2], self.box[len(self.box) // 2:]
+        if len(starts) == 2 and len(spatial) == 2:  # (top, left, bottom, right)
+            starts, stops = (self.box[0], self.box[1]), (self.box[2], self.box[3])
+        if len(starts) != len(spatial) or any(a >= b or b > s for a, b, s in zip(starts, stops, spatial)):
+            raise ValueError(f"Region box {self.box} is not a non-empty box of the output map {spatial} "
+                             "(top, left, bottom, right; bottom and right exclusive)")
+        region[(0, *(slice(a, b) for a, b in zip(starts, stops)))] = 1
+        return region
+
+    def bind(self, output: torch.Tensor) -> "Region":
+        """The region fixed at the explained input's output: ``"predicted"`` becomes that output's mask."""
+        if isinstance(self.mask, str):
+            self._spatial(output)
+            return _Masks(self.cls, (output.argmax(1) == self.cls).detach())
+        if isinstance(self.mask, torch.Tensor) and self.mask.ndim == output.ndim - 1:
+            self.weights(output)  # checks the shape
+            return _Masks(self.cls, self.mask.to(output.device))
+        self.weights(output)
+        return self
+
+    def indices(self, output: torch.Tensor) -> torch.Tensor:
+        """The class whose map is explained, per sample (reported as ``expl.target``)."""
+        return torch.full((output.shape[0],), self.cls, dtype=torch.long, device=output.device)
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return (output[:, self.cls] * self.weights(output)).flatten(1).sum(1)
+
+    @staticmethod
+    def parse(text: str, name: str = "--target") -> "Region":
+        """The command line's form: ``CLS@predicted``, ``CLS@box=TOP,LEFT,BOTTOM,RIGHT``, ``CLS@pixel=ROW,COL``
+        or ``CLS@mask=FILE.npy`` (a boolean array ``(H, W)`` or ``(N, H, W)``)."""
+        cls, _, region = text.partition("@")
+        kind, _, value = region.partition("=")
+        form = "CLS@predicted, CLS@box=TOP,LEFT,BOTTOM,RIGHT, CLS@pixel=ROW,COL or CLS@mask=FILE.npy"
+        try:
+            number = int(cls)
+            if kind == "predicted" and not value:
+                return Region(number, mask="predicted")
+            if kind in ("box", "pixel") and value:
+                return Region(number, **{kind: tuple(int(v) for v in value.split(","))})
+            if kind == "mask" and value:
+                import numpy as np
+
+                return Region(number, mask=np.load(value, allow_pickle=False))
+        except (ValueError, TypeError, OSError) as err:
+            raise ValueError(f"{name} {text!r}: {err}; write {form}") from None
+        raise ValueError(f"{name} {text!r} is not a region target; write {form}")
+
+
+class _Masks(Region):
+    """A region with one mask per sample (a :class:`Region` bound to a batch): split and repeated with it."""
+
+    def __init__(self, cls: int, mask: torch.Tensor) -> None:
+        super().__init__(cls, mask=mask)
+
+    @property
+    def rows(self) -> int | None:
+        return self.mask.shape[0]
+
+    def take(self, rows: torch.Tensor) -> "Region":
+        return _Masks(self.cls, self.mask[rows.to(self.mask.device)])
+
+    def bind(self, output: torch.Tensor) -> "Region":
+        self.weights(output)
+        return self
+
+
+TargetSpec = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor], Contrast, Value,
+                   Region]
 
 
 @dataclass
@@ -137,7 +309,11 @@ def resolve_target(target: TargetSpec, output: torch.Tensor) -> ResolvedTarget:
         a = _indices(target.a, output, "target.a")
         b = _indices(target.b, output, "target.b")
         resolved = ResolvedTarget(a, target, b)
+    elif isinstance(target, Value):
+        resolved = ResolvedTarget(_indices(target.output, output, "target.output"), target)
     elif callable(target) and not isinstance(target, torch.Tensor):
+        if isinstance(target, Region):  # fixed at the explained input (a predicted mask, a per-sample mask)
+            target = target.bind(output)
         chosen = getattr(target, "indices", None)
         index = torch.full((output.shape[0],), -1, dtype=torch.long, device=output.device)
         resolved = ResolvedTarget(index, target, label=chosen(output).long() if callable(chosen) else None)
@@ -174,12 +350,15 @@ def slice_target(target: TargetSpec, start: int, stop: int, batch: int) -> Targe
     """The part of a per-sample target spec that belongs to samples ``start:stop`` of a batch of ``batch``."""
     if isinstance(target, Contrast):
         return Contrast(_slice_spec(target.a, start, stop, batch), _slice_spec(target.b, start, stop, batch))
+    if isinstance(target, Value):
+        return Value(_slice_spec(target.output, start, stop, batch))
     return _slice_spec(target, start, stop, batch)
 
 
 def check_target(target: TargetSpec, batch: int) -> None:
     """Reject per-sample target specs whose length is neither 1 nor the batch size (before any chunking)."""
-    specs = (("target.a", target.a), ("target.b", target.b)) if isinstance(target, Contrast) else (("target", target),)
+    specs = (("target.a", target.a), ("target.b", target.b)) if isinstance(target, Contrast) else \
+        (("target.output", target.output),) if isinstance(target, Value) else (("target", target),)
     for name, spec in specs:
         if _per_sample(spec) and spec.rows not in (None, batch):
             raise ValueError(f"{name} has {spec.rows} rows but the batch has {batch} samples")

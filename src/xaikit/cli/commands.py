@@ -18,7 +18,7 @@ from ..methods.base import METHODS, Method
 from ..methods.resolve import DEFAULT_METHODS
 from ..progress import Progress
 from ..propagation.composites import auto_preset
-from ..targets import Contrast, slice_target
+from ..targets import Contrast, Region, slice_target
 from . import parts
 from .errors import CLIError, UsageError, one_line
 from .inputs import Inputs, check_inputs_exist, load_inputs
@@ -109,6 +109,11 @@ def target_of(args: argparse.Namespace, inputs: Inputs) -> Any:
     """The target spec: --target (argmax, one class, or one per input), else labels given with the data."""
     if args.target in (None, "argmax"):
         return inputs.target if args.target is None and inputs.target is not None else None
+    if "@" in args.target:  # a region of a dense output: CLS@predicted, CLS@box=..., CLS@pixel=..., CLS@mask=F.npy
+        try:
+            return Region.parse(args.target)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     a, sep, b = args.target.partition("-")
     if sep:  # A-B: why A rather than B
         try:
@@ -179,7 +184,7 @@ def captions(loaded: LoadedModel, expl: Explanation, target: Any = None) -> list
     """One line per input: the explained class (and its probability for a classifier); for a contrastive
     target, the class it is contrasted with."""
     out = expl.output.reshape(len(expl.output), -1).float()
-    probability = out.softmax(-1) if out.shape[1] > 1 else None
+    probability = out.softmax(-1) if out.shape[1] > 1 and not isinstance(target, Region) else None
     lines = []
     for i, t in enumerate(expl.target.tolist()):
         if t < 0:
@@ -188,6 +193,8 @@ def captions(loaded: LoadedModel, expl: Explanation, target: Any = None) -> list
         name = loaded.label(t)
         text = name if name == f"class {t}" else f"{name} ({t})"
         text = text if probability is None else f"{text} p={probability[i, t]:.2f}"
+        if isinstance(target, Region):  # a region of the class's output map
+            text = f"{text}: {repr(target).split(', ', 1)[1][:-1]}"
         if isinstance(target, Contrast):
             other = int(torch.as_tensor(target.b).reshape(-1)[0 if torch.as_tensor(target.b).numel() == 1 else i])
             text = f"{text} vs {loaded.label(other)} ({other})"
@@ -254,10 +261,21 @@ def explain(args: argparse.Namespace) -> int:
     defaults = parts.DEFAULT_EXPLAIN_METHODS if isinstance(loaded.model, torch.nn.Module) else \
         parts.DEFAULT_AGNOSTIC_METHODS  # a scikit-learn model: the methods that need only its outputs
     methods = methods_for(args, args.methods or list(defaults), loaded, inputs, args.inputs)
-    results, times = run_methods(methods, inputs, target_of(args, inputs), args.batch_size, args.quiet)
+    regressor = is_regressor(args, loaded, inputs)
+    if regressor:  # f(x) - f(x_ref) of the one output, with the prediction and the base value
+        from ..regression import Regression, Value
+
+        target: Any = Value(0)
+        runs = {label: Regression(loaded.model, method=m) for label, m in methods.items()}
+    else:
+        target, runs = target_of(args, inputs), methods
+    results, times = run_methods(runs, inputs, target, args.batch_size, args.quiet)
     start_writing(out)
     save_arrays(out / "attributions.npz", inputs, results)
-    lines = captions(loaded, next(iter(results.values())))
+    lines = regression_captions(inputs, results) if regressor else \
+        captions(loaded, next(iter(results.values())), target)
+    if regressor:
+        write_predictions(out / "predictions.csv", inputs, results)
     if inputs.kind == "image":
         write_heatmaps(out, args, loaded, inputs, results, lines, methods)
     elif inputs.kind == "text":
@@ -267,15 +285,16 @@ def explain(args: argparse.Namespace) -> int:
         write_feature_plots(out, args, inputs, results)
     summary = {
         "model": loaded.spec,
-        "inputs": [{"name": n, "explained": c} for n, c in zip(inputs.names, lines)],
+        "inputs": [{"name": n, "explained": c, **(regression_row(inputs, results, i) if regressor else {})}
+                   for i, (n, c) in enumerate(zip(inputs.names, lines))],
         "methods": {label: {"method": e.method, "seconds": round(times[label], 3), **info_summary(e.info, len(inputs))}
                     for label, e in results.items()},
         "settings": settings_of(args),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     finish_writing(out)
-    done(f"explained {len(inputs)} input(s) with {len(methods)} method(s) in {sum(times.values()):.1f} s -> {out}",
-         args.quiet)
+    done(f"explained {len(inputs)} input(s) with {len(methods)} method(s) in {sum(times.values()):.1f} s -> {out}"
+         + (" (regression: predictions and base values in predictions.csv)" if regressor else ""), args.quiet)
     return 0
 
 
@@ -300,6 +319,62 @@ def write_feature_plots(out: Path, args: argparse.Namespace, inputs: Inputs, res
             table = feature_table(e, list(names), inputs.x)
             viz.save_figure(viz.plot_beeswarm(table, title=f"{label}: {len(inputs)} rows"),
                             out / f"summary-{viz.report.slug(label)}.png")
+
+
+def is_regressor(args: argparse.Namespace, loaded: LoadedModel, inputs: Inputs) -> bool:
+    """A model with one output value per sample on tensor inputs is explained as a regressor (its value, not a
+    class), unless --target names something else; a classifier's --target-column must hold class indices."""
+    if inputs.kind != "tensor":
+        return False
+    kwargs = {k: v[:1] for k, v in inputs.forward_kwargs.items()}
+    with torch.no_grad():
+        width = loaded.model(inputs.x[:1], **kwargs).reshape(1, -1).shape[1]
+    if width == 1 and args.target in (None, "argmax", "0"):
+        return True
+    if inputs.values is not None and inputs.target is None:
+        raise UsageError(f"--target-column {args.target_column!r} holds values that are not class indices (e.g. "
+                         f"{inputs.values[0].item():g}), but the model has {width} outputs per sample; give the "
+                         "column of class labels, or a regressor with one output")
+    return False
+
+
+def regression_row(inputs: Inputs, results: dict[str, Explanation], i: int) -> dict[str, Any]:
+    """Input ``i`` of a regression: the prediction, the true value (--target-column) and, per method, the base
+    value f(x_ref) and the sum of the relevance (shap's ``base_values`` and the sum of its values)."""
+    first = next(iter(results.values()))
+    row: dict[str, Any] = {"prediction": float(first.info["prediction"][i])}
+    if inputs.values is not None:
+        row["true value"] = float(inputs.values[i])
+    row["base value"] = {label: float(e.info["base_value"][i]) for label, e in results.items()}
+    row["relevance sum"] = {label: float(e.attribution[i].sum()) for label, e in results.items()}
+    return row
+
+
+def regression_captions(inputs: Inputs, results: dict[str, Explanation]) -> list[str]:
+    """One line per input of a regression: the predicted value, the true one where given, the base value."""
+    first = next(iter(results.values()))
+    lines = []
+    for i in range(len(inputs)):
+        text = f"prediction {float(first.info['prediction'][i]):.4g}"
+        if inputs.values is not None:
+            text += f" (true {float(inputs.values[i]):.4g})"
+        lines.append(f"{text}, base value {float(first.info['base_value'][i]):.4g} at {first.info['reference']}")
+    return lines
+
+
+def write_predictions(path: Path, inputs: Inputs, results: dict[str, Explanation]) -> None:
+    """``predictions.csv``: per input, the prediction, the true value and each method's base value and sum."""
+    header = ["input", "prediction", *(["true value"] if inputs.values is not None else [])]
+    for label in results:
+        header += [f"{label} base value", f"{label} relevance sum"]
+    rows = [",".join(header)]
+    for i, name in enumerate(inputs.names):
+        row = regression_row(inputs, results, i)
+        cells = [name, f"{row['prediction']:.6g}", *([f"{row['true value']:.6g}"] if "true value" in row else [])]
+        for label in results:
+            cells += [f"{row['base value'][label]:.6g}", f"{row['relevance sum'][label]:.6g}"]
+        rows.append(",".join(cells))
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
 def write_heatmaps(out: Path, args: argparse.Namespace, loaded: LoadedModel, inputs: Inputs,

@@ -4,9 +4,10 @@
   resized to the model's size and scaled to its input range;
 - ``lines.txt``: one text per line (text models);
 - ``table.csv``: numeric columns, one sample per row (a header row is skipped; ``--target-column`` takes the
-  labels from a column);
-- ``data.npy`` / ``data.npz``: a float array ``(N, ...)``; an ``.npz`` holds ``x`` and optionally ``y``
-  (targets) and ``mask`` (ground-truth masks);
+  labels from a column, or a regressor's true values);
+- ``audio.wav``: one signal ``(1, C, T)`` (integer samples scaled to [-1, 1]);
+- ``data.npy`` / ``data.npz``: a float array ``(N, ...)`` (signals: ``(N, C, T)``); an ``.npz`` holds ``x`` and
+  optionally ``y`` (targets) and ``mask`` (ground-truth masks);
 - ``ground-truth``: samples of the synthetic ground-truth data set (with masks).
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Inputs:
     tokens: list[list[str]] | None = None  #: text: the tokens of each input
     texts: list[str] | None = None  #: text: the inputs as given
     feature_names: list[str] | None = None  #: CSV: the column names
+    values: torch.Tensor | None = None  #: CSV: the --target-column as given (a regressor's true values)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -79,8 +81,10 @@ def load_inputs(specs: Sequence[str], loaded: LoadedModel, texts: Sequence[str] 
                 arrays.append(_read_csv(path, target_column))
             elif path.suffix.lower() in (".npy", ".npz"):
                 arrays.append(_read_array(path))
+            elif path.suffix.lower() == ".wav":
+                arrays.append(_read_wav(path))
             else:
-                raise UsageError(f"input {spec!r}: unknown kind of file; give images, .txt, .csv, .npy or .npz")
+                raise UsageError(f"input {spec!r}: unknown kind of file; give images, .txt, .csv, .npy, .npz or .wav")
     kinds = [k for k, v in (("image", images), ("text", lines), ("tensor", arrays)) if v]
     if len(kinds) > 1:
         raise UsageError(f"inputs mix {' and '.join(kinds)}; give one kind per run")
@@ -178,9 +182,12 @@ def _read_csv(path: Path, target_column: str | None) -> tuple:
             raise UsageError(f"--target-column {target_column!r} is not a column of {str(path)!r}; "
                              f"columns: {', '.join(names)}")
         column = names.index(target_column)
-        target = torch.tensor(values[:, column]).long()
+        true_values = torch.tensor(values[:, column].astype(np.float64))
+        integral = bool((true_values == true_values.round()).all()) and bool((true_values >= 0).all())
+        target = true_values.long() if integral else None  # class labels; a regressor reads true_values
         values = np.delete(values, column, axis=1)
         names = names[:column] + names[column + 1:]
+        return path.stem, torch.from_numpy(values), target, None, names, true_values
     return path.stem, torch.from_numpy(values), target, None, names
 
 
@@ -190,6 +197,22 @@ def _numeric(row: list[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _read_wav(path: Path) -> tuple:
+    """A WAV file as one signal ``(1, C, T)``: integer samples scaled to [-1, 1], floats as stored."""
+    from scipy.io import wavfile
+
+    try:
+        rate, samples = wavfile.read(path)
+    except Exception as err:  # noqa: BLE001 - any reading error means the same to the user
+        raise NotFound(f"cannot read WAV file {str(path)!r}: {type(err).__name__}: {one_line(err)}") from None
+    samples = np.asarray(samples)
+    if np.issubdtype(samples.dtype, np.integer):
+        info = np.iinfo(samples.dtype)
+        samples = (samples.astype(np.float64) - (info.max + info.min + 1) / 2) / ((info.max - info.min + 1) / 2)
+    signal = samples.astype(np.float32).reshape(len(samples), -1).T  # (C, T)
+    return path.stem, torch.from_numpy(np.ascontiguousarray(signal))[None], None, None, None
 
 
 def _read_array(path: Path) -> tuple:
@@ -213,10 +236,13 @@ def _array_batch(arrays: list[tuple]) -> Inputs:
         raise UsageError(f"array inputs have different sample shapes {sorted(shapes)}")
     names = _unique([f"{stem}{i}" for stem, x, *_ in arrays for i in range(len(x))])
     x = torch.cat([x for _, x, *_ in arrays])
-    target = _cat_optional([t for _, _, t, _, _ in arrays], len(arrays))
-    mask = _cat_optional([m for _, _, _, m, _ in arrays], len(arrays))
+    given = [len(a) > 5 for a in arrays]
+    values = _cat_optional([a[5] for a in arrays], len(arrays)) if all(given) else None
+    target = None if all(given) and any(a[2] is None for a in arrays) else \
+        _cat_optional([a[2] for a in arrays], len(arrays))
+    mask = _cat_optional([a[3] for a in arrays], len(arrays))
     kind = "image" if x.ndim == 4 and x.shape[1] in (1, 3) else "tensor"
-    return Inputs(x, names, kind, target, mask, feature_names=arrays[0][4])
+    return Inputs(x, names, kind, target, mask, feature_names=arrays[0][4], values=values)
 
 
 def _cat_optional(parts_: list, n: int) -> torch.Tensor | None:

@@ -88,8 +88,11 @@ def model_options(parser: argparse.ArgumentParser, default: str | None, help_inp
                        help="samples drawn from a generated data set such as ground-truth (default 16)")
     group.add_argument("--target", help="class to explain: argmax (default; the labels where the data has them), "
                                         "an index, one index per input separated by commas, or A-B: why class "
-                                        "A rather than B (A may be argmax)")
-    group.add_argument("--target-column", help="CSV inputs: the column holding the labels")
+                                        "A rather than B (A may be argmax); for dense outputs (segmentation) a "
+                                        "region of class CLS's map: CLS@predicted, CLS@box=TOP,LEFT,BOTTOM,RIGHT, "
+                                        "CLS@pixel=ROW,COL or CLS@mask=FILE.npy")
+    group.add_argument("--target-column", help="CSV inputs: the column holding the labels (for a "
+                       "regressor, one output per sample: the true values, shown beside the prediction)")
     group.add_argument("--image-size", type=positive_int, help="side length images are resized to (default: "
                                                                "the zoo model's, else 224)")
     group.add_argument("--input-range", type=input_range, metavar="LOW,HIGH",

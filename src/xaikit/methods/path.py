@@ -109,6 +109,6 @@ class IntegratedGradients(Method):
         base_score = resolved.score(base_output)
         score = resolved.score(output)
         delta = attribution.flatten(1).sum(1) - (score - base_score)
-        info = {"convergence_delta": delta, "score": score, "baseline_score": base_score,
+        info = {"convergence_delta": delta, "score": score, "baseline_score": base_score, "base_value": base_score,
                 "steps": steps, "rule": self.rule, "baseline": describe_baseline(self.baseline)}
         return Explanation(attribution, resolved.index, output, self.name, info)

@@ -32,7 +32,7 @@ from ..modes import eval_semantics
 from ..registry import Registry
 from ..results import ResultExport
 from ..settings import bind_settings
-from ..targets import Contrast, ResolvedTarget, TargetSpec, resolve_target
+from ..targets import Contrast, ResolvedTarget, TargetSpec, Value, resolve_target
 from .pixels import Layout, average_ranks, to_pixels
 
 
@@ -82,8 +82,8 @@ class Case:
     # -- model outputs --------------------------------------------------------------------------------------
     def select(self, output: torch.Tensor, owner: torch.Tensor, softmax: bool | None = None) -> torch.Tensor:
         """The target value of each row of ``output``, whose rows belong to samples ``owner``."""
-        if self.metric.softmax if softmax is None else softmax:
-            output = output.flatten(1).softmax(1)
+        if (self.metric.softmax if softmax is None else softmax) and not isinstance(self.target.spec, Value):
+            output = output.flatten(1).softmax(1)  # a regression target (Value) is scored as the raw value
         spec = self.target.spec
         if callable(spec) and not isinstance(spec, Contrast):
             return self.target.score(output)
@@ -112,6 +112,8 @@ class Case:
         if callable(spec) and not isinstance(spec, Contrast):
             return spec
         owner = owner.to(self.target.index.device)
+        if isinstance(spec, Value):
+            return Value(self.target.index[owner])
         if self.target.contrast is not None:
             return Contrast(self.target.index[owner], self.target.contrast[owner])
         return self.target.index[owner]
@@ -236,11 +238,12 @@ class Metric:
         rows = torch.arange(x.shape[0], device=x.device)
         output = batched_forward(model, x, self.batch_size, owner=rows, batch=x.shape[0],
                                  forward_args=args, forward_kwargs=kwargs)
-        if self.softmax and (output.ndim < 2 or output[0].numel() == 1):
+        if self.softmax and not isinstance(target, Value) and (output.ndim < 2 or output[0].numel() == 1):
             raise ValueError(
                 f"{self.name}(softmax=True) needs a model output with several classes (N, K), got shape "
                 f"{tuple(output.shape)}: the softmax of a single output is always 1, so every score would be "
-                "perfect; set softmax=False (or return one score per class, e.g. predict_proba)"
+                "perfect; set softmax=False (or return one score per class, e.g. predict_proba); for a regression "
+                "model give target=xaikit.targets.Value(0): the raw output value is scored"
             )
         case = Case(self, model, x, args, kwargs, resolve_target(target, output), output,
                     Layout(tuple(x.shape[1:])), method=method)
@@ -266,6 +269,8 @@ class Metric:
             index = explanation.target
             flat = explanation.output is None or explanation.output.ndim != 3  # (N, L, V): tokens, not flat indices
             expl_target = index if flat and index.numel() == x.shape[0] and bool((index >= 0).all()) else None
+            if expl_target is not None and explanation.info.get("regression"):  # xaikit.regression's value
+                expl_target = Value(expl_target)
             return explanation.attribution, None, expl_target
         if isinstance(explanation, torch.Tensor):
             return explanation, None, None

@@ -23,6 +23,7 @@ from .tabular import plot_bar, plot_beeswarm
 from .waterfall import plot_force, plot_waterfall
 from .image import plot_image
 from .interactions import plot_interaction_heatmap, plot_interaction_matrix, plot_interaction_network, plot_walks
+from .signals import plot_signal_relevance
 
 __all__ = [
     "relevance_map", "normalise", "normalise_unsigned", "colourise", "heatmap", "relevance_cmap", "to_rgb", "overlay",
@@ -32,4 +33,5 @@ __all__ = [
     "concepts_section", "plot_composition", "plot_references", "plot_embedding",
     "plot_waterfall", "plot_force", "plot_image",
     "plot_interaction_matrix", "plot_interaction_network", "plot_interaction_heatmap", "plot_walks",
+    "plot_signal_relevance",
 ]
