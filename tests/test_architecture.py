@@ -37,7 +37,7 @@ FLOORS = (
     # the rooms that stand on methods (and the engine); zoo holds the demo/test models and data (its
     # tabular ground truth is computed with ExactShapley) and is imported by nothing in src (the CLI loads
     # its models by name)
-    {"concepts", "examples", "improve", "tabular", "generation", "zoo"} | {"rules"},
+    {"concepts", "examples", "improve", "tabular", "generation", "zoo"} | {"rules", "counterfactuals"},
     {"tune"},
     {"run"},
     {"viz"},

@@ -23,8 +23,8 @@ __all__ = ["metrics", "concepts", "examples", "generation", "improve", "run", "t
            "NextToken", "Method", "METHODS", "explain", "get_method", "register_method", "resolve_method", "parse_spec",
            "DEFAULT_METHODS", "set_memory_budget", "NumpyModel", *_methods]
 
-from . import rules  # noqa: E402,F401  (issue 25: rules)
-__all__ += ["rules"]
+from . import counterfactuals, rules  # noqa: E402,F401  (issue 25: rules and counterfactuals)
+__all__ += ["rules", "counterfactuals"]
 
 #: rooms imported on first use (``xk.viz.plot_bar``, ``xk.zoo.make_shapes``): matplotlib and the zoo's data are
 #: not needed to explain, so ``import xaikit`` does not load them

@@ -15,6 +15,8 @@ from .faithfulness import *  # noqa: F401,F403
 from .localisation import *  # noqa: F401,F403
 from .randomisation import *  # noqa: F401,F403
 from .robustness import *  # noqa: F401,F403
+from . import counterfactual  # noqa: E402  (issue 25: counterfactual quality)
+from .counterfactual import *  # noqa: F401,F403,E402
 
 __all__ = [
     "Metric", "MetricResult", "METRICS", "get_metric", "register_metric", "curve_metrics", "benchmark",
@@ -22,5 +24,6 @@ __all__ = [
     *faithfulness.__all__, *robustness.__all__, *localisation.__all__, *complexity.__all__,
     *randomisation.__all__, *axiomatic.__all__,
 ]
+__all__ += counterfactual.__all__
 
 __getattr__ = _renamed(__name__, {"BenchmarkTable": "BenchmarkResult"}, globals())
