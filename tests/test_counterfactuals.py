@@ -163,3 +163,29 @@ def test_metrics_on_hand_made_counterfactuals():
         0.25 + 1 + 0.25)  # ‖c − c/2‖² = (0.5² + 1² + 0.5²)
     with pytest.raises(ValueError, match="data="):
         xk.metrics.Proximity(scale="mad")(model, x, 1, cfs)
+
+
+def test_cli_writes_rules_and_counterfactual_tables(tmp_path, capsys):
+    import numpy as np
+
+    from xaikit.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 8)).astype(np.float32)
+    csv = tmp_path / "table.csv"
+    csv.write_text("\n".join([",".join(f"f{i}" for i in range(8))] + [",".join(map(str, row)) for row in x]))
+    code = main(["explain", "-m", "models:mlp", "-i", str(csv), "--methods",
+                 "anchors:samples=64,max_samples=512", "counterfactual:target=1,immutable=f0+f1,steps=60",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    rules = (tmp_path / "out" / "rules.txt").read_text().splitlines()
+    assert rules and all(line.startswith("IF ") and " THEN class " in line for line in rules)
+    table = (tmp_path / "out" / "counterfactuals.md").read_text()
+    assert "| sample | counterfactual | found |" in table and "**" in table
+    import csv as csv_module
+
+    rows = list(csv_module.DictReader((tmp_path / "out" / "counterfactuals.csv").open()))
+    originals = {r["sample"]: r for r in rows if r["counterfactual"] == "x"}
+    found = [r for r in rows if r["counterfactual"] != "x" and r["found"] == "True"]
+    assert found and all(r[f] == originals[r["sample"]][f] for r in found for f in ("f0", "f1"))  # immutable

@@ -18,7 +18,7 @@ from ..explanation import Explanation
 from ..methods.base import METHODS, Method
 from ..methods.resolve import DEFAULT_METHODS
 from ..targets import Contrast, slice_target
-from . import parts
+from . import contrastive, parts
 from .errors import CLIError, UsageError, one_line
 from .inputs import Inputs, check_inputs_exist, load_inputs
 from .models import LoadedModel, load_model
@@ -209,16 +209,25 @@ def save_arrays(path: Path, inputs: Inputs, results: dict[str, Explanation]) -> 
 
 def explain(args: argparse.Namespace) -> int:
     """Explain a model on inputs with methods: heatmap PNGs, a grid, raw attributions (.npz), a summary."""
-    check_method_names(args.methods or [], args.inputs)
+    specs, rows_specs = contrastive.split(args.methods or [])  # anchors, counterfactual:target=… (issue 25)
+    check_method_names(specs, args.inputs)
     out = check_out(args.out)
     loaded, inputs = model_and_inputs(args, args.model, args.inputs, args.text)
+    if rows_specs and not specs:
+        start_writing(out)
+        files = contrastive.explain_rows(args, loaded.model, inputs.x, inputs.feature_names, rows_specs, out)
+        finish_writing(out)
+        done(f"explained {len(inputs)} row(s): {', '.join(files)} -> {out}", args.quiet)
+        return 0
     if loaded.kind == "causal-lm":  # heatmaps of the answer the model generates
         from .generation import explain_answers
 
         return explain_answers(args, loaded, inputs, out)
-    methods = methods_for(args, args.methods or list(parts.DEFAULT_EXPLAIN_METHODS), loaded, inputs, args.inputs)
+    methods = methods_for(args, specs or list(parts.DEFAULT_EXPLAIN_METHODS), loaded, inputs, args.inputs)
     results, times = run_methods(methods, inputs, target_of(args, inputs), args.batch_size, args.quiet)
     start_writing(out)
+    if rows_specs:
+        contrastive.explain_rows(args, loaded.model, inputs.x, inputs.feature_names, rows_specs, out)
     save_arrays(out / "attributions.npz", inputs, results)
     lines = captions(loaded, next(iter(results.values())))
     if inputs.kind == "image":
