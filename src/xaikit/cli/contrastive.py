@@ -24,11 +24,14 @@ def split(specs: list[str]) -> tuple[list[str], list[tuple[str, dict[str, Any]]]
     """``(attribution specs, [(kind, settings), …])``: anchors and counterfactual specs taken out."""
     plain, special = [], []
     for text in specs:
-        name, settings = parse_spec(text)
-        if name in NAMES:
-            special.append((NAMES[name], settings))
-        else:
-            plain.append(text)
+        name = text.partition(":")[0].strip()
+        if name not in NAMES:
+            plain.append(text)  # an attribution method (checked, and its spec parsed, where methods are)
+            continue
+        try:
+            special.append((NAMES[name], parse_spec(text)[1]))
+        except ValueError as err:
+            raise UsageError(f"{text!r}: {err}") from None
     return plain, special
 
 
