@@ -7,8 +7,8 @@ and the coverage ``cov(A) = E_{D(z)}[A(z)]``. Two spaces:
 - :class:`TableSpace` (§3, tabular): numeric columns are discretised at quantiles of the fitted data; ``x``'s
   bin of column ``j`` gives the predicates ``x_j > e_{b−1}`` and ``x_j ≤ e_b`` (the two halves of its bin, so a
   rule may bound one side only), a categorical column gives ``x_j = v``. ``D`` is the fitted data: a sample is a
-  random data row whose constrained columns are replaced by values of rows that satisfy the rule's predicates on
-  that column (as the paper's tabular sampler). Coverage is the fraction of fitted rows where the rule holds.
+  random data row whose constrained columns, where they violate the rule, are replaced by values of rows that
+  satisfy the rule's predicates on that column (as the paper's reference sampler). Coverage is the fraction of fitted rows where the rule holds.
 - :class:`PartSpace` (images and text): the predicates are "part ``p`` is present" for the parts of ``x``
   (superpixels, grid cells, token positions); ``D`` keeps every part with probability ``keep`` and shows the
   baseline (or a mask token) elsewhere, with the rule's parts always present; its coverage is ``keep^|A|``
@@ -78,9 +78,11 @@ class TableSpace:
         return (failed == 0).double().mean(0)
 
     def sample(self, rules: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``(A·n, D)`` samples of ``D(z | A)`` for each rule ``A`` of ``rules`` ``(A, P)``: a random data row
-        whose constrained columns hold values drawn uniformly from the data rows inside the rule's interval on
-        that column (a contiguous range of the column's sorted values), all rules, columns and draws at once."""
+        """``(A·n, D)`` samples of ``D(z | A)`` for each rule ``A`` of ``rules`` ``(A, P)``: a random data row, in
+        which a constrained column whose value lies outside the rule's interval is redrawn uniformly from the data
+        rows inside it (a contiguous range of the column's sorted values); a value already inside is kept, so
+        rows that satisfy the rule keep their joint values (as the reference sampler of Ribeiro et al.). All
+        rules, columns and draws at once."""
         a, (d, m) = rules.shape[0], self.sorted.shape
         inf = torch.tensor(float("inf"), dtype=torch.float64)
         low = torch.full((a, d), float("-inf"), dtype=torch.float64).scatter_reduce(
@@ -98,7 +100,8 @@ class TableSpace:
         drawn = self.sorted.gather(1, pick.clamp(0, m - 1).permute(2, 0, 1).reshape(d, -1)).reshape(d, a, n)
         drawn = drawn.permute(1, 2, 0)
         drawn = torch.where((width == 0)[:, None], self.x.double(), drawn)  # no data row in x's bin: x's value
-        out = torch.where(constrained[:, None], drawn, out)
+        inside = (out > low[:, None]) & (out <= high[:, None])  # the random row already satisfies the rule there
+        out = torch.where(constrained[:, None] & ~inside, drawn, out)
         return out.reshape(a * n, d)
 
     def describe(self, rule: torch.Tensor) -> tuple[list[str], list[dict[str, Any]]]:
