@@ -189,3 +189,23 @@ def test_cli_writes_rules_and_counterfactual_tables(tmp_path, capsys):
     originals = {r["sample"]: r for r in rows if r["counterfactual"] == "x"}
     found = [r for r in rows if r["counterfactual"] != "x" and r["found"] == "True"]
     assert found and all(r[f] == originals[r["sample"]][f] for r in found for f in ("f0", "f1"))  # immutable
+
+
+def test_an_autoencoder_plausibility_term_pulls_towards_what_it_reconstructs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
+
+    class Half(nn.Module):  # reconstructs only the first half of the pixels: the other half is "implausible"
+        def forward(self, v):
+            keep = torch.zeros_like(v)
+            keep[..., :2, :] = 1
+            return v * keep
+
+    x = torch.full((3, 1, 4, 4), 0.5)
+    target = 1 - model(x).argmax(1)
+    plain = Counterfactuals(model, feature_range=(0.0, 1.0), steps=150)(x, target=target)
+    near = Counterfactuals(model, feature_range=(0.0, 1.0), steps=150, plausibility=Half(),
+                           plausibility_weight=1.0)(x, target=target)
+    assert plain.found.all() and near.found.all()
+    score = xk.metrics.Plausibility(autoencoder=Half())
+    assert (score(model, x, target, near) < score(model, x, target, plain)).all()

@@ -42,7 +42,9 @@ def plausibility_term(points: torch.Tensor, plausibility: Any, data: torch.Tenso
     """Per-point implausibility: the k-NN distance to the data (scaled L1) or an autoencoder's reconstruction
     error (on the input's shape), both from :mod:`xaikit.metrics.counterfactual`."""
     if isinstance(plausibility, torch.nn.Module):
-        return reconstruction_error(points.reshape(-1, *shape), plausibility)
+        weight = next((p for p in plausibility.parameters() if p.is_floating_point()), None)
+        inputs = points.reshape(-1, *shape).to(weight.dtype if weight is not None else points.dtype)
+        return reconstruction_error(inputs, plausibility).to(points.dtype)
     return knn_distance(points, data, neighbours, scale)
 
 
