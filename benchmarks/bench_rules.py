@@ -3,7 +3,8 @@ scikit-learn models and rows, timed interleaved (one row by one tool, then by th
 
 Both rules are scored under one protocol: precision on 2,000 fresh draws of the tabular conditional distribution
 (a random training row whose constrained columns, where they violate the rule, are redrawn from the training rows
-inside the rule's interval: anchor-exp's sampler, which xaikit's follows) and coverage as the share of training rows where the rule holds. anchor-exp prints
+inside the rule's interval: anchor-exp's sampler, which xaikit's follows) and coverage as the share of training
+rows where the rule holds. anchor-exp prints
 its thresholds with two decimals; they are read back from its text.
 
 Run (benchmark venv; the exact install is in benchmarks/results/rules.md):

@@ -24,7 +24,7 @@ PACKAGE = "xaikit"
 #: top-level modules of the package that form the foundation (the lowest floor; they may import each other)
 FOUNDATION = {"_version", "batching", "data", "deprecation", "errors", "explanation", "fingerprint", "layers", "modes",
               "numpy_model", "registry", "results", "settings", "targets", "tokens"}
-FOUNDATION |= {"columns"}  # issue 25: the column schema of tables (names, categories) that rules and counterfactuals read
+FOUNDATION |= {"columns"}  # issue 25: the column schema of tables that rules and counterfactuals read
 
 #: the floors, lowest first: a room may import the rooms of the floors below it, never one above it, and not
 #: another room of its own floor. The package ``xaikit/__init__.py`` stands above all of them (it re-exports

@@ -77,7 +77,8 @@ class Constraints(CheckedSettings):
     @classmethod
     def for_elements(cls, d: int, low: float, high: float) -> "Constraints":
         """Every element in ``[low, high]`` (images), nothing immutable."""
-        return cls(torch.full((d,), float(low), dtype=torch.float64), torch.full((d,), float(high), dtype=torch.float64),
+        full = lambda value: torch.full((d,), float(value), dtype=torch.float64)  # noqa: E731
+        return cls(full(low), full(high),
                    torch.zeros(d, dtype=torch.bool), torch.zeros(d, dtype=torch.long), {})
 
     def bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

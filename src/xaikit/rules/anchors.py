@@ -297,7 +297,8 @@ class Anchors(CheckedSettings):
         """The precision of each sample's anchor measured on ``samples`` fresh draws (held out from the search)."""
         with eval_semantics(self.model):
             drawn = self.sample(x, result, samples, seed)
-            kept = [(batched_forward(self.model, z, batch_size_for(self.batch_size, z[0])).argmax(1).cpu() == t).double().mean()
+            kept = [(batched_forward(self.model, z, batch_size_for(self.batch_size, z[0])).argmax(1).cpu() == t)
+                    .double().mean()
                     for z, t in zip(drawn, result.target.tolist())]
         return torch.stack(kept)
 
@@ -383,8 +384,8 @@ class Anchors(CheckedSettings):
                     break
             hits = pull(candidates, self.samples)
             draws = torch.full((candidates.shape[0],), float(self.samples), dtype=torch.float64)
-            chosen = kl_lucb(lambda arms, n: pull(candidates[arms], n), hits, draws, self.beam_size, self.delta, self.epsilon, self.samples,
-                             self.max_samples)
+            chosen = kl_lucb(lambda arms, n: pull(candidates[arms], n), hits, draws, self.beam_size, self.delta,
+                             self.epsilon, self.samples, self.max_samples)
             sub_hits, sub_draws = hits[chosen].clone(), draws[chosen].clone()
             mean, lower = self._verify(pull, candidates[chosen], sub_hits, sub_draws, level)
             for k, index in enumerate(chosen.tolist()):

@@ -8,7 +8,8 @@ and the coverage ``cov(A) = E_{D(z)}[A(z)]``. Two spaces:
   bin of column ``j`` gives the predicates ``x_j > e_{b−1}`` and ``x_j ≤ e_b`` (the two halves of its bin, so a
   rule may bound one side only), a categorical column gives ``x_j = v``. ``D`` is the fitted data: a sample is a
   random data row whose constrained columns, where they violate the rule, are replaced by values of rows that
-  satisfy the rule's predicates on that column (as the paper's reference sampler). Coverage is the fraction of fitted rows where the rule holds.
+  satisfy the rule's predicates on that column (as the paper's reference sampler). Coverage is the fraction of
+  fitted rows where the rule holds.
 - :class:`PartSpace` (images and text): the predicates are "part ``p`` is present" for the parts of ``x``
   (superpixels, grid cells, token positions); ``D`` keeps every part with probability ``keep`` and shows the
   baseline (or a mask token) elsewhere, with the rule's parts always present; its coverage is ``keep^|A|``
