@@ -87,8 +87,7 @@ def tables(args, lines):
         cfs = found.cf_examples_list[0].final_cfs_df
         dice_cf = torch.tensor(cfs[names].to_numpy(dtype=np.float64))[None].float()
         for tool, cf, seconds in (("DiCE (gradient)", dice_cf, t_dice), ("xaikit (gradient)", result, t_ours)):
-            row_stats = {k: float(metric(model, row if tool.startswith("DiCE") else row.double(), target, cf))
-                         for k, metric in metrics.items()}
+            row_stats = {k: float(metric(model, row, target, cf)) for k, metric in metrics.items()}
             row_stats["time"] = seconds
             stats[tool].append(row_stats)
         print("table", i, {t: {k: round(v, 3) for k, v in s[-1].items()} for t, s in stats.items()}, flush=True)

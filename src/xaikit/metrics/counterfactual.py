@@ -147,8 +147,9 @@ class Validity(_CounterfactualMetric):
             raise ValueError("Validity needs target=: the desired class of the counterfactuals")
         check_target(target, x.shape[0])
         n, k = cf.shape[:2]
-        with torch.no_grad():
-            out = model(cf.reshape(n * k, *cf.shape[2:]).to(x.dtype))
+        weight = next((p for p in getattr(model, "parameters", lambda: iter(()))() if p.is_floating_point()), None)
+        with torch.no_grad():  # in the model's precision (x's for a function)
+            out = model(cf.reshape(n * k, *cf.shape[2:]).to(weight.dtype if weight is not None else x.dtype))
         wanted = torch.as_tensor(target).expand(n) if torch.as_tensor(target).ndim == 0 else torch.as_tensor(target)
         return (out.argmax(1).view(n, k).cpu() == wanted.view(n, 1).cpu()).double()
 
