@@ -118,6 +118,8 @@ def test_bad_input_names_the_argument(table):
         Counterfactuals(model, immutable=["a"])
     with pytest.raises(TypeError, match="did you mean 'immutable'"):
         Counterfactuals(model, immutible=["a"])
+    with pytest.raises(TypeError, match="token substitution are not implemented"):
+        Counterfactuals(model)(torch.tensor([[1, 2, 3]]), target=1)
 
 
 def test_image_counterfactuals_flip_a_small_cnn():

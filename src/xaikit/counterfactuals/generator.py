@@ -14,7 +14,7 @@ from torch import nn
 
 from ..batching import batch_size_for, batched_forward, check_batch_size
 from ..columns import Columns, read_columns
-from ..errors import check_choice, check_model, check_positive
+from ..errors import NotApplicable, check_choice, check_model, check_positive
 from ..methods.machinery.seeding import check_seed, make_generator
 from ..metrics.counterfactual import mad
 from ..modes import eval_semantics
@@ -226,6 +226,9 @@ class Counterfactuals(CheckedSettings):
                                 cats or None, name="x")
         if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] == 0:
             raise ValueError("x must be a non-empty batch (N, ...) (a tensor, or rows like the fitted data)")
+        if not table and not x.is_floating_point():
+            raise NotApplicable(f"x holds {x.dtype} values (token ids?): counterfactuals change input values, and text "
+                                "counterfactuals by token substitution are not implemented; give float inputs")
         if table and (x.ndim != 2 or x.shape[1] != self.columns.d):
             raise ValueError(f"x must be rows (N, {self.columns.d}) like the fitted data, got {tuple(x.shape)}")
         check_target(target, x.shape[0])
