@@ -23,7 +23,8 @@ PACKAGE = "xaikit"
 
 #: top-level modules of the package that form the foundation (the lowest floor; they may import each other)
 FOUNDATION = {"_version", "batching", "data", "deprecation", "errors", "explanation", "fingerprint", "layers", "modes",
-              "numpy_model", "progress", "registry", "results", "settings", "targets", "tokens", "cav"}
+              "numpy_model", "progress", "registry", "results", "settings", "targets", "tokens", "cav",
+              "columns"}
 
 #: the floors, lowest first: a room may import the rooms of the floors below it, never one above it, and not
 #: another room of its own floor. The package ``xaikit/__init__.py`` stands above all of them (it re-exports
@@ -37,7 +38,7 @@ FLOORS = (
     # tabular ground truth is computed with ExactShapley) and is imported by nothing in src (the CLI loads
     # its models by name)
     {"concepts", "examples", "improve", "tabular", "generation", "zoo", "interactions", "regression", "signals",
-     "unsupervised"},
+     "unsupervised", "rules", "counterfactuals"},
     {"tune"},
     {"run"},
     {"viz"},

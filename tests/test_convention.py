@@ -16,7 +16,7 @@ from xaikit.methods.resolve import DEFAULT_METHODS, parse_spec, resolve_method
 from xaikit.settings import UnknownSetting
 
 ROOMS = ["xaikit.methods", "xaikit.concepts", "xaikit.examples", "xaikit.improve", "xaikit.tune", "xaikit.metrics",
-         "xaikit.generation", "xaikit.interactions"]
+         "xaikit.generation", "xaikit.interactions", "xaikit.rules", "xaikit.counterfactuals"]
 
 
 def _public_tools() -> list[type]:

@@ -60,6 +60,8 @@ DIRECTIONS = {
     "relevance_mass_accuracy": True, "auc": True, "focus": True, "sparseness": True, "complexity": False,
     "effective_complexity": False, "mprt": False, "smooth_mprt": False, "efficient_mprt": True,
     "random_logit": False, "completeness": True, "non_sensitivity": False, "input_invariance": True,
+    # counterfactual quality (issue 25; Mothilal et al. 2020)
+    "validity": True, "proximity": False, "counterfactual_sparsity": True, "diversity": True, "plausibility": False,
 }
 
 

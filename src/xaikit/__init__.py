@@ -16,8 +16,8 @@ from ._version import __version__  # noqa: F401
 _ON_FIRST_USE = ("viz", "zoo")
 
 
-_ROOMS = ("concepts", "examples", "generation", "improve", "interactions", "metrics", "regression", "run", "signals",
-          "tabular", "tune", "unsupervised")
+_ROOMS = ("concepts", "counterfactuals", "examples", "generation", "improve", "interactions", "metrics", "regression",
+          "rules", "run", "signals", "tabular", "tune", "unsupervised")
 _loaded = False
 
 

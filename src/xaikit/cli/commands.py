@@ -19,7 +19,7 @@ from ..methods.resolve import DEFAULT_METHODS
 from ..progress import Progress
 from ..propagation.composites import auto_preset
 from ..targets import Contrast, Region, slice_target
-from . import parts
+from . import contrastive, parts
 from .errors import CLIError, UsageError, one_line
 from .inputs import Inputs, check_inputs_exist, load_inputs
 from .models import LoadedModel, check_methods_fit_model, load_model
@@ -251,16 +251,23 @@ def info_summary(info: dict[str, Any], n: int) -> dict[str, Any]:
 
 def explain(args: argparse.Namespace) -> int:
     """Explain a model on inputs with methods: heatmap PNGs, a grid, raw attributions (.npz), a summary."""
-    check_method_names(args.methods or [], args.inputs)
+    specs, rows_specs = contrastive.split(args.methods or [])  # anchors, counterfactual:target=… (issue 25)
+    check_method_names(specs, args.inputs)
     out = check_out(args.out)
     loaded, inputs = model_and_inputs(args, args.model, args.inputs, args.text)
+    if rows_specs and not specs:
+        start_writing(out)
+        files = contrastive.explain_rows(args, loaded.model, inputs.x, inputs.feature_names, rows_specs, out)
+        finish_writing(out)
+        done(f"explained {len(inputs)} row(s): {', '.join(files)} -> {out}", args.quiet)
+        return 0
     if loaded.kind == "causal-lm":  # heatmaps of the answer the model generates
         from .generation import explain_answers
 
         return explain_answers(args, loaded, inputs, out)
     defaults = parts.DEFAULT_EXPLAIN_METHODS if isinstance(loaded.model, torch.nn.Module) else \
         parts.DEFAULT_AGNOSTIC_METHODS  # a scikit-learn model: the methods that need only its outputs
-    methods = methods_for(args, args.methods or list(defaults), loaded, inputs, args.inputs)
+    methods = methods_for(args, specs or list(defaults), loaded, inputs, args.inputs)
     regressor = is_regressor(args, loaded, inputs)
     if regressor:  # f(x) - f(x_ref) of the one output, with the prediction and the base value
         from ..regression import Regression, Value
@@ -271,6 +278,8 @@ def explain(args: argparse.Namespace) -> int:
         target, runs = target_of(args, inputs), methods
     results, times = run_methods(runs, inputs, target, args.batch_size, args.quiet)
     start_writing(out)
+    if rows_specs:
+        contrastive.explain_rows(args, loaded.model, inputs.x, inputs.feature_names, rows_specs, out)
     save_arrays(out / "attributions.npz", inputs, results)
     lines = regression_captions(inputs, results) if regressor else \
         captions(loaded, next(iter(results.values())), target)

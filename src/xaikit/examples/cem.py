@@ -52,6 +52,7 @@ from torch import nn
 from ..errors import check_choice, check_input, check_positive
 from ..explanation import Explanation
 from ..methods.base import _checked_init
+from ..metrics.counterfactual import reconstruction_error
 from ..modes import explains_in_eval
 from ..results import ResultExport
 from ..targets import Contrast, check_target, resolve_target
@@ -262,7 +263,7 @@ class CEM:
         hinge = (-self._margin(kind, self.model(point), t0)).clamp_min(-self.kappa)
         loss = c * hinge + y.flatten(1).pow(2).sum(1)
         if self.gamma > 0:
-            loss = loss + self.gamma * (point - self.autoencoder(point)).flatten(1).pow(2).sum(1)
+            loss = loss + self.gamma * reconstruction_error(point, self.autoencoder)
         return loss
 
     def _search(self, kind: str, x: torch.Tensor, t0: torch.Tensor, low: torch.Tensor, high: torch.Tensor,

@@ -17,6 +17,8 @@ from .faithfulness import *  # noqa: F401,F403
 from .localisation import *  # noqa: F401,F403
 from .randomisation import *  # noqa: F401,F403
 from .robustness import *  # noqa: F401,F403
+from . import counterfactual  # noqa: E402  (issue 25: counterfactual quality)
+from .counterfactual import *  # noqa: F401,F403,E402
 
 __all__ = [
     "Metric", "MetricResult", "METRICS", "get_metric", "register_metric", "curve_metrics", "benchmark",
@@ -26,5 +28,6 @@ __all__ = [
     "LinearDatamodelingScore", "Brittleness", "detection_auc", "DATA_ATTRIBUTION_METRICS",
     "register_data_attribution_metric",
 ]
+__all__ += counterfactual.__all__
 
 __getattr__ = _renamed(__name__, {"BenchmarkTable": "BenchmarkResult"}, globals())

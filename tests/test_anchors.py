@@ -1,0 +1,173 @@
+"""Anchors (xaikit.rules): measured precision on held-out draws, coverage against a brute-force count on the
+data, closed forms on images and tokens, seeded determinism, the model left unchanged, and bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import xaikit as xk
+from xaikit.rules import Anchors
+
+from models import assert_unchanged, snapshot
+
+TAU = 0.95
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, seed: int = 0) -> nn.Module:
+    """A standardising logistic model fitted full-batch (LBFGS) in float64."""
+    torch.manual_seed(seed)
+    mean, std = x.mean(0), x.std(0)
+    model = nn.Sequential(nn.Linear(x.shape[1], classes)).double()
+
+    class Standardise(nn.Module):
+        def forward(self, v):
+            return (v - mean) / std
+
+    model = nn.Sequential(Standardise(), model)
+    opt = torch.optim.LBFGS(model.parameters(), max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y) + 1e-3 * model[1][0].weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    x, y = torch.tensor(data.data), torch.tensor(data.target)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    train, test = order[:400], order[400:]
+    model = fit_logistic(x[train], y[train], 2)
+    return model, x[train], x[test], list(data.feature_names)
+
+
+def holds(conditions, names, rows):
+    """Brute force: which rows satisfy every condition of a rule."""
+    ok = torch.ones(rows.shape[0], dtype=torch.bool)
+    for c in conditions:
+        v = rows[:, names.index(c["column"])]
+        ok &= (v == c["equals"]) if "equals" in c else ((v > c["low"]) & (v <= c["high"]))
+    return ok
+
+
+def test_anchors_on_breast_cancer_hold_their_precision_on_held_out_draws(cancer):
+    model, train, test, names = cancer
+    before = snapshot(model)
+    anchors = Anchors(model, data=train, feature_names=names, seed=0)
+    rows = test[:4]
+    result = anchors(rows)
+    assert_unchanged(model, before)
+    assert result.valid.all()
+    # precision on fresh draws (another seed), computed here from the model's own predictions
+    drawn = anchors.sample(rows, result, samples=2000, seed=123)
+    measured = []
+    for i, z in enumerate(drawn):
+        rule = result.rules[i]
+        assert holds(rule.conditions, names, z).all()  # every draw satisfies the rule
+        with torch.no_grad():
+            measured.append(float((model(z).argmax(1) == rule.target).double().mean()))
+        # coverage is the fraction of the data rows where the rule holds (brute force)
+        assert rule.coverage == pytest.approx(float(holds(rule.conditions, names, train).double().mean()))
+        assert str(rule).startswith("IF ") and f"THEN class {rule.target}" in str(rule)
+    assert np.mean(np.array(measured) >= TAU) >= 0.95, measured
+    assert torch.equal(result.target, model(rows).argmax(1))
+    assert list(result.to_pandas().columns)[:3] == ["sample", "rule", "target"]
+
+
+def test_anchors_are_seeded_and_sklearn_models_work():
+    from sklearn.datasets import load_wine
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = load_wine()
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(data.data[:150], data.target[:150])
+    model = xk.NumpyModel(clf.predict_proba)
+    rows = torch.tensor(data.data[150:151])
+    make = lambda seed: Anchors(model, data=data.data[:150], feature_names=data.feature_names, seed=seed,  # noqa
+                                samples=128, max_samples=2048)
+    first, again = make(3)(rows), make(3)(rows)
+    assert [r.text for r in first.rules] == [r.text for r in again.rules]
+    assert torch.equal(first.precision, again.precision)
+    assert all(r.valid for r in first.rules)
+    assert first.rules[0].text[0] in first.to_markdown()
+
+
+def test_categorical_columns_of_a_dataframe_give_equality_predicates():
+    pd = pytest.importorskip("pandas")
+    g = torch.Generator().manual_seed(0)
+    colour = np.array(["red", "green", "blue"])[torch.randint(3, (300,), generator=g).numpy()]
+    size = torch.rand(300, generator=g).numpy()
+    frame = pd.DataFrame({"colour": colour, "size": size})
+
+    def predict(codes):  # codes: colour as 0 blue, 1 green, 2 red (sorted); class 1 iff red
+        red = torch.as_tensor(codes[:, 0] == 2, dtype=torch.float64)
+        return torch.stack([1 - red, red], 1)
+
+    with pytest.raises(ValueError, match="categorical"):
+        Anchors(predict, data=frame)
+    anchors = Anchors(predict, data=frame, categorical=["colour"], seed=0)
+    result = anchors(frame.iloc[:3])
+    for i, rule in enumerate(result.rules):
+        if colour[i] == "red":
+            assert rule.text == ["colour = red"] and rule.precision == 1.0
+            assert rule.coverage == pytest.approx(float((colour == "red").mean()))
+
+
+class CellModel(nn.Module):
+    """Class 1 iff the mean of the top-left 4×4 cell of an 8×8 image exceeds 0.5."""
+
+    def forward(self, x):
+        s = x[:, :, :4, :4].mean((1, 2, 3)) - 0.5
+        return torch.stack([-s, s], 1) * 10
+
+
+def test_image_anchor_is_the_cell_the_model_reads_with_coverage_keep():
+    x = torch.zeros(2, 1, 8, 8)
+    x[:, :, :4, :4] = 1.0
+    x[1, :, 4:, 4:] = 1.0
+    anchors = Anchors(CellModel().eval(), features="grid:2", baseline="zero", seed=0)
+    result = anchors(x)
+    for rule in result.rules:
+        assert rule.target == 1 and rule.conditions == [{"part": 0}]
+        assert rule.precision == 1.0 and rule.coverage == 0.5  # keep^|A| with keep = 0.5
+
+
+def test_token_anchor_is_the_word_the_model_reads():
+    def model(ids):  # class 1 iff token 7 is present
+        has = (ids == 7).any(1).double()
+        return torch.stack([1 - has, has], 1)
+
+    ids = torch.tensor([[3, 7, 5, 9], [7, 2, 2, 2]])
+    result = Anchors(model, mask_token=0, vocabulary={3: "the", 7: "great", 5: "film", 9: "!", 2: "a"},
+                     seed=0)(ids)
+    assert result.rules[0].conditions == [{"part": 1}] and result.rules[0].text == ["'great'@1"]
+    assert result.rules[1].conditions == [{"part": 0}]
+    assert result.rules[0].coverage == 0.5
+    with pytest.raises(ValueError, match="mask_token"):
+        Anchors(model)(ids)
+
+
+@pytest.mark.parametrize("tau", [0, 1, 1.5, -0.1])
+def test_threshold_outside_the_unit_interval_is_refused(tau):
+    with pytest.raises(ValueError, match="threshold"):
+        Anchors(CellModel(), threshold=tau)
+
+
+def test_bad_columns_and_settings_are_named():
+    data = torch.rand(20, 3)
+    with pytest.raises(ValueError, match="categorical.*did you mean 'x1'"):
+        Anchors(CellModel(), data=data, categorical=["x11"])
+    with pytest.raises(TypeError, match="did you mean 'threshold'"):
+        Anchors(CellModel(), treshold=0.9)
+    with pytest.raises(ValueError, match="fit"):
+        Anchors(CellModel(), kind="table")(data)
