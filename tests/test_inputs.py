@@ -210,3 +210,27 @@ def test_nan_scores_of_perturbed_inputs_are_warned_about():
     model = _NaNFor(index=1, value=0.0).eval()  # the zero baseline of feature 1 gives NaN
     with pytest.warns(UserWarning, match="NaN or infinite scores on"):
         xk.Occlusion(model, window=1)(torch.ones(2, 4), target=0)
+
+
+def test_chunked_auto_short_calls_go_on_from_where_the_search_got_and_run_the_rest_in_one_chunk(monkeypatch):
+    """A call too short to end the search runs its rest as one chunk of the size reached, and the next call with
+    the same key starts from the best size so far (not from 1): many short calls do not all run in tiny chunks."""
+    import xaikit.batching as batching
+
+    now = [0.0]
+    monkeypatch.setattr(batching, "_clock", lambda: now[0])
+    sizes = []
+
+    def fn(start, stop):  # each call costs 1 + 0.1 per item: larger chunks are always faster per item
+        sizes.append(stop - start)
+        now[0] += 1 + 0.1 * (stop - start)
+        return list(range(start, stop))
+
+    key = ("test-short-calls", object())
+    out = chunked(fn, 12, "auto", key=key, cap=64)
+    assert sum(out, []) == list(range(12))
+    assert sizes == [1, 1, 2, 4, 4]  # warm-up, then 1, 2, 4 each faster per item; size 8 reached: the last 4 at once
+    sizes.clear()
+    out = chunked(fn, 12, "auto", key=key, cap=64)
+    assert sum(out, []) == list(range(12))
+    assert sizes == [1, 4, 7]  # the warm-up, then on from size 4; size 8 reached: the last 7 at once

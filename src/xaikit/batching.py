@@ -25,6 +25,8 @@ T = TypeVar("T")
 ACTIVATION_FACTOR = 32
 _memory_budget: int | None = None
 _best_chunk: dict[Hashable, int] = {}
+#: where an unfinished search (a call with too few items to end it) got to, per key: the next call goes on from there
+_searched_to: dict[Hashable, int] = {}
 #: clock of the auto-tuner (wall time); benchmarks on a shared machine may swap in ``time.process_time``
 _clock: Callable[[], float] = time.perf_counter
 
@@ -148,15 +150,20 @@ def _explore(run: Callable[[int, int], float], total: int, cap: int, key: Hashab
     timed on a second chunk and the faster timing counts, because the first chunk of a new size pays one-off
     costs (allocation, kernel set-up) and other processes may take the CPU; the size then becomes the best if
     more than 2 % faster, or ends the search if more than 5 % slower. The choice is cached under ``key`` once
-    the search has ended; when the items run out first, nothing is cached.
+    the search has ended. When the items run out first, the search was still improving: the rest runs as one
+    chunk of the size it had reached (at most ``cap``), and the next call with the same key goes on from the best
+    size so far instead of from 1 (many short calls would otherwise all run in chunks of 1 and 2).
     """
     start = 0
     run(start, 1)  # warm-up: first calls pay one-off allocation costs
     start += 1
-    best_size, best_time, size = 1, float("inf"), 1
+    size = min(_searched_to.get(key, 1), cap) if key is not None else 1
+    best_size, best_time = size, float("inf")
     while True:
         if start + size > total:  # not enough items left to measure this size fairly
-            return best_size, start
+            if key is not None:
+                _searched_to[key] = best_size
+            return size, start
         per_item = run(start, size)
         start += size
         if per_item >= best_time * 0.98 and start + size <= total:  # not clearly better: time it again
