@@ -10,6 +10,7 @@ Run: ``PYTHONPATH=src nice -n 10 python benchmarks/bench_signals.py [--repeats 7
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -43,7 +44,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = audio_model()
     x = torch.randn(args.batch, 1, 16000, generator=torch.Generator().manual_seed(0))
-    rows = []
+    rows, load_before = [], os.getloadavg()
     for spec in (f"lrp:composite=epsilon,batch_size={args.batch}", f"input_x_gradient:batch_size={args.batch}",
                  "integrated_gradients:steps=16,batch_size=32"):
         method = xk.resolve_method(model, spec)
@@ -59,13 +60,16 @@ def main() -> None:
                          max(ratios)))
             print(f"{spec:45s} {name:13s} alone {rows[-1][2] * 1e3:8.1f} ms  view {rows[-1][3] * 1e3:8.1f} ms  "
                   f"ratio {rows[-1][4]:.3f} (max {rows[-1][5]:.3f})", flush=True)
+    load_after = os.getloadavg()
     lines = ["# Virtual inspection layer: cost against the method's own (signals of 16k samples)", "",
              f"Batch {args.batch} × 1 × 16000 (float32), a Conv1d audio model (2 strided convolutions, 10 classes), "
              f"{args.repeats} interleaved repeats after a warm-up; the ratio is the median of the per-repeat ratios "
              "(view ÷ method alone). Bound of issue 23: ≤ 1.2×.", "",
              f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads, shared with other jobs (loaded: timings are noisy, the "
-             "interleaving keeps the ratio fair).", "",
+             "interleaving keeps the ratio fair); load average (1, 5, 15 min) "
+             f"{', '.join(f'{v:.1f}' for v in load_before)} at the start, "
+             f"{', '.join(f'{v:.1f}' for v in load_after)} at the end, on {os.cpu_count()} cores.", "",
              "Command: `PYTHONPATH=src nice -n 10 python benchmarks/bench_signals.py --out "
              "benchmarks/results/signals.md` (fixed batch sizes: `batch_size=\"auto\"` re-times chunk sizes per call)",
              "", "| method | view | alone (ms) | through the view (ms) | ratio (median) | ratio (max) |",

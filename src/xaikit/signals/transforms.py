@@ -8,7 +8,8 @@ linear maps without an offset, ``x_t = Σ_k W_tk s_k``: the virtual inspection l
 - :class:`DFT`: ``torch.fft.rfft`` with the orthonormal scaling, coefficients ``(N, C, 2, F)`` with
   ``F = T // 2 + 1`` (index 0 of dim 2: the real part, 1: the imaginary part);
 - :class:`STFT`: ``torch.stft`` with a Hann window (a hop of a quarter window by default, which satisfies the
-  overlap-add condition, so ``torch.istft`` inverts it), coefficients ``(N, C, 2, F, M)`` for ``M`` frames.
+  overlap-add condition, so ``torch.istft`` inverts it), coefficients ``(N, C, 2, F, M)`` for ``M`` frames;
+  the forward transform and the adjoint are one batched real FFT of strided (``unfold``) frames each.
 """
 from __future__ import annotations
 
@@ -108,21 +109,42 @@ class STFT(Transform):
         if hop is not None:
             check_positive(hop, "hop", integer=True)
         self.n_fft, self.hop = n_fft, hop or max(1, n_fft // 4)
+        self._cache: dict[tuple, torch.Tensor] = {}  # windows and envelopes per (length,) dtype and device
         if self.hop > n_fft // 2:
             raise ValueError(f"hop {self.hop} > n_fft // 2 = {n_fft // 2}: the Hann windows would not overlap enough "
                              "for an exact inverse; give hop <= n_fft // 2 (default n_fft // 4)")
 
     def _window(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.hann_window(self.n_fft, dtype=x.dtype, device=x.device)
+        key = ("window", x.dtype, x.device)
+        if key not in self._cache:
+            self._cache[key] = torch.hann_window(self.n_fft, dtype=x.dtype, device=x.device)
+        return self._cache[key]
+
+    def _frames(self, length: int) -> tuple[int, int]:
+        """The padded length ``L = T + 2 (n_fft // 2)`` of a centred STFT and its frames ``M = 1 + (L - n_fft) // hop``
+        (``1 + T // hop`` for an even window)."""
+        padded = length + 2 * (self.n_fft // 2)
+        return 1 + (padded - self.n_fft) // self.hop, padded
+
+    def _spectrum(self, wide: torch.Tensor) -> torch.Tensor:
+        """Real and imaginary parts ``(B, M, F, 2)`` of the Hann-windowed frames of padded signals ``(B, L)``: one
+        batched real FFT of strided frames (``unfold`` is a view; the window's product is the only copy)."""
+        return torch.view_as_real(torch.fft.rfft(wide.unfold(-1, self.n_fft, self.hop) * self._window(wide)))
+
+    @staticmethod
+    def _coefficients(spectrum: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        """``(B, M, F, 2)`` seen as the coefficient layout ``(*lead, 2, F, M)``: a permuted view, not a copy."""
+        frames, bins = spectrum.shape[1:3]
+        return spectrum.permute(0, 3, 2, 1).reshape(*lead, 2, bins, frames)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``torch.stft(x, n_fft, hop, hann, center=True)`` (reflection-padded by ``n_fft // 2``), computed as one
+        batched FFT of strided frames; ``(N, C, 2, F, M)``, contiguous."""
         if x.shape[-1] <= self.n_fft // 2:
             raise ValueError(f"x has {x.shape[-1]} samples; STFT(n_fft={self.n_fft}) needs more than {self.n_fft // 2}")
-        lead = x.shape[:-1]
-        spec = torch.stft(x.reshape(-1, x.shape[-1]), self.n_fft, self.hop, window=self._window(x), center=True,
-                          return_complex=True)
-        spec = torch.stack([spec.real, spec.imag], dim=1)  # (B, 2, F, M)
-        return spec.reshape(*lead, *spec.shape[1:])
+        half = self.n_fft // 2
+        wide = torch.nn.functional.pad(x.reshape(-1, 1, x.shape[-1]), (half, half), mode="reflect")[:, 0]
+        return self._coefficients(self._spectrum(wide), x.shape[:-1]).contiguous()
 
     def inverse(self, s: torch.Tensor, length: int) -> torch.Tensor:
         lead = s.shape[:-3]
@@ -134,21 +156,36 @@ class STFT(Transform):
     def frequencies(self, length: int, rate: float = 1.0) -> torch.Tensor:
         return torch.fft.rfftfreq(self.n_fft, d=1.0 / rate)
 
+    def _scale(self, length: int, like: torch.Tensor) -> torch.Tensor:
+        """``2 / (n_fft · e)`` on the kept samples of the padded signal, ``e`` the overlap-added squared window
+        (the envelope ``istft`` divides by), zero on the centre padding; cached per length, dtype and device."""
+        key = ("scale", length, like.dtype, like.device)
+        if key not in self._cache:
+            n, hop = self.n_fft, self.hop
+            frames, padded = self._frames(length)
+            squared = self._window(like).pow(2).view(1, n, 1).expand(1, n, frames)
+            envelope = torch.nn.functional.fold(squared, (1, padded), (1, n), stride=(1, hop))[0, 0, 0]
+            envelope = envelope[n // 2:n // 2 + length]
+            scale = like.new_zeros(padded)
+            scale[n // 2:n // 2 + length] = 2 / (n * torch.where(envelope > 1e-11, envelope, torch.ones_like(envelope)))
+            if len(self._cache) > 16:  # a few lengths at a time; never grows without bound
+                self._cache.clear()
+            self._cache[key] = scale
+        return self._cache[key]
+
     def adjoint(self, v: torch.Tensor) -> torch.Tensor:
         """``Wᵀ v`` of ``istft``: the overlap-add divides by the window envelope and trims the centre padding, so
-        its adjoint zero-pads ``v``, divides by the envelope and takes the (unpadded) STFT, ``c / n_fft``-scaled."""
-        length, n, hop = v.shape[-1], self.n_fft, self.hop
-        frames = 1 + length // hop
-        padded = n + hop * (frames - 1)
-        window = self._window(v)
-        envelope = torch.nn.functional.fold(window.pow(2).view(1, n, 1).expand(1, n, frames), (1, padded), (1, n),
-                                            stride=(1, hop))[0, 0, 0]
-        wide = v.new_zeros(*v.shape[:-1], padded)
-        wide[..., n // 2:n // 2 + length] = v
-        wide = wide / torch.where(envelope > 1e-11, envelope, torch.ones_like(envelope))
-        spec = torch.stft(wide.reshape(-1, padded), n, hop, window=window, center=False, return_complex=True)
-        spec = torch.stack([spec.real, spec.imag], dim=1) * (_hermitian_weights(n // 2 + 1, True, v)[:, None] / n)
-        return spec.reshape(*v.shape[:-1], *spec.shape[1:])
+        its adjoint zero-pads ``v``, divides by the envelope and takes the (unpadded) STFT, ``c / n_fft``-scaled
+        (``c = 2`` for the inner bins, 1 for DC and Nyquist, as ``irfft`` counts them). The ``2 / n_fft`` is folded
+        into the (cached) envelope, the DC and Nyquist bins are halved after one batched FFT of strided frames;
+        ``(N, C, 2, F, M)``, contiguous (so that the z-rule's product with the coefficients streams)."""
+        length, half = v.shape[-1], self.n_fft // 2
+        wide = torch.nn.functional.pad(v.reshape(-1, length), (half, half)) * self._scale(length, v)
+        spectrum = self._spectrum(wide)
+        spectrum[:, :, 0].mul_(0.5)  # DC counts once in the inverse
+        if self.n_fft % 2 == 0:
+            spectrum[:, :, -1].mul_(0.5)  # and so does the Nyquist bin of an even window
+        return self._coefficients(spectrum, v.shape[:-1]).contiguous()
 
     def __repr__(self) -> str:
         return f"STFT(n_fft={self.n_fft}, hop={self.hop})"

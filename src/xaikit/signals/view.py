@@ -138,7 +138,7 @@ class VirtualInspection:
         if self.mode == "propagate":
             expl = self._built(x, target, forward_args=forward_args, forward_kwargs=forward_kwargs)
             reference = self._reference(x)
-            coefficients, relevance = self.redistribute(x - reference, expl.attribution)
+            coefficients, relevance = self.redistribute(x if reference is None else x - reference, expl.attribution)
             gap = relevance.flatten(1).sum(1) - expl.attribution.flatten(1).sum(1)
             info = {**expl.info, "time_attribution": expl.attribution, "conservation_gap": gap}
         else:
@@ -157,11 +157,12 @@ class VirtualInspection:
                      "coefficients": coefficients, "transform": repr(self.transform), "mode": self.mode})
         return Explanation(relevance, expl.target, expl.output, f"{expl.method} in {self.transform!r}", info)
 
-    def _reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The point the method's relevance is relative to: IG's baseline, zero for LRP and gradient × input."""
+    def _reference(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The point the method's relevance is relative to: IG's baseline, ``None`` (zero) for LRP and
+        gradient × input."""
         baseline = getattr(self._built, "baseline", None)
         if baseline is None:
-            return torch.zeros_like(x)
+            return None
         from ..methods.machinery.baselines import resolve_baseline
 
         return resolve_baseline(baseline, x)
