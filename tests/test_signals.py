@@ -130,7 +130,7 @@ def test_a_signal_without_a_time_axis_is_named():
         VirtualInspection(model, transfrom="dft")
 
 
-@pytest.mark.parametrize("transform", [DFT(), STFT(64, 16), STFT(32, 8)])
+@pytest.mark.parametrize("transform", [DFT(), STFT(64, 16), STFT(32, 8), STFT(33, 8)])
 @pytest.mark.parametrize("length", [1000, 999])
 def test_closed_form_adjoint_equals_the_vector_jacobian_product_of_the_inverse(transform, length):
     generator = torch.Generator().manual_seed(0)
@@ -138,3 +138,15 @@ def test_closed_form_adjoint_equals_the_vector_jacobian_product_of_the_inverse(t
     s = transform.forward(torch.randn(2, 3, length, generator=generator, dtype=torch.float64)).requires_grad_(True)
     (expected,) = torch.autograd.grad((transform.inverse(s, length) * v).sum(), s)
     torch.testing.assert_close(transform.adjoint(v), expected, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("transform", [STFT(64, 16), STFT(33, 8), STFT(8, 4)])
+def test_stft_of_strided_frames_equals_torch_stft(transform):
+    """The forward transform (one batched FFT of unfolded frames) is torch.stft's centred, reflection-padded STFT."""
+    x = torch.randn(2, 3, 301, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    window = torch.hann_window(transform.n_fft, dtype=torch.float64)
+    spec = torch.stft(x.reshape(6, 301), transform.n_fft, transform.hop, window=window, center=True,
+                      return_complex=True)
+    expected = torch.stack([spec.real, spec.imag], 1).reshape(2, 3, 2, *spec.shape[1:])
+    torch.testing.assert_close(transform.forward(x), expected, atol=1e-12, rtol=1e-10)
+    assert transform.forward(x).is_contiguous() and transform.adjoint(x).is_contiguous()
