@@ -500,3 +500,34 @@ def test_explain_reads_wav_audio(capsys, tmp_path):
     assert arrays["inputs"].shape == (1, 2, 800)
     np.testing.assert_allclose(arrays["inputs"][0, 0], samples / 32768, atol=1e-6)
     np.testing.assert_allclose(arrays["inputs"][0, 1], (samples // 2) / 32768, atol=1e-6)
+
+
+def test_explain_a_signal_in_the_stft_view(capsys, tmp_path):
+    """--view stft: the attributions are shaped like the STFT's coefficients, LRP's total equals the time-domain
+    LRP's (the virtual layer conserves), the gradient runs on the coefficients, a figure per method and input."""
+    (tmp_path / "audio.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef model():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv1d(1, 4, 9), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), "
+        "nn.Linear(4, 3)).eval()\n")
+    x = np.random.default_rng(0).standard_normal((1, 1, 256)).astype(np.float32)
+    np.save(tmp_path / "signals.npy", x)
+    code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'audio.py'}:model", "-i", tmp_path / "signals.npy",
+                       "--methods", "lrp:composite=epsilon", "gradient", "--view", "stft", "--out", tmp_path / "o")
+    assert code == 0, err
+    arrays = np.load(tmp_path / "o" / "attributions.npz")
+    labels = [key for key in arrays.files if key not in ("inputs", "names", "target")]
+    assert len(labels) == 2 and all(arrays[k].shape == (1, 1, 2, 129, 5) for k in labels)  # STFT(256, hop 64)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 9), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    signals = torch.from_numpy(x)
+    target = model(signals).argmax(1)
+    time_domain = xk.resolve_method(model, "lrp:composite=epsilon")(signals, target).attribution
+    lrp = next(k for k in labels if k.startswith("LRP"))
+    np.testing.assert_allclose(arrays[lrp].reshape(1, -1).sum(1), time_domain.flatten(1).sum(1).numpy(),
+                               rtol=1e-4, atol=1e-6)
+    assert len(list((tmp_path / "o").glob("signal-*.png"))) == 2
+    table = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    np.save(tmp_path / "table.npy", table)
+    code, _, err = run(capsys, "explain", "-m", f"{tmp_path / 'audio.py'}:model", "-i", tmp_path / "table.npy",
+                       "--methods", "gradient", "--view", "dft", "--out", tmp_path / "bad")
+    assert code == 2 and "--view needs signals (N, C, T)" in one_line_error(err)

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=positive_int, default=8,
                    help="causal language models: length of the greedy answer explained (default 8)")
     p.add_argument("--overlay", action="store_true", help="draw the heatmap PNGs over the inputs")
+    p.add_argument("--view", choices=("dft", "stft"), help="signals (.npy/.npz/.wav, (N, C, T)): explain in the "
+                   "frequency (dft) or time-frequency (stft: 256-sample Hann window, hop 64) domain through a "
+                   "virtual inspection layer; writes signal-<method>-<input>.png with the spectrogram relevance")
     p.add_argument("--out", "-o", default="out/explain", help="output folder (default out/explain)")
     common_options(p)
     p.set_defaults(func=commands.explain)

@@ -19,7 +19,7 @@ from ..methods.resolve import DEFAULT_METHODS
 from ..progress import Progress
 from ..propagation.composites import auto_preset
 from ..targets import Contrast, Region, slice_target
-from . import contrastive, parts
+from . import contrastive, parts, signal_view
 from .errors import CLIError, UsageError, one_line
 from .inputs import Inputs, check_inputs_exist, load_inputs
 from .models import LoadedModel, check_methods_fit_model, load_model
@@ -265,10 +265,14 @@ def explain(args: argparse.Namespace) -> int:
         from .generation import explain_answers
 
         return explain_answers(args, loaded, inputs, out)
+    if getattr(args, "view", None):
+        signal_view.check_signals(inputs)
     defaults = parts.DEFAULT_EXPLAIN_METHODS if isinstance(loaded.model, torch.nn.Module) else \
         parts.DEFAULT_AGNOSTIC_METHODS  # a scikit-learn model: the methods that need only its outputs
     methods = methods_for(args, specs or list(defaults), loaded, inputs, args.inputs)
     regressor = is_regressor(args, loaded, inputs)
+    if getattr(args, "view", None):  # signals in the frequency / time-frequency domain (issue 23)
+        methods = signal_view.in_view(args, specs or list(defaults), methods, loaded.model, regressor)
     if regressor:  # f(x) - f(x_ref) of the one output, with the prediction and the base value
         from ..regression import Regression, Value
 
@@ -290,6 +294,8 @@ def explain(args: argparse.Namespace) -> int:
     elif inputs.kind == "text":
         viz.write_report(out, [viz.html_section(f"Token heatmaps: {loaded.spec}", token_page(loaded, inputs, results))],
                          settings_of(args), title="xaikit explain")
+    elif getattr(args, "view", None):
+        signal_view.write_figures(out, inputs, results)
     elif inputs.x.ndim == 2:  # tabular: samples × features
         write_feature_plots(out, args, inputs, results)
     summary = {
