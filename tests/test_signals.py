@@ -150,3 +150,7 @@ def test_stft_of_strided_frames_equals_torch_stft(transform):
     expected = torch.stack([spec.real, spec.imag], 1).reshape(2, 3, 2, *spec.shape[1:])
     torch.testing.assert_close(transform.forward(x), expected, atol=1e-12, rtol=1e-10)
     assert transform.forward(x).is_contiguous() and transform.adjoint(x).is_contiguous()
+    v = torch.randn(2, 3, 301, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    s, adjoint = transform.forward_and_adjoint(x, v)  # one batched pass: the same as the two
+    torch.testing.assert_close(s, transform.forward(x), atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(adjoint, transform.adjoint(v), atol=1e-12, rtol=1e-10)

@@ -48,6 +48,11 @@ class Transform:
         """The frequency of each bin (cycles per sample times ``rate``)."""
         raise NotImplementedError
 
+    def forward_and_adjoint(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(forward(x), adjoint(v))`` for signals of one shape: what the virtual layer's z-rule needs (a
+        transform may compute both in one pass, as :class:`STFT` does)."""
+        return self.forward(x), self.adjoint(v)
+
     def adjoint(self, v: torch.Tensor) -> torch.Tensor:
         """``Wᵀ v`` for the inverse ``x = W s``: the vector–Jacobian product of :meth:`inverse` (by automatic
         differentiation here; the built-in transforms have it in closed form)."""
@@ -137,14 +142,40 @@ class STFT(Transform):
         frames, bins = spectrum.shape[1:3]
         return spectrum.permute(0, 3, 2, 1).reshape(*lead, 2, bins, frames)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``torch.stft(x, n_fft, hop, hann, center=True)`` (reflection-padded by ``n_fft // 2``), computed as one
-        batched FFT of strided frames; ``(N, C, 2, F, M)``, contiguous."""
+    def _padded_signal(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as rows ``(B, T + 2 (n_fft // 2))``, reflection-padded as ``torch.stft(center=True)`` does."""
         if x.shape[-1] <= self.n_fft // 2:
             raise ValueError(f"x has {x.shape[-1]} samples; STFT(n_fft={self.n_fft}) needs more than {self.n_fft // 2}")
         half = self.n_fft // 2
-        wide = torch.nn.functional.pad(x.reshape(-1, 1, x.shape[-1]), (half, half), mode="reflect")[:, 0]
-        return self._coefficients(self._spectrum(wide), x.shape[:-1]).contiguous()
+        return torch.nn.functional.pad(x.reshape(-1, 1, x.shape[-1]), (half, half), mode="reflect")[:, 0]
+
+    def _padded_adjoint(self, v: torch.Tensor) -> torch.Tensor:
+        """``v`` as rows zero-padded by ``n_fft // 2`` and scaled by ``2 / (n_fft · envelope)`` (:meth:`_scale`)."""
+        half = self.n_fft // 2
+        return torch.nn.functional.pad(v.reshape(-1, v.shape[-1]), (half, half)) * self._scale(v.shape[-1], v)
+
+    @staticmethod
+    def _halve_edges(spectrum: torch.Tensor, even: bool) -> torch.Tensor:
+        """Halve DC (and, for an even window, Nyquist) in place: ``irfft`` counts them once, the others twice."""
+        spectrum[:, :, 0].mul_(0.5)
+        if even:
+            spectrum[:, :, -1].mul_(0.5)
+        return spectrum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``torch.stft(x, n_fft, hop, hann, center=True)`` (reflection-padded by ``n_fft // 2``), computed as one
+        batched FFT of strided frames; ``(N, C, 2, F, M)``, contiguous."""
+        return self._coefficients(self._spectrum(self._padded_signal(x)), x.shape[:-1]).contiguous()
+
+    def forward_and_adjoint(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both in one batched FFT of the frames of ``x`` and ``v`` and one copy into the coefficient layout."""
+        if x.shape != v.shape:
+            return self.forward(x), self.adjoint(v)
+        rows = x.reshape(-1, x.shape[-1]).shape[0]
+        spectrum = self._spectrum(torch.cat([self._padded_signal(x), self._padded_adjoint(v)]))
+        self._halve_edges(spectrum[rows:], self.n_fft % 2 == 0)
+        both = self._coefficients(spectrum, (2, *x.shape[:-1])).contiguous()
+        return both[0], both[1]
 
     def inverse(self, s: torch.Tensor, length: int) -> torch.Tensor:
         lead = s.shape[:-3]
@@ -179,12 +210,7 @@ class STFT(Transform):
         (``c = 2`` for the inner bins, 1 for DC and Nyquist, as ``irfft`` counts them). The ``2 / n_fft`` is folded
         into the (cached) envelope, the DC and Nyquist bins are halved after one batched FFT of strided frames;
         ``(N, C, 2, F, M)``, contiguous (so that the z-rule's product with the coefficients streams)."""
-        length, half = v.shape[-1], self.n_fft // 2
-        wide = torch.nn.functional.pad(v.reshape(-1, length), (half, half)) * self._scale(length, v)
-        spectrum = self._spectrum(wide)
-        spectrum[:, :, 0].mul_(0.5)  # DC counts once in the inverse
-        if self.n_fft % 2 == 0:
-            spectrum[:, :, -1].mul_(0.5)  # and so does the Nyquist bin of an even window
+        spectrum = self._halve_edges(self._spectrum(self._padded_adjoint(v)), self.n_fft % 2 == 0)
         return self._coefficients(spectrum, v.shape[:-1]).contiguous()
 
     def __repr__(self) -> str:

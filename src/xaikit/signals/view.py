@@ -174,10 +174,10 @@ class VirtualInspection:
         decomposing methods there) is not passed on; the gap is reported by the caller.
         """
         x = x.detach()
-        s = self.transform.forward(x)
-        ratio = torch.where(x != 0, relevance.detach() / torch.where(x != 0, x, torch.ones_like(x)),
-                            torch.zeros_like(x))
-        return s, s * self.transform.adjoint(ratio)
+        zero = x == 0
+        ratio = (relevance.detach() / x.masked_fill(zero, 1)).masked_fill_(zero, 0)
+        s, adjoint = self.transform.forward_and_adjoint(x, ratio)
+        return s, s * adjoint
 
     def __repr__(self) -> str:
         return f"VirtualInspection({type(self.model).__name__}, {self.transform!r}, mode={self.mode!r})"
