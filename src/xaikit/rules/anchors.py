@@ -448,7 +448,8 @@ class Anchors(CheckedSettings):
                                                  tuple[torch.Tensor, torch.Tensor]]:
         """Sample the rules until each one's KL interval lies above τ (lower bound ≥ τ) or below it (upper bound
         < τ), or ``max_samples`` draws were spent; the undecided rules of a step are sampled together (yielded,
-        their hits sent back), with doubling draws (:func:`~xaikit.rules.bandit.grown_batch`). Updates ``hits``/``draws`` in place; returns the means and lower bounds."""
+        their hits sent back), with doubling draws (:func:`~xaikit.rules.bandit.grown_batch`). Updates
+        ``hits``/``draws`` in place; returns the means and lower bounds."""
         while True:
             mean = hits / draws
             lower, upper = kl_bounds(mean, draws, level)

@@ -124,10 +124,10 @@ def kl_lucb(pull: Callable[[torch.Tensor, int], torch.Tensor], hits: torch.Tenso
     the strongest other arm (highest upper bound), and stops when the latter's upper bound exceeds the former's
     lower bound by less than ``epsilon``. Here every arm whose interval still crosses that boundary is pulled in
     the same round, up to ``best`` of each side (the chosen arms below the boundary, the ``best`` other arms of
-    highest upper bound above it; ``batch`` samples each at first, then doubling (:func:`grown_batch`), one call of ``pull(arms, n)``
-    returning the hits per arm): the two arms of KL-LUCB are always among them, so the stopping rule is KL-LUCB's, reached in fewer
-    rounds (one forward pass per round for up to ``2·best`` arms). An arm is not pulled beyond
-    ``max_draws`` draws; the search ends when no arm that could be pulled remains.
+    highest upper bound above it; ``batch`` samples each at first, then doubling (:func:`grown_batch`), one
+    call of ``pull(arms, n)`` returning the hits per arm): the two arms of KL-LUCB are always among them, so the
+    stopping rule is KL-LUCB's, reached in fewer rounds (one forward pass per round for up to ``2·best`` arms).
+    An arm is not pulled beyond ``max_draws`` draws; the search ends when no arm that could be pulled remains.
 
     ``hits`` and ``draws`` (float64, one entry per arm, every arm pulled at least once) are updated in place.
     """
