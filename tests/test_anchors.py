@@ -171,3 +171,63 @@ def test_bad_columns_and_settings_are_named():
         Anchors(CellModel(), treshold=0.9)
     with pytest.raises(ValueError, match="fit"):
         Anchors(CellModel(), kind="table")(data)
+
+
+def test_kl_bounds_are_the_conservative_ends_of_the_kl_confidence_interval():
+    from xaikit.rules.bandit import kl_bernoulli, kl_bounds
+
+    g = torch.Generator().manual_seed(0)
+    mean = torch.rand(200, generator=g, dtype=torch.float64)
+    mean[:5], mean[5:10] = 0.0, 1.0
+    n = torch.randint(1, 5000, (200,), generator=g).double()
+    level = 4.2
+    lower, upper = kl_bounds(mean, n, level)
+    budget = level / n
+    width = 2.0 ** -15
+    assert bool((lower <= mean).all() and (upper >= mean).all())
+    # outside (or on the boundary of) the interval n·KL ≤ β, and within 2⁻¹⁵ of it (bisection width 2⁻¹⁶)
+    assert bool(((kl_bernoulli(mean, lower) >= budget) | (lower == 0)).all())
+    assert bool((kl_bernoulli(mean, (lower + width).clamp_max(mean)) <= budget + 1e-12).all())
+    assert bool(((kl_bernoulli(mean, upper) >= budget) | (upper == 1)).all())
+    assert bool((kl_bernoulli(mean, (upper - width).clamp_min(mean)) <= budget + 1e-12).all())
+
+
+def test_kl_lucb_with_doubling_pulls_finds_the_best_arms():
+    from xaikit.rules.bandit import kl_lucb
+
+    means = torch.tensor([0.9, 0.5, 0.1, 0.8, 0.3], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    sizes = []
+
+    def pull(arms, n):
+        sizes.append(n)
+        return (torch.rand(len(arms), n, generator=g, dtype=torch.float64) < means[arms, None]).sum(1).double()
+
+    hits, draws = pull(torch.arange(5), 16), torch.full((5,), 16.0, dtype=torch.float64)
+    chosen = kl_lucb(pull, hits, draws, 2, delta=0.05, epsilon=0.05, batch=16, max_draws=1 << 14)
+    assert sorted(chosen.tolist()) == [0, 3]
+    assert max(sizes) > 16 and draws.max() <= 2 * (1 << 14)  # the pulls grew; no arm far beyond max_draws
+
+
+class SumModel(nn.Module):
+    """Class 1 iff x0 + x1 > 1 (soft), x2 ignored."""
+
+    def forward(self, x):
+        s = (x[:, 0] + x[:, 1] - 1) * 8
+        return torch.stack([-s, s], 1)
+
+
+def test_rows_explained_together_alone_or_in_other_chunks_get_the_same_rule():
+    g = torch.Generator().manual_seed(0)
+    data = torch.rand(300, 3, generator=g, dtype=torch.float64)
+    rows = torch.tensor([[0.9, 0.8, 0.1], [0.1, 0.2, 0.5], [0.7, 0.6, 0.9]], dtype=torch.float64)
+    model = SumModel().double().eval()
+    before = snapshot(model)
+    together = Anchors(model, data=data, seed=0)(rows)
+    alone = Anchors(model, data=data, seed=0)(rows[1:2])
+    chunked = Anchors(model, data=data, seed=0, batch_size=7)(rows)
+    assert_unchanged(model, before)
+    assert together.rules[1].text == alone.rules[0].text and together.rules[1].samples == alone.rules[0].samples
+    assert [r.text for r in together.rules] == [r.text for r in chunked.rules]
+    assert torch.equal(together.precision, chunked.precision)
+    assert all("x2" not in " ".join(r.text) for r in together.rules)  # the ignored column is never needed

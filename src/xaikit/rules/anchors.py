@@ -24,7 +24,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Generator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -39,10 +39,12 @@ from ..modes import eval_semantics
 from ..results import ResultExport
 from ..settings import CheckedSettings
 from ..targets import check_target
-from .bandit import kl_bounds, kl_lucb
+from .bandit import grown_batch, kl_bounds, kl_lucb_steps
 from .spaces import PartSpace, TableSpace, part_names, quantile_edges
 
 KINDS = ("auto", "table", "image", "tokens")
+#: the most input values (samples × values per sample) one round of the joint search samples at once
+ROUND_ELEMENTS = 1 << 23
 
 
 @dataclass
@@ -259,14 +261,7 @@ class Anchors(CheckedSettings):
                     target, torch.Tensor) or target.ndim == 0 else target.long().cpu()
                 if bool((targets < 0).any() or (targets >= output.shape[1]).any()):
                     raise ValueError(f"target must name a class in 0 … {output.shape[1] - 1}, got {targets.tolist()}")
-            generator = make_generator(self.seed)
-            spaces = self._spaces(x, kind)
-            rules, evaluations = [], 0
-            for i in tqdm(range(x.shape[0]), disable=None if self.progress else True, file=sys.stderr,
-                          desc="anchors"):
-                rule, used = self._search(spaces[i], int(targets[i]), generator, model_x.dtype)
-                rules.append(rule)
-                evaluations += used
+            rules, evaluations = self._run(self._spaces(x, kind), targets, kind)
         missing = [i for i, r in enumerate(rules) if not r.valid]
         if missing:
             warnings.warn(f"Anchors: no rule reached precision τ = {self.threshold} for sample(s) {missing}; their "
@@ -344,35 +339,75 @@ class Anchors(CheckedSettings):
         return [PartSpace(x[i:i + 1], feats.mask[i:i + 1], int(feats.count[i]), baseline[i:i + 1], self.keep,
                           part_names(name, x[i], self.vocabulary, None)) for i in range(x.shape[0])]
 
-    def _search(self, space: Any, target: int, generator: torch.Generator,
-                dtype: torch.dtype) -> tuple[Rule, int]:
-        """The beam search of Algorithm 2 for one input; returns its rule and the model evaluations spent."""
+    def _run(self, spaces: list[Any], targets: torch.Tensor, kind: str) -> tuple[list[Rule], int]:
+        """Run the searches of all inputs together: each round, the pulls every unfinished search asks for (the
+        candidate rules of its bandit step) are sampled (each input from its own generator, seeded with ``seed``:
+        an input's rule does not depend on the other inputs of the batch nor on ``batch_size``) and evaluated in
+        one model call (chunked by ``batch_size``, and split when the round's samples exceed
+        :data:`ROUND_ELEMENTS` values)."""
+        total = len(spaces)
+        rules: list[Rule | None] = [None] * total
+        searches, generators, pending = {}, {}, {}
+        bar = tqdm(total=total, disable=None if self.progress else True, file=sys.stderr, desc="anchors")
+        for i, space in enumerate(spaces):
+            searches[i] = self._search_steps(space, int(targets[i]))
+            generators[i] = make_generator(self.seed)
+            try:
+                pending[i] = next(searches[i])
+            except StopIteration as stop:
+                rules[i] = stop.value
+                bar.update(1)
+        evaluations = 0
+        while pending:
+            order = sorted(pending)
+            per_input = max(1, spaces[order[0]].numel)
+            groups, group, size = [], [], 0
+            for i in order:  # split the round so that no call samples more than ROUND_ELEMENTS values
+                rows = pending[i][0].shape[0] * pending[i][1]
+                if group and (size + rows) * per_input > ROUND_ELEMENTS:
+                    groups.append(group)
+                    group, size = [], 0
+                group.append(i)
+                size += rows
+            groups.append(group)
+            for group in groups:
+                drawn = [spaces[i].sample(*pending[i], generators[i]) for i in group]
+                z = self._model_input(torch.cat(drawn), kind)
+                evaluations += z.shape[0]
+                predicted = batched_forward(self.model, z, self.chunk_).argmax(1).cpu()
+                offset = 0
+                for i, block in zip(group, drawn):
+                    kept = predicted[offset:offset + block.shape[0]] == int(targets[i])
+                    offset += block.shape[0]
+                    try:
+                        pending[i] = searches[i].send(kept.view(-1, pending[i][1]).double().sum(1))
+                    except StopIteration as stop:
+                        rules[i] = stop.value
+                        del pending[i]
+                        bar.update(1)
+        bar.close()
+        return rules, evaluations  # type: ignore[return-value]
+
+    def _search_steps(self, space: Any, target: int) -> Generator[tuple[torch.Tensor, int], torch.Tensor, Rule]:
+        """The beam search of Algorithm 2 for one input, as a generator: it yields the rules ``(A, P)`` to sample
+        and the draws of each, is sent their hits ``(A,)`` and returns the input's :class:`Rule`."""
         p = space.count
-        used = 0
-
-        def pull(rules: torch.Tensor, n: int) -> torch.Tensor:
-            nonlocal used
-            z = self._model_input(space.sample(rules, n, generator), "table" if isinstance(space, TableSpace)
-                                  else "other")
-            used += z.shape[0]
-            predicted = batched_forward(self.model, z, self.chunk_).argmax(1).cpu()
-            return (predicted == target).view(rules.shape[0], n).double().sum(1)
-
+        n = self.samples
         # the level of the final check: a union bound over the candidates verified at each size
         level = math.log(max(self.beam_size * max(p, 1), 1) / self.delta)
         best: tuple[torch.Tensor, float, float, float, int] | None = None  # rule, mean, lower, coverage, draws
         fallback: tuple[torch.Tensor, float, float, float, int] | None = None
         empty = torch.zeros(1, p, dtype=torch.bool)
-        hits, draws = pull(empty, self.samples), torch.full((1,), float(self.samples), dtype=torch.float64)
-        mean, lower = self._verify(pull, empty, hits, draws, level)
+        hits, draws = (yield empty, n), torch.full((1,), float(n), dtype=torch.float64)
+        mean, lower = yield from self._verify_steps(empty, hits, draws, level)
         if lower[0] >= self.threshold:  # the prediction holds without any predicate
-            rule = Rule([], [], [], target, float(mean[0]), float(lower[0]), 1.0, int(draws[0]), True)
-            return rule, used
+            return Rule([], [], [], target, float(mean[0]), float(lower[0]), 1.0, int(draws[0]), True)
         beam = empty
+        eye = torch.eye(p, dtype=torch.bool)
         limit = p if self.max_size is None else min(self.max_size, p)
         for _ in range(limit):
-            grown = beam[:, None, :] | torch.eye(p, dtype=torch.bool)[None]  # (B, P, P): one predicate added
-            new = ~(beam[:, :, None] & torch.eye(p, dtype=torch.bool)[None]).any(1)
+            grown = beam[:, None, :] | eye[None]  # (B, P, P): one predicate added
+            new = ~(beam[:, :, None] & eye[None]).any(1)
             candidates = torch.unique(grown[new], dim=0)
             if candidates.shape[0] == 0:
                 break
@@ -382,12 +417,17 @@ class Anchors(CheckedSettings):
                 candidates, coverage = candidates[keep], coverage[keep]
                 if candidates.shape[0] == 0:
                     break
-            hits = pull(candidates, self.samples)
-            draws = torch.full((candidates.shape[0],), float(self.samples), dtype=torch.float64)
-            chosen = kl_lucb(lambda arms, n: pull(candidates[arms], n), hits, draws, self.beam_size, self.delta,
-                             self.epsilon, self.samples, self.max_samples)
+            hits = yield candidates, n
+            draws = torch.full((candidates.shape[0],), float(n), dtype=torch.float64)
+            steps = kl_lucb_steps(hits, draws, self.beam_size, self.delta, self.epsilon, n, self.max_samples)
+            try:
+                arms, pulls = next(steps)
+                while True:
+                    arms, pulls = steps.send((yield candidates[arms], pulls))
+            except StopIteration as stop:
+                chosen = stop.value
             sub_hits, sub_draws = hits[chosen].clone(), draws[chosen].clone()
-            mean, lower = self._verify(pull, candidates[chosen], sub_hits, sub_draws, level)
+            mean, lower = yield from self._verify_steps(candidates[chosen], sub_hits, sub_draws, level)
             for k, index in enumerate(chosen.tolist()):
                 entry = (candidates[index], float(mean[k]), float(lower[k]), float(coverage[index]),
                          int(sub_draws[k]))
@@ -400,14 +440,15 @@ class Anchors(CheckedSettings):
         chosen_entry = best if best is not None else fallback
         rule_mask = chosen_entry[0]
         text, conditions = space.describe(rule_mask)
-        rule = Rule(rule_mask.nonzero().flatten().tolist(), text, conditions, target, chosen_entry[1],
+        return Rule(rule_mask.nonzero().flatten().tolist(), text, conditions, target, chosen_entry[1],
                     chosen_entry[2], chosen_entry[3], chosen_entry[4], best is not None)
-        return rule, used
 
-    def _verify(self, pull: Any, rules: torch.Tensor, hits: torch.Tensor, draws: torch.Tensor,
-                level: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _verify_steps(self, rules: torch.Tensor, hits: torch.Tensor, draws: torch.Tensor,
+                      level: float) -> Generator[tuple[torch.Tensor, int], torch.Tensor,
+                                                 tuple[torch.Tensor, torch.Tensor]]:
         """Sample the rules until each one's KL interval lies above τ (lower bound ≥ τ) or below it (upper bound
-        < τ), or ``max_samples`` draws were spent; the undecided rules of a step are sampled together. Updates
+        < τ), or ``max_samples`` draws were spent; the undecided rules of a step are sampled together (yielded,
+        their hits sent back), with doubling draws (:func:`~xaikit.rules.bandit.grown_batch`). Updates
         ``hits``/``draws`` in place; returns the means and lower bounds."""
         while True:
             mean = hits / draws
@@ -416,5 +457,6 @@ class Anchors(CheckedSettings):
             if not open_.any():
                 return mean, lower
             index = open_.nonzero().flatten()
-            hits[index] += pull(rules[index], self.samples)
-            draws[index] += self.samples
+            pulls = grown_batch(draws[index], self.samples, self.max_samples)
+            hits[index] += yield rules[index], pulls
+            draws[index] += pulls

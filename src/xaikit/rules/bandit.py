@@ -13,8 +13,9 @@ found by bisection for all arms at once, with the exploration rate β(t, δ) = l
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Generator
 
+import numpy as np
 import torch
 
 #: constants of KL-LUCB's exploration rate (Kaufmann & Kalyanakrishnan 2013, Theorem 2)
@@ -30,19 +31,44 @@ def kl_bernoulli(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def kl_bounds(mean: torch.Tensor, n: torch.Tensor, level: torch.Tensor | float,
               iterations: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """``(lower, upper)`` KL confidence bounds of Bernoulli means ``mean`` estimated from ``n`` draws at
-    exploration level ``level`` (``β``), by bisection (``iterations`` halvings: width 2⁻¹⁶)."""
-    mean, n = mean.double(), n.double().clamp_min(1)
-    budget = torch.as_tensor(level, dtype=torch.float64) / n
-    low_u, high_u = mean.clone(), torch.ones_like(mean)
-    low_l, high_l = torch.zeros_like(mean), mean.clone()
+    exploration level ``level`` (``β``), by bisection (``iterations`` halvings: width 2⁻¹⁶).
+
+    Both bounds of all arms are bisected together in one float64 array; in numpy, because the arrays are small
+    (a few arms) and the search calls this once per bandit step: torch's per-operation overhead dominated."""
+    m = mean.detach().double().cpu().numpy()
+    budget = np.asarray(level, dtype=np.float64) / n.detach().double().cpu().clamp_min(1).numpy()
+    p = np.concatenate([m, m])
+    budget = np.broadcast_to(budget, m.shape)
+    budget = np.concatenate([budget, budget])
+    k = m.shape[0]
+    # brackets [low, high]: the upper bound in [mean, 1] (first k), the lower bound in [0, mean] (last k)
+    low = np.concatenate([m, np.zeros_like(m)])
+    high = np.concatenate([np.ones_like(m), m])
+    upper_side = np.arange(2 * k) < k
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # KL(p ‖ q) = [p log p + (1−p) log(1−p)] − p log q − (1−p) log(1−q): the bracket is computed once
+        entropy = np.where(p > 0, p * np.log(p), 0.0) + np.where(p < 1, (1 - p) * np.log1p(-p), 0.0)
+    rest = 1 - p
     for _ in range(iterations):
-        mid = (low_u + high_u) / 2
-        inside = kl_bernoulli(mean, mid) <= budget
-        low_u, high_u = torch.where(inside, mid, low_u), torch.where(inside, high_u, mid)
-        mid = (low_l + high_l) / 2
-        inside = kl_bernoulli(mean, mid) <= budget
-        low_l, high_l = torch.where(inside, low_l, mid), torch.where(inside, mid, high_l)
-    return high_l.clamp(0, 1), high_u.clamp(0, 1)  # the conservative ends of the last brackets
+        mid = (low + high) / 2
+        q = np.minimum(np.maximum(mid, 1e-12), 1 - 1e-12)
+        inside = entropy - p * np.log(q) - rest * np.log1p(-q) <= budget
+        # upper bound: inside -> move low up; lower bound: inside -> move high down
+        move_low = inside == upper_side
+        low = np.where(move_low, mid, low)
+        high = np.where(move_low, high, mid)
+    # the conservative ends of the last brackets: the upper bracket's high end, the lower bracket's low end
+    return torch.from_numpy(low[k:].copy()), torch.from_numpy(high[:k].copy())
+
+
+def grown_batch(draws: torch.Tensor, batch: int, max_draws: int) -> int:
+    """Draws of the next pull of arms that have ``draws`` so far: as many as the least-drawn of them has (the
+    samples double with each pull, so an arm needs ``O(log n)`` rounds, not ``O(n / batch)``), at least
+    ``batch``, and no more than that arm still may take before ``max_draws``. The bounds hold at any sample
+    count (the exploration rate is indexed by the round ``t`` of the checks), so a growing batch keeps
+    KL-LUCB's guarantee; it spends at most twice the draws a fixed batch would, in far fewer model calls."""
+    least = int(draws.min())
+    return max(batch, min(least, max_draws - least))
 
 
 def exploration_rate(arms: int, t: int, delta: float) -> float:
@@ -50,21 +76,12 @@ def exploration_rate(arms: int, t: int, delta: float) -> float:
     return math.log(K1 * max(arms, 1) * max(t, 1) ** ALPHA / delta)
 
 
-def kl_lucb(pull: Callable[[torch.Tensor, int], torch.Tensor], hits: torch.Tensor, draws: torch.Tensor, best: int,
-            delta: float, epsilon: float, batch: int, max_draws: int) -> torch.Tensor:
-    """Indices of the ``best`` arms by mean (KL-LUCB), batched.
-
-    KL-LUCB pulls, each round, the weakest chosen arm (lowest lower bound among the ``best`` highest means) and
-    the strongest other arm (highest upper bound), and stops when the latter's upper bound exceeds the former's
-    lower bound by less than ``epsilon``. Here every arm whose interval still crosses that boundary is pulled in
-    the same round, up to ``best`` of each side (the chosen arms below the boundary, the ``best`` other arms of
-    highest upper bound above it; ``batch`` samples each, one call of ``pull(arms, batch)`` returning the hits
-    per arm): the two arms of KL-LUCB are always among them, so the stopping rule is KL-LUCB's, reached in fewer
-    rounds (one forward pass per round for up to ``2·best`` arms). An arm is not pulled beyond
-    ``max_draws`` draws; the search ends when no arm that could be pulled remains.
-
-    ``hits`` and ``draws`` (float64, one entry per arm, every arm pulled at least once) are updated in place.
-    """
+def kl_lucb_steps(hits: torch.Tensor, draws: torch.Tensor, best: int, delta: float, epsilon: float,
+                  batch: int, max_draws: int) -> Generator[tuple[torch.Tensor, int], torch.Tensor, torch.Tensor]:
+    """KL-LUCB (batched, see :func:`kl_lucb`) as a generator: it yields the arms to pull and the draws of each
+    (:func:`grown_batch`),
+    is sent their hits, and returns the indices of the ``best`` arms. The caller runs many of them at once (the
+    searches of many explained rows) and serves all their pulls with one model call."""
     arms = hits.shape[0]
     if arms <= best:
         return torch.arange(arms)
@@ -91,7 +108,33 @@ def kl_lucb(pull: Callable[[torch.Tensor, int], torch.Tensor], hits: torch.Tenso
         if not ambiguous.any():
             break
         index = ambiguous.nonzero().flatten()
-        hits[index] += pull(index, batch).to(hits.dtype)
-        draws[index] += batch
+        n = grown_batch(draws[index], batch, max_draws)
+        got = yield index, n
+        hits[index] += got.to(hits.dtype)
+        draws[index] += n
     mean = hits / draws
     return torch.argsort(mean, descending=True, stable=True)[:best]
+
+
+def kl_lucb(pull: Callable[[torch.Tensor, int], torch.Tensor], hits: torch.Tensor, draws: torch.Tensor, best: int,
+            delta: float, epsilon: float, batch: int, max_draws: int) -> torch.Tensor:
+    """Indices of the ``best`` arms by mean (KL-LUCB), batched.
+
+    KL-LUCB pulls, each round, the weakest chosen arm (lowest lower bound among the ``best`` highest means) and
+    the strongest other arm (highest upper bound), and stops when the latter's upper bound exceeds the former's
+    lower bound by less than ``epsilon``. Here every arm whose interval still crosses that boundary is pulled in
+    the same round, up to ``best`` of each side (the chosen arms below the boundary, the ``best`` other arms of
+    highest upper bound above it; ``batch`` samples each at first, then doubling (:func:`grown_batch`), one
+    call of ``pull(arms, n)`` returning the hits per arm): the two arms of KL-LUCB are always among them, so the
+    stopping rule is KL-LUCB's, reached in fewer rounds (one forward pass per round for up to ``2·best`` arms).
+    An arm is not pulled beyond ``max_draws`` draws; the search ends when no arm that could be pulled remains.
+
+    ``hits`` and ``draws`` (float64, one entry per arm, every arm pulled at least once) are updated in place.
+    """
+    steps = kl_lucb_steps(hits, draws, best, delta, epsilon, batch, max_draws)
+    try:
+        index, n = next(steps)
+        while True:
+            index, n = steps.send(pull(index, n))
+    except StopIteration as stop:
+        return stop.value

@@ -67,6 +67,11 @@ class TableSpace:
     def count(self) -> int:
         return len(self.feature)
 
+    @property
+    def numel(self) -> int:
+        """Values per sample (the row's columns)."""
+        return int(self.x.numel())
+
     def holds(self, rows: torch.Tensor) -> torch.Tensor:
         """``(M, P)`` bool: which predicates hold for ``rows`` ``(M, D)``."""
         values = rows.double()[:, self.features]
@@ -90,19 +95,26 @@ class TableSpace:
             1, self.features.expand(a, -1), torch.where(rules, self.open_low, -inf), "amax")
         high = torch.full((a, d), float("inf"), dtype=torch.float64).scatter_reduce(
             1, self.features.expand(a, -1), torch.where(rules, self.high, inf), "amin")
-        constrained = (low > -inf) | (high < inf)  # (A, D)
-        first = torch.searchsorted(self.sorted, low.t().contiguous(), right=True).t()  # (A, D): first value > low
-        stop = torch.searchsorted(self.sorted, high.t().contiguous(), right=True).t()  # after the last ≤ high
-        width = (stop - first).clamp_min(0)
         rows = torch.randint(m, (a, n), generator=generator)
         out = self.data.double()[rows]  # (A, n, D)
-        u = torch.rand(a, n, d, generator=generator, dtype=torch.float64)
+        constrained = (low > -inf) | (high < inf)  # (A, D)
+        cols = constrained.any(0).nonzero().flatten()  # only the columns some rule constrains are redrawn
+        c = cols.numel()
+        if c == 0:
+            return out.reshape(a * n, d)
+        low, high, constrained = low[:, cols], high[:, cols], constrained[:, cols]
+        sorted_ = self.sorted[cols]  # (C, M)
+        first = torch.searchsorted(sorted_, low.t().contiguous(), right=True).t()  # (A, C): first value > low
+        stop = torch.searchsorted(sorted_, high.t().contiguous(), right=True).t()  # after the last ≤ high
+        width = (stop - first).clamp_min(0)
+        u = torch.rand(a, n, c, generator=generator, dtype=torch.float64)
         pick = first[:, None] + (u * width[:, None]).long().clamp_max((width[:, None] - 1).clamp_min(0))
-        drawn = self.sorted.gather(1, pick.clamp(0, m - 1).permute(2, 0, 1).reshape(d, -1)).reshape(d, a, n)
+        drawn = sorted_.gather(1, pick.clamp(0, m - 1).permute(2, 0, 1).reshape(c, -1)).reshape(c, a, n)
         drawn = drawn.permute(1, 2, 0)
-        drawn = torch.where((width == 0)[:, None], self.x.double(), drawn)  # no data row in x's bin: x's value
-        inside = (out > low[:, None]) & (out <= high[:, None])  # the random row already satisfies the rule there
-        out = torch.where(constrained[:, None] & ~inside, drawn, out)
+        drawn = torch.where((width == 0)[:, None], self.x.double()[cols], drawn)  # no data row in x's bin: x
+        current = out[:, :, cols]
+        inside = (current > low[:, None]) & (current <= high[:, None])  # the random row satisfies the rule there
+        out[:, :, cols] = torch.where(constrained[:, None] & ~inside, drawn, current)
         return out.reshape(a * n, d)
 
     def describe(self, rule: torch.Tensor) -> tuple[list[str], list[dict[str, Any]]]:
@@ -142,6 +154,11 @@ class PartSpace:
     @property
     def count(self) -> int:
         return self.p
+
+    @property
+    def numel(self) -> int:
+        """Values per sample."""
+        return int(self.x.numel())
 
     def coverage(self, rules: torch.Tensor) -> torch.Tensor:
         """``keep^|A|``: the probability that a sample of ``D`` keeps every part of the rule."""
