@@ -55,6 +55,11 @@ class Leaves:
         """``(N, K)``: the ensemble's outputs, from the leaves (a check that the leaves are read right)."""
         return self.reached(x).all(2).astype(float) @ self.value + self.offset
 
+    def subset(self, keep: np.ndarray) -> "Leaves":
+        """The leaves selected by the boolean mask ``keep`` (same outputs, no offset: a share of the ensemble)."""
+        return Leaves(self.feature[keep], self.lo[keep], self.hi[keep], self.cover[keep], self.real[keep],
+                      self.value[keep], np.zeros_like(self.offset), self.n_features)
+
     def expected(self) -> np.ndarray:
         """``(K,)``: the outputs' expectation over the training cover, ``Σ_l v_l Π_j z_lj`` plus the offset."""
         return self.cover.prod(1) @ self.value + self.offset

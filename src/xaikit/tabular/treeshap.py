@@ -28,6 +28,7 @@ from ..errors import check_choice
 from ..explanation import Explanation
 from ..settings import checked_init
 from ..targets import TargetSpec, check_target, resolve_target
+from .leaf_tables import LeafTables
 from .trees import Leaves, read_ensemble
 
 ALGORITHMS = ("path_dependent", "interventional")
@@ -79,6 +80,7 @@ class TreeSHAP:
         elif background is not None:
             raise ValueError("background= is used by algorithm='interventional' only; the path-dependent game reads "
                              "the training cover from the trees")
+        self.tables = LeafTables(self.leaves, algorithm, self.background)
 
     @property
     def name(self) -> str:
@@ -88,11 +90,15 @@ class TreeSHAP:
         rows = _rows(x, self.leaves.n_features, "x")
         check_target(target, rows.shape[0])
         output = self._outputs(rows)
+        phi = self.tables(rows)
+        rest = self.tables.rest
         if self.algorithm == "path_dependent":
-            phi = path_dependent(self.leaves, rows)
+            if rest is not None:
+                phi += path_dependent(rest, rows)
             base = np.broadcast_to(self.leaves.expected(), output.shape)
         else:
-            phi = interventional(self.leaves, rows, self.background)
+            if rest is not None:
+                phi += interventional(rest, rows, self.background)
             base = np.broadcast_to(self._outputs(self.background).mean(0), output.shape)
         output_t = torch.from_numpy(np.ascontiguousarray(output))
         resolved = resolve_target(target, output_t)
