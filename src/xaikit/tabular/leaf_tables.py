@@ -38,8 +38,8 @@ _CHUNK = 2 ** 22
 
 @dataclass
 class _Group:
-    """The leaves of one width ``w``: their path conditions, table ``(L·2^w, w)`` and the sparse matrix
-    ``(L·w, D·K)`` that adds row ``(l, p)`` into feature ``feature[l, p]`` of every output, times ``v_lk``."""
+    """The leaves of one width ``w``: their path conditions, table ``(L, w, 2^w)`` and the sparse matrix
+    ``(D·K, L·w)`` that adds row ``(l, p)`` into feature ``feature[l, p]`` of every output, times ``v_lk``."""
 
     width: int
     feature: np.ndarray
@@ -48,12 +48,15 @@ class _Group:
     table: np.ndarray
     scatter: scipy.sparse.csr_matrix
 
-    def patterns(self, x: np.ndarray) -> np.ndarray:
-        """``(n, L)`` int: bit ``p`` set iff the sample meets the leaf's condition on its ``p``-th path
-        feature."""
-        values = x[:, self.feature]  # (n, L, w)
-        met = (values > self.lo) & (values <= self.hi)
-        return met.astype(np.int64) @ (1 << np.arange(self.width, dtype=np.int64))
+    def patterns(self, x_t: np.ndarray) -> np.ndarray:
+        """``(L, n)`` int for the samples ``x_t`` ``(D, n)`` (transposed): bit ``p`` set iff the sample meets the
+        leaf's condition on its ``p``-th path feature."""
+        code = np.zeros((self.feature.shape[0], x_t.shape[1]), dtype=np.int16)  # w ≤ 12 bits
+        for p in range(self.width):
+            values = x_t[self.feature[:, p]]  # (L, n)
+            code |= ((values > self.lo[:, p, None]) & (values <= self.hi[:, p, None])).view(np.int8).astype(
+                np.int16) << p
+        return code
 
 
 def _bits(width: int) -> np.ndarray:
@@ -62,7 +65,7 @@ def _bits(width: int) -> np.ndarray:
 
 
 def _path_dependent_table(cover: np.ndarray) -> np.ndarray:
-    """``(L, 2^w, w)``: ``(o_i − z_i) ∫ Π_{j≠i} (o_j t + z_j (1 − t)) dt`` for every pattern ``o``."""
+    """``(L, w, 2^w)``: ``(o_i − z_i) ∫ Π_{j≠i} (o_j t + z_j (1 − t)) dt`` for every pattern ``o``."""
     width = cover.shape[1]
     o = _bits(width).astype(float)  # (S, w)
     nodes, weights = np.polynomial.legendre.leggauss(width // 2 + 1)
@@ -70,10 +73,10 @@ def _path_dependent_table(cover: np.ndarray) -> np.ndarray:
     z = cover[:, :, None]  # (L, w, 1)
     one, zero = t + z * (1 - t), z * (1 - t)  # (L, w, Q): F_1, F_0
     log_zero, log_gain = np.log(zero).sum(1), np.log(one) - np.log(zero)  # (L, Q), (L, w, Q)
-    total = np.exp(log_zero[:, None, :] + np.einsum("sp,lpq->lsq", o, log_gain))  # (L, S, Q): Π_j F_{o_j}(t_q)
-    gain_one = np.einsum("lsq,lpq->lsp", total, w / one) * (1 - cover)[:, None, :]  # o_i = 1
-    gain_zero = np.einsum("lsq,lpq->lsp", total, w / zero) * -cover[:, None, :]  # o_i = 0
-    return np.where(o[None] > 0, gain_one, gain_zero)
+    total = np.exp(log_zero[:, None, :] + o @ log_gain)  # (L, S, Q): Π_j F_{o_j}(t_q)
+    gain_one = (w / one) @ total.transpose(0, 2, 1) * (1 - cover)[:, :, None]  # (L, w, S): o_i = 1
+    gain_zero = (w / zero) @ total.transpose(0, 2, 1) * -cover[:, :, None]  # o_i = 0
+    return np.where(o.T[None] > 0, gain_one, gain_zero)
 
 
 def _interventional_matrix(width: int) -> np.ndarray:
@@ -100,7 +103,7 @@ def _scatter(feature: np.ndarray, value: np.ndarray, n_features: int) -> scipy.s
     rows = np.repeat(np.arange(n_leaves * width), k)
     cols = (feature.reshape(-1, 1) * k + np.arange(k)).reshape(-1)
     data = np.repeat(value, width, axis=0).reshape(-1)
-    return scipy.sparse.csr_matrix((data, (rows, cols)), shape=(n_leaves * width, n_features * k))
+    return scipy.sparse.csr_matrix((data, (cols, rows)), shape=(n_features * k, n_leaves * width))
 
 
 class LeafTables:
@@ -127,24 +130,26 @@ class LeafTables:
             else:
                 counts = np.zeros((index.size, 2 ** width))
                 for start, stop in _chunks(background.shape[0], index.size * width):
-                    codes = group.patterns(background[start:stop])  # (b, L)
-                    np.add.at(counts, (np.broadcast_to(np.arange(index.size), codes.shape), codes), 1.0)
-                table = (counts / background.shape[0]) @ _interventional_matrix(width)
-            group.table = table.reshape(index.size * 2 ** width, width)
+                    codes = group.patterns(np.ascontiguousarray(background[start:stop].T))  # (L, b)
+                    np.add.at(counts, (np.broadcast_to(np.arange(index.size)[:, None], codes.shape), codes), 1.0)
+                table = ((counts / background.shape[0]) @ _interventional_matrix(width)).reshape(
+                    index.size, 2 ** width, width).transpose(0, 2, 1)
+            group.table = np.ascontiguousarray(table)
             self.groups.append(group)
         wide = widths > cap
         self.rest = leaves.subset(wide) if wide.any() else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``(N, D, K)``: the tabled leaves' share of the Shapley values of every output."""
-        phi = np.zeros((x.shape[0], self.n_features * self.n_outputs))
+        phi = np.zeros((self.n_features * self.n_outputs, x.shape[0]))
         for group in self.groups:
             n_leaves = group.feature.shape[0]
-            first = np.arange(n_leaves) * 2 ** group.width
+            first = (np.arange(n_leaves * group.width) * 2 ** group.width).reshape(n_leaves, group.width, 1)
             for start, stop in _chunks(x.shape[0], n_leaves * group.width):
-                rows = group.table[first + group.patterns(x[start:stop])]  # (n, L, w)
-                phi[start:stop] += (group.scatter.T @ rows.reshape(stop - start, -1).T).T
-        return phi.reshape(x.shape[0], self.n_features, self.n_outputs)
+                codes = group.patterns(np.ascontiguousarray(x[start:stop].T))  # (L, n)
+                rows = np.take(group.table, first + codes[:, None, :])  # (L, w, n): table[l, p, code[l, n]]
+                phi[:, start:stop] += group.scatter @ rows.reshape(n_leaves * group.width, -1)
+        return phi.T.reshape(x.shape[0], self.n_features, self.n_outputs)
 
 
 def _chunks(n: int, per_row: int):
