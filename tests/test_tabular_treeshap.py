@@ -130,3 +130,28 @@ def test_equal_to_shap():
     ours = xk.tabular.TreeSHAP(model, algorithm="interventional", background=x[100:130])(x[:20]).attribution.numpy()
     theirs = shap.TreeExplainer(model, data=x[100:130], feature_perturbation="interventional").shap_values(x[:20])
     assert np.abs(ours - theirs).max() <= 1e-6
+
+
+@pytest.mark.parametrize("algorithm", ["path_dependent", "interventional"])
+def test_tables_equal_direct_computation(algorithm, monkeypatch):
+    """The per-leaf pattern tables, the direct computation (leaves too wide for a table) and any split between
+    them give the same values: all leaves tabled, none, or those of width ≤ 3 (a cap, then a budget)."""
+    from xaikit.tabular import leaf_tables, treeshap
+    x, y = data(4)
+    model = RandomForestClassifier(n_estimators=3, max_depth=6, random_state=0).fit(x, y > 0)
+    kw = {} if algorithm == "path_dependent" else {"algorithm": algorithm, "background": x[100:120]}
+    tabled = xk.tabular.TreeSHAP(model, **kw)
+    assert tabled.tables.rest is None and tabled.leaves.real.sum(1).max() > 3
+    full = tabled(x[:6], target=1).attribution.numpy()
+    direct = (treeshap.path_dependent(tabled.leaves, treeshap._rows(x[:6], D, "x")) if algorithm == "path_dependent"
+              else treeshap.interventional(tabled.leaves, treeshap._rows(x[:6], D, "x"), tabled.background))[:, :, 1]
+    assert np.abs(full - direct).max() < 1e-12
+    monkeypatch.setitem(leaf_tables.MAX_WIDTH, algorithm, 3)
+    capped = xk.tabular.TreeSHAP(model, **kw)
+    assert capped.tables.rest is not None and capped.tables.groups
+    assert np.abs(capped(x[:6], target=1).attribution.numpy() - full).max() < 1e-12
+    monkeypatch.setitem(leaf_tables.MAX_WIDTH, algorithm, 12)
+    monkeypatch.setattr(leaf_tables, "TABLE_BUDGET", 2 ** 3 * 3 * 20)  # room for few leaves: the cap comes down
+    budget = xk.tabular.TreeSHAP(model, **kw)
+    assert budget.tables.rest is not None
+    assert np.abs(budget(x[:6], target=1).attribution.numpy() - full).max() < 1e-12
