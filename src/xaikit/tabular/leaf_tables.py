@@ -38,25 +38,66 @@ _CHUNK = 2 ** 22
 
 @dataclass
 class _Group:
-    """The leaves of one width ``w``: their path conditions, table ``(L, w, 2^w)`` and the sparse matrix
-    ``(D·K, L·w)`` that adds row ``(l, p)`` into feature ``feature[l, p]`` of every output, times ``v_lk``."""
+    """The leaves of one width ``w``: their path conditions as ranges of threshold ranks (a leaf's ``p``-th
+    condition is met iff ``lower ≤ rank(x_j) ≤ lower + span``, see :class:`_Ranks`), table ``(L, w, 2^w)`` and
+    the sparse matrix ``(D·K, L·w)`` that adds row ``(l, p)`` into feature ``feature[l, p]`` of every output,
+    times ``v_lk``."""
 
     width: int
     feature: np.ndarray
-    lo: np.ndarray
-    hi: np.ndarray
+    lower: np.ndarray
+    span: np.ndarray
     table: np.ndarray
     scatter: scipy.sparse.csr_matrix
 
-    def patterns(self, x_t: np.ndarray) -> np.ndarray:
-        """``(L, n)`` int for the samples ``x_t`` ``(D, n)`` (transposed): bit ``p`` set iff the sample meets the
-        leaf's condition on its ``p``-th path feature."""
-        code = np.zeros((self.feature.shape[0], x_t.shape[1]), dtype=np.int16)  # w ≤ 12 bits
+    def patterns(self, ranks: np.ndarray) -> np.ndarray:
+        """``(L, n)`` int for the samples' threshold ranks ``(D, n)``: bit ``p`` set iff the sample meets the
+        leaf's condition on its ``p``-th path feature (one unsigned comparison: below ``lower`` wraps round)."""
+        code = np.zeros((self.feature.shape[0], ranks.shape[1]), dtype=np.int16)  # w ≤ 12 bits
+        unsigned = np.uint16 if ranks.dtype == np.int16 else np.uint32
         for p in range(self.width):
-            values = x_t[self.feature[:, p]]  # (L, n)
-            code |= ((values > self.lo[:, p, None]) & (values <= self.hi[:, p, None])).view(np.int8).astype(
-                np.int16) << p
+            met = (ranks[self.feature[:, p]] - self.lower[:, p, None]).view(unsigned) <= self.span[:, p, None]
+            code |= met.view(np.int8).astype(np.int16) << p
         return code
+
+
+class _Ranks:
+    """Each feature's distinct finite split thresholds, sorted: ``rank(x_j)`` is how many of them are ``< x_j``,
+    so that ``x_j > t_m ⇔ rank ≥ m + 1`` and ``x_j ≤ t_k ⇔ rank ≤ k`` (exact: the same float64
+    comparisons)."""
+
+    def __init__(self, leaves: Leaves) -> None:
+        bounds = np.concatenate([leaves.lo[leaves.real], leaves.hi[leaves.real]])
+        features = np.concatenate([leaves.feature[leaves.real]] * 2)
+        finite = np.isfinite(bounds)
+        features, bounds = features[finite], bounds[finite]
+        order = np.lexsort((bounds, features))  # by feature, then value
+        features, bounds = features[order], bounds[order]
+        new = np.ones(features.size, dtype=bool)
+        new[1:] = (features[1:] != features[:-1]) | (bounds[1:] != bounds[:-1])
+        features, bounds = features[new], bounds[new]
+        cut = np.searchsorted(features, np.arange(leaves.n_features + 1))
+        self.thresholds = [bounds[cut[j]:cut[j + 1]] for j in range(leaves.n_features)]
+        most = max((t.size for t in self.thresholds), default=0)
+        self.dtype = np.int16 if most < 2 ** 14 else np.int32
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``(D, n)``: the ranks of the samples ``x`` ``(n, D)`` (a loop over features, not samples)."""
+        return np.stack([np.searchsorted(t, x[:, j], side="left") for j, t in enumerate(self.thresholds)]
+                        ).astype(self.dtype)
+
+    def ranges(self, feature: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``lower, span`` of the conditions ``lo < x ≤ hi`` (infinite bounds: no limit on that side)."""
+        lower, upper = np.zeros(feature.shape, dtype=np.int64), np.zeros(feature.shape, dtype=np.int64)
+        order = np.argsort(feature, axis=None, kind="stable")
+        cut = np.searchsorted(feature.ravel()[order], np.arange(len(self.thresholds) + 1))
+        for j, t in enumerate(self.thresholds):  # a loop over features
+            at = order[cut[j]:cut[j + 1]]
+            a, b = lo.ravel()[at], hi.ravel()[at]
+            lower.ravel()[at] = np.where(np.isfinite(a), np.searchsorted(t, a) + 1, 0)
+            upper.ravel()[at] = np.where(np.isfinite(b), np.searchsorted(t, b), t.size)
+        return lower.astype(self.dtype), (upper - lower).astype(self.dtype).view(
+            np.uint16 if self.dtype == np.int16 else np.uint32)
 
 
 def _bits(width: int) -> np.ndarray:
@@ -118,22 +159,25 @@ class LeafTables:
             cap -= 1
         self.n_features, self.n_outputs = leaves.n_features, leaves.value.shape[1]
         self.groups: list[_Group] = []
+        self.ranks = _Ranks(leaves)
         for width in range(cap + 1):
             index = np.flatnonzero(widths == width)
             if width == 0 or index.size == 0:  # a leaf with no path feature (a tree that is a root) adds nothing
                 continue
             feature, lo, hi = (a[index, :width] for a in (leaves.feature, leaves.lo, leaves.hi))
-            group = _Group(width, feature, lo, hi, np.empty(0),
+            group = _Group(width, feature, *self.ranks.ranges(feature, lo, hi), np.empty(0),
                            _scatter(feature, leaves.value[index], leaves.n_features))
             if algorithm == "path_dependent":
                 table = _path_dependent_table(leaves.cover[index, :width])
             else:
-                counts = np.zeros((index.size, 2 ** width))
+                counts = np.zeros(index.size * 2 ** width)  # per leaf, how many background rows have pattern c
+                first = (np.arange(index.size) * 2 ** width)[:, None]
                 for start, stop in _chunks(background.shape[0], index.size * width):
-                    codes = group.patterns(np.ascontiguousarray(background[start:stop].T))  # (L, b)
-                    np.add.at(counts, (np.broadcast_to(np.arange(index.size)[:, None], codes.shape), codes), 1.0)
-                table = ((counts / background.shape[0]) @ _interventional_matrix(width)).reshape(
-                    index.size, 2 ** width, width).transpose(0, 2, 1)
+                    codes = group.patterns(self.ranks(background[start:stop]))  # (L, b)
+                    counts += np.bincount((first + codes).ravel(), minlength=counts.size)
+                share = counts.reshape(index.size, -1) / background.shape[0]
+                table = (share @ _interventional_matrix(width)).reshape(index.size, 2 ** width, width)
+                table = table.transpose(0, 2, 1)
             group.table = np.ascontiguousarray(table)
             self.groups.append(group)
         wide = widths > cap
@@ -142,11 +186,12 @@ class LeafTables:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``(N, D, K)``: the tabled leaves' share of the Shapley values of every output."""
         phi = np.zeros((self.n_features * self.n_outputs, x.shape[0]))
+        ranks = self.ranks(x)
         for group in self.groups:
             n_leaves = group.feature.shape[0]
             first = (np.arange(n_leaves * group.width) * 2 ** group.width).reshape(n_leaves, group.width, 1)
             for start, stop in _chunks(x.shape[0], n_leaves * group.width):
-                codes = group.patterns(np.ascontiguousarray(x[start:stop].T))  # (L, n)
+                codes = group.patterns(ranks[:, start:stop])  # (L, n)
                 rows = np.take(group.table, first + codes[:, None, :])  # (L, w, n): table[l, p, code[l, n]]
                 phi[:, start:stop] += group.scatter @ rows.reshape(n_leaves * group.width, -1)
         return phi.T.reshape(x.shape[0], self.n_features, self.n_outputs)
