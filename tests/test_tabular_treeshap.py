@@ -130,3 +130,49 @@ def test_equal_to_shap():
     ours = xk.tabular.TreeSHAP(model, algorithm="interventional", background=x[100:130])(x[:20]).attribution.numpy()
     theirs = shap.TreeExplainer(model, data=x[100:130], feature_perturbation="interventional").shap_values(x[:20])
     assert np.abs(ours - theirs).max() <= 1e-6
+
+
+@pytest.mark.parametrize("algorithm", ["path_dependent", "interventional"])
+def test_tables_equal_direct_computation(algorithm, monkeypatch):
+    """The per-leaf pattern tables, the direct computation (leaves too wide for a table) and any split between
+    them give the same values: all leaves tabled, none, or those of width ≤ 3 (a cap, then a budget)."""
+    from xaikit.tabular import leaf_tables, treeshap
+    x, y = data(4)
+    model = RandomForestClassifier(n_estimators=3, max_depth=6, random_state=0).fit(x, y > 0)
+    kw = {} if algorithm == "path_dependent" else {"algorithm": algorithm, "background": x[100:120]}
+    tabled = xk.tabular.TreeSHAP(model, **kw)
+    assert tabled.tables.rest is None and tabled.leaves.real.sum(1).max() > 3
+    full = tabled(x[:6], target=1).attribution.numpy()
+    direct = (treeshap.path_dependent(tabled.leaves, treeshap._rows(x[:6], D, "x")) if algorithm == "path_dependent"
+              else treeshap.interventional(tabled.leaves, treeshap._rows(x[:6], D, "x"), tabled.background))[:, :, 1]
+    assert np.abs(full - direct).max() < 1e-12
+    monkeypatch.setitem(leaf_tables.MAX_WIDTH, algorithm, 3)
+    capped = xk.tabular.TreeSHAP(model, **kw)
+    assert capped.tables.rest is not None and capped.tables.groups
+    assert np.abs(capped(x[:6], target=1).attribution.numpy() - full).max() < 1e-12
+    monkeypatch.setitem(leaf_tables.MAX_WIDTH, algorithm, 12)
+    monkeypatch.setattr(leaf_tables, "TABLE_BUDGET", 2 ** 3 * 3 * 20)  # room for few leaves: the cap comes down
+    budget = xk.tabular.TreeSHAP(model, **kw)
+    assert budget.tables.rest is not None
+    assert np.abs(budget(x[:6], target=1).attribution.numpy() - full).max() < 1e-12
+
+
+@pytest.mark.parametrize("algorithm", ["path_dependent", "interventional"])
+def test_values_on_the_thresholds(algorithm):
+    """Rows whose values equal split thresholds (x ≤ t goes left): the tables' threshold ranks agree with the
+    model's own routing (completeness against predict) and with the direct comparisons."""
+    from xaikit.tabular import treeshap
+    x, y = data(5)
+    x = np.round(x * 2) / 2  # thresholds at quarter points, exact in float32
+    model = GradientBoostingRegressor(n_estimators=6, max_depth=3, random_state=0).fit(x, y)
+    explainer = xk.tabular.TreeSHAP(model, **({} if algorithm == "path_dependent"
+                                              else {"algorithm": algorithm, "background": x[100:115]}))
+    thresholds = np.unique(np.concatenate([t.tree_.threshold[t.tree_.feature == 0] for t in model.estimators_[:, 0]]))
+    assert thresholds.size >= 2 and np.array_equal(thresholds.astype(np.float32), thresholds)
+    rows = np.tile(x[:1], (8, 1))
+    rows[:, 0] = np.resize(thresholds, 8)  # feature 0 on its split thresholds
+    expl = explainer(rows)
+    assert np.allclose(expl.attribution.sum(1) + expl.info["base_value"], model.predict(rows), atol=1e-10)
+    direct = (treeshap.path_dependent(explainer.leaves, rows) if algorithm == "path_dependent"
+              else treeshap.interventional(explainer.leaves, rows, explainer.background))[:, :, 0]
+    assert np.abs(expl.attribution.numpy() - direct).max() < 1e-12

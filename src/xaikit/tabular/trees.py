@@ -55,36 +55,84 @@ class Leaves:
         """``(N, K)``: the ensemble's outputs, from the leaves (a check that the leaves are read right)."""
         return self.reached(x).all(2).astype(float) @ self.value + self.offset
 
+    def subset(self, keep: np.ndarray) -> "Leaves":
+        """The leaves selected by the boolean mask ``keep`` (same outputs, no offset: a share of the ensemble)."""
+        return Leaves(self.feature[keep], self.lo[keep], self.hi[keep], self.cover[keep], self.real[keep],
+                      self.value[keep], np.zeros_like(self.offset), self.n_features)
+
     def expected(self) -> np.ndarray:
         """``(K,)``: the outputs' expectation over the training cover, ``Σ_l v_l Π_j z_lj`` plus the offset."""
         return self.cover.prod(1) @ self.value + self.offset
 
 
-def _tree_leaves(tree: Any, weight: np.ndarray, normalise: bool) -> list[tuple]:
-    """The leaves of one fitted ``sklearn.tree._tree.Tree``: (features, lo, hi, cover share, value)."""
-    left, right = tree.children_left, tree.children_right
-    feature, threshold = tree.feature, tree.threshold
-    cover = tree.weighted_n_node_samples
-    values = tree.value[:, :, :]  # (nodes, outputs, classes)
-    found = []
+def _read_trees(trees: list, values: list[np.ndarray], n_features: int, offset: np.ndarray) -> Leaves:
+    """The leaves of fitted ``sklearn.tree._tree.Tree`` objects, ``values[i]`` ``(nodes_i, K)`` the output of
+    each node of tree ``i`` (ensemble weights included). The trees are walked together, one depth level at a
+    time (a loop over depth, vectorised over the nodes of every tree; scikit-learn sends ``x_j ≤ threshold``
+    to the left child), each node carrying the splits on its path; splits on one feature are then merged."""
+    starts = np.cumsum([0] + [t.node_count for t in trees])
+    left = np.concatenate([np.where(t.children_left >= 0, t.children_left + s, -1) for t, s in zip(trees, starts)])
+    right = np.concatenate([np.where(t.children_right >= 0, t.children_right + s, -1)
+                            for t, s in zip(trees, starts)])
+    feature = np.concatenate([t.feature for t in trees]).astype(np.int64)
+    threshold = np.concatenate([t.threshold for t in trees]).astype(float)
+    cover = np.concatenate([t.weighted_n_node_samples for t in trees]).astype(float)
+    value = np.concatenate(values)
+    node = starts[:-1]  # the frontier: the nodes of one depth, with the splits on their paths
+    path_f, path_lo, path_hi, path_z = (np.zeros((node.size, 0), dtype=np.int64), np.zeros((node.size, 0)),
+                                        np.zeros((node.size, 0)), np.zeros((node.size, 0)))
+    found: list[tuple] = []
+    while node.size:
+        leaf = left[node] < 0
+        found.append((node[leaf], path_f[leaf], path_lo[leaf], path_hi[leaf], path_z[leaf]))
+        inner = ~leaf
+        parent, pf, plo, phi, pz = node[inner], path_f[inner], path_lo[inner], path_hi[inner], path_z[inner]
+        t = threshold[parent]
+        child = np.concatenate([left[parent], right[parent]])
+        path_f = np.concatenate([np.column_stack([pf, feature[parent]])] * 2)
+        path_lo = np.concatenate([np.column_stack([plo, np.full(t.shape, -np.inf)]), np.column_stack([plo, t])])
+        path_hi = np.concatenate([np.column_stack([phi, t]), np.column_stack([phi, np.full(t.shape, np.inf)])])
+        path_z = np.column_stack([np.concatenate([pz] * 2), cover[child] / np.concatenate([cover[parent]] * 2)])
+        node = child
+    depth = len(found) - 1
 
-    def visit(node: int, bounds: dict) -> None:  # the recursion over the tree structure (not over samples)
-        if left[node] == -1:
-            v = values[node].reshape(-1).astype(float)
-            if normalise:
-                v = v / v.sum()
-            found.append((bounds, v * weight))
-            return
-        j = int(feature[node])
-        lo, hi, share = bounds.get(j, (-np.inf, np.inf, 1.0))
-        t = float(threshold[node])
-        for child, interval in ((left[node], (lo, min(hi, t))), (right[node], (max(lo, t), hi))):
-            inner = dict(bounds)
-            inner[j] = (*interval, share * cover[child] / cover[node])
-            visit(int(child), inner)
+    def pad(a: np.ndarray, fill: float) -> np.ndarray:
+        return np.pad(a, ((0, 0), (0, depth - a.shape[1])), constant_values=fill)
 
-    visit(0, {})
-    return found
+    leaves = np.concatenate([f[0] for f in found])
+    path_f = np.concatenate([pad(f[1], n_features) for f in found])  # padding: feature n_features, sorted last
+    path_lo = np.concatenate([pad(f[2], -np.inf) for f in found])
+    path_hi = np.concatenate([pad(f[3], np.inf) for f in found])
+    path_z = np.concatenate([pad(f[4], 1.0) for f in found])
+    return _merge(path_f, path_lo, path_hi, path_z, value[leaves], offset, n_features)
+
+
+def _merge(path_f: np.ndarray, path_lo: np.ndarray, path_hi: np.ndarray, path_z: np.ndarray, value: np.ndarray,
+           offset: np.ndarray, n_features: int) -> Leaves:
+    """Merge the splits on one feature along each path (an interval, a product of cover shares): one slot per
+    distinct feature, sorted by feature, padded on the right."""
+    n = path_f.shape[0]
+    order = np.argsort(path_f, axis=1, kind="stable")
+    f, lo, hi, z = (np.take_along_axis(a, order, 1) for a in (path_f, path_lo, path_hi, path_z))
+    valid = f < n_features
+    first = valid.copy()
+    first[:, 1:] &= f[:, 1:] != f[:, :-1]
+    width = max(1, int(first.sum(1).max(initial=0)))
+    feature = np.zeros((n, width), dtype=np.int64)
+    lo_out, hi_out, cover = np.full((n, width), -np.inf), np.full((n, width), np.inf), np.ones((n, width))
+    real = np.zeros((n, width), dtype=bool)
+    if valid.any():
+        flat_first = first[valid]
+        begin = np.flatnonzero(flat_first)  # segment starts in the flattened valid entries
+        row = np.broadcast_to(np.arange(n)[:, None], f.shape)[valid][begin]
+        slot = (np.cumsum(first, 1) - 1)[valid][begin]
+        feature[row, slot] = f[valid][begin]
+        lo_out[row, slot] = np.maximum.reduceat(lo[valid], begin)
+        hi_out[row, slot] = np.minimum.reduceat(hi[valid], begin)
+        cover[row, slot] = np.multiply.reduceat(z[valid], begin)
+        real[row, slot] = True
+    return Leaves(feature, lo_out, hi_out, cover, real, np.asarray(value, dtype=float),
+                  np.asarray(offset, dtype=float), int(n_features))
 
 
 def read_ensemble(model: Any) -> tuple[Leaves, str]:
@@ -98,8 +146,6 @@ def read_ensemble(model: Any) -> tuple[Leaves, str]:
     if not hasattr(model, "n_features_in_"):
         raise ValueError(f"model must be a fitted scikit-learn tree model; {type(model).__name__} is not fitted "
                          "(call .fit first)")
-    parts: list[tuple] = []
-    offset: np.ndarray
     if isinstance(model, (DecisionTreeClassifier, DecisionTreeRegressor)):
         trees, weight, classify, output = [model], 1.0, isinstance(model, DecisionTreeClassifier), None
     elif isinstance(model, (RandomForestClassifier, RandomForestRegressor, ExtraTreesClassifier,
@@ -116,43 +162,30 @@ def read_ensemble(model: Any) -> tuple[Leaves, str]:
             "xk.NumpyModel(model.predict)")
     if classify and getattr(model, "n_outputs_", 1) != 1:
         raise ValueError("TreeSHAP explains single-output classifiers; fit one classifier per output")
+    values = []
     for tree in trees:
-        parts.extend(_tree_leaves(tree.tree_, np.asarray(weight), classify))
-    k = parts[0][1].shape[0]
-    offset = np.zeros(k)
+        v = tree.tree_.value.reshape(tree.tree_.node_count, -1).astype(float)
+        values.append(weight * (v / v.sum(1, keepdims=True) if classify else v))
     output = output or ("predict_proba" if classify else "predict")
-    return _pad(parts, offset, model.n_features_in_), output
+    leaves = _read_trees([t.tree_ for t in trees], values, model.n_features_in_, np.zeros(values[0].shape[1]))
+    return leaves, output
 
 
 def _boosting(model: Any) -> Leaves:
     """Gradient boosting: ``raw(x) = init(x) + lr Σ_stage tree_{stage,k}(x)``; the initial raw prediction is a
     constant, read as ``raw(x₀) − lr Σ tree(x₀)`` at any row x₀ (public API only)."""
     stages, k = model.estimators_.shape
-    parts = []
+    trees, values = [], []
     for s in range(stages):
         for c in range(k):
-            for bounds, v in _tree_leaves(model.estimators_[s, c].tree_, np.asarray(model.learning_rate), False):
-                one_hot = np.zeros(k)
-                one_hot[c] = v[0]
-                parts.append((bounds, one_hot))
+            tree = model.estimators_[s, c].tree_
+            one_hot = np.zeros((tree.node_count, k))
+            one_hot[:, c] = model.learning_rate * tree.value.reshape(tree.node_count)
+            trees.append(tree)
+            values.append(one_hot)
+    leaves = _read_trees(trees, values, model.n_features_in_, np.zeros(k))
     x0 = np.zeros((1, model.n_features_in_))
     raw = np.asarray(model.decision_function(x0) if hasattr(model, "decision_function") else model.predict(x0),
-                     dtype=float).reshape(1, -1)
-    trees = np.array([[model.learning_rate * model.estimators_[s, c].predict(x0)[0] for c in range(k)]
-                      for s in range(stages)]).sum(0)
-    return _pad(parts, raw[0] - trees, model.n_features_in_)
-
-
-def _pad(parts: list[tuple], offset: np.ndarray, n_features: int) -> Leaves:
-    width = max(1, max(len(bounds) for bounds, _ in parts))
-    n = len(parts)
-    feature = np.zeros((n, width), dtype=np.int64)
-    lo = np.full((n, width), -np.inf)
-    hi = np.full((n, width), np.inf)
-    cover = np.ones((n, width))
-    real = np.zeros((n, width), dtype=bool)
-    for i, (bounds, _) in enumerate(parts):
-        for p, (j, (a, b, share)) in enumerate(sorted(bounds.items())):
-            feature[i, p], lo[i, p], hi[i, p], cover[i, p], real[i, p] = j, a, b, share, True
-    value = np.stack([v for _, v in parts])
-    return Leaves(feature, lo, hi, cover, real, value, np.asarray(offset, dtype=float), int(n_features))
+                     dtype=float).reshape(-1)
+    leaves.offset = raw - leaves.predict(x0)[0]
+    return leaves

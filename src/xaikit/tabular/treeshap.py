@@ -13,8 +13,11 @@ Shapley values are additive over the leaves, and for a product game of ``d`` pla
 a polynomial of degree ``d − 1`` in ``t`` that a Gauss–Legendre rule of ``⌈d/2⌉`` nodes integrates exactly
 (the integral form of Linear TreeSHAP, Yu et al., NeurIPS 2022). For the interventional game ``o`` and ``z``
 are 0/1 and the integral is a Beta function, ``a! c! / (a + c + 1)!``. No loop runs per sample or per node:
-the leaves are read once (:mod:`xaikit.tabular.trees`, a recursion over the tree structure), and the values
-are array operations over (samples, leaves, path features), in chunks of samples.
+the leaves are read once (:mod:`xaikit.tabular.trees`, a loop over depth levels), each leaf's contribution is
+tabulated for every pattern of met/unmet path conditions when the explainer is built
+(:mod:`xaikit.tabular.leaf_tables`), and a call looks the samples' patterns up. Leaves with too many path
+features for a table (more than 12, or 9 interventional, or beyond the table budget) are computed here
+directly, as array operations over (samples, leaves, path features) in chunks of samples.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from ..errors import check_choice
 from ..explanation import Explanation
 from ..settings import checked_init
 from ..targets import TargetSpec, check_target, resolve_target
+from .leaf_tables import LeafTables
 from .trees import Leaves, read_ensemble
 
 ALGORITHMS = ("path_dependent", "interventional")
@@ -61,8 +65,12 @@ class TreeSHAP:
 
     Notes
     -----
-    Cost: ``N · L · P · ⌈P/2⌉`` (path-dependent) or ``N · B · L · P`` (interventional) operations for ``L``
-    leaves with at most ``P`` distinct features on a path.
+    Cost, for ``L`` leaves with ``w_l`` distinct features on their paths: building ``Σ_l 2^{w_l} w_l ⌈w_l/2⌉``
+    operations (path-dependent) or ``Σ_l 4^{w_l} w_l + B Σ_l w_l`` (interventional: a histogram of the
+    background's patterns per leaf times a matrix shared by the leaves of one width), and a table of
+    ``Σ_l 2^{w_l} w_l`` floats; a call ``N Σ_l w_l`` comparisons and look-ups, whatever the background's size.
+    Leaves wider than the tables allow cost ``N · P · ⌈P/2⌉`` (path-dependent) or ``N · B · P``
+    (interventional) each per call.
     """
 
     @checked_init
@@ -79,6 +87,7 @@ class TreeSHAP:
         elif background is not None:
             raise ValueError("background= is used by algorithm='interventional' only; the path-dependent game reads "
                              "the training cover from the trees")
+        self.tables = LeafTables(self.leaves, algorithm, self.background)
 
     @property
     def name(self) -> str:
@@ -88,11 +97,15 @@ class TreeSHAP:
         rows = _rows(x, self.leaves.n_features, "x")
         check_target(target, rows.shape[0])
         output = self._outputs(rows)
+        phi = self.tables(rows)
+        rest = self.tables.rest
         if self.algorithm == "path_dependent":
-            phi = path_dependent(self.leaves, rows)
+            if rest is not None:
+                phi += path_dependent(rest, rows)
             base = np.broadcast_to(self.leaves.expected(), output.shape)
         else:
-            phi = interventional(self.leaves, rows, self.background)
+            if rest is not None:
+                phi += interventional(rest, rows, self.background)
             base = np.broadcast_to(self._outputs(self.background).mean(0), output.shape)
         output_t = torch.from_numpy(np.ascontiguousarray(output))
         resolved = resolve_target(target, output_t)
