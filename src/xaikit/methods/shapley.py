@@ -243,8 +243,8 @@ class KernelSHAP(_Shapley):
     ``estimator="auto"`` with the plain estimator chosen evaluates ``f * samples`` coalitions (``f`` up to 8,
     ``info["samples"]``), and its first call for a kind of call evaluates ``samples`` before choosing:
     ``(1 + f) * samples`` rows then (a 15-token sentence of the MiniLM probe: 3,006 rows, ``f = 2``). Lower
-    ``samples`` (at least ``d + 2``) or name the estimator for a cheaper call. ``info``: ``"exact_sizes"`` (sizes evaluated exactly; a list per sample when samples have different
-    numbers of features),
+    ``samples`` (at least ``d + 2``) or name the estimator for a cheaper call. ``info``: ``"exact_sizes"``
+    (sizes evaluated exactly; a list per sample when samples have different numbers of features),
     ``"samples"`` (coalitions evaluated), ``"estimator"``, ``"seed"``.
     """
 
