@@ -9,6 +9,9 @@ Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_concepts.py [--parts speed
   ≤ 1.3×).
   Both interleaved round by round in one process; reported: the ratio of the minima and the median of each
   round's ratio.
+- composition: ``Composition`` (top 5 concepts) of 4 photos vs one LRP call on the same 4 photos (limit: the
+  ``top + 2`` rows per sample it runs: the recording pass, ``top`` conditional rows and the zeroed row), with
+  the rows the model saw in each (a forward hook).
 - table: channel scores ``R_i[c]`` of layer ``_bn1`` (the last conv's folded output, 1280 channels) on half
   of the augmented photos, per class; ablation (top-k / random-k, 5 draws / low-k / baseline) measured on the
   other half. Labels: EfficientNet-Lite0's prediction on each original photo.
@@ -83,6 +86,25 @@ def speed(args, clock) -> list[str]:
     return rows
 
 
+def composition(args, clock) -> list[str]:
+    model = load_efficientnet_lite0()
+    x = torch.cat([load_image(name) for name in IMAGES[:4]])
+    top = 5
+    rows = [0]
+    hook = model.register_forward_hook(lambda m, i, o: rows.__setitem__(0, rows[0] + i[0].shape[0]))
+    tool = concepts.Composition(model, layer="_blocks.15", top=top)
+    lrp = xk.LRP(model)
+    seen = {}
+    for key, fn in (("lrp", lambda: lrp(x)), ("composition", lambda: tool(x))):
+        rows[0] = 0
+        fn()
+        seen[key] = rows[0]
+    hook.remove()
+    times = interleaved({"lrp": lambda: lrp(x), "composition": lambda: tool(x)}, args.repeats, clock)
+    return [ratio_row(f"EfficientNet-Lite0, _blocks.15, top={top}, 4 photos at 224² (model rows: LRP "
+                      f"{seen['lrp']}, Composition {seen['composition']})", times, "composition", "lrp", top + 2)]
+
+
 def references(args, clock) -> list[str]:
     rows = []
     model = load_efficientnet_lite0()
@@ -146,7 +168,7 @@ def table(args) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--parts", nargs="+", default=["speed", "references", "table"])
+    parser.add_argument("--parts", nargs="+", default=["speed", "composition", "references", "table"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--per-photo", type=int, default=48)
     parser.add_argument("--k", type=int, nargs="+", default=[16, 64])
@@ -158,6 +180,9 @@ def main() -> None:
     if "speed" in args.parts:
         print("### Conditional heatmaps of one image vs one LRP call on the batch of copies\n\n" + head)
         print("\n".join(speed(args, clock)) + "\n")
+    if "composition" in args.parts:
+        print("### Composition of 4 photos vs one LRP call on them\n\n" + head)
+        print("\n".join(composition(args, clock)) + "\n")
     if "references" in args.parts:
         print("### Reference-sample pass vs the LRP calls on the same batches\n\n" + head)
         print("\n".join(references(args, clock)) + "\n")
