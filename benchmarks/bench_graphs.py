@@ -134,7 +134,8 @@ def main() -> None:
     from torch_geometric.explain import Explainer, GNNExplainer
 
     generator = torch.Generator().manual_seed(0)
-    graphs = [(*make_graph(i % 2, generator, kind=args.base, task=args.task), i % 2) for i in range(args.graphs + args.test)]
+    graphs = [(*make_graph(i % 2, generator, kind=args.base, task=args.task), i % 2)
+              for i in range(args.graphs + args.test)]
     began = time.perf_counter()
     model = train(graphs[:args.graphs], args.epochs, pool=args.pool)
     print(f"trained in {time.perf_counter() - began:.1f} s; accuracy train "
@@ -182,7 +183,8 @@ def main() -> None:
         cyc["GNNExplainer"].append(top_share(edge_index, mask.detach(), motif, k=len(motif)))
     if not cycles:
         return
-    print(f"\n{len(cycles)} 5-cycle graphs of the test set (class 0 explained); share of the top-5 edges in the cycle\n")
+    print(f"\n{len(cycles)} 5-cycle graphs of the test set (class 0 explained); share of the top-5 edges in the "
+          "cycle\n")
     print("| explainer | mean share | graphs with share >= 0.8 |")
     print("|---|---|---|")
     for name, s in cyc.items():

@@ -14,15 +14,16 @@ All evaluate the same torch model on the same coalition game (absent features at
 
 - wine: the 13-feature MLP of :func:`xaikit.zoo.train_wine_mlp`, softmax probability of the predicted class;
   exact values from all 2^13 coalitions (``xk.ExactShapley``);
-- EfficientNet-Lite0 on a 3 x 4 grid of 12 cells of a bundled photo (the logit of the predicted class), exact
-  from all 2^12 = 4,096 coalitions; budgets up to 1,024.
+- EfficientNet-Lite0 on a grid of cells of a bundled photo (``--grid 3x4``: 12 cells; the logit of the
+  predicted class), exact from all 2^cells coalitions (``xk.ExactShapley``).
 
 Then, for every peer point (error e at t seconds per input), xaikit's best error among its points no slower
 than t. Times are best of ``--repeats`` interleaved calls (the machine is shared).
 
 Run (benchmark venv with shap and shapiq, see benchmarks/results/shapley_time.md):
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_shapley_time.py --game wine
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_shapley_time.py --game image --photos 1
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_shapley_time.py --game image --photos 1 \
+        --grid 2x5 --seeds 1 --repeats 1 --budgets 32 64 128 256 --peers KernelSHAP PermutationSamplingSV SVARM
 """
 from __future__ import annotations
 
@@ -67,19 +68,19 @@ def wine_game(rows: int):
     return fn, x, target, None, exact, coalitions, (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
-def image_game(photos: int):
+def image_game(photos: int, rows: int = 3, cols: int = 4):
     from xaikit.zoo import load_efficientnet_lite0, load_image
 
     net = load_efficientnet_lite0()
     x = torch.cat([load_image(name) for name in ("chelsea", "coffee", "astronaut")[:photos]])
-    mask = grid_mask(*x.shape[2:])
+    mask, d = grid_mask(*x.shape[2:], rows, cols), rows * cols
     with torch.no_grad():
         target = net(x).argmax(1)
     began = time.perf_counter()
     info = xk.ExactShapley(net, features=mask, batch_size=64)(x, target=target).info
     exact = info["feature_attribution"]
-    print(f"exact (4,096 coalitions per photo): {time.perf_counter() - began:.1f} s")
-    cells = torch.nn.functional.one_hot(mask, 12).permute(2, 0, 1).float()  # (12, H, W)
+    print(f"exact ({2 ** d:,} coalitions per photo): {time.perf_counter() - began:.1f} s", flush=True)
+    cells = torch.nn.functional.one_hot(mask, d).permute(2, 0, 1).float()  # (d, H, W)
 
     def coalitions(i: int):
         def value(z: np.ndarray) -> np.ndarray:
@@ -92,7 +93,7 @@ def image_game(photos: int):
             return torch.cat(out).numpy()
         return value
     for i in range(x.shape[0]):  # the peers' game is xaikit's: the same values at the full and empty coalitions
-        ends = coalitions(i)(np.array([[True] * 12, [False] * 12]))
+        ends = coalitions(i)(np.array([[True] * d, [False] * d]))
         assert np.allclose(ends, [float(info["value_full"][i]), float(info["value_empty"][i])], atol=1e-4), ends
     return net, x, target, mask, exact.double().numpy(), coalitions, (64, 128, 256, 512, 1024)
 
@@ -135,14 +136,15 @@ def main() -> None:
     parser.add_argument("--game", choices=("wine", "image"), default="wine")
     parser.add_argument("--rows", type=int, default=10, help="wine rows")
     parser.add_argument("--photos", type=int, default=1)
+    parser.add_argument("--grid", default="3x4", help="image cells, rows x columns")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--peers", nargs="*", default=list(SHAPIQ))
     parser.add_argument("--budgets", nargs="*", type=int)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model, x, target, features, exact, coalitions, budgets = (wine_game(args.rows) if args.game == "wine"
-                                                               else image_game(args.photos))
+    game = wine_game(args.rows) if args.game == "wine" else image_game(args.photos, *map(int, args.grid.split("x")))
+    model, x, target, features, exact, coalitions, budgets = game
     budgets = args.budgets or budgets
     d = exact.shape[1]
     methods = {"xaikit default": lambda b, s: run_xaikit(model, x, target, features, b, s),
