@@ -4,7 +4,8 @@ The task (BA-2Motifs-like, Luo et al. 2020): a random base graph (a random tree 
 motif attached by one edge: a house (5 nodes, 6 edges; class 1) or a 5-cycle (class 0). Node features are
 constant, so only the structure tells the classes apart. A 3-layer GIN (PyTorch Geometric's ``GINConv``,
 ``global_mean_pool``) is trained on 400 graphs. For each test graph of class 1 the undirected edges are ranked
-by relevance (GNN-LRP: the summed relevance of the walks through each edge, both directions; GNNExplainer:
+by relevance (GNN-LRP: the summed relevance of the walks through each edge, both directions, signed or
+their magnitudes; GNNExplainer:
 its edge mask, both directions) and the score is the share of the top 6 that are house edges.
 
 Run (benchmark venv with torch-geometric, see benchmarks/results/interactions.md):
@@ -19,22 +20,39 @@ import time
 import torch
 from torch import nn
 
+from xaikit import Contrast
 from xaikit.interactions import GraphLRP
 
 HOUSE = [(0, 1), (1, 2), (2, 3), (3, 0), (0, 4), (1, 4)]  # a square with a roof on edge (0, 1)
 CYCLE = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 0)]
 
 
-def make_graph(label: int, generator: torch.Generator, base: int = 20) -> tuple[torch.Tensor, torch.Tensor, set]:
-    """``(x, edge_index, motif_edges)`` of one graph; motif edges as undirected pairs of node ids."""
+def make_graph(label: int, generator: torch.Generator, base: int = 20, kind: str = "ba",
+               task: str = "2motifs") -> tuple[torch.Tensor, torch.Tensor, set]:
+    """``(x, edge_index, motif_edges)`` of one graph; motif edges as undirected pairs of node ids. ``kind="ba"``:
+    the base of BA-2Motifs, a Barabási–Albert graph with one edge per new node (a new node links to an old one
+    with probability proportional to its degree); ``"tree+"``: a uniform random recursive tree with base // 5
+    extra random edges (the first version of this benchmark: its extra edges put cycles into the base).
+    ``task="house-vs-tree"``: class 0 has no motif, its base grows by 5 more nodes instead."""
+    if task == "house-vs-tree" and label == 0:
+        x, edge_index, _ = make_graph(1, generator, base + 5, kind)
+        keep = (edge_index < base + 5).all(0)  # drop the house again: a base of base + 5 nodes
+        return x[:base + 5], edge_index[:, keep], set()
     edges = set()
-    for node in range(1, base):  # a random tree
-        parent = int(torch.randint(0, node, (1,), generator=generator))
-        edges.add((parent, node))
-    for _ in range(base // 5):  # a few extra edges
-        a, b = torch.randint(0, base, (2,), generator=generator).tolist()
-        if a != b:
-            edges.add((min(a, b), max(a, b)))
+    if kind == "ba":
+        targets = [0]  # node ids repeated by degree (node 0 starts with weight one)
+        for node in range(1, base):
+            parent = targets[int(torch.randint(0, len(targets), (1,), generator=generator))]
+            edges.add((parent, node))
+            targets += [parent, node]
+    else:
+        for node in range(1, base):  # a random tree
+            parent = int(torch.randint(0, node, (1,), generator=generator))
+            edges.add((parent, node))
+        for _ in range(base // 5):  # a few extra edges
+            a, b = torch.randint(0, base, (2,), generator=generator).tolist()
+            if a != b:
+                edges.add((min(a, b), max(a, b)))
     motif = {(base + a, base + b) for a, b in (HOUSE if label == 1 else CYCLE)}
     edges |= motif
     anchor = int(torch.randint(0, base, (1,), generator=generator))
@@ -45,7 +63,7 @@ def make_graph(label: int, generator: torch.Generator, base: int = 20) -> tuple[
 
 
 class GIN(nn.Module):
-    def __init__(self, hidden: int = 32) -> None:
+    def __init__(self, hidden: int = 32, pool: str = "add") -> None:
         super().__init__()
         from torch_geometric.nn import GINConv
 
@@ -54,21 +72,22 @@ class GIN(nn.Module):
 
         self.c1, self.c2, self.c3 = GINConv(mlp(1)), GINConv(mlp(hidden)), GINConv(mlp(hidden))
         self.out = nn.Linear(hidden, 2)
+        self.pool = pool
 
     def forward(self, x, edge_index, batch=None):
-        from torch_geometric.nn import global_mean_pool
+        from torch_geometric.nn import global_add_pool, global_mean_pool
 
         h = torch.relu(self.c1(x, edge_index))
         h = torch.relu(self.c2(h, edge_index))
         h = torch.relu(self.c3(h, edge_index))
-        return self.out(global_mean_pool(h, batch))
+        return self.out((global_add_pool if self.pool == "add" else global_mean_pool)(h, batch))
 
 
-def train(graphs: list, epochs: int, seed: int = 0) -> GIN:
+def train(graphs: list, epochs: int, seed: int = 0, pool: str = "add") -> GIN:
     from torch_geometric.data import Batch, Data
 
     torch.manual_seed(seed)
-    model = GIN()
+    model = GIN(pool=pool)
     data = Batch.from_data_list([Data(x=x, edge_index=e, y=torch.tensor([y])) for x, e, _, y in graphs])
     optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(epochs):
@@ -104,29 +123,40 @@ def main() -> None:
     parser.add_argument("--graphs", type=int, default=400)
     parser.add_argument("--test", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--base", choices=("ba", "tree+"), default="ba")
+    parser.add_argument("--pool", choices=("add", "mean"), default="add")
+    parser.add_argument("--method", default="lrp:composite=epsilon")
+    parser.add_argument("--contrast", action="store_true", help="explain logit 1 - logit 0 (walks)")
+    parser.add_argument("--task", choices=("2motifs", "house-vs-tree"), default="2motifs")
     args = parser.parse_args()
+    print(vars(args))
     torch.set_num_threads(1)
     from torch_geometric.explain import Explainer, GNNExplainer
 
     generator = torch.Generator().manual_seed(0)
-    graphs = [(*make_graph(i % 2, generator), i % 2) for i in range(args.graphs + args.test)]
+    graphs = [(*make_graph(i % 2, generator, kind=args.base, task=args.task), i % 2)
+              for i in range(args.graphs + args.test)]
     began = time.perf_counter()
-    model = train(graphs[:args.graphs], args.epochs)
+    model = train(graphs[:args.graphs], args.epochs, pool=args.pool)
     print(f"trained in {time.perf_counter() - began:.1f} s; accuracy train "
           f"{accuracy(model, graphs[:args.graphs]):.3f}, test {accuracy(model, graphs[args.graphs:]):.3f}")
     houses = [g for g in graphs[args.graphs:] if g[3] == 1]
-    tool = GraphLRP(model, method="lrp:composite=epsilon")
+    cycles = [g for g in graphs[args.graphs:] if g[3] == 0 and g[2]]
+    tool = GraphLRP(model, method=args.method)
     explainer = Explainer(model, GNNExplainer(epochs=100), explanation_type="model", edge_mask_type="object",
                           model_config=dict(mode="multiclass_classification", task_level="graph", return_type="raw"))
-    scores = {"GNN-LRP walks": [], "GNNExplainer": []}
-    local = {"GNN-LRP walks": [], "GNNExplainer": []}
-    times = {"GNN-LRP walks": [], "GNNExplainer": []}
+    names = ("GNN-LRP walks", "GNN-LRP walks, absolute", "GNNExplainer")
+    scores: dict = {k: [] for k in names}
+    local: dict = {k: [] for k in names}
+    times: dict = {k: [] for k in names}
     for x, edge_index, motif, _ in houses:
         began = time.perf_counter()
-        walks = tool.walks(x, edge_index, target=1)
+        walks = tool.walks(x, edge_index, target=Contrast(1, 0) if args.contrast else 1)
         times["GNN-LRP walks"].append(time.perf_counter() - began)
-        scores["GNN-LRP walks"].append(top_share(edge_index, walks.edge_relevance(), motif))
-        local["GNN-LRP walks"].append(top_share(edge_index, walks.edge_relevance(), motif, of_motif_nodes=True))
+        times["GNN-LRP walks, absolute"].append(times["GNN-LRP walks"][-1])
+        for name, sign in (("GNN-LRP walks", "all"), ("GNN-LRP walks, absolute", "absolute")):
+            scores[name].append(top_share(edge_index, walks.edge_relevance(sign), motif))
+            local[name].append(top_share(edge_index, walks.edge_relevance(sign), motif, of_motif_nodes=True))
         torch.manual_seed(0)
         began = time.perf_counter()
         mask = explainer(x, edge_index).edge_mask  # explains the prediction (class 1 on these graphs)
@@ -141,6 +171,24 @@ def main() -> None:
         s = scores[name]
         print(f"| {name} | {statistics.mean(s):.3f} | {sum(v >= 0.8 for v in s)}/{len(s)} | "
               f"{statistics.mean(local[name]):.3f} | {statistics.median(times[name]):.3f} |")
+    # the other class: is the evidence for "cycle" in the 5-cycle? (top-5 edges, the cycle has 5)
+    cyc: dict = {k: [] for k in names}
+    for x, edge_index, motif, _ in cycles:
+        walks = tool.walks(x, edge_index, target=Contrast(0, 1) if args.contrast else 0)
+        cyc["GNN-LRP walks"].append(top_share(edge_index, walks.edge_relevance(), motif, k=len(motif)))
+        cyc["GNN-LRP walks, absolute"].append(top_share(edge_index, walks.edge_relevance("absolute"), motif,
+                                                        k=len(motif)))
+        torch.manual_seed(0)
+        mask = explainer(x, edge_index).edge_mask
+        cyc["GNNExplainer"].append(top_share(edge_index, mask.detach(), motif, k=len(motif)))
+    if not cycles:
+        return
+    print(f"\n{len(cycles)} 5-cycle graphs of the test set (class 0 explained); share of the top-5 edges in the "
+          "cycle\n")
+    print("| explainer | mean share | graphs with share >= 0.8 |")
+    print("|---|---|---|")
+    for name, s in cyc.items():
+        print(f"| {name} | {statistics.mean(s):.3f} | {sum(v >= 0.8 for v in s)}/{len(s)} |")
 
 
 if __name__ == "__main__":

@@ -124,6 +124,16 @@ def test_walk_relevance_equals_the_path_sum_written_out():
         u, v = EDGES[:, e].tolist()
         manual = sum(r for w, r in got.items() for t in range(2) if (w[t], w[t + 1]) == (u, v))
         assert abs(float(edge[e]) - manual) < 1e-12
+    # by sign: the positive and the negative walks add up to the signed sum, their magnitudes to "absolute"
+    pos, neg, mag = (walks.edge_relevance(sign=s) for s in ("positive", "negative", "absolute"))
+    assert (pos >= 0).all() and (neg <= 0).all() and (pos > 0).any() and (neg < 0).any()
+    torch.testing.assert_close(pos + neg, edge, rtol=0, atol=1e-12)
+    torch.testing.assert_close(pos - neg, mag, rtol=0, atol=1e-12)
+    u, v = EDGES[:, 5].tolist()
+    manual = sum(abs(r) for w, r in got.items() for t in range(2) if (w[t], w[t + 1]) == (u, v))
+    assert abs(float(mag[5]) - manual) < 1e-12
+    with pytest.raises(ValueError, match="sign must be one of"):
+        walks.edge_relevance(sign="signed")
 
 
 def test_node_level_target():

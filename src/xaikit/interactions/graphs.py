@@ -262,8 +262,17 @@ class RelevantWalksResult(ResultExport):
         order = key.argsort()[:n]
         return [(tuple(self.walks[i].tolist()), float(self.relevance[i])) for i in order]
 
-    def edge_relevance(self) -> torch.Tensor:
-        """``(E,)``: the summed relevance of the walks that take each edge (at any layer)."""
+    def edge_relevance(self, sign: str = "all") -> torch.Tensor:
+        """``(E,)``: the summed relevance of the walks that take each edge (at any layer, once per step).
+
+        ``sign``: ``"all"`` sums the signed relevances (positive and negative walks cancel); ``"positive"`` /
+        ``"negative"`` sums only the walks of that sign; ``"absolute"`` sums their magnitudes (an edge carried by
+        strong walks of both signs ranks high, as GNN-LRP's pictures show both colours, Schnake et al. 2022)."""
+        transform = {"all": lambda r: r, "positive": lambda r: r.clamp_min(0), "negative": lambda r: r.clamp_max(0),
+                     "absolute": torch.abs}
+        if sign not in transform:
+            raise ValueError(f"sign must be one of {', '.join(transform)}, got {sign!r}")
+        relevance = transform[sign](self.relevance)
         n = int(max(self.edge_index.max(), self.walks.max())) + 1 if self.edge_index.numel() else 1
         keys = self.edge_index[0] * n + self.edge_index[1]
         order = keys.argsort()
@@ -274,7 +283,7 @@ class RelevantWalksResult(ResultExport):
             k = a[step] * n + b[step]
             pos = torch.searchsorted(keys[order], k).clamp_max(keys.shape[0] - 1)
             hit = keys[order][pos] == k
-            out.index_add_(0, order[pos[hit]], self.relevance[step][hit])
+            out.index_add_(0, order[pos[hit]], relevance[step][hit])
         return out
 
     def node_relevance(self, n: int | None = None) -> torch.Tensor:
