@@ -34,7 +34,8 @@ def main() -> None:
              "HotFlip first-order scores over the whole MiniLM vocabulary (30,522 word pieces), the 16 best "
              "substitutions checked exactly per step, at most 3 substitutions, special tokens frozen; target = the "
              "other class.", "",
-             "| review | class | counterfactual class | found | substitutions | time (s) |", "|---|---|---|---|---|---:|"]
+             "| review | class | counterfactual class | found | substitutions | time (s) |",
+             "|---|---|---|---|---|---:|"]
     found = 0
     for text in task.texts[:args.sentences]:
         x = tokenizer(text, return_tensors="pt")["input_ids"]

@@ -173,7 +173,8 @@ def main() -> None:
     brittle_q = 4 if args.quick else 8
     out: dict = {"setting": dict(train=n_train, test=n_test, subsets=subsets, fraction=0.5, seeds=seeds,
                                  models=models_m, projection=k, small_projection=small_k,
-                                 brittleness_queries=brittle_q, mlp="64-64(relu)-10", steps=150, threads=torch.get_num_threads())}
+                                 brittleness_queries=brittle_q, mlp="64-64(relu)-10", steps=150,
+                                 threads=torch.get_num_threads())}
     lds_rows: dict[str, list[float]] = {}
     times: dict[str, list[float]] = {}
     for seed in range(seeds):

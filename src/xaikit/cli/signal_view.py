@@ -59,7 +59,8 @@ def _propagated(method: Method) -> bool:
 
 
 def write_figures(out: Path, inputs: Inputs, results: dict[str, Explanation]) -> list[str]:
-    """``signal-<method>-<input>.png`` of the first :data:`FIGURES` inputs (:func:`xaikit.viz.plot_signal_relevance`)."""
+    """``signal-<method>-<input>.png`` of the first :data:`FIGURES` inputs
+    (:func:`xaikit.viz.plot_signal_relevance`)."""
     names = []
     for label, expl in results.items():
         for i, name in enumerate(inputs.names[:FIGURES]):
