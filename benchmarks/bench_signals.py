@@ -5,7 +5,8 @@ vector–Jacobian product of the inverse (the z-rule through it) to the method's
 the view costs at most 1.2× the method. Timings interleave the two calls (method alone, method through the
 view) over repeats and report the median of the per-repeat ratios.
 
-Run: ``PYTHONPATH=src nice -n 10 python benchmarks/bench_signals.py [--repeats 7] [--out FILE.md]``
+Run: ``PYTHONPATH=src nice -n 10 python benchmarks/bench_signals.py [--repeats 7] [--model small|m5]
+[--out FILE.md]``
 """
 from __future__ import annotations
 
@@ -28,6 +29,22 @@ def audio_model() -> nn.Module:
                          nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
 
 
+def m5_model() -> nn.Module:
+    """M5 of Dai et al. 2017 ("Very deep convolutional neural networks for raw waveforms"), the usual baseline
+    for 16 kHz speech commands: four convolutions (128-128-256-512 channels) with BatchNorm and max pooling."""
+    torch.manual_seed(0)
+
+    def block(i: int, o: int, k: int, stride: int = 1) -> list[nn.Module]:
+        return [nn.Conv1d(i, o, k, stride=stride), nn.BatchNorm1d(o), nn.ReLU(), nn.MaxPool1d(4)]
+
+    return nn.Sequential(*block(1, 128, 80, 4), *block(128, 128, 3), *block(128, 256, 3), *block(256, 512, 3),
+                         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(512, 35)).eval()
+
+
+MODELS = {"small": (audio_model, "a Conv1d audio model (2 strided convolutions, 10 classes)"),
+          "m5": (m5_model, "M5 (Dai et al. 2017: 4 convolutions of 128-512 channels with BatchNorm, 35 classes)")}
+
+
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 clock = time.perf_counter
 
@@ -43,6 +60,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--model", choices=sorted(MODELS), default="small")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: less noise on a shared machine)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time, or this process's CPU time (on a loaded machine: the time the work itself "
@@ -51,7 +69,7 @@ def main() -> None:
     global clock
     clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
-    model = audio_model()
+    model = MODELS[args.model][0]()
     x = torch.randn(args.batch, 1, 16000, generator=torch.Generator().manual_seed(0))
     rows, load_before = [], os.getloadavg()
     for spec in (f"lrp:composite=epsilon,batch_size={args.batch}", f"input_x_gradient:batch_size={args.batch}",
@@ -71,7 +89,7 @@ def main() -> None:
                   f"ratio {rows[-1][4]:.3f} (max {rows[-1][5]:.3f})", flush=True)
     load_after = os.getloadavg()
     lines = ["# Virtual inspection layer: cost against the method's own (signals of 16k samples)", "",
-             f"Batch {args.batch} × 1 × 16000 (float32), a Conv1d audio model (2 strided convolutions, 10 classes), "
+             f"Batch {args.batch} × 1 × 16000 (float32), {MODELS[args.model][1]}, "
              f"{args.repeats} interleaved repeats after a warm-up; the ratio is the median of the per-repeat ratios "
              f"(view ÷ method alone), timed by {'wall time' if args.clock == 'wall' else 'CPU time of the process'}"
              ". Bound of issue 23: ≤ 1.2×.", "",
@@ -81,7 +99,7 @@ def main() -> None:
              f"{', '.join(f'{v:.1f}' for v in load_before)} at the start, "
              f"{', '.join(f'{v:.1f}' for v in load_after)} at the end, on {os.cpu_count()} cores.", "",
              f"Command: `PYTHONPATH=src nice -n 10 python benchmarks/bench_signals.py --repeats {args.repeats} "
-             f"--clock {args.clock} --out FILE.md` (fixed batch sizes, so that the chunk-size search of "
+             f"--clock {args.clock} --model {args.model} --out FILE.md` (fixed batch sizes, so that the chunk-size search of "
              "`batch_size=\"auto\"` does not enter the ratio)",
              "", "| method | view | alone (ms) | through the view (ms) | ratio (median) | ratio (max) |",
              "|---|---|---|---|---|---|"]
