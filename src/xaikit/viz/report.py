@@ -230,8 +230,10 @@ def image_section(folder: str | Path, images: np.ndarray, maps: Mapping[str, np.
 
 
 def _breakable(label: str) -> str:
-    """Escaped label that may wrap before its settings: ``IntegratedGradients<wbr>(steps, 16)``."""
-    return html.escape(label).replace("(", "<wbr>(").replace(",", ",<wbr>").replace("_", "_<wbr>")
+    """Escaped label that may wrap before its settings and inside a CamelCase name:
+    ``Integrated<wbr>Gradients<wbr>(steps,<wbr> 16)`` (long names overlapped their neighbours at 1,400 px)."""
+    escaped = html.escape(label).replace("(", "<wbr>(").replace(",", ",<wbr>").replace("_", "_<wbr>")
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "<wbr>", escaped)
 
 
 def scores_section(folder: str | Path, table: Any, title: str = "Scores", note: str = "",
