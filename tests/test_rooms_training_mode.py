@@ -39,10 +39,35 @@ def _calls(model, x, y):
 
     yield "TracIn", influence
     yield "CEM", lambda: CEM(model, feature_range=(-1.0, 1.0), c_steps=1, iterations=3)(x[:2])
+    yield from _new_tools(model, x, y)
 
 
-@pytest.mark.parametrize("name", ["Composition", "ChannelRelevance", "ReferenceSamples", "FeatureIndex", "TracIn",
-                                  "CEM"])
+def _new_tools(model, x, y):
+    """The tools added with regression, interactions, rules, counterfactuals, data attribution and the peers'
+    methods: each runs the model (forward, gradients or training-free fits) and must leave it as it was."""
+    import xaikit as xk
+
+    yield "DeepLift", lambda: xk.DeepLift(model)(x[:2], 0)
+    yield "GradientShap", lambda: xk.GradientShap(model, background=x[4:6], samples=3, seed=0)(x[:2], 0)
+    yield "LayerConductance", lambda: xk.LayerConductance(model, layer="features.9", steps=2)(x[:2], 0)
+    yield "NeuronAttribution", lambda: xk.NeuronAttribution(model, layer="features.9")(x[:2], 0)
+    yield "Regression", lambda: xk.regression.Regression(model, method="input_x_gradient")(x[:2], 0)
+    yield "ShapleyInteractions", lambda: xk.interactions.ShapleyInteractions(
+        model, order=2, features="grid:2", seed=0)(x[:2], 0)
+    yield "TCAV", lambda: xk.concepts.TCAV(model, "features.9", runs=2, seed=0).fit(
+        {"first": x[:4]}, random=x[4:])(x[:2], 0)
+    yield "TRAK", lambda: xk.examples.TRAK(model, projection=8).fit((x, y)).scores(x[:2], y[:2])
+    yield "InfluenceFunctions", lambda: xk.examples.InfluenceFunctions(model, hessian="exact").fit(
+        (x, y)).scores(x[:2], y[:2])
+    yield "Counterfactuals", lambda: xk.counterfactuals.Counterfactuals(model, search="gradient")(x[:1], 1)
+
+
+NAMES = ["Composition", "ChannelRelevance", "ReferenceSamples", "FeatureIndex", "TracIn", "CEM", "DeepLift",
+         "GradientShap", "LayerConductance", "NeuronAttribution", "Regression", "ShapleyInteractions", "TCAV",
+         "TRAK", "InfluenceFunctions", "Counterfactuals"]
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_a_model_in_training_mode_is_left_unchanged(case, name):
     model, x, y = case
     call = dict(_calls(model, x, y))[name]
