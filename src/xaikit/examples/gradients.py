@@ -50,6 +50,17 @@ def attributed_parameters(model: nn.Module, layer: str) -> list[str]:
     return names
 
 
+def per_sample_losses(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], out: torch.Tensor,
+                      y: torch.Tensor) -> torch.Tensor:
+    """``loss(out, y)`` checked to give one value per sample (``reduction="none"``): TracIn's and the influence
+    functions' loss."""
+    losses = loss(out, y)
+    if not isinstance(losses, torch.Tensor) or losses.shape != (out.shape[0],):
+        raise ValueError("loss must return one value per sample (reduction='none'), got "
+                         f"{tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__}")
+    return losses
+
+
 def gradient_size(model: nn.Module, names: list[str]) -> int:
     """The number of attributed parameters ``p``."""
     params = dict(model.named_parameters())

@@ -34,7 +34,7 @@ from ..methods.base import _checked_init
 from ..modes import explains_in_eval
 from .attribution import AttributionResult, weight_states
 from .data import DataSource, check_sample_shape, sample_shape
-from .gradients import per_sample_gradients
+from .gradients import per_sample_gradients, per_sample_losses
 from .search import check_k, chunk_size, topk
 
 
@@ -150,11 +150,7 @@ class TracIn:
         return e.detach(), h
 
     def _per_sample(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        losses = self.loss(out, y)
-        if not isinstance(losses, torch.Tensor) or losses.shape != (out.shape[0],):
-            raise ValueError("loss must return one value per sample (reduction='none'), got "
-                             f"{tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__}")
-        return losses
+        return per_sample_losses(self.loss, out, y)
 
     def _all_parameters(self, state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         names = [n for n, p in self.model.named_parameters() if p.requires_grad]

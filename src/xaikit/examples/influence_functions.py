@@ -34,7 +34,7 @@ from ..errors import check_choice, check_positive
 from ..methods.base import _checked_init
 from ..modes import explains_in_eval
 from .attribution import AttributionResult, check_indices, labelled_batches, query_labels, top_of
-from .gradients import attributed_parameters, flat, gradient_size, per_sample_gradients
+from .gradients import attributed_parameters, flat, gradient_size, per_sample_gradients, per_sample_losses
 from .influence import cross_entropy
 
 HESSIANS = ("lissa", "exact")
@@ -113,11 +113,7 @@ class InfluenceFunctions:
         self._hessian_inverse: torch.Tensor | None = None
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        losses = self.loss(out, y)
-        if not isinstance(losses, torch.Tensor) or losses.shape != (out.shape[0],):
-            raise ValueError("loss must return one value per sample (reduction='none'), got "
-                             f"{tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__}")
-        return losses
+        return per_sample_losses(self.loss, out, y)
 
     def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return flat(per_sample_gradients(self.model, self.state, self.names, self._loss, x, y), self.names).detach()
