@@ -228,3 +228,17 @@ def test_walks_of_a_contrast_sum_to_the_difference_of_the_outputs():
     assert abs(float(walks.relevance.sum()) - float(output[1] - output[0])) < 1e-9
     with pytest.raises(ValueError, match="Contrast of two class indices"):
         GraphLRP(model).walks(x, EDGES, target=xk.Contrast(None, 0))
+
+
+def test_gnn_lrp_gamma_walks_sum_to_the_node_relevance_and_to_the_output():
+    """GNN-LRP's own rule (LRP-γ on every layer, the ``gamma`` preset): linear in the relevance it receives, so the
+    walks still split the node relevance exactly; bias-free, it conserves the output."""
+    model, x = net(GINLayer), features()
+    tool = GraphLRP(model, method="lrp:composite=gamma,gamma=1")
+    output = float(model(x, EDGES)[0, 1])
+    nodes = tool(x, EDGES, target=1).nodes
+    walks = tool.walks(x, EDGES, target=1)
+    torch.testing.assert_close(walks.node_relevance(N), nodes, rtol=0, atol=1e-9)
+    assert abs(float(nodes.sum()) - output) < 1e-5 * max(1.0, abs(output))
+    zero = GraphLRP(model).walks(x, EDGES, target=1).relevance
+    assert not torch.allclose(walks.relevance, zero)  # γ is not LRP-0 on this network

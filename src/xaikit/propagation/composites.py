@@ -175,6 +175,8 @@ def _first_box(low: Any, high: Any) -> Rule:
 _PRESETS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], Composite]]] = {
     "zero": ((), lambda s: Composite("zero")),
     "epsilon": (("epsilon",), lambda s: Composite("epsilon", R.epsilon(_eps(s)), R.epsilon(_eps(s)))),
+    # LRP-γ on every layer (Montavon et al. 2019, Eq. 6): the rule GNN-LRP uses (Schnake et al. 2022)
+    "gamma": (("gamma",), lambda s: Composite("gamma", R.gamma(s.get("gamma", 0.25)), R.gamma(s.get("gamma", 0.25)))),
     "epsilon_plus": (("epsilon",), lambda s: Composite("epsilon_plus", R.zplus(), R.epsilon(_eps(s)))),
     "epsilon_plus_flat": (("epsilon",), lambda s: Composite(
         "epsilon_plus_flat", R.zplus(), R.epsilon(_eps(s)), R.flat())),
