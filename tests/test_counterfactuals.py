@@ -211,3 +211,64 @@ def test_an_autoencoder_plausibility_term_pulls_towards_what_it_reconstructs():
     assert plain.found.all() and near.found.all()
     score = xk.metrics.Plausibility(autoencoder=Half())
     assert (score(model, x, target, near) < score(model, x, target, plain)).all()
+
+
+# -- latent space (an encoder/decoder pair) ---------------------------------------------------------------------
+class _Tied(nn.Module):
+    """A linear decoder whose image is a 2-d subspace of 4×4 images: every column of the image repeats one of two
+    patterns (so a candidate off the decoder's image is easy to detect)."""
+
+    def __init__(self):
+        super().__init__()
+        self.basis = nn.Parameter(torch.rand(2, 16, generator=torch.Generator().manual_seed(1)) + 0.5)
+
+    def forward(self, z):
+        return torch.sigmoid(z @ self.basis).view(-1, 1, 4, 4)
+
+
+def test_latent_counterfactuals_stay_on_the_decoders_image_and_flip_the_class():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()  # class 1 iff the pixels sum to more than 8
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([torch.zeros(16), torch.ones(16)]))
+        model[1].bias.copy_(torch.tensor([0.0, -8.0]))
+    decoder = _Tied()
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    g = torch.Generator().manual_seed(2)
+    x = decoder(-torch.rand(5, 2, generator=g) - 0.5).detach()  # dark images: class 0
+    target = torch.ones(5, dtype=torch.long)
+    assert (model(x).argmax(1) == 0).all()
+    before = [snapshot(m) for m in (model, decoder, encoder)]
+    cf = Counterfactuals(model, k=2, encoder=encoder, decoder=decoder, feature_range=(0.0, 1.0), steps=100,
+                         learning_rate=0.1, seed=0)
+    result = cf(x, target=target)
+    for m, snap in zip((model, decoder, encoder), before):
+        assert_unchanged(m, snap)
+    assert result.info["search"] == ["latent"] * 5 and result.info["space"] == "latent"
+    found = result.found
+    assert found.all()  # brighter images of the decoder's are class 1
+    got = result.counterfactuals[found]
+    with torch.no_grad():
+        assert (model(got).argmax(1) == target[:, None].expand(-1, 2)[found]).all()
+        # on the decoder's image: logit(c) lies in the span of the two basis rows (least squares residual ~ 0)
+        logits = torch.logit(got.reshape(-1, 16).double(), eps=1e-12)
+        basis = decoder.basis.detach().double()
+        coef = torch.linalg.lstsq(basis.T, logits.T).solution
+        assert (basis.T @ coef - logits.T).abs().max() < 1e-4
+    assert got.min() >= 0 and got.max() <= 1
+    assert torch.equal(cf(x, target=target).counterfactuals, result.counterfactuals)  # seeded
+
+
+def test_latent_search_bad_input_names_the_argument():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
+    decoder, encoder = _Tied(), nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    x = torch.rand(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="both encoder= and decoder="):
+        Counterfactuals(model, encoder=encoder)
+    with pytest.raises(ValueError, match="search='gradient'"):
+        Counterfactuals(model, encoder=encoder, decoder=decoder, search="genetic")
+    wrong = nn.Sequential(nn.Linear(2, 9))
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="decoder must map"):
+        Counterfactuals(model, encoder=encoder, decoder=wrong)(x, target=1)
+    assert_unchanged(model, before)

@@ -48,17 +48,40 @@ def plausibility_term(points: torch.Tensor, plausibility: Any, data: torch.Tenso
     return knn_distance(points, data, neighbours, scale)
 
 
+Latent = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+
+
 def gradient_search(forward: Forward, x: torch.Tensor, target: torch.Tensor, constraints: Constraints,
                     scale: torch.Tensor, k: int, steps: int, learning_rate: float, kappa: float,
                     proximity_weight: float, diversity_weight: float, plausibility: Any, plausibility_weight: float,
                     data: torch.Tensor | None, neighbours: int, shape: tuple[int, ...],
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The closest valid candidate per slot ``(N, k, D)`` found along the descent, and whether one was found."""
+                    generator: torch.Generator, latent: Latent | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The closest valid candidate per slot ``(N, k, D)`` found along the descent, and whether one was found.
+
+    ``latent=(encode, decode)`` (flattened ``(M, D) -> (M, L)`` and back): the descent runs on latent codes
+    ``z`` ``(N, k, L)`` started at ``encode(x)``, and a candidate is ``c = decode(z)`` projected onto the
+    constraints (REVISE, Joshi et al. 2019, eq. 2: the candidates stay on the decoder's image of the data); the
+    loss is the same, on ``c``."""
     n, d = x.shape
-    noise = torch.randn(n, k, d, generator=generator, dtype=x.dtype) * 0.1
-    start = constraints.project(x[:, None] + noise * scale, x, snap=False)
-    u = ((start - x[:, None]) / scale).detach().requires_grad_(True)
-    optimiser = torch.optim.Adam([u], lr=learning_rate)
+    if latent is None:
+        noise = torch.randn(n, k, d, generator=generator, dtype=x.dtype) * 0.1
+        start = constraints.project(x[:, None] + noise * scale, x, snap=False)
+        params = ((start - x[:, None]) / scale).detach().requires_grad_(True)
+
+        def decode(p: torch.Tensor) -> torch.Tensor:
+            return x[:, None] + p * scale
+    else:
+        encode, decoder = latent
+        with torch.no_grad():
+            z0 = encode(x).double()
+        spread = z0.std(0, unbiased=False).clamp_min(1e-6) if n > 1 else z0.abs().mean().clamp_min(1e-6)
+        noise = torch.randn(n, k, z0.shape[1], generator=generator, dtype=z0.dtype) * 0.1 * spread
+        params = (z0[:, None] + noise).detach().requires_grad_(True)
+
+        def decode(p: torch.Tensor) -> torch.Tensor:
+            c = decoder(p.reshape(n * k, -1)).double().view(n, k, d)
+            return constraints.project(c, x, snap=False)
+    optimiser = torch.optim.Adam([params], lr=learning_rate)
     weight = torch.ones(n, dtype=x.dtype)
     best = x[:, None].expand(n, k, d).clone()
     best_dist = torch.full((n, k), float("inf"), dtype=x.dtype)
@@ -66,22 +89,26 @@ def gradient_search(forward: Forward, x: torch.Tensor, target: torch.Tensor, con
     wanted = target[:, None].expand(n, k)
     for step in range(steps):
         with torch.enable_grad():
-            c = x[:, None] + u * scale
+            c = decode(params)
             scores = forward(c.reshape(n * k, d)).view(n, k, -1)
             hinge = (margin(scores, wanted) + kappa).clamp_min(0)
-            dist = u.abs().mean(-1)
+            change = (c - x[:, None]) / scale
+            dist = change.abs().mean(-1)
             loss = weight * hinge.mean(1) + proximity_weight * dist.mean(1)
             if diversity_weight > 0 and k > 1:
-                pair = (u[:, :, None] - u[:, None]).abs().mean(-1)
+                pair = (change[:, :, None] - change[:, None]).abs().mean(-1)
                 loss = loss - diversity_weight * torch.linalg.det(1 / (1 + pair))
             if plausibility_weight > 0:
                 plaus = plausibility_term(c.reshape(n * k, d), plausibility, data, scale, neighbours, shape)
                 loss = loss + plausibility_weight * plaus.view(n, k).mean(1)
-            (u.grad,) = torch.autograd.grad(loss.sum(), u)  # only u: the model's parameters get no .grad
+            (params.grad,) = torch.autograd.grad(loss.sum(), params)  # only these: the model's get no .grad
         optimiser.step()
         with torch.no_grad():
-            moved = constraints.project(x[:, None] + u * scale, x, snap=False)
-            u.copy_((moved - x[:, None]) / scale)
+            if latent is None:
+                moved = constraints.project(x[:, None] + params * scale, x, snap=False)
+                params.copy_((moved - x[:, None]) / scale)
+            else:
+                moved = decode(params)
             candidate = constraints.snap(moved, x)
             valid = margin(forward(candidate.reshape(n * k, d)).view(n, k, -1), wanted) + kappa <= 0
             valid &= constraints.satisfied(candidate, x)
