@@ -272,3 +272,57 @@ def test_latent_search_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="decoder must map"):
         Counterfactuals(model, encoder=encoder, decoder=wrong)(x, target=1)
     assert_unchanged(model, before)
+
+
+def test_cli_explains_images_with_anchors_and_counterfactuals(tmp_path, capsys):
+    import numpy as np
+    from skimage import io as skio
+
+    from xaikit.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in "ab":
+        skio.imsave(folder / f"{name}.png", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), check_contrast=False)
+    out = tmp_path / "out"
+    code = main(["explain", "-m", "models:vgg_like", "-i", str(folder), "--image-size", "16", "--methods",
+                 "anchors:features=grid:2,samples=32,max_samples=256", "counterfactual:target=3,steps=60",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    rules = (out / "rules.txt").read_text().splitlines()
+    assert len(rules) == 2 and all(line.startswith("IF ") and " THEN class " in line for line in rules)
+    saved = np.load(out / "counterfactuals.npz")
+    assert saved["counterfactuals"].shape == (2, 1, 3, 16, 16)
+    from models import vgg_like
+
+    torch.manual_seed(0)  # the CLI's model: models:vgg_like built after seeding with --seed 0
+    model = vgg_like().eval()
+    found = torch.as_tensor(saved["found"])
+    assert found.any()
+    with torch.no_grad():
+        classes = model(torch.as_tensor(saved["counterfactuals"][:, 0])).argmax(1)
+        assert (classes[found[:, 0]] == 3).all() and (model(torch.as_tensor(saved["x"])).argmax(1) != 3).all()
+    # the counterfactuals stay in the images' range (the model's input range, here [0, 1])
+    assert saved["counterfactuals"].min() >= 0 and saved["counterfactuals"].max() <= 1
+    page = (out / "index.html").read_text()
+    assert "anchor" in page and "counterfactual 0" in page and "pixels changed" in page
+    assert (out / "images" / "anchors_a__anchor.png").is_file() and (out / "images" / "counterfactuals_a__0_change.png").is_file()
+
+
+def test_report_sections_mark_exactly_the_changed_cells(tmp_path):
+    x = torch.tensor([[0.0, 1.0, 2.0]])
+    cfs = torch.tensor([[[0.0, 1.5, 2.0], [3.0, 1.0, -2.0]]])  # one change, then two
+    found = torch.tensor([[True, True]])
+    section = xk.viz.counterfactuals_section(x, cfs, found, torch.tensor([0]), torch.tensor([[1, 1]]),
+                                             feature_names=["a", "b", "c"])
+    assert section.html.count('class="changed"') == 3 and "<th>b</th>" in section.html
+    images = torch.zeros(1, 1, 4, 4)
+    moved = images.clone()[None]
+    moved[0, 0, 0, 1, 2] = 1.0
+    section = xk.viz.counterfactuals_section(images, moved, torch.tensor([[True]]), torch.tensor([0]),
+                                             torch.tensor([[1]]), folder=tmp_path, low=0.0, high=1.0)
+    assert "1 pixels changed" in section.html and (tmp_path / "images" / "counterfactuals_sample-0__0.png").is_file()
+    rules = xk.viz.rules_section(["IF a > 1 THEN class 0 — precision 0.97, coverage 0.21"])
+    assert "IF a &gt; 1 THEN class 0" in rules.html

@@ -257,9 +257,10 @@ def explain(args: argparse.Namespace) -> int:
     loaded, inputs = model_and_inputs(args, args.model, args.inputs, args.text)
     if rows_specs and not specs:
         start_writing(out)
-        files = contrastive.explain_rows(args, loaded.model, inputs.x, inputs.feature_names, rows_specs, out)
+        files = contrastive.explain_rows(args, loaded.model, inputs.x, inputs.feature_names, rows_specs, out,
+                                         inputs.names, loaded.low, loaded.high)
         finish_writing(out)
-        done(f"explained {len(inputs)} row(s): {', '.join(files)} -> {out}", args.quiet)
+        done(f"explained {len(inputs)} input(s): {', '.join(files)} -> {out}", args.quiet)
         return 0
     if loaded.kind == "causal-lm":  # heatmaps of the answer the model generates
         from .generation import explain_answers
@@ -283,7 +284,8 @@ def explain(args: argparse.Namespace) -> int:
     results, times = run_methods(runs, inputs, target, args.batch_size, args.quiet)
     start_writing(out)
     if rows_specs:
-        contrastive.explain_rows(args, loaded.model, inputs.x, inputs.feature_names, rows_specs, out)
+        contrastive.explain_rows(args, loaded.model, inputs.x, inputs.feature_names, rows_specs, out, inputs.names,
+                                 loaded.low, loaded.high)
     save_arrays(out / "attributions.npz", inputs, results)
     lines = regression_captions(inputs, results) if regressor else \
         captions(loaded, next(iter(results.values())), target)

@@ -288,7 +288,10 @@ class Counterfactuals(CheckedSettings):
                     self.neighbours, shape, generator, latent)
                 used = ["gradient" if latent is None else "latent"] * n
             rest = ~found.any(1) if differentiable else torch.ones(n, dtype=torch.bool)
-            if self.search != "gradient" and self.encoder is None and rest.any():
+            fallback = self.search != "gradient" and self.encoder is None and rest.any()
+            if fallback and data is None and differentiable:
+                fallback = False  # auto on an image model without data: report none found (below), no error
+            if fallback:
                 if data is None:
                     raise ValueError("the gradient-free search draws feature values from the data: pass data= "
                                      "(or call .fit(data)), or use an nn.Module with search='gradient'")
