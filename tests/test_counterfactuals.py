@@ -326,3 +326,23 @@ def test_report_sections_mark_exactly_the_changed_cells(tmp_path):
     assert "1 pixels changed" in section.html and (tmp_path / "images" / "counterfactuals_sample-0__0.png").is_file()
     rules = xk.viz.rules_section(["IF a > 1 THEN class 0 — precision 0.97, coverage 0.21"])
     assert "IF a &gt; 1 THEN class 0" in rules.html
+
+
+def test_report_contrastive_section(tmp_path, capsys):
+    import numpy as np
+    from skimage import io as skio
+
+    from xaikit.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    skio.imsave(folder / "a.png", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), check_contrast=False)
+    out = tmp_path / "report"
+    code = main(["report", "-m", "models:vgg_like", "-i", str(folder), "--image-size", "16", "--sections",
+                 "contrastive", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    page = (out / "index.html").read_text()
+    assert "Rules and counterfactuals: models:vgg_like" in page and " THEN class " in page
+    assert "counterfactual 0" in page and (out / "images" / "report_anchors_a__anchor.png").is_file()

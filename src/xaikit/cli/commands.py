@@ -521,7 +521,7 @@ def report(args: argparse.Namespace) -> int:
               file=sys.stderr)
     sections, timings = [], {}
     for name, make in (("images", image_part), ("concepts", concepts_part), ("metrics", metrics_part),
-                       ("examples", examples_part), ("text", text_part)):
+                       ("examples", examples_part), ("text", text_part), ("contrastive", contrastive_part)):
         if name not in wanted:
             continue
         began = time.perf_counter()
@@ -540,7 +540,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 SECTION_TITLES = {"images": "Heatmaps", "concepts": "Concepts", "metrics": "Metrics", "text": "Text",
-                  "examples": "Explanation by example"}
+                  "examples": "Explanation by example", "contrastive": "Rules and counterfactuals"}
 
 
 def _defaults(given: list[str] | None, defaults: tuple[str, ...]) -> tuple[list[str], str]:
@@ -566,6 +566,15 @@ def image_part(args: argparse.Namespace, out: Path) -> viz.Section:
     maps, unsigned = image_maps(results, args.percentile, methods)
     return viz.image_section(out, images, maps, inputs.names, captions(loaded, next(iter(results.values())), target),
                              times, title=f"Heatmaps: {loaded.spec}", note=note, cmap=args.cmap, unsigned=unsigned)
+
+
+def contrastive_part(args: argparse.Namespace, out: Path) -> viz.Section:
+    """Anchors and runner-up counterfactuals of the image model's inputs (:func:`contrastive.report_section`)."""
+    loaded, inputs = model_and_inputs(args, args.model, args.inputs)
+    if inputs.kind != "image":
+        raise UsageError(f"the contrastive section needs image inputs; {args.model!r} got {inputs.kind} inputs")
+    return contrastive.report_section(loaded.model, inputs.x, inputs.names, out, loaded.low, loaded.high,
+                                      f"Rules and counterfactuals: {loaded.spec}")
 
 
 def concepts_part(args: argparse.Namespace, out: Path) -> viz.Section:

@@ -131,3 +131,32 @@ def explain_images(model: Any, x: Any, specs: list[tuple[str, dict[str, Any]]], 
     viz.write_report(out, sections, title="xaikit explain: rules and counterfactuals")
     return written + ["index.html"]
 
+
+
+def report_section(model: Any, x: Any, names: list[str], out: Path, low: float | None, high: float | None,
+                   title: str) -> "viz.Section":
+    """``xaikit report --sections contrastive``: each image's anchor (``slic:25`` superpixels, τ = 0.95) and its
+    counterfactual for its runner-up class (the model's second highest score), as one report section."""
+    import torch
+
+    from ..batching import batched_forward
+    from ..modes import eval_semantics
+
+    with torch.no_grad(), eval_semantics(model):
+        runner_up = batched_forward(model, x, 16).topk(2, dim=1).indices[:, 1].cpu()
+    anchors = Anchors(model, features="slic:25", samples=64, max_samples=1024)
+    rules = anchors(x)
+    span = (float(x.min()) if low is None else low, float(x.max()) if high is None else high)
+    result = Counterfactuals(model, feature_range=span, steps=150, learning_rate=0.05)(x, target=runner_up)
+    first = viz.rules_section([rules.text(i) for i in range(len(rules.rules))], names, folder=out, images=x,
+                              regions=anchors.regions(x, rules), low=low, high=high, prefix="report_anchors_")
+    second = viz.counterfactuals_section(x, result.counterfactuals, result.found, result.original, result.predicted,
+                                         names, folder=out, low=span[0], high=span[1],
+                                         prefix="report_counterfactuals_")
+    body = (viz.report.about("Rules: the superpixels that hold the prediction (anchors, precision ≥ 0.95 on "
+                             "samples where the other superpixels show the image's mean colour). "
+                             "Counterfactuals: the smallest change of the pixels that makes the model choose its "
+                             "runner-up class (gradient search within the input range).")
+            + "<h3>Rules (anchors)</h3>" + first.html
+            + "<h3>Counterfactuals (to the runner-up class)</h3>" + second.html)
+    return viz.html_section(title, body)
