@@ -11,6 +11,7 @@ Run (benchmark venv; the exact install is in benchmarks/results/counterfactuals.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -70,23 +71,31 @@ def tables(args, lines):
                "sparsity": xk.metrics.CounterfactualSparsity(),
                "diversity (MAD)": xk.metrics.Diversity(scale="mad", data=train)}
     stats = {"DiCE (gradient)": [], "xaikit (gradient)": []}
+    cache = json.loads(Path(args.dice_cache).read_text()) if args.dice_cache and Path(args.dice_cache).is_file() \
+        else {}
     ratios = []
     for i in range(args.rows):
         row = test[i:i + 1]
         target = 1 - int(model(row).argmax(1))
         query = pd.DataFrame(row.numpy().astype(np.float64), columns=names)
-        torch.manual_seed(i)
-        np.random.seed(i)
-        began = time.perf_counter()
-        found = dice.generate_counterfactuals(query, total_CFs=4, desired_class="opposite", verbose=False)
-        t_dice = time.perf_counter() - began
+        if str(i) in cache:  # DiCE's answer and time from an earlier run of this script (--dice-cache)
+            dice_cf, t_dice = torch.tensor(cache[str(i)]["cf"])[None].float(), cache[str(i)]["time"]
+        else:
+            torch.manual_seed(i)
+            np.random.seed(i)
+            began = time.perf_counter()
+            found = dice.generate_counterfactuals(query, total_CFs=4, desired_class="opposite", verbose=False)
+            t_dice = time.perf_counter() - began
+            example = found.cf_examples_list[0]  # DiCE's answer: its post-hoc sparse version where it made one
+            cfs = example.final_cfs_df_sparse if example.final_cfs_df_sparse is not None else example.final_cfs_df
+            dice_cf = torch.tensor(cfs[names].to_numpy(dtype=np.float64))[None].float()
+            if args.dice_cache:
+                cache[str(i)] = {"cf": dice_cf[0].tolist(), "time": t_dice}
+                Path(args.dice_cache).write_text(json.dumps(cache), encoding="utf-8")
         began = time.perf_counter()
         result = ours(row.double(), target=target)
         t_ours = time.perf_counter() - began
         ratios.append(t_ours / t_dice)
-        example = found.cf_examples_list[0]  # DiCE's answer: its post-hoc sparse version where it made one
-        cfs = example.final_cfs_df_sparse if example.final_cfs_df_sparse is not None else example.final_cfs_df
-        dice_cf = torch.tensor(cfs[names].to_numpy(dtype=np.float64))[None].float()
         for tool, cf, seconds in (("DiCE (gradient)", dice_cf, t_dice), ("xaikit (gradient)", result, t_ours)):
             row_stats = {k: float(metric(model, row, target, cf)) for k, metric in metrics.items()}
             row_stats["time"] = seconds
@@ -186,6 +195,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=6)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "counterfactuals.md"))
     parser.add_argument("--parts", default="images,tables", help="comma-separated: images, tables")
+    parser.add_argument("--dice-cache", default="", help="a JSON file: DiCE's counterfactuals and times per row are "
+                        "read from it where present, else computed and written to it")
     args = parser.parse_args()
     torch.set_num_threads(1)
     lines = ["# Counterfactuals: xaikit against DiCE", "",

@@ -346,3 +346,34 @@ def test_report_contrastive_section(tmp_path, capsys):
     page = (out / "index.html").read_text()
     assert "Rules and counterfactuals: models:vgg_like" in page and " THEN class " in page
     assert "counterfactual 0" in page and (out / "images" / "report_anchors_a__anchor.png").is_file()
+
+
+def test_diverse_sets_spread_and_the_setwise_sparsity_step_never_worsens_the_set():
+    from xaikit.counterfactuals.search import dpp, margin, sparsify
+
+    g = torch.Generator().manual_seed(3)
+    data = torch.rand(100, 6, generator=g, dtype=torch.float64)
+    model = nn.Linear(6, 2).double().eval()  # class 1 iff the six features sum to more than 4
+    with torch.no_grad():
+        model.weight.copy_(torch.stack([torch.zeros(6), torch.ones(6)]).double())
+        model.bias.copy_(torch.tensor([0.0, -4.0], dtype=torch.float64))
+    x = torch.full((3, 6), 0.5, dtype=torch.float64)
+    diverse = Counterfactuals(model, k=4, data=data, seed=0)(x, target=1)
+    closest = Counterfactuals(model, k=4, data=data, seed=0, diversity_weight=0.0)(x, target=1)
+    assert diverse.found.all() and closest.found.all()
+    spread = xk.metrics.Diversity()(model, x, 1, diverse)
+    assert (spread > 2 * xk.metrics.Diversity()(model, x, 1, closest)).all()
+    # the set-wise sparsity step: every candidate stays valid and the set's objective never rises
+    scale = torch.ones(6, dtype=torch.float64)
+    cands = (x[:, None] + torch.rand(3, 4, 6, generator=g, dtype=torch.float64)).clamp(0, 1)
+    cands[..., 0] = 1.0
+    found = model(cands).argmax(-1) == 1  # most are valid (sum > 4); the others are left as they are
+    assert found.float().mean() > 0.5
+
+    def objective(c):
+        moved = (c - x[:, None]) / scale
+        return 0.5 * moved.abs().mean(-1).mean(1) - dpp(moved)
+
+    out = sparsify(lambda p: model(p), cands, found, x, torch.ones(3, dtype=torch.long), 0.0, scale, 0.5, 1.0)
+    assert (margin(model(out), torch.ones(3, 4, dtype=torch.long))[found] <= 0).all()
+    assert (objective(out) <= objective(cands) + 1e-12).all() and (out != cands).any()

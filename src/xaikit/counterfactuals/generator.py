@@ -304,7 +304,8 @@ class Counterfactuals(CheckedSettings):
                 for i in idx.tolist():
                     used[i] = "genetic"
             if self.sparse and table and self.encoder is None:  # latent: keep decoded candidates
-                best = sparsify(forward, best, found, flat, wanted, self.kappa, scale)
+                best = sparsify(forward, best, found, flat, wanted, self.kappa, scale, self.proximity_weight,
+                                self.diversity_weight)
             best = torch.where(found[..., None], best, flat[:, None])
             predicted = forward(best.reshape(n * self.k, d)).argmax(1).view(n, self.k)
         # the last word: every returned counterfactual is re-checked (class and constraints)
