@@ -73,13 +73,25 @@ def tables(args, lines):
     stats = {"DiCE (gradient)": [], "xaikit (gradient)": []}
     cache = json.loads(Path(args.dice_cache).read_text()) if args.dice_cache and Path(args.dice_cache).is_file() \
         else {}
+    logged, sources = {}, {}
+    if args.dice_log:  # lines "table i {'DiCE (gradient)': {...}, ...}" printed by an earlier run
+        import ast
+
+        for line in Path(args.dice_log).read_text(encoding="utf-8").splitlines():
+            if line.startswith("table "):
+                _, index, rest = line.split(" ", 2)
+                logged[int(index)] = ast.literal_eval(rest)["DiCE (gradient)"]
     ratios = []
     for i in range(args.rows):
         row = test[i:i + 1]
         target = 1 - int(model(row).argmax(1))
         query = pd.DataFrame(row.numpy().astype(np.float64), columns=names)
+        dice_stats = None
         if str(i) in cache:  # DiCE's answer and time from an earlier run of this script (--dice-cache)
             dice_cf, t_dice = torch.tensor(cache[str(i)]["cf"])[None].float(), cache[str(i)]["time"]
+        elif i in logged:  # DiCE's scores and time logged by an earlier run on the same model and rows (--dice-log)
+            dice_stats, t_dice, dice_cf = dict(logged[i]), logged[i]["time"], None
+            sources[i] = "log"
         else:
             torch.manual_seed(i)
             np.random.seed(i)
@@ -97,15 +109,18 @@ def tables(args, lines):
         t_ours = time.perf_counter() - began
         ratios.append(t_ours / t_dice)
         for tool, cf, seconds in (("DiCE (gradient)", dice_cf, t_dice), ("xaikit (gradient)", result, t_ours)):
+            if cf is None:
+                stats[tool].append(dice_stats)
+                continue
             row_stats = {k: float(metric(model, row, target, cf)) for k, metric in metrics.items()}
             row_stats["time"] = seconds
             stats[tool].append(row_stats)
         print("table", i, {t: {k: round(v, 3) for k, v in s[-1].items()} for t, s in stats.items()}, flush=True)
-        write(args, lines + table_lines(stats, ratios))  # after every row: a long run leaves what it measured
-    lines += table_lines(stats, ratios)
+        write(args, lines + table_lines(stats, ratios, sources))  # after every row: a long run leaves what it measured
+    lines += table_lines(stats, ratios, sources)
 
 
-def table_lines(stats, ratios) -> list[str]:
+def table_lines(stats, ratios, sources) -> list[str]:
     lines = ["## Tables: breast cancer, k = 4, against DiCE's gradient method", "",
               "Model: an MLP 30-16-1 with a sigmoid on min-max normalised features (DiCE's PyTorch interface); xaikit "
               "explains the same network as a two-class model of the raw features. DiCE: `Dice(d, m, "
@@ -123,6 +138,13 @@ def table_lines(stats, ratios) -> list[str]:
         ratio = f"{statistics.median(ratios):.2f}" if tool.startswith("xaikit") else ""
         lines.append(f"| {tool} | {len(rows)} | {mean_valid:.3f} (mean) | {med['proximity (MAD)']:.3f} | "
                      f"{med['sparsity']:.3f} | {med['diversity (MAD)']:.3f} | {med['time']:.2f} | {ratio} |")
+    lines += ["", "Per row (DiCE | xaikit)" + (f"; DiCE rows {sorted(sources)} are from the log of an earlier run "
+                                                "(--dice-log), not re-run" if sources else "") + ":", "",
+              "| row | proximity | sparsity | diversity | time (s) |", "|---:|---|---|---|---|"]
+    for i, (a, b) in enumerate(zip(*stats.values())):
+        lines.append(f"| {i} | {a['proximity (MAD)']:.3f} / {b['proximity (MAD)']:.3f} | {a['sparsity']:.3f} / "
+                     f"{b['sparsity']:.3f} | {a['diversity (MAD)']:.3f} / {b['diversity (MAD)']:.3f} | "
+                     f"{a['time']:.1f} / {b['time']:.2f} |")
     return lines + [""]
 
 
@@ -195,6 +217,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=6)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "counterfactuals.md"))
     parser.add_argument("--parts", default="images,tables", help="comma-separated: images, tables")
+    parser.add_argument("--dice-log", default="", help="a log of an earlier run: DiCE's per-row scores and times "
+                        "are read from its 'table i {...}' lines for the rows it holds (DiCE is not re-run for them)")
     parser.add_argument("--dice-cache", default="", help="a JSON file: DiCE's counterfactuals and times per row are "
                         "read from it where present, else computed and written to it")
     args = parser.parse_args()
