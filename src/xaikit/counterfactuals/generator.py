@@ -318,7 +318,8 @@ class Counterfactuals(CheckedSettings):
                           "constraints (immutable, ranges, directions) or raise steps/population", UserWarning,
                           stacklevel=2)
         out = best.reshape(n, self.k, *shape).to(x.dtype if x.is_floating_point() else torch.float64)
-        info = {"k": self.k, "search": used, "space": "input" if self.encoder is None else "latent", "kappa": self.kappa, "proximity_weight": self.proximity_weight,
+        info = {"k": self.k, "search": used, "space": "input" if self.encoder is None else "latent",
+                "kappa": self.kappa, "proximity_weight": self.proximity_weight,
                 "diversity_weight": self.diversity_weight, "plausibility_weight": self.plausibility_weight,
                 "seed": self.seed, "evaluations": evaluations, "time_s": time.perf_counter() - began}
         return CounterfactualsResult(x, out, found, wanted, original, predicted,
