@@ -231,3 +231,24 @@ def test_rows_explained_together_alone_or_in_other_chunks_get_the_same_rule():
     assert [r.text for r in together.rules] == [r.text for r in chunked.rules]
     assert torch.equal(together.precision, chunked.precision)
     assert all("x2" not in " ".join(r.text) for r in together.rules)  # the ignored column is never needed
+
+
+def test_image_anchor_regions_are_the_pixels_of_the_deciding_part():
+    """A model that decides by the top-left quadrant only (class 1 iff its mean exceeds 0.25, absent parts show
+    0): the anchor is that quadrant, and ``regions`` marks exactly its pixels; the viz section shows it."""
+    class TopLeft(nn.Module):
+        def forward(self, v):
+            s = v[:, :, :4, :4].mean((1, 2, 3)) - 0.25
+            return torch.stack([-s, s], 1) * 10
+
+    model = TopLeft().eval()
+    x = torch.full((2, 1, 8, 8), 0.5)
+    anchors = xk.rules.Anchors(model, features="grid:2", baseline=0.0, samples=32, max_samples=512, seed=0)
+    result = anchors(x)
+    assert result.valid.all() and (result.target == 1).all()
+    regions = anchors.regions(x, result)
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[:4, :4] = True
+    assert regions.shape == (2, 8, 8) and (regions == expected).all()
+    with pytest.raises(ValueError, match="give the x"):
+        anchors.regions(x[:1], result)

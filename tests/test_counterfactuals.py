@@ -211,3 +211,170 @@ def test_an_autoencoder_plausibility_term_pulls_towards_what_it_reconstructs():
     assert plain.found.all() and near.found.all()
     score = xk.metrics.Plausibility(autoencoder=Half())
     assert (score(model, x, target, near) < score(model, x, target, plain)).all()
+
+
+# -- latent space (an encoder/decoder pair) ---------------------------------------------------------------------
+class _Tied(nn.Module):
+    """A linear decoder whose image is a 2-d subspace of 4×4 images: every column of the image repeats one of two
+    patterns (so a candidate off the decoder's image is easy to detect)."""
+
+    def __init__(self):
+        super().__init__()
+        self.basis = nn.Parameter(torch.rand(2, 16, generator=torch.Generator().manual_seed(1)) + 0.5)
+
+    def forward(self, z):
+        return torch.sigmoid(z @ self.basis).view(-1, 1, 4, 4)
+
+
+def test_latent_counterfactuals_stay_on_the_decoders_image_and_flip_the_class():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()  # class 1 iff the pixels sum to more than 8
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([torch.zeros(16), torch.ones(16)]))
+        model[1].bias.copy_(torch.tensor([0.0, -8.0]))
+    decoder = _Tied()
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    g = torch.Generator().manual_seed(2)
+    x = decoder(-torch.rand(5, 2, generator=g) - 0.5).detach()  # dark images: class 0
+    target = torch.ones(5, dtype=torch.long)
+    assert (model(x).argmax(1) == 0).all()
+    before = [snapshot(m) for m in (model, decoder, encoder)]
+    cf = Counterfactuals(model, k=2, encoder=encoder, decoder=decoder, feature_range=(0.0, 1.0), steps=100,
+                         learning_rate=0.1, seed=0)
+    result = cf(x, target=target)
+    for m, snap in zip((model, decoder, encoder), before):
+        assert_unchanged(m, snap)
+    assert result.info["search"] == ["latent"] * 5 and result.info["space"] == "latent"
+    found = result.found
+    assert found.all()  # brighter images of the decoder's are class 1
+    got = result.counterfactuals[found]
+    with torch.no_grad():
+        assert (model(got).argmax(1) == target[:, None].expand(-1, 2)[found]).all()
+        # on the decoder's image: logit(c) lies in the span of the two basis rows (least squares residual ~ 0)
+        logits = torch.logit(got.reshape(-1, 16).double(), eps=1e-12)
+        basis = decoder.basis.detach().double()
+        coef = torch.linalg.lstsq(basis.T, logits.T).solution
+        assert (basis.T @ coef - logits.T).abs().max() < 1e-4
+    assert got.min() >= 0 and got.max() <= 1
+    assert torch.equal(cf(x, target=target).counterfactuals, result.counterfactuals)  # seeded
+
+
+def test_latent_search_bad_input_names_the_argument():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
+    decoder, encoder = _Tied(), nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    x = torch.rand(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="both encoder= and decoder="):
+        Counterfactuals(model, encoder=encoder)
+    with pytest.raises(ValueError, match="search='gradient'"):
+        Counterfactuals(model, encoder=encoder, decoder=decoder, search="genetic")
+    wrong = nn.Sequential(nn.Linear(2, 9))
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="decoder must map"):
+        Counterfactuals(model, encoder=encoder, decoder=wrong)(x, target=1)
+    assert_unchanged(model, before)
+
+
+def test_cli_explains_images_with_anchors_and_counterfactuals(tmp_path, capsys):
+    import numpy as np
+    from skimage import io as skio
+
+    from xaikit.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in "ab":
+        skio.imsave(folder / f"{name}.png", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), check_contrast=False)
+    out = tmp_path / "out"
+    code = main(["explain", "-m", "models:vgg_like", "-i", str(folder), "--image-size", "16", "--methods",
+                 "anchors:features=grid:2,samples=32,max_samples=256", "counterfactual:target=3,steps=60",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    rules = (out / "rules.txt").read_text().splitlines()
+    assert len(rules) == 2 and all(line.startswith("IF ") and " THEN class " in line for line in rules)
+    saved = np.load(out / "counterfactuals.npz")
+    assert saved["counterfactuals"].shape == (2, 1, 3, 16, 16)
+    from models import vgg_like
+
+    torch.manual_seed(0)  # the CLI's model: models:vgg_like built after seeding with --seed 0
+    model = vgg_like().eval()
+    found = torch.as_tensor(saved["found"])
+    assert found.any()
+    with torch.no_grad():
+        classes = model(torch.as_tensor(saved["counterfactuals"][:, 0])).argmax(1)
+        assert (classes[found[:, 0]] == 3).all() and (model(torch.as_tensor(saved["x"])).argmax(1) != 3).all()
+    # the counterfactuals stay in the images' range (the model's input range, here [0, 1])
+    assert saved["counterfactuals"].min() >= 0 and saved["counterfactuals"].max() <= 1
+    page = (out / "index.html").read_text()
+    assert "anchor" in page and "counterfactual 0" in page and "pixels changed" in page
+    assert (out / "images" / "anchors_a__anchor.png").is_file()
+    assert (out / "images" / "counterfactuals_a__0_change.png").is_file()
+
+
+def test_report_sections_mark_exactly_the_changed_cells(tmp_path):
+    x = torch.tensor([[0.0, 1.0, 2.0]])
+    cfs = torch.tensor([[[0.0, 1.5, 2.0], [3.0, 1.0, -2.0]]])  # one change, then two
+    found = torch.tensor([[True, True]])
+    section = xk.viz.counterfactuals_section(x, cfs, found, torch.tensor([0]), torch.tensor([[1, 1]]),
+                                             feature_names=["a", "b", "c"])
+    assert section.html.count('class="changed"') == 3 and "<th>b</th>" in section.html
+    images = torch.zeros(1, 1, 4, 4)
+    moved = images.clone()[None]
+    moved[0, 0, 0, 1, 2] = 1.0
+    section = xk.viz.counterfactuals_section(images, moved, torch.tensor([[True]]), torch.tensor([0]),
+                                             torch.tensor([[1]]), folder=tmp_path, low=0.0, high=1.0)
+    assert "1 pixels changed" in section.html and (tmp_path / "images" / "counterfactuals_sample-0__0.png").is_file()
+    rules = xk.viz.rules_section(["IF a > 1 THEN class 0 — precision 0.97, coverage 0.21"])
+    assert "IF a &gt; 1 THEN class 0" in rules.html
+
+
+def test_report_contrastive_section(tmp_path, capsys):
+    import numpy as np
+    from skimage import io as skio
+
+    from xaikit.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    skio.imsave(folder / "a.png", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), check_contrast=False)
+    out = tmp_path / "report"
+    code = main(["report", "-m", "models:vgg_like", "-i", str(folder), "--image-size", "16", "--sections",
+                 "contrastive", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    page = (out / "index.html").read_text()
+    assert "Rules and counterfactuals: models:vgg_like" in page and " THEN class " in page
+    assert "counterfactual 0" in page and (out / "images" / "report_anchors_a__anchor.png").is_file()
+
+
+def test_diverse_sets_spread_and_the_setwise_sparsity_step_never_worsens_the_set():
+    from xaikit.counterfactuals.search import dpp, margin, sparsify
+
+    g = torch.Generator().manual_seed(3)
+    data = torch.rand(100, 6, generator=g, dtype=torch.float64)
+    model = nn.Linear(6, 2).double().eval()  # class 1 iff the six features sum to more than 4
+    with torch.no_grad():
+        model.weight.copy_(torch.stack([torch.zeros(6), torch.ones(6)]).double())
+        model.bias.copy_(torch.tensor([0.0, -4.0], dtype=torch.float64))
+    x = torch.full((3, 6), 0.5, dtype=torch.float64)
+    diverse = Counterfactuals(model, k=4, data=data, seed=0)(x, target=1)
+    closest = Counterfactuals(model, k=4, data=data, seed=0, diversity_weight=0.0)(x, target=1)
+    assert diverse.found.all() and closest.found.all()
+    spread = xk.metrics.Diversity()(model, x, 1, diverse)
+    assert (spread > 2 * xk.metrics.Diversity()(model, x, 1, closest)).all()
+    # the set-wise sparsity step: every candidate stays valid and the set's objective never rises
+    scale = torch.ones(6, dtype=torch.float64)
+    cands = (x[:, None] + torch.rand(3, 4, 6, generator=g, dtype=torch.float64)).clamp(0, 1)
+    cands[..., 0] = 1.0
+    found = model(cands).argmax(-1) == 1  # most are valid (sum > 4); the others are left as they are
+    assert found.float().mean() > 0.5
+
+    def objective(c):
+        moved = (c - x[:, None]) / scale
+        return 0.5 * moved.abs().mean(-1).mean(1) - dpp(moved)
+
+    out = sparsify(lambda p: model(p), cands, found, x, torch.ones(3, dtype=torch.long), 0.0, scale, 0.5, 1.0)
+    assert (margin(model(out), torch.ones(3, 4, dtype=torch.long))[found] <= 0).all()
+    assert (objective(out) <= objective(cands) + 1e-12).all() and (out != cands).any()

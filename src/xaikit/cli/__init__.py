@@ -87,10 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default="minilm", help="model of the text example (default minilm)")
     p.add_argument("--text-methods", nargs="+", metavar="METHOD", help="methods of the text example")
     p.add_argument("--sections", nargs="+", default=["images", "concepts", "metrics", "examples", "text"],
-                   choices=("images", "concepts", "metrics", "examples", "text"), help="sections to include "
-                   "(default all; concepts: top channels of --concept-layer with %% share, conditional heatmaps "
-                   "and reference crops; examples: nearest samples and pertinent positive/negative of one "
-                   "sample of the metrics data)")
+                   choices=("images", "concepts", "metrics", "examples", "text", "contrastive"),
+                   help="sections to include "
+                   "(default all but contrastive; concepts: top channels of --concept-layer with %% share, conditional "
+                   "heatmaps and reference crops; examples: nearest samples and pertinent positive/negative of one "
+                   "sample of the metrics data; contrastive: anchors and runner-up counterfactuals of the inputs)")
     p.add_argument("--concept-layer", default=None, help="layer of the concepts section (default: the last conv)")
     p.add_argument("--strict", action="store_true", help="fail when a section cannot be made (default: the "
                                                          "report says what is missing)")

@@ -257,9 +257,10 @@ def explain(args: argparse.Namespace) -> int:
     loaded, inputs = model_and_inputs(args, args.model, args.inputs, args.text)
     if rows_specs and not specs:
         start_writing(out)
-        files = contrastive.explain_rows(args, loaded.model, inputs.x, inputs.feature_names, rows_specs, out)
+        files = contrastive.explain_rows(args, loaded.model, inputs.x, inputs.feature_names, rows_specs, out,
+                                         inputs.names, loaded.low, loaded.high)
         finish_writing(out)
-        done(f"explained {len(inputs)} row(s): {', '.join(files)} -> {out}", args.quiet)
+        done(f"explained {len(inputs)} input(s): {', '.join(files)} -> {out}", args.quiet)
         return 0
     if loaded.kind == "causal-lm":  # heatmaps of the answer the model generates
         from .generation import explain_answers
@@ -283,7 +284,8 @@ def explain(args: argparse.Namespace) -> int:
     results, times = run_methods(runs, inputs, target, args.batch_size, args.quiet)
     start_writing(out)
     if rows_specs:
-        contrastive.explain_rows(args, loaded.model, inputs.x, inputs.feature_names, rows_specs, out)
+        contrastive.explain_rows(args, loaded.model, inputs.x, inputs.feature_names, rows_specs, out, inputs.names,
+                                 loaded.low, loaded.high)
     save_arrays(out / "attributions.npz", inputs, results)
     lines = regression_captions(inputs, results) if regressor else \
         captions(loaded, next(iter(results.values())), target)
@@ -519,7 +521,7 @@ def report(args: argparse.Namespace) -> int:
               file=sys.stderr)
     sections, timings = [], {}
     for name, make in (("images", image_part), ("concepts", concepts_part), ("metrics", metrics_part),
-                       ("examples", examples_part), ("text", text_part)):
+                       ("examples", examples_part), ("text", text_part), ("contrastive", contrastive_part)):
         if name not in wanted:
             continue
         began = time.perf_counter()
@@ -538,7 +540,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 SECTION_TITLES = {"images": "Heatmaps", "concepts": "Concepts", "metrics": "Metrics", "text": "Text",
-                  "examples": "Explanation by example"}
+                  "examples": "Explanation by example", "contrastive": "Rules and counterfactuals"}
 
 
 def _defaults(given: list[str] | None, defaults: tuple[str, ...]) -> tuple[list[str], str]:
@@ -564,6 +566,15 @@ def image_part(args: argparse.Namespace, out: Path) -> viz.Section:
     maps, unsigned = image_maps(results, args.percentile, methods)
     return viz.image_section(out, images, maps, inputs.names, captions(loaded, next(iter(results.values())), target),
                              times, title=f"Heatmaps: {loaded.spec}", note=note, cmap=args.cmap, unsigned=unsigned)
+
+
+def contrastive_part(args: argparse.Namespace, out: Path) -> viz.Section:
+    """Anchors and runner-up counterfactuals of the image model's inputs (:func:`contrastive.report_section`)."""
+    loaded, inputs = model_and_inputs(args, args.model, args.inputs)
+    if inputs.kind != "image":
+        raise UsageError(f"the contrastive section needs image inputs; {args.model!r} got {inputs.kind} inputs")
+    return contrastive.report_section(loaded.model, inputs.x, inputs.names, out, loaded.low, loaded.high,
+                                      f"Rules and counterfactuals: {loaded.spec}")
 
 
 def concepts_part(args: argparse.Namespace, out: Path) -> viz.Section:

@@ -149,6 +149,10 @@ class Counterfactuals(CheckedSettings):
         The genetic search.
     sparse : bool
         Revert changed features to ``x`` where the counterfactual stays valid (DiCE's post-hoc step; tables).
+    encoder, decoder : nn.Module or callable, optional
+        Search in an autoencoder's latent space (REVISE, Joshi et al. 2019): ``encoder(x)`` gives the codes the
+        descent starts from, ``decoder(z)`` (same shape as ``x``) the candidates; proximity, diversity and the
+        constraints are measured on the decoded candidates in input space. Gradient search only; both or neither.
     seed : int
     batch_size : "auto" or int
         Candidates per forward pass of the checks (the gradient search runs all ``N·k`` candidates at once).
@@ -160,8 +164,8 @@ class Counterfactuals(CheckedSettings):
                  feature_range: tuple[float, float] | None = None, proximity_weight: float = 0.5,
                  diversity_weight: float = 1.0, plausibility: Any = None, plausibility_weight: float = 0.0,
                  neighbours: int = 5, kappa: float = 0.0, steps: int = 300, learning_rate: float = 0.05,
-                 population: int = 200, generations: int = 30, sparse: bool = True, seed: int = 0,
-                 batch_size: int | str = "auto") -> None:
+                 population: int = 200, generations: int = 30, sparse: bool = True, encoder: Any = None,
+                 decoder: Any = None, seed: int = 0, batch_size: int | str = "auto") -> None:
         check_model(model)
         check_positive(k, "k", integer=True)
         check_choice(search, "search", SEARCHES)
@@ -179,6 +183,18 @@ class Counterfactuals(CheckedSettings):
                             (generations, "generations")):
             check_positive(value, name, integer=True)
         check_positive(learning_rate, "learning_rate")
+        if (encoder is None) != (decoder is None):
+            raise ValueError(f"a latent-space search needs both encoder= and decoder= (got only the "
+                             f"{'encoder' if decoder is None else 'decoder'})")
+        if encoder is not None:
+            for value, name in ((encoder, "encoder"), (decoder, "decoder")):
+                if not callable(value):
+                    raise TypeError(f"{name} must be a module or callable, got {type(value).__name__}")
+            if search == "genetic":
+                raise ValueError("encoder=/decoder= run the gradient search on latent codes: use search='gradient' "
+                                 "(or 'auto'), or drop encoder/decoder for the genetic search")
+            if not (isinstance(model, nn.Module) and isinstance(decoder, nn.Module)):
+                raise TypeError("a latent-space search differentiates decoder and model: both must be torch.nn.Module")
         check_seed(seed)
         if seed is None:
             raise ValueError("seed must be an int: counterfactuals are reproducible by default")
@@ -194,6 +210,7 @@ class Counterfactuals(CheckedSettings):
             neighbours
         self.kappa, self.steps, self.learning_rate = float(kappa), steps, float(learning_rate)
         self.population, self.generations, self.sparse, self.seed = population, generations, sparse, seed
+        self.encoder, self.decoder = encoder, decoder
         self.batch_size = batch_size
         self.columns: Columns | None = None
         self.data_: torch.Tensor | None = None
@@ -249,7 +266,7 @@ class Counterfactuals(CheckedSettings):
                 return self.model(inputs).double()
             return batched_forward(self.model, inputs, chunk).double().cpu()
 
-        with eval_semantics(self.model):
+        with eval_semantics(self.model), self._latent_modes():
             scores = forward(flat)
             if scores.ndim != 2 or scores.shape[1] < 2:
                 raise ValueError(f"Counterfactuals needs a classifier returning (N, classes) scores, got shape "
@@ -264,13 +281,17 @@ class Counterfactuals(CheckedSettings):
             used = ["none"] * n
             differentiable = isinstance(self.model, nn.Module) and self.search in ("auto", "gradient")
             if differentiable:
+                latent = None if self.encoder is None else self._latent(flat, shape, dtype)
                 best, found = gradient_search(
                     forward, flat, wanted, constraints, scale, self.k, self.steps, self.learning_rate, self.kappa,
                     self.proximity_weight, self.diversity_weight, self.plausibility, self.plausibility_weight, data,
-                    self.neighbours, shape, generator)
-                used = ["gradient"] * n
+                    self.neighbours, shape, generator, latent)
+                used = ["gradient" if latent is None else "latent"] * n
             rest = ~found.any(1) if differentiable else torch.ones(n, dtype=torch.bool)
-            if self.search != "gradient" and rest.any():
+            fallback = self.search != "gradient" and self.encoder is None and rest.any()
+            if fallback and data is None and differentiable:
+                fallback = False  # auto on an image model without data: report none found (below), no error
+            if fallback:
                 if data is None:
                     raise ValueError("the gradient-free search draws feature values from the data: pass data= "
                                      "(or call .fit(data)), or use an nn.Module with search='gradient'")
@@ -282,8 +303,9 @@ class Counterfactuals(CheckedSettings):
                 best[idx], found[idx] = sub, sub_found
                 for i in idx.tolist():
                     used[i] = "genetic"
-            if self.sparse and table:
-                best = sparsify(forward, best, found, flat, wanted, self.kappa, scale)
+            if self.sparse and table and self.encoder is None:  # latent: keep decoded candidates
+                best = sparsify(forward, best, found, flat, wanted, self.kappa, scale, self.proximity_weight,
+                                self.diversity_weight)
             best = torch.where(found[..., None], best, flat[:, None])
             predicted = forward(best.reshape(n * self.k, d)).argmax(1).view(n, self.k)
         # the last word: every returned counterfactual is re-checked (class and constraints)
@@ -296,13 +318,48 @@ class Counterfactuals(CheckedSettings):
                           "constraints (immutable, ranges, directions) or raise steps/population", UserWarning,
                           stacklevel=2)
         out = best.reshape(n, self.k, *shape).to(x.dtype if x.is_floating_point() else torch.float64)
-        info = {"k": self.k, "search": used, "kappa": self.kappa, "proximity_weight": self.proximity_weight,
+        info = {"k": self.k, "search": used, "space": "input" if self.encoder is None else "latent",
+                "kappa": self.kappa, "proximity_weight": self.proximity_weight,
                 "diversity_weight": self.diversity_weight, "plausibility_weight": self.plausibility_weight,
                 "seed": self.seed, "evaluations": evaluations, "time_s": time.perf_counter() - began}
         return CounterfactualsResult(x, out, found, wanted, original, predicted,
                                      self.columns.names if table else None, self.columns, info)
 
     # ---- internals --------------------------------------------------------------------------------------------
+    def _latent_modes(self) -> Any:
+        """Eval semantics for the encoder and decoder modules too (restored after, as for the model)."""
+        from contextlib import ExitStack
+
+        stack = ExitStack()
+        for part in (self.encoder, self.decoder):
+            if isinstance(part, nn.Module) and part is not self.model:
+                stack.enter_context(eval_semantics(part, warn=False))
+        return stack
+
+    def _latent(self, flat: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Any:
+        """``(encode, decode)`` on flattened inputs and codes, checked once: the decoder must give back ``x``'s
+        shape (an error names ``decoder`` otherwise)."""
+        n, d = flat.shape
+        with torch.no_grad():
+            z = self.encoder(flat.reshape(n, *shape).to(dtype))
+            if not isinstance(z, torch.Tensor) or z.ndim < 2 or z.shape[0] != n:
+                raise ValueError(f"encoder must map x (N, ...) to codes (N, ...), got "
+                                 f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+            code = tuple(z.shape[1:])
+            back = self.decoder(z)
+        if not isinstance(back, torch.Tensor) or tuple(back.shape) != (n, *shape):
+            raise ValueError(f"decoder must map the encoder's codes {(n, *code)} back to x's shape {(n, *shape)}, "
+                             f"got {tuple(back.shape) if isinstance(back, torch.Tensor) else type(back).__name__}")
+        zdtype = z.dtype if z.is_floating_point() else dtype
+
+        def encode(points: torch.Tensor) -> torch.Tensor:
+            return self.encoder(points.reshape(-1, *shape).to(dtype)).reshape(points.shape[0], -1).double()
+
+        def decode(codes: torch.Tensor) -> torch.Tensor:
+            return self.decoder(codes.reshape(-1, *code).to(zdtype)).reshape(codes.shape[0], d).double()
+
+        return encode, decode
+
     def _target(self, target: Any, original: torch.Tensor, classes: int, n: int) -> torch.Tensor:
         if target is None:
             if classes != 2:

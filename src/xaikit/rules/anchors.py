@@ -297,6 +297,24 @@ class Anchors(CheckedSettings):
                     for z, t in zip(drawn, result.target.tolist())]
         return torch.stack(kept)
 
+    def regions(self, x: torch.Tensor, result: AnchorsResult) -> torch.Tensor:
+        """Images: ``(N, H, W)`` bool, the pixels of each sample's anchor (the parts its rule fixes), e.g. to show
+        the anchor (:func:`xaikit.viz.contrastive.rules_section`). The parts are those of the search (the same
+        ``features``, recomputed deterministically)."""
+        if self._kind(x) != "image":
+            raise ValueError("regions are the pixels of image anchors; x must be images (N, C, H, W)")
+        if len(result.rules) != x.shape[0]:
+            raise ValueError(f"result holds {len(result.rules)} rules for {x.shape[0]} images in x; give the x "
+                             "that was explained")
+        spaces = self._spaces(x, "image")
+        out = []
+        for space, rule in zip(spaces, result.rules):
+            ids = space.mask.expand_as(space.x)[0]  # (C, H, W) part ids
+            chosen = torch.zeros(space.count + 1, dtype=torch.bool)
+            chosen[rule.predicates] = True
+            out.append(chosen[ids.cpu()].any(0))
+        return torch.stack(out)
+
     # ---- internals --------------------------------------------------------------------------------------------
     def _kind(self, x: Any) -> str:
         if self.kind != "auto":

@@ -24,6 +24,7 @@ from .waterfall import plot_force, plot_waterfall
 from .image import plot_image
 from .interactions import plot_interaction_heatmap, plot_interaction_matrix, plot_interaction_network, plot_walks
 from .signals import plot_signal_relevance
+from .contrastive import counterfactuals_section, rules_section
 
 __all__ = [
     "relevance_map", "normalise", "normalise_unsigned", "colourise", "heatmap", "relevance_cmap", "to_rgb", "overlay",
@@ -34,4 +35,5 @@ __all__ = [
     "plot_waterfall", "plot_force", "plot_image",
     "plot_interaction_matrix", "plot_interaction_network", "plot_interaction_heatmap", "plot_walks",
     "plot_signal_relevance",
+    "rules_section", "counterfactuals_section",
 ]
