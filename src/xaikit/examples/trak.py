@@ -129,6 +129,7 @@ class TRAK:
         self.weights: torch.Tensor | None = None  #: the mean Newton weights ``Q`` ``(N,)``
         self.input_shape: tuple[int, ...] | None = None
         self.train_size = 0
+        self.fit_info: dict[str, Any] = {}  #: how a featurisation through xaikit.run went (engine, shards)
 
     # ---- featurisation --------------------------------------------------------------------------------------
 
@@ -185,7 +186,9 @@ class TRAK:
         self.train_size = self.features[0].shape[0]
         return self
 
-    def _store_key(self) -> dict[str, Any]:
+    def store_key(self) -> dict[str, Any]:
+        """What stored features depend on (the weights, attributed parameters, projection, output function):
+        a :class:`~xaikit.examples.store.FeatureStore` of another key is refused."""
         output = "margin" if self.output == "margin" else f"{type(self.output).__module__}:{self.output!r}"
         return {"weights": fingerprint(self.checkpoints), "parameters": self.names, "projection": self.projection,
                 "projection_kind": None if self.projector is None else self.projector.kind, "seed": self.seed,
@@ -193,7 +196,7 @@ class TRAK:
 
     def _fit_stored(self, data: Any, path: str | Path, shard_size: int) -> "TRAK":
         check_positive(shard_size, "shard_size", integer=True)
-        store = FeatureStore(path, self._store_key(), shard_size)
+        store = FeatureStore(path, self.store_key(), shard_size)
         done = store.done()
         shard, filled, total, shape = 0, 0, 0, None
         pending: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -211,11 +214,26 @@ class TRAK:
         if filled:
             self._write_shard(store, shard, pending)
         bar.close()
+        assert shape is not None
+        return self.load_features(store, total, shape)
+
+    def load_features(self, store: FeatureStore, total: int, sample_shape: tuple[int, ...]) -> "TRAK":
+        """Use the features of ``total`` training samples (of shape ``sample_shape``) in a complete ``store``
+        (written by :meth:`fit` with ``store=`` or by :func:`xaikit.run.featurise`): the kernels are formed
+        shard by shard (``M k²`` numbers and one shard held), the features stay on disk for scoring."""
+        if any(store.key.get(name) != value for name, value in self.store_key().items()):
+            raise ValueError("the store's features were computed with other settings than this TRAK's "
+                             "(weights, parameters, projection or output); build TRAK as the store was written")
+        shards = -(-total // store.shard_size)
+        missing = sorted(set(range(shards)) - store.done())
+        if missing:
+            raise ValueError(f"the store {str(store.path)!r} misses {len(missing)} of {shards} shards "
+                             f"({missing[:5]}...); featurise again on the same path to finish it")
         param = next(iter(self.model.parameters()))
         k = self.projection or self.gradient_size
         grams = torch.zeros(len(self.checkpoints), k, k, dtype=torch.float64)
         weights = []
-        for s in range(0, (total + shard_size - 1) // shard_size):
+        for s in range(shards):
             f, q = store.read(s)
             grams += f.double().transpose(1, 2) @ f.double()
             weights.append(q)
@@ -223,8 +241,19 @@ class TRAK:
                          for m in range(len(self.checkpoints))]
         self.kernels = [kernel_inverse(g, self.regularisation).to(param.device) for g in grams]
         self.weights = torch.cat(weights, 1).mean(0).to(param.device, param.dtype)
-        self.input_shape, self.train_size = shape, total
+        self.input_shape, self.train_size = tuple(sample_shape), total
         return self
+
+    def shard_features(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features (M, S, k), Newton weights (M, S))`` of samples ``x`` with labels ``y`` at every ensemble
+        member, in batches of ``batch_size``: what one shard of a store holds."""
+        step = batch_size_for(self.batch_size, x[0])
+        feats, qs = [], []
+        for state in self.checkpoints:
+            parts = [self.featurise(state, x[s:s + step], y[s:s + step]) for s in range(0, x.shape[0], step)]
+            feats.append(torch.cat([p[0] for p in parts]))
+            qs.append(torch.cat([p[1] for p in parts]))
+        return torch.stack(feats), torch.stack(qs)
 
     def _write_shard(self, store: FeatureStore, shard: int, pending: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         if not pending:  # finished in an earlier run
