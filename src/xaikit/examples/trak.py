@@ -94,6 +94,11 @@ class TRAK:
         Samples per per-sample-gradient batch.
     progress : bool
         Show a progress bar while fitting.
+    newton : bool
+        ``False``: the Newton weights ``Q`` are 1, so a score is the kernel similarity ``φ(z)ᵀ(ΦᵀΦ)⁻¹φ_i`` of
+        the query and the training sample, not weighted by how badly the sample is fitted. Samples fitted by
+        a shortcut have ``1 − p_i ≈ 0``, so the paper's ``Q`` hides the samples that teach it; ranking them
+        (:func:`xaikit.improve.training_culprits`) works without it (measured in ``docs/data_attribution.md``).
 
     Examples
     --------
@@ -105,7 +110,7 @@ class TRAK:
     def __init__(self, model: nn.Module, checkpoints: Sequence[Any] | None = None, layer: str = "all",
                  projection: int | None = 512, projection_kind: str = "gaussian",
                  output: str | OutputFunction = "margin", regularisation: float = 0.0, seed: int = 0,
-                 batch_size: int | str = 64, progress: bool = False) -> None:
+                 batch_size: int | str = 64, progress: bool = False, newton: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -121,7 +126,9 @@ class TRAK:
         if not isinstance(regularisation, (int, float)) or regularisation < 0:
             raise ValueError(f"regularisation must be a number >= 0, got {regularisation!r}")
         check_batch_size(batch_size)
-        self.output, self.regularisation, self.seed = output, float(regularisation), seed
+        if not isinstance(newton, bool):
+            raise TypeError(f"newton must be True or False, got {newton!r}")
+        self.output, self.regularisation, self.seed, self.newton = output, float(regularisation), seed, newton
         self.batch_size, self.progress = batch_size, progress
         self.projection = projection
         self.features: list[Any] = []   #: Φ_m ``(N, k)`` per ensemble member (tensors, or StoredFeatures)
@@ -146,7 +153,7 @@ class TRAK:
         and the Newton weights ``1 − p`` ``(B,)``."""
         grads = per_sample_gradients(self.model, state, self.names, self._f, x, y)
         phi = flat(grads, self.names) if self.projector is None else self.projector(grads)
-        if self.output == "margin":
+        if self.output == "margin" and self.newton:
             with torch.no_grad():
                 q = torch.sigmoid(-margin(torch.func.functional_call(self.model, state, (x,)), y))
         else:
@@ -192,7 +199,7 @@ class TRAK:
         output = "margin" if self.output == "margin" else f"{type(self.output).__module__}:{self.output!r}"
         return {"weights": fingerprint(self.checkpoints), "parameters": self.names, "projection": self.projection,
                 "projection_kind": None if self.projector is None else self.projector.kind, "seed": self.seed,
-                "output": output}
+                "output": output, **({} if self.newton else {"newton": False})}
 
     def _fit_stored(self, data: Any, path: str | Path, shard_size: int) -> "TRAK":
         check_positive(shard_size, "shard_size", integer=True)
