@@ -14,6 +14,7 @@ from .sources import (DatasetSource, HFSource, ImageFolderSource, Sample, Source
                       as_source)
 from .spec import RunSpec
 
-__all__ = ["run", "featurise", "benchmark", "RunSpec", "RunResult", "open_run", "format_summary", "as_source", "Source", "Sample",
+__all__ = ["run", "featurise",
+           "benchmark", "RunSpec", "RunResult", "open_run", "format_summary", "as_source", "Source", "Sample",
            "TensorSource", "DatasetSource", "ImageFolderSource", "TableSource", "HFSource", "RunError",
            "ManifestMismatch", "WorkerSetupError", "ClusterUnreachable", "MissingExtra"]
