@@ -69,6 +69,17 @@ def test_featurise_in_process_equals_the_in_memory_fit(tmp_path):
     torch.testing.assert_close(stored.self_scores(), memory.self_scores(), rtol=1e-6, atol=1e-9)
     a, b = stored.top(xq, yq, k=3), memory.top(xq, yq, k=3)
     assert torch.equal(a.supporting, b.supporting) and torch.equal(a.opposing, b.opposing)
+    from xaikit.batching import set_memory_budget
+    widths = []
+    block = stored._block
+    stored._block = lambda query, rows: widths.append(rows.stop - rows.start) or block(query, rows)
+    set_memory_budget(8 * 4 * 6 * 5)  # blocks of 5 training samples for 6 queries: smaller than a shard (16)
+    try:
+        small = stored.top(xq, yq, k=3)
+    finally:
+        set_memory_budget(None)
+    assert max(widths) == 5
+    assert torch.equal(small.supporting, a.supporting) and torch.equal(small.opposing_score, a.opposing_score)
 
 
 def test_a_killed_run_resumes_without_redoing_finished_shards(tmp_path):

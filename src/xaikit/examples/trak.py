@@ -41,6 +41,7 @@ from ..methods.base import _checked_init
 from ..modes import explains_in_eval
 from .attribution import AttributionResult, check_indices, labelled_batches, query_labels, top_of, weight_states
 from .gradients import RandomProjection, attributed_parameters, flat, gradient_size, per_sample_gradients
+from .search import chunk_size
 from .store import FeatureStore, StoredFeatures
 
 OutputFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -325,9 +326,18 @@ class TRAK:
         return (total / len(self.features)).to(self.weights.dtype) * self.weights
 
     def top(self, x: torch.Tensor, y: Any = None, k: int = 5) -> TRAKResult:
-        """The ``k`` strongest proponents and opponents of each query (exact, chunked over the training set)."""
+        """The ``k`` strongest proponents and opponents of each query (exact, chunked over the training set).
+
+        Blocks of ``S`` training samples, ``S`` chosen so that eight ``(Q, S)`` float32 blocks fit the memory
+        budget (:func:`xaikit.batching.memory_budget`), and at most one store shard. Held at once, in bytes:
+        ``4 (4 Q k + 2 S (k + 1) + 2 Q S + 2 B p) + 2·12·Q·2·k_top + 8 (k² + p k) + 4 N`` (the queries'
+        features and their product with the kernel, one shard read and its row copy, the score block and
+        top-k's copy, one batch of query gradients, the running top-k, kernel and projection, Newton weights;
+        checked in ``benchmarks/bench_data_attribution_scale.py``)."""
         query, y = self._query(x, y)
-        chunk = self.features[0].store.shard_size if isinstance(self.features[0], StoredFeatures) else None
+        chunk = None
+        if isinstance(self.features[0], StoredFeatures):
+            chunk = min(self.features[0].store.shard_size, chunk_size(x.shape[0], x.device))
         found = top_of(lambda a, b: self._block(query, slice(a, b)), self.train_size, k, x.shape[0], x.device, chunk)
         return TRAKResult(*found, y)
 
