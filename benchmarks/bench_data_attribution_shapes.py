@@ -91,6 +91,10 @@ def main() -> None:
             methods[f"TRAK, k = {k}, M = {args.models}"] = xk.examples.TRAK(
                 models[0], checkpoints=states, projection=k, batch_size=100).fit((x, y)).scores(xq, yq)
             times.setdefault(f"TRAK, k = {k}, M = {args.models}", []).append(time.perf_counter() - t)
+        methods[f"TRAK, k = 32, M = {args.models}"] = xk.examples.TRAK(
+            models[0], checkpoints=states, projection=32, batch_size=100).fit((x, y)).scores(xq, yq)
+        methods[f"TRAK, k = 64, M = {args.models}, newton=False"] = xk.examples.TRAK(
+            models[0], checkpoints=states, projection=64, batch_size=100, newton=False).fit((x, y)).scores(xq, yq)
         methods["TRAK, k = 256, M = 1"] = xk.examples.TRAK(models[0], projection=256, batch_size=100).fit(
             (x, y)).scores(xq, yq)
         t = time.perf_counter()
