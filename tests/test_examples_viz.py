@@ -21,6 +21,18 @@ def test_examples_section_writes_every_picture(tmp_path):
     for name in ("examples_query", "examples_pp", "examples_pp_map", "examples_pn", "examples_pn_map"):
         assert (tmp_path / "images" / f"{name}.png").exists()
     assert "classified disk" in section.html and "pertinent negative" in section.html and "n3" in section.html
+    attribution = {"proponents": neighbours[:3], "proponent_captions": ["p0", "p1", "p2"], "opponents": neighbours[1:],
+                   "opponent_captions": ["o0", "o1", "o2"], "method": "TRAK"}
+    with_training = viz.examples_section(tmp_path, query, "square", neighbours, [f"n{j}" for j in range(4)],
+                                         attribution=attribution, prefix="t_")
+    for j in range(3):
+        for kind in ("proponents", "opponents"):
+            name = f"t_{kind}{j}"
+            assert (tmp_path / "images" / f"{name}.png").exists() and f"images/{name}.png" in with_training.html
+    assert "Training samples behind the prediction (TRAK)" in with_training.html and "o2" in with_training.html
+    with pytest.raises(ValueError, match="proponent_captions"):
+        viz.examples_section(tmp_path, query, "square", neighbours, [f"n{j}" for j in range(4)],
+                             attribution={**attribution, "proponent_captions": ["a"]})
     index = viz.write_report(tmp_path, [section])
     assert "Explanation by example" in index.read_text()
     with pytest.raises(ValueError, match="neighbour_captions has 2 entries for 4"):

@@ -20,7 +20,7 @@ pytest.importorskip("ray.data")
 pytest.importorskip("pyarrow")
 pytest.importorskip("zarr")
 
-from xaikit.run import RunSpec, WorkerSetupError, run  # noqa: E402
+from xaikit.run import RunSpec, Source, TensorSource, WorkerSetupError, run  # noqa: E402
 from xaikit.zoo import make_shapes  # noqa: E402
 
 MODEL = "xaikit.zoo.groundtruth:ShapesCNN"
@@ -117,3 +117,50 @@ def test_a_users_ray_run_prints_no_error_line():
     error_lines = [line for line in done.stderr.splitlines()
                    if re.search(r"^\[[^\]]* E \d+ \d+\]|\bERROR\b|\"levelname\": ?\"E(RROR)?\"", line)]
     assert not error_lines, error_lines
+
+
+class StopsAt(Source):
+    """A source with a tensor source's samples and identity whose reading stops at sample ``at`` (killed)."""
+
+    has_labels, has_masks = True, False
+
+    def __init__(self, x, y, at):
+        self.inner, self.at = TensorSource(x, y), at
+
+    def __len__(self):
+        return len(self.inner)
+
+    def describe(self):
+        return self.inner.describe()
+
+    def sample(self, index):
+        if index >= self.at:
+            raise KeyboardInterrupt("killed")
+        return self.inner.sample(index)
+
+
+def test_trak_featurisation_on_ray_equals_in_process_and_resumes_an_in_process_store(tmp_path):
+    """TRAK's projected gradients through xk.run.featurise: a store left half-done by an in-process run is
+    finished on Ray (2 actors, only its missing shards), and its scores equal a whole in-process run's for a
+    fixed batch size (one Ray start: the Ray shards and the in-process ones are compared in one store)."""
+    from torch import nn
+
+    import xaikit as xk
+    from xaikit.run import featurise
+
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).eval() for _ in range(2)]
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(60, 5, generator=g), torch.randint(0, 3, (60,), generator=g)
+    xq = torch.randn(7, 5, generator=g)
+
+    def trak():
+        return xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=12,
+                                batch_size=8)
+
+    local = featurise(trak(), (x, y), tmp_path / "local", shard_size=16, progress=False)
+    with pytest.raises(KeyboardInterrupt):  # an in-process run that dies in shard 2, after shards 0 and 1
+        featurise(trak(), StopsAt(x, y, 40), tmp_path / "half", shard_size=16, progress=False)
+    finished = featurise(trak(), (x, y), tmp_path / "half", shard_size=16, engine="ray", workers=2, progress=False)
+    assert finished.fit_info["shards_reused"] == 2 and finished.fit_info["shards_computed"] == 2
+    torch.testing.assert_close(finished.scores(xq), local.scores(xq), rtol=1e-6, atol=1e-7)

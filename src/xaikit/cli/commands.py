@@ -630,6 +630,25 @@ def text_part(args: argparse.Namespace, out: Path) -> viz.Section:
     return viz.html_section(f"Text: {loaded.spec}", intro + token_page(loaded, inputs, results), note)
 
 
+def _training_attribution(examples: Any, loaded: Any, data: tuple, query: Any, k: int = 5) -> dict:
+    """The query's top-``k`` TRAK proponents and opponents among the model's labelled training data (full
+    model, projection 128, the final weights, no Newton weights), for the examples section.
+
+    Without the Newton weights: on the bundled CNN (100 % training accuracy) the paper's ``1 − p_i`` ranks the
+    least-fitted images first whatever their class (the top proponent shares the predicted class for 30 % of 40
+    queries; 92.5 % without them; docs/data_attribution.md)."""
+    x, y = data
+    trak = examples.TRAK(loaded.model, projection=128, batch_size=64, newton=False).fit((x, y))
+    found = trak.top(query, k=min(k, len(x)))
+
+    def captions(index, score):
+        return [f"{loaded.label(int(y[i]))} τ={s:.2g}" for i, s in zip(index.tolist(), score.tolist())]
+    return {"proponents": x[found.supporting[0]], "opponents": x[found.opposing[0]],
+            "proponent_captions": captions(found.supporting[0], found.supporting_score[0]),
+            "opponent_captions": captions(found.opposing[0], found.opposing_score[0]),
+            "method": f"TRAK without Newton weights, {len(x)} training images, projection {trak.projection}"}
+
+
 def examples_part(args: argparse.Namespace, out: Path) -> viz.Section:
     """The first sample of the metrics data: its nearest training samples in the penultimate layer with BiLRP
     heatmaps, and its pertinent positive and negative (CEM)."""
@@ -663,9 +682,12 @@ def examples_part(args: argparse.Namespace, out: Path) -> viz.Section:
         "pn_caption": (f"classified {loaded.label(int(cem.pn_class[0]))}" if cem.pn_found[0] else "none found")
         + f", {float(cem.info['pn_sparsity'][0]):.1%} changed",
     }
+    # training-data attribution only where the data is the model's training set (the bundled ground-truth CNN)
+    attribution = _training_attribution(examples, loaded, data, query) \
+        if args.eval_model == parts.GROUND_TRUTH_MODEL else None
     return viz.examples_section(out, query[0], f"{inputs.names[0]}: {loaded.label(predicted)}",
                                 index.samples(found.index[0]), neighbour_captions, maps.query[0], maps.neighbour[0],
-                                pertinent, low=loaded.low, high=loaded.high,
+                                pertinent, low=loaded.low, high=loaded.high, attribution=attribution,
                                 title=f"Explanation by example: {loaded.spec}",
                                 note=f"{note} ({maps.info['layer']}, cosine); heatmaps: BiLRP of the cosine "
                                      f"similarity; CEM with κ=0, β=0.1, 4 × 200 iterations, absent = mid-grey")

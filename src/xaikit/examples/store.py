@@ -39,6 +39,7 @@ class FeatureStore:
         self.shard_size = shard_size
         manifest = self.path / "manifest.json"
         wanted = {**key, "shard_size": shard_size, "version": 1}
+        self.key = wanted
         if manifest.exists():
             found = json.loads(manifest.read_text())
             if found != wanted:

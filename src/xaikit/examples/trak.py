@@ -41,6 +41,7 @@ from ..methods.base import _checked_init
 from ..modes import explains_in_eval
 from .attribution import AttributionResult, check_indices, labelled_batches, query_labels, top_of, weight_states
 from .gradients import RandomProjection, attributed_parameters, flat, gradient_size, per_sample_gradients
+from .search import chunk_size
 from .store import FeatureStore, StoredFeatures
 
 OutputFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -94,6 +95,11 @@ class TRAK:
         Samples per per-sample-gradient batch.
     progress : bool
         Show a progress bar while fitting.
+    newton : bool
+        ``False``: the Newton weights ``Q`` are 1, so a score is the kernel similarity ``φ(z)ᵀ(ΦᵀΦ)⁻¹φ_i`` of
+        the query and the training sample, not weighted by how badly the sample is fitted. Samples fitted by
+        a shortcut have ``1 − p_i ≈ 0``, so the paper's ``Q`` hides the samples that teach it; ranking them
+        (:func:`xaikit.improve.training_culprits`) works without it (measured in ``docs/data_attribution.md``).
 
     Examples
     --------
@@ -105,7 +111,7 @@ class TRAK:
     def __init__(self, model: nn.Module, checkpoints: Sequence[Any] | None = None, layer: str = "all",
                  projection: int | None = 512, projection_kind: str = "gaussian",
                  output: str | OutputFunction = "margin", regularisation: float = 0.0, seed: int = 0,
-                 batch_size: int | str = 64, progress: bool = False) -> None:
+                 batch_size: int | str = 64, progress: bool = False, newton: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -121,7 +127,9 @@ class TRAK:
         if not isinstance(regularisation, (int, float)) or regularisation < 0:
             raise ValueError(f"regularisation must be a number >= 0, got {regularisation!r}")
         check_batch_size(batch_size)
-        self.output, self.regularisation, self.seed = output, float(regularisation), seed
+        if not isinstance(newton, bool):
+            raise TypeError(f"newton must be True or False, got {newton!r}")
+        self.output, self.regularisation, self.seed, self.newton = output, float(regularisation), seed, newton
         self.batch_size, self.progress = batch_size, progress
         self.projection = projection
         self.features: list[Any] = []   #: Φ_m ``(N, k)`` per ensemble member (tensors, or StoredFeatures)
@@ -129,6 +137,7 @@ class TRAK:
         self.weights: torch.Tensor | None = None  #: the mean Newton weights ``Q`` ``(N,)``
         self.input_shape: tuple[int, ...] | None = None
         self.train_size = 0
+        self.fit_info: dict[str, Any] = {}  #: how a featurisation through xaikit.run went (engine, shards)
 
     # ---- featurisation --------------------------------------------------------------------------------------
 
@@ -145,7 +154,7 @@ class TRAK:
         and the Newton weights ``1 − p`` ``(B,)``."""
         grads = per_sample_gradients(self.model, state, self.names, self._f, x, y)
         phi = flat(grads, self.names) if self.projector is None else self.projector(grads)
-        if self.output == "margin":
+        if self.output == "margin" and self.newton:
             with torch.no_grad():
                 q = torch.sigmoid(-margin(torch.func.functional_call(self.model, state, (x,)), y))
         else:
@@ -185,15 +194,17 @@ class TRAK:
         self.train_size = self.features[0].shape[0]
         return self
 
-    def _store_key(self) -> dict[str, Any]:
+    def store_key(self) -> dict[str, Any]:
+        """What stored features depend on (the weights, attributed parameters, projection, output function):
+        a :class:`~xaikit.examples.store.FeatureStore` of another key is refused."""
         output = "margin" if self.output == "margin" else f"{type(self.output).__module__}:{self.output!r}"
         return {"weights": fingerprint(self.checkpoints), "parameters": self.names, "projection": self.projection,
                 "projection_kind": None if self.projector is None else self.projector.kind, "seed": self.seed,
-                "output": output}
+                "output": output, **({} if self.newton else {"newton": False})}
 
     def _fit_stored(self, data: Any, path: str | Path, shard_size: int) -> "TRAK":
         check_positive(shard_size, "shard_size", integer=True)
-        store = FeatureStore(path, self._store_key(), shard_size)
+        store = FeatureStore(path, self.store_key(), shard_size)
         done = store.done()
         shard, filled, total, shape = 0, 0, 0, None
         pending: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -211,11 +222,26 @@ class TRAK:
         if filled:
             self._write_shard(store, shard, pending)
         bar.close()
+        assert shape is not None
+        return self.load_features(store, total, shape)
+
+    def load_features(self, store: FeatureStore, total: int, sample_shape: tuple[int, ...]) -> "TRAK":
+        """Use the features of ``total`` training samples (of shape ``sample_shape``) in a complete ``store``
+        (written by :meth:`fit` with ``store=`` or by :func:`xaikit.run.featurise`): the kernels are formed
+        shard by shard (``M k²`` numbers and one shard held), the features stay on disk for scoring."""
+        if any(store.key.get(name) != value for name, value in self.store_key().items()):
+            raise ValueError("the store's features were computed with other settings than this TRAK's "
+                             "(weights, parameters, projection or output); build TRAK as the store was written")
+        shards = -(-total // store.shard_size)
+        missing = sorted(set(range(shards)) - store.done())
+        if missing:
+            raise ValueError(f"the store {str(store.path)!r} misses {len(missing)} of {shards} shards "
+                             f"({missing[:5]}...); featurise again on the same path to finish it")
         param = next(iter(self.model.parameters()))
         k = self.projection or self.gradient_size
         grams = torch.zeros(len(self.checkpoints), k, k, dtype=torch.float64)
         weights = []
-        for s in range(0, (total + shard_size - 1) // shard_size):
+        for s in range(shards):
             f, q = store.read(s)
             grams += f.double().transpose(1, 2) @ f.double()
             weights.append(q)
@@ -223,8 +249,19 @@ class TRAK:
                          for m in range(len(self.checkpoints))]
         self.kernels = [kernel_inverse(g, self.regularisation).to(param.device) for g in grams]
         self.weights = torch.cat(weights, 1).mean(0).to(param.device, param.dtype)
-        self.input_shape, self.train_size = shape, total
+        self.input_shape, self.train_size = tuple(sample_shape), total
         return self
+
+    def shard_features(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features (M, S, k), Newton weights (M, S))`` of samples ``x`` with labels ``y`` at every ensemble
+        member, in batches of ``batch_size``: what one shard of a store holds."""
+        step = batch_size_for(self.batch_size, x[0])
+        feats, qs = [], []
+        for state in self.checkpoints:
+            parts = [self.featurise(state, x[s:s + step], y[s:s + step]) for s in range(0, x.shape[0], step)]
+            feats.append(torch.cat([p[0] for p in parts]))
+            qs.append(torch.cat([p[1] for p in parts]))
+        return torch.stack(feats), torch.stack(qs)
 
     def _write_shard(self, store: FeatureStore, shard: int, pending: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         if not pending:  # finished in an earlier run
@@ -289,9 +326,18 @@ class TRAK:
         return (total / len(self.features)).to(self.weights.dtype) * self.weights
 
     def top(self, x: torch.Tensor, y: Any = None, k: int = 5) -> TRAKResult:
-        """The ``k`` strongest proponents and opponents of each query (exact, chunked over the training set)."""
+        """The ``k`` strongest proponents and opponents of each query (exact, chunked over the training set).
+
+        Blocks of ``S`` training samples, ``S`` chosen so that eight ``(Q, S)`` float32 blocks fit the memory
+        budget (:func:`xaikit.batching.memory_budget`), and at most one store shard. Held at once, in bytes:
+        ``4 (4 Q k + 2 S (k + 1) + 2 Q S + 2 B p) + 2·12·Q·2·k_top + 8 (k² + p k) + 4 N`` (the queries'
+        features and their product with the kernel, one shard read and its row copy, the score block and
+        top-k's copy, one batch of query gradients, the running top-k, kernel and projection, Newton weights;
+        checked in ``benchmarks/bench_data_attribution_scale.py``)."""
         query, y = self._query(x, y)
-        chunk = self.features[0].store.shard_size if isinstance(self.features[0], StoredFeatures) else None
+        chunk = None
+        if isinstance(self.features[0], StoredFeatures):
+            chunk = min(self.features[0].store.shard_size, chunk_size(x.shape[0], x.device))
         found = top_of(lambda a, b: self._block(query, slice(a, b)), self.train_size, k, x.shape[0], x.device, chunk)
         return TRAKResult(*found, y)
 

@@ -7,12 +7,15 @@ normal PyTorch training loop (plain functions and ``nn.Module`` losses, no train
 - :func:`fit_cav`, :func:`project`, :class:`Projected`, :func:`a_clarc`: class artifact compensation
   (Anders et al. 2022);
 - :func:`spray`: spectral relevance analysis to find a suspected artifact (Lapuschkin et al. 2019);
-- :func:`channel_importance`, :func:`prune_plan`, :func:`pruned`: pruning by explaining (Yeom et al. 2021).
+- :func:`channel_importance`, :func:`prune_plan`, :func:`pruned`: pruning by explaining (Yeom et al. 2021);
+- :func:`training_culprits`: the training samples behind an artifact or a label error, ranked by their
+  attribution (e.g. TRAK, Park et al. 2023) to wrong-reason predictions.
 
 The explanations that enter a loss are computed by the methods in training mode (``create_graph=True``,
 :mod:`xaikit.propagation.handlers.training`), so their parameters' gradients are exact and ``.grad`` holds only what the
 training loss puts there. See ``docs/improve.md``.
 """
+from .culprits import TrainingCulpritsResult, training_culprits
 from .clarc import CAV, Projected, a_clarc, fit_cav, project
 from .guided import ExplanationGuidedLoss, layer_relevance, normalised
 from .pruning import CRITERIA, channel_importance, prune_plan, pruned
@@ -21,4 +24,5 @@ from .spray import SpRAyResult, spray
 
 __all__ = ["RightForRightReasonsLoss", "rrr_penalty", "ExplanationGuidedLoss", "layer_relevance", "normalised",
            "CAV", "fit_cav", "project", "Projected", "a_clarc", "spray", "SpRAyResult", "channel_importance",
-           "prune_plan", "pruned", "CRITERIA"]
+           "prune_plan", "pruned", "CRITERIA",
+           "training_culprits", "TrainingCulpritsResult"]

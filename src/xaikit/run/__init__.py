@@ -7,12 +7,14 @@ returns a :class:`RunResult` (pandas/Arrow tables, tensors, the metrics table). 
 and restarted computes only the missing shards. See ``docs/run.md``.
 """
 from .errors import ClusterUnreachable, ManifestMismatch, MissingExtra, RunError, WorkerSetupError
+from .features import featurise
 from .pipeline import benchmark, format_summary, run
 from .results import RunResult, open_run
 from .sources import (DatasetSource, HFSource, ImageFolderSource, Sample, Source, TableSource, TensorSource,
                       as_source)
 from .spec import RunSpec
 
-__all__ = ["run", "benchmark", "RunSpec", "RunResult", "open_run", "format_summary", "as_source", "Source", "Sample",
+__all__ = ["run", "featurise",
+           "benchmark", "RunSpec", "RunResult", "open_run", "format_summary", "as_source", "Source", "Sample",
            "TensorSource", "DatasetSource", "ImageFolderSource", "TableSource", "HFSource", "RunError",
            "ManifestMismatch", "WorkerSetupError", "ClusterUnreachable", "MissingExtra"]

@@ -24,11 +24,17 @@ from .store import Store
 from .worker import ShardWorker, worker_name
 
 Report = Callable[[dict[str, Any]], None]
+#: builds a shard worker on a worker (its argument names the worker); the worker maps a shard index to its report
+MakeWorker = Callable[[str], Callable[[int], dict[str, Any]]]
 
 
-def run_in_process(spec: RunSpec, source: Source, store: Store, shards: list[int], report: Report) -> int:
-    """Compute ``shards`` here, one after another; returns the number of workers (1)."""
-    worker = ShardWorker(spec, source, store, where="in-process")
+def run_in_process(spec: RunSpec, source: Source, store: Store, shards: list[int], report: Report,
+                   make_worker: MakeWorker | None = None) -> int:
+    """Compute ``shards`` here, one after another; returns the number of workers (1).
+
+    ``make_worker(where)``: another kind of shard worker (a callable ``shard -> report``; e.g. the
+    featurisation of :mod:`xaikit.run.features`); default the explain-and-evaluate :class:`ShardWorker`."""
+    worker = make_worker("in-process") if make_worker else ShardWorker(spec, source, store, where="in-process")
     for shard in shards:
         report(worker(shard))
     return 1
@@ -39,11 +45,13 @@ def run_in_process(spec: RunSpec, source: Source, store: Store, shards: list[int
 class RayShardWorker:
     """The Ray actor: a :class:`ShardWorker` built once per actor, called on batches of shard indices."""
 
-    def __init__(self, spec: RunSpec, source: Source, store: Store, threads: int) -> None:
+    def __init__(self, spec: RunSpec, source: Source, store: Store, threads: int,
+                 make_worker: MakeWorker | None = None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-        self.worker = ShardWorker(spec, source, store, where=f"{worker_name()} (Ray actor)")
+        where = f"{worker_name()} (Ray actor)"
+        self.worker = make_worker(where) if make_worker else ShardWorker(spec, source, store, where=where)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
@@ -91,7 +99,8 @@ RESTARTS = 3  # rounds of fresh actors for the shards of workers that died, per 
 
 
 def run_ray(spec: RunSpec, source: Source, store: Store, shards: list[int], report: Report,
-            address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1) -> int:
+            address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1,
+            make_worker: MakeWorker | None = None) -> int:
     """Compute ``shards`` on a Ray cluster with an actor pool of ``workers``; returns the number of workers.
 
     Without ``address`` (and no Ray already initialised) a local cluster is started and shut down at the end.
@@ -102,6 +111,7 @@ def run_ray(spec: RunSpec, source: Source, store: Store, shards: list[int], repo
     error-level line for every such actor that may restart, because a restart can fail once those objects are
     gone, ray-project/ray#53727). Instead the shards not yet written are mapped again over a fresh actor pool,
     up to ``RESTARTS`` times; a shard is written whole or not at all, so a shard cut off is redone whole.
+    ``make_worker``: as for :func:`run_in_process` (picklable; called once per actor).
     """
     ray = require("ray", "ray")
     started = connect(address, None if workers is None else workers * cpus_per_worker)
@@ -127,7 +137,8 @@ def run_ray(spec: RunSpec, source: Source, store: Store, shards: list[int], repo
         todo = list(shards)
         for restart in range(RESTARTS + 1):
             try:
-                _map_shards(ray, spec, source, store, todo, counted, workers, cpus_per_worker, use_gpu)
+                _map_shards(ray, spec, source, store, todo, counted, workers, cpus_per_worker, use_gpu,
+                            make_worker)
                 break
             except Exception as err:  # noqa: BLE001 - translate the worker's error for the user
                 ours = _worker_error(err)
@@ -146,7 +157,7 @@ def run_ray(spec: RunSpec, source: Source, store: Store, shards: list[int], repo
 
 
 def _map_shards(ray: Any, spec: RunSpec, source: Source, store: Store, shards: list[int], report: Report,
-                workers: int, cpus_per_worker: int, use_gpu: bool) -> None:
+                workers: int, cpus_per_worker: int, use_gpu: bool, make_worker: MakeWorker | None = None) -> None:
     """One pass of Ray Data ``map_batches`` over ``shards`` with a pool of ``workers`` actors."""
     ds = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=len(shards))
     with warnings.catch_warnings():  # max_restarts has no named parameter yet (Ray 2.60): only this warning
@@ -155,7 +166,8 @@ def _map_shards(ray: Any, spec: RunSpec, source: Source, store: Store, shards: l
             RayShardWorker, batch_size=1, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(shards)))),
             num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0, max_restarts=0,
-            fn_constructor_kwargs={"spec": spec, "source": source, "store": store, "threads": cpus_per_worker})
+            fn_constructor_kwargs={"spec": spec, "source": source, "store": store, "threads": cpus_per_worker,
+                                   "make_worker": make_worker})
     for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
         for i in range(len(batch["shard"])):
             report({key: batch[key][i].item() for key in batch})

@@ -41,7 +41,7 @@ def examples_section(folder: str | Path, query, caption: str, neighbours, neighb
                      query_maps=None, neighbour_maps=None, pertinent: dict | None = None,
                      low: float | None = None, high: float | None = None, title: str = "Explanation by example",
                      note: str = "", percentile: float = 99.5, cmap: str = DEFAULT_CMAP,
-                     prefix: str = "examples_") -> Section:
+                     prefix: str = "examples_", attribution: dict | None = None) -> Section:
     """One explained sample: its ``k`` nearest samples and, optionally, why each is similar and its PP/PN.
 
     Parameters
@@ -54,6 +54,10 @@ def examples_section(folder: str | Path, query, caption: str, neighbours, neighb
         ``{"pp": image, "pp_map": map, "pp_caption": str, "pn": image, "pn_map": map, "pn_caption": str}``
         (any subset): the pertinent positive/negative inputs and their maps (``δ``).
     low, high : the model's input range for display.
+    attribution : dict, optional
+        The training samples behind the prediction (training-data attribution, e.g. TRAK):
+        ``{"proponents": (k, C, H, W), "proponent_captions": [...], "opponents": (k, C, H, W),
+        "opponent_captions": [...], "method": "TRAK ..."}`` (strongest first).
     """
     folder = Path(folder)
     q = _images(query, low, high)
@@ -94,6 +98,32 @@ def examples_section(folder: str | Path, query, caption: str, neighbours, neighb
                     '<p class="legend">pertinent positive: what must stay present to keep the class (the rest set to '
                     '"absent"); pertinent negative: the smallest sparse addition that changes the class; δ: red where '
                     "the input is raised, blue where it is lowered (PP: against the absent value; PN: against the query).</p>")
+    if attribution:
+        body.append(_attribution_table(folder, prefix, attribution, low, high))
     body.append('<p class="legend"><span class="swatch neg"></span> negative <span class="swatch zero"></span> zero '
                 '<span class="swatch pos"></span> positive relevance (each heatmap scaled on its own)</p>')
     return Section(title, "".join(body), note)
+
+
+def _attribution_table(folder: Path, prefix: str, attribution: dict, low: float | None, high: float | None) -> str:
+    """Rows of a prediction's top proponents and opponents among the training samples."""
+    rows, width = [], 0
+    for kind, name in (("proponents", "proponents: raised the prediction"),
+                       ("opponents", "opponents: lowered it")):
+        if attribution.get(kind) is None:
+            continue
+        images = _images(attribution[kind], low, high)
+        captions = list(attribution.get(f"{kind[:-1]}_captions", [""] * len(images)))
+        if len(captions) != len(images):
+            raise ValueError(f"attribution['{kind[:-1]}_captions'] has {len(captions)} entries for "
+                             f"{len(images)} {kind}")
+        width = max(width, len(images))
+        rows.append(f'<tr><th class="row">{html.escape(name)}</th>'
+                    + "".join(_cell(folder, f"{prefix}{kind}{j}", images[j], f"{kind[:-1]} {j + 1}", captions[j])
+                              for j in range(len(images))) + "</tr>")
+    head = "".join(f"<th>{j + 1}</th>" for j in range(width))
+    method = html.escape(str(attribution.get("method", "training-data attribution")))
+    return (f'<h3>Training samples behind the prediction ({method})</h3><div class="scroll"><table class="grid '
+            f'small"><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+            '<p class="legend">proponents: training samples whose presence raised the predicted class\'s margin '
+            "most; opponents: those that lowered it most (strongest first).</p>")
