@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..data import IMAGE_SUFFIXES, image_tensor
-from .paths import relative_name
+from .paths import PathRefused, relative_name
 from .refusals import Refused
 from .state import AppState
 
@@ -53,7 +53,10 @@ def catalogue(state: AppState) -> list[dict[str, Any]]:
         for path in files:
             if len(items) >= MAX_ITEMS:
                 break
-            name = relative_name(state.roots, path)
+            try:
+                name = relative_name(state.roots, path)
+            except PathRefused:  # a link leading out of the served folders: not offered
+                continue
             suffix = path.suffix.lower()
             if suffix in IMAGE_SUFFIXES:
                 items.append({"ref": f"data:{name}", "name": name, "kind": "image", "url": f"/files/{name}"})
@@ -134,13 +137,31 @@ def _from_data(state: AppState, served: Any, ref: str) -> Sample:
     raise Refused(415, f"{relative!r}: not an input (images, .txt or .csv)")
 
 
+#: the signatures of the image formats decoded (any other bytes are refused before a decoder sees them)
+MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP",
+         b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def image_format(content: bytes) -> str | None:
+    """The format of an image file by its first bytes (PNG, JPEG, GIF, BMP, TIFF, WebP), else ``None``."""
+    if content[:4] == b"RIFF" and content[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in MAGIC.items() if content.startswith(magic)), None)
+
+
 def image_sample(served: Any, content: bytes, name: str, preview: str | None) -> Sample:
     """An image file's bytes, decoded, resized to the model's size and scaled to its input range; bytes that are
-    not an image are refused (415)."""
+    not an image of a known format, or do not decode, are refused (415)."""
+    import warnings
+
     from skimage import io as image_io
 
+    if image_format(content) is None:
+        raise Refused(415, f"{name!r} is not an image: its bytes are none of PNG, JPEG, GIF, BMP, TIFF or WebP")
     try:
-        image = image_io.imread(io.BytesIO(content))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = image_io.imread(io.BytesIO(content))
     except Exception:  # noqa: BLE001 - any decoder error means "not an image we can read"
         raise Refused(415, f"{name!r} is not an image that can be read; upload a PNG, JPEG, GIF, BMP, TIFF or "
                            "WebP file") from None
