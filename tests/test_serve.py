@@ -4,6 +4,7 @@ import os
 import re
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -84,7 +85,7 @@ def test_targets_the_browser_names():
         parse_target("cat")
 
 
-def test_command_line_config(tmp_path, recwarn):
+def test_command_line_config(tmp_path):
     from xaikit.cli import build_parser
     from xaikit.cli.errors import NotFound, UsageError
     from xaikit.cli.serve_command import make_config
@@ -106,7 +107,8 @@ def test_command_line_config(tmp_path, recwarn):
     args = parser.parse_args(["serve"])
     with pytest.raises(UsageError, match="give a model"):
         make_config(args)
-    check_host("127.0.0.1")
-    assert not recwarn.list
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_host("127.0.0.1")
     with pytest.warns(UserWarning, match="other machines on the network can reach it"):
         check_host("0.0.0.0")
