@@ -1,7 +1,8 @@
 """``create_app(config)``: the FastAPI application of ``xaikit serve``.
 
-Each view is a module ``xaikit/serve/views/<name>.py`` with ``TITLE`` (its nav bar label) and
-``mount(app, state)``, which adds its page ``/<name>`` and its routes ``/api/<name>/...``. The app mounts the
+Each view is a module ``xaikit/serve/views/<name>.py`` with ``TITLE`` (its nav bar label), optionally
+``NEEDS_MODEL = True`` (left out of the nav bar of an app without a model), and ``mount(app, state)``, which adds
+its page ``/<name>`` and its routes ``/api/<name>/...``. The app mounts the
 views of :data:`VIEWS` that are present, the static files, the jobs' routes and ``/files/<path>`` (a file of the
 served folders, :func:`xaikit.serve.paths.safe_path`).
 """
@@ -39,7 +40,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         if importlib.util.find_spec(f"{__package__}.views.{name}") is None:
             continue
         module = importlib.import_module(f"{__package__}.views.{name}")
-        state.views.append((name, getattr(module, "TITLE", name.title())))
+        if config.model is not None or not getattr(module, "NEEDS_MODEL", False):
+            state.views.append((name, getattr(module, "TITLE", name.title())))  # in the nav bar
         module.mount(app, state)
     _routes(app, state)
     app.router.on_shutdown.append(state.jobs.shutdown)
@@ -53,6 +55,9 @@ def _error(err: BaseException) -> JSONResponse:
 def _handlers(app: FastAPI, state: AppState) -> None:
     for kind in (Refused, PathRefused, FileNotFoundError):
         app.add_exception_handler(kind, lambda request, err: _error(err))
+    # anything else: a JSON answer the page can show (uvicorn still logs the traceback)
+    app.add_exception_handler(Exception, lambda request, err: JSONResponse(
+        {"error": f"internal error: {type(err).__name__}: {err}"}, status_code=500))
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Any:
@@ -68,7 +73,7 @@ def _handlers(app: FastAPI, state: AppState) -> None:
 def _routes(app: FastAPI, state: AppState) -> None:
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
-        first = next((n for n, _ in state.views if n != "explain" or state.config.model is not None), None)
+        first = state.views[0][0] if state.views else None
         return RedirectResponse(f"/{first}" if first else "/api/info")
 
     @app.get("/api/info")

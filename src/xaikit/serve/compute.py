@@ -45,7 +45,7 @@ def parse_target(text: Any) -> Any:
 def predict(state: AppState, sample: Sample, top: int = 5) -> dict[str, Any]:
     """The model's output on the sample: the ``top`` classes with their names and probabilities."""
     served = state.need_model()
-    with state.model_lock, torch.no_grad():
+    with state.model_lock, torch.no_grad(), library_call("predict", model_errors=True):
         output = served.model(sample.x, **sample.forward_kwargs)
     output = output.reshape(1, -1).float()
     probability = output.softmax(1)[0] if output.shape[1] > 1 else output[0]
@@ -76,7 +76,7 @@ def explain(state: AppState, sample: Sample, method: str, settings: Any, target:
     served = state.need_model()
     name, given = method_spec(method, settings)
     target = parse_target(target)
-    with state.model_lock, library_call(f"method {name!r}"):
+    with state.model_lock, library_call(f"method {name!r}", model_errors=True):
         start = time.perf_counter()  # the method's own time, not the wait for the model
         built = resolve_method(served.model, name, given)
         expl = built(sample.x, target=target, forward_kwargs=sample.forward_kwargs)
@@ -89,7 +89,7 @@ def explain(state: AppState, sample: Sample, method: str, settings: Any, target:
     answer = shown(sample, expl)
     answer.update({"method": name, "settings": {k: _plain(v) for k, v in given.items()}, "key": key,
                    "seconds": seconds, "target": expl.target.reshape(-1).tolist()[:1],
-                   "score": _score(expl)})
+                   "contrast": target.b if isinstance(target, Contrast) else None, "score": _score(expl, target)})
     return answer
 
 
@@ -181,11 +181,18 @@ def _key(sample: Sample, name: str, settings: dict[str, Any], target: Any) -> st
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _score(expl: Any) -> float | None:
-    output, target = expl.output, expl.target.reshape(-1)
-    if output is None or target.numel() == 0 or int(target[0]) < 0:
+def _score(expl: Any, target: Any) -> float | None:
+    """The explained score: the target's output, for a contrast "a vs b" ``output[a] - output[b]``."""
+    output, index = expl.output, expl.target.reshape(-1)
+    if output is None or index.numel() == 0 or int(index[0]) < 0:
         return None
-    return float(output.reshape(output.shape[0], -1)[0, int(target[0])])
+    flat = output.reshape(output.shape[0], -1)[0]
+    score = flat[int(index[0])]
+    if isinstance(target, Contrast):
+        if not isinstance(target.b, int):
+            return None
+        score = score - flat[target.b]
+    return float(score)
 
 
 def _plain(value: Any) -> Any:
