@@ -98,3 +98,47 @@ def test_an_app_without_a_model(tmp_path):
     assert info["model"] is None and "explain" not in info["views"]
     answer = client.post("/api/explain/predict", json={"input": "data:x.png"})
     assert answer.status_code == 409 and "xaikit serve --model" in answer.json()["error"]
+
+
+class TinyCausal(nn.Module):
+    """A causal language model in miniature: each position reads the running mean of the embeddings so far."""
+
+    def __init__(self, vocabulary: int = 16):
+        super().__init__()
+        self.embedding, self.head = nn.Embedding(vocabulary, 8), nn.Linear(8, vocabulary)
+
+    def forward(self, ids, attention_mask=None):
+        h = self.embedding(ids).cumsum(1) / torch.arange(1, ids.shape[1] + 1)[:, None]
+        return self.head(torch.tanh(h))
+
+
+def test_causal_language_model_explains_the_next_token(tmp_path):
+    torch.manual_seed(0)
+    model = TinyCausal()
+    words = [f"w{i}" for i in range(16)]
+
+    class Words(Tokenizer):
+        def __call__(self, texts, truncation=True, return_tensors="pt"):
+            ids = [[words.index(w) for w in text.split()] for text in texts]
+            return {"input_ids": torch.tensor(ids), "attention_mask": torch.ones(1, len(ids[0]), dtype=torch.long)}
+
+        def convert_ids_to_tokens(self, ids):
+            return [words[i] for i in ids]
+
+    loaded = served(model, "causal-lm", Words())
+    client = TestClient(create_app(ServeConfig(model=loaded, data=tmp_path)))
+    ids = torch.tensor([[3, 7, 1, 12]])
+    with torch.no_grad():
+        logits = model(ids)[0, -1]
+    predicted = client.post("/api/explain/predict", json={"text": "w3 w7 w1 w12"}).json()
+    assert predicted["next_token"] and predicted["top"][0]["index"] == int(logits.argmax())
+    assert predicted["top"][0]["name"] == f"w{int(logits.argmax())}"
+    for target, token in (("argmax", None), ("5", 5)):
+        shown = client.post("/api/explain/heatmap", json={"text": "w3 w7 w1 w12", "method": "input_x_gradient",
+                                                          "target": target}).json()
+        direct = xk.InputXGradient(model)(ids, target=xk.NextToken(token=token),
+                                          forward_kwargs={"attention_mask": torch.ones_like(ids)})
+        assert shown["values"] == pytest.approx(direct.attribution[0].tolist(), rel=1e-4, abs=1e-6)
+        assert shown["score"] == pytest.approx(float(logits[5] if token == 5 else logits.max()), rel=1e-5)
+    refused = client.post("/api/explain/heatmap", json={"text": "w3 w7", "method": "lrp", "target": "1 vs 2"})
+    assert refused.status_code == 400 and "one next token" in refused.json()["error"]
