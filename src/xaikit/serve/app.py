@@ -13,11 +13,13 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from .config import ServeConfig
+from .limits import BodyLimit
 from .paths import PathRefused
 from .refusals import Refused, message_of, status_of
 from .state import AppState
@@ -25,8 +27,6 @@ from .state import AppState
 #: the views, in nav bar order; those whose module exists are mounted
 VIEWS = ("explain", "concepts", "examples", "runs", "revise")
 STATIC = Path(__file__).resolve().parent / "static"
-#: requests with a body larger than the upload limit plus this much (multipart headers) are refused unread
-OVERHEAD = 64 * 1024
 
 
 def create_app(config: ServeConfig) -> FastAPI:
@@ -55,19 +55,14 @@ def _error(err: BaseException) -> JSONResponse:
 def _handlers(app: FastAPI, state: AppState) -> None:
     for kind in (Refused, PathRefused, FileNotFoundError):
         app.add_exception_handler(kind, lambda request, err: _error(err))
+    # HTTP errors of the framework (an unknown route, a body cut off at the limit) in the same form
+    app.add_exception_handler(HTTPException, lambda request, err: JSONResponse(
+        {"error": str(err.detail)}, status_code=err.status_code, headers=getattr(err, "headers", None)))
     # anything else: a JSON answer the page can show (uvicorn still logs the traceback)
     app.add_exception_handler(Exception, lambda request, err: JSONResponse(
         {"error": f"internal error: {type(err).__name__}: {err}"}, status_code=500))
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        """Refuse a body larger than the upload limit before reading it (413)."""
-        length = request.headers.get("content-length")
-        limit = state.config.upload_limit
-        if length is not None and length.isdigit() and int(length) > limit + OVERHEAD:
-            return JSONResponse({"error": f"upload too large: {int(length):,} bytes; the limit is {limit:,} bytes "
-                                          "(xaikit serve --upload-limit)"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=lambda: state.config.upload_limit)
 
 
 def _routes(app: FastAPI, state: AppState) -> None:
