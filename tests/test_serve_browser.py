@@ -56,6 +56,7 @@ def served(tmp_path_factory):
     mine.model = copy.deepcopy(loaded.model)
     yield running, mine, data, secret
     running.stop()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
