@@ -7,7 +7,8 @@ normal PyTorch training loop (plain functions and ``nn.Module`` losses, no train
 - :func:`fit_cav`, :func:`project`, :class:`Projected`, :func:`a_clarc`: class artifact compensation
   (Anders et al. 2022);
 - :func:`spray`: spectral relevance analysis to find a suspected artifact (Lapuschkin et al. 2019);
-- :func:`channel_importance`, :func:`prune_plan`, :func:`pruned`: pruning by explaining (Yeom et al. 2021).
+- :func:`channel_importance`, :func:`prune_plan`, :func:`pruned`, :func:`layer_normalised`,
+  :func:`reference_samples`: pruning by explaining (Yeom et al. 2021).
 
 The explanations that enter a loss are computed by the methods in training mode (``create_graph=True``,
 :mod:`xaikit.propagation.handlers.training`), so their parameters' gradients are exact and ``.grad`` holds only what the
@@ -15,10 +16,10 @@ training loss puts there. See ``docs/improve.md``.
 """
 from .clarc import CAV, Projected, a_clarc, fit_cav, project
 from .guided import ExplanationGuidedLoss, layer_relevance, normalised
-from .pruning import CRITERIA, channel_importance, prune_plan, pruned
+from .pruning import CRITERIA, SCOPES, channel_importance, layer_normalised, prune_plan, pruned, reference_samples
 from .rrr import RightForRightReasonsLoss, rrr_penalty
 from .spray import SpRAyResult, spray
 
 __all__ = ["RightForRightReasonsLoss", "rrr_penalty", "ExplanationGuidedLoss", "layer_relevance", "normalised",
            "CAV", "fit_cav", "project", "Projected", "a_clarc", "spray", "SpRAyResult", "channel_importance",
-           "prune_plan", "pruned", "CRITERIA"]
+           "prune_plan", "pruned", "CRITERIA", "SCOPES", "layer_normalised", "reference_samples"]
