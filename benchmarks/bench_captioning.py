@@ -135,8 +135,13 @@ def _s(values, scale=100.0, digits=1) -> str:
 
 
 def report() -> str:
-    data = json.loads((RESULTS / "captioning.json").read_text())
-    runs = data["runs"]
+    by_seed, loads = {}, []
+    for path in sorted(RESULTS.glob("captioning*.json")):
+        data = json.loads(path.read_text())
+        loads.append(data["load"][0])
+        for i, r in enumerate(data["runs"]):
+            by_seed.setdefault(r.get("seed", i), r)  # the first run of a seed (runs without "seed" count from 0)
+    runs = [by_seed[s] for s in sorted(by_seed)]
     n = len(runs)
     lines = [f"### Before / after fine-tuning ({n} seeds; %, mean ± se)", "",
              "| model | object-word mAP | CHAIR-i (halluc. object words) | CHAIR-s (captions) | `box` written with "
@@ -165,13 +170,15 @@ def report() -> str:
     sec = {k: sum(r["seconds"][k] for r in runs) / n for k in ("base", "plain", "ift")}
     lines += ["", f"CPU seconds per seed (process time): baseline {sec['base']:.0f}, control fine-tuning "
               f"{sec['plain']:.0f}, LRP-IFT fine-tuning {sec['ift']:.0f}; load average at the end "
-              f"{data['load'][0]:.0f}.", ""]
+              f"{max(loads):.0f}.", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first", type=int, default=0, help="first seed (runs of other seeds in parallel "
+                        "processes write captioning_s<first>.json; --report merges them)")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -179,13 +186,14 @@ def main() -> None:
         print(report())
         return
     runs = []
-    for seed in range(args.seeds):
+    name = "captioning.json" if args.first == 0 else f"captioning_s{args.first}.json"
+    for seed in range(args.first, args.first + args.seeds):
         began = time.perf_counter()
-        runs.append(run(seed))
+        runs.append({"seed": seed, **run(seed)})
         print(f"seed {seed}: {time.perf_counter() - began:.0f} s wall, load {os.getloadavg()[0]:.1f} "
               f"{json.dumps(runs[-1])}", flush=True)
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "captioning.json").write_text(json.dumps({"runs": runs, "load": os.getloadavg()}, indent=1))
+        (RESULTS / name).write_text(json.dumps({"runs": runs, "load": os.getloadavg()}, indent=1))
 
 
 if __name__ == "__main__":

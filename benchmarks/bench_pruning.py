@@ -197,11 +197,15 @@ def report() -> str:
 
 
 def main() -> None:
+    global HIDDEN
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", choices=[*PARTS, "report"], required=True)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--hidden", type=int, default=HIDDEN, help="toy MLP width (the paper: 1000)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    HIDDEN = args.hidden
+    suffix = "" if args.hidden == 128 or args.part != "toy" else f"_h{args.hidden}"
     if args.part == "report":
         print(report())
         return
@@ -213,8 +217,8 @@ def main() -> None:
         print(f"seed {seed}: {time.perf_counter() - began:.0f} s wall, {time.process_time() - cpu:.0f} s CPU, "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"pruning_{args.part}.json").write_text(json.dumps(
-        {"part": args.part, "seconds": time.perf_counter() - began_all, "load": os.getloadavg(), "runs": runs},
+    (RESULTS / f"pruning_{args.part}{suffix}.json").write_text(json.dumps(
+        {"part": args.part, "hidden": HIDDEN, "seconds": time.perf_counter() - began_all, "load": os.getloadavg(), "runs": runs},
         indent=1))
 
 
