@@ -9,11 +9,14 @@ normal PyTorch training loop (plain functions and ``nn.Module`` losses, no train
 - :func:`spray`: spectral relevance analysis to find a suspected artifact (Lapuschkin et al. 2019);
 - :func:`channel_importance`, :func:`prune_plan`, :func:`pruned`, :func:`layer_normalised`,
   :func:`reference_samples`: pruning by explaining (Yeom et al. 2021).
+- :func:`word_relevance`, :func:`hallucinated`, :class:`LRPInferenceLoss` (:mod:`.captioning`): LRP of a
+  captioning model's words split into image and text, and LRP-inference fine-tuning (Sun et al. 2022).
 
 The explanations that enter a loss are computed by the methods in training mode (``create_graph=True``,
 :mod:`xaikit.propagation.handlers.training`), so their parameters' gradients are exact and ``.grad`` holds only what the
 training loss puts there. See ``docs/improve.md``.
 """
+from .captioning import LRPInferenceLoss, WordRelevance, hallucinated, text_dominated, word_relevance
 from .clarc import CAV, Projected, a_clarc, fit_cav, project
 from .guided import ExplanationGuidedLoss, layer_relevance, normalised
 from .pruning import CRITERIA, SCOPES, channel_importance, layer_normalised, prune_plan, pruned, reference_samples
@@ -23,3 +26,4 @@ from .spray import SpRAyResult, spray
 __all__ = ["RightForRightReasonsLoss", "rrr_penalty", "ExplanationGuidedLoss", "layer_relevance", "normalised",
            "CAV", "fit_cav", "project", "Projected", "a_clarc", "spray", "SpRAyResult", "channel_importance",
            "prune_plan", "pruned", "CRITERIA", "SCOPES", "layer_normalised", "reference_samples"]
+__all__ += ["word_relevance", "WordRelevance", "hallucinated", "text_dominated", "LRPInferenceLoss"]
