@@ -218,8 +218,8 @@ def main() -> None:
               f"load {os.getloadavg()[0]:.1f}", flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"pruning_{args.part}{suffix}.json").write_text(json.dumps(
-        {"part": args.part, "hidden": HIDDEN, "seconds": time.perf_counter() - began_all, "load": os.getloadavg(), "runs": runs},
-        indent=1))
+        {"part": args.part, "hidden": HIDDEN, "seconds": time.perf_counter() - began_all, "load": os.getloadavg(),
+         "runs": runs}, indent=1))
 
 
 if __name__ == "__main__":
