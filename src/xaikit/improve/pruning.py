@@ -13,6 +13,11 @@ explained for their classes ``y``:
 Pruning a channel sets the layer's output in that channel to zero, through a forward hook that exists only
 inside :func:`pruned` (the model's weights are not changed; equal to removing the filter when the layer is a
 convolution followed by a ReLU).
+
+Yeom et al.'s setting: the criteria are computed on a few reference samples per class
+(:func:`reference_samples`), each layer's scores are normalised (:func:`layer_normalised`: relevance by the
+layer's total, which LRP conserves; weight norms L1; Taylor and gradient L2) and the units of all layers are
+ranked together (``prune_plan(..., scope="global")``), so that a layer that matters less loses more units.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from ..propagation.record import Recorder, channel_axis
 from .layers import capture
 
 CRITERIA = ("lrp", "taylor", "gradient", "weight")
+SCOPES = ("layer", "global")
 
 
 def _channel_sums(t: torch.Tensor, axis: int) -> torch.Tensor:
@@ -92,19 +98,61 @@ def channel_importance(model: nn.Module, layers: Sequence[str] | str, x: torch.T
     return scores
 
 
-def prune_plan(scores: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
-    """``{layer: keep (C,) bool}`` removing the ``round(fraction · C)`` least important channels of each layer
-    (ties broken by channel index)."""
+def prune_plan(scores: dict[str, torch.Tensor], fraction: float, scope: str = "layer") -> dict[str, torch.Tensor]:
+    """``{layer: keep (C,) bool}`` removing the least important channels (ties broken by layer order, then
+    channel index).
+
+    ``scope="layer"``: ``round(fraction · C)`` channels of each layer; ``scope="global"``: ``round(fraction ·
+    Σ C)`` channels of all layers ranked together (Yeom et al. 2021; normalise the scores first with
+    :func:`layer_normalised` so that the layers are comparable). A layer may then lose every channel."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
         raise ValueError(f"fraction must be a number in [0, 1), got {fraction!r}")
+    check_choice(scope, "scope", SCOPES)
+    groups = [[name] for name in scores] if scope == "layer" else [list(scores)]
     plan = {}
-    for name, score in scores.items():
-        count = int(round(fraction * score.numel()))
-        order = torch.sort(score.double(), stable=True).indices
-        keep = torch.ones(score.numel(), dtype=torch.bool)
-        keep[order[:count]] = False
-        plan[name] = keep
+    for names in groups:
+        flat = torch.cat([scores[name].detach().double().flatten().cpu() for name in names])
+        count = int(round(fraction * flat.numel()))
+        keep = torch.ones(flat.numel(), dtype=torch.bool)
+        keep[torch.sort(flat, stable=True).indices[:count]] = False
+        for name, part in zip(names, keep.split([scores[name].numel() for name in names])):
+            plan[name] = part
     return plan
+
+
+def layer_normalised(scores: dict[str, torch.Tensor], criterion: str) -> dict[str, torch.Tensor]:
+    """The scores of each layer rescaled as Yeom et al. (2021) do before ranking the layers together: ``"lrp"``
+    divided by ``|Σ R|`` (the layer's share of the explained output: relevance is conserved from layer to
+    layer), ``"weight"`` by its L1 norm, ``"taylor"`` and ``"gradient"`` by their L2 norm. A layer whose scores
+    are all zero is returned as it is."""
+    check_choice(criterion, "criterion", CRITERIA)
+    out = {}
+    for name, score in scores.items():
+        score = score.detach().double()
+        if criterion == "lrp":
+            scale = score.sum().abs()
+        elif criterion == "weight":
+            scale = score.abs().sum()
+        else:
+            scale = score.norm()
+        out[name] = score / scale if scale > 0 else score
+    return out
+
+
+def reference_samples(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``per_class`` samples of each class in ``y`` (drawn without replacement with ``seed``; all of a
+    class that has fewer), sorted: the reference set on which Yeom et al. (2021) compute the criteria."""
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"per_class must be a positive int, got {per_class!r}")
+    y = torch.as_tensor(y)
+    if y.ndim != 1 or y.is_floating_point():
+        raise ValueError(f"y must be a 1-D tensor of class indices, got shape {tuple(y.shape)} of {y.dtype}")
+    g = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in torch.unique(y):
+        members = torch.nonzero(y == c).flatten()
+        picked.append(members[torch.randperm(members.numel(), generator=g)[:per_class]])
+    return torch.sort(torch.cat(picked)).values
 
 
 @contextlib.contextmanager
