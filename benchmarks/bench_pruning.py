@@ -44,6 +44,8 @@ RESULTS = Path(__file__).parent / "results"
 CRITERIA = ("lrp", "taylor", "gradient", "weight")
 RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 HIDDEN = 128
+#: the LRP criterion's method on the toy MLPs (--toy-method)
+TOY_METHOD = "lrp:composite=epsilon"
 
 
 # -- toy data (written from the paper's description and scikit-learn's generators) -----------------------------
@@ -196,7 +198,7 @@ def report() -> str:
 
 
 def main() -> None:
-    global HIDDEN
+    global HIDDEN, TOY_METHOD
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", choices=[*PARTS, "report"], required=True)
     parser.add_argument("--seeds", type=int, default=5)
@@ -206,7 +208,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     HIDDEN = args.hidden
+    TOY_METHOD = args.toy_method
     suffix = "" if args.hidden == 128 or args.part != "toy" else f"_h{args.hidden}"
+    if args.part == "toy" and TOY_METHOD != "lrp:composite=epsilon":
+        suffix += "_" + TOY_METHOD.rsplit("=", 1)[-1]
     if args.part == "report":
         print(report())
         return
