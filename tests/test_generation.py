@@ -39,14 +39,27 @@ def _count_calls(method):
     return calls
 
 
-def test_every_generated_token_explained_in_one_call(model):
+def _count_forwards(model):
+    """The batch shapes of the model's forward passes (a hook, removed by the caller)."""
+    calls = []
+    return calls, model.register_forward_hook(lambda m, args, out: calls.append(tuple(args[0].shape)))
+
+
+def test_every_generated_token_explained_on_one_forward_pass(model):
     ids, mask = prompts()
     before = snapshot(model)
     lrp = xk.LRP(model, composite="attnlrp")
-    calls = _count_calls(lrp)
-    g = explain_generation(lrp, ids, mask, max_new_tokens=STEPS)
+    calls, hook = _count_forwards(model)
+    try:
+        g = explain_generation(lrp, ids, mask, max_new_tokens=STEPS)
+    finally:
+        hook.remove()
     assert_unchanged(model, before)
-    assert len(calls) == 1 and calls[0][0] == len(LENGTHS) * STEPS  # one batched call, a copy per target
+    # greedy decoding on the key/value cache (the prompts, then one token per step), then ONE explained forward
+    # pass over the whole sequences shared by the STEPS targets
+    n, length = ids.shape
+    assert calls == [(n, length)] + [(n, 1)] * (STEPS - 1) + [(n, length + STEPS)]
+    assert g.info["shared_forward"] is True
     n, length = ids.shape
     assert g.relevance.shape == (n, length + STEPS, STEPS) and g.prompt_length == length
     # the sequences: each prompt, left-padded, then its continuation
@@ -165,7 +178,7 @@ def test_clear_errors(model):
     with pytest.raises(ValueError, match="for decoder-only language models"):
         explain_generation(xk.LRP(llm("t5")), ids, mask)
     with pytest.raises(TypeError, match="does not explain token ids"):
-        explain_generation(xk.IntegratedGradients(model), ids, mask)
+        explain_generation(xk.DeepLift(model), ids, mask)
     with pytest.raises(TypeError, match="ids must be an integer tensor"):
         explain_generation(lrp, ids.float(), mask)
     with pytest.raises(ValueError, match=r"attention_mask has shape \(3, 5\)"):
