@@ -88,16 +88,19 @@ class _Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
         self.heads = heads
 
-    def forward(self, h: torch.Tensor, weights: list | None = None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, weights: list | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         previous = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], 1)
         h = h + self.shift(previous)
         n, length, width = h.shape
         q, k, v = self.qkv(self.norm1(h)).reshape(n, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         if weights is not None:  # the attention written out, for attention rollout
             scores = q @ k.transpose(-1, -2) / (width // self.heads) ** 0.5
-            causal = torch.ones(length, length, dtype=torch.bool, device=h.device).tril()
+            causal = torch.ones(length, length, dtype=torch.bool, device=h.device).tril() if mask is None else mask
             weights.append(scores.masked_fill(~causal, float("-inf")).softmax(-1).detach())
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if mask is None:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         h = h + self.out(a.transpose(1, 2).reshape(n, length, width))
         return h + self.mlp(self.norm2(h))
 
@@ -119,20 +122,39 @@ class NeedleTransformer(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(N, L, V)``; ``attention_mask`` ``(N, L)`` (1: token, 0: padding) hides padding from every
+        token (without positions, a left-padded prompt then computes what it computes alone)."""
         h = self.embed(ids)
+        mask = _mask(attention_mask, ids.shape[1], ids.device)
         for block in self.blocks:
-            h = block(h)
+            h = block(_zero_padding(h, attention_mask), mask=mask)
         return self.head(self.norm(h))
 
     @torch.no_grad()
-    def attention_weights(self, ids: torch.Tensor) -> list[torch.Tensor]:
+    def attention_weights(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The attention weights of every block, ``(N, heads, L, L)`` each."""
         weights: list[torch.Tensor] = []
         h = self.embed(ids)
+        mask = _mask(attention_mask, ids.shape[1], ids.device)
         for block in self.blocks:
-            h = block(h, weights)
+            h = block(_zero_padding(h, attention_mask), weights, mask)
         return weights
+
+
+def _zero_padding(h: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Padding positions set to 0, so that the token shift of the first real token reads what it reads at the
+    start of a sequence."""
+    return h if attention_mask is None else h * attention_mask[..., None].to(h.dtype)
+
+
+def _mask(attention_mask: torch.Tensor | None, length: int, device: torch.device) -> torch.Tensor | None:
+    """The boolean attention mask ``(N, 1, L, L)``: causal, padding hidden (a padding row sees itself only)."""
+    if attention_mask is None:
+        return None
+    eye = torch.eye(length, dtype=torch.bool, device=device)
+    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    return (causal & attention_mask.bool()[:, None, :])[:, None] | eye
 
 
 def train_needle_model(steps: int = 600, lengths: tuple[int, int] = (16, 64), batch: int = 32, keys: int = 32,
