@@ -259,6 +259,7 @@ class AnswerLogProb:
         The answer, tokenized without special tokens.
     """
 
+    @checked_init
     def __init__(self, model: torch.nn.Module, tokenizer: Any, answer: str) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.answer = torch.as_tensor(tokenizer(answer, add_special_tokens=False)["input_ids"], dtype=torch.long)
