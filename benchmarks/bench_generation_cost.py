@@ -107,7 +107,8 @@ def main() -> None:
     text = "\n".join([
         "# Generation cost: the per-token matrix against one answer span plus generation",
         "",
-        f"Command: `PYTHONPATH=src nice -n 10 python benchmarks/bench_generation_cost.py --sizes {' '.join(args.sizes)} "
+        "Command: `PYTHONPATH=src nice -n 10 python benchmarks/bench_generation_cost.py "
+        f"--sizes {' '.join(args.sizes)} "
         f"--steps {args.steps} --repeats {args.repeats} --write`",
         "",
         f"CPU time (`time.process_time`, one torch thread), medians of {args.repeats} interleaved rounds after a "
