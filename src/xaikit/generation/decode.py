@@ -2,8 +2,8 @@
 
 :func:`greedy_continuation` runs the prompts once and then one new token per step on the model's key/value
 cache (``cache`` or ``past_key_values``, ``use_cache=True``: Hugging Face causal LMs), so generating ``G``
-tokens costs one forward pass over the prompt and ``G − 1`` passes over one token each; a model without a cache gets one full
-forward pass per new token. :func:`split_generate_output` takes what ``model.generate`` returns (the prompt
+tokens costs one forward pass over the prompt and ``G − 1`` passes over one token each; a model without a
+cache gets one full forward pass per new token. :func:`split_generate_output` takes what ``model.generate`` returns (the prompt
 followed by the new tokens, or a ``GenerateDecoderOnlyOutput`` with ``.sequences``) and gives the new tokens and
 which of them were generated before the end-of-sequence token.
 """
