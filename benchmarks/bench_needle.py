@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="training steps")
     parser.add_argument("--ig-steps", type=int, default=16)
     parser.add_argument("--batch", type=int, default=4, help="prompts per call")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="only the methods whose name starts with one of these (default: all)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -78,6 +80,8 @@ def main() -> None:
         accuracy = needle_accuracy(model, data, batch=args.batch)
         print(f"L={length}: model accuracy {accuracy:.3f}", flush=True)
         for name, explain in methods(model, args.ig_steps).items():
+            if args.methods and not any(name.startswith(m) for m in args.methods):
+                continue
             value = either = 0
             began = time.process_time()
             for start in range(0, args.prompts, args.batch):
