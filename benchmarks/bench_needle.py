@@ -30,7 +30,10 @@ from xaikit.zoo.needle import make_needle, needle_accuracy, train_needle_model
 
 def rollout(model, ids: torch.Tensor) -> torch.Tensor:
     """Attention rollout of the last position over the tokens ``(N, L)``: ``e_last Π_l (½ Ā_l + ½ I)`` from the
-    top block down (Abnar & Zuidema 2020, with the residual as ½ I and the heads averaged)."""
+    top block down (Abnar & Zuidema 2020, with the residual as ½ I and the heads averaged). One prompt at a
+    time: the weights are ``heads × L × L`` per block (128 MiB at 4k tokens)."""
+    if ids.shape[0] > 1:
+        return torch.cat([rollout(model, ids[i:i + 1]) for i in range(ids.shape[0])])
     weights = model.attention_weights(ids)
     row = torch.zeros(ids.shape, dtype=torch.float32)
     row[:, -1] = 1
