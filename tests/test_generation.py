@@ -39,14 +39,27 @@ def _count_calls(method):
     return calls
 
 
-def test_every_generated_token_explained_in_one_call(model):
+def _count_forwards(model):
+    """The batch shapes of the model's forward passes (a hook, removed by the caller)."""
+    calls = []
+    return calls, model.register_forward_hook(lambda m, args, out: calls.append(tuple(args[0].shape)))
+
+
+def test_every_generated_token_explained_on_one_forward_pass(model):
     ids, mask = prompts()
     before = snapshot(model)
     lrp = xk.LRP(model, composite="attnlrp")
-    calls = _count_calls(lrp)
-    g = explain_generation(lrp, ids, mask, max_new_tokens=STEPS)
+    calls, hook = _count_forwards(model)
+    try:
+        g = explain_generation(lrp, ids, mask, max_new_tokens=STEPS)
+    finally:
+        hook.remove()
     assert_unchanged(model, before)
-    assert len(calls) == 1 and calls[0][0] == len(LENGTHS) * STEPS  # one batched call, a copy per target
+    # greedy decoding on the key/value cache (the prompts, then one token per step), then ONE explained forward
+    # pass over the whole sequences shared by the STEPS targets
+    n, length = ids.shape
+    assert calls == [(n, length)] + [(n, 1)] * (STEPS - 1) + [(n, length + STEPS)]
+    assert g.info["shared_forward"] is True
     n, length = ids.shape
     assert g.relevance.shape == (n, length + STEPS, STEPS) and g.prompt_length == length
     # the sequences: each prompt, left-padded, then its continuation
@@ -165,7 +178,7 @@ def test_clear_errors(model):
     with pytest.raises(ValueError, match="for decoder-only language models"):
         explain_generation(xk.LRP(llm("t5")), ids, mask)
     with pytest.raises(TypeError, match="does not explain token ids"):
-        explain_generation(xk.IntegratedGradients(model), ids, mask)
+        explain_generation(xk.DeepLift(model), ids, mask)
     with pytest.raises(TypeError, match="ids must be an integer tensor"):
         explain_generation(lrp, ids.float(), mask)
     with pytest.raises(ValueError, match=r"attention_mask has shape \(3, 5\)"):
@@ -241,3 +254,97 @@ def test_cli_explains_the_generated_answer(capsys, tmp_path, model_folder):
     code = main(["explain", "-m", str(model_folder), "--inputs", str(tmp_path / "x.npy"), "-o",
                  str(tmp_path / "bad"), "--quiet"])
     assert code == 2 and "explains text prompts" in capsys.readouterr().err
+
+
+# -- one forward pass for all columns, the key/value cache, generate outputs, log-probabilities ----------------
+@pytest.mark.parametrize("name", ["attnlrp", "input_x_gradient"])
+def test_each_column_equals_its_target_explained_alone(model, name):
+    """The shared forward pass with one backward pass per generated token gives each column (and, for LRP, its
+    absorbed relevance) exactly what the method gives for that token's target alone."""
+    ids, mask = prompts()
+    method = xk.LRP(model, composite=name) if name == "attnlrp" else xk.InputXGradient(model)
+    g = explain_generation(method, ids, mask, max_new_tokens=STEPS)
+    length = ids.shape[1]
+    for j in range(STEPS):
+        target = TokenLogits(torch.full((len(LENGTHS), 1), length - 1 + j), g.generated[:, j:j + 1])
+        alone = method(g.sequences, target, forward_kwargs=sequence_inputs(model, g.attention_mask))
+        torch.testing.assert_close(g.relevance[..., j], alone.attribution, rtol=1e-7, atol=1e-10)
+        if name == "attnlrp":
+            for key in ("start", "absorbed", "residual"):
+                torch.testing.assert_close(g.info["conservation"][key][:, j], alone.info["conservation"][key])
+
+
+def test_cached_and_uncached_decoding_agree(model):
+    ids, mask = prompts("left")
+    eos = int(greedy_continuation(model, ids, mask, 2)[0][0, 1])
+    cached = greedy_continuation(model, ids, mask, STEPS, eos_token_id=eos)
+    plain = greedy_continuation(model, ids, mask, STEPS, eos_token_id=eos, cache=False)
+    torch.testing.assert_close(cached[0], plain[0])
+    torch.testing.assert_close(cached[1], plain[1])
+    assert cached[1][0].tolist() == [1, 1, 0, 0]
+
+
+def test_hugging_face_generate_outputs_as_they_are(model):
+    """model.generate's tensor and its return_dict_in_generate output give the matrix of the new tokens; the
+    padding generate puts after an end-of-sequence token is not explained."""
+    ids, mask = prompts("left")
+    lrp = xk.LRP(model, composite="cp_lrp")
+    kwargs = dict(attention_mask=mask, max_new_tokens=STEPS, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        plain = model.generate(ids, eos_token_id=None, **kwargs)
+        first = int(plain[0, ids.shape[1] + 1])
+        ended = model.generate(ids, eos_token_id=first, return_dict_in_generate=True, **kwargs)
+    reference = explain_generation(lrp, ids, mask, continuation=plain[:, ids.shape[1]:])
+    given = explain_generation(lrp, ids, mask, continuation=plain)
+    torch.testing.assert_close(given.relevance, reference.relevance)
+    g = explain_generation(lrp, ids, mask, continuation=ended, eos_token_id=first)
+    greedy = explain_generation(lrp, ids, mask, max_new_tokens=STEPS, eos_token_id=first)
+    torch.testing.assert_close(g.generated_mask, greedy.generated_mask)
+    assert g.generated_mask[0].tolist() == [1, 1, 0, 0]
+    real = g.generated_mask.bool()
+    torch.testing.assert_close(g.generated[real], greedy.generated[real])
+    torch.testing.assert_close(g.relevance[:, :, :2], greedy.relevance[:, :, :2])
+    with pytest.raises(ValueError, match="generate_output of shape .* does not start with the prompts"):
+        from xaikit.generation import split_generate_output
+        split_generate_output(plain, ids.flip(1))
+
+
+def test_answer_log_likelihood_in_one_pass(model):
+    """score='log_prob': the explained value is the answer's log-likelihood (brute force), gradient × input is
+    that of the log-likelihood, LRP books the log-softmax's bias (minus the entropies) so that nothing is
+    residual, and the answer's relevance is the row sum of the per-token matrix."""
+    ids, mask = prompts()
+    answer = torch.randint(3, VOCAB, (len(LENGTHS), 3), generator=torch.Generator().manual_seed(7))
+    ixg = explain_answer(xk.InputXGradient(model), ids, answer, mask, score="log_prob")
+    with torch.no_grad():
+        logits = model(ixg.sequences, **sequence_inputs(model, ixg.attention_mask)).logits
+    p = ids.shape[1]
+    logp = logits[:, p - 1:-1].log_softmax(-1)
+    torch.testing.assert_close(ixg.scores[:, 0], logp.gather(-1, answer[..., None])[..., 0].sum(1))
+    vectors = model.get_input_embeddings()(ixg.sequences).detach().requires_grad_(True)
+    out = model(inputs_embeds=vectors, **sequence_inputs(model, ixg.attention_mask)).logits
+    total = out[:, p - 1:-1].log_softmax(-1).gather(-1, answer[..., None]).sum()
+    (grad,) = torch.autograd.grad(total, vectors)
+    torch.testing.assert_close(ixg.relevance[..., 0], (grad * vectors).sum(-1).detach())
+    lrp = xk.LRP(model, composite="cp_lrp")
+    a = explain_answer(lrp, ids, answer, mask, score="log_prob")
+    c = a.info["conservation"]
+    entropy = -(logp.exp() * logp).sum(-1).sum(1)
+    torch.testing.assert_close(c["absorbed_by"]["log_softmax:taylor"][:, 0], -entropy)
+    assert (c["residual"].abs() <= 1e-8 * c["start"].abs()).all()
+    g = explain_generation(lrp, ids, mask, continuation=answer, score="log_prob")
+    torch.testing.assert_close(a.relevance[..., 0], g.answer(), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(a.scores[:, 0], g.scores.sum(1))
+
+
+def test_bad_answers_and_scores_are_named(model):
+    ids, mask = prompts()
+    lrp = xk.LRP(model, composite="cp_lrp")
+    with pytest.raises(ValueError, match=rf"answer holds token id {VOCAB + 5}, outside the model's vocabulary"):
+        explain_answer(lrp, ids, torch.full((3, 2), VOCAB + 5), mask)
+    with pytest.raises(ValueError, match=r"continuation holds token id -1, outside the model's vocabulary"):
+        explain_generation(lrp, ids, mask, continuation=torch.full((3, 2), -1))
+    with pytest.raises(ValueError, match=r"ids holds token id 99, outside"):
+        explain_generation(lrp, ids.masked_fill(mask == 1, 99), mask)
+    with pytest.raises(ValueError, match="score must be one of 'logit', 'log_prob'"):
+        explain_answer(lrp, ids, ids[:, :1], mask, score="prob")

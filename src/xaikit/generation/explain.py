@@ -4,12 +4,13 @@
   token ``g_j`` is explained by the logit that chose it, read at the position before it. The result is a
   tokens × generated matrix per sequence: ``R[n, i, j]`` is the relevance of token ``i`` of the sequence
   (prompt and the tokens generated before ``g_j``; later tokens get 0 in a causal model) for ``g_j``.
-  All ``G`` targets are explained in one method call: the sequence is repeated once per generated token and
-  each copy gets its own target (:class:`~xaikit.generation.TokenLogits`), so the forward and backward
-  passes run batched (chunked under the memory budget), not one backward pass per token in a Python loop.
-- :func:`explain_answer`: the sum of the logits of an answer's tokens (a multi-token target) explained in one
-  pass: by the linearity of the rules in the starting relevance, this equals the row sum of the matrix of
-  :func:`explain_generation` for the same answer.
+  The continuation is decoded on the model's key/value cache (:mod:`.decode`), or read from a Hugging Face
+  ``generate`` output as it is. For LRP, ``Gradient`` and ``InputXGradient`` the sequences run forward once
+  and each generated token is one backward pass on that graph (:mod:`.columns`): the prompt's forward is shared
+  by all ``G`` targets. Other methods get one copy of the sequence per generated token in one batched call.
+- :func:`explain_answer`: a whole answer, the sum of its tokens' logits or (``score="log_prob"``) its
+  log-likelihood, explained in one forward and one backward pass: by the linearity of the rules in the
+  starting relevance, this equals the row sum of the matrix of :func:`explain_generation` for the same answer.
 
 Sequences are laid out left-padded (the prompt's padding moved to the left, the continuation appended), with
 the attention mask and position ids over the real tokens (:func:`~xaikit.generation.padding.sequence_inputs`),
@@ -25,11 +26,11 @@ import torch
 from ..deprecation import renamed
 from ..methods.base import Method
 from ..methods.resolve import DEFAULT_METHODS, resolve_method
-from ..modes import eval_semantics
 from ..results import ResultExport
-from ..tokens import model_scores
-from .padding import accepts, check_mask, repad, sequence_inputs
-from .targets import TokenLogits
+from .columns import relevance_columns
+from .decode import greedy_continuation, split_generate_output
+from .padding import check_mask, repad
+from .targets import TokenLogits, TokenLogProbs
 
 
 @dataclass
@@ -52,11 +53,13 @@ class GenerationResult(ResultExport):
     prompt_length : int
         ``L − G``: the continuation starts at this column of ``sequences``.
     scores : torch.Tensor
-        ``(N, G)`` the explained logits (the relevance a conservative method distributes).
+        ``(N, G)`` the explained values: logits, or log-probabilities with ``score="log_prob"`` (``info["score"]``).
     method : str
     info : dict
-        The method's ``info`` (e.g. LRP's ``coverage``), with its per-row entries (``conservation``) as
-        ``(N, G)`` tensors.
+        ``score`` (``"logit"`` or ``"log_prob"``), ``shared_forward`` (one forward pass served every column), and
+        the method's ``info`` (LRP: ``coverage``; ``conservation`` with ``(N, G)`` tables: ``start``, ``input``,
+        ``absorbed``, ``residual``, ``absorbed_by``; a log-probability's log-softmax bias, minus the entropy, is
+        absorbed by ``"log_softmax:taylor"``).
     """
 
     relevance: torch.Tensor
@@ -102,9 +105,9 @@ def _check_method(method: Any, model: Any = None, method_settings: dict[str, Any
         raise ValueError(f"method {method.name} was built on another model than model=; give one of them")
     elif method_settings:
         raise ValueError("method_settings apply to a method given by name or spec; configure the method object")
-    if not method.allow_integer_input:
+    if not (method.allow_integer_input or getattr(method, "token_mode", None) == "embedding"):
         raise TypeError(f"method {method.name} does not explain token ids; use one that does "
-                        "(LRP, InputXGradient, Gradient)")
+                        "(LRP, InputXGradient, Gradient, IntegratedGradients)")
     if getattr(getattr(method.model, "config", None), "is_encoder_decoder", False):
         raise ValueError("explain_generation and explain_answer are for decoder-only language models; explain an "
                          "encoder–decoder's output tokens with target=TokenLogits(...) and "
@@ -121,43 +124,47 @@ def _check_ids(ids: Any, name: str) -> torch.Tensor:
     return ids
 
 
-@torch.no_grad()
-def greedy_continuation(model: torch.nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor,
-                        max_new_tokens: int, eos_token_id: int | None = None,
-                        forward_kwargs: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy decoding of left-padded prompts: ``(N, G)`` new token ids and the mask of those before and at an
-    end-of-sequence token. One full forward pass per new token (no key/value cache: for long continuations,
-    generate with the model's own ``generate`` and pass the result as ``continuation``)."""
-    with eval_semantics(model):  # deterministic decoding (no dropout); the model's flags restored after
-        return _greedy(model, ids, attention_mask, max_new_tokens, eos_token_id, forward_kwargs)
+#: what a generated token or an answer is explained by: its logit, or its log-probability (log-softmax)
+SCORES = ("logit", "log_prob")
 
 
-def _greedy(model, ids, attention_mask, max_new_tokens, eos_token_id, forward_kwargs):
-    tokens, done = [], torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-    masks = []
-    for _ in range(max_new_tokens):
-        kwargs = sequence_inputs(model, attention_mask, **(forward_kwargs or {}))
-        logits = model_scores(model(ids, **kwargs))
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 3:
-            raise ValueError("the model must return logits of shape (batch, length, vocabulary) (or an output "
-                             "with .logits) to generate")
-        new = logits[:, -1].argmax(-1)
-        real = (~done).long()  # a token after the end is padding
-        masks.append(real)
-        tokens.append(new)
-        if eos_token_id is not None:
-            done = done | (new == eos_token_id)
-        ids = torch.cat([ids, new[:, None]], 1)
-        attention_mask = torch.cat([attention_mask, real[:, None]], 1)
-    return torch.stack(tokens, 1), torch.stack(masks, 1)
+def _check_score(score: str) -> type[TokenLogits]:
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(map(repr, SCORES))} (the explained value of each "
+                         f"token), got {score!r}")
+    return TokenLogProbs if score == "log_prob" else TokenLogits
+
+
+def _vocabulary(model: torch.nn.Module) -> int | None:
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if size is None:
+        getter = getattr(model, "get_output_embeddings", None)
+        head = getter() if callable(getter) else None
+        size = getattr(head, "out_features", None)
+    return int(size) if isinstance(size, int) else None
+
+
+def _check_vocabulary(model: torch.nn.Module, ids: torch.Tensor, name: str, mask: torch.Tensor | None = None) -> None:
+    """Token ids of ``name`` within the model's vocabulary (its config's ``vocab_size``, else its output layer's
+    width), with the argument named; masked positions (padding) are not checked."""
+    values = ids if mask is None else ids[mask.bool()]
+    size = _vocabulary(model)
+    if values.numel() == 0:
+        return
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or (size is not None and high >= size):
+        bad = low if low < 0 else high
+        valid = f"0..{size - 1}" if size is not None else ">= 0"
+        raise ValueError(f"{name} holds token id {bad}, outside the model's vocabulary (valid: {valid}); use ids "
+                         "of the model's own tokenizer")
 
 
 def explain_generation(method: Method | str | None, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                       max_new_tokens: int = 16, continuation: torch.Tensor | None = None,
+                       max_new_tokens: int = 16, continuation: Any = None,
                        eos_token_id: int | None = None, forward_kwargs: dict[str, Any] | None = None, *,
-                       model: torch.nn.Module | None = None,
+                       score: str = "logit", model: torch.nn.Module | None = None,
                        method_settings: dict[str, Any] | None = None) -> GenerationResult:
-    """Explain every token a causal language model generates after ``ids``, in one method call.
+    """Explain every token a causal language model generates after ``ids``: the tokens × generated matrix.
 
     Parameters
     ----------
@@ -171,13 +178,20 @@ def explain_generation(method: Method | str | None, ids: torch.Tensor, attention
     attention_mask : tensor ``(N, P)``, optional
         1 for tokens, 0 for padding.
     max_new_tokens : int
-        Length of the greedy continuation (ignored when ``continuation`` is given).
-    continuation : LongTensor ``(N, G)``, optional
-        The generated tokens to explain (e.g. from ``model.generate``); all count as real tokens.
+        Length of the greedy continuation (ignored when ``continuation`` is given). Decoded on the model's
+        key/value cache when it has one (:func:`~xaikit.generation.decode.greedy_continuation`).
+    continuation : LongTensor ``(N, G)``, or a Hugging Face ``generate`` output, optional
+        The generated tokens to explain: the new tokens alone (all explained), or what ``model.generate(ids,
+        attention_mask=...)`` returned, as it is (the prompts then the new tokens, or an output with
+        ``.sequences``; tokens after ``eos_token_id`` are not explained).
     eos_token_id : int, optional
-        Greedy decoding: a sequence ends at this token (later tokens are padding and not explained).
+        A sequence ends at this token (later tokens are padding and not explained). Default for a ``generate``
+        output: the model's ``generation_config.eos_token_id``.
     forward_kwargs : dict, optional
         Further keyword inputs of the model (not per-token ones: the mask and positions are built here).
+    score : "logit" or "log_prob"
+        Explain each generated token's logit (default) or its log-probability
+        (:class:`~xaikit.generation.TokenLogProbs`).
     model : nn.Module, optional
         The language model, for a method given by name or spec.
     method_settings : dict, optional
@@ -187,47 +201,76 @@ def explain_generation(method: Method | str | None, ids: torch.Tensor, attention
     -------
     GenerationResult
         ``relevance`` ``(N, P + G, G)``: the tokens × generated matrix of each sequence.
+
+    Notes
+    -----
+    For LRP, ``Gradient`` and ``InputXGradient`` the sequences (prompt and continuation) run forward once and
+    each generated token is one backward pass on that graph (:mod:`~xaikit.generation.columns`;
+    ``info["shared_forward"]``); other methods explain one copy of the sequence per generated token, batched.
     """
     method = _check_method(method, model, method_settings)
+    kind = _check_score(score)
     ids = _check_ids(ids, "ids")
     mask = check_mask(ids, attention_mask)
+    _check_vocabulary(method.model, ids, "ids", mask)
     given = dict(forward_kwargs or {})
     for key in ("attention_mask", "position_ids"):
         if key in given:
             raise ValueError(f"forward_kwargs[{key!r}] is built by explain_generation; pass attention_mask= instead")
-    ids, mask = repad(ids, mask, "left")
-    if continuation is None:
+    if continuation is not None and (hasattr(continuation, "sequences") or (
+            isinstance(continuation, torch.Tensor) and continuation.ndim == 2 and continuation.shape[1] > ids.shape[1]
+            and continuation.shape[0] == ids.shape[0] and torch.equal(continuation[:, :ids.shape[1]], ids))):
+        if eos_token_id is None:
+            eos_token_id = _eos(method.model)
+        continuation, explained = split_generate_output(continuation, ids, eos_token_id)
+        ids, mask = repad(ids, mask, "left")
+    elif continuation is None:
+        ids, mask = repad(ids, mask, "left")
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
         continuation, explained = greedy_continuation(method.model, ids, mask, max_new_tokens, eos_token_id, given)
     else:
+        ids, mask = repad(ids, mask, "left")
         continuation = _check_ids(continuation, "continuation")
         if continuation.shape[0] != ids.shape[0]:
             raise ValueError(f"continuation has {continuation.shape[0]} sequences, ids has {ids.shape[0]}")
         explained = torch.ones_like(continuation)
+    _check_vocabulary(method.model, continuation, "continuation", explained)
     prompt, steps = ids.shape[1], continuation.shape[1]
-    sequences = torch.cat([ids, continuation], 1)
-    full_mask = torch.cat([mask, explained], 1)
-    rows, step = explained.bool().cpu().nonzero(as_tuple=True)  # one copy per (sequence, generated token)
-    target = TokenLogits((prompt - 1 + step)[:, None], continuation.cpu()[rows, step][:, None])
-    result = _explain_rows(method, sequences, full_mask, rows, target, steps + 1, given)
-    relevance = torch.zeros(*sequences.shape, steps, dtype=result.attribution.dtype)
-    relevance[rows, :, step] = result.attribution.detach().cpu()
-    return _result(result, relevance, sequences, full_mask, continuation, explained, prompt, rows, step)
+    sequences = torch.cat([ids, continuation.to(ids.device)], 1)
+    full_mask = torch.cat([mask, explained.to(mask.device)], 1)
+    tokens, slots = continuation.cpu(), explained.bool().cpu()
+    targets = [kind(torch.full((ids.shape[0], 1), prompt - 1 + j), tokens[:, j:j + 1], slots[:, j:j + 1])
+               for j in range(steps)]
+    columns = relevance_columns(method, sequences, full_mask, targets, given, steps + 1)
+    return _result(columns, sequences, full_mask, continuation, explained, prompt, method.name, score)
+
+
+def _eos(model: torch.nn.Module) -> int | None:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        if len(eos) > 1:
+            raise ValueError(f"the model has several end-of-sequence tokens {list(eos)}; give eos_token_id=")
+        eos = eos[0] if eos else None
+    return eos
 
 
 def explain_answer(method: Method | str | None, ids: torch.Tensor, answer: torch.Tensor,
                    attention_mask: torch.Tensor | None = None, answer_mask: torch.Tensor | None = None,
-                   forward_kwargs: dict[str, Any] | None = None, *, model: torch.nn.Module | None = None,
+                   forward_kwargs: dict[str, Any] | None = None, *, score: str = "logit",
+                   model: torch.nn.Module | None = None,
                    method_settings: dict[str, Any] | None = None) -> GenerationResult:
-    """Explain the sum of the logits of an answer's tokens given a prompt (a multi-token target), in one pass.
+    """Explain a whole answer given a prompt in one forward and one backward pass: the sum of its tokens'
+    logits, or with ``score="log_prob"`` its log-likelihood ``Σ_k log p(answer_k | prompt, answer_<k)``.
 
     ``ids`` ``(N, P)`` (with ``attention_mask``) are the prompts, ``answer`` ``(N, A)`` the answers (with
-    ``answer_mask`` ``(N, A)``: 1 for the tokens of answers shorter than ``A``, which must come first). The
-    target is ``Σ_k logit(answer_k | prompt, answer_<k)``; ``relevance`` is ``(N, P + A, 1)``. ``method``,
-    ``model`` and ``method_settings`` as for :func:`explain_generation`.
+    ``answer_mask`` ``(N, A)``: 1 for the tokens of answers shorter than ``A``, which must come first).
+    ``relevance`` is ``(N, P + A, 1)``; by the linearity of the rules in the starting relevance it is the row sum
+    of :func:`explain_generation`'s matrix for the same answer and score. ``method``, ``model`` and
+    ``method_settings`` as for :func:`explain_generation`.
     """
     method = _check_method(method, model, method_settings)
+    kind = _check_score(score)
     ids, answer = _check_ids(ids, "ids"), _check_ids(answer, "answer")
     if answer.shape[0] != ids.shape[0]:
         raise ValueError(f"answer has {answer.shape[0]} sequences, ids has {ids.shape[0]}")
@@ -235,54 +278,21 @@ def explain_answer(method: Method | str | None, ids: torch.Tensor, answer: torch
     answer_mask = check_mask(answer, answer_mask, "answer_mask")
     if bool((answer_mask[:, 1:] > answer_mask[:, :-1]).any()):
         raise ValueError("answer_mask must mark each answer's tokens first and its padding after them")
+    _check_vocabulary(method.model, ids, "ids", mask)
+    _check_vocabulary(method.model, answer, "answer", answer_mask)
     ids, mask = repad(ids, mask, "left")
     prompt, steps = ids.shape[1], answer.shape[1]
     sequences, full_mask = torch.cat([ids, answer], 1), torch.cat([mask, answer_mask], 1)
     positions = torch.arange(prompt - 1, prompt - 1 + steps).expand(ids.shape[0], -1)
-    rows = torch.arange(ids.shape[0])
-    target = TokenLogits(positions, answer.cpu(), answer_mask.bool().cpu())
-    result = _explain_rows(method, sequences, full_mask, rows, target, steps + 1, dict(forward_kwargs or {}))
-    relevance = result.attribution.detach().cpu()[:, :, None]
-    return _result(result, relevance, sequences, full_mask, answer, answer_mask, prompt, rows, torch.zeros_like(rows))
+    target = kind(positions, answer.cpu(), answer_mask.bool().cpu())
+    columns = relevance_columns(method, sequences, full_mask, [target], dict(forward_kwargs or {}), steps + 1)
+    return _result(columns, sequences, full_mask, answer, answer_mask, prompt, method.name, score)
 
 
-def _explain_rows(method: Method, sequences: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
-                  target: TokenLogits, last: int, given: dict[str, Any]):
-    """One method call on the sequences ``rows`` (repeats allowed). Models that take ``logits_to_keep``
-    (Hugging Face causal LMs) compute the logits of the ``last`` positions only, where all targets are."""
-    kwargs = sequence_inputs(method.model, mask[rows], **given)
-    if "logits_to_keep" not in kwargs and accepts(method.model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = last
-        target = TokenLogits(target.positions - (sequences.shape[1] - last), target.tokens, target.mask)
-    expl = method(sequences[rows], target, forward_kwargs=kwargs)
-    if expl.attribution.shape != sequences[rows].shape:
-        raise ValueError(f"the method returned attributions of shape {tuple(expl.attribution.shape)}, not one value "
-                         f"per token {tuple(sequences[rows].shape)}")
-    return expl
-
-
-def _result(expl, relevance, sequences, mask, generated, explained, prompt, rows, step) -> GenerationResult:
-    shape = generated.shape if relevance.shape[-1] > 1 else (generated.shape[0], 1)
-    score = expl.info.get("conservation", {}).get("start", expl.info.get("score"))
-    scores = torch.zeros(shape, dtype=expl.attribution.dtype if score is None else score.dtype)
-    if score is not None:
-        scores[rows, step] = score.detach().cpu()
-    info = {k: v for k, v in expl.info.items() if k not in ("conservation", "score")}
-    if "conservation" in expl.info:
-        info["conservation"] = {}
-        for key, value in expl.info["conservation"].items():
-            if isinstance(value, dict):  # absorbed_by: one table per operation
-                info["conservation"][key] = {op: _table(shape, rows, step, v) for op, v in value.items()}
-            else:
-                info["conservation"][key] = _table(shape, rows, step, value)
-    return GenerationResult(relevance, sequences, mask, generated, explained, prompt, scores, expl.method, info)
-
-
-def _table(shape: tuple, rows, step: int, value: torch.Tensor) -> torch.Tensor:
-    """A per-row value of one generation step, placed in a (sequences, steps) table of zeros."""
-    table = torch.zeros(shape, dtype=value.dtype)
-    table[rows, step] = value.detach().cpu()
-    return table
+def _result(columns, sequences, mask, generated, explained, prompt, name, score) -> GenerationResult:
+    info = dict(columns.info, score=score)
+    return GenerationResult(columns.relevance, sequences, mask, generated, explained, prompt, columns.scores, name,
+                            info)
 
 
 __getattr__ = renamed(__name__, {"GenerationExplanation": "GenerationResult"}, globals())

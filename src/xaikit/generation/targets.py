@@ -71,7 +71,7 @@ class TokenLogits:
             return self
         rows = torch.as_tensor(rows).long().cpu()
         pick = lambda t: t if t.shape[0] == 1 else t[rows]  # noqa: E731
-        return TokenLogits(pick(self.positions), pick(self.tokens), pick(self.mask))
+        return type(self)(pick(self.positions), pick(self.tokens), pick(self.mask))
 
     def indices(self, output: torch.Tensor) -> torch.Tensor:
         """``(N,)`` the explained token of each sample for one-slot targets, else ``-1``."""
@@ -98,8 +98,41 @@ class TokenLogits:
                              f"(valid: 0..{vocabulary - 1})")
         positions = torch.where(mask, positions % length, 0)
         rows = torch.arange(n, device=output.device)[:, None]
-        picked = output[rows, positions, torch.where(mask, tokens, 0)]  # (N, K)
+        picked = self._pick(output[rows, positions], torch.where(mask, tokens, 0))  # (N, K)
         return torch.where(mask, picked, 0).sum(1)
 
+    def _pick(self, scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The explained value of each slot from the scores at its position ``(N, K, V)``: the token's logit."""
+        return scores.gather(-1, tokens[..., None])[..., 0]
+
     def __repr__(self) -> str:
-        return f"TokenLogits(positions={self.positions.tolist()}, tokens={self.tokens.tolist()})"
+        return f"{type(self).__name__}(positions={self.positions.tolist()}, tokens={self.tokens.tolist()})"
+
+    def taylor_bias(self, output: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` the part of the explained value that the logits do not pass on (0 for logits)."""
+        return torch.zeros(output.shape[0], dtype=output.dtype, device=output.device)
+
+
+class TokenLogProbs(TokenLogits):
+    """Target ``Σ_k log p(tokens[n, k] | position positions[n, k])``: the log-probabilities of chosen tokens,
+    ``log_softmax`` of the logits at each slot's position (an answer's log-likelihood given the prompt).
+
+    The same parameters and checks as :class:`TokenLogits`. Gradient methods explain the log-probability itself.
+    LRP starts from the logits with the gradient of the log-probability, ``R_v = z_v (δ_vt − p_v)`` (the Taylor
+    rule, gradient × input, that AttnLRP applies to softmax): the logits receive ``z_t − Σ_v p_v z_v``, and the
+    rest of ``log p_t = z_t − Σ_v p_v z_v − H(p)``, minus the entropy of the slot's distribution, is the
+    log-softmax's bias (:meth:`taylor_bias`; the generation functions book it as absorbed by
+    ``"log_softmax:taylor"``).
+    """
+
+    def _pick(self, scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(scores, -1).gather(-1, tokens[..., None])[..., 0]
+
+    def taylor_bias(self, output: torch.Tensor) -> torch.Tensor:
+        """``(N,)``: ``−Σ_k H(p_k)`` over the slots, the entropies of the distributions at their positions."""
+        n, length = output.shape[:2]
+        positions, mask = (t.to(output.device).expand(n, -1) for t in (self.positions, self.mask))
+        rows = torch.arange(n, device=output.device)[:, None]
+        logp = torch.log_softmax(output.detach()[rows, torch.where(mask, positions % length, 0)], -1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        return -torch.where(mask, entropy, 0).sum(1)

@@ -94,34 +94,128 @@ _STYLE = (
     ".seq{margin:.4em 0}.tok{padding:.15em .25em;margin:0 .05em;border-radius:.25em;white-space:pre}"
     ".legend{font-size:.85em;color:#555}.label{color:#555;font-size:.85em;margin-right:.4em}"
     ".mark{outline:1px solid #333}"
+    ".scroll{overflow-y:auto;border:1px solid #ddd;padding:0 .4em}"
+    ".spans{margin:.2em 0 .6em 0}.span{margin:.1em 0;font-size:.95em}.span a{color:#555;text-decoration:none;"
+    "font-size:.8em;margin-right:.5em}.segs{margin:.3em 0}.seg{display:inline-block;padding:.1em .4em;"
+    "margin:.1em;border-radius:.3em;border:1px solid #ccc;font-size:.85em}"
+    ".segstart{border-left:2px solid #333;margin-left:.3em}"
 )
+
+#: sequences longer than this many tokens get their top spans listed above them and a scrolling box
+LONG = 64
+_IDS = iter(range(1 << 62))  # anchors unique within a page
 
 
 def token_html(tokens, relevance, merge: bool = False, scale: float | None = None, title: str | None = None,
-               fragment: bool = False) -> str:
+               fragment: bool = False, top_k: int | None = None, context: int = 4, segments=None,
+               max_height: str = "24em") -> str:
     """A self-contained HTML page (or ``fragment``) colouring each token by its relevance.
 
     ``tokens`` is one sequence of strings with ``relevance`` of the same length, or a list of sequences
     with relevance ``(N, L)`` (padding beyond each sequence ignored). Hovering a token shows its value.
+
+    Long texts stay readable: a sequence longer than :data:`LONG` tokens is shown in a scrolling box (at most
+    ``max_height`` tall) under its ``top_k`` most relevant spans (default 5; each the peak token with
+    ``context`` tokens either side, overlapping spans merged; a click scrolls to it). ``segments``: a segment
+    view, ``(names, owner)`` with ``owner`` ``(L,)`` the segment of each token (``-1``: none; e.g.
+    :meth:`xaikit.generation.Segments.token_segments`), or one such pair per sequence: the segments' summed
+    relevance as coloured chips above the text, and each segment's first token marked.
     """
-    lines = [_sequence_html(*_prepare(row_tokens, row_relevance, merge, scale))
-             for row_tokens, row_relevance in _rows(tokens, relevance)]
+    rows = _rows(tokens, relevance)
+    if segments is not None and merge:
+        raise ValueError("segments refer to tokens; give merge=False with segments (merging changes the tokens)")
+    per_row = [segments] * len(rows) if segments is None or isinstance(segments, tuple) else list(segments)
+    if len(per_row) != len(rows):
+        raise ValueError(f"segments must be one (names, owner) pair or one per sequence ({len(rows)}), "
+                         f"got {len(per_row)}")
+    lines = [_long_html(*_prepare(row_tokens, row_relevance, merge, scale), top_k=top_k, context=context,
+                        segments=seg, max_height=max_height)
+             for (row_tokens, row_relevance), seg in zip(rows, per_row)]
     return _page("".join(lines), title, fragment)
 
 
+def top_spans(values: Sequence[float], k: int = 5, context: int = 4) -> list[tuple[int, int, int]]:
+    """The ``k`` tokens of largest (positive) relevance, each with ``context`` tokens either side, as spans
+    ``(start, end, peak)`` (end exclusive), most relevant peak first; spans that overlap are merged (their
+    peak: the larger)."""
+    order = sorted(range(len(values)), key=lambda i: -values[i])[:max(k, 0)]
+    spans: list[list[int]] = []
+    for i in order:
+        start, end = max(0, i - context), min(len(values), i + context + 1)
+        for span in spans:
+            if start < span[1] and span[0] < end:
+                span[0], span[1] = min(span[0], start), max(span[1], end)
+                break
+        else:
+            spans.append([start, end, i])
+    return [(a, b, c) for a, b, c in spans]
+
+
+def _long_html(words: Sequence[str], values: Sequence[float], scale: float, label: str = "",
+               marked: frozenset[int] = frozenset(), top_k: int | None = None, context: int = 4, segments=None,
+               max_height: str = "24em", full: bool = True) -> str:
+    """One sequence: short ones as a line; long ones (or with ``top_k``) with their top spans above a scrolling
+    box (``full=False``: the spans only); ``segments``: chips with each segment's relevance, starts marked."""
+    long = len(words) > LONG
+    k = (5 if long else 0) if top_k is None else top_k
+    starts: frozenset[int] = frozenset()
+    head = ""
+    if segments is not None:
+        names, owner = segments
+        owner = [int(o) for o in torch.as_tensor(owner).reshape(-1).tolist()]
+        if len(owner) != len(words):
+            raise ValueError(f"segments: owner has {len(owner)} entries for {len(words)} tokens; give one per token")
+        sums = [0.0] * len(names)
+        for o, v in zip(owner, values):
+            if 0 <= o < len(names):
+                sums[o] += v
+        top = max(map(abs, sums), default=0.0)
+        chips = "".join(f'<span class="seg" style="background:{_rgba(v, top)}" title="{v:+.4g}">'
+                        f'{html.escape(str(name))}: {v:+.3g}</span>' for name, v in zip(names, sums))
+        head = f'<div class="segs">{html.escape(label)}segments: {chips}</div>'
+        starts = frozenset(i for i, o in enumerate(owner) if o >= 0 and (i == 0 or owner[i - 1] != o))
+    if not k and not long:
+        return head + _sequence_html(words, values, scale, label, marked, starts=starts)
+    anchor = next(_IDS)
+    spans = top_spans(list(values), k, context)
+    items = []
+    for rank, (a, b, peak) in enumerate(spans, 1):
+        link = f'<a href="#x{anchor}-{a}">#{rank} tokens {a}–{b - 1}</a>' if full else \
+            f'<a title="tokens {a}–{b - 1}">#{rank}</a>'
+        items.append(f'<div class="span">{link}{"… " if a else ""}'
+                     f'{_spans(words[a:b], values[a:b], scale, marked, offset=a)}{" …" if b < len(words) else ""}'
+                     "</div>")
+    top = f'<div class="spans">{html.escape(label) if label else ""}{"".join(items)}</div>' if items else ""
+    if not full:
+        return head + top
+    body = _sequence_html(words, values, scale, "" if items else label, marked, anchor=anchor, starts=starts)
+    return head + top + (f'<div class="scroll" style="max-height:{html.escape(max_height)}">{body}</div>'
+                         if long else body)
+
+
+def _rgba(value: float, scale: float) -> str:
+    colour = POSITIVE if value >= 0 else NEGATIVE
+    return f"rgba({colour[0]},{colour[1]},{colour[2]},{_alpha(value, scale):.3f})"
+
+
+def _spans(words, values, scale, marked=frozenset(), offset: int = 0, anchor: int | None = None,
+           starts: frozenset[int] = frozenset()) -> str:
+    out = []
+    for i, (word, value) in enumerate(zip(words, values), offset):
+        mark = (' mark' if i in marked else '') + (' segstart' if i in starts else '')
+        ident = f' id="x{anchor}-{i}"' if anchor is not None else ""
+        out.append(f'<span class="tok{mark}"{ident} style="background:{_rgba(value, scale)}" '
+                   f'title="{value:+.4g}">{html.escape(word)}</span>')
+    return "".join(out)
+
+
 def _sequence_html(words: Sequence[str], values: Sequence[float], scale: float, label: str = "",
-                   marked: frozenset[int] = frozenset()) -> str:
-    """One sequence as coloured spans (``marked`` positions outlined), after an optional label."""
-    spans = [f'<span class="label">{html.escape(label)}</span>'] if label else []
-    for i, (word, value) in enumerate(zip(words, values)):
-        colour = POSITIVE if value >= 0 else NEGATIVE
-        a = _alpha(value, scale)
-        mark = ' mark' if i in marked else ''
-        spans.append(
-            f'<span class="tok{mark}" style="background:rgba({colour[0]},{colour[1]},{colour[2]},{a:.3f})" '
-            f'title="{value:+.4g}">{html.escape(word)}</span>'
-        )
-    return f'<div class="seq">{"".join(spans)}</div>'
+                   marked: frozenset[int] = frozenset(), anchor: int | None = None,
+                   starts: frozenset[int] = frozenset()) -> str:
+    """One sequence as coloured spans (``marked`` positions outlined, ``starts`` of segments marked), after an
+    optional label; ``anchor``: each token gets an id to scroll to."""
+    spans = f'<span class="label">{html.escape(label)}</span>' if label else ""
+    return f'<div class="seq">{spans}{_spans(words, values, scale, marked, anchor=anchor, starts=starts)}</div>'
 
 
 def _page(body: str, title: str | None, fragment: bool) -> str:
@@ -134,13 +228,17 @@ def _page(body: str, title: str | None, fragment: bool) -> str:
 
 
 def generation_html(tokens: Sequence[str], matrix, prompt_length: int, title: str | None = None,
-                    fragment: bool = False) -> str:
+                    fragment: bool = False, top_k: int | None = None, context: int = 4, segments=None,
+                    max_height: str = "24em") -> str:
     """Token heatmaps of a generated answer (see :func:`xaikit.generation.explain_generation`).
 
     ``tokens``: the ``L`` tokens of prompt and answer; ``matrix`` ``(L, G)``: the relevance of each token for
     each of the ``G`` generated tokens (``tokens[prompt_length + j]`` is generated token ``j``). The first
     line colours every token by its relevance for the whole answer (the row sums; generated tokens outlined);
     then one line per generated token ``j`` colours the tokens before it, each line on its own scale.
+    For more than :data:`LONG` tokens the whole answer is a scrolling box under its top spans, and each
+    generated token's line shows its own ``top_k`` spans only; ``top_k``, ``context``, ``segments`` (of the
+    ``L`` tokens) and ``max_height`` as for :func:`token_html`.
     """
     values = torch.as_tensor(matrix, dtype=torch.float64).detach().cpu()
     length = len(tokens)
@@ -150,12 +248,18 @@ def generation_html(tokens: Sequence[str], matrix, prompt_length: int, title: st
     words = [_display(t) for t in tokens]
     answer = values.sum(1).tolist()
     generated = frozenset(range(prompt_length, length))
-    lines = [_sequence_html(words, answer, max(map(abs, answer), default=0.0), "whole answer: ", generated)]
+    lines = [_long_html(words, answer, max(map(abs, answer), default=0.0), "whole answer: ", generated,
+                        top_k=top_k, context=context, segments=segments, max_height=max_height)]
     for j in range(values.shape[1]):
         seen = prompt_length + j
         column = values[:seen, j].tolist()
-        lines.append(_sequence_html(words[:seen], column, max(map(abs, column), default=0.0),
-                                    f"→ {words[seen]}: "))
+        line_scale = max(map(abs, column), default=0.0)
+        if length > LONG:  # a long prompt: each generated token by its top spans only
+            spans = _long_html(words[:seen], column, line_scale, f"→ {words[seen]}: ", top_k=top_k, context=context,
+                               full=False)
+            lines.append(f'<div class="seq">{spans}</div>')
+        else:
+            lines.append(_sequence_html(words[:seen], column, line_scale, f"→ {words[seen]}: "))
     return _page("".join(lines), title, fragment)
 
 
