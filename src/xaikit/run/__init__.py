@@ -6,6 +6,7 @@ writes per-sample scalars to Parquet and attributions to zarr v3 shards (each wr
 returns a :class:`RunResult` (pandas/Arrow tables, tensors, the metrics table). A run killed at any point
 and restarted computes only the missing shards. See ``docs/run.md``.
 """
+from .browse import RunBrowser, RunClustersResult, RunFilter, RunPageResult
 from .errors import ClusterUnreachable, ManifestMismatch, MissingExtra, RunError, WorkerSetupError
 from .pipeline import benchmark, format_summary, run
 from .results import RunResult, open_run
@@ -15,4 +16,5 @@ from .spec import RunSpec
 
 __all__ = ["run", "benchmark", "RunSpec", "RunResult", "open_run", "format_summary", "as_source", "Source", "Sample",
            "TensorSource", "DatasetSource", "ImageFolderSource", "TableSource", "HFSource", "RunError",
-           "ManifestMismatch", "WorkerSetupError", "ClusterUnreachable", "MissingExtra"]
+           "ManifestMismatch", "WorkerSetupError", "ClusterUnreachable", "MissingExtra", "RunBrowser",
+           "RunFilter", "RunPageResult", "RunClustersResult"]
