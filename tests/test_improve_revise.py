@@ -32,13 +32,13 @@ def test_rrr_on_painted_corners_raises_decoy_accuracy_and_keeps_the_model(decoy,
     model, train, test = decoy
     before = snapshot(model)
     steps = []
-    result = Revise(model, "rrr", epochs=5)(train.x, train.y, corners(), evaluate={"decoy test": (test.x, test.y)},
+    result = Revise(model, "rrr", epochs=10)(train.x, train.y, corners(), evaluate={"decoy test": (test.x, test.y)},
                                               progress=lambda done, total, info: steps.append((done, total)))
     assert_unchanged(model, before)
     acc = result.accuracy["decoy test"]
     assert acc["before"] < 0.9  # the model reads the decoy patch ...
     assert acc["after"] > acc["before"] + 0.05  # ... and reads less of it after the revision
-    assert steps[-1] == (5 * 7, 5 * 7) and [d for d, _ in steps] == list(range(1, 36))
+    assert steps[-1] == (10 * 7, 10 * 7) and [d for d, _ in steps] == list(range(1, 71))
     assert result.losses[-1]["penalty"] < result.losses[0]["penalty"]
     # the heatmaps of the shown samples hold less relevance in the corners after
     inside = lambda h: float((h.abs() * corners()).sum() / h.abs().sum())  # noqa: E731
@@ -135,3 +135,29 @@ def test_mask_shapes_and_bad_input(decoy, tmp_path):
         load_revision(tmp_path)
     assert_unchanged(model, before)
     assert np.isfinite(Revise(model, epochs=1)(x, y, one).accuracy["train"]["after"])
+
+
+def test_cli_improve_repeats_a_saved_revision(decoy, tmp_path, capsys):
+    from xaikit.cli import main
+
+    model, train, test = decoy
+    (tmp_path / "factory.py").write_text("from torch import nn\n\ndef make():\n    return nn.Sequential(nn.Flatten(), "
+                                         "nn.Linear(144, 64), nn.ReLU(), nn.Linear(64, 10))\n")
+    torch.save(model.state_dict(), tmp_path / "base.pt")
+    np.savez(tmp_path / "data.npz", x=train.x.numpy(), y=train.y.numpy(), x_test=test.x.numpy(), y_test=test.y.numpy())
+    result = Revise(model, epochs=3)(train.x, train.y, corners(), evaluate={"test": (test.x, test.y)})
+    folder = result.save(tmp_path / "rev", about={"model": f"{tmp_path / 'factory.py'}:make",
+                                                  "data": {"kind": "npz", "path": str(tmp_path / "data.npz")}})
+    code = main(["improve", str(folder), "--weights", str(tmp_path / "base.pt"), "-o", str(tmp_path / "again"), "-q"])
+    assert code == 0, capsys.readouterr().err
+    again = load_revision(tmp_path / "again")
+    assert again.settings == result.settings and again.record["repeats"] == str(folder)
+    for name in ("train", "test"):
+        assert again.record["accuracy"][name]["before"] == pytest.approx(result.accuracy[name]["before"])
+        assert again.record["accuracy"][name]["after"] == pytest.approx(result.accuracy[name]["after"],
+                                                                        abs=2 / len(test.x))
+    capsys.readouterr()
+    assert main(["improve", str(tmp_path / "nowhere")]) == 3
+    assert "not a saved revision" in capsys.readouterr().err
+    assert main(["improve", str(folder), "--data", "bogus", "--weights", str(tmp_path / "base.pt")]) == 2
+    assert "decoy-digits[:SEED] or a .npz" in capsys.readouterr().err

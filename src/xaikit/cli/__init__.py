@@ -99,11 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     common_options(p)
     p.set_defaults(func=commands.report)
 
+    from .improve_command import add_parser as add_improve
     from .run import add_parser as add_run
     from .tune_command import add_parser as add_tune
 
     add_run(sub)
     add_tune(sub)
+    add_improve(sub)
     return parser
 
 
