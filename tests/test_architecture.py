@@ -42,6 +42,7 @@ FLOORS = (
     {"tune"},
     {"run"},
     {"viz"},
+    {"serve"},  # the local web application: it reads the loaded model and data the command line hands it
     {"cli"},
 )
 

@@ -101,10 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .improve_command import add_parser as add_improve
     from .run import add_parser as add_run
+    from .serve_command import add_parser as add_serve
     from .tune_command import add_parser as add_tune
 
     add_run(sub)
     add_tune(sub)
+    add_serve(sub)
     add_improve(sub)
     return parser
 
@@ -132,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help, --version and argument errors
         return int(stop.code or 0)
     if args.command is None:
-        print("xaikit: error: give a command: explain, evaluate, report, run or tune (see xaikit --help)", file=sys.stderr)
+        print("xaikit: error: give a command: explain, evaluate, report, run, tune or serve (see xaikit --help)", file=sys.stderr)
         return USAGE
     args.argv = argv
     prog = f"xaikit {args.command}"

@@ -1,0 +1,184 @@
+"""The computations of the explain view, written on the library: predictions, one method's explanation, the
+metrics of a shown explanation. Each runs the model under the app's model lock."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..methods.resolve import parse_spec, resolve_method
+from ..metrics.base import get_metric
+from ..targets import Contrast
+from ..viz.heatmap import relevance_map
+from .inputs import Sample
+from .refusals import Refused, library_call
+from .state import AppState
+
+#: the percentile of |relevance| shown at full colour (as the CLI's and the report's heatmaps)
+PERCENTILE = 99.5
+#: explanations kept for the metrics asked after them
+KEEP = 32
+
+
+def parse_target(text: Any) -> Any:
+    """The target the browser names: ``"argmax"``/empty (the prediction), a class index, or ``"a-b"`` /
+    ``"a vs b"`` (why ``a`` rather than ``b``; ``a`` may be ``argmax``)."""
+    if text is None or (isinstance(text, str) and text.strip() in ("", "argmax")):
+        return None
+    if isinstance(text, int):
+        return text
+    text = str(text).strip().replace(" vs ", "-")
+    a, sep, b = text.partition("-")
+    try:
+        if sep:
+            return Contrast(None if a.strip() == "argmax" else int(a), int(b))
+        return int(text)
+    except ValueError:
+        raise Refused(400, f"target {text!r}: give argmax, a class index or 'a vs b' (class indices)") from None
+
+
+def predict(state: AppState, sample: Sample, top: int = 5) -> dict[str, Any]:
+    """The model's output on the sample: the ``top`` classes with their names and probabilities."""
+    served = state.need_model()
+    with state.model_lock, torch.no_grad():
+        output = served.model(sample.x, **sample.forward_kwargs)
+    output = output.reshape(1, -1).float()
+    probability = output.softmax(1)[0] if output.shape[1] > 1 else output[0]
+    order = probability.argsort(descending=True)[:top].tolist()
+    return {"kind": sample.kind, "name": sample.name, "preview": sample.preview, "tokens": sample.tokens,
+            "features": sample.feature_names, "classes": output.shape[1],
+            "top": [{"index": i, "name": served.label(i), "probability": float(probability[i]),
+                     "logit": float(output[0, i])} for i in order]}
+
+
+def method_spec(method: str, settings: Any) -> tuple[str, dict[str, Any]]:
+    """A method name or spec plus settings (a dict, or a ``key=value,...`` string) -> (name, settings)."""
+    if not isinstance(method, str) or not method:
+        raise Refused(400, "name a method, e.g. lrp or integrated_gradients:steps=16")
+    with library_call("method"):
+        name, given = parse_spec(method)
+        if isinstance(settings, str) and settings.strip():
+            given.update(parse_spec(f"{name}:{settings}")[1])
+        elif isinstance(settings, dict):
+            given.update({k: v for k, v in settings.items() if v not in (None, "")})
+        elif settings not in (None, ""):
+            raise Refused(400, "settings must be an object or a 'key=value,...' string")
+    return name, given
+
+
+def explain(state: AppState, sample: Sample, method: str, settings: Any, target: Any) -> dict[str, Any]:
+    """One method's explanation of the sample, as the browser draws it (see :func:`shown`)."""
+    served = state.need_model()
+    name, given = method_spec(method, settings)
+    target = parse_target(target)
+    start = time.perf_counter()
+    with state.model_lock, library_call(f"method {name!r}"):
+        built = resolve_method(served.model, name, given)
+        expl = built(sample.x, target=target, forward_kwargs=sample.forward_kwargs)
+    seconds = time.perf_counter() - start
+    key = _key(sample, name, given, target)
+    kept = state.cache.setdefault("explanations", {})
+    kept[key] = (expl, target)
+    while len(kept) > KEEP:
+        del kept[next(iter(kept))]
+    answer = shown(sample, expl)
+    answer.update({"method": name, "settings": {k: _plain(v) for k, v in given.items()}, "key": key,
+                   "seconds": seconds, "target": expl.target.reshape(-1).tolist()[:1],
+                   "score": _score(expl)})
+    return answer
+
+
+def shown(sample: Sample, expl: Any) -> dict[str, Any]:
+    """What the browser draws of an explanation: an image's channel-summed map (float32, base64) and its colour
+    scale, a text's token relevance and token heatmap, a table row's feature relevance and bar plot; with the
+    relevance sum and a checksum of the values."""
+    attribution = expl.attribution.detach().float().cpu()
+    answer: dict[str, Any] = {"kind": sample.kind, "sum": float(attribution.double().sum()),
+                              "abs_sum": float(attribution.double().abs().sum())}
+    if sample.kind == "image" and attribution.ndim == 4:
+        grid = relevance_map(attribution)[0].astype(np.float32)
+        scale = _percentile_scale(grid)
+        answer.update({"h": grid.shape[0], "w": grid.shape[1], "map": base64.b64encode(grid.tobytes()).decode(),
+                       "scale": scale, "checksum": hashlib.sha1(grid.tobytes()).hexdigest()[:16]})
+        return answer
+    values = attribution.reshape(attribution.shape[0], -1)[0].numpy()
+    if sample.kind == "image":  # e.g. a map of another shape: show it as one row
+        values = relevance_map(attribution).reshape(-1).astype(np.float32)
+    answer.update({"values": values.tolist(), "checksum": hashlib.sha1(values.tobytes()).hexdigest()[:16]})
+    if sample.kind == "text":
+        from ..viz.text import token_html
+
+        answer.update({"tokens": sample.tokens, "html": token_html(sample.tokens, values, fragment=True)})
+    elif sample.kind == "table":
+        answer.update({"features": sample.feature_names, "png": bar_png(expl, sample)})
+    return answer
+
+
+def _percentile_scale(grid: np.ndarray) -> float:
+    flat = np.abs(grid).reshape(-1)
+    scale = float(np.percentile(flat, PERCENTILE))
+    return scale if scale > 0 else float(flat.max())
+
+
+def bar_png(expl: Any, sample: Sample) -> str:
+    """The bar plot of a table row's feature relevance (xaikit.viz.tabular.plot_bar), a base64 PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from ..tabular import feature_table
+    from ..viz.tabular import plot_bar
+
+    figure = plot_bar(feature_table(expl, sample.feature_names, sample.x), 0)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def metrics(state: AppState, sample: Sample, method: str, settings: Any, target: Any,
+            names: list[str]) -> dict[str, Any]:
+    """The metrics ``names`` (names or specs ``name:key=value``) of the explanation the browser shows (computed
+    again when it is no longer kept)."""
+    served = state.need_model()
+    name, given = method_spec(method, settings)
+    key = _key(sample, name, given, parse_target(target))
+    if key not in state.cache.get("explanations", {}):
+        explain(state, sample, method, settings, target)
+    expl, spec = state.cache["explanations"][key]
+    scores = {}
+    for text in names:
+        with library_call(f"metric {text!r}"):
+            metric_name, metric_settings = parse_spec(text)
+            metric = get_metric(metric_name)(**metric_settings)
+            start = time.perf_counter()
+            with state.model_lock:
+                value = metric(served.model, sample.x, expl.target if spec is None or isinstance(spec, int) else spec,
+                               expl.attribution)
+        scores[text] = {"value": float(torch.as_tensor(value).reshape(-1)[0]),
+                        "higher_is_better": bool(getattr(metric, "higher_is_better", True)),
+                        "seconds": time.perf_counter() - start}
+    return {"method": name, "scores": scores}
+
+
+def _key(sample: Sample, name: str, settings: dict[str, Any], target: Any) -> str:
+    content = hashlib.sha1(sample.x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+    text = repr((content, name, sorted((k, repr(v)) for k, v in settings.items()), repr(target)))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _score(expl: Any) -> float | None:
+    output, target = expl.output, expl.target.reshape(-1)
+    if output is None or target.numel() == 0 or int(target[0]) < 0:
+        return None
+    return float(output.reshape(output.shape[0], -1)[0, int(target[0])])
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, bool)) or value is None else repr(value)

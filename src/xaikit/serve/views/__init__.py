@@ -1,0 +1,1 @@
+"""The views of ``xaikit serve``: one module each, with ``TITLE`` and ``mount(app, state)`` (see ``..app``)."""

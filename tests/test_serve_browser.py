@@ -1,0 +1,160 @@
+"""``xaikit serve`` in a real browser: headless Chromium (the system's, see tests/test_report_browser.py) driven
+by Playwright, against the app served by uvicorn in a thread on a free port, on the ground-truth shapes CNN.
+
+The numbers the page shows are checked against the library called directly on the same input (the heatmap's
+relevance sum, the value under the cursor), not pixels; every refused request must leave the server serving.
+"""
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+playwright = pytest.importorskip("playwright.sync_api")
+
+import xaikit as xk  # noqa: E402
+from xaikit.cli.models import load_model  # noqa: E402
+from xaikit.cli.serve_command import GROUND_TRUTH_SIZE, ground_truth_folder  # noqa: E402
+from xaikit.data import read_image  # noqa: E402
+from xaikit.serve import ServeConfig, start  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+LIMIT = 100_000  #: the upload limit of the served app, bytes
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        subprocess.run(["bash", str(ROOT / "scripts" / "install-chromium.sh")], timeout=900, check=False)
+        path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("chromium is not installed and scripts/install-chromium.sh could not install it")
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    loaded = load_model("ground-truth-cnn")
+    loaded.size = GROUND_TRUTH_SIZE
+    data = ground_truth_folder(4, 0)
+    secret = tmp_path_factory.mktemp("secret")
+    (secret / "key.txt").write_text("do not serve")
+    (data / "door.txt").symlink_to(secret / "key.txt")
+    running = start(ServeConfig(model=loaded, data=data, port=0, upload_limit=LIMIT))
+    yield running, loaded, data, secret
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    with playwright.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium, args=FLAGS, headless=True)
+        yield launched
+        launched.close()
+
+
+def lrp_of(loaded, path: Path, composite: str) -> torch.Tensor:
+    """The library's own LRP attribution of an input file, as the app reads it."""
+    x = read_image(path, loaded.size, loaded.low, loaded.high)[None]
+    return xk.LRP(loaded.model, composite=composite)(x).attribution
+
+
+def card(page, method: str):
+    return page.locator(f'#cards .card[data-method="{method}"]')
+
+
+def test_explain_view_heatmaps_follow_the_composite(served, browser):
+    running, loaded, data, _ = served
+    page = browser.new_page()
+    page.goto(f"{running.url}/explain")
+    page.locator("#inputs img").first.click()
+    page.wait_for_selector("#prediction[data-top]")
+    picked = data / page.locator("#inputs img.selected").get_attribute("title")
+    with torch.no_grad():
+        predicted = loaded.model(read_image(picked, 32, -1, 1)[None]).argmax(1).item()
+    assert int(page.get_attribute("#prediction", "data-top")) == predicted
+    page.select_option("#composite", "epsilon_plus_flat")
+    page.click("#explain")
+    page.wait_for_selector('#cards .card[data-method="lrp"][data-status="done"]')
+    first = card(page, "lrp")
+    flat_sum, flat_checksum = float(first.get_attribute("data-sum")), first.get_attribute("data-checksum")
+    # the value under the cursor is the library's map at that pixel (channels summed), the sum its sum
+    expected = lrp_of(loaded, picked, "epsilon_plus_flat")
+    assert flat_sum == pytest.approx(expected.sum().item(), rel=1e-4)
+    box = first.locator("canvas").bounding_box()
+    first.locator("canvas").hover(position={"x": box["width"] * 10.5 / 32, "y": box["height"] * 20.5 / 32})
+    shown = float(first.locator("canvas").get_attribute("data-hover-value"))
+    assert shown == pytest.approx(expected[0, :, 20, 10].sum().item(), rel=1e-4, abs=1e-7)
+    assert "(20, 10)" in first.locator(".readout").inner_text()
+    # every other ticked method has its own card, side by side
+    page.wait_for_function("[...document.querySelectorAll('#cards .card')].every(c => c.dataset.status === 'done')")
+    assert sorted(c.get_attribute("data-method") for c in page.locator("#cards .card").all()) == \
+        ["gradient", "integrated_gradients", "lrp"]
+    # a new composite redraws the LRP heatmap: another map, the library's sum under that composite
+    page.select_option("#composite", "epsilon")
+    page.wait_for_selector('#cards .card[data-method="lrp"][data-status="done"][data-composite="epsilon"]')
+    second = card(page, "lrp")
+    assert second.get_attribute("data-checksum") != flat_checksum
+    assert float(second.get_attribute("data-sum")) == pytest.approx(lrp_of(loaded, picked, "epsilon").sum().item(),
+                                                                    rel=1e-4)
+    # metrics on demand: the sparseness the page shows is the metric's on the library's map
+    second.locator("button.metrics").click()
+    page.wait_for_selector('#cards .card[data-method="lrp"][data-metrics="done"]')
+    value = float(second.locator('tr[data-metric="sparseness"]').get_attribute("data-value"))
+    x = read_image(picked, 32, -1, 1)[None]
+    assert value == pytest.approx(xk.metrics.Sparseness()(loaded.model, x, torch.tensor([predicted]),
+                                                          lrp_of(loaded, picked, "epsilon")).item(), rel=1e-4)
+    page.close()
+
+
+def test_refused_requests_and_the_server_keeps_serving(served, browser, tmp_path):
+    running, loaded, data, secret = served
+    client = httpx.Client(base_url=running.url, timeout=60)
+    name = sorted(p.name for p in data.glob("*.png"))[0]
+    assert client.get(f"/files/{name}").status_code == 200
+    outside = {"/files/%2e%2e/%2e%2e/etc/passwd": (403, "climbs out with '..'"),
+               "/files/door.txt": (403, "leads out of the served folders"),
+               f"/files/{'%2F' + str(secret / 'key.txt').lstrip('/').replace('/', '%2F')}": (403, "is absolute"),
+               "/files/nothing.png": (404, "no file 'nothing.png'")}
+    for url, (status, message) in outside.items():
+        answer = client.get(url)
+        assert (answer.status_code, message in answer.json()["error"]) == (status, True), (url, answer.text)
+    big = np.random.default_rng(0).integers(0, 255, LIMIT + 1, dtype=np.uint8).tobytes()
+    answer = client.post("/api/explain/upload", files={"file": ("big.png", big, "image/png")})
+    assert answer.status_code == 413 and "upload too large" in answer.json()["error"]
+    answer = client.post("/api/explain/upload", files={"file": ("notes.png", b"just text, not pixels", "image/png")})
+    assert answer.status_code == 415 and "not an image" in answer.json()["error"]
+    answer = client.post("/api/explain/upload", files={"file": ("tool.exe", b"MZ\x90\x00", "application/x-msdownload")})
+    assert answer.status_code == 415 and "uploads must be images" in answer.json()["error"]
+    request = {"input": f"data:{name}", "method": "lrpx"}
+    answer = client.post("/api/explain/heatmap", json=request)
+    assert answer.status_code == 400 and "unknown method 'lrpx'; did you mean 'lrp'?" in answer.json()["error"]
+    answer = client.post("/api/explain/heatmap", json={**request, "method": "lrp", "settings": "composit=epsilon"})
+    assert answer.status_code == 400 and "did you mean 'composite'?" in answer.json()["error"]
+    answer = client.post("/api/explain/heatmap", json={**request, "method": "lrp", "settings": {"composite": "nope"}})
+    assert answer.status_code == 400 and "unknown composite 'nope'" in answer.json()["error"]
+    # still serving: a good request after the refused ones
+    answer = client.post("/api/explain/heatmap", json={**request, "method": "gradient"})
+    assert answer.status_code == 200 and answer.json()["checksum"]
+    # a real image uploads fine and is explained; the browser shows a refused upload's message
+    with open(data / name, "rb") as handle:
+        good = client.post("/api/explain/upload", files={"file": ("mine.png", handle.read(), "image/png")}).json()
+    heat = client.post("/api/explain/heatmap", json={"input": good["ref"], "method": "lrp"}).json()
+    direct = client.post("/api/explain/heatmap", json={"input": f"data:{name}", "method": "lrp"}).json()
+    assert heat["checksum"] == direct["checksum"]  # the same pixels whichever way they came
+    page = browser.new_page()
+    page.goto(f"{running.url}/explain")
+    (tmp_path / "notes.png").write_bytes(b"just text")
+    page.set_input_files("#file", str(tmp_path / "notes.png"))
+    page.click("#upload button")
+    page.wait_for_selector("#message:not([hidden])")
+    assert "not an image" in page.inner_text("#message")
+    page.close()
