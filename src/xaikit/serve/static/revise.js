@@ -61,7 +61,8 @@ function showResult(result) {
   let html = '<table class="metrics" id="accuracy"><tr><th>accuracy</th><th>before</th><th>after</th></tr>';
   for (const name of sets) {
     const a = result.accuracy[name];
-    html += `<tr data-set="${xk.esc(name)}" data-before="${a.before}" data-after="${a.after}"><th>${xk.esc(name)}</th>` +
+    html += `<tr data-set="${xk.esc(name)}" data-before="${a.before}" data-after="${a.after}">` +
+      `<th>${xk.esc(name)}</th>` +
       `<td>${(100 * a.before).toFixed(1)} %</td><td>${(100 * a.after).toFixed(1)} %</td></tr>`;
   }
   html += '</table><div class="row" id="before-after"></div>' +
@@ -111,7 +112,8 @@ async function findClusters() {
       card.innerHTML = `<h4>cluster ${c.cluster} <span class="muted">${c.size} samples</span></h4>`;
       const canvas = document.createElement('canvas'); card.appendChild(canvas);
       xk.drawMap(canvas, c.values, c.h, c.w);
-      const flag = document.createElement('button'); flag.className = 'plain flag'; flag.textContent = 'flag as artifact';
+      const flag = document.createElement('button');
+      flag.className = 'plain flag'; flag.textContent = 'flag as artifact';
       flag.addEventListener('click', () => {
         rv.flagged = c.members; $('strategy').value = 'p_clarc';
         document.querySelectorAll('#clusters .card').forEach((k) => k.classList.remove('flagged'));
@@ -134,7 +136,8 @@ async function init() {
     `evaluated on: train, ${rv.info.evaluate.join(', ')}`;
   const items = (await xk.api('/api/revise/samples?limit=48')).items;
   for (const item of items) {
-    const canvas = document.createElement('canvas'); canvas.dataset.index = item.index; canvas.title = `label ${item.label}`;
+    const canvas = document.createElement('canvas');
+    canvas.dataset.index = item.index; canvas.title = `label ${item.label}`;
     canvas.style.width = '40px'; canvas.style.height = '40px'; canvas.style.imageRendering = 'pixelated';
     canvas.style.cursor = 'pointer';
     xk.drawMap(canvas, item.values, item.h, item.w);
