@@ -4,7 +4,9 @@ by Playwright, against the app served by uvicorn in a thread on a free port, on 
 The numbers the page shows are checked against the library called directly on the same input (the heatmap's
 relevance sum, the value under the cursor), not pixels; every refused request must leave the server serving.
 """
+import copy
 import shutil
+import time
 import subprocess
 from pathlib import Path
 
@@ -49,7 +51,10 @@ def served(tmp_path_factory):
     (secret / "key.txt").write_text("do not serve")
     (data / "door.txt").symlink_to(secret / "key.txt")
     running = start(ServeConfig(model=loaded, data=data, port=0, upload_limit=LIMIT))
-    yield running, loaded, data, secret
+    # the test computes with its own copy: the server's threads hook into the served model while they explain
+    mine = copy.copy(loaded)
+    mine.model = copy.deepcopy(loaded.model)
+    yield running, mine, data, secret
     running.stop()
 
 
@@ -158,3 +163,67 @@ def test_refused_requests_and_the_server_keeps_serving(served, browser, tmp_path
     page.wait_for_selector("#message:not([hidden])")
     assert "not an image" in page.inner_text("#message")
     page.close()
+
+
+def test_concepts_view_opens_a_concept_and_its_reference_samples(served, browser):
+    running, loaded, data, _ = served
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{running.url}/concepts")
+    page.locator("#inputs img").nth(1).click()
+    page.wait_for_selector('#concepts[data-status="done"]')
+    picked = data / page.locator("#inputs img.selected").get_attribute("title")
+    layer = page.get_attribute("#concepts", "data-layer")
+    assert layer == "features.9"  # the last convolution
+    x = read_image(picked, 32, -1, 1)[None]
+    direct = xk.concepts.Composition(loaded.model, layer, top=5)(x)
+    rows = page.locator("#concepts .concept").all()
+    assert [int(r.get_attribute("data-channel")) for r in rows] == direct.concepts
+    assert [float(r.get_attribute("data-share")) for r in rows] == pytest.approx(direct.share.tolist(), rel=1e-4)
+    channel = direct.concepts[0]
+    rows[0].locator("button").click()
+    page.wait_for_selector('#conditional[data-status="done"]')
+    conditional = xk.concepts.ConditionalHeatmaps(loaded.model, layer)(x, concepts=[channel])
+    shown = float(page.locator("#conditional canvas").get_attribute("data-sum"))
+    assert shown == pytest.approx(conditional.heatmaps[0].sum().item(), rel=1e-4)
+    assert float(page.get_attribute("#conditional", "data-share")) == pytest.approx(direct.share[0].item(), rel=1e-4)
+    # the reference samples: the data folder's samples where the concept is most relevant, as the library finds them
+    page.wait_for_selector('#references[data-status="done"]')
+    names = sorted(p.name for p in data.glob("*.png"))
+    everything = torch.stack([read_image(data / n, 32, -1, 1) for n in names])
+    refs = xk.concepts.ReferenceSamples(loaded.model, layer, n=4, target="prediction", progress=False)(everything)
+    shown = [f.get_attribute("data-name") for f in page.locator("#references figure.reference").all()]
+    assert shown == [names[i] for i in refs.of(channel).tolist()] and shown
+    page.close()
+
+
+def test_examples_nearest_and_pertinent(served):
+    running, loaded, data, _ = served
+    client = httpx.Client(base_url=running.url, timeout=60)
+    name = sorted(p.name for p in data.glob("*.png"))[2]
+
+    def job(url, body):
+        started = client.post(url, json=body)
+        assert started.status_code == 200, started.text
+        for _ in range(600):
+            state = client.get(f"/api/jobs/{started.json()['job']}").json()
+            if state["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.05)
+        assert state["status"] == "done", state
+        assert state["progress"] == 1.0
+        return state["result"]
+
+    found = job("/api/examples/neighbours", {"input": f"data:{name}", "k": 3})
+    # the input is a sample of the data folder: its nearest example is itself, cosine similarity 1
+    assert found["neighbours"][0]["name"] == name
+    assert found["neighbours"][0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert [n["similarity"] for n in found["neighbours"]] == sorted((n["similarity"] for n in found["neighbours"]),
+                                                                    reverse=True)
+    pertinent = job("/api/examples/cem", {"input": f"data:{name}", "iterations": 30, "c_steps": 1})
+    with torch.no_grad():
+        predicted = loaded.model(read_image(data / name, 32, -1, 1)[None]).argmax(1).item()
+    assert pertinent["target"] == predicted
+    assert not pertinent["pp"]["found"] or pertinent["pp"]["class"] == predicted  # a PP keeps the class
+    assert not pertinent["pn"]["found"] or pertinent["pn"]["class"] != predicted  # a PN changes it
+    bad = client.post("/api/examples/cem", json={"input": f"data:{name}", "iterations": 10 ** 6})
+    assert bad.status_code == 400 and "iterations must be an int from 1 to 1000" in bad.json()["error"]

@@ -52,6 +52,7 @@ const explainView = {
 
   async pick(input, name) {
     this.input = input;
+    sessionStorage.setItem('xaikit-input', JSON.stringify({input, name}));
     document.getElementById('picked').textContent = name;
     try {
       const p = this.prediction = await xk.post('/api/explain/predict', input);

@@ -60,3 +60,31 @@ const xk = {
                                                        "'": '&#39;'}[c]));
   },
 };
+// decode a map the server sent (float32, base64) and draw it on a new canvas in `box`, with the value under the
+// cursor in `readout`; returns the canvas
+xk.showMap = function (box, answer, readout) {
+  const bytes = Uint8Array.from(atob(answer.map), (c) => c.charCodeAt(0));
+  const values = Array.from(new Float32Array(bytes.buffer));
+  const canvas = document.createElement('canvas');
+  box.appendChild(canvas);
+  xk.drawMap(canvas, values, answer.h, answer.w, answer.scale);
+  if (readout) xk.hover(canvas, values, answer.h, answer.w, readout);
+  canvas.dataset.checksum = answer.checksum; canvas.dataset.sum = answer.map_sum;
+  return canvas;
+};
+// start a job route, wait for it with a progress bar in `box`, return its result (throws on failure)
+xk.runJob = async function (url, body, box) {
+  const started = await xk.post(url, body);
+  box.innerHTML = '<progress max="1" value="0"></progress> <span class="muted"></span> <button class="plain">cancel</button>';
+  box.querySelector('button').onclick = () => xk.post(`/api/jobs/${started.job}/cancel`, {});
+  const job = await xk.waitJob(started.job, (j) => {
+    box.querySelector('progress').value = j.progress; box.querySelector('span').textContent = j.message;
+  });
+  box.innerHTML = '';
+  if (job.status !== 'done') throw new Error(job.error || `the job was ${job.status}`);
+  return job.result;
+};
+// the input the explain view picked, kept across views in this tab
+xk.currentInput = function () {
+  try { return JSON.parse(sessionStorage.getItem('xaikit-input')); } catch (e) { return null; }
+};
