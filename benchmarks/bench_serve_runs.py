@@ -7,12 +7,16 @@ then, in a fresh :class:`xaikit.run.RunBrowser` (no model is built), the first p
 each filter and sort, each followed by reading the page's 24 maps as the web view does, are timed with interleaved
 repeats (median wall and CPU seconds; the first page only once per fresh browser, repeated on fresh browsers).
 
+The same queries are then timed through the web app's route (``POST /api/runs/page``), a fresh app per repeat.
+
 Run: ``PYTHONPATH=src nice -n 10 python benchmarks/bench_serve_runs.py [--rows 100000] [--shard-size 1024]
-[--side 16] [--repeats 5] [--out benchmarks/results/serve_runs.md]``.
+[--side 16] [--repeats 5] [--folder /tmp/run100k] [--no-http] [--out benchmarks/results/serve_runs.md]``
+(the web part needs ``xaikit[serve]``).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -47,6 +51,22 @@ def query(browser: RunBrowser, filters, sort, descending, offset=0) -> None:
     browser.maps("lrp", page.indices)
 
 
+def http_query(url: str, filters, sort, descending, offset=0) -> None:
+    """The same query through the web app's route (JSON in, rows and pooled maps out)."""
+    import urllib.request
+
+    body = json.dumps({"filters": filters, "sort": sort, "descending": descending, "offset": offset, "limit": 24,
+                       "method": "lrp"}).encode()
+    request = urllib.request.Request(f"{url}/api/runs/page", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as answer:
+        page = json.load(answer)
+    assert len(page["maps"]) == len(page["rows"])
+
+
+def jsonable(filters: dict) -> dict:
+    return {k: ({c: list(r) for c, r in v.items()} if k == "ranges" else v) for k, v in filters.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -54,11 +74,14 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="benchmarks/results/serve_runs.md")
+    parser.add_argument("--folder", help="write the run folder here and reuse it when it is already there")
+    parser.add_argument("--no-http", action="store_true", help="skip the timings through the web app")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="xaikit-bench-runs-"))
+    folder = Path(args.folder or tempfile.mkdtemp(prefix="xaikit-bench-runs-"))
     began = time.perf_counter()
-    write_synthetic_run(folder, args.rows, shard_size=args.shard_size, sample_shape=(1, args.side, args.side),
-                        failure_rate=0.01, seed=0)
+    if not (folder / "manifest.json").is_file():
+        write_synthetic_run(folder, args.rows, shard_size=args.shard_size, sample_shape=(1, args.side, args.side),
+                            failure_rate=0.01, seed=0)
     written = time.perf_counter() - began
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in QUERIES}
@@ -68,6 +91,20 @@ def main() -> None:
         cold.append(timed(lambda: query(browser, {}, "index", False)))
         for name, (filters, sort, descending, *offset) in QUERIES.items():
             times[name].append(timed(lambda: query(browser, filters, sort, descending, *offset)))
+    web: dict[str, list[tuple[float, float]]] = {name: [] for name in QUERIES}
+    web_cold: list[tuple[float, float]] = []
+    if not args.no_http:
+        from xaikit.serve import ServeConfig, start
+
+        for _ in range(args.repeats):  # a fresh app each repeat: its first page reads every rows file
+            running = start(ServeConfig(run=folder, port=0))
+            try:
+                web_cold.append(timed(lambda: http_query(running.url, {}, "index", False)))
+                for name, (filters, sort, descending, *offset) in QUERIES.items():
+                    web[name].append(timed(lambda: http_query(running.url, jsonable(filters), sort, descending,
+                                                              *offset)))
+            finally:
+                running.stop()
     load = os.getloadavg()
     lines = ["# Run explorer latency (`xaikit.run.RunBrowser`, the web app's runs view)", "",
              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on the shared 2-core development machine "
@@ -88,6 +125,12 @@ def main() -> None:
 
     lines.append(row("cold: a fresh browser's first page (reads every rows file)", cold))
     lines += [row(name, values) for name, values in times.items()]
+    if web_cold:
+        lines += ["", "Through the web app (`POST /api/runs/page` of a server started with `xaikit.serve.start` on "
+                  "127.0.0.1, answered as JSON with the page's maps pooled for the gallery; the CPU column counts "
+                  "the benchmark's process, which also runs the server's threads):", "",
+                  "| query | wall s (median) | CPU s (median) | within the goal |", "|---|---:|---:|---|",
+                  row("cold: a fresh app's first page", web_cold), *[row(n, v) for n, v in web.items()]]
     lines += ["", "Reproduce: `PYTHONPATH=src nice -n 10 python benchmarks/bench_serve_runs.py` "
               f"(`--rows {args.rows} --shard-size {args.shard_size} --side {args.side} --repeats {args.repeats}`)."]
     text = "\n".join(lines) + "\n"
