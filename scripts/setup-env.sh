@@ -13,7 +13,8 @@ if ! .venv/bin/python -c "import torch, xaikit, efficientnet_lite_pytorch, pytes
   .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
   touch .venv/.xaikit-installed
 fi
-# headless Chromium for the report's browser test (tests/test_report_browser.py); the demo does not need it
+# headless Chromium for the browser tests (tests/test_report_browser.py, tests/test_serve_browser.py: Playwright
+# drives this system Chromium, it downloads no browser); the demo does not need it
 if [ -z "${XAIKIT_NO_BROWSER:-}" ] && ! command -v chromium >/dev/null 2>&1; then
   bash scripts/install-chromium.sh || echo "setup-env: could not install chromium; tests/test_report_browser.py will fail" >&2
 fi

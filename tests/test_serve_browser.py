@@ -135,6 +135,17 @@ def test_refused_requests_and_the_server_keeps_serving(served, browser, tmp_path
     big = np.random.default_rng(0).integers(0, 255, LIMIT + 1, dtype=np.uint8).tobytes()
     answer = client.post("/api/explain/upload", files={"file": ("big.png", big, "image/png")})
     assert answer.status_code == 413 and "upload too large" in answer.json()["error"]
+    # a body sent in chunks, with no length announced, is cut off once it crosses the limit
+    head = (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n")
+    chunks = (head if i < 0 else big[:16384] for i in range(-1, 2 * LIMIT // 16384))
+    answer = client.post("/api/explain/upload", content=chunks,
+                         headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert answer.status_code == 413 and "bytes or more; the limit is 100,000 bytes" in answer.json()["error"]
+    answer = client.post("/api/explain/heatmap", content=(b" " * 8192 for _ in range(100)),
+                         headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and "upload too large" in answer.json()["error"]
+    assert client.get("/nowhere").json() == {"error": "Not Found"}
     answer = client.post("/api/explain/upload", files={"file": ("notes.png", b"just text, not pixels", "image/png")})
     assert answer.status_code == 415 and "not an image" in answer.json()["error"]
     answer = client.post("/api/explain/upload", files={"file": ("tool.exe", b"MZ\x90\x00", "application/x-msdownload")})

@@ -9,6 +9,7 @@ The model comes only from the command line: the browser never names code to impo
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,11 @@ def serve(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise parts.Unavailable(f"xaikit serve needs the serve extra: pip install \"xaikit[serve]\" ({err})") from None
     print(f"xaikit serve: http://{config.host}:{config.port} (Ctrl-C stops it)")
-    run_server(config)
+    try:
+        run_server(config)
+    finally:
+        if args.data == parts.GROUND_TRUTH_DATA:  # the samples written for this session
+            shutil.rmtree(config.data, ignore_errors=True)
     return 0
 
 

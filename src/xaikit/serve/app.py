@@ -1,7 +1,8 @@
 """``create_app(config)``: the FastAPI application of ``xaikit serve``.
 
-Each view is a module ``xaikit/serve/views/<name>.py`` with ``TITLE`` (its nav bar label) and
-``mount(app, state)``, which adds its page ``/<name>`` and its routes ``/api/<name>/...``. The app mounts the
+Each view is a module ``xaikit/serve/views/<name>.py`` with ``TITLE`` (its nav bar label), optionally
+``NEEDS_MODEL = True`` (left out of the nav bar of an app without a model), and ``mount(app, state)``, which adds
+its page ``/<name>`` and its routes ``/api/<name>/...``. The app mounts the
 views of :data:`VIEWS` that are present, the static files, the jobs' routes and ``/files/<path>`` (a file of the
 served folders, :func:`xaikit.serve.paths.safe_path`).
 """
@@ -12,11 +13,13 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from .config import ServeConfig
+from .limits import BodyLimit
 from .paths import PathRefused
 from .refusals import Refused, message_of, status_of
 from .state import AppState
@@ -24,8 +27,6 @@ from .state import AppState
 #: the views, in nav bar order; those whose module exists are mounted
 VIEWS = ("explain", "concepts", "examples", "runs", "revise")
 STATIC = Path(__file__).resolve().parent / "static"
-#: requests with a body larger than the upload limit plus this much (multipart headers) are refused unread
-OVERHEAD = 64 * 1024
 
 
 def create_app(config: ServeConfig) -> FastAPI:
@@ -39,7 +40,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         if importlib.util.find_spec(f"{__package__}.views.{name}") is None:
             continue
         module = importlib.import_module(f"{__package__}.views.{name}")
-        state.views.append((name, getattr(module, "TITLE", name.title())))
+        if config.model is not None or not getattr(module, "NEEDS_MODEL", False):
+            state.views.append((name, getattr(module, "TITLE", name.title())))  # in the nav bar
         module.mount(app, state)
     _routes(app, state)
     app.router.on_shutdown.append(state.jobs.shutdown)
@@ -53,22 +55,20 @@ def _error(err: BaseException) -> JSONResponse:
 def _handlers(app: FastAPI, state: AppState) -> None:
     for kind in (Refused, PathRefused, FileNotFoundError):
         app.add_exception_handler(kind, lambda request, err: _error(err))
+    # HTTP errors of the framework (an unknown route, a body cut off at the limit) in the same form
+    app.add_exception_handler(HTTPException, lambda request, err: JSONResponse(
+        {"error": str(err.detail)}, status_code=err.status_code, headers=getattr(err, "headers", None)))
+    # anything else: a JSON answer the page can show (uvicorn still logs the traceback)
+    app.add_exception_handler(Exception, lambda request, err: JSONResponse(
+        {"error": f"internal error: {type(err).__name__}: {err}"}, status_code=500))
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        """Refuse a body larger than the upload limit before reading it (413)."""
-        length = request.headers.get("content-length")
-        limit = state.config.upload_limit
-        if length is not None and length.isdigit() and int(length) > limit + OVERHEAD:
-            return JSONResponse({"error": f"upload too large: {int(length):,} bytes; the limit is {limit:,} bytes "
-                                          "(xaikit serve --upload-limit)"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=lambda: state.config.upload_limit)
 
 
 def _routes(app: FastAPI, state: AppState) -> None:
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
-        first = next((n for n, _ in state.views if n != "explain" or state.config.model is not None), None)
+        first = state.views[0][0] if state.views else None
         return RedirectResponse(f"/{first}" if first else "/api/info")
 
     @app.get("/api/info")

@@ -42,18 +42,40 @@ def parse_target(text: Any) -> Any:
         raise Refused(400, f"target {text!r}: give argmax, a class index or 'a vs b' (class indices)") from None
 
 
+def sequence_model(served: Any) -> bool:
+    """A causal language model: outputs ``(N, L, V)``, explained on the next token (:class:`xaikit.NextToken`)."""
+    return served.kind == "causal-lm"
+
+
 def predict(state: AppState, sample: Sample, top: int = 5) -> dict[str, Any]:
-    """The model's output on the sample: the ``top`` classes with their names and probabilities."""
+    """The model's output on the sample: the ``top`` classes (a causal language model: next tokens) with their
+    names and probabilities."""
     served = state.need_model()
-    with state.model_lock, torch.no_grad():
+    with state.model_lock, torch.no_grad(), library_call("predict", model_errors=True):
         output = served.model(sample.x, **sample.forward_kwargs)
-    output = output.reshape(1, -1).float()
+    output = getattr(output, "logits", output)  # Hugging Face models answer with an object
+    sequence = sequence_model(served) and output.ndim == 3
+    output = (output[:, -1] if sequence else output).reshape(1, -1).float()
     probability = output.softmax(1)[0] if output.shape[1] > 1 else output[0]
     order = probability.argsort(descending=True)[:top].tolist()
+    name = (lambda i: served.tokenizer.convert_ids_to_tokens([i])[0]) if sequence else served.label
     return {"kind": sample.kind, "name": sample.name, "preview": sample.preview, "tokens": sample.tokens,
-            "features": sample.feature_names, "classes": output.shape[1],
-            "top": [{"index": i, "name": served.label(i), "probability": float(probability[i]),
+            "features": sample.feature_names, "classes": output.shape[1], "next_token": sequence,
+            "top": [{"index": i, "name": name(i), "probability": float(probability[i]),
                      "logit": float(output[0, i])} for i in order]}
+
+
+def model_target(served: Any, target: Any) -> Any:
+    """The target the library is given: for a causal language model the next token's logit (the predicted one,
+    or the token index chosen); contrasts are for class outputs."""
+    if not sequence_model(served):
+        return target
+    from ..tokens import NextToken
+
+    if isinstance(target, Contrast):
+        raise Refused(400, "a contrast 'a vs b' is for class outputs; a causal language model explains one next "
+                           "token: give its index or argmax")
+    return NextToken(token=target)
 
 
 def method_spec(method: str, settings: Any) -> tuple[str, dict[str, Any]]:
@@ -76,10 +98,10 @@ def explain(state: AppState, sample: Sample, method: str, settings: Any, target:
     served = state.need_model()
     name, given = method_spec(method, settings)
     target = parse_target(target)
-    with state.model_lock, library_call(f"method {name!r}"):
+    with state.model_lock, library_call(f"method {name!r}", model_errors=True):
         start = time.perf_counter()  # the method's own time, not the wait for the model
         built = resolve_method(served.model, name, given)
-        expl = built(sample.x, target=target, forward_kwargs=sample.forward_kwargs)
+        expl = built(sample.x, target=model_target(served, target), forward_kwargs=sample.forward_kwargs)
         seconds = time.perf_counter() - start
     key = _key(sample, name, given, target)
     kept = state.cache.setdefault("explanations", {})
@@ -89,7 +111,7 @@ def explain(state: AppState, sample: Sample, method: str, settings: Any, target:
     answer = shown(sample, expl)
     answer.update({"method": name, "settings": {k: _plain(v) for k, v in given.items()}, "key": key,
                    "seconds": seconds, "target": expl.target.reshape(-1).tolist()[:1],
-                   "score": _score(expl)})
+                   "contrast": target.b if isinstance(target, Contrast) else None, "score": _score(expl, target)})
     return answer
 
 
@@ -167,8 +189,9 @@ def metrics(state: AppState, sample: Sample, method: str, settings: Any, target:
             metric = get_metric(metric_name)(**metric_settings)
             start = time.perf_counter()
             with state.model_lock:
-                value = metric(served.model, sample.x, expl.target if spec is None or isinstance(spec, int) else spec,
-                               expl.attribution)
+                given_target = model_target(served, spec) if sequence_model(served) else \
+                    expl.target if spec is None or isinstance(spec, int) else spec
+                value = metric(served.model, sample.x, given_target, expl.attribution)
         scores[text] = {"value": float(torch.as_tensor(value).reshape(-1)[0]),
                         "higher_is_better": bool(getattr(metric, "higher_is_better", True)),
                         "seconds": time.perf_counter() - start}
@@ -181,11 +204,21 @@ def _key(sample: Sample, name: str, settings: dict[str, Any], target: Any) -> st
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _score(expl: Any) -> float | None:
-    output, target = expl.output, expl.target.reshape(-1)
-    if output is None or target.numel() == 0 or int(target[0]) < 0:
+def _score(expl: Any, target: Any) -> float | None:
+    """The explained score: the target's output, for a contrast "a vs b" ``output[a] - output[b]``."""
+    output, index = expl.output, expl.target.reshape(-1)
+    if output is None or index.numel() == 0 or int(index[0]) < 0:
         return None
-    return float(output.reshape(output.shape[0], -1)[0, int(target[0])])
+    output = getattr(output, "logits", output)
+    if output.ndim == 3:  # a causal language model's next token
+        output = output[:, -1]
+    flat = output.reshape(output.shape[0], -1)[0]
+    score = flat[int(index[0])]
+    if isinstance(target, Contrast):
+        if not isinstance(target.b, int):
+            return None
+        score = score - flat[target.b]
+    return float(score)
 
 
 def _plain(value: Any) -> Any:

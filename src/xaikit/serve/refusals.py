@@ -23,9 +23,10 @@ class Refused(Exception):
 
 
 @contextmanager
-def library_call(what: str = "") -> Iterator[None]:
+def library_call(what: str = "", model_errors: bool = False) -> Iterator[None]:
     """Run library code on the user's choices: its ``ValueError``/``TypeError``/``KeyError`` (the library's
-    messages about bad names, settings and inputs) become a 400 answer with the message, prefixed by ``what``."""
+    messages about bad names, settings and inputs) become a 400 answer with the message, prefixed by ``what``.
+    ``model_errors``: the model's own ``RuntimeError`` too (an input of a shape the model does not take)."""
     try:
         yield
     except (Refused, PathRefused, FileNotFoundError):
@@ -33,6 +34,11 @@ def library_call(what: str = "") -> Iterator[None]:
     except (ValueError, TypeError, KeyError) as err:
         text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         raise Refused(400, f"{what}: {text}" if what else str(text)) from err
+    except RuntimeError as err:
+        if not model_errors:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise Refused(400, f"{what}: the input does not fit the model: {first}") from err
 
 
 def status_of(err: BaseException) -> int:

@@ -21,6 +21,7 @@ from ..state import AppState
 from .explain import _json, _threaded
 
 TITLE = "Concepts"
+NEEDS_MODEL = True
 #: reference samples shown per concept
 REFERENCES = 6
 

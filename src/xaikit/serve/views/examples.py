@@ -18,6 +18,7 @@ from ..state import AppState
 from .explain import _json
 
 TITLE = "Examples"
+NEEDS_MODEL = True
 #: CEM's search: as the CLI's report (κ = 0, β = 0.1, 4 × 200 iterations, absent = the middle of the range)
 CEM_SETTINGS = {"c_init": 100.0, "c_steps": 4, "iterations": 200}
 

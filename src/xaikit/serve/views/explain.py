@@ -17,6 +17,7 @@ from ..refusals import Refused
 from ..state import AppState
 
 TITLE = "Explain"
+NEEDS_MODEL = True
 #: the methods ticked at first, by the kind of input
 DEFAULT_METHODS = {"image": ("lrp", "gradient", "integrated_gradients"), "text": ("lrp", "input_x_gradient"),
                    "table": ("lrp", "integrated_gradients")}
