@@ -161,3 +161,20 @@ def test_cli_improve_repeats_a_saved_revision(decoy, tmp_path, capsys):
     assert "not a saved revision" in capsys.readouterr().err
     assert main(["improve", str(folder), "--data", "bogus", "--weights", str(tmp_path / "base.pt")]) == 2
     assert "decoy-digits[:SEED] or a .npz" in capsys.readouterr().err
+
+
+def test_revision_data_specs(tmp_path):
+    from xaikit.cli.errors import CLIError
+    from xaikit.cli.improve_command import revision_data
+
+    data = revision_data("decoy-digits:2")
+    train, test = make_decoy_digits(2)
+    assert torch.equal(data["x"], train.x) and torch.equal(data["evaluate"]["decoy test"][1], test.y)
+    assert data["about"] == {"kind": "decoy-digits", "seed": 2}
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 4), np.float32), y=np.arange(3))
+    assert revision_data(str(tmp_path / "d.npz"))["evaluate"] == {}
+    np.savez(tmp_path / "bad.npz", x=np.zeros((3, 4), np.float32))
+    for spec, text in (("decoy-digits:x", "integer seed"), (str(tmp_path / "bad.npz"), "missing: y"),
+                       ("photos/", "decoy-digits[:SEED] or a .npz"), (str(tmp_path / "none.npz"), "not found")):
+        with pytest.raises(CLIError, match=text.replace("[", r"\[").replace("]", r"\]")):
+            revision_data(spec)
