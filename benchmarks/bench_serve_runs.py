@@ -48,7 +48,8 @@ def timed(work) -> tuple[float, float]:
 
 def query(browser: RunBrowser, filters, sort, descending, offset=0) -> None:
     page = browser.page(filters, sort, descending, offset, 24)
-    browser.maps("lrp", page.indices)
+    if browser.map_methods:
+        browser.maps("lrp", page.indices)
 
 
 def http_query(url: str, filters, sort, descending, offset=0) -> None:
@@ -60,7 +61,7 @@ def http_query(url: str, filters, sort, descending, offset=0) -> None:
     request = urllib.request.Request(f"{url}/api/runs/page", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request) as answer:
         page = json.load(answer)
-    assert len(page["maps"]) == len(page["rows"])
+    assert len(page["maps"]) == (len(page["rows"]) if page["method"] else 0)
 
 
 def jsonable(filters: dict) -> dict:
@@ -76,12 +77,14 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/serve_runs.md")
     parser.add_argument("--folder", help="write the run folder here and reuse it when it is already there")
     parser.add_argument("--no-http", action="store_true", help="skip the timings through the web app")
+    parser.add_argument("--no-maps", action="store_true", help="a run folder of rows only (save_maps=False)")
+    parser.add_argument("--append", action="store_true", help="add the tables to --out instead of replacing it")
     args = parser.parse_args()
     folder = Path(args.folder or tempfile.mkdtemp(prefix="xaikit-bench-runs-"))
     began = time.perf_counter()
     if not (folder / "manifest.json").is_file():
         write_synthetic_run(folder, args.rows, shard_size=args.shard_size, sample_shape=(1, args.side, args.side),
-                            failure_rate=0.01, seed=0)
+                            failure_rate=0.01, seed=0, save_maps=not args.no_maps)
     written = time.perf_counter() - began
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in QUERIES}
@@ -106,15 +109,19 @@ def main() -> None:
             finally:
                 running.stop()
     load = os.getloadavg()
-    lines = ["# Run explorer latency (`xaikit.run.RunBrowser`, the web app's runs view)", "",
+    maps = ("no maps (save_maps=False)" if args.no_maps
+            else f"maps (1, {args.side}, {args.side}) float32 in zarr v3 shards")
+    title = (f"## {args.rows:,} rows in shards of {args.shard_size:,}, {'no maps' if args.no_maps else 'with maps'}"
+             if args.append else "# Run explorer latency (`xaikit.run.RunBrowser`, the web app's runs view)")
+    lines = [title, "",
              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on the shared 2-core development machine "
              f"under load (load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} from the other helpers' work): "
              "wall times are several times an idle machine's; CPU seconds (`time.process_time`) are given beside them.",
              "", f"Run folder: {args.rows:,} rows written with the run store's own writer "
              f"(`xaikit.run.synthetic.write_synthetic_run`), {-(-args.rows // args.shard_size)} shards of "
-             f"{args.shard_size:,}, two methods × two metrics, maps (1, {args.side}, {args.side}) float32 in zarr v3 "
-             f"shards; {size / 2**20:.0f} MiB on disk, written in {written:.0f} s. Each query = the page of 24 rows "
-             "plus reading those 24 samples' `lrp` maps (as the view does). Median of "
+             f"{args.shard_size:,}, two methods × two metrics, {maps}; {size / 2**20:.0f} MiB on disk, written in "
+             f"{written:.0f} s. Each query = the page of 24 rows plus reading those 24 samples' `lrp` maps (as the "
+             "view does; none without maps). Median of "
              f"{args.repeats} interleaved repeats; goal ≤ {GOAL_S:.0f} s.", "",
              "| query | wall s (median) | CPU s (median) | within the goal |", "|---|---:|---:|---|"]
 
@@ -132,9 +139,12 @@ def main() -> None:
                   "| query | wall s (median) | CPU s (median) | within the goal |", "|---|---:|---:|---|",
                   row("cold: a fresh app's first page", web_cold), *[row(n, v) for n, v in web.items()]]
     lines += ["", "Reproduce: `PYTHONPATH=src nice -n 10 python benchmarks/bench_serve_runs.py` "
-              f"(`--rows {args.rows} --shard-size {args.shard_size} --side {args.side} --repeats {args.repeats}`)."]
+              f"(`--rows {args.rows} --shard-size {args.shard_size} --side {args.side} --repeats {args.repeats}"
+              f"{' --no-maps' if args.no_maps else ''}`)."]
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.append and Path(args.out).is_file():
+        text = Path(args.out).read_text(encoding="utf-8") + "\n" + text
     Path(args.out).write_text(text, encoding="utf-8")
     print(text)
 
