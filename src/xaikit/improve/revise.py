@@ -159,7 +159,8 @@ class Revise:
         the heatmaps before and after. Default ``"input_x_gradient"``: the relevance of the true class inside
         the masks. Ross et al.'s own penalty, the input gradient of ``Σ_k log ŷ_k`` (``method="gradient"``),
         suits training from scratch; on a model that already reads the decoy it starts huge (2,136 against a
-        task loss of 0.03 on the decoy digits) and fine-tuning collapsed the model to 30–43 % accuracy, while
+        task loss of 0.03 on the decoy digits) and fine-tuning dropped the decoy test accuracy from 84 % to 10–59 % in
+        all 11 trials (λ 0.1–1,000, lr 0.001–0.01, 3–20 epochs), while
         gradient × input raised the decoy test accuracy from 84 % to 95 % in 5 epochs (λ = 10, lr = 0.01).
     epochs, lr, batch_size, seed
         RRR's fine-tuning: Adam, minibatches shuffled by ``seed`` (a training minibatch size: an int).
