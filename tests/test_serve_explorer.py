@@ -184,3 +184,19 @@ def test_browser_paint_mask_revise_and_decoy_accuracy_rises(served, chromium_pag
     assert measured == pytest.approx(after)  # the app's number is the saved model's accuracy
     assert files.record["accuracy"]["decoy test"]["before"] == pytest.approx(before)
     page.close()
+
+
+def test_views_without_their_data_say_how_to_start(served):
+    from fastapi.testclient import TestClient
+    from xaikit.serve import create_app
+
+    with TestClient(create_app(ServeConfig(run=served.run))) as client:
+        answer = client.get("/api/revise/info")
+        assert answer.status_code == 409 and "--revise-data" in answer.json()["error"]
+        assert client.get("/api/runs/info").status_code == 200
+        assert client.get("/revise").status_code == 200  # the page itself loads and shows the message
+    loaded = SimpleNamespace(model=served.model, spec="decoy-mlp", kind="auto", size=12, low=0.0, high=1.0,
+                             label=str, tokenizer=None)
+    with TestClient(create_app(ServeConfig(model=loaded))) as client:
+        answer = client.post("/api/runs/page", json={})
+        assert answer.status_code == 409 and "--run FOLDER" in answer.json()["error"]
