@@ -134,6 +134,7 @@ class RunBrowser:
         self._table: Any = None
         self._shards: frozenset[int] = frozenset()
         self._arrays: dict[str, Any] = {}
+        self._parts: dict[int, Any] = {}
 
     @property
     def out(self) -> Path:
@@ -163,17 +164,24 @@ class RunBrowser:
         return [*NUMERIC_COLUMNS, *self.score_columns]
 
     def table(self) -> Any:
-        """The rows of the completed shards as one ``pyarrow.Table`` sorted by ``index`` (read once, re-read
-        when the set of completed shards changed)."""
+        """The rows of the completed shards as one ``pyarrow.Table`` sorted by ``index``. Each shard's rows file
+        is read once (``pyarrow.parquet.ParquetFile``, about half the CPU time of a ``pyarrow.dataset`` scan of
+        many small files); when more shards are written (a run still going), only those are read (a shard's
+        rows file never changes once written)."""
         done = frozenset(self.store.done())
         with self._lock:
             if self._table is None or done != self._shards:
                 if not done:
                     raise FileNotFoundError(f"run {str(self.out)!r} has no completed shard yet")
-                ds = require("pyarrow.dataset", "run")
-                paths = [str(self.store.rows_path(s)) for s in sorted(done)]
-                table = ds.dataset(paths, format="parquet").to_table()
-                self._table, self._shards = table.sort_by("index"), done
+                pa = require("pyarrow", "run")
+                pq = require("pyarrow.parquet", "run")
+                for shard in sorted(done - set(self._parts)):
+                    self._parts[shard] = pq.ParquetFile(self.store.rows_path(shard)).read()
+                for shard in set(self._parts) - done:  # a shard removed (a run restarted with overwrite)
+                    del self._parts[shard]
+                # shards hold disjoint, ascending index ranges: in shard order the rows are sorted by index
+                self._table = pa.concat_tables([self._parts[s] for s in sorted(done)]).combine_chunks()
+                self._shards = done
             return self._table
 
     def classes(self) -> list[int]:

@@ -133,7 +133,7 @@ def mount(app: FastAPI, state: AppState) -> None:
                     raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
                 found = browser.page(body.get("filters"), body.get("sort", "index"), bool(body.get("descending")),
                                      int(body.get("offset", 0)), limit)
-                method = body.get("method") or (browser.map_methods[0] if browser.map_methods else None)
+                method = (body.get("method") or browser.map_methods[0]) if browser.map_methods else None
                 maps = []
                 if method is not None and found.rows:
                     for index, values in zip(found.indices, browser.maps(method, found.indices)):
