@@ -1,5 +1,8 @@
 """The run explorer's back end (xaikit.run.RunBrowser): pages, filters and sorting equal a brute-force pandas
 computation on the run's own table; maps are read for the page only; SpRAy clusters of the maps; bad input."""
+import threading
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -147,3 +150,25 @@ def test_real_run_and_a_growing_run(tmp_path):
 
 def data_set(data):
     return torch.utils.data.TensorDataset(data.x, data.y)
+
+
+def test_first_page_of_a_fresh_browser_reads_only_its_shards(tmp_path, monkeypatch):
+    out = write_synthetic_run(tmp_path, 300, shard_size=64, save_maps=False, seed=2)
+    (out / "rows" / "shard-000001.parquet").unlink()  # a gap, as in a run still going
+    whole = RunBrowser(out)
+    whole.table()
+    import pyarrow.parquet as pq
+    for offset, limit in ((0, 24), (50, 30), (60, 100), (200, 50), (230, 10), (10, 1000)):
+        fresh = RunBrowser(out)
+        opened = []
+        original = pq.ParquetFile.__init__
+        monkeypatch.setattr(pq.ParquetFile, "__init__", lambda self, path, *a, **k: (
+            threading.current_thread().name != "xaikit-run-rows" and opened.append(Path(path).name))
+            or original(self, path, *a, **k))  # the files the page itself opens (not the background read)
+        fast = fresh.page(offset=offset, limit=limit)
+        monkeypatch.undo()
+        expected = whole.page(offset=offset, limit=limit)
+        assert fast.rows == expected.rows and fast.total == expected.total == 236
+        assert len(opened) <= -(-limit // 64) + 1 or limit == 1000  # the page's shards, not all of them
+        fresh.table()  # the background read finishes: the same table as a full read
+        assert fresh.table().to_pandas().equals(whole.table().to_pandas())  # (NaN equal to NaN)

@@ -255,13 +255,38 @@ class RunBrowser:
         if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
             raise ValueError(f"offset must be an integer >= 0, got {offset!r}")
         limit = min(int(limit), 1000)
-        rows = self.select(filters, sort, descending)
-        part = rows.slice(int(offset), limit).to_pylist()
+        filters = filters if isinstance(filters, RunFilter) else RunFilter.from_dict(filters)
+        self._check_column(sort)
+        plain = filters == RunFilter() and sort == "index" and not descending
+        if plain and self._table is None:  # a fresh browser's first page: only the shards it shows are read
+            part, total = self._first_rows(int(offset), limit)
+            threading.Thread(target=self.table, name="xaikit-run-rows", daemon=True).start()  # the rest, behind
+        else:
+            rows = self.select(filters, sort, descending)
+            part, total = rows.slice(int(offset), limit).to_pylist(), rows.num_rows
         for row in part:  # JSON-friendly: NaN as None
             for key, value in row.items():
                 if isinstance(value, float) and math.isnan(value):
                     row[key] = None
-        return RunPageResult(part, rows.num_rows, int(offset), limit, sort, bool(descending))
+        return RunPageResult(part, total, int(offset), limit, sort, bool(descending))
+
+    def _first_rows(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Rows ``offset .. offset+limit`` of the completed shards in index order, read from those shards' files
+        only (every shard's row count follows from the manifest), and how many rows there are."""
+        pq = require("pyarrow.parquet", "run")
+        n, size = self.manifest["num_samples"], self.manifest["shard_size"]
+        done = sorted(self.store.done())
+        if not done:
+            raise FileNotFoundError(f"run {str(self.out)!r} has no completed shard yet")
+        counts = [min(n, (s + 1) * size) - s * size for s in done]
+        rows: list[dict[str, Any]] = []
+        start = 0
+        for shard, count in zip(done, counts):
+            if start + count > offset and start < offset + limit:
+                table = pq.ParquetFile(self.store.rows_path(shard)).read()
+                rows += table.slice(max(0, offset - start), offset + limit - max(start, offset)).to_pylist()
+            start += count
+        return rows, sum(counts)
 
     # -- maps -------------------------------------------------------------------------------------------
     def _array(self, method: str) -> Any:
