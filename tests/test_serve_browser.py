@@ -56,6 +56,7 @@ def served(tmp_path_factory):
     mine.model = copy.deepcopy(loaded.model)
     yield running, mine, data, secret
     running.stop()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +239,29 @@ def test_examples_nearest_and_pertinent(served):
     assert not pertinent["pn"]["found"] or pertinent["pn"]["class"] != predicted  # a PN changes it
     bad = client.post("/api/examples/cem", json={"input": f"data:{name}", "iterations": 10 ** 6})
     assert bad.status_code == 400 and "iterations must be an int from 1 to 1000" in bad.json()["error"]
+
+
+def test_concurrent_requests_each_get_their_own_explanation(served):
+    """Requests run in several threads; the model lock keeps their hooks apart (conditional heatmaps mask a layer
+    through hooks on the served model): each answer is the library's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    running, loaded, data, _ = served
+    names = sorted(p.name for p in data.glob("*.png"))
+    asked = [(names[i % len(names)], i % 2, 3 + i) for i in range(8)]  # (input, LRP or a concept, channel)
+
+    def ask(client, item):
+        name, concept, channel = item
+        if concept:
+            return client.post("/api/concepts/heatmap", json={"input": f"data:{name}", "channel": channel}).json()
+        return client.post("/api/explain/heatmap", json={"input": f"data:{name}", "method": "lrp"}).json()
+
+    with httpx.Client(base_url=running.url, timeout=120) as client, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda item: ask(client, item), asked))
+    for (name, concept, channel), answer in zip(asked, answers):
+        x = read_image(data / name, 32, -1, 1)[None]
+        if concept:
+            expected = xk.concepts.ConditionalHeatmaps(loaded.model, "features.9")(x, concepts=[channel]).heatmaps
+            assert answer["map_sum"] == pytest.approx(expected.sum().item(), rel=1e-4, abs=1e-6)
+        else:
+            assert answer["sum"] == pytest.approx(xk.LRP(loaded.model)(x).attribution.sum().item(), rel=1e-4)

@@ -104,10 +104,11 @@ def explain(state: AppState, sample: Sample, method: str, settings: Any, target:
         expl = built(sample.x, target=model_target(served, target), forward_kwargs=sample.forward_kwargs)
         seconds = time.perf_counter() - start
     key = _key(sample, name, given, target)
-    kept = state.cache.setdefault("explanations", {})
-    kept[key] = (expl, target)
-    while len(kept) > KEEP:
-        del kept[next(iter(kept))]
+    with state.cache_lock:  # requests run in several threads
+        kept = state.cache.setdefault("explanations", {})
+        kept[key] = (expl, target)
+        while len(kept) > KEEP:
+            del kept[next(iter(kept))]
     answer = shown(sample, expl)
     answer.update({"method": name, "settings": {k: _plain(v) for k, v in given.items()}, "key": key,
                    "seconds": seconds, "target": expl.target.reshape(-1).tolist()[:1],
@@ -179,9 +180,13 @@ def metrics(state: AppState, sample: Sample, method: str, settings: Any, target:
     served = state.need_model()
     name, given = method_spec(method, settings)
     key = _key(sample, name, given, parse_target(target))
-    if key not in state.cache.get("explanations", {}):
+    with state.cache_lock:
+        found = state.cache.get("explanations", {}).get(key)
+    if found is None:
         explain(state, sample, method, settings, target)
-    expl, spec = state.cache["explanations"][key]
+        with state.cache_lock:
+            found = state.cache["explanations"][key]
+    expl, spec = found
     scores = {}
     for text in names:
         with library_call(f"metric {text!r}"):

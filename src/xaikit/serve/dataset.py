@@ -12,7 +12,7 @@ from .refusals import Refused
 from .state import AppState
 
 #: images of the data folder searched at most (the first ones, sorted by name)
-LIMIT = 512
+LIMIT = 256
 
 
 def folder_images(state: AppState) -> tuple[torch.Tensor, list[dict[str, Any]]]:

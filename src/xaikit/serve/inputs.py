@@ -105,10 +105,11 @@ def load(state: AppState, spec: dict[str, Any]) -> Sample:
     if not isinstance(ref, str) or not ref:
         raise Refused(400, "name an input: {'input': 'data:<file>' or 'upload:<id>'}, {'text': ...} or {'row': [...]}")
     if ref.startswith("upload:"):
-        uploads = state.cache.get("uploads", {})
-        if ref not in uploads:
+        with state.cache_lock:
+            sample = state.cache.get("uploads", {}).get(ref)
+        if sample is None:
             raise Refused(404, f"no upload {ref!r} (uploads are kept for this session only; upload it again)")
-        return uploads[ref]
+        return sample
     sample = _from_data(state, served, ref)
     sample.ref = ref
     return sample
@@ -233,10 +234,11 @@ def upload(state: AppState, content: bytes, filename: str) -> dict[str, Any]:
         raise Refused(415, f"{filename!r}: uploads must be images ({', '.join(sorted(IMAGE_SUFFIXES))}), .txt or "
                            ".csv files")
     sample.ref = ref
-    uploads = state.cache.setdefault("uploads", {})
-    uploads[ref] = sample
-    while len(uploads) > MAX_UPLOADS:
-        del uploads[next(iter(uploads))]
+    with state.cache_lock:  # uploads arrive in several threads
+        uploads = state.cache.setdefault("uploads", {})
+        uploads[ref] = sample
+        while len(uploads) > MAX_UPLOADS:
+            del uploads[next(iter(uploads))]
     return {"ref": ref, "name": filename, "kind": sample.kind, "url": sample.preview}
 
 

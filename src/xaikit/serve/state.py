@@ -25,6 +25,7 @@ class AppState:
     jobs: Jobs = field(default_factory=Jobs)
     model_lock: threading.RLock = field(default_factory=threading.RLock)
     cache: dict[str, Any] = field(default_factory=dict)
+    cache_lock: threading.RLock = field(default_factory=threading.RLock)  #: held while a view changes ``cache``
     views: list[tuple[str, str]] = field(default_factory=list)
 
     @property

@@ -32,7 +32,8 @@ const conceptsView = {
       const answer = await xk.post('/api/concepts/top', this.body({top: Number(document.getElementById('top').value)}));
       xk.message('');
       box.innerHTML = answer.concepts.map((c) =>
-        `<div class="concept" data-channel="${c.channel}" data-share="${c.share}"><button class="plain">channel ${c.channel}</button>
+        `<div class="concept" data-channel="${c.channel}" data-share="${c.share}">
+         <button class="plain">channel ${c.channel}</button>
          ${c.share.toFixed(1)} %</div>`).join('');
       box.dataset.layer = answer.layer; box.dataset.status = 'done';
       box.querySelectorAll('.concept').forEach((row) => row.querySelector('button').onclick =

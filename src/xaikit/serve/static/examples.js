@@ -29,9 +29,10 @@ const examplesView = {
     const out = document.getElementById('neighbours-out');
     out.innerHTML = ''; out.dataset.status = 'pending';
     try {
-      const r = await xk.runJob('/api/examples/neighbours', {...this.input, k: Number(document.getElementById('k').value)},
-                                document.getElementById('progress'));
-      document.getElementById('query').innerHTML = `<img src="data:image/png;base64,${r.preview}" style="width:112px;image-rendering:pixelated">`;
+      const k = Number(document.getElementById('k').value);
+      const r = await xk.runJob('/api/examples/neighbours', {...this.input, k}, document.getElementById('progress'));
+      document.getElementById('query').innerHTML =
+        `<img src="data:image/png;base64,${r.preview}" style="width:112px;image-rendering:pixelated">`;
       r.neighbours.forEach((n) => {
         const fig = this.figure(`${xk.esc(n.name)} cos ${n.similarity.toFixed(3)}`, n.map, n.url);
         fig.dataset.index = n.index; fig.dataset.similarity = n.similarity; fig.classList.add('neighbour');
@@ -49,7 +50,8 @@ const examplesView = {
       for (const mode of ['pp', 'pn']) {
         const p = r[mode];
         const title = `${mode === 'pp' ? 'pertinent positive' : 'pertinent negative'}: ` +
-          (p.found ? `classified ${xk.esc(p.class_name)}` : 'none found') + `, ${(100 * p.sparsity).toFixed(1)} % ${p.what}`;
+          (p.found ? `classified ${xk.esc(p.class_name)}` : 'none found') +
+          `, ${(100 * p.sparsity).toFixed(1)} % ${p.what}`;
         const fig = this.figure(title, p.map, `data:image/png;base64,${p.image}`);
         fig.dataset.mode = mode; fig.dataset.found = p.found; fig.dataset.class = p.class;
         out.appendChild(fig);

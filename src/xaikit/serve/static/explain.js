@@ -11,13 +11,15 @@ const explainView = {
       `<label><input type="checkbox" name="method" value="${m}" ${options.defaults.includes(m) ? 'checked' : ''}>
        ${m}</label>`).join('');
     const composite = document.getElementById('composite');
-    composite.innerHTML = options.composites.map((c) => `<option ${c === options.composite ? 'selected' : ''}>${c}</option>`).join('');
+    composite.innerHTML = options.composites.map((c) =>
+      `<option ${c === options.composite ? 'selected' : ''}>${c}</option>`).join('');
     document.getElementById('metric-names').value = options.default_metrics.join(' ');
     const typed = document.getElementById('typed');
     if (options.kind === 'text') {
       typed.innerHTML = '<label for="text">or type a text</label><input type="text" id="text">' +
         '<button class="plain" id="use-text">Use text</button>';
-      document.getElementById('use-text').onclick = () => this.pick({text: document.getElementById('text').value}, 'typed text');
+      document.getElementById('use-text').onclick =
+        () => this.pick({text: document.getElementById('text').value}, 'typed text');
     } else if (options.kind !== 'image' && options.kind !== 'none') {
       typed.innerHTML = '<label for="row">or type a table row (numbers, commas)</label><input type="text" id="row">' +
         '<button class="plain" id="use-row">Use row</button>';
@@ -28,7 +30,8 @@ const explainView = {
     const box = document.getElementById('inputs');
     box.innerHTML = listing.items.map((item, i) => item.kind === 'image'
       ? `<img src="${xk.esc(item.url)}" title="${xk.esc(item.name)}" data-ref="${xk.esc(item.ref)}" data-index="${i}">`
-      : `<button class="plain" data-ref="${xk.esc(item.ref)}" data-index="${i}">${xk.esc(item.name)}</button>`).join('');
+      : `<button class="plain" data-ref="${xk.esc(item.ref)}" data-index="${i}">${xk.esc(item.name)}</button>`
+    ).join('');
     box.querySelectorAll('[data-ref]').forEach((el) => el.onclick = () => {
       box.querySelectorAll('.selected').forEach((s) => s.classList.remove('selected'));
       el.classList.add('selected');
@@ -57,9 +60,11 @@ const explainView = {
     try {
       const p = this.prediction = await xk.post('/api/explain/predict', input);
       xk.message('');
-      const rows = p.top.map((t) => `<div>${t.index}: ${xk.esc(t.name)} <span class="muted">${(100 * t.probability).toFixed(1)}%</span></div>`);
+      const rows = p.top.map((t) =>
+        `<div>${t.index}: ${xk.esc(t.name)} <span class="muted">${(100 * t.probability).toFixed(1)}%</span></div>`);
       const box = document.getElementById('prediction');
-      box.innerHTML = (p.preview ? `<img src="${xk.esc(p.preview)}" style="width:96px;image-rendering:pixelated">` : '') + rows.join('');
+      const picture = p.preview ? `<img src="${xk.esc(p.preview)}" style="width:96px;image-rendering:pixelated">` : '';
+      box.innerHTML = picture + rows.join('');
       box.dataset.top = p.top[0].index;
       const options = p.top.map((t) => `<option value="${t.index}">${t.index}: ${xk.esc(t.name)}</option>`).join('');
       document.getElementById('target').innerHTML = '<option value="argmax">predicted class</option>' + options;
@@ -97,7 +102,8 @@ const explainView = {
     await Promise.all(this.requests().map(async (request, i) => {
       const card = document.createElement('div');
       card.className = 'card pending'; card.dataset.method = request.method; card.dataset.status = 'pending';
-      card.innerHTML = `<h4>${xk.esc(request.method)} ${xk.esc(Object.entries(request.settings).map(([k, v]) => `${k}=${v}`).join(' '))}</h4>
+      const settings = Object.entries(request.settings).map(([k, v]) => `${k}=${v}`).join(' ');
+      card.innerHTML = `<h4>${xk.esc(request.method)} ${xk.esc(settings)}</h4>
         <div class="body">computing…</div><div class="readout"></div><div class="stats"></div>`;
       cards.appendChild(card);
       try {
@@ -143,7 +149,8 @@ const explainView = {
     try {
       const answer = await xk.post('/api/explain/metrics', {...this.input, ...request, target, metrics: names});
       box.innerHTML = '<table class="metrics">' + Object.entries(answer.scores).map(([name, s]) =>
-        `<tr data-metric="${xk.esc(name)}" data-value="${s.value}"><th>${xk.esc(name)}</th><td>${s.value.toPrecision(4)}</td>` +
+        `<tr data-metric="${xk.esc(name)}" data-value="${s.value}">` +
+        `<th>${xk.esc(name)}</th><td>${s.value.toPrecision(4)}</td>` +
         `<td class="muted">${s.higher_is_better ? '↑' : '↓'}</td></tr>`).join('') + '</table>';
       card.dataset.metrics = 'done';
     } catch (error) { box.textContent = error.message; card.dataset.metrics = 'failed'; }

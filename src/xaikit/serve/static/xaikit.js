@@ -75,7 +75,8 @@ xk.showMap = function (box, answer, readout) {
 // start a job route, wait for it with a progress bar in `box`, return its result (throws on failure)
 xk.runJob = async function (url, body, box) {
   const started = await xk.post(url, body);
-  box.innerHTML = '<progress max="1" value="0"></progress> <span class="muted"></span> <button class="plain">cancel</button>';
+  box.innerHTML = '<progress max="1" value="0"></progress> <span class="muted"></span> ' +
+    '<button class="plain">cancel</button>';
   box.querySelector('button').onclick = () => xk.post(`/api/jobs/${started.job}/cancel`, {});
   const job = await xk.waitJob(started.job, (j) => {
     box.querySelector('progress').value = j.progress; box.querySelector('span').textContent = j.message;

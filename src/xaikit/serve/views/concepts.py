@@ -17,8 +17,8 @@ from .. import compute, inputs
 from ..dataset import folder_images
 from ..page import render
 from ..refusals import Refused, library_call
+from ..requests import read_json, threaded
 from ..state import AppState
-from .explain import _json, _threaded
 
 TITLE = "Concepts"
 NEEDS_MODEL = True
@@ -67,17 +67,17 @@ def mount(app: FastAPI, state: AppState) -> None:
 
     @app.post("/api/concepts/top")
     async def top(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        return await _threaded(lambda: _top(state, body))
+        body = await read_json(request)
+        return await threaded(lambda: _top(state, body))
 
     @app.post("/api/concepts/heatmap")
     async def heatmap(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        return await _threaded(lambda: _conditional(state, body))
+        body = await read_json(request)
+        return await threaded(lambda: _conditional(state, body))
 
     @app.post("/api/concepts/references")
     async def references(request: Request) -> dict[str, Any]:
-        body = await _json(request)
+        body = await read_json(request)
         layer, channel = _layer(state, body), _channel(body)
         job = state.jobs.submit(_references, state, layer, channel, name=f"references of {layer}:{channel}")
         return {"job": job.id}

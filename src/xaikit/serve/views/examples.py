@@ -14,8 +14,8 @@ from .. import compute, inputs
 from ..dataset import folder_images
 from ..page import render
 from ..refusals import Refused, library_call
+from ..requests import read_json
 from ..state import AppState
-from .explain import _json
 
 TITLE = "Examples"
 NEEDS_MODEL = True
@@ -48,14 +48,14 @@ def mount(app: FastAPI, state: AppState) -> None:
 
     @app.post("/api/examples/neighbours")
     async def neighbours(request: Request) -> dict[str, Any]:
-        body = await _json(request)
+        body = await read_json(request)
         sample = inputs.load(state, body)
         k = body.get("k", 4)
         return {"job": state.jobs.submit(_neighbours, state, sample, int(k), name="nearest examples").id}
 
     @app.post("/api/examples/cem")
     async def cem(request: Request) -> dict[str, Any]:
-        body = await _json(request)
+        body = await read_json(request)
         sample = inputs.load(state, body)
         settings = dict(CEM_SETTINGS)
         for key, top in (("iterations", 1000), ("c_steps", 9)):

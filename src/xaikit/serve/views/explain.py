@@ -14,6 +14,7 @@ from ...settings import settings_of
 from .. import compute, inputs
 from ..page import render
 from ..refusals import Refused
+from ..requests import read_json, threaded
 from ..state import AppState
 
 TITLE = "Explain"
@@ -92,37 +93,20 @@ def mount(app: FastAPI, state: AppState) -> None:
 
     @app.post("/api/explain/predict")
     async def predict(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        return await _threaded(lambda: compute.predict(state, inputs.load(state, body)))
+        body = await read_json(request)
+        return await threaded(lambda: compute.predict(state, inputs.load(state, body)))
 
     @app.post("/api/explain/heatmap")
     async def heatmap(request: Request) -> dict[str, Any]:
-        body = await _json(request)
-        return await _threaded(lambda: compute.explain(state, inputs.load(state, body), body.get("method"),
+        body = await read_json(request)
+        return await threaded(lambda: compute.explain(state, inputs.load(state, body), body.get("method"),
                                                        body.get("settings"), body.get("target")))
 
     @app.post("/api/explain/metrics")
     async def metrics(request: Request) -> dict[str, Any]:
-        body = await _json(request)
+        body = await read_json(request)
         names = body.get("metrics") or list(DEFAULT_METRICS)
         if isinstance(names, str):
             names = [n for n in names.replace(";", " ").split() if n]
-        return await _threaded(lambda: compute.metrics(state, inputs.load(state, body), body.get("method"),
+        return await threaded(lambda: compute.metrics(state, inputs.load(state, body), body.get("method"),
                                                        body.get("settings"), body.get("target"), list(names)))
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise Refused(400, "the request body must be JSON") from None
-    if not isinstance(body, dict):
-        raise Refused(400, "the request body must be a JSON object")
-    return body
-
-
-async def _threaded(work: Any) -> Any:
-    """Run ``work()`` in the thread pool, off the event loop (the server keeps answering meanwhile)."""
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(work)
