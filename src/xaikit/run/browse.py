@@ -135,6 +135,7 @@ class RunBrowser:
         self._shards: frozenset[int] = frozenset()
         self._arrays: dict[str, Any] = {}
         self._parts: dict[int, Any] = {}
+        self._loading = False
 
     @property
     def out(self) -> Path:
@@ -260,7 +261,9 @@ class RunBrowser:
         plain = filters == RunFilter() and sort == "index" and not descending
         if plain and self._table is None:  # a fresh browser's first page: only the shards it shows are read
             part, total = self._first_rows(int(offset), limit)
-            threading.Thread(target=self.table, name="xaikit-run-rows", daemon=True).start()  # the rest, behind
+            if not self._loading:  # the rest, behind (once)
+                self._loading = True
+                threading.Thread(target=self.table, name="xaikit-run-rows", daemon=True).start()
         else:
             rows = self.select(filters, sort, descending)
             part, total = rows.slice(int(offset), limit).to_pylist(), rows.num_rows

@@ -27,7 +27,8 @@ from ..jobs import Cancelled, Job
 from ..page import render
 from ..refusals import Refused, library_call
 from ..state import AppState
-from .runs import _json, _threaded, thumbnail
+from ..requests import read_json as _json, threaded as _threaded
+from .runs import thumbnail
 
 TITLE = "Revise"
 #: the settings the browser may give (anything else is refused by Revise's own settings check)

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 
 from ..page import render
 from ..refusals import Refused, library_call
+from ..requests import read_json as _json, threaded as _threaded
 from ..state import AppState
 
 TITLE = "Runs"
@@ -182,19 +183,3 @@ def mount(app: FastAPI, state: AppState) -> None:
         flat, h, w = thumbnail(values, side=512)
         return {"index": index, "method": method, "values": flat, "h": h, "w": w}
 
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise Refused(400, "the request body must be JSON") from None
-    if not isinstance(body, dict):
-        raise Refused(400, "the request body must be a JSON object")
-    return body
-
-
-async def _threaded(work: Any) -> Any:
-    """Run ``work()`` in the thread pool, off the event loop (the server keeps answering meanwhile)."""
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(work)
