@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     common_options(p)
     p.set_defaults(func=commands.report)
 
+    from .improve_command import add_parser as add_improve
     from .run import add_parser as add_run
     from .serve_command import add_parser as add_serve
     from .tune_command import add_parser as add_tune
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run(sub)
     add_tune(sub)
     add_serve(sub)
+    add_improve(sub)
     return parser
 
 

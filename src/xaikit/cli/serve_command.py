@@ -34,6 +34,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data", help="a folder of inputs (images, .txt, .csv) or ground-truth (samples of the "
                                   "ground-truth data set, written to a folder for the session)")
     p.add_argument("--run", help="a xaikit run output folder for the run explorer")
+    p.add_argument("--revise-data", help="training data of the revise view: decoy-digits[:SEED] or a .npz with x, y "
+                                         "(and x_test, y_test)")
+    p.add_argument("--revise-out", help="folder the revise view saves revisions in (default: a temporary folder)")
     p.add_argument("--root", action="append", default=[], metavar="FOLDER",
                    help="another folder files may be served from (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
@@ -89,8 +92,14 @@ def make_config(args: argparse.Namespace) -> Any:
     data = args.data
     if data == parts.GROUND_TRUTH_DATA:
         data = ground_truth_folder(args.num_samples, args.seed)
+    extra: dict[str, Any] = {}
+    if getattr(args, "revise_data", None):
+        from .improve_command import revision_data
+
+        extra["revise"] = revision_data(args.revise_data)
+        extra["revise_out"] = args.revise_out
     return ServeConfig(model=loaded, data=data, run=args.run, roots=tuple(roots), host=args.host, port=args.port,
-                       upload_limit=args.upload_limit * 2 ** 20)
+                       upload_limit=args.upload_limit * 2 ** 20, extra=extra)
 
 
 def ground_truth_folder(n: int, seed: int) -> Path:

@@ -6,6 +6,7 @@ writes per-sample scalars to Parquet and attributions to zarr v3 shards (each wr
 returns a :class:`RunResult` (pandas/Arrow tables, tensors, the metrics table). A run killed at any point
 and restarted computes only the missing shards. See ``docs/run.md``.
 """
+from .browse import RunBrowser, RunClustersResult, RunFilter, RunPageResult
 from .errors import ClusterUnreachable, ManifestMismatch, MissingExtra, RunError, WorkerSetupError
 from .features import featurise
 from .pipeline import benchmark, format_summary, run
@@ -17,4 +18,5 @@ from .spec import RunSpec
 __all__ = ["run", "featurise",
            "benchmark", "RunSpec", "RunResult", "open_run", "format_summary", "as_source", "Source", "Sample",
            "TensorSource", "DatasetSource", "ImageFolderSource", "TableSource", "HFSource", "RunError",
-           "ManifestMismatch", "WorkerSetupError", "ClusterUnreachable", "MissingExtra"]
+           "ManifestMismatch", "WorkerSetupError", "ClusterUnreachable", "MissingExtra", "RunBrowser",
+           "RunFilter", "RunPageResult", "RunClustersResult"]

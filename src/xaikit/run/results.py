@@ -94,23 +94,28 @@ class RunResult(ResultExport):
 
         Failed samples score NaN (left out of means, as undefined scores are). Curves are not stored by runs.
         """
-        from ..metrics import METRICS
-        from ..metrics.benchmark import BenchmarkResult
-
-        spec = self.manifest["spec"]
-        methods, metrics = list(spec["methods"]), list(spec["metrics"])
-        if not metrics:
-            raise ValueError(f"run {str(self.out)!r} has no metrics; give RunSpec(metrics=...)")
-        rows = self.table()
-        scores = {(m, k): torch.tensor(rows[column(k, m)].to_numpy(dtype=np.float64))
-                  for m in methods for k in metrics}
-        classes = {k: METRICS[spec["metrics"][k][0]] for k in metrics}
-        return BenchmarkResult(methods, metrics, scores, {k: bool(c.higher_is_better) for k, c in classes.items()},
-                              {k: c.family for k, c in classes.items()}, timing=self.timing())
+        return benchmark_of(self.manifest, self.arrow(), self.timing())
 
     def __repr__(self) -> str:
         return (f"RunResult({str(self.out)!r}, samples={self.manifest['num_samples']}, "
                 f"shards={len(self.store.done())}/{self.manifest['num_shards']})")
+
+
+def benchmark_of(manifest: dict[str, Any], rows: Any, timing: dict[str, float] | None) -> Any:
+    """The methods × metrics :class:`~xaikit.metrics.benchmark.BenchmarkResult` of a run's ``rows`` (an Arrow
+    table of some or all of its rows); failed samples score NaN (left out of means)."""
+    from ..metrics import METRICS
+    from ..metrics.benchmark import BenchmarkResult
+
+    spec = manifest["spec"]
+    methods, metrics = list(spec["methods"]), list(spec["metrics"])
+    if not metrics:
+        raise ValueError("the run has no metrics; give RunSpec(metrics=...)")
+    scores = {(m, k): torch.tensor(rows[column(k, m)].to_numpy(zero_copy_only=False).astype(np.float64))
+              for m in methods for k in metrics}
+    classes = {k: METRICS[spec["metrics"][k][0]] for k in metrics}
+    return BenchmarkResult(methods, metrics, scores, {k: bool(c.higher_is_better) for k, c in classes.items()},
+                           {k: c.family for k, c in classes.items()}, timing=timing or {})
 
 
 def open_run(out: str | Path) -> RunResult:

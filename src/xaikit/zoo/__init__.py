@@ -1,7 +1,8 @@
 """Models and data that work offline: the real EfficientNet-Lite0 and scikit-image photos, and small
 synthetic models/data with known answers."""
 from .captions import CaptionData, CaptionModel, make_caption_shapes
-from .decoy import DecoyData, WatermarkData, add_watermark, make_decoy_digits, make_watermark_shapes, watermark_mask
+from .decoy import (DecoyData, WatermarkData, add_watermark, make_decoy_digits, make_watermark_shapes, train_decoy_mlp,
+                    watermark_mask)
 from .groundtruth import SHAPES, ShapesCNN, ShapesData, accuracy, load_shapes_model, make_shapes, train_shapes_model
 from .imagenet import IMAGES, imagenet_label, load_efficientnet_lite0, load_image
 from .needle import NeedleData, NeedleTransformer, make_needle, needle_accuracy, train_needle_model
@@ -10,6 +11,6 @@ from .tabular import BlockAdditive, train_cancer_blocks, train_digits_mlp, train
 __all__ = ["load_efficientnet_lite0", "load_image", "imagenet_label", "IMAGES",
            "make_shapes", "train_shapes_model", "load_shapes_model", "ShapesData", "ShapesCNN", "SHAPES", "accuracy",
            "train_wine_mlp", "train_digits_mlp", "train_cancer_blocks", "BlockAdditive", "make_decoy_digits",
-           "DecoyData", "make_watermark_shapes", "WatermarkData", "add_watermark", "watermark_mask",
+           "DecoyData", "make_watermark_shapes", "WatermarkData", "add_watermark", "watermark_mask", "train_decoy_mlp",
            "make_needle", "NeedleData", "NeedleTransformer", "train_needle_model", "needle_accuracy",
            "make_caption_shapes", "CaptionModel", "CaptionData"]

@@ -117,3 +117,27 @@ def make_watermark_shapes(n: int = 512, size: int = 32, classes: int = 4, artifa
     artifact = (data.y == artifact_class) & (torch.rand(n, generator=g) < fraction)
     x = torch.where(artifact.view(-1, 1, 1, 1), add_watermark(data.x), data.x)
     return WatermarkData(x, data.y, data.mask, artifact)
+
+
+def train_decoy_mlp(seed: int = 0, epochs: int = 20, hidden: int = 64, lr: float = 1e-2,
+                    data: DecoyData | None = None) -> torch.nn.Module:
+    """A 144-``hidden``-10 MLP trained plainly (Adam, cross entropy, minibatches of 100) on the decoy digits'
+    training set of ``seed`` (or ``data``): a Clever-Hans model that reads the decoy patch, the starting point
+    of explanatory interactive learning (:class:`xaikit.improve.revise.Revise`). Returned in eval mode."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    train = make_decoy_digits(seed)[0] if data is None else data
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(DECOY_SIZE * DECOY_SIZE, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(train), generator=g)
+        for start in range(0, len(train), 100):
+            idx = order[start:start + 100]
+            loss = F.cross_entropy(model(train.x[idx]), train.y[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return model.eval()
