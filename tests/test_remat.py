@@ -146,3 +146,19 @@ def test_auto(llama, monkeypatch):
     assert lrp(ids_for(llama, 1, 48), target=xk.NextToken(-1)).info["remat"]
     assert not lrp(ids_for(llama, 1, 47), target=xk.NextToken(-1)).info["remat"]
     assert [type(b).__name__ for b in find_blocks(llama)] == ["LlamaDecoderLayer"] * 3
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 1e-2), (torch.float16, 2e-3)])
+def test_low_precision_models(dtype, tolerance):
+    """A bfloat16/float16 model: ε-ratios, bookkeeping and the sum over the embedding in float32, so the
+    relevance is the float32 model's up to the forward pass's rounding (float16 overflowed to NaN before:
+    g/(|z| + ε) with ε = 1e-6)."""
+    reference_model = long_llm("llama")
+    model = long_llm("llama").to(dtype)
+    ids = ids_for(model, 1, 64)
+    for composite in ("attnlrp", "cp_lrp"):
+        reference = xk.LRP(reference_model, composite=composite, remat=False)(ids, target=xk.NextToken(-1))
+        expl = xk.LRP(model, composite=composite, remat=True)(ids, target=xk.NextToken(-1))
+        assert expl.attribution.dtype == torch.float32 and expl.info["conservation"]["absorbed"].dtype == torch.float32
+        assert torch.isfinite(expl.attribution).all()
+        assert rel_l2(expl.attribution, reference.attribution) <= tolerance, composite

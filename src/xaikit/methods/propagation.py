@@ -110,6 +110,8 @@ class LRP(Method):
                 result = backprop(self.model, x, target, args, kwargs, forward=forward, allow_unused=True)
         finally:
             session.release()
+        if x.dtype in (torch.float16, torch.bfloat16):  # float32 accumulation (the sum over the embedding, ...)
+            x, result.grad = x.float(), result.grad.float()
         attribution = x * result.grad if self.multiply_by_input else result.grad
         if session.direct is not None:
             attribution = attribution + session.direct

@@ -118,7 +118,9 @@ class Session:
         self.external = {id(t): t for t in tensors_in(inputs) if t.is_floating_point()}
         self.input = x
         self.chain = {id(x): (x, lambda base, positions=False: base)}
-        self.absorbed = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        # float16/bfloat16 inputs: the bookkeeping accumulates in float32
+        low = x.dtype in (torch.float16, torch.bfloat16)
+        self.absorbed = torch.zeros(x.shape[0], dtype=torch.float32 if low else x.dtype, device=x.device)
         _ACTIVE.append(self)
         try:
             with contextlib.ExitStack() as stack:
