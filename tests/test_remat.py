@@ -134,7 +134,7 @@ def test_bad_input(llama):
         xk.LRP(llama, composite="attnlrp", remat="yes")
     with pytest.raises(ValueError, match="remat must be"):
         xk.InputXGradient(llama, remat=1)
-    no_blocks = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    no_blocks = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
     with pytest.raises(ValueError, match="no repeated blocks"):
         xk.LRP(no_blocks, composite="epsilon", remat=True)(torch.randn(2, 4), target=0)
 
@@ -162,3 +162,23 @@ def test_low_precision_models(dtype, tolerance):
         assert expl.attribution.dtype == torch.float32 and expl.info["conservation"]["absorbed"].dtype == torch.float32
         assert torch.isfinite(expl.attribution).all()
         assert rel_l2(expl.attribution, reference.attribution) <= tolerance, composite
+
+
+@pytest.mark.filterwarnings("ignore:LRP.attnlrp.: the rules absorbed more than")  # (random tiny models)
+def test_every_llm_family_and_encoders_match():
+    """Short sequences on every decoder family of tests/llm_models.py (sliding windows, soft-capping, fused
+    projections, parallel residuals), GPT-2 (Conv1D, absolute positions) and BERT (an encoder, class target):
+    the rematerialised relevance and coverage are the plain engine's."""
+    from llm_models import FAMILIES, SDPA_FAMILIES, llm
+    from text_models import bert, gpt2
+
+    ids = torch.randint(3, 40, (2, 24), generator=torch.Generator().manual_seed(0))
+    models = [(f, llm(f, "sdpa" if f in SDPA_FAMILIES else "eager"), xk.NextToken(-1)) for f in FAMILIES if f != "t5"]
+    models += [("gpt2", gpt2(), xk.NextToken(-1)), ("bert", bert(), 0)]
+    for name, model, target in models:
+        kwargs = {"use_cache": False} if name != "bert" else {}
+        plain = xk.LRP(model, composite="attnlrp", remat=False)(ids, target=target, forward_kwargs=kwargs)
+        remat = xk.LRP(model, composite="attnlrp", remat=True)(ids, target=target, forward_kwargs=kwargs)
+        assert remat.info["remat"], name
+        assert rel_l2(remat.attribution, plain.attribution) <= 1e-5, name
+        assert remat.info["coverage"] == plain.info["coverage"], name

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from ..tokens import NextToken
 from .session import Session
 from .state import differentiable
 
@@ -114,8 +115,6 @@ def long_context_kwargs(model: nn.Module, target: Any, length: int,
     would append to it twice) and, for a :class:`~xaikit.NextToken` target, logits only from the explained
     position on (``logits_to_keep``; the target then counts from the end of the kept logits). Other models and
     targets, or keywords the caller set, are left as they are."""
-    from ..tokens import NextToken
-
     kwargs = dict(forward_kwargs)
     if "use_cache" not in kwargs and _accepts(model, "use_cache"):
         kwargs["use_cache"] = False
