@@ -189,7 +189,8 @@ def report(args, results: dict, fit: dict, reference: str = REFERENCE) -> None:
     if n >= 2:
         mean_l, mean_p = sum(lengths) / n, sum(fit.values()) / n
         slope = sum((l - mean_l) * (fit[l] - mean_p) for l in lengths) / sum((l - mean_l) ** 2 for l in lengths)
-        lines += ["", f"{'AttnLRP' + (' (remat)' if args.remat else '')} extra peak by length: " + ", ".join(f"{l}: {fit[l] / 2**30:.2f} GiB" for l in lengths)
+        label = "AttnLRP" + (" (remat)" if args.remat else "")
+        lines += ["", f"{label} extra peak by length: " + ", ".join(f"{l}: {fit[l] / 2**30:.2f} GiB" for l in lengths)
                   + f"; least-squares slope {slope / 2**20:.2f} MiB per token → {2**30 / slope:.0f} tokens per "
                     f"further GiB (intercept {(mean_p - slope * mean_l) / 2**30:.2f} GiB)."]
     lines += ["", "raw: " + json.dumps({m: [{k: r[k] for k in ('extra', 'peak', 'cpu', 'wall')} for r in rows]

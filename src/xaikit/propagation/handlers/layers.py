@@ -138,7 +138,9 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
         q = torch.div(g_in, q, out=q)  # g has the output's shape
         absorbed = eps * (q * z).flatten(1).sum(1) if low else eps * sample_dot(q, z)
         scaled = q.mul_(-eps).add_(g_in)  # g − ε·g/(|z| + ε)
-        s.absorb(absorbed if b is None else absorbed + channel_dot(scaled, b.float() if low else b), f"{name}:{rule.name}", rows)
+        if b is not None:
+            absorbed = absorbed + channel_dot(scaled, b.float() if low else b)
+        s.absorb(absorbed, f"{name}:{rule.name}", rows)
         return scaled.to(g.dtype) if low else scaled
 
     out.register_hook(hook)
