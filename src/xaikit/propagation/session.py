@@ -288,7 +288,7 @@ class Session:
             state.extra.clear()
             state.replay = None
         for table in (self.layers, self.fold_outputs, self.held, self.chain, self.gates, self.gate_kinds,
-                      self.nonnegative, self.constants, self.external, self.scratch):
+                      self.nonnegative, self.constants, self.external, self.scratch, self.rows):
             table.clear()
         self.holders.clear()
         self.input = self.output = None
