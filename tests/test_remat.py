@@ -164,7 +164,7 @@ def test_low_precision_models(dtype, tolerance):
         assert rel_l2(expl.attribution, reference.attribution) <= tolerance, composite
 
 
-@pytest.mark.filterwarnings("ignore:LRP.attnlrp.: the rules absorbed more than")  # (random tiny models)
+@pytest.mark.filterwarnings(r"ignore:LRP\(attnlrp\). the rules absorbed more than")  # (random tiny models)
 def test_every_llm_family_and_encoders_match():
     """Short sequences on every decoder family of tests/llm_models.py (sliding windows, soft-capping, fused
     projections, parallel residuals), GPT-2 (Conv1D, absolute positions) and BERT (an encoder, class target):
