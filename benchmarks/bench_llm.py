@@ -1,7 +1,12 @@
 """LLM scale: AttnLRP on a Llama-architecture model against a plain gradient × input, time and peak memory.
 
 Run: PYTHONPATH=src OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_llm.py [--model 1b] [--length 512]
-     [--rounds 2] [--lengths 128,256,512]
+     [--rounds 2] [--lengths 128,256,512] [--remat]
+
+``--remat`` (long contexts, benchmarks/results/llm_long.md): both methods rematerialise the decoder layers
+(:mod:`xaikit.propagation.remat`): ``xk.InputXGradient(model, remat=True)`` against
+``xk.LRP(model, composite="attnlrp", remat=True)`` (and CP-LRP), i.e. gradient × input with the same
+rematerialisation, without key/value cache and with logits only at the explained position.
 
 The model is built from a config with random weights (seeded; no download): ``1b`` is TinyLlama-1.1B's
 shape (hidden 2048, 22 layers, 32 heads, 4 key/value heads, MLP 5632, vocabulary 32000, float32: 1.10 B
@@ -43,6 +48,7 @@ SIZES = {
                  num_key_value_heads=2, vocab_size=32000),
 }
 REFERENCE = "gradient × input (raw torch)"
+REMAT_REFERENCE = "gradient × input (remat)"
 
 
 def _status(key: str) -> int:
@@ -51,14 +57,14 @@ def _status(key: str) -> int:
         return int(re.search(rf"{key}:\s+(\d+) kB", handle.read()).group(1)) * 1024
 
 
-def build(size: str):
+def build(size: str, length: int = 0):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging
 
     logging.set_verbosity_error()
     torch.manual_seed(0)
-    config = LlamaConfig(**SIZES[size], max_position_embeddings=4096, attn_implementation="sdpa")
+    config = LlamaConfig(**SIZES[size], max_position_embeddings=max(4096, length), attn_implementation="sdpa")
     return LlamaForCausalLM(config).eval()
 
 
@@ -70,7 +76,7 @@ def run_worker(size: str, method: str, length: int, runs: int) -> dict:
     import xaikit as xk
 
     warnings.simplefilter("ignore")
-    model = build(size)
+    model = build(size, length)
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(3, model.config.vocab_size, (1, length), generator=generator)
     target = xk.NextToken(-1)
@@ -89,7 +95,22 @@ def run_worker(size: str, method: str, length: int, runs: int) -> dict:
 
         return run
 
-    explain = {REFERENCE: reference, "AttnLRP": lrp("attnlrp"), "CP-LRP": lrp("cp_lrp")}[method]
+    def remat_reference():
+        expl = xk.InputXGradient(model, remat=True)(ids, target=target)
+        assert expl.info["remat"]
+        return expl.attribution
+
+    def remat_lrp(composite):
+        def run():
+            expl = xk.LRP(model, composite=composite, remat=True)(ids, target=target)
+            assert expl.info["remat"]
+            return expl.attribution, expl.info["conservation"]
+
+        return run
+
+    explain = {REFERENCE: reference, "AttnLRP": lrp("attnlrp"), "CP-LRP": lrp("cp_lrp"),
+               REMAT_REFERENCE: remat_reference, "AttnLRP (remat)": remat_lrp("attnlrp"),
+               "CP-LRP (remat)": remat_lrp("cp_lrp")}[method]
     gc.collect()
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")
@@ -128,27 +149,30 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="explanations per process (the first gives the peak)")
     parser.add_argument("--lengths", default="128,256", help="further lengths for the tokens-per-GB fit")
     parser.add_argument("--cp-lrp", action="store_true", help="also measure CP-LRP")
+    parser.add_argument("--remat", action="store_true", help="both methods with rematerialised decoder layers")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(run_worker(args.model, args.worker, args.length, args.runs)))
         return
-    methods = [REFERENCE, "AttnLRP"] + (["CP-LRP"] if args.cp_lrp else [])
+    suffix = " (remat)" if args.remat else ""
+    reference = REMAT_REFERENCE if args.remat else REFERENCE
+    methods = [reference, "AttnLRP" + suffix] + (["CP-LRP" + suffix] if args.cp_lrp else [])
     results = {m: [] for m in methods}
     for _ in range(args.rounds):
         for method in methods:
             results[method].append(measure(args.model, method, args.length, args.runs))
-    fit = {args.length: results["AttnLRP"][0]["extra"]}
+    fit = {args.length: results["AttnLRP" + suffix][0]["extra"]}
     for length in (int(v) for v in args.lengths.split(",") if v):
-        fit[length] = measure(args.model, "AttnLRP", length, 1)["extra"]
-    report(args, results, fit)
+        fit[length] = measure(args.model, "AttnLRP" + suffix, length, 1)["extra"]
+    report(args, results, fit, reference)
 
 
-def report(args, results: dict, fit: dict) -> None:
-    first = results[REFERENCE][0]
-    ref_cpu = min(min(r["cpu"]) for r in results[REFERENCE])
-    ref_extra = min(r["extra"] for r in results[REFERENCE])
-    ref_peak = min(r["peak"] for r in results[REFERENCE])
+def report(args, results: dict, fit: dict, reference: str = REFERENCE) -> None:
+    first = results[reference][0]
+    ref_cpu = min(min(r["cpu"]) for r in results[reference])
+    ref_extra = min(r["extra"] for r in results[reference])
+    ref_peak = min(r["peak"] for r in results[reference])
     lines = [f"Llama architecture `{args.model}` ({first['parameters'] / 1e9:.2f} B parameters, float32, random "
              f"weights), 1 × {args.length} tokens, {first['threads']} thread(s), {args.rounds} interleaved rounds "
              f"of fresh processes × {args.runs} explanations; CPU time: minimum; memory: minimum over rounds.", "",
@@ -165,7 +189,8 @@ def report(args, results: dict, fit: dict) -> None:
     if n >= 2:
         mean_l, mean_p = sum(lengths) / n, sum(fit.values()) / n
         slope = sum((l - mean_l) * (fit[l] - mean_p) for l in lengths) / sum((l - mean_l) ** 2 for l in lengths)
-        lines += ["", "AttnLRP extra peak by length: " + ", ".join(f"{l}: {fit[l] / 2**30:.2f} GiB" for l in lengths)
+        label = "AttnLRP" + (" (remat)" if args.remat else "")
+        lines += ["", f"{label} extra peak by length: " + ", ".join(f"{l}: {fit[l] / 2**30:.2f} GiB" for l in lengths)
                   + f"; least-squares slope {slope / 2**20:.2f} MiB per token → {2**30 / slope:.0f} tokens per "
                     f"further GiB (intercept {(mean_p - slope * mean_l) / 2**30:.2f} GiB)."]
     lines += ["", "raw: " + json.dumps({m: [{k: r[k] for k in ('extra', 'peak', 'cpu', 'wall')} for r in rows]

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..batching import check_batch_size, chunked, max_chunk, select_batch
 from ..explanation import Explanation
+from ..propagation.remat import check_context, check_remat, long_context_kwargs, rematerialised, use_remat
 from ..propagation.state import differentiable
 from ..targets import ResolvedTarget, TargetSpec, resolve_target, slice_target
 from ..tokens import TokenInput, model_scores
@@ -152,6 +153,11 @@ class Gradient(Method):
         w.r.t. the token's embedding vector (``Gradient``) or ``Σ_d e_d ∂f/∂e_d`` (``InputXGradient``).
     progress : bool
         Show a progress bar over the chunks of the batch.
+    remat : bool or "auto"
+        Rematerialise the model's repeated blocks (a decoder's layers) in the backward pass, as
+        :class:`~xaikit.LRP` does (``"auto"``, default: token ids of at least 1,024 tokens; see
+        :mod:`xaikit.propagation.remat`), so that both run with the same memory layout.
+        ``expl.info["remat"]`` says whether it ran.
     """
 
     token_reduction = "norm"
@@ -160,14 +166,21 @@ class Gradient(Method):
     differentiable = True
 
     def __init__(self, model: nn.Module, batch_size: int | str = "auto", absolute: bool = False,
-                 embedding: str | nn.Module | None = None, progress: bool = False) -> None:
+                 embedding: str | nn.Module | None = None, progress: bool = False,
+                 remat: bool | str = "auto") -> None:
         super().__init__(model)
         check_batch_size(batch_size)
+        check_remat(remat)
+        self.remat, self.rematerialising = remat, False
         self.batch_size, self.progress = batch_size, bool(progress)
         self.absolute = absolute
         self.tokens = TokenInput(model, embedding)
 
     def _chunk(self, x, target, args, kwargs):
+        with rematerialised(self.model, self.rematerialising):
+            return self._plain_chunk(x, target, args, kwargs)
+
+    def _plain_chunk(self, x, target, args, kwargs):
         if x.is_floating_point():
             result = backprop(self.model, x, target, args, kwargs)
             attribution = result.grad * x if self.multiply_by_input else result.grad
@@ -184,11 +197,15 @@ class Gradient(Method):
         cost = 1
         if not x.is_floating_point():
             self.tokens.check(x, forward_kwargs)
+            check_context(self.model, x)
             cost = self.tokens.dim()
+        self.rematerialising = use_remat(self.remat, self.model, x)
+        if self.rematerialising:
+            target, forward_kwargs = long_context_kwargs(self.model, target, x.shape[-1], forward_kwargs)
         attribution, output, index, score, _ = map_samples(
             self, x, target, forward_args, forward_kwargs, self.batch_size, self._chunk, cost
         )
-        return Explanation(attribution, index, output, self.name, {"score": score})
+        return Explanation(attribution, index, output, self.name, {"score": score, "remat": self.rematerialising})
 
 
 @register

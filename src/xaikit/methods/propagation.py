@@ -15,6 +15,7 @@ from ..batching import check_batch_size
 from ..explanation import Explanation
 from ..propagation.balance import merge_absorbed, warn_absorbed, warn_unknown
 from ..propagation.composites import AUTO, INPUT_BLIND_RULES, Composite, SETTINGS, auto_preset, make_composite
+from ..propagation.remat import check_context, check_remat, long_context_kwargs, rematerialised, use_remat
 from ..propagation.session import Session
 from ..tokens import TokenInput
 from .base import Method, register
@@ -44,6 +45,13 @@ class LRP(Method):
         relevance per token ``(N, L)``, summed over the embedding dimension.
     progress : bool
         Show a progress bar over the chunks of the batch.
+    remat : bool or "auto"
+        Rematerialise the model's repeated blocks (a decoder's layers) during the relevance pass: the
+        explained forward keeps only each block's input and the backward recomputes the block under the same
+        rules (:mod:`xaikit.propagation.remat`), so memory grows by one block's activations, not all of them.
+        ``"auto"`` (default): for token ids of at least 1,024 tokens. With it a Hugging Face causal LM runs
+        without key/value cache and, for a :class:`~xaikit.NextToken` target, computes logits only from the
+        explained position on (``expl.output`` then holds those). ``expl.info["remat"]`` says whether it ran.
     **settings
         ``epsilon``, ``gamma``, ``alpha``, ``beta``, ``low``, ``high``: override the preset's values.
         For ``epsilon_gamma_box`` the box bounds default to each sample's per-channel minimum and maximum.
@@ -69,9 +77,11 @@ class LRP(Method):
 
     def __init__(self, model: nn.Module, composite: str | Composite = AUTO,
                  batch_size: int | str = "auto", embedding: str | nn.Module | None = None, progress: bool = False,
-                 **settings: Any) -> None:
+                 remat: bool | str = "auto", **settings: Any) -> None:
         super().__init__(model)
         check_batch_size(batch_size)
+        check_remat(remat)
+        self.remat, self.rematerialising = remat, False
         #: the settings of ``composite="auto"`` (None: a fixed composite), checked now against both presets
         self.auto: dict[str, Any] | None = None
         if isinstance(composite, str) and composite == AUTO:
@@ -96,9 +106,12 @@ class LRP(Method):
             ids, x = x, self.tokens.embed(x)
             forward = self.tokens.forward(ids, session.run)
         try:
-            result = backprop(self.model, x, target, args, kwargs, forward=forward, allow_unused=True)
+            with rematerialised(self.model, self.rematerialising, session):
+                result = backprop(self.model, x, target, args, kwargs, forward=forward, allow_unused=True)
         finally:
             session.release()
+        if x.dtype in (torch.float16, torch.bfloat16):  # float32 accumulation (the sum over the embedding, ...)
+            x, result.grad = x.float(), result.grad.float()
         attribution = x * result.grad if self.multiply_by_input else result.grad
         if session.direct is not None:
             attribution = attribution + session.direct
@@ -121,13 +134,18 @@ class LRP(Method):
         cost = 1
         if not x.is_floating_point():
             self.tokens.check(x, forward_kwargs)
+            check_context(self.model, x)
             cost = self.tokens.dim()
+        self.rematerialising = use_remat(self.remat, self.model, x)
+        if self.rematerialising:
+            target, forward_kwargs = long_context_kwargs(self.model, target, x.shape[-1], forward_kwargs)
         attribution, output, index, score, parts = map_samples(
             self, x, target, forward_args, forward_kwargs, self.batch_size, chunk, cost
         )
         warn_unknown(coverages[0], self.name)
         _warn_blind_first_layer(coverages[0].as_dict(), x, self.name)
-        info: dict[str, Any] = {"coverage": coverages[0].as_dict(), "composite": self.composite.name}
+        info: dict[str, Any] = {"coverage": coverages[0].as_dict(), "composite": self.composite.name,
+                                "remat": self.rematerialising}
         if self.multiply_by_input:
             absorbed = [p.extra["absorbed"] for p in parts]
             total = attribution.flatten(1).sum(1)
@@ -157,8 +175,9 @@ def _warn_blind_first_layer(coverage: dict[str, dict[str, int]], x: torch.Tensor
 class _FixedComposite(LRP):
     preset: str = ""
 
-    def __init__(self, model: nn.Module, batch_size: int | str = "auto", progress: bool = False) -> None:
-        super().__init__(model, self.preset, batch_size, progress=progress)
+    def __init__(self, model: nn.Module, batch_size: int | str = "auto", progress: bool = False,
+                 remat: bool | str = "auto") -> None:
+        super().__init__(model, self.preset, batch_size, progress=progress, remat=remat)
 
     @property
     def name(self) -> str:

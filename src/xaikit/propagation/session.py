@@ -26,7 +26,7 @@ from .handlers.plain import classify_plain
 from .rows import per_sample
 from .rules import Rule
 from .state import Held, LayerState, Replay, differentiable
-from .table import FOLLOW, HANDLERS, SETUP, TRAINING_HANDLERS
+from .table import FOLLOW, HANDLERS, SETUP, TRAINING_HANDLERS, WHOLE_PASS
 
 #: the sessions whose explained forward pass is running now (innermost last), see :func:`active_session`
 _ACTIVE: list["Session"] = []
@@ -104,7 +104,7 @@ class Session:
         """Run the model on ``x`` (a leaf that requires grad) with the rules applied."""
         return self.run(x, lambda: self.model(x, *args, **kwargs), (args, kwargs))
 
-    def run(self, x: torch.Tensor, call: Callable[[], Any], inputs: Any = ()) -> Any:
+    def run(self, x: torch.Tensor, call: Callable[[], Any], inputs: Any = (), recompute: bool = False) -> Any:
         """Run ``call()`` with the rules applied, explaining the leaf ``x`` that it computes from.
 
         ``x`` need not be what ``call`` passes to the model: for token ids it is the output of the input
@@ -112,16 +112,21 @@ class Session:
         inputs: what the model computes from floating-point ones is *external* (its relevance is residual, not
         absorbed like that of the model's own constants). The context managers in
         :data:`~.table.SETUP` (e.g. the module hooks of :mod:`.handlers.elementwise`) are active for the call.
+        ``recompute``: the call recomputes a block of a rematerialised pass (:mod:`.remat`), whose explained
+        input is not the model's: checks of the whole pass (the first-layer rule's) are left to that pass.
         """
         self.external = {id(t): t for t in tensors_in(inputs) if t.is_floating_point()}
         self.input = x
         self.chain = {id(x): (x, lambda base, positions=False: base)}
-        self.absorbed = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        # float16/bfloat16 inputs: the bookkeeping accumulates in float32
+        low = x.dtype in (torch.float16, torch.bfloat16)
+        self.absorbed = torch.zeros(x.shape[0], dtype=torch.float32 if low else x.dtype, device=x.device)
         _ACTIVE.append(self)
         try:
             with contextlib.ExitStack() as stack:
                 for setup in SETUP:
-                    stack.enter_context(setup(self))
+                    if not (recompute and setup in WHOLE_PASS):
+                        stack.enter_context(setup(self))
                 with _Mode(self):
                     out = self.output = call()
         finally:
@@ -283,10 +288,22 @@ class Session:
             state.extra.clear()
             state.replay = None
         for table in (self.layers, self.fold_outputs, self.held, self.chain, self.gates, self.gate_kinds,
-                      self.nonnegative, self.constants, self.external, self.scratch):
+                      self.nonnegative, self.constants, self.external, self.scratch, self.rows):
             table.clear()
         self.holders.clear()
         self.input = self.output = None
+
+    def merge(self, other: "Session") -> None:
+        """Add what ``other`` (a session that recomputed a block of this pass, see :mod:`.remat`) booked in its
+        backward pass: absorbed relevance (per operation label), the operations seen, relevance written at the
+        input."""
+        self.absorbed = self.absorbed + other.absorbed.to(self.absorbed.dtype)
+        for op, amount in other.absorbed_by.items():
+            booked = self.absorbed_by.get(op)
+            self.absorbed_by[op] = amount if booked is None else booked + amount
+        for kind, counts in other.coverage.counts.items():
+            self.coverage.counts[kind].update(counts)
+        self.coverage.log.extend(other.coverage.log)
 
     def tag_gate(self, out: torch.Tensor, kind: str = "gate") -> None:
         """Mark ``out`` as a gate; ``kind`` names the composite's rule for products with it (``"gate"``:

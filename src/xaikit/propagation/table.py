@@ -62,6 +62,9 @@ SETUP: tuple[Callable[[Any], ContextManager], ...] = (
     checkpoint.PlainCheckpoints,       # torch.utils.checkpoint segments run as plain forward passes
 )
 
+#: checks of a whole explained pass, left out where a session recomputes one block of it (:mod:`.remat`)
+WHOLE_PASS: frozenset = frozenset({layers.FirstRuleCheck})
+
 #: called in this order after every dispatched operation
 FOLLOW: tuple[Handler, ...] = (
     opaque.follow,                     # report activations made by unseen operations; stamp the outputs

@@ -18,6 +18,9 @@ from ..state import LayerState
 from .plain import call, classify_plain, sample_dot
 from .products import product
 
+#: floating-point types whose rules compute ε-stabilised ratios in float32
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
 if TYPE_CHECKING:
     from ..session import Session
 
@@ -129,12 +132,16 @@ def _plain_layer(s: Session, out: torch.Tensor, rule, bias, channel: int, name: 
         # one temporary of the output's size, which becomes the returned gradient (for a language model's
         # head, the logits: (L, vocabulary) per sample, often the largest tensor of the pass)
         z = held.get().detach()
+        low = g.dtype in LOW_PRECISION  # float16/bfloat16: ε and g/(|z| + ε) in float32 (ε = 1e-6 would overflow)
+        z, g_in = (z.float(), g.float()) if low else (z, g)
         q = torch.abs(z).add_(eps)
-        q = torch.div(g, q, out=q)  # g has the output's shape
-        absorbed = eps * sample_dot(q, z)
-        scaled = q.mul_(-eps).add_(g)  # g − ε·g/(|z| + ε)
-        s.absorb(absorbed if b is None else absorbed + channel_dot(scaled, b), f"{name}:{rule.name}", rows)
-        return scaled
+        q = torch.div(g_in, q, out=q)  # g has the output's shape
+        absorbed = eps * (q * z).flatten(1).sum(1) if low else eps * sample_dot(q, z)
+        scaled = q.mul_(-eps).add_(g_in)  # g − ε·g/(|z| + ε)
+        if b is not None:
+            absorbed = absorbed + channel_dot(scaled, b.float() if low else b)
+        s.absorb(absorbed, f"{name}:{rule.name}", rows)
+        return scaled.to(g.dtype) if low else scaled
 
     out.register_hook(hook)
     s.remember(out, state)

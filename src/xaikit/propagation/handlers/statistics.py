@@ -88,6 +88,8 @@ class Statistics:
         for op in self.ops:
             if op.scaled and all(t.uses == t.kept for t in op.holders) and counts.get(op.name, 0) > 0:
                 self.s.coverage.move("unknown", op.name, "handled", f"{op.name}:norm_statistic")
+        for op in self.ops:  # tags and ops refer to each other: a cycle that would keep the tagged tensors
+            op.holders.clear()  # (x², the mean square: activations' sizes) alive until Python's collector ran
         self.tags.clear()
         self.ops.clear()
         self.s.statistics = None
