@@ -3,7 +3,8 @@ normal PyTorch training loop (plain functions and ``nn.Module`` losses, no train
 
 - :class:`RightForRightReasonsLoss`, :func:`rrr_penalty`: penalise input gradients (Ross et al. 2017) or
   relevance inside "wrong reason" masks;
-- :class:`ExplanationGuidedLoss`: ``L(y, p(f)) + λ L(y, p((1 + R(f)) ⊙ f))`` (Sun et al. 2020; LRP-IFT);
+- :class:`ExplanationGuidedLoss`: ``L(y, p(f)) + λ L(y, p((1 + R(f)) ⊙ f))`` (Sun et al. 2020; LRP-IFT), in
+  supervised training and, on a :class:`PrototypicalEpisode`, in episodic few-shot training (:mod:`.fewshot`);
 - :func:`fit_cav`, :func:`project`, :class:`Projected`, :func:`a_clarc`: class artifact compensation
   (Anders et al. 2022);
 - :func:`spray`: spectral relevance analysis to find a suspected artifact (Lapuschkin et al. 2019);
@@ -14,6 +15,7 @@ The explanations that enter a loss are computed by the methods in training mode 
 training loss puts there. See ``docs/improve.md``.
 """
 from .clarc import CAV, Projected, a_clarc, fit_cav, project
+from .fewshot import PrototypeClassifier, PrototypicalEpisode, episode_accuracy, episode_loss, prototypes
 from .guided import ExplanationGuidedLoss, layer_relevance, normalised
 from .pruning import CRITERIA, channel_importance, prune_plan, pruned
 from .rrr import RightForRightReasonsLoss, rrr_penalty
@@ -21,4 +23,5 @@ from .spray import SpRAyResult, spray
 
 __all__ = ["RightForRightReasonsLoss", "rrr_penalty", "ExplanationGuidedLoss", "layer_relevance", "normalised",
            "CAV", "fit_cav", "project", "Projected", "a_clarc", "spray", "SpRAyResult", "channel_importance",
-           "prune_plan", "pruned", "CRITERIA"]
+           "prune_plan", "pruned", "CRITERIA", "PrototypicalEpisode", "PrototypeClassifier", "prototypes",
+           "episode_loss", "episode_accuracy"]

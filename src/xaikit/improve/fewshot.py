@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import check_positive
+from ..settings import checked_init
 
 
 def prototypes(embedding: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
@@ -52,6 +53,7 @@ class PrototypeClassifier(nn.Module):
     logit (the last layer's rule with the prototypes as weights). Built by :meth:`PrototypicalEpisode.classifier`.
     """
 
+    @checked_init
     def __init__(self, encoder: nn.Module, protos: torch.Tensor) -> None:
         super().__init__()
         self.encoder, self.features = encoder, nn.Identity()
@@ -88,6 +90,7 @@ class PrototypicalEpisode(nn.Module):
     (``explain_with=``).
     """
 
+    @checked_init
     def __init__(self, encoder: nn.Module, support: torch.Tensor, support_y: torch.Tensor,
                  n_way: int | None = None) -> None:
         super().__init__()

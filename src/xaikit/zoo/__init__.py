@@ -1,6 +1,7 @@
 """Models and data that work offline: the real EfficientNet-Lite0 and scikit-image photos, and small
-synthetic models/data with known answers."""
+synthetic models/data with known answers; a few-shot glyph set rendered from matplotlib's fonts."""
 from .decoy import DecoyData, WatermarkData, add_watermark, make_decoy_digits, make_watermark_shapes, watermark_mask
+from .glyphs import Episode, EpisodeSampler, GlyphData, make_glyphs
 from .groundtruth import SHAPES, ShapesCNN, ShapesData, accuracy, load_shapes_model, make_shapes, train_shapes_model
 from .imagenet import IMAGES, imagenet_label, load_efficientnet_lite0, load_image
 from .tabular import BlockAdditive, train_cancer_blocks, train_digits_mlp, train_wine_mlp
@@ -8,4 +9,5 @@ from .tabular import BlockAdditive, train_cancer_blocks, train_digits_mlp, train
 __all__ = ["load_efficientnet_lite0", "load_image", "imagenet_label", "IMAGES",
            "make_shapes", "train_shapes_model", "load_shapes_model", "ShapesData", "ShapesCNN", "SHAPES", "accuracy",
            "train_wine_mlp", "train_digits_mlp", "train_cancer_blocks", "BlockAdditive", "make_decoy_digits",
-           "DecoyData", "make_watermark_shapes", "WatermarkData", "add_watermark", "watermark_mask"]
+           "DecoyData", "make_watermark_shapes", "WatermarkData", "add_watermark", "watermark_mask",
+           "make_glyphs", "GlyphData", "EpisodeSampler", "Episode"]
