@@ -3,14 +3,16 @@
 A prototypical network (Conv encoder, Snell et al. 2017) is trained episodically on the meta-train characters,
 plain (λ = 0) and with the LRP re-weighting of the query embeddings (``ExplanationGuidedLoss("features", λ)``
 on the episode, R from LRP ``epsilon_plus`` of the query's true-class prototype logit), from the same seed
-(same initialisation, same training episodes). Both are tested on the same 5-way K-shot episodes of the
-meta-test characters (15 queries per class), inductive (BatchNorm running statistics) and transductive
-(BatchNorm statistics of the test episode).
+(same initialisation, same training episodes). Both are tested on the same 600 5-way K-shot episodes of the
+meta-test characters (15 queries per class), inductive (BatchNorm running statistics) and, with
+``--transductive``, transductive (BatchNorm statistics of the test episode; one encoder call per episode).
 
 Run (one process per shot; results appended as JSON lines, one per seed and variant)::
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_fewshot.py --shot 1 --seeds 0 1 2
-    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_fewshot.py --shot 5 --seeds 0 1 2
+    for shot in 1 5; do for seed in 0 1 2; do
+        PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_fewshot.py --shot $shot --seeds $seed \
+            --episodes 300 --out /tmp/fs/s${shot}_${seed}.jsonl &
+    done; done; wait; cat /tmp/fs/s*.jsonl > benchmarks/results/fewshot_runs.jsonl
     PYTHONPATH=src python benchmarks/bench_fewshot.py --report      # the tables of results/fewshot.md
 """
 from __future__ import annotations
@@ -52,7 +54,7 @@ def train(data, shot: int, seed: int, lam: float, episodes: int, way: int, queri
         optimiser.step()
         schedule.step()
         if step >= episodes - max(1, episodes // 10):
-            tail.append(float(loss))
+            tail.append(float(loss.detach()))
     encoder.eval()
     return encoder, time.process_time() - began, sum(tail) / len(tail)
 

@@ -127,7 +127,8 @@ def test_guided_episode_loss_equals_the_formula_with_brute_force_relevance():
         z = prototype_logits(f, c).gather(1, qy[:, None])
         relevance = f * 2 * c[qy] * z / (z + 1e-6 * z.sign())
         r = torch.stack([row / row.abs().max() for row in relevance])  # per query, by its largest magnitude
-        assert float(r.min()) >= -1 and float(r.max()) <= 1 and torch.allclose(r.abs().amax(1), torch.ones(9, dtype=r.dtype))
+        assert float(r.min()) >= -1 and float(r.max()) <= 1
+        assert torch.allclose(r.abs().amax(1), torch.ones(9, dtype=r.dtype))
         expected = (F.cross_entropy(prototype_logits(f, c), qy)
                     + lam * F.cross_entropy(prototype_logits((1 + r) * f, c), qy))
     assert torch.allclose(loss, expected, rtol=1e-10, atol=0)
@@ -166,8 +167,9 @@ def test_batched_episode_accuracy_equals_the_loop():
     episodes = [_episode(seed=s) for s in range(4)]
     loop = [episode_accuracy(encoder, *e) for e in episodes]
     with torch.no_grad():
-        batched = episodes_accuracy(torch.stack([encoder(e[0]) for e in episodes]), torch.stack([e[1] for e in episodes]),
-                                    torch.stack([encoder(e[2]) for e in episodes]), torch.stack([e[3] for e in episodes]))
+        support_z, query_z = (torch.stack([encoder(e[i]) for e in episodes]) for i in (0, 2))
+        support_y, query_y = (torch.stack([e[i] for e in episodes]) for i in (1, 3))
+        batched = episodes_accuracy(support_z, support_y, query_z, query_y)
     assert batched.tolist() == pytest.approx(loop)
 
 

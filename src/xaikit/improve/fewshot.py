@@ -144,8 +144,7 @@ def episode_accuracy(encoder: nn.Module, support: torch.Tensor, support_y: torch
     """
     was = encoder.training
     norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-             for m in norms if m.track_running_stats]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
     try:
         encoder.eval()
         if transductive:
@@ -154,11 +153,8 @@ def episode_accuracy(encoder: nn.Module, support: torch.Tensor, support_y: torch
         logits = PrototypicalEpisode(encoder, support, support_y)(query)
     finally:
         encoder.train(was)
-        for m, (momentum, mean, var, count) in zip([m for m in norms if m.track_running_stats], saved):
-            m.momentum = momentum
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
-            m.num_batches_tracked.copy_(count)
+        for m, state in zip(norms, saved):  # the running statistics a transductive forward updated
+            m.load_state_dict(state)
     return float((logits.argmax(1) == query_y).float().mean())
 
 

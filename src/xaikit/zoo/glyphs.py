@@ -17,6 +17,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -101,8 +102,6 @@ def _draw(font, ch: str) -> torch.Tensor:
     capitals and lower case keep their relative size."""
     font.set_text(ch, 0.0)
     font.draw_glyphs_to_bitmap(antialiased=True)
-    import numpy as np
-
     image = torch.from_numpy(np.array(font.get_image(), dtype=np.float32) / 255.0)
     canvas = torch.zeros(_RENDER, _RENDER)
     h, w = image.shape
@@ -219,12 +218,12 @@ def make_glyphs(samples_per_class: int = 20, size: int = 28, seed: int = 0, *, s
     x = F.interpolate(warped, size=(size, size), mode="area")
     x = (x + noise * torch.randn(x.shape, generator=g)).clamp(0, 1)
     order = torch.randperm(n_classes, generator=torch.Generator().manual_seed(split_seed))
-    bounds, start, split = {}, 0, [""] * n_classes
+    start, split = 0, [""] * n_classes
     for i, (name, share) in enumerate(SPLITS.items()):
         stop = n_classes if i == len(SPLITS) - 1 else start + round(share * n_classes)
         for c in order[start:stop].tolist():
             split[c] = name
-        bounds[name], start = (start, stop), stop
+        start = stop
     return GlyphData(x, torch.arange(n_classes).repeat_interleave(m), font, characters, split, m)
 
 
