@@ -3,7 +3,8 @@ normal PyTorch training loop (plain functions and ``nn.Module`` losses, no train
 
 - :class:`RightForRightReasonsLoss`, :func:`rrr_penalty`: penalise input gradients (Ross et al. 2017) or
   relevance inside "wrong reason" masks;
-- :class:`ExplanationGuidedLoss`: ``L(y, p(f)) + λ L(y, p((1 + R(f)) ⊙ f))`` (Sun et al. 2020; LRP-IFT);
+- :class:`ExplanationGuidedLoss`: ``L(y, p(f)) + λ L(y, p((1 + R(f)) ⊙ f))`` (Sun et al. 2020; LRP-IFT), in
+  supervised training and, on a :class:`PrototypicalEpisode`, in episodic few-shot training (:mod:`.fewshot`);
 - :func:`fit_cav`, :func:`project`, :class:`Projected`, :func:`a_clarc`: class artifact compensation
   (Anders et al. 2022);
 - :func:`spray`: spectral relevance analysis to find a suspected artifact (Lapuschkin et al. 2019);
@@ -23,6 +24,7 @@ training loss puts there. See ``docs/improve.md``.
 from .captioning import LRPInferenceLoss, WordRelevance, hallucinated, text_dominated, word_relevance
 from .clarc import CAV, Projected, a_clarc, fit_cav, project
 from .culprits import TrainingCulpritsResult, training_culprits
+from .fewshot import PrototypeClassifier, PrototypicalEpisode, episode_accuracy, episode_loss, prototypes
 from .guided import ExplanationGuidedLoss, layer_relevance, normalised
 from .pruning import CRITERIA, SCOPES, channel_importance, layer_normalised, prune_plan, pruned, reference_samples
 from .revise import Revise, ReviseResult, RevisionCancelled, load_revision, repeat
@@ -33,5 +35,6 @@ __all__ = ["RightForRightReasonsLoss", "rrr_penalty", "ExplanationGuidedLoss", "
            "CAV", "fit_cav", "project", "Projected", "a_clarc", "spray", "SpRAyResult", "channel_importance",
            "prune_plan", "pruned", "CRITERIA", "SCOPES", "layer_normalised", "reference_samples",
            "training_culprits", "TrainingCulpritsResult",
-           "Revise", "ReviseResult", "RevisionCancelled", "load_revision", "repeat"]
+           "Revise", "ReviseResult", "RevisionCancelled", "load_revision", "repeat",
+           "PrototypicalEpisode", "PrototypeClassifier", "prototypes", "episode_loss", "episode_accuracy"]
 __all__ += ["word_relevance", "WordRelevance", "hallucinated", "text_dominated", "LRPInferenceLoss"]

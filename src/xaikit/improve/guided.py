@@ -88,15 +88,20 @@ class ExplanationGuidedLoss(nn.Module):
         check_method(method, method_settings)
         self.method, self.method_settings, self.task_loss = method, method_settings, task_loss
 
-    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                return_parts: bool = False) -> torch.Tensor | LossParts:
+    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, return_parts: bool = False,
+                explain_with: nn.Module | None = None) -> torch.Tensor | LossParts:
+        """The loss on a batch. ``explain_with``: the module whose relevance at ``layer`` gives ``R`` (default
+        ``model``); it must have a module named ``layer`` and give ``model``'s logits in eval semantics — for
+        an episode of a prototypical network, :meth:`~xaikit.improve.fewshot.PrototypicalEpisode.classifier`
+        (the prototypes as constant weights of the last layer)."""
         check_input(x, "x", model)
         _, module = find_layer(model, self.layer)
         if self.lam == 0:
             logits = model(x)
             task = self.task_loss(logits, y)
             return self._result(task, logits, {"task": float(task.detach()), "guided": 0.0}, return_parts)
-        weights = 1 + normalised(layer_relevance(model, x, y, self.layer, self.method, self.method_settings))
+        explained = model if explain_with is None else explain_with
+        weights = 1 + normalised(layer_relevance(explained, x, y, self.layer, self.method, self.method_settings))
         n = x.shape[0]
 
         def reweight(module: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
