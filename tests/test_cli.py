@@ -176,7 +176,7 @@ def test_progress_bar_with_eta_on_a_terminal(capsys, tmp_path, photos, monkeypat
     (["report", "--methods", "nope"], 2, "unknown method 'nope'"),
     (["report", "--sections", "pictures"], 2, "invalid choice: 'pictures'"),
     (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
-    ([], 2, "give a command: explain, evaluate, report, run, tune or serve"),
+    ([], 2, "give a command: explain, evaluate, report, run, tune, serve or improve"),
 ])
 def test_bad_arguments_exit_non_zero_with_one_line(capsys, tmp_path, photos, argv, code, message):
     torch.save(mlp().state_dict(), tmp_path / "mlp.pt")

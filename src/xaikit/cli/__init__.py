@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help, --version and argument errors
         return int(stop.code or 0)
     if args.command is None:
-        print("xaikit: error: give a command: explain, evaluate, report, run, tune or serve (see xaikit --help)",
+        print("xaikit: error: give a command: explain, evaluate, report, run, tune, serve or improve (see xaikit --help)",
               file=sys.stderr)
         return USAGE
     args.argv = argv
