@@ -142,3 +142,25 @@ def test_causal_language_model_explains_the_next_token(tmp_path):
         assert shown["score"] == pytest.approx(float(logits[5] if token == 5 else logits.max()), rel=1e-5)
     refused = client.post("/api/explain/heatmap", json={"text": "w3 w7", "method": "lrp", "target": "1 vs 2"})
     assert refused.status_code == 400 and "one next token" in refused.json()["error"]
+
+
+def test_the_engines_warnings_reach_the_page_with_the_heatmap(tmp_path):
+    """Never silently wrong, also in the browser: an operation LRP does not understand is named in the answer
+    (its warning and the coverage count), not only in the server's log; a model it understands gets none."""
+
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return torch.logcumsumexp(self.linear(x), 1) * 2
+
+    (tmp_path / "table.csv").write_text("a,b,c\n0.5,1.0,-0.2\n")
+    for model, unknown in ((Odd(), {"logcumsumexp": 1}), (nn.Sequential(nn.Linear(3, 2)), {})):
+        torch.manual_seed(0)
+        client = TestClient(create_app(ServeConfig(model=served(model, "auto"), data=tmp_path)))
+        shown = client.post("/api/explain/heatmap", json={"input": "data:table.csv#0", "method": "lrp",
+                                                          "settings": "composite=epsilon"}).json()
+        assert shown["unknown"] == unknown
+        assert bool([w for w in shown["warnings"] if "logcumsumexp" in w]) == bool(unknown)

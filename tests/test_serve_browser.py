@@ -92,6 +92,7 @@ def test_explain_view_heatmaps_follow_the_composite(served, browser):
     page.wait_for_selector('#cards .card[data-method="lrp"][data-status="done"]')
     first = card(page, "lrp")
     flat_sum, flat_checksum = float(first.get_attribute("data-sum")), first.get_attribute("data-checksum")
+    assert first.get_attribute("data-warnings") == "0" and first.locator(".warning").count() == 0  # all understood
     # the value under the cursor is the library's map at that pixel (channels summed), the sum its sum
     expected = lrp_of(loaded, picked, "epsilon_plus_flat")
     assert flat_sum == pytest.approx(expected.sum().item(), rel=1e-4)

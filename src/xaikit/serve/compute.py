@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -100,8 +101,13 @@ def explain(state: AppState, sample: Sample, method: str, settings: Any, target:
     target = parse_target(target)
     with state.model_lock, library_call(f"method {name!r}", model_errors=True):
         start = time.perf_counter()  # the method's own time, not the wait for the model
-        built = resolve_method(served.model, name, given)
-        expl = built(sample.x, target=model_target(served, target), forward_kwargs=sample.forward_kwargs)
+        # the library's warnings (an operation the engine does not understand, relevance its rules absorbed)
+        # go to the page with the heatmap, never only to the server's log; recorded under the model lock, the
+        # only place the app changes the warning filters
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            built = resolve_method(served.model, name, given)
+            expl = built(sample.x, target=model_target(served, target), forward_kwargs=sample.forward_kwargs)
         seconds = time.perf_counter() - start
     key = _key(sample, name, given, target)
     with state.cache_lock:  # requests run in several threads
@@ -112,7 +118,10 @@ def explain(state: AppState, sample: Sample, method: str, settings: Any, target:
     answer = shown(sample, expl)
     answer.update({"method": name, "settings": {k: _plain(v) for k, v in given.items()}, "key": key,
                    "seconds": seconds, "target": expl.target.reshape(-1).tolist()[:1],
-                   "contrast": target.b if isinstance(target, Contrast) else None, "score": _score(expl, target)})
+                   "contrast": target.b if isinstance(target, Contrast) else None, "score": _score(expl, target),
+                   "warnings": list(dict.fromkeys(str(w.message).strip() for w in caught)),
+                   "unknown": {str(k): int(v) for k, v in
+                               ((expl.info or {}).get("coverage") or {}).get("unknown", {}).items()}})
     return answer
 
 

@@ -153,16 +153,12 @@ def image_format(content: bytes) -> str | None:
 def image_sample(served: Any, content: bytes, name: str, preview: str | None) -> Sample:
     """An image file's bytes, decoded, resized to the model's size and scaled to its input range; bytes that are
     not an image of a known format, or do not decode, are refused (415)."""
-    import warnings
-
     from skimage import io as image_io
 
     if image_format(content) is None:
         raise Refused(415, f"{name!r} is not an image: its bytes are none of PNG, JPEG, GIF, BMP, TIFF or WebP")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image = image_io.imread(io.BytesIO(content))
+    try:  # no warnings.catch_warnings here: it is not thread-safe, and uploads are decoded in several threads
+        image = image_io.imread(io.BytesIO(content))
     except Exception:  # noqa: BLE001 - any decoder error means "not an image we can read"
         raise Refused(415, f"{name!r} is not an image that can be read; upload a PNG, JPEG, GIF, BMP, TIFF or "
                            "WebP file") from None

@@ -140,6 +140,14 @@ const explainView = {
       `sum ${answer.sum.toPrecision(5)}` + (answer.score !== null ? ` · score ${answer.score.toPrecision(5)}` : '') +
       ` · ${answer.seconds.toFixed(2)} s <button class="plain metrics">metrics</button><div class="scores"></div>`;
     card.querySelector('button.metrics').onclick = () => this.metrics(card, request, target);
+    const notes = answer.warnings || [];  // the library's warnings: never only in the server's log
+    card.dataset.warnings = notes.length;
+    if (notes.length) {
+      const box = document.createElement('div');
+      box.className = 'warning';
+      box.textContent = '⚠ ' + notes.join(' ⚠ ');
+      card.querySelector('.stats').prepend(box);
+    }
   },
 
   async metrics(card, request, target) {
