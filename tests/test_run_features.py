@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import xaikit as xk
-from xaikit.run import Source, TensorSource, featurise
+from killed_source import KilledAt
+from xaikit.run import TensorSource, featurise
 
 pytest.importorskip("zarr")
 
@@ -31,27 +32,6 @@ class Counting(xk.examples.TRAK):
     def featurise(self, state, x, y):
         Counting.seen += x.shape[0]
         return super().featurise(state, x, y)
-
-
-class Dying(Source):
-    """The samples of a TensorSource (the same identity), read one by one; reading sample ``at`` or later
-    raises, as a process killed midway would stop."""
-
-    has_labels = True
-
-    def __init__(self, x, y, at):
-        self.inner, self.at = TensorSource(x, y), at
-
-    def __len__(self):
-        return len(self.inner)
-
-    def describe(self):
-        return self.inner.describe()
-
-    def sample(self, index):
-        if index >= self.at:
-            raise KeyboardInterrupt("killed")
-        return self.inner.sample(index)
 
 
 def _trak(cls=xk.examples.TRAK, models=None):
@@ -86,7 +66,7 @@ def test_a_killed_run_resumes_without_redoing_finished_shards(tmp_path):
     x, y = _data()
     xq, yq = _data(6, seed=2)
     with pytest.raises(KeyboardInterrupt):  # dies while reading shard 2 (samples 32..47)
-        featurise(_trak(Counting), Dying(x, y, at=40), tmp_path / "f", shard_size=16, progress=False)
+        featurise(_trak(Counting), KilledAt(x, y, at=40), tmp_path / "f", shard_size=16, progress=False)
     Counting.seen = 0
     resumed = featurise(_trak(Counting), TensorSource(x, y), tmp_path / "f", shard_size=16, progress=False)
     assert Counting.seen == 2 * (50 - 32)  # 2 ensemble members × the samples of shards 2 and 3 only

@@ -20,7 +20,8 @@ pytest.importorskip("ray.data")
 pytest.importorskip("pyarrow")
 pytest.importorskip("zarr")
 
-from xaikit.run import RunSpec, Source, TensorSource, WorkerSetupError, run  # noqa: E402
+from killed_source import KilledAt  # noqa: E402
+from xaikit.run import RunSpec, WorkerSetupError, run  # noqa: E402
 from xaikit.zoo import make_shapes  # noqa: E402
 
 MODEL = "xaikit.zoo.groundtruth:ShapesCNN"
@@ -119,26 +120,6 @@ def test_a_users_ray_run_prints_no_error_line():
     assert not error_lines, error_lines
 
 
-class StopsAt(Source):
-    """A source with a tensor source's samples and identity whose reading stops at sample ``at`` (killed)."""
-
-    has_labels, has_masks = True, False
-
-    def __init__(self, x, y, at):
-        self.inner, self.at = TensorSource(x, y), at
-
-    def __len__(self):
-        return len(self.inner)
-
-    def describe(self):
-        return self.inner.describe()
-
-    def sample(self, index):
-        if index >= self.at:
-            raise KeyboardInterrupt("killed")
-        return self.inner.sample(index)
-
-
 def test_trak_featurisation_on_ray_equals_in_process_and_resumes_an_in_process_store(tmp_path):
     """TRAK's projected gradients through xk.run.featurise: a store left half-done by an in-process run is
     finished on Ray (2 actors, only its missing shards), and its scores equal a whole in-process run's for a
@@ -160,7 +141,7 @@ def test_trak_featurisation_on_ray_equals_in_process_and_resumes_an_in_process_s
 
     local = featurise(trak(), (x, y), tmp_path / "local", shard_size=16, progress=False)
     with pytest.raises(KeyboardInterrupt):  # an in-process run that dies in shard 2, after shards 0 and 1
-        featurise(trak(), StopsAt(x, y, 40), tmp_path / "half", shard_size=16, progress=False)
+        featurise(trak(), KilledAt(x, y, 40), tmp_path / "half", shard_size=16, progress=False)
     finished = featurise(trak(), (x, y), tmp_path / "half", shard_size=16, engine="ray", workers=2, progress=False)
     assert finished.fit_info["shards_reused"] == 2 and finished.fit_info["shards_computed"] == 2
     torch.testing.assert_close(finished.scores(xq), local.scores(xq), rtol=1e-6, atol=1e-7)
