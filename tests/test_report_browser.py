@@ -7,7 +7,6 @@ Chromium comes from Debian's ``chromium`` package: ``scripts/setup-env.sh`` inst
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,12 +14,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from browser import FLAGS as CHROMIUM_FLAGS, chromium_path
 from xaikit import viz
 from xaikit.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+FLAGS = ["--headless", *CHROMIUM_FLAGS]
 HAVE_METRICS = importlib.util.find_spec("xaikit.metrics") is not None
 HAVE_TEXT = all(importlib.util.find_spec(m) is not None for m in ("xaikit.zoo.text", "xaikit.viz.text"))
 
@@ -42,14 +40,7 @@ CHECK = """<script>addEventListener('load', () => {
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        subprocess.run(["bash", str(ROOT / "scripts" / "install-chromium.sh")], timeout=900, check=False)
-        path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("chromium is not installed and scripts/install-chromium.sh could not install it (needs root "
-                    "or sudo and Debian's package index)")
-    return path
+    return chromium_path()
 
 
 def open_in_chromium(chromium: str, folder: Path, profile: Path) -> dict:

@@ -7,7 +7,6 @@ relevance sum, the value under the cursor), not pixels; every refused request mu
 import copy
 import shutil
 import time
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,26 +19,13 @@ httpx = pytest.importorskip("httpx")
 playwright = pytest.importorskip("playwright.sync_api")
 
 import xaikit as xk  # noqa: E402
+from browser import launched_chromium  # noqa: E402
 from xaikit.cli.models import load_model  # noqa: E402
 from xaikit.cli.serve_command import GROUND_TRUTH_SIZE, ground_truth_folder  # noqa: E402
 from xaikit.data import read_image  # noqa: E402
 from xaikit.serve import ServeConfig, start  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
 LIMIT = 100_000  #: the upload limit of the served app, bytes
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        subprocess.run(["bash", str(ROOT / "scripts" / "install-chromium.sh")], timeout=900, check=False)
-        path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("chromium is not installed and scripts/install-chromium.sh could not install it")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +46,8 @@ def served(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(chromium):
-    with playwright.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=chromium, args=FLAGS, headless=True)
-        yield launched
-        launched.close()
+def browser():
+    yield from launched_chromium()
 
 
 def lrp_of(loaded, path: Path, composite: str) -> torch.Tensor:

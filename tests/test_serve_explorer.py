@@ -2,8 +2,6 @@
 directly) and end to end in headless Chromium driven by Playwright (the system's Chromium, as in
 tests/test_serve_browser.py): open a run folder, filter and sort; paint a mask on a decoy-digits heatmap, run the
 revision and see the decoy accuracy rise — the model's numbers the app returns are asserted, not pixels."""
-import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,15 +15,13 @@ pytest.importorskip("pyarrow")
 pytest.importorskip("zarr")
 httpx = pytest.importorskip("httpx")
 
+from browser import launched_chromium  # noqa: E402
 from xaikit.improve.revise import load_revision  # noqa: E402
 from xaikit.run import RunBrowser, open_run  # noqa: E402
 from xaikit.run.synthetic import write_synthetic_run  # noqa: E402
 from xaikit.serve import ServeConfig, start  # noqa: E402
 from xaikit.zoo import make_decoy_digits, train_decoy_mlp  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
 
 
 @pytest.fixture(scope="module")
@@ -114,17 +110,7 @@ def test_revise_routes_and_cancel(served):
 
 @pytest.fixture(scope="module")
 def chromium_page():
-    playwright = pytest.importorskip("playwright.sync_api")
-    path = shutil.which("chromium")
-    if path is None:
-        subprocess.run(["bash", str(ROOT / "scripts" / "install-chromium.sh")], timeout=900, check=False)
-        path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("chromium is not installed and scripts/install-chromium.sh could not install it")
-    with playwright.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=path, args=FLAGS, headless=True)
-        yield launched
-        launched.close()
+    yield from launched_chromium()
 
 
 def test_browser_run_explorer_filter_and_sort(served, chromium_page):
