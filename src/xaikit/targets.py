@@ -373,3 +373,18 @@ def check_target(target: TargetSpec, batch: int) -> None:
             ) from None
         if count not in (1, batch):
             raise ValueError(f"{name} has {count} entries but the batch has {batch} samples")
+
+
+def labels_or_prediction(model: Callable, x: torch.Tensor, y: Any, what: str = "samples") -> torch.Tensor:
+    """``(N,)`` class labels of ``x``: ``y`` (one per sample, or one for all) or, for ``y=None``, the model's
+    prediction (the arg-max of ``(N, C)`` scores; a single score's sign). ``what`` names the samples in the error."""
+    if y is None:
+        with torch.no_grad():
+            out = model(x)
+        return out.argmax(1) if out.ndim == 2 and out.shape[1] > 1 else (out.reshape(-1) > 0).long()
+    y = torch.as_tensor(y, device=x.device).long().reshape(-1)
+    if y.numel() == 1:
+        y = y.expand(x.shape[0])
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} {what}; give one per sample or one for all")
+    return y

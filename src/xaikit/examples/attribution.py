@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import check_input, model_device
 from ..results import ResultExport
+from ..targets import labels_or_prediction
 from .data import DataSource, check_sample_shape, sample_shape
 from .search import check_k, chunk_size, topk
 
@@ -91,16 +92,7 @@ def query_labels(model: nn.Module, x: torch.Tensor, y: Any, shape: tuple[int, ..
         raise ValueError(f"{tool} has no training data; call fit(data) first")
     check_input(x, "x", model)
     check_sample_shape(x, shape, f"{tool} was fitted")
-    if y is None:
-        with torch.no_grad():
-            out = model(x)
-        y = out.argmax(1) if out.ndim == 2 and out.shape[1] > 1 else (out.reshape(-1) > 0).long()
-    y = torch.as_tensor(y, device=x.device).long().reshape(-1)
-    if y.numel() == 1:
-        y = y.expand(x.shape[0])
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} samples")
-    return y
+    return labels_or_prediction(model, x, y)
 
 
 def check_indices(indices: Any, total: int) -> torch.Tensor | None:

@@ -27,6 +27,7 @@ import torch
 from ..batching import memory_budget
 from ..errors import check_input
 from ..results import ResultExport
+from ..targets import labels_or_prediction
 
 __all__ = ["training_culprits", "TrainingCulpritsResult"]
 
@@ -51,19 +52,6 @@ class TrainingCulpritsResult(ResultExport):
         """One row per training sample, by rank."""
         return [{"rank": r, "index": i, "score": s}
                 for r, (i, s) in enumerate(zip(self.ranking.tolist(), self.score[self.ranking].tolist()))]
-
-
-def _labels(model: Any, x: torch.Tensor, y: Any) -> torch.Tensor:
-    if y is None:
-        with torch.no_grad():
-            out = model(x)
-        return out.argmax(1) if out.ndim == 2 and out.shape[1] > 1 else (out.reshape(-1) > 0).long()
-    y = torch.as_tensor(y, device=x.device).long().reshape(-1)
-    if y.numel() == 1:
-        y = y.expand(x.shape[0])
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} queries; give one per query or one for all")
-    return y
 
 
 def training_culprits(attributor: Any, x: torch.Tensor, y: Any = None, reference: torch.Tensor | None = None
@@ -101,7 +89,7 @@ def training_culprits(attributor: Any, x: torch.Tensor, y: Any = None, reference
             raise ValueError(f"reference must be the queries without the artifact, shaped like x "
                              f"{tuple(x.shape)}; got {got}")
         check_input(reference, "reference")
-    labels = _labels(attributor.model, x, y)
+    labels = labels_or_prediction(attributor.model, x, y, "queries")
     total: torch.Tensor | None = None
     start, step = 0, 1  # the first chunk is one query; it sizes the others by the training set's size
     while start < x.shape[0]:
