@@ -108,13 +108,20 @@ def diagnose(model, data) -> dict:
     return out
 
 
-def run(seed: int) -> dict:
+def baseline(seed: int) -> tuple:
+    """The biased training set, an unbiased test set, and the captioner trained on the first (60 epochs): the
+    start of both fine-tuning runs; ``(train_set, test, model, out)`` with its time and test scores in ``out``."""
     train_set = make_caption_shapes(2000, cooccur=COOCCUR, pair=PAIR, noise=NOISE, seed=seed)
     test = make_caption_shapes(1000, cooccur=None, noise=NOISE, seed=10_000 + seed)
     torch.manual_seed(seed)
     base = CaptionModel(32)
     out = {"seconds": {"base": fit(base, train_set, 60, 3e-3, seed)}}
     out["base"] = evaluate(base, test)
+    return train_set, test, base, out
+
+
+def run(seed: int) -> dict:
+    train_set, test, base, out = baseline(seed)
     out["diagnosis"] = diagnose(base, test[:400])
     for key, loss in (("plain", None), ("ift", LRPInferenceLoss(0.5)), ("ift01", LRPInferenceLoss(0.1))):
         tuned = copy.deepcopy(base)
@@ -130,12 +137,7 @@ METRICS = ("map", "chair_i", "chair_s", "pair", "other", "recall", "exact")
 
 def run_strong(seed: int) -> dict:
     """The same baseline, then a stronger fine-tuning (20 epochs, Adam 3e-3): plain CE against LRP-IFT (λ = 0.5)."""
-    train_set = make_caption_shapes(2000, cooccur=COOCCUR, pair=PAIR, noise=NOISE, seed=seed)
-    test = make_caption_shapes(1000, cooccur=None, noise=NOISE, seed=10_000 + seed)
-    torch.manual_seed(seed)
-    base = CaptionModel(32)
-    out = {"seconds": {"base": fit(base, train_set, 60, 3e-3, seed)}}
-    out["base"] = evaluate(base, test)
+    train_set, test, base, out = baseline(seed)
     for key, loss in (("plain", None), ("ift", LRPInferenceLoss(0.5))):
         tuned = copy.deepcopy(base)
         out["seconds"][key] = fit(tuned, train_set, 20, 3e-3, seed + 1, loss)

@@ -161,12 +161,18 @@ def guided(seed: int, lams: tuple[float, ...] = (0.0, 0.1, 0.3)) -> dict:
     return out
 
 
-def pruning(seed: int) -> dict:
+def trained_shapes_cnn(seed: int) -> tuple:
+    """``(model, train_set, test)``: the small CNN trained 12 epochs on 1,024 shapes images (the pruning runs)."""
     train_set = make_shapes(1024, seed=seed)
     test = make_shapes(512, seed=2000 + seed)
     torch.manual_seed(seed)
     model = small_cnn()
     train(model, train_set.x, train_set.y, 12, 32, 3e-3, seed)
+    return model, train_set, test
+
+
+def pruning(seed: int) -> dict:
+    model, train_set, test = trained_shapes_cnn(seed)
     layers = ["0", "3", "6"]
     reference = train_set[:64]
     out = {"unpruned": accuracy(model, test.x, test.y)}

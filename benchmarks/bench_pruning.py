@@ -35,10 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_improve import accuracy, small_cnn, train  # noqa: E402
+from bench_improve import accuracy, trained_shapes_cnn  # noqa: E402
 
 from xaikit.improve import channel_importance, layer_normalised, prune_plan, pruned, reference_samples  # noqa: E402
-from xaikit.zoo import make_shapes  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 CRITERIA = ("lrp", "taylor", "gradient", "weight")
@@ -127,11 +126,7 @@ class FirstLogits(nn.Module):
 
 
 def cnn(seed: int) -> dict:
-    train_set = make_shapes(1024, seed=seed)
-    test = make_shapes(512, seed=2000 + seed)
-    torch.manual_seed(seed)
-    model = small_cnn()
-    train(model, train_set.x, train_set.y, 12, 32, 3e-3, seed)
+    model, train_set, test = trained_shapes_cnn(seed)
     layers = ["0", "3", "6"]
     out = {}
     sub = FirstLogits(model, 2).eval()
