@@ -60,11 +60,27 @@ def _new_tools(model, x, y):
     yield "InfluenceFunctions", lambda: xk.examples.InfluenceFunctions(model, hessian="exact").fit(
         (x, y)).scores(x[:2], y[:2])
     yield "Counterfactuals", lambda: xk.counterfactuals.Counterfactuals(model, search="gradient")(x[:1], 1)
+    yield from _third_session_tools(model, x, y)
+
+
+def _third_session_tools(model, x, y):
+    """Explanatory interactive learning (a revised *copy*), the training samples behind a prediction, and the
+    seed's pruning setting: the user's model must stay as it was."""
+    import xaikit as xk
+
+    mask = torch.zeros_like(x[:1])
+    mask[..., :4, :4] = 1
+    yield "Revise", lambda: xk.improve.Revise(model, "rrr", epochs=1, batch_size=6)(x, y, mask)
+    yield "training_culprits", lambda: xk.improve.training_culprits(
+        xk.examples.TRAK(model, projection=8, newton=False).fit((x, y)), x[:2])
+    yield "channel_importance(reference_samples)", lambda: xk.improve.channel_importance(
+        model, "features.9", x[xk.improve.reference_samples(y, 1, 0)], y[xk.improve.reference_samples(y, 1, 0)])
 
 
 NAMES = ["Composition", "ChannelRelevance", "ReferenceSamples", "FeatureIndex", "TracIn", "CEM", "DeepLift",
          "GradientShap", "LayerConductance", "NeuronAttribution", "Regression", "ShapleyInteractions", "TCAV",
-         "TRAK", "InfluenceFunctions", "Counterfactuals"]
+         "TRAK", "InfluenceFunctions", "Counterfactuals", "Revise", "training_culprits",
+         "channel_importance(reference_samples)"]
 
 
 @pytest.mark.parametrize("name", NAMES)

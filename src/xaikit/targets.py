@@ -27,6 +27,8 @@ from typing import Any, Callable, Sequence, Union
 
 import torch
 
+from .modes import eval_semantics
+
 
 @dataclass(frozen=True)
 class Contrast:
@@ -377,9 +379,10 @@ def check_target(target: TargetSpec, batch: int) -> None:
 
 def labels_or_prediction(model: Callable, x: torch.Tensor, y: Any, what: str = "samples") -> torch.Tensor:
     """``(N,)`` class labels of ``x``: ``y`` (one per sample, or one for all) or, for ``y=None``, the model's
-    prediction (the arg-max of ``(N, C)`` scores; a single score's sign). ``what`` names the samples in the error."""
+    prediction in eval semantics (the arg-max of ``(N, C)`` scores; a single score's sign; a model in training mode
+    is neither random nor has its BatchNorm statistics moved). ``what`` names the samples in the error."""
     if y is None:
-        with torch.no_grad():
+        with torch.no_grad(), eval_semantics(model, warn=False):
             out = model(x)
         return out.argmax(1) if out.ndim == 2 and out.shape[1] > 1 else (out.reshape(-1) > 0).long()
     y = torch.as_tensor(y, device=x.device).long().reshape(-1)
