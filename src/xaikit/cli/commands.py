@@ -631,14 +631,11 @@ def text_part(args: argparse.Namespace, out: Path) -> viz.Section:
 
 
 def _training_attribution(examples: Any, loaded: Any, data: tuple, query: Any, k: int = 5) -> dict:
-    """The query's top-``k`` TRAK proponents and opponents among the model's labelled training data (full
-    model, projection 128, the final weights, no Newton weights), for the examples section.
-
-    Without the Newton weights: on the bundled CNN (100 % training accuracy) the paper's ``1 − p_i`` ranks the
-    least-fitted images first whatever their class (the top proponent shares the predicted class for 30 % of 40
-    queries; 92.5 % without them; docs/data_attribution.md)."""
+    """The query's top-``k`` TRAK proponents and opponents among the model's labelled training data, for the
+    examples section: :func:`xaikit.examples.shown_trak`, the settings ``xaikit serve`` shows them with too (full
+    model, projection 128, the final weights, no Newton weights: why, in its docstring)."""
     x, y = data
-    trak = examples.TRAK(loaded.model, projection=128, batch_size=64, newton=False).fit((x, y))
+    trak = examples.shown_trak(loaded.model, (x, y))
     found = trak.top(query, k=min(k, len(x)))
 
     def captions(index, score):
@@ -646,7 +643,7 @@ def _training_attribution(examples: Any, loaded: Any, data: tuple, query: Any, k
     return {"proponents": x[found.supporting[0]], "opponents": x[found.opposing[0]],
             "proponent_captions": captions(found.supporting[0], found.supporting_score[0]),
             "opponent_captions": captions(found.opposing[0], found.opposing_score[0]),
-            "method": f"TRAK without Newton weights, {len(x)} training images, projection {trak.projection}"}
+            "method": examples.shown_method(trak, "training images")}
 
 
 def examples_part(args: argparse.Namespace, out: Path) -> viz.Section:

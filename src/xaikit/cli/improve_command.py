@@ -18,6 +18,10 @@ from .options import positive_int
 
 #: data sets known by name in revision.json / --data
 DECOY = "decoy-digits"
+#: the ground-truth shapes the bundled CNN was trained on (``ground-truth[:SEED]``: 512 samples drawn with SEED)
+GROUND_TRUTH = "ground-truth"
+#: training samples of ``ground-truth`` (as the report's examples section searches)
+GROUND_TRUTH_TRAIN = 512
 
 
 def add_parser(sub: Any) -> None:
@@ -40,16 +44,25 @@ def add_parser(sub: Any) -> None:
 
 
 def revision_data(spec: Any) -> dict[str, Any]:
-    """The training data ``x``, ``y`` and the evaluation sets of a data spec: ``"decoy-digits[:SEED]"``, a dict
+    """The training data ``x``, ``y`` and the evaluation sets of a data spec: ``"decoy-digits[:SEED]"``,
+    ``"ground-truth[:SEED]"`` (the bundled CNN's training shapes, no evaluation set), a dict
     ``{"kind": "decoy-digits", "seed": S, "n_train": N}`` (as revision.json holds it) or a ``.npz`` path."""
     import numpy as np
     import torch
 
-    if isinstance(spec, str) and spec.split(":")[0] == DECOY:
-        seed = spec.split(":", 1)[1] if ":" in spec else "0"
+    if isinstance(spec, str) and spec.split(":")[0] in (DECOY, GROUND_TRUTH):
+        kind, _, seed = spec.partition(":")
+        seed = seed or "0"
         if not seed.isdigit():
-            raise UsageError(f"--data {DECOY}:SEED needs an integer seed, got {seed!r}")
-        spec = {"kind": DECOY, "seed": int(seed)}
+            raise UsageError(f"--data {kind}:SEED needs an integer seed, got {seed!r}")
+        spec = {"kind": kind, "seed": int(seed)}
+    if isinstance(spec, dict) and spec.get("kind") == GROUND_TRUTH:
+        from .parts import ground_truth_training
+
+        n = int(spec.get("n_train", GROUND_TRUTH_TRAIN))
+        x, y = ground_truth_training(n, int(spec.get("seed", 0)))
+        return {"x": x, "y": y, "evaluate": {}, "about": {"kind": GROUND_TRUTH, "seed": int(spec.get("seed", 0)),
+                                                          "n_train": n}}
     if isinstance(spec, dict) and spec.get("kind") == DECOY:
         from ..zoo import make_decoy_digits
 
@@ -69,7 +82,7 @@ def revision_data(spec: Any) -> dict[str, Any]:
         evaluate = {"test": (data["x_test"], data["y_test"].long())} if {"x_test", "y_test"} <= set(data) else {}
         return {"x": data["x"].float(), "y": data["y"].long(), "evaluate": evaluate,
                 "about": {"kind": "npz", "path": str(path)}}
-    raise UsageError(f"data must be {DECOY}[:SEED] or a .npz file with x and y, got {spec!r}")
+    raise UsageError(f"data must be {DECOY}[:SEED], {GROUND_TRUTH}[:SEED] or a .npz file with x and y, got {spec!r}")
 
 
 def command(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """``xaikit serve``: the local web application (xaikit.serve, docs/serve.md).
 
     xaikit serve -m ground-truth-cnn --data ground-truth     # explain the ground-truth CNN on its own samples
+    xaikit serve -m ground-truth-cnn --data ground-truth --train-data ground-truth   # + its training data (TRAK)
     xaikit serve -m efficientnet-lite0 --data photos/         # an image folder
     xaikit serve --run out/run                                 # browse a run folder (no model needed)
 
@@ -34,8 +35,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data", help="a folder of inputs (images, .txt, .csv) or ground-truth (samples of the "
                                   "ground-truth data set, written to a folder for the session)")
     p.add_argument("--run", help="a xaikit run output folder for the run explorer")
-    p.add_argument("--revise-data", help="training data of the revise view: decoy-digits[:SEED] or a .npz with x, y "
-                                         "(and x_test, y_test)")
+    p.add_argument("--train-data", "--revise-data", dest="revise_data",
+                   help="labelled training data of the revise view and of the examples view's training-data "
+                        "attribution (TRAK): decoy-digits[:SEED], ground-truth[:SEED] (the shapes the "
+                        "ground-truth CNN was trained on; default SEED: --seed) or a .npz with x, y "
+                        "(and x_test, y_test)")
     p.add_argument("--revise-out", help="folder the revise view saves revisions in (default: a temporary folder)")
     p.add_argument("--root", action="append", default=[], metavar="FOLDER",
                    help="another folder files may be served from (repeatable)")
@@ -96,7 +100,10 @@ def make_config(args: argparse.Namespace) -> Any:
     if getattr(args, "revise_data", None):
         from .improve_command import revision_data
 
-        extra["revise"] = revision_data(args.revise_data)
+        spec = args.revise_data
+        if spec == parts.GROUND_TRUTH_DATA:  # the training shapes of the model loaded with --seed
+            spec = f"{spec}:{args.seed}"
+        extra["revise"] = revision_data(spec)
         extra["revise_out"] = args.revise_out
     return ServeConfig(model=loaded, data=data, run=args.run, roots=tuple(roots), host=args.host, port=args.port,
                        upload_limit=args.upload_limit * 2 ** 20, extra=extra)

@@ -1,4 +1,5 @@
-// The examples view: nearest examples with BiLRP maps, pertinent positive and negative (background jobs).
+// The examples view: nearest examples with BiLRP maps, pertinent positive and negative, the top proponents and
+// opponents among the training data (background jobs).
 const examplesView = {
   input: null,
   async start() {
@@ -14,6 +15,17 @@ const examplesView = {
     if (current && current.input.input) this.input = current.input;
     document.getElementById('neighbours').onclick = () => this.neighbours();
     document.getElementById('cem').onclick = () => this.cem();
+    document.getElementById('training-start').onclick = () => this.training();
+    const info = await xk.api('/api/examples/training');
+    const about = document.getElementById('training-about');
+    if (info.available) {
+      about.textContent = `(${info.method}; ${info.samples} training samples` +
+        (info.ready ? ')' : '; featurised once per session, on the first request)');
+    } else {
+      about.textContent = `(no training data: start xaikit serve with ${info.option} DATA)`;
+      document.getElementById('training-start').disabled = true;
+    }
+    document.getElementById('training').dataset.available = info.available;
   },
   figure(title, answer, image) {
     const fig = document.createElement('figure');
@@ -58,6 +70,33 @@ const examplesView = {
       }
       out.dataset.status = 'done';
     } catch (error) { xk.message(error.message); out.dataset.status = 'failed'; }
+  },
+  async training() {
+    if (!this.input) { xk.message('pick an input'); return; }
+    const panel = document.getElementById('training');
+    const pro = document.getElementById('proponents'), con = document.getElementById('opponents');
+    pro.innerHTML = ''; con.innerHTML = ''; panel.dataset.status = 'pending';
+    try {
+      const k = Number(document.getElementById('training-k').value);
+      const target = document.getElementById('training-target').value.trim();
+      const r = await xk.runJob('/api/examples/training', {...this.input, k, target: target || null},
+        document.getElementById('training-progress'));
+      document.getElementById('training-about').textContent = `(${r.method}; target ${r.target_name})`;
+      for (const [box, kind] of [[pro, 'proponent'], [con, 'opponent']]) {
+        r[`${kind}s`].forEach((t) => {
+          const fig = document.createElement('figure');
+          fig.className = `card training ${kind}`;
+          fig.style.width = 'auto';
+          const caption = `#${t.index} ${xk.esc(t.label_name)} τ=${t.score.toPrecision(3)}`;
+          fig.innerHTML = (t.kind === 'image'
+            ? `<img src="data:image/png;base64,${t.image}" style="width:80px;image-rendering:pixelated">`
+            : `<code>${xk.esc(t.text)}</code>`) + `<figcaption>${caption}</figcaption>`;
+          Object.assign(fig.dataset, {index: t.index, score: t.score, label: t.label, kind});
+          box.appendChild(fig);
+        });
+      }
+      panel.dataset.target = r.target; panel.dataset.status = 'done';
+    } catch (error) { xk.message(error.message); panel.dataset.status = 'failed'; }
   },
 };
 examplesView.start().catch((error) => xk.message(error.message));

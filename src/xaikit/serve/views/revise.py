@@ -8,7 +8,7 @@ weights and the settings are saved as files that ``xaikit improve`` repeats.
 
 The training data come from the app's config: ``config.extra["revise"]`` is a dict with ``x``, ``y`` (tensors),
 ``evaluate`` (``name -> (x, y)``) and ``about`` (the data spec saved with the revision), as
-``xaikit serve --revise-data decoy-digits`` loads it.
+``xaikit serve --train-data decoy-digits`` (or ``--revise-data``) loads it (:mod:`xaikit.serve.training`).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from ..jobs import Cancelled, Job
 from ..page import render
 from ..refusals import Refused, library_call
 from ..state import AppState
+from ..training import training_data
 from ..requests import read_json as _json, threaded as _threaded
 from .runs import thumbnail
 
@@ -84,11 +85,7 @@ BODY = """
 
 
 def _data(state: AppState) -> dict[str, Any]:
-    data = state.config.extra.get("revise")
-    if data is None:
-        raise Refused(409, "this app has no training data to revise on: start it with "
-                           "xaikit serve --model ... --revise-data decoy-digits (or a .npz with x and y)")
-    return data
+    return training_data(state, "the revise view")
 
 
 def _out(state: AppState) -> Path:
