@@ -7,6 +7,7 @@ import time
 import warnings
 
 import pytest
+import torch
 
 from xaikit.serve.jobs import Jobs
 from xaikit.serve.paths import PathRefused, safe_path
@@ -112,3 +113,24 @@ def test_command_line_config(tmp_path):
         check_host("127.0.0.1")
     with pytest.warns(UserWarning, match="other machines on the network can reach it"):
         check_host("0.0.0.0")
+
+
+def test_train_data_option_is_the_revise_data_option():
+    from xaikit.cli import build_parser
+    from xaikit.cli.errors import UsageError
+    from xaikit.cli.parts import ground_truth_training
+    from xaikit.cli.serve_command import make_config
+
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--model", "ground-truth-cnn", "--train-data", "ground-truth"])
+    args.device = "cpu"
+    train = make_config(args).extra["revise"]  # the revise view's and the training data panel's data
+    assert train["about"] == {"kind": "ground-truth", "seed": 0, "n_train": 512} and train["evaluate"] == {}
+    x, y = ground_truth_training(512, 0)
+    assert torch.equal(train["x"], x) and torch.equal(train["y"], y)
+    same = parser.parse_args(["serve", "--revise-data", "decoy-digits:3"])
+    assert same.revise_data == "decoy-digits:3"
+    args = parser.parse_args(["serve", "--model", "ground-truth-cnn", "--train-data", "ground-truth:x"])
+    args.device = "cpu"
+    with pytest.raises(UsageError, match="ground-truth:SEED needs an integer seed"):
+        make_config(args)

@@ -32,7 +32,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("revision", help="folder of the saved revision")
     p.add_argument("--model", "-m", help="model spec (default: the one revision.json names)")
     p.add_argument("--weights", help="a state dict (.pt) to load into the model before revising")
-    p.add_argument("--data", help=f"{DECOY}[:SEED] or a .npz with x, y (and x_test, y_test) "
+    p.add_argument("--data", help=f"{DECOY}[:SEED], {GROUND_TRUTH}[:SEED] or a .npz with x, y (and x_test, y_test) "
                                   "(default: the data revision.json names)")
     p.add_argument("--out", "-o", help="folder of the repeated revision (default REVISION/repeated)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the model factory (default 0)")

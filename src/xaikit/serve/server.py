@@ -35,6 +35,11 @@ class Running:
     server: object
     thread: threading.Thread
 
+    @property
+    def app(self) -> object:
+        """The served FastAPI app (its state: ``app.state.xaikit``), e.g. for a test client on the same session."""
+        return self.server.config.app
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
