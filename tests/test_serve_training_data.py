@@ -136,3 +136,39 @@ def test_browser_panel_shows_k_proponents_and_opponents(served, browser):
         assert [int(c.get_attribute("data-index")) for c in cards.all()] == index[0].tolist()
     assert int(page.get_attribute("#training", "data-target")) == int(expected.label[0])
     page.close()
+
+
+def test_table_rows_shown_as_text_and_a_cancelled_featurisation_is_not_kept():
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
+    x = torch.randn(150, 4)
+    y = torch.randint(0, 3, (150,))
+    served = SimpleNamespace(model=model, spec="mlp", kind="auto", size=0, low=None, high=None,
+                             label=lambda i: f"class {i}", tokenizer=None)
+    app = create_app(ServeConfig(model=served, extra={"revise": {"x": x, "y": y}}))
+    with TestClient(app) as client:  # its jobs' threads end with it
+        check_rows_and_cancel(client, app.state.xaikit, model, x, y)
+
+
+def check_rows_and_cancel(client, state, model, x, y):
+    from xaikit.serve.training import trak_lock
+
+    row = [0.5, -1.0, 0.25, 2.0]
+    with trak_lock(state):  # the job waits for the lock: cancelled before its first batch, deterministically
+        started = client.post("/api/examples/training", json={"row": row, "k": 2}).json()["job"]
+        client.post(f"/api/jobs/{started}/cancel")
+    job, _ = wait(client, started)
+    assert job["status"] == "cancelled" and "trak" not in state.cache
+    job, messages = wait(client, client.post("/api/examples/training", json={"row": row, "k": 2}).json()["job"])
+    assert job["status"] == "done", job["error"]
+    assert any("featurising" in m for m in messages)
+    expected = xk.examples.shown_trak(copy.deepcopy(model), (x, y)).top(torch.tensor([row]), k=2)
+    shown = job["result"]
+    assert "projection 67" in shown["method"]  # the gradient size (4·8 + 8 + 8·3 + 3) is below 128
+    for kind, index in (("proponents", expected.supporting), ("opponents", expected.opposing)):
+        assert [t["index"] for t in shown[kind]] == index[0].tolist()
+        for t in shown[kind]:
+            assert t["kind"] == "row" and t["label_name"] == f"class {int(y[t['index']])}"
+            assert [float(v) for v in t["text"].split(", ")] == pytest.approx(x[t["index"]].tolist(), rel=1e-3)

@@ -5,14 +5,16 @@ const examplesView = {
   async start() {
     const listing = await xk.api('/api/explain/inputs');
     const box = document.getElementById('inputs');
-    box.innerHTML = listing.items.filter((i) => i.kind === 'image').map((item) =>
-      `<img src="${xk.esc(item.url)}" title="${xk.esc(item.name)}" data-ref="${xk.esc(item.ref)}">`).join('');
-    box.querySelectorAll('img').forEach((img) => img.onclick = () => {
+    // images for every panel; table rows and texts for the training data panel (the others search images)
+    box.innerHTML = listing.items.map((item) => item.kind === 'image'
+      ? `<img src="${xk.esc(item.url)}" title="${xk.esc(item.name)}" data-ref="${xk.esc(item.ref)}">`
+      : `<button class="plain" data-ref="${xk.esc(item.ref)}">${xk.esc(item.name)}</button>`).join('');
+    box.querySelectorAll('[data-ref]').forEach((el) => el.onclick = () => {
       box.querySelectorAll('.selected').forEach((s) => s.classList.remove('selected'));
-      img.classList.add('selected'); this.input = {input: img.dataset.ref};
+      el.classList.add('selected'); this.input = {input: el.dataset.ref};
     });
-    const current = xk.currentInput();
-    if (current && current.input.input) this.input = current.input;
+    const current = xk.currentInput();  // the input picked in the explain view (a file, an upload, a typed row)
+    if (current && current.input) this.input = current.input;
     document.getElementById('neighbours').onclick = () => this.neighbours();
     document.getElementById('cem').onclick = () => this.cem();
     document.getElementById('training-start').onclick = () => this.training();
