@@ -88,7 +88,7 @@ const examplesView = {
         r[`${kind}s`].forEach((t) => {
           const fig = document.createElement('figure');
           fig.className = `card training ${kind}`;
-          fig.style.width = 'auto';
+          fig.style.width = 'auto'; fig.style.margin = '0';
           const caption = `#${t.index} ${xk.esc(t.label_name)} τ=${t.score.toPrecision(3)}`;
           fig.innerHTML = (t.kind === 'image'
             ? `<img src="data:image/png;base64,${t.image}" style="width:80px;image-rendering:pixelated">`
