@@ -104,6 +104,8 @@ def test_bad_requests_are_refused(served):
                                   ({"k": True}, 400, "k must be")):
         answer = client.post("/api/examples/training", json={"input": ref, **body})
         assert (answer.status_code, message in answer.json()["error"]) == (status, True), answer.text
+    answer = client.post("/api/examples/training", json={"row": [0.0] * 5})
+    assert answer.status_code == 400 and "the training data's samples (3, 32, 32)" in answer.json()["error"]
     job, _ = wait(client, client.post("/api/examples/training", json={"input": ref, "target": 7}).json()["job"])
     assert job["status"] == "failed" and "the model has 4 outputs" in job["error"]
     bare = TestClient(create_app(ServeConfig(model=running.app.state.xaikit.config.model, data=folder)))

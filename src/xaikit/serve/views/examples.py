@@ -104,8 +104,12 @@ def mount(app: FastAPI, state: AppState) -> None:
     @app.post("/api/examples/training")
     async def training(request: Request) -> dict[str, Any]:
         body = await read_json(request)
-        training_data(state, "training-data attribution")
+        data = training_data(state, "training-data attribution")
         sample = inputs.load(state, body)
+        if tuple(sample.x.shape[1:]) != tuple(data["x"].shape[1:]):
+            raise Refused(400, f"the input has the shape {tuple(sample.x.shape[1:])} but the training data's samples "
+                               f"{tuple(data['x'].shape[1:])}; serve images at the training size (--image-size) or "
+                               "give training data of the model's inputs")
         target = compute.parse_target(body.get("target"))
         if target is not None and (not isinstance(target, int) or target < 0):
             raise Refused(400, f"target {body.get('target')!r}: training-data attribution explains one class; give "
