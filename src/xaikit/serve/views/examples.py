@@ -8,10 +8,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
-
-import torch
 
 from ...examples import CEM, SHOWN_SETTINGS, FeatureIndex, shown_method
 from ...modes import eval_semantics
@@ -106,6 +105,9 @@ def mount(app: FastAPI, state: AppState) -> None:
         body = await read_json(request)
         data = training_data(state, "training-data attribution")
         sample = inputs.load(state, body)
+        if sample.forward_kwargs:
+            raise Refused(400, "training-data attribution (TRAK) calls the model on one tensor; a model that takes "
+                               "more arguments (a text model's attention mask) is not supported")
         if tuple(sample.x.shape[1:]) != tuple(data["x"].shape[1:]):
             raise Refused(400, f"the input has the shape {tuple(sample.x.shape[1:])} but the training data's samples "
                                f"{tuple(data['x'].shape[1:])}; serve images at the training size (--image-size) or "
