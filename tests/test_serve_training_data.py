@@ -140,9 +140,13 @@ def test_browser_panel_shows_k_proponents_and_opponents(served, browser):
     page.close()
 
 
-def test_table_rows_shown_as_text_and_a_cancelled_featurisation_is_not_kept():
+def test_table_rows_as_text_one_featurisation_for_concurrent_requests_none_kept_when_cancelled(monkeypatch):
     from types import SimpleNamespace
 
+    from xaikit.serve import training
+
+    fits = []
+    monkeypatch.setattr(training, "shown_trak", lambda *a, **kw: fits.append(1) or xk.examples.shown_trak(*a, **kw))
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
     x = torch.randn(150, 4)
@@ -151,23 +155,25 @@ def test_table_rows_shown_as_text_and_a_cancelled_featurisation_is_not_kept():
                              label=lambda i: f"class {i}", tokenizer=None)
     app = create_app(ServeConfig(model=served, extra={"revise": {"x": x, "y": y}}))
     with TestClient(app) as client:  # its jobs' threads end with it
-        check_rows_and_cancel(client, app.state.xaikit, model, x, y)
+        check_rows(client, app.state.xaikit, training.trak_lock, fits, model, x, y)
 
 
-def check_rows_and_cancel(client, state, model, x, y):
-    from xaikit.serve.training import trak_lock
-
+def check_rows(client, state, trak_lock, fits, model, x, y):
     row = [0.5, -1.0, 0.25, 2.0]
+    start = lambda: client.post("/api/examples/training", json={"row": row, "k": 2}).json()["job"]  # noqa: E731
     with trak_lock(state):  # the job waits for the lock: cancelled before its first batch, deterministically
-        started = client.post("/api/examples/training", json={"row": row, "k": 2}).json()["job"]
-        client.post(f"/api/jobs/{started}/cancel")
-    job, _ = wait(client, started)
+        cancelled = start()
+        client.post(f"/api/jobs/{cancelled}/cancel")
+    job, _ = wait(client, cancelled)
     assert job["status"] == "cancelled" and "trak" not in state.cache
-    job, messages = wait(client, client.post("/api/examples/training", json={"row": row, "k": 2}).json()["job"])
-    assert job["status"] == "done", job["error"]
-    assert any("featurising" in m for m in messages)
+    before = len(fits)  # 1 if the cancelled job had started (its featurisation stopped at the first batch), else 0
+    with trak_lock(state):  # two requests at once: one featurises, the other waits for it
+        jobs = [start(), start()]
+    answers = [wait(client, j)[0] for j in jobs]
+    assert [a["status"] for a in answers] == ["done", "done"] and len(fits) - before == 1
+    assert answers[0]["result"] == answers[1]["result"]
     expected = xk.examples.shown_trak(copy.deepcopy(model), (x, y)).top(torch.tensor([row]), k=2)
-    shown = job["result"]
+    shown = answers[0]["result"]
     assert "projection 67" in shown["method"]  # the gradient size (4·8 + 8 + 8·3 + 3) is below 128
     for kind, index in (("proponents", expected.supporting), ("opponents", expected.opposing)):
         assert [t["index"] for t in shown[kind]] == index[0].tolist()
