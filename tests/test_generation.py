@@ -407,3 +407,32 @@ def test_contexts_beyond_the_position_limit_are_refused_before_generating(model)
     g = explain_generation(xk.InputXGradient(model), ids, mask, continuation=torch.ones(3, limit - 6, dtype=torch.long),
                            per_token=False)
     assert g.relevance.shape == (3, ids.shape[1] + limit - 6, 1)
+
+
+@pytest.mark.parametrize("name", ["attnlrp", "input_x_gradient"])
+def test_the_answer_as_a_whole_rematerialises_like_the_methods(model, name, monkeypatch):
+    """remat=True on the method: the one-column pass (explain_answer, per_token=False) recomputes the model's
+    blocks in its backward pass and gives the plain pass's relevance and conservation; the per-token matrix
+    (one backward pass per token on one forward pass) cannot, and says so."""
+    ids, mask = prompts()
+    build = (lambda remat: xk.LRP(model, composite="attnlrp", remat=remat)) if name == "attnlrp" else \
+        (lambda remat: xk.InputXGradient(model, remat=remat))
+    before = snapshot(model)
+    from xaikit.propagation import remat as remat_module
+    recomputed, backward = [], remat_module._Call.backward
+    monkeypatch.setattr(remat_module._Call, "backward", lambda *a: recomputed.append(1) or backward(*a))
+    plain = explain_generation(build(False), ids, mask, max_new_tokens=STEPS, per_token=False)
+    assert recomputed == []
+    remat = explain_generation(build(True), ids, mask, max_new_tokens=STEPS, per_token=False)
+    assert len(recomputed) == model.config.num_hidden_layers  # each block recomputed once
+    assert_unchanged(model, before)
+    assert remat.info["remat"] is True and plain.info["remat"] is False
+    torch.testing.assert_close(remat.relevance, plain.relevance, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(remat.scores, plain.scores, rtol=1e-12, atol=1e-12)
+    if name == "attnlrp":
+        for key in ("absorbed", "residual"):
+            torch.testing.assert_close(remat.info["conservation"][key], plain.info["conservation"][key],
+                                       rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match=r"remat=True, but the per-token matrix .*\(per_token=False"):
+        explain_generation(build(True), ids, mask, max_new_tokens=STEPS)
+    assert_unchanged(model, before)
