@@ -348,3 +348,91 @@ def test_bad_answers_and_scores_are_named(model):
         explain_generation(lrp, ids.masked_fill(mask == 1, 99), mask)
     with pytest.raises(ValueError, match="score must be one of 'logit', 'log_prob'"):
         explain_answer(lrp, ids, ids[:, :1], mask, score="prob")
+
+
+@pytest.mark.parametrize("score", ["logit", "log_prob"])
+def test_generated_answer_as_a_whole_in_one_backward_pass(model, score, monkeypatch):
+    """per_token=False: the greedy continuation explained as one answer, one forward and ONE backward pass after
+    the generation; it equals the sum of the matrix's columns (float64) and explain_answer of the same tokens."""
+    ids, mask = prompts()
+    lrp = xk.LRP(model, composite="attnlrp")
+    grad, backwards = torch.autograd.grad, []
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: backwards.append(1) or grad(*a, **k))
+    matrix = explain_generation(lrp, ids, mask, max_new_tokens=STEPS, score=score)
+    assert len(backwards) == STEPS
+    before = snapshot(model)
+    with torch.no_grad():
+        decoded = greedy_continuation(model, *repad(ids, mask, "left"), STEPS)
+    forwards, hook = _count_forwards(model)
+    try:
+        whole = explain_generation(lrp, ids, mask, max_new_tokens=STEPS, score=score, per_token=False)
+    finally:
+        hook.remove()
+    assert_unchanged(model, before)
+    # the generation on the cache (as greedy_continuation alone), then one forward and one backward pass
+    assert len(forwards) == STEPS + 1 and len(backwards) == STEPS + 1, (forwards, backwards)
+    assert whole.info["per_token"] is False and matrix.info["per_token"] is True
+    torch.testing.assert_close(whole.generated, decoded[0])
+    assert whole.relevance.shape == (len(LENGTHS), ids.shape[1] + STEPS, 1)
+    torch.testing.assert_close(whole.generated, matrix.generated)
+    torch.testing.assert_close(whole.relevance[..., 0], matrix.relevance.sum(-1), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(whole.scores[:, 0], matrix.scores.sum(1), rtol=1e-10, atol=1e-10)
+    answer = explain_answer(lrp, ids, matrix.generated, mask, score=score)
+    torch.testing.assert_close(whole.relevance, answer.relevance, rtol=1e-10, atol=1e-12)
+    c = whole.info["conservation"]
+    torch.testing.assert_close(c["start"], c["input"] + c["absorbed"] + c["residual"])
+    assert len(whole.to_pandas()) == len(LENGTHS)  # one row per answer
+    with pytest.raises(TypeError, match="per_token must be True .* or False"):
+        explain_generation(lrp, ids, mask, per_token="no")
+
+
+def test_contexts_beyond_the_position_limit_are_refused_before_generating(model):
+    limit = model.config.max_position_embeddings
+    ids, mask = prompts()
+    lrp = xk.LRP(model, composite="cp_lrp")
+    calls, hook = _count_forwards(model)
+    try:
+        with pytest.raises(ValueError, match=rf"longest prompt of ids has 6 tokens and max_new_tokens adds "
+                                             rf"{limit - 5}: {limit + 1} tokens, more than the model's position "
+                                             rf"limit \({limit}"):
+            explain_generation(lrp, ids, mask, max_new_tokens=limit - 5)
+        with pytest.raises(ValueError, match=r"and answer adds .* position limit"):
+            explain_answer(lrp, ids, torch.ones(3, limit - 5, dtype=torch.long), mask)
+        with pytest.raises(ValueError, match=r"and continuation adds .* position limit"):
+            explain_generation(lrp, ids, mask, continuation=torch.ones(3, limit, dtype=torch.long))
+    finally:
+        hook.remove()
+    assert calls == []  # refused before any forward pass
+    # the limit counts real tokens: the padded prompts plus limit − 6 new tokens still fit
+    g = explain_generation(xk.InputXGradient(model), ids, mask, continuation=torch.ones(3, limit - 6, dtype=torch.long),
+                           per_token=False)
+    assert g.relevance.shape == (3, ids.shape[1] + limit - 6, 1)
+
+
+@pytest.mark.parametrize("name", ["attnlrp", "input_x_gradient"])
+def test_the_answer_as_a_whole_rematerialises_like_the_methods(model, name, monkeypatch):
+    """remat=True on the method: the one-column pass (explain_answer, per_token=False) recomputes the model's
+    blocks in its backward pass and gives the plain pass's relevance and conservation; the per-token matrix
+    (one backward pass per token on one forward pass) cannot, and says so."""
+    ids, mask = prompts()
+    build = (lambda remat: xk.LRP(model, composite="attnlrp", remat=remat)) if name == "attnlrp" else \
+        (lambda remat: xk.InputXGradient(model, remat=remat))
+    before = snapshot(model)
+    from xaikit.propagation import remat as remat_module
+    recomputed, backward = [], remat_module._Call.backward
+    monkeypatch.setattr(remat_module._Call, "backward", lambda *a: recomputed.append(1) or backward(*a))
+    plain = explain_generation(build(False), ids, mask, max_new_tokens=STEPS, per_token=False)
+    assert recomputed == []
+    remat = explain_generation(build(True), ids, mask, max_new_tokens=STEPS, per_token=False)
+    assert len(recomputed) == model.config.num_hidden_layers  # each block recomputed once
+    assert_unchanged(model, before)
+    assert remat.info["remat"] is True and plain.info["remat"] is False
+    torch.testing.assert_close(remat.relevance, plain.relevance, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(remat.scores, plain.scores, rtol=1e-12, atol=1e-12)
+    if name == "attnlrp":
+        for key in ("absorbed", "residual"):
+            torch.testing.assert_close(remat.info["conservation"][key], plain.info["conservation"][key],
+                                       rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match=r"remat=True, but the per-token matrix .*\(per_token=False"):
+        explain_generation(build(True), ids, mask, max_new_tokens=STEPS)
+    assert_unchanged(model, before)

@@ -25,6 +25,7 @@ from ..methods.propagation import LRP
 from ..modes import eval_semantics
 from ..propagation.balance import warn_absorbed, warn_unknown
 from ..propagation.composites import auto_preset, make_composite
+from ..propagation.remat import long_context_kwargs, rematerialised, use_remat
 from ..propagation.session import Session
 from ..tokens import model_scores
 from .padding import accepts, sequence_inputs
@@ -77,6 +78,9 @@ def _shared(method: Method, sequences: torch.Tensor, mask: torch.Tensor, targets
     lrp = isinstance(method, LRP)
     if lrp and method.auto is not None:
         method.composite = make_composite(auto_preset(sequences), **method.auto)
+    remat = _remat(method, sequences, len(targets))
+    if remat:
+        given = long_context_kwargs(method.model, None, length, given)[1]  # no key/value cache
     relevance = scores = None
     tables: dict[str, Any] = {}
     coverage = None
@@ -85,7 +89,7 @@ def _shared(method: Method, sequences: torch.Tensor, mask: torch.Tensor, targets
             ids = sequences[rows]
             kwargs = sequence_inputs(method.model, mask[rows], **given)
             method.tokens.check(ids, kwargs)
-            part = _one_forward(method, ids, kwargs, [t.take(torch.arange(n)[rows]) for t in targets], lrp)
+            part = _one_forward(method, ids, kwargs, [t.take(torch.arange(n)[rows]) for t in targets], lrp, remat)
             if relevance is None:
                 relevance = torch.zeros(n, length, len(targets), dtype=part["relevance"].dtype)
                 scores = torch.zeros(n, len(targets), dtype=part["scores"].dtype)
@@ -99,7 +103,7 @@ def _shared(method: Method, sequences: torch.Tensor, mask: torch.Tensor, targets
                         table.setdefault(op, torch.zeros(n, len(targets), dtype=v.dtype))[rows] = v
                 else:
                     tables.setdefault(key, torch.zeros(n, len(targets), dtype=value.dtype))[rows] = value
-    info: dict[str, Any] = {"shared_forward": True}
+    info: dict[str, Any] = {"shared_forward": True, "remat": remat}
     if lrp:
         warn_unknown(coverage, method.name, stacklevel=5)
         info.update(coverage=coverage.as_dict(), composite=method.composite.name, conservation=tables)
@@ -109,17 +113,32 @@ def _shared(method: Method, sequences: torch.Tensor, mask: torch.Tensor, targets
     return Columns(relevance, scores, info)
 
 
+def _remat(method: Method, sequences: torch.Tensor, columns: int) -> bool:
+    """Whether the shared pass rematerialises the model's blocks (the method's ``remat=``,
+    :mod:`xaikit.propagation.remat`): one column only, since a recomputed block serves one backward pass."""
+    setting = getattr(method, "remat", False)
+    if columns > 1:
+        if setting is True:
+            raise ValueError(f"{method.name} has remat=True, but the per-token matrix takes one backward pass per "
+                             "generated token on one forward pass, which a rematerialised block cannot serve; "
+                             "explain the answer as a whole (per_token=False, explain_answer) or build the method "
+                             "with remat=False")
+        return False
+    return use_remat(setting, method.model, sequences)
+
+
 def _one_forward(method: Method, ids: torch.Tensor, kwargs: dict[str, Any], targets: list[TokenLogits],
-                 lrp: bool) -> dict[str, Any]:
+                 lrp: bool, remat: bool = False) -> dict[str, Any]:
     """One forward pass over ``ids``, one backward pass per target: relevance ``(n, L, C)``, scores ``(n, C)`` and,
-    for LRP, the conservation tables ``(n, C)`` and the coverage."""
+    for LRP, the conservation tables ``(n, C)`` and the coverage. ``remat``: the model's blocks recomputed in the
+    backward pass (one target)."""
     session = Session(method.model, method.composite) if lrp else None
     vectors = method.tokens.embed(ids)
     forward = method.tokens.forward(ids, session.run if lrp else None)
     leaf = vectors.detach().requires_grad_(True)
     columns, scores, absorbed, absorbed_by = [], [], [], []
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), rematerialised(method.model, remat, session):
             output = model_scores(forward(leaf, **kwargs))
             if not isinstance(output, torch.Tensor) or output.ndim != 3:
                 raise ValueError("the model must return logits of shape (batch, length, vocabulary) (or an output "

@@ -26,6 +26,7 @@ import torch
 from ..deprecation import renamed
 from ..methods.base import Method
 from ..methods.resolve import DEFAULT_METHODS, resolve_method
+from ..propagation.remat import position_limit
 from ..results import ResultExport
 from .columns import relevance_columns
 from .decode import greedy_continuation, split_generate_output
@@ -41,7 +42,8 @@ class GenerationResult(ResultExport):
     ----------
     relevance : torch.Tensor
         ``(N, L, G)``: relevance of token ``i`` of ``sequences[n]`` for generated token ``j``
-        (:func:`explain_answer`: ``G = 1``, the answer as a whole). Padding and tokens after a sequence's end
+        (:func:`explain_answer` and ``explain_generation(..., per_token=False)``: one column, the answer as a
+        whole). Padding and tokens after a sequence's end
         are 0.
     sequences : torch.Tensor
         ``(N, L)`` token ids, prompt then continuation, left-padded.
@@ -56,7 +58,8 @@ class GenerationResult(ResultExport):
         ``(N, G)`` the explained values: logits, or log-probabilities with ``score="log_prob"`` (``info["score"]``).
     method : str
     info : dict
-        ``score`` (``"logit"`` or ``"log_prob"``), ``shared_forward`` (one forward pass served every column), and
+        ``score`` (``"logit"`` or ``"log_prob"``), ``per_token`` (one column per generated token, or one for
+        the answer), ``shared_forward`` (one forward pass served every column), and
         the method's ``info`` (LRP: ``coverage``; ``conservation`` with ``(N, G)`` tables: ``start``, ``input``,
         ``absorbed``, ``residual``, ``absorbed_by``; a log-probability's log-softmax bias, minus the entropy, is
         absorbed by ``"log_softmax:taylor"``).
@@ -78,7 +81,7 @@ class GenerationResult(ResultExport):
         is a tensor: ``.relevance``)."""
         prompt = self.relevance[:, :self.prompt_length].sum(1)  # (N, G)
         rest = self.relevance.sum(1) - prompt
-        if self.relevance.shape[-1] != self.generated.shape[1]:  # one answer per sequence
+        if not self.info.get("per_token", self.relevance.shape[-1] == self.generated.shape[1]):  # one answer
             return [{"sequence": n, "step": 0,
                      "token": self.generated[n][self.generated_mask[n].bool()].tolist(),
                      "score": float(self.scores[n, 0]), "prompt_relevance": float(prompt[n, 0]),
@@ -159,12 +162,25 @@ def _check_vocabulary(model: torch.nn.Module, ids: torch.Tensor, name: str, mask
                          "of the model's own tokenizer")
 
 
+def _check_positions(model: torch.nn.Module, prompt: int, steps: int, name: str) -> None:
+    """Refuse a prompt of ``prompt`` real tokens (the longest of the batch) and ``steps`` new ones beyond the
+    model's position limit (``config.max_position_embeddings`` or ``n_positions``) before anything runs: rotary
+    models would compute positions they were not configured for, learned position tables fail to index."""
+    limit = position_limit(model)
+    if limit is not None and prompt + steps > limit:
+        raise ValueError(f"the longest prompt of ids has {prompt} tokens and {name} adds {steps}: "
+                         f"{prompt + steps} tokens, more than the model's position limit ({limit}, "
+                         f"config.max_position_embeddings); shorten the prompt or {name} to at most {limit} tokens "
+                         "together")
+
+
 def explain_generation(method: Method | str | None, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        max_new_tokens: int = 16, continuation: Any = None,
                        eos_token_id: int | None = None, forward_kwargs: dict[str, Any] | None = None, *,
-                       score: str = "logit", model: torch.nn.Module | None = None,
+                       score: str = "logit", per_token: bool = True, model: torch.nn.Module | None = None,
                        method_settings: dict[str, Any] | None = None) -> GenerationResult:
-    """Explain every token a causal language model generates after ``ids``: the tokens × generated matrix.
+    """Explain every token a causal language model generates after ``ids``: the tokens × generated matrix, or
+    (``per_token=False``) the generated answer as a whole.
 
     Parameters
     ----------
@@ -192,6 +208,12 @@ def explain_generation(method: Method | str | None, ids: torch.Tensor, attention
     score : "logit" or "log_prob"
         Explain each generated token's logit (default) or its log-probability
         (:class:`~xaikit.generation.TokenLogProbs`).
+    per_token : bool
+        ``True`` (default): one column per generated token, the matrix (one backward pass per generated token).
+        ``False``: one column, the whole continuation as one answer (the sum of its tokens' logits, with
+        ``score="log_prob"`` its log-likelihood), in one forward and one backward pass after the generation:
+        :func:`explain_answer` of the generated tokens, equal to the matrix's row sums (:meth:`GenerationResult.
+        answer`) at the cost of one of its columns.
     model : nn.Module, optional
         The language model, for a method given by name or spec.
     method_settings : dict, optional
@@ -200,7 +222,8 @@ def explain_generation(method: Method | str | None, ids: torch.Tensor, attention
     Returns
     -------
     GenerationResult
-        ``relevance`` ``(N, P + G, G)``: the tokens × generated matrix of each sequence.
+        ``relevance`` ``(N, P + G, G)``: the tokens × generated matrix of each sequence; ``(N, P + G, 1)`` with
+        ``per_token=False`` (``info["per_token"]`` says which).
 
     Notes
     -----
@@ -210,6 +233,9 @@ def explain_generation(method: Method | str | None, ids: torch.Tensor, attention
     """
     method = _check_method(method, model, method_settings)
     kind = _check_score(score)
+    if not isinstance(per_token, bool):
+        raise TypeError(f"per_token must be True (the tokens × generated matrix) or False (the answer as a whole), "
+                        f"got {per_token!r}")
     ids = _check_ids(ids, "ids")
     mask = check_mask(ids, attention_mask)
     _check_vocabulary(method.model, ids, "ids", mask)
@@ -223,27 +249,33 @@ def explain_generation(method: Method | str | None, ids: torch.Tensor, attention
         if eos_token_id is None:
             eos_token_id = _eos(method.model)
         continuation, explained = split_generate_output(continuation, ids, eos_token_id)
+        _check_positions(method.model, int(mask.sum(1).max()), continuation.shape[1], "continuation")
         ids, mask = repad(ids, mask, "left")
     elif continuation is None:
         ids, mask = repad(ids, mask, "left")
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        _check_positions(method.model, int(mask.sum(1).max()), max_new_tokens, "max_new_tokens")
         continuation, explained = greedy_continuation(method.model, ids, mask, max_new_tokens, eos_token_id, given)
     else:
         ids, mask = repad(ids, mask, "left")
         continuation = _check_ids(continuation, "continuation")
         if continuation.shape[0] != ids.shape[0]:
             raise ValueError(f"continuation has {continuation.shape[0]} sequences, ids has {ids.shape[0]}")
+        _check_positions(method.model, int(mask.sum(1).max()), continuation.shape[1], "continuation")
         explained = torch.ones_like(continuation)
     _check_vocabulary(method.model, continuation, "continuation", explained)
     prompt, steps = ids.shape[1], continuation.shape[1]
     sequences = torch.cat([ids, continuation.to(ids.device)], 1)
     full_mask = torch.cat([mask, explained.to(mask.device)], 1)
     tokens, slots = continuation.cpu(), explained.bool().cpu()
-    targets = [kind(torch.full((ids.shape[0], 1), prompt - 1 + j), tokens[:, j:j + 1], slots[:, j:j + 1])
-               for j in range(steps)]
+    if per_token:
+        targets = [kind(torch.full((ids.shape[0], 1), prompt - 1 + j), tokens[:, j:j + 1], slots[:, j:j + 1])
+                   for j in range(steps)]
+    else:  # the answer as one target: Σ_j of the per-token targets, one backward pass
+        targets = [kind(torch.arange(prompt - 1, prompt - 1 + steps).expand(ids.shape[0], -1), tokens, slots)]
     columns = relevance_columns(method, sequences, full_mask, targets, given, steps + 1)
-    return _result(columns, sequences, full_mask, continuation, explained, prompt, method.name, score)
+    return _result(columns, sequences, full_mask, continuation, explained, prompt, method.name, score, per_token)
 
 
 def _eos(model: torch.nn.Module) -> int | None:
@@ -280,17 +312,18 @@ def explain_answer(method: Method | str | None, ids: torch.Tensor, answer: torch
         raise ValueError("answer_mask must mark each answer's tokens first and its padding after them")
     _check_vocabulary(method.model, ids, "ids", mask)
     _check_vocabulary(method.model, answer, "answer", answer_mask)
+    _check_positions(method.model, int(mask.sum(1).max()), answer.shape[1], "answer")
     ids, mask = repad(ids, mask, "left")
     prompt, steps = ids.shape[1], answer.shape[1]
     sequences, full_mask = torch.cat([ids, answer], 1), torch.cat([mask, answer_mask], 1)
     positions = torch.arange(prompt - 1, prompt - 1 + steps).expand(ids.shape[0], -1)
     target = kind(positions, answer.cpu(), answer_mask.bool().cpu())
     columns = relevance_columns(method, sequences, full_mask, [target], dict(forward_kwargs or {}), steps + 1)
-    return _result(columns, sequences, full_mask, answer, answer_mask, prompt, method.name, score)
+    return _result(columns, sequences, full_mask, answer, answer_mask, prompt, method.name, score, False)
 
 
-def _result(columns, sequences, mask, generated, explained, prompt, name, score) -> GenerationResult:
-    info = dict(columns.info, score=score)
+def _result(columns, sequences, mask, generated, explained, prompt, name, score, per_token) -> GenerationResult:
+    info = dict(columns.info, score=score, per_token=per_token)
     return GenerationResult(columns.relevance, sequences, mask, generated, explained, prompt, columns.scores, name,
                             info)
 
