@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
-exec .venv/bin/python -m pytest "$@"
+# one worker per core (at most 4): each runs torch on one thread (tests/conftest.py)
+exec .venv/bin/python -m pytest -n auto --maxprocesses 4 --dist loadgroup "$@"

@@ -28,3 +28,14 @@ def chelsea():
     from xaikit.zoo import load_image
 
     return load_image("chelsea")
+
+
+# Under pytest-xdist (scripts/test.sh runs the suite on every core), the tests that start a local Ray cluster run
+# on one worker, one after the other: two clusters at once would double the memory and contend for the cores.
+_RAY_DOC_PAGES = ("docs/run.md", "docs/data_attribution.md")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name == "test_run_ray.py" or any(f"[{page}]" in item.nodeid for page in _RAY_DOC_PAGES):
+            item.add_marker(pytest.mark.xdist_group("ray"))
