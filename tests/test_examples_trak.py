@@ -78,6 +78,30 @@ def test_trak_on_a_logistic_model_equals_the_closed_form():
     torch.testing.assert_close(both.scores(xq, yq), sum(kernels) / 2 * (sum(qs) / 2)[None], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("delta", [0.3, 1.0])
+def test_trak_shrinkage_equals_the_shrunk_closed_form_and_is_free_of_the_output_scale(delta):
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(25, 4, generator=g, dtype=torch.float64), torch.randint(0, 2, (25,), generator=g)
+    xq, yq = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.tensor([1, 0, 1])
+    model = _logistic(seed=3)
+    w, s, sq = model.weight[0].detach(), 2.0 * y - 1, 2.0 * yq - 1
+    gram = x.T @ x  # Φ = diag(s) X: ΦᵀΦ = XᵀX, its mean eigenvalue tr/d
+    shrunk = (1 - delta) * gram + (delta * gram.trace() / 4 + 0.2) * torch.eye(4, dtype=torch.float64)
+    expected = (sq[:, None] * xq) @ torch.linalg.inv(shrunk) @ (x * s[:, None]).T * torch.sigmoid(-s * (x @ w))[None]
+    trak = xk.examples.TRAK(model, projection=None, shrinkage=delta, regularisation=0.2).fit((x, y))
+    torch.testing.assert_close(trak.scores(xq, yq), expected, rtol=1e-9, atol=1e-12)
+    # δ is relative to the kernel's own scale: an output function 3× larger gives the same scores (Q = 1 for both)
+    scaled = [xk.examples.TRAK(model, projection=None, shrinkage=delta, output=lambda o, t, c=c: c * margin(o, t))
+              .fit((x, y)).scores(xq, yq) for c in (1.0, 3.0)]
+    torch.testing.assert_close(scaled[1], scaled[0], rtol=1e-9, atol=1e-12)
+    if delta == 1.0:  # no kernel left: gradient dot products φ(z)ᵀφ_i / μ times Q
+        mu = gram.trace() / 4
+        torch.testing.assert_close(scaled[0], (sq[:, None] * xq) @ (x * s[:, None]).T / mu, rtol=1e-9, atol=1e-12)
+    for bad in (-0.1, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match="shrinkage must be a number in"):
+            xk.examples.TRAK(model, projection=None, shrinkage=bad)
+
+
 def test_trak_pairs_indices_self_scores_top_and_batch_size_agree_and_leave_the_model_unchanged():
     model, (x, y) = _mlp(), _data()
     before = snapshot(model)
@@ -157,7 +181,7 @@ def test_influence_functions_lissa_approaches_the_exact_inverse_hvp():
 def test_trak_store_equals_memory_and_resumes_without_recomputing_finished_shards(tmp_path):
     pytest.importorskip("zarr")
     model, (x, y) = _mlp(), _data(30)
-    memory = xk.examples.TRAK(model, projection=6, batch_size=4).fit((x, y))
+    memory = xk.examples.TRAK(model, projection=6, batch_size=4, shrinkage=0.5).fit((x, y))
     calls = []
 
     class Counting(xk.examples.TRAK):
@@ -171,10 +195,11 @@ def test_trak_store_equals_memory_and_resumes_without_recomputing_finished_shard
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Counting(model, projection=6, batch_size=4).fit(killed(), store=tmp_path / "s", shard_size=8)
+        Counting(model, projection=6, batch_size=4, shrinkage=0.5).fit(killed(), store=tmp_path / "s", shard_size=8)
     assert sum(calls) == 16  # two shards of 8 written
     calls.clear()
-    stored = Counting(model, projection=6, batch_size=4).fit((x, y), store=tmp_path / "s", shard_size=8)
+    stored = Counting(model, projection=6, batch_size=4, shrinkage=0.5).fit((x, y), store=tmp_path / "s",
+                                                                             shard_size=8)
     assert sum(calls) == 14  # only the two shards still missing (8 + 6)
     for ours, theirs in ((stored.scores(x[:5], y[:5]), memory.scores(x[:5], y[:5])),
                          (stored.self_scores(), memory.self_scores()),
