@@ -8,7 +8,8 @@ from torch import nn
 
 import xaikit as xk
 from tests.models import assert_unchanged, snapshot
-from xaikit.examples.gradients import RandomProjection, flat, per_sample_gradients
+from xaikit.examples.gradients import (RandomProjection, flat, per_sample_gradients, stack_states,
+                                      stacked_per_sample_gradients)
 from xaikit.metrics.data_attribution import margin
 
 
@@ -32,6 +33,36 @@ def test_per_sample_gradients_equal_the_loop_of_single_sample_gradients():
         single = torch.cat([p.grad.flatten() for p in model.parameters()])
         torch.testing.assert_close(batched[i], single, atol=1e-6, rtol=0)
     model.zero_grad(set_to_none=True)
+
+
+def test_stacked_per_sample_gradients_equal_each_member_alone_with_its_own_batchnorm_statistics():
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 3)).double()
+              .eval() for _ in range(3)]
+    for m in models:  # running statistics of their own: the buffers must be vmapped with the weights
+        m[1].running_mean.uniform_(-1, 1)
+        m[1].running_var.uniform_(0.5, 2)
+    x, y = torch.randn(5, 2, 4, 4, dtype=torch.float64), torch.tensor([0, 2, 1, 1, 0])
+    names = [n for n, _ in models[0].named_parameters()]
+    grads, values = stacked_per_sample_gradients(models[0], stack_states([m.state_dict() for m in models]), names,
+                                                 margin, x, y)
+    for i, m in enumerate(models):
+        alone = per_sample_gradients(m, m.state_dict(), names, margin, x, y)
+        for n in names:
+            torch.testing.assert_close(grads[n][i], alone[n], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(values[i], margin(m(x), y), rtol=1e-12, atol=1e-12)
+    # TRAK's ensemble featurised in groups of one member (a small memory budget) or all at once: the same scores
+    xd, yd = _data(12)
+    ensemble = [_mlp(seed).state_dict() for seed in range(3)]
+    together = xk.examples.TRAK(_mlp(), checkpoints=ensemble, projection=8).fit((xd, yd))
+    xk.set_memory_budget(2 * 12 * 66 * 8)  # a quarter of it holds less than one member: groups of one
+    try:
+        apart = xk.examples.TRAK(_mlp(), checkpoints=ensemble, projection=8)
+        assert [len(next(iter(g.values()))) for g in apart._groups(12)] == [1, 1, 1]
+        apart.fit((xd, yd))
+    finally:
+        xk.set_memory_budget(None)
+    torch.testing.assert_close(apart.scores(xd[:4], yd[:4]), together.scores(xd[:4], yd[:4]), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher"])

@@ -35,14 +35,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..batching import batch_size_for, check_batch_size
+from ..batching import batch_size_for, check_batch_size, memory_budget
 from ..errors import check_positive
 from ..fingerprint import fingerprint
 from ..metrics.data_attribution import margin
 from ..methods.base import _checked_init
 from ..modes import explains_in_eval
 from .attribution import AttributionResult, check_indices, labelled_batches, query_labels, top_of, weight_states
-from .gradients import RandomProjection, attributed_parameters, flat, gradient_size, per_sample_gradients
+from .gradients import RandomProjection, attributed_parameters, flat, gradient_size, stack_states, \
+    stacked_per_sample_gradients
 from .search import chunk_size
 from .store import FeatureStore, StoredFeatures
 
@@ -171,14 +172,36 @@ class TRAK:
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(φ, q)`` of a batch at weights ``state``: the projected gradients ``(B, k)`` of the output function
         and the Newton weights ``1 − p`` ``(B,)``."""
-        grads = per_sample_gradients(self.model, state, self.names, self._f, x, y)
-        phi = flat(grads, self.names) if self.projector is None else self.projector(grads)
+        phi, q = self._features(stack_states([state]), x, y)
+        return phi[0], q[0]
+
+    def _features(self, stacked: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(φ (G, B, k), q (G, B))`` of a batch at ``G`` stacked weights (one ``vmap`` over them)."""
+        grads, f = stacked_per_sample_gradients(self.model, stacked, self.names, self._f, x, y)
+        members, size = f.shape
+        rows = {n: g.flatten(0, 1) for n, g in grads.items()}  # (G B, *shape): one projection for all members
+        phi = (flat(rows, self.names) if self.projector is None else self.projector(rows)).reshape(members, size, -1)
         if self.output == "margin" and self.newton:
-            with torch.no_grad():
-                q = torch.sigmoid(-margin(torch.func.functional_call(self.model, state, (x,)), y))
+            q = torch.sigmoid(-f)  # 1 − p of the label, from the forward pass of the gradients
         else:
-            q = torch.ones(x.shape[0], dtype=phi.dtype, device=phi.device)
+            q = torch.ones(members, size, dtype=phi.dtype, device=phi.device)
         return phi.detach(), q
+
+    def _groups(self, batch: int) -> list[dict[str, torch.Tensor]]:
+        """The ensemble's weights stacked in groups of ``G`` members, ``G`` such that one group's per-sample
+        gradients ``G B p`` (twice: the gradients and their flat copy) fit a quarter of the memory budget."""
+        param = next(iter(self.model.parameters()))
+        per_member = 2 * batch * self.gradient_size * param.element_size()
+        size = max(1, min(len(self.checkpoints), memory_budget(param.device) // 4 // max(per_member, 1)))
+        return [stack_states(self.checkpoints[s:s + size]) for s in range(0, len(self.checkpoints), size)]
+
+    def featurise_members(self, x: torch.Tensor, y: torch.Tensor, groups: list[dict[str, torch.Tensor]] | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(φ (M, B, k), q (M, B))`` of a batch at every ensemble member, the members in groups
+        (:meth:`_groups`) of one ``vmap`` each."""
+        parts = [self._features(g, x, y) for g in (groups if groups is not None else self._groups(x.shape[0]))]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     @explains_in_eval
     def fit(self, data: Any, store: str | Path | None = None, shard_size: int = 4096) -> "TRAK":
@@ -197,13 +220,14 @@ class TRAK:
             return self._fit_stored(data, store, shard_size)
         feats: list[list[torch.Tensor]] = [[] for _ in self.checkpoints]
         qs: list[list[torch.Tensor]] = [[] for _ in self.checkpoints]
-        shape = None
+        shape, groups = None, None
         bar = tqdm(desc="TRAK features", unit="samples", disable=None if self.progress else True, file=sys.stderr)
         for x, y, shape in labelled_batches(self.model, data, self.batch_size, "TRAK"):
-            for m, state in enumerate(self.checkpoints):
-                phi, q = self.featurise(state, x, y)
-                feats[m].append(phi)
-                qs[m].append(q)
+            groups = groups if groups is not None else self._groups(x.shape[0])
+            phi, q = self.featurise_members(x, y, groups)
+            for m in range(len(self.checkpoints)):
+                feats[m].append(phi[m])
+                qs[m].append(q[m])
             bar.update(x.shape[0])
         bar.close()
         self.features = [torch.cat(f) for f in feats]
@@ -300,11 +324,10 @@ class TRAK:
         """The queries' ``φ_m(z)ᵀ (Φ_mᵀΦ_m)⁻¹`` per member ``(Q, k)`` and their labels."""
         y = query_labels(self.model, x, y, self.input_shape, "TRAK")
         step = batch_size_for(self.batch_size, x[0])
-        out = []
-        for state, kernel in zip(self.checkpoints, self.kernels):
-            phi = torch.cat([self.featurise(state, x[s:s + step], y[s:s + step])[0]
-                             for s in range(0, x.shape[0], step)])
-            out.append((phi.double() @ kernel).to(phi.dtype))
+        groups = self._groups(min(step, x.shape[0]))
+        phi = torch.cat([self.featurise_members(x[s:s + step], y[s:s + step], groups)[0]
+                         for s in range(0, x.shape[0], step)], 1)
+        out = [(p.double() @ kernel).to(p.dtype) for p, kernel in zip(phi, self.kernels)]
         return out, y
 
     def _block(self, query: list[torch.Tensor], rows: torch.Tensor | slice) -> torch.Tensor:
