@@ -164,6 +164,31 @@ def precision(k: int = 256, subsets: int = 50) -> None:
     print(json.dumps({n: float(spearman(v.double() @ masks.T, actual).nanmean()) for n, v in scores.items()}))
 
 
+def shrinkage_rows(seeds: int = 3, subsets: int = 50) -> None:
+    """LDS of TRAK with and without ``shrinkage=0.5`` (k = 64, 256; M = 5) on the digits setting, 3 seeds;
+    writes ``results/data_attribution_shrinkage.json``."""
+    rows: dict[str, list[float]] = {}
+    for seed in range(seeds):
+        x, y, xq, yq, models = ensemble(seed)
+        states = [m.state_dict() for m in models]
+        methods = {f"TRAK, k = {k}, M = 5" + (f", shrinkage = {d}" if d else ""): xk.examples.TRAK(
+            models[0], checkpoints=states, projection=k, shrinkage=d, batch_size=250).fit((x, y)).scores(xq, yq)
+            for k in (64, 256) for d in (0.0, 0.5)}
+        lds = xk.metrics.LinearDatamodelingScore(subsets=subsets, fraction=0.5, seed=seed)
+        actual = None
+        for name, scores in methods.items():
+            if actual is None:
+                value = lds(lambda i, s: train(x[i], y[i], s), xq, yq, scores)
+                actual = lds.last["actual"]
+            else:
+                value = spearman(scores.double() @ lds.last["masks"].double().T, actual)
+            rows.setdefault(name, []).append(float(value.nanmean()))
+        print(f"seed {seed}: " + ", ".join(f"{n} {v[-1]:.3f}" for n, v in rows.items()), flush=True)
+    out = {n: {"mean": sum(v) / len(v), "se": se(v), "per_seed": v} for n, v in rows.items()}
+    (Path(__file__).parent / "results" / "data_attribution_shrinkage.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a small run to check the script")
@@ -171,7 +196,10 @@ def main() -> None:
     parser.add_argument("--timing", action="store_true", help="only: TRAK vs traker time, interleaved repeats")
     parser.add_argument("--precision", action="store_true",
                         help="only: LDS of TRAK with its kernel in float64 vs float32 and traker (seed 0)")
+    parser.add_argument("--shrinkage", action="store_true", help="only: LDS of TRAK with and without shrinkage")
     args = parser.parse_args()
+    if args.shrinkage:
+        return shrinkage_rows()
     if args.timing:
         return timing()
     if args.precision:
