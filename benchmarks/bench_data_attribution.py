@@ -139,6 +139,36 @@ def timing(repeats: int = 7, k: int = 256) -> None:
     print(json.dumps(out))
 
 
+def _peak_kib() -> int:
+    import re
+    return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def memory_child(which: str, k: int = 256) -> None:
+    """One side of ``memory()``, in its own process: the peak resident memory of TRAK's or traker's fit + scores
+    above the resident memory after the setting is built (Linux: the peak is reset through
+    ``/proc/self/clear_refs``)."""
+    x, y, xq, yq, models = ensemble(0)
+    work = (lambda: traker_scores(models, x, y, xq, yq, k)) if which == "traker" else (
+        lambda: xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=k,
+                                 batch_size=250).fit((x, y)).scores(xq, yq))
+    work()  # imports and first-call initialisation are not the work
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _peak_kib()
+    work()
+    print(json.dumps({"which": which, "peak_above_start_mib": (_peak_kib() - before) / 1024,
+                      "peak_mib": _peak_kib() / 1024}))
+
+
+def memory() -> None:
+    """Peak memory of TRAK vs traker on the timing's work (k = 256, M = 5), each in a fresh process."""
+    import subprocess
+    import sys
+    for which in ("ours", "traker", "ours", "traker"):
+        out = subprocess.run([sys.executable, __file__, "--memory-child", which], capture_output=True, text=True)
+        print([line for line in out.stdout.splitlines() if line.startswith("{")][-1], flush=True)
+
+
 def precision(k: int = 256, subsets: int = 50) -> None:
     """Seed 0's LDS of TRAK with the kernel inverted in float64 (ours) and in float32, and of traker."""
     import xaikit.examples.trak as trak_module
@@ -197,7 +227,13 @@ def main() -> None:
     parser.add_argument("--precision", action="store_true",
                         help="only: LDS of TRAK with its kernel in float64 vs float32 and traker (seed 0)")
     parser.add_argument("--shrinkage", action="store_true", help="only: LDS of TRAK with and without shrinkage")
+    parser.add_argument("--memory", action="store_true", help="only: peak memory of TRAK vs traker")
+    parser.add_argument("--memory-child", choices=["ours", "traker"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        return memory_child(args.memory_child)
+    if args.memory:
+        return memory()
     if args.shrinkage:
         return shrinkage_rows()
     if args.timing:
