@@ -213,9 +213,11 @@ class TRAK:
         resumable zarr store shard by shard (:mod:`.store`; ``shard_size`` samples each) and read back block
         by block when scoring; a run killed midway resumes without recomputing finished shards.
 
-        Memory (numbers, besides the model): one batch's gradients ``B p`` + the projection ``p k`` (cached
-        when ``8 p k`` bytes fit a quarter of the memory budget, else ``4096 k`` per generated block) + the
-        kernels ``M k²`` + (with a store) one shard ``M S k``, else all features ``M N k``.
+        Memory (numbers, besides the model): one batch's gradients ``B p`` (without a store: ``G B p`` for a
+        group of ``G`` ensemble members featurised in one ``vmap``, ``G`` such that ``2 G B p`` numbers fit a
+        quarter of the memory budget) + the projection ``p k`` (cached when ``8 p k`` bytes fit a quarter of
+        the memory budget, else ``4096 k`` per generated block) + the kernels ``M k²`` + (with a store) one
+        shard ``M S k``, else all features ``M N k``.
         """
         if store is not None:
             return self._fit_stored(data, store, shard_size)
