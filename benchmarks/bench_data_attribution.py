@@ -196,7 +196,8 @@ def precision(k: int = 256, subsets: int = 50) -> None:
 
 def shrinkage_rows(seeds: int = 3, subsets: int = 50) -> None:
     """LDS of TRAK with and without ``shrinkage=0.5`` (k = 64, 256; M = 5) on the digits setting, 3 seeds;
-    writes ``results/data_attribution_shrinkage.json``."""
+    writes ``results/data_attribution_shrinkage.json`` (``--shrinkage`` runs this, then
+    :func:`shrinkage_other_uses`)."""
     rows: dict[str, list[float]] = {}
     for seed in range(seeds):
         x, y, xq, yq, models = ensemble(seed)
@@ -219,6 +220,46 @@ def shrinkage_rows(seeds: int = 3, subsets: int = 50) -> None:
     print(json.dumps(out, indent=1))
 
 
+def shrinkage_other_uses(seeds: int = 3, n_train: int = 600, n_test: int = 30, brittle_q: int = 8) -> None:
+    """Label-noise AUC and brittleness of TRAK (k = 256, M = 5) with and without ``shrinkage=0.5``, the protocol
+    of ``main`` (same seeds, flips, queries and retrainings); writes
+    ``results/data_attribution_shrinkage_uses.json``."""
+    variants = {"TRAK": 0.0, "TRAK, shrinkage = 0.5": 0.5}
+    aucs: dict[str, list[float]] = {}
+    flips: dict[str, list[float]] = {}
+    for seed in range(seeds):
+        x, y, _, _ = digits(n_train, n_test, seed)
+        g = torch.Generator().manual_seed(seed)
+        flipped = torch.rand(n_train, generator=g) < 0.1
+        noisy = y.clone()
+        noisy[flipped] = (y[flipped] + torch.randint(1, 10, (int(flipped.sum()),), generator=g)) % 10
+        models = [train(x, noisy, 1000 * seed + m) for m in range(5)]
+        for name, delta in variants.items():
+            trak = xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=256,
+                                    shrinkage=delta, batch_size=250).fit((x, noisy))
+            aucs.setdefault(name, []).append(xk.metrics.detection_auc(trak.self_scores(), flipped))
+    for seed in range(seeds):
+        x, y, xq, yq = digits(n_train, n_test, seed)
+        models = [train(x, y, 1000 * seed + m) for m in range(5)]
+        with torch.no_grad():
+            pred = models[0](xq).argmax(1)
+        q = torch.arange(brittle_q)
+
+        def retrain(indices: torch.Tensor, s: int, seed: int = seed) -> nn.Module:
+            return train(x[indices], y[indices], 1000 * seed)
+
+        for name, delta in variants.items():
+            scores = xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=256,
+                                      shrinkage=delta, batch_size=250).fit((x, y)).scores(xq[q], pred[q])
+            for kk in (10, 50):
+                value = xk.metrics.Brittleness(k=kk, seed=seed)(retrain, xq[q], pred[q], scores)
+                flips.setdefault(f"{name}, k={kk}", []).append(float(value.mean()))
+    out = {"label_noise_auc": {n: {"mean": sum(v) / len(v), "se": se(v), "per_seed": v} for n, v in aucs.items()},
+           "brittleness": {n: {"mean": sum(v) / len(v), "se": se(v), "per_seed": v} for n, v in flips.items()}}
+    (Path(__file__).parent / "results" / "data_attribution_shrinkage_uses.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a small run to check the script")
@@ -235,7 +276,8 @@ def main() -> None:
     if args.memory:
         return memory()
     if args.shrinkage:
-        return shrinkage_rows()
+        shrinkage_rows()
+        return shrinkage_other_uses()
     if args.timing:
         return timing()
     if args.precision:
