@@ -113,21 +113,60 @@ def ensemble(seed: int, n_train: int = 600, n_test: int = 30, m: int = 5):
     return x, y, xq, yq, [train(x, y, 1000 * seed + i) for i in range(m)]
 
 
-def timing(repeats: int = 5, k: int = 256) -> None:
-    """TRAK (fit + scores) against traker on the same work, alternating, ``repeats`` times each."""
+def timing(repeats: int = 7, k: int = 256) -> None:
+    """TRAK (fit + scores) against traker on the same work, alternating, ``repeats`` times each after one untimed
+    warm-up call of each; wall time and this process's CPU time (one thread: the CPU time is the work, the wall
+    time adds the machine's load)."""
     x, y, xq, yq, models = ensemble(0)
-    ours, ref = [], []
+    ours, ref, ours_cpu, ref_cpu = [], [], [], []
+    xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=k).fit((x, y))  # warm-up
+    traker_scores(models, x, y, xq, yq, k)  # (first calls import and initialise; not timed, for both)
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=k,
                          batch_size=250).fit((x, y)).scores(xq, yq)
         ours.append(time.perf_counter() - t)
-        t = time.perf_counter()
+        ours_cpu.append(time.process_time() - c)
+        t, c = time.perf_counter(), time.process_time()
         traker_scores(models, x, y, xq, yq, k)
         ref.append(time.perf_counter() - t)
-    ratios = sorted(a / b for a, b in zip(ours, ref))
-    print(json.dumps({"ours_s": ours, "traker_s": ref, "ratio_median": ratios[len(ratios) // 2],
-                      "ratio_min": ratios[0], "ratio_max": ratios[-1]}))
+        ref_cpu.append(time.process_time() - c)
+    out = {"ours_s": ours, "traker_s": ref, "ours_cpu_s": ours_cpu, "traker_cpu_s": ref_cpu}
+    for what, a, b in (("wall", ours, ref), ("cpu", ours_cpu, ref_cpu)):
+        ratios = sorted(u / v for u, v in zip(a, b))
+        out[f"{what}_ratio_median"] = ratios[len(ratios) // 2]
+        out[f"{what}_ratio_min"], out[f"{what}_ratio_max"] = ratios[0], ratios[-1]
+    print(json.dumps(out))
+
+
+def _peak_kib() -> int:
+    import re
+    return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def memory_child(which: str, k: int = 256) -> None:
+    """One side of ``memory()``, in its own process: the peak resident memory of TRAK's or traker's fit + scores
+    above the resident memory after the setting is built (Linux: the peak is reset through
+    ``/proc/self/clear_refs``)."""
+    x, y, xq, yq, models = ensemble(0)
+    work = (lambda: traker_scores(models, x, y, xq, yq, k)) if which == "traker" else (
+        lambda: xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=k,
+                                 batch_size=250).fit((x, y)).scores(xq, yq))
+    work()  # imports and first-call initialisation are not the work
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _peak_kib()
+    work()
+    print(json.dumps({"which": which, "peak_above_start_mib": (_peak_kib() - before) / 1024,
+                      "peak_mib": _peak_kib() / 1024}))
+
+
+def memory() -> None:
+    """Peak memory of TRAK vs traker on the timing's work (k = 256, M = 5), each in a fresh process."""
+    import subprocess
+    import sys
+    for which in ("ours", "traker", "ours", "traker"):
+        out = subprocess.run([sys.executable, __file__, "--memory-child", which], capture_output=True, text=True)
+        print([line for line in out.stdout.splitlines() if line.startswith("{")][-1], flush=True)
 
 
 def precision(k: int = 256, subsets: int = 50) -> None:
@@ -155,6 +194,72 @@ def precision(k: int = 256, subsets: int = 50) -> None:
     print(json.dumps({n: float(spearman(v.double() @ masks.T, actual).nanmean()) for n, v in scores.items()}))
 
 
+def shrinkage_rows(seeds: int = 3, subsets: int = 50) -> None:
+    """LDS of TRAK with and without ``shrinkage=0.5`` (k = 64, 256; M = 5) on the digits setting, 3 seeds;
+    writes ``results/data_attribution_shrinkage.json`` (``--shrinkage`` runs this, then
+    :func:`shrinkage_other_uses`)."""
+    rows: dict[str, list[float]] = {}
+    for seed in range(seeds):
+        x, y, xq, yq, models = ensemble(seed)
+        states = [m.state_dict() for m in models]
+        methods = {f"TRAK, k = {k}, M = 5" + (f", shrinkage = {d}" if d else ""): xk.examples.TRAK(
+            models[0], checkpoints=states, projection=k, shrinkage=d, batch_size=250).fit((x, y)).scores(xq, yq)
+            for k in (64, 256) for d in (0.0, 0.5)}
+        lds = xk.metrics.LinearDatamodelingScore(subsets=subsets, fraction=0.5, seed=seed)
+        actual = None
+        for name, scores in methods.items():
+            if actual is None:
+                value = lds(lambda i, s: train(x[i], y[i], s), xq, yq, scores)
+                actual = lds.last["actual"]
+            else:
+                value = spearman(scores.double() @ lds.last["masks"].double().T, actual)
+            rows.setdefault(name, []).append(float(value.nanmean()))
+        print(f"seed {seed}: " + ", ".join(f"{n} {v[-1]:.3f}" for n, v in rows.items()), flush=True)
+    out = {n: {"mean": sum(v) / len(v), "se": se(v), "per_seed": v} for n, v in rows.items()}
+    (Path(__file__).parent / "results" / "data_attribution_shrinkage.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+
+
+def shrinkage_other_uses(seeds: int = 3, n_train: int = 600, n_test: int = 30, brittle_q: int = 8) -> None:
+    """Label-noise AUC and brittleness of TRAK (k = 256, M = 5) with and without ``shrinkage=0.5``, the protocol
+    of ``main`` (same seeds, flips, queries and retrainings); writes
+    ``results/data_attribution_shrinkage_uses.json``."""
+    variants = {"TRAK": 0.0, "TRAK, shrinkage = 0.5": 0.5}
+    aucs: dict[str, list[float]] = {}
+    flips: dict[str, list[float]] = {}
+    for seed in range(seeds):
+        x, y, _, _ = digits(n_train, n_test, seed)
+        g = torch.Generator().manual_seed(seed)
+        flipped = torch.rand(n_train, generator=g) < 0.1
+        noisy = y.clone()
+        noisy[flipped] = (y[flipped] + torch.randint(1, 10, (int(flipped.sum()),), generator=g)) % 10
+        models = [train(x, noisy, 1000 * seed + m) for m in range(5)]
+        for name, delta in variants.items():
+            trak = xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=256,
+                                    shrinkage=delta, batch_size=250).fit((x, noisy))
+            aucs.setdefault(name, []).append(xk.metrics.detection_auc(trak.self_scores(), flipped))
+    for seed in range(seeds):
+        x, y, xq, yq = digits(n_train, n_test, seed)
+        models = [train(x, y, 1000 * seed + m) for m in range(5)]
+        with torch.no_grad():
+            pred = models[0](xq).argmax(1)
+        q = torch.arange(brittle_q)
+
+        def retrain(indices: torch.Tensor, s: int, seed: int = seed) -> nn.Module:
+            return train(x[indices], y[indices], 1000 * seed)
+
+        for name, delta in variants.items():
+            scores = xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=256,
+                                      shrinkage=delta, batch_size=250).fit((x, y)).scores(xq[q], pred[q])
+            for kk in (10, 50):
+                value = xk.metrics.Brittleness(k=kk, seed=seed)(retrain, xq[q], pred[q], scores)
+                flips.setdefault(f"{name}, k={kk}", []).append(float(value.mean()))
+    out = {"label_noise_auc": {n: {"mean": sum(v) / len(v), "se": se(v), "per_seed": v} for n, v in aucs.items()},
+           "brittleness": {n: {"mean": sum(v) / len(v), "se": se(v), "per_seed": v} for n, v in flips.items()}}
+    (Path(__file__).parent / "results" / "data_attribution_shrinkage_uses.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a small run to check the script")
@@ -162,7 +267,17 @@ def main() -> None:
     parser.add_argument("--timing", action="store_true", help="only: TRAK vs traker time, interleaved repeats")
     parser.add_argument("--precision", action="store_true",
                         help="only: LDS of TRAK with its kernel in float64 vs float32 and traker (seed 0)")
+    parser.add_argument("--shrinkage", action="store_true", help="only: LDS of TRAK with and without shrinkage")
+    parser.add_argument("--memory", action="store_true", help="only: peak memory of TRAK vs traker")
+    parser.add_argument("--memory-child", choices=["ours", "traker"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        return memory_child(args.memory_child)
+    if args.memory:
+        return memory()
+    if args.shrinkage:
+        shrinkage_rows()
+        return shrinkage_other_uses()
     if args.timing:
         return timing()
     if args.precision:

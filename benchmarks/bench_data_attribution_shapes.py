@@ -7,8 +7,14 @@ each retrained once, and the Spearman correlation over the subsets between the a
 prediction and the retrained model's margin at each query (``xk.metrics.LinearDatamodelingScore``), averaged
 over the queries; mean ± standard error over the seeds. All methods are scored on the same retrained outputs.
 
+``--reference``: also traker and dattri (the reference TRAKs, a benchmark venv) on the same models.
+``--ceiling``: retrain every subset a second time (another seed) and report the mean Spearman correlation of the
+two retrainings' margins: how much of the retrained output the subset determines at all (the training noise).
+``--first-seed``: the seeds are ``first_seed … first_seed + seeds − 1`` (``shrinkage`` was chosen on seeds 0 and
+9, ``docs/data_attribution.md``; the table reports fresh seeds).
+
 Run: ``PYTHONPATH=src nice -n 10 python benchmarks/bench_data_attribution_shapes.py [--quick]``; writes
-``benchmarks/results/data_attribution_shapes.json``.
+``benchmarks/results/data_attribution_shapes[_<first seed>].json``.
 """
 from __future__ import annotations
 
@@ -66,6 +72,10 @@ def main() -> None:
     parser.add_argument("--subsets", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--models", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--reference", action="store_true", help="also traker and dattri (benchmark venv)")
+    parser.add_argument("--ceiling", action="store_true", help="retrain each subset twice: the noise ceiling")
+    parser.add_argument("--short", action="store_true", help="only the rows of the shrinkage table")
     args = parser.parse_args()
     if args.quick:
         args.train, args.test, args.subsets, args.seeds, args.models = 120, 6, 6, 2, 2
@@ -75,7 +85,7 @@ def main() -> None:
     times: dict[str, list[float]] = {}
     accuracy = []
     began = time.perf_counter()
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         data = make_shapes(args.train + args.test, size=16, seed=100 + seed)
         x, y, xq, yq = data.x[:args.train], data.y[:args.train], data.x[args.train:], data.y[args.train:]
         checkpoints: list = []
@@ -86,17 +96,29 @@ def main() -> None:
             accuracy.append(float((models[0](xq).argmax(1) == yq).float().mean()))
         states = [m.state_dict() for m in models]
         methods = {}
-        for k in (64, 256):
-            t = time.perf_counter()
-            methods[f"TRAK, k = {k}, M = {args.models}"] = xk.examples.TRAK(
-                models[0], checkpoints=states, projection=k, batch_size=100).fit((x, y)).scores(xq, yq)
-            times.setdefault(f"TRAK, k = {k}, M = {args.models}", []).append(time.perf_counter() - t)
-        methods[f"TRAK, k = 32, M = {args.models}"] = xk.examples.TRAK(
-            models[0], checkpoints=states, projection=32, batch_size=100).fit((x, y)).scores(xq, yq)
-        methods[f"TRAK, k = 64, M = {args.models}, newton=False"] = xk.examples.TRAK(
-            models[0], checkpoints=states, projection=64, batch_size=100, newton=False).fit((x, y)).scores(xq, yq)
-        methods["TRAK, k = 256, M = 1"] = xk.examples.TRAK(models[0], projection=256, batch_size=100).fit(
-            (x, y)).scores(xq, yq)
+        ks = (64, 256)
+        for k in ks:
+            for delta in (0.0, 0.5):
+                name = f"TRAK, k = {k}, M = {args.models}" + (f", shrinkage = {delta}" if delta else "")
+                t = time.perf_counter()
+                methods[name] = xk.examples.TRAK(models[0], checkpoints=states, projection=k, shrinkage=delta,
+                                                 batch_size=100).fit((x, y)).scores(xq, yq)
+                times.setdefault(name, []).append(time.perf_counter() - t)
+        if args.reference:
+            import bench_data_attribution as digits_bench
+            digits_bench.mlp = lambda: ShapesCNN(4, 8).eval()  # dattri builds the architecture itself
+            for k in ks:
+                for ref, fn in (("traker", digits_bench.traker_scores), ("dattri", digits_bench.dattri_scores)):
+                    t = time.perf_counter()
+                    methods[f"{ref} (reference), k = {k}, M = {args.models}"] = fn(models, x, y, xq, yq, k)
+                    times.setdefault(f"{ref} (reference), k = {k}", []).append(time.perf_counter() - t)
+        if not args.short:
+            methods[f"TRAK, k = 32, M = {args.models}"] = xk.examples.TRAK(
+                models[0], checkpoints=states, projection=32, batch_size=100).fit((x, y)).scores(xq, yq)
+            methods[f"TRAK, k = 64, M = {args.models}, newton=False"] = xk.examples.TRAK(
+                models[0], checkpoints=states, projection=64, batch_size=100, newton=False).fit((x, y)).scores(xq, yq)
+            methods["TRAK, k = 256, M = 1"] = xk.examples.TRAK(models[0], projection=256, batch_size=100).fit(
+                (x, y)).scores(xq, yq)
         t = time.perf_counter()
         methods[f"TracIn, k = 256, the {args.models} models as checkpoints"] = xk.examples.TracIn(
             models[0], checkpoints=states, layer="all", projection=256, batch_size=100).fit((x, y)).scores(xq, yq)
@@ -106,8 +128,9 @@ def main() -> None:
             models[0], checkpoints=checkpoints, learning_rates=rates, layer="all", projection=256,
             batch_size=100).fit((x, y)).scores(xq, yq)
         times.setdefault("TracIn-CP", []).append(time.perf_counter() - t)
-        methods["TracIn, last layer, final weights"] = xk.examples.TracIn(models[0], batch_size=100).fit(
-            (x, y)).scores(xq, yq)
+        if not args.short:
+            methods["TracIn, last layer, final weights"] = xk.examples.TracIn(models[0], batch_size=100).fit(
+                (x, y)).scores(xq, yq)
 
         def retrain(indices: torch.Tensor, s: int) -> torch.nn.Module:
             return train(x[indices], y[indices], s)
@@ -121,6 +144,12 @@ def main() -> None:
             else:
                 value = spearman(scores.double() @ lds.last["masks"].double().T, actual)
             rows.setdefault(name, []).append(float(value.nanmean()))
+        if args.ceiling:  # the same subsets retrained with other seeds: how reproducible is the output itself?
+            second = xk.metrics.LinearDatamodelingScore(subsets=args.subsets, fraction=0.5, seed=seed)
+            second.masks = lambda n: lds.last["masks"]
+            second(lambda i, s: train(x[i], y[i], s + 7919), xq, yq, methods[next(iter(methods))])
+            rows.setdefault("ceiling: two retrainings of the same subsets", []).append(
+                float(spearman(second.last["actual"], actual).nanmean()))
         print(f"seed {seed} ({time.perf_counter() - began:.0f} s): "
               + ", ".join(f"{n} {v[-1]:.3f}" for n, v in rows.items()), flush=True)
     out["test_accuracy_model0"] = accuracy
@@ -128,7 +157,8 @@ def main() -> None:
     out["time_s"] = {n: sum(v) / len(v) for n, v in times.items()}
     out["wall_s"] = time.perf_counter() - began
     out["load_after"] = os.getloadavg()
-    name = "data_attribution_shapes_quick.json" if args.quick else "data_attribution_shapes.json"
+    suffix = f"_{args.first_seed}" if args.first_seed else ""
+    name = "data_attribution_shapes_quick.json" if args.quick else f"data_attribution_shapes{suffix}.json"
     (Path(__file__).parent / "results" / name).write_text(json.dumps(out, indent=1))
     print(json.dumps(out["lds"], indent=1))
 

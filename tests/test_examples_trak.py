@@ -8,7 +8,8 @@ from torch import nn
 
 import xaikit as xk
 from tests.models import assert_unchanged, snapshot
-from xaikit.examples.gradients import RandomProjection, flat, per_sample_gradients
+from xaikit.examples.gradients import (RandomProjection, flat, per_sample_gradients, stack_states,
+                                      stacked_per_sample_gradients)
 from xaikit.metrics.data_attribution import margin
 
 
@@ -32,6 +33,36 @@ def test_per_sample_gradients_equal_the_loop_of_single_sample_gradients():
         single = torch.cat([p.grad.flatten() for p in model.parameters()])
         torch.testing.assert_close(batched[i], single, atol=1e-6, rtol=0)
     model.zero_grad(set_to_none=True)
+
+
+def test_stacked_per_sample_gradients_equal_each_member_alone_with_its_own_batchnorm_statistics():
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 3)).double()
+              .eval() for _ in range(3)]
+    for m in models:  # running statistics of their own: the buffers must be vmapped with the weights
+        m[1].running_mean.uniform_(-1, 1)
+        m[1].running_var.uniform_(0.5, 2)
+    x, y = torch.randn(5, 2, 4, 4, dtype=torch.float64), torch.tensor([0, 2, 1, 1, 0])
+    names = [n for n, _ in models[0].named_parameters()]
+    grads, values = stacked_per_sample_gradients(models[0], stack_states([m.state_dict() for m in models]), names,
+                                                 margin, x, y)
+    for i, m in enumerate(models):
+        alone = per_sample_gradients(m, m.state_dict(), names, margin, x, y)
+        for n in names:
+            torch.testing.assert_close(grads[n][i], alone[n], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(values[i], margin(m(x), y), rtol=1e-12, atol=1e-12)
+    # TRAK's ensemble featurised in groups of one member (a small memory budget) or all at once: the same scores
+    xd, yd = _data(12)
+    ensemble = [_mlp(seed).state_dict() for seed in range(3)]
+    together = xk.examples.TRAK(_mlp(), checkpoints=ensemble, projection=8).fit((xd, yd))
+    xk.set_memory_budget(2 * 12 * 66 * 8)  # a quarter of it holds less than one member: groups of one
+    try:
+        apart = xk.examples.TRAK(_mlp(), checkpoints=ensemble, projection=8)
+        assert [len(next(iter(g.values()))) for g in apart._groups(12)] == [1, 1, 1]
+        apart.fit((xd, yd))
+    finally:
+        xk.set_memory_budget(None)
+    torch.testing.assert_close(apart.scores(xd[:4], yd[:4]), together.scores(xd[:4], yd[:4]), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
@@ -76,6 +107,30 @@ def test_trak_on_a_logistic_model_equals_the_closed_form():
     qs = [torch.sigmoid(-(2.0 * y - 1) * (x @ m.weight[0].detach())) for m in models]
     kernels = [e / q[None] for e, q in zip(expected, qs)]
     torch.testing.assert_close(both.scores(xq, yq), sum(kernels) / 2 * (sum(qs) / 2)[None], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("delta", [0.3, 1.0])
+def test_trak_shrinkage_equals_the_shrunk_closed_form_and_is_free_of_the_output_scale(delta):
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(25, 4, generator=g, dtype=torch.float64), torch.randint(0, 2, (25,), generator=g)
+    xq, yq = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.tensor([1, 0, 1])
+    model = _logistic(seed=3)
+    w, s, sq = model.weight[0].detach(), 2.0 * y - 1, 2.0 * yq - 1
+    gram = x.T @ x  # Φ = diag(s) X: ΦᵀΦ = XᵀX, its mean eigenvalue tr/d
+    shrunk = (1 - delta) * gram + (delta * gram.trace() / 4 + 0.2) * torch.eye(4, dtype=torch.float64)
+    expected = (sq[:, None] * xq) @ torch.linalg.inv(shrunk) @ (x * s[:, None]).T * torch.sigmoid(-s * (x @ w))[None]
+    trak = xk.examples.TRAK(model, projection=None, shrinkage=delta, regularisation=0.2).fit((x, y))
+    torch.testing.assert_close(trak.scores(xq, yq), expected, rtol=1e-9, atol=1e-12)
+    # δ is relative to the kernel's own scale: an output function 3× larger gives the same scores (Q = 1 for both)
+    scaled = [xk.examples.TRAK(model, projection=None, shrinkage=delta, output=lambda o, t, c=c: c * margin(o, t))
+              .fit((x, y)).scores(xq, yq) for c in (1.0, 3.0)]
+    torch.testing.assert_close(scaled[1], scaled[0], rtol=1e-9, atol=1e-12)
+    if delta == 1.0:  # no kernel left: gradient dot products φ(z)ᵀφ_i / μ times Q
+        mu = gram.trace() / 4
+        torch.testing.assert_close(scaled[0], (sq[:, None] * xq) @ (x * s[:, None]).T / mu, rtol=1e-9, atol=1e-12)
+    for bad in (-0.1, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match="shrinkage must be a number in"):
+            xk.examples.TRAK(model, projection=None, shrinkage=bad)
 
 
 def test_trak_pairs_indices_self_scores_top_and_batch_size_agree_and_leave_the_model_unchanged():
@@ -157,7 +212,7 @@ def test_influence_functions_lissa_approaches_the_exact_inverse_hvp():
 def test_trak_store_equals_memory_and_resumes_without_recomputing_finished_shards(tmp_path):
     pytest.importorskip("zarr")
     model, (x, y) = _mlp(), _data(30)
-    memory = xk.examples.TRAK(model, projection=6, batch_size=4).fit((x, y))
+    memory = xk.examples.TRAK(model, projection=6, batch_size=4, shrinkage=0.5).fit((x, y))
     calls = []
 
     class Counting(xk.examples.TRAK):
@@ -171,10 +226,11 @@ def test_trak_store_equals_memory_and_resumes_without_recomputing_finished_shard
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Counting(model, projection=6, batch_size=4).fit(killed(), store=tmp_path / "s", shard_size=8)
+        Counting(model, projection=6, batch_size=4, shrinkage=0.5).fit(killed(), store=tmp_path / "s", shard_size=8)
     assert sum(calls) == 16  # two shards of 8 written
     calls.clear()
-    stored = Counting(model, projection=6, batch_size=4).fit((x, y), store=tmp_path / "s", shard_size=8)
+    stored = Counting(model, projection=6, batch_size=4, shrinkage=0.5).fit((x, y), store=tmp_path / "s",
+                                                                             shard_size=8)
     assert sum(calls) == 14  # only the two shards still missing (8 + 6)
     for ours, theirs in ((stored.scores(x[:5], y[:5]), memory.scores(x[:5], y[:5])),
                          (stored.self_scores(), memory.self_scores()),

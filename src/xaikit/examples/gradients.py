@@ -4,7 +4,7 @@
   or a module name), refusing a selection with no trainable parameter.
 - :func:`per_sample_gradients`: ``∇_θ f(z_i; θ)`` of a per-sample function for a whole batch at once with
   ``torch.func`` (``vmap`` over ``grad``; no per-sample loop), at given weights (``functional_call``: the
-  model is never changed).
+  model is never changed); :func:`stacked_per_sample_gradients` at several weights (an ensemble) at once.
 - :class:`RandomProjection`: ``g ↦ Pᵀ g`` with ``P ∈ R^{p×k}`` Gaussian ``N(0, 1/k)`` or Rademacher ``±1/√k``
   entries (Johnson–Lindenstrauss; TRAK, Park et al. 2023, §3.2). ``P`` is generated block by block from the
   seed, one block of rows per parameter tensor and row range, so it is reproducible from ``(seed, parameter
@@ -67,21 +67,49 @@ def gradient_size(model: nn.Module, names: list[str]) -> int:
     return sum(params[n].numel() for n in names)
 
 
+def _per_sample(model: nn.Module, names: list[str], fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                ) -> Callable[..., tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    """``(params, rest, x, y) -> (gradients, values)`` of ``fn(model(x_i), y_i)`` for a batch, ``vmap``ped over
+    the samples."""
+
+    def one(p: dict[str, torch.Tensor], rest: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = torch.func.functional_call(model, {**p, **rest}, (xi[None],))
+        value = fn(out, yi[None]).reshape(())
+        return value, value.detach()
+
+    return torch.func.vmap(torch.func.grad(one, has_aux=True), in_dims=(None, None, 0, 0))
+
+
 def per_sample_gradients(model: nn.Module, state: Mapping[str, torch.Tensor], names: list[str],
                          fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-                         y: torch.Tensor) -> dict[str, torch.Tensor]:
+                         y: torch.Tensor, return_values: bool = False
+                         ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], torch.Tensor]:
     """``{name: (B, *shape)}``: the gradient of ``fn(model(x_i), y_i)`` (a per-sample scalar) with respect to
     each parameter ``name`` for every sample, with ``torch.func.vmap(torch.func.grad(...))`` at weights
-    ``state`` (the other entries of ``state``, e.g. buffers, are held fixed)."""
+    ``state`` (the other entries of ``state``, e.g. buffers, are held fixed). ``return_values=True``: also the
+    values ``fn(model(x_i), y_i)`` ``(B,)``, from the same forward pass."""
     params = {n: state[n].detach() for n in names}
     rest = {n: v.detach() for n, v in state.items() if n not in params}
+    grads, values = _per_sample(model, names, fn)(params, rest, x, y)
+    return (grads, values) if return_values else grads
 
-    def one(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        out = torch.func.functional_call(model, {**p, **rest}, (xi[None],))
-        value = fn(out, yi[None])
-        return value.reshape(())
 
-    return torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(params, x, y)
+def stack_states(states: list[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The entries of several state dicts of one architecture stacked along a new first dimension ``(G, ...)``
+    (the input of :func:`stacked_per_sample_gradients`)."""
+    return {n: torch.stack([s[n].detach() for s in states]) for n in states[0]}
+
+
+def stacked_per_sample_gradients(model: nn.Module, stacked: Mapping[str, torch.Tensor], names: list[str],
+                                 fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                                 y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """:func:`per_sample_gradients` at ``G`` weights at once (``stacked``: :func:`stack_states`; parameters and
+    buffers of each weight), one ``vmap`` over the weights around the one over the samples: the gradients
+    ``{name: (G, B, *shape)}`` and the values ``(G, B)``. Memory ``G B p`` numbers."""
+    params = {n: stacked[n] for n in names}
+    rest = {n: v for n, v in stacked.items() if n not in params}
+    return torch.func.vmap(_per_sample(model, names, fn), in_dims=(0, 0, None, None))(params, rest, x, y)
 
 
 def flat(grads: Mapping[str, torch.Tensor], names: list[str]) -> torch.Tensor:
@@ -121,18 +149,18 @@ class RandomProjection:
         self._blocks: dict[tuple[int, int], torch.Tensor] = {}
 
     def _block(self, j: int, b: int, rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        key = (j, b)
+        key = (j, b, dtype, device)
         if key in self._blocks:
-            return self._blocks[key].to(device, dtype)
+            return self._blocks[key]
         g = torch.Generator().manual_seed(((self.seed * 1_000_003 + j) * 1_000_003 + b) % (1 << 63))
         if self.kind == "gaussian":
             block = torch.randn(rows, self.k, generator=g, dtype=torch.float64)
         else:
             block = torch.randint(0, 2, (rows, self.k), generator=g, dtype=torch.int8).double() * 2 - 1
-        block = block / self.k ** 0.5
+        block = (block / self.k ** 0.5).to(device, dtype)  # drawn in float64 whatever the gradients' dtype
         if self.cache and self.size * self.k * 8 <= memory_budget(device) // 4:
-            self._blocks[key] = block
-        return block.to(device, dtype)
+            self._blocks[key] = block  # kept in the dtype and on the device it is used with
+        return block
 
     def __call__(self, grads: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``(B, k)``: ``Σ_j grads[name_j].flatten(1) @ P_j``, block by block."""
@@ -141,8 +169,8 @@ class RandomProjection:
             g = grads[name].flatten(1)
             for b, start in enumerate(range(0, g.shape[1], BLOCK_ROWS)):
                 part = g[:, start:start + BLOCK_ROWS]
-                term = part @ self._block(j, b, part.shape[1], g.dtype, g.device)
-                out = term if out is None else out + term
+                block = self._block(j, b, part.shape[1], g.dtype, g.device)
+                out = part @ block if out is None else out.addmm_(part, block)
         assert out is not None
         return out
 
