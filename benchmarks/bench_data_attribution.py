@@ -220,6 +220,15 @@ def shrinkage_rows(seeds: int = 3, subsets: int = 50) -> None:
     print(json.dumps(out, indent=1))
 
 
+def flip_labels(y: torch.Tensor, seed: int, share: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(flipped, noisy)``: a seeded ``share`` of the labels moved to another of the 10 classes."""
+    g = torch.Generator().manual_seed(seed)
+    flipped = torch.rand(y.shape[0], generator=g) < share
+    noisy = y.clone()
+    noisy[flipped] = (y[flipped] + torch.randint(1, 10, (int(flipped.sum()),), generator=g)) % 10
+    return flipped, noisy
+
+
 def shrinkage_other_uses(seeds: int = 3, n_train: int = 600, n_test: int = 30, brittle_q: int = 8) -> None:
     """Label-noise AUC and brittleness of TRAK (k = 256, M = 5) with and without ``shrinkage=0.5``, the protocol
     of ``main`` (same seeds, flips, queries and retrainings); writes
@@ -229,10 +238,7 @@ def shrinkage_other_uses(seeds: int = 3, n_train: int = 600, n_test: int = 30, b
     flips: dict[str, list[float]] = {}
     for seed in range(seeds):
         x, y, _, _ = digits(n_train, n_test, seed)
-        g = torch.Generator().manual_seed(seed)
-        flipped = torch.rand(n_train, generator=g) < 0.1
-        noisy = y.clone()
-        noisy[flipped] = (y[flipped] + torch.randint(1, 10, (int(flipped.sum()),), generator=g)) % 10
+        flipped, noisy = flip_labels(y, seed)
         models = [train(x, noisy, 1000 * seed + m) for m in range(5)]
         for name, delta in variants.items():
             trak = xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=256,
@@ -351,10 +357,7 @@ def main() -> None:
     aucs: dict[str, list[float]] = {}
     for seed in range(seeds):
         x, y, _, _ = digits(n_train, n_test, seed)
-        g = torch.Generator().manual_seed(seed)
-        flipped = torch.rand(n_train, generator=g) < 0.1
-        noisy = y.clone()
-        noisy[flipped] = (y[flipped] + torch.randint(1, 10, (int(flipped.sum()),), generator=g)) % 10
+        flipped, noisy = flip_labels(y, seed)
         models = [train(x, noisy, 1000 * seed + m) for m in range(models_m)]
         trak = xk.examples.TRAK(models[0], checkpoints=[m.state_dict() for m in models], projection=k,
                                 batch_size=250).fit((x, noisy))
