@@ -17,6 +17,15 @@ constrained to ``g(N) = v(N)``), takes the index of ``g`` exactly from its Möbi
 (regression-adjusted Monte Carlo, Witter et al. 2025): the sampling then only estimates what the polynomial
 misses. Both are linear in the values and efficient exactly (each coalition's weights sum to zero over the
 sets, for every efficient index); once every size is enumerated both are exact.
+
+``link="logit"`` (scores that are probabilities, e.g. a softmax output) adds a surrogate before either: a
+probability that saturates is far from any low-order polynomial (its Möbius coefficients grow with the order
+and cancel), while its log-odds often are close to one. :func:`logit_surrogate` fits ``h(U) = σ(b + Σ_{T ⊆ U,
+1 <= |T| <= k} β(T))`` to the log-odds of the evaluated values, its index is computed without a model evaluation
+(all ``2^d`` coalitions of ``h`` for ``d <= 16``, else the regression estimate from many coalitions of ``h``),
+and the estimator above estimates only the index of the residual ``v - h`` (a control variate: Witter et al.
+2025 adjust by any function whose index is known). Still efficient exactly (both parts are) and exact once every
+coalition is evaluated (the residual's estimate is).
 """
 from __future__ import annotations
 
@@ -26,9 +35,15 @@ from dataclasses import dataclass
 import torch
 
 from ..methods.machinery.kernel_design import kernel_design
-from .indices import from_mobius, value_table
+from .indices import MAX_EXACT_PLAYERS, exact, from_mobius, value_table
 
 ESTIMATORS = ("regression", "sampling")
+#: the surrogate's link: none, or the logistic function of a polynomial (for probabilities)
+LINKS = ("identity", "logit")
+#: probabilities are clamped to [EPS, 1 - EPS] before their log-odds are taken
+EPS = 1e-6
+#: coalitions of the logit surrogate whose index is estimated above 16 players: this many per evaluation, at most
+SURROGATE_FACTOR, SURROGATE_MAX = 16, 2**15
 #: ridge penalty of the surrogate's interaction coefficients, relative (see :func:`_fit`)
 RIDGE = 0.3
 
@@ -65,9 +80,18 @@ def plan(d: int, budget: int, paired: bool, generator: torch.Generator) -> Plan:
 
 
 def estimate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tensor, design: Plan, index: str, k: int,
-             estimator: str, sets_member: torch.Tensor) -> torch.Tensor:
+             estimator: str, sets_member: torch.Tensor, link: str = "identity",
+             generator: torch.Generator | None = None) -> torch.Tensor:
     """The index ``(G, P)`` of G games from ``v(∅)`` ``(G,)``, ``v(N)`` ``(G,)`` and the values ``(G, C)`` of
-    ``design.z``; ``sets_member`` ``(P, d)`` are the sets S."""
+    ``design.z``; ``sets_member`` ``(P, d)`` are the sets S. ``link="logit"``: with the logit surrogate
+    (``generator`` draws its coalitions above 16 players)."""
+    if link == "logit":
+        surrogate = logit_surrogate(empty, full, values, design.z, sets_member)
+        known = surrogate.index(index, k, design, generator)
+        ends = surrogate.values(torch.stack([torch.zeros_like(design.z[0]), torch.ones_like(design.z[0])]))
+        residual = values - surrogate.values(design.z)
+        return known + estimate(empty - ends[:, 0], full - ends[:, 1], residual, design, index, k, estimator,
+                                sets_member)
     d = design.z.shape[1]
     z = design.z.to(values.device)
     member = sets_member.to(values.device)
@@ -121,3 +145,59 @@ def _fit(empty, full, values, x, design: Plan, d: int, higher: torch.Tensor) -> 
     rhs = torch.cat([(values - empty[:, None]) @ (weight[:, None] * x), (full - empty)[:, None]], 1)  # (G, P+1)
     return (rhs @ torch.linalg.pinv(kkt).T)[:, :p]
 
+
+
+@dataclass
+class LogitSurrogate:
+    """``h(U) = σ(b + Σ_{T ⊆ U} β(T))`` per game: ``intercept`` ``(G,)``, ``beta`` ``(G, P)`` on the sets of
+    ``member`` ``(P, d)``."""
+
+    intercept: torch.Tensor
+    beta: torch.Tensor
+    member: torch.Tensor
+
+    def values(self, z: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """``h`` ``(G, M)`` on the coalitions ``z`` ``(M, d)`` (in chunks of coalitions)."""
+        member = self.member.to(self.beta.device).double()
+        parts = []
+        for start in range(0, z.shape[0], chunk):
+            zc = z[start:start + chunk].to(self.beta.device).double()
+            contains = ((zc @ member.T) == member.sum(1)[None]).double()
+            parts.append(torch.sigmoid(self.intercept[:, None] + self.beta @ contains.T))
+        return torch.cat(parts, 1)
+
+    def index(self, index: str, k: int, design: Plan, generator: torch.Generator | None) -> torch.Tensor:
+        """The index ``(G, P)`` of ``h``: exact from all ``2^d`` coalitions for ``d <= 16``, else the regression
+        estimate from ``min(16 × evaluations, 2^15)`` coalitions of ``h`` (no model evaluation either way)."""
+        d = self.member.shape[1]
+        if d <= MAX_EXACT_PLAYERS:
+            c = torch.arange(2**d, device=self.beta.device)
+            every = (c[:, None] >> torch.arange(d, device=c.device)) & 1 == 1
+            return exact(self.values(every).contiguous(), index, k).to(self.beta)
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        budget = min(max(SURROGATE_FACTOR * design.z.shape[0], design.z.shape[0]), SURROGATE_MAX)
+        big = plan(d, budget, True, generator)
+        ends = self.values(torch.stack([torch.zeros_like(big.z[0]), torch.ones_like(big.z[0])]))
+        return estimate(ends[:, 0], ends[:, 1], self.values(big.z), big, index, k, "regression", self.member)
+
+
+def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tensor, z: torch.Tensor,
+                    member: torch.Tensor, ridge: float = 1e-3) -> LogitSurrogate:
+    """Fit ``logit h`` to the log-odds of ``v`` on ∅, N and the coalitions ``z`` by least squares with a small
+    ridge ``ridge`` on every coefficient (one linear solve for all games; probabilities clamped to
+    ``[EPS, 1 - EPS]``)."""
+    if bool(((values < 0) | (values > 1)).any()) or bool(((empty < 0) | (empty > 1) | (full < 0) | (full > 1)).any()):
+        raise ValueError('link="logit" needs scores in [0, 1] (probabilities, e.g. a softmax output); these scores '
+                         'leave it: use link="identity" or explain the probabilities')
+    d = z.shape[1]
+    device = values.device
+    every = torch.cat([torch.zeros((1, d), dtype=torch.bool, device=z.device), z,
+                       torch.ones((1, d), dtype=torch.bool, device=z.device)]).to(device).double()
+    m = member.to(device).double()
+    x = torch.cat([torch.ones((every.shape[0], 1), dtype=torch.float64, device=device),
+                   ((every @ m.T) == m.sum(1)[None]).double()], 1)
+    p = torch.cat([empty[:, None], values, full[:, None]], 1).double().clamp(EPS, 1 - EPS)
+    y = torch.log(p) - torch.log1p(-p)
+    gram = x.T @ x + ridge * torch.eye(x.shape[1], dtype=torch.float64, device=device)
+    coefficients = torch.linalg.solve(gram, x.T @ y.T).T  # (G, 1 + P)
+    return LogitSurrogate(coefficients[:, 0], coefficients[:, 1:], member.to(device))
