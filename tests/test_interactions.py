@@ -148,7 +148,7 @@ def test_order_one_is_the_shapley_value_and_k_sii_matches_shap_interaction_value
         torch.testing.assert_close(rows, shapley[i].double(), rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("estimator", ["regression", "sampling"])
+@pytest.mark.parametrize("estimator", ["regression", "sampling", "kernel"])
 def test_estimators_converge_and_are_efficient(estimator):
     d = 9
     model = game_model(d)
@@ -181,6 +181,22 @@ def test_regression_estimator_beats_sampling_and_is_seeded():
         assert torch.equal(a.values, b.values)
         error[estimator] = float(((a.values - truth).norm(dim=1) / truth.norm(dim=1)).median())
     assert error["regression"] < 0.5 * error["sampling"], error
+
+
+def test_kernel_estimator_beats_regression_on_a_smooth_model_and_refuses_large_budgets():
+    d = 9
+    model = game_model(d)
+    x = torch.randn(6, d, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    truth = ShapleyInteractions(model, index="k-SII", order=2)(x, target=0).values
+    error = {}
+    for estimator in ("regression", "kernel"):
+        runs = [ShapleyInteractions(model, index="k-SII", order=2, budget=96, estimator=estimator, seed=s)(
+            x, target=0) for s in range(3)]
+        error[estimator] = float(torch.stack([(r.values - truth).norm(dim=1) / truth.norm(dim=1)
+                                              for r in runs]).median())
+    assert error["kernel"] < 0.7 * error["regression"], error
+    with pytest.raises(ValueError, match='estimator="kernel" solves a system of budget × budget'):
+        ShapleyInteractions(model, estimator="kernel", budget=10_000)
 
 
 def probability_model(d: int) -> nn.Module:

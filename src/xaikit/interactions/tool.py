@@ -25,7 +25,7 @@ from ..modes import eval_semantics
 from ..results import ResultExport
 from ..settings import CheckedSettings
 from ..targets import TargetSpec, check_target, resolve_target
-from .estimators import ESTIMATORS, LINKS, estimate, min_budget, plan
+from .estimators import ESTIMATORS, KERNEL_MAX, LINKS, estimate, min_budget, plan
 from .indices import INDICES, MAX_EXACT_PLAYERS, exact, interaction_sets, membership
 
 #: evaluations per sample the default spends (exact below: 2^11 - 2 coalitions cover 11 features)
@@ -50,9 +50,10 @@ class ShapleyInteractions(CheckedSettings):
         Model evaluations per sample besides ``v(∅)`` (``v(N) = f(x)`` is free). ``None``: exact when all
         ``2^d - 2`` coalitions fit in 2048 evaluations (``d <= 11``), else 2048. At least one per set of size
         ``1..k``; a budget covering every coalition gives the exact index.
-    estimator : {"regression", "sampling"}
-        At a budget: the polynomial surrogate plus a sampled correction (default) or the plain stratified
-        sampling estimate (:mod:`.estimators`).
+    estimator : {"regression", "sampling", "kernel"}
+        At a budget: the polynomial surrogate plus a sampled correction (default), the plain stratified
+        sampling estimate, or the posterior mean of a Gaussian-process prior on the game (all orders; at most
+        8,192 evaluations) (:mod:`.estimators`).
     link : {"identity", "logit"}
         ``"logit"`` for scores that are probabilities (a softmax or sigmoid output): the estimate at a budget
         first fits ``σ(polynomial of order k)`` to their log-odds, takes that surrogate's index without model
@@ -77,6 +78,9 @@ class ShapleyInteractions(CheckedSettings):
             check_positive(budget, "budget", integer=True)
         check_choice(estimator, "estimator", ESTIMATORS)
         check_choice(link, "link", LINKS)
+        if estimator == "kernel" and budget is not None and budget > KERNEL_MAX:
+            raise ValueError(f'estimator="kernel" solves a system of budget × budget: budget={budget} is above '
+                             f'{KERNEL_MAX}; use estimator="regression" or a smaller budget')
         check_seed(seed)
         self.model, self.index, self.order, self.budget = model, index, int(order), budget
         self.estimator, self.link, self.paired, self.seed = estimator, link, bool(paired), seed
