@@ -70,7 +70,8 @@ class ShapleyInteractions(CheckedSettings):
     def __init__(self, model: nn.Module, index: str = "k-SII", order: int = 2, features: FeatureSpec = None,
                  baseline: BaselineSpec | None = None, background: torch.Tensor | None = None,
                  budget: int | None = None, estimator: str = "regression", link: str = "identity",
-                 paired: bool = True, seed: int | None = None, batch_size: int | str = "auto", progress: bool = False) -> None:
+                 paired: bool = True, seed: int | None = None, batch_size: int | str = "auto",
+                 progress: bool = False) -> None:
         check_model(model, "the model of ShapleyInteractions")
         check_choice(index, "index", INDICES)
         check_positive(order, "order", integer=True)
