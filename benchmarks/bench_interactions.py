@@ -8,8 +8,8 @@ standardised features), as in ``bench_shapley.py``.
 
 Two more games, on the features of images and text (fourth session): the bundled shapes CNN on 15 SLIC
 superpixels of its 32 × 32 images (``"slic:48"`` segments 8 of 64 images into exactly 15; class probability)
-and the MiniLM keyword probe on the 13 word pieces of its test sentences ([CLS] and [SEP] kept; absent pieces become [MASK]; class probability). For both, every coalition
-is evaluated once (2^15 and 2^13 forward passes per input), the exact index is computed from those values, and
+and the MiniLM keyword probe on the 13 word pieces of its test sentences ([CLS] and [SEP] kept; absent pieces
+become [MASK]; class probability). For both, every coalition is evaluated once (2^15 and 2^13 forward passes per input), the exact index is computed from those values, and
 every estimator (xaikit's and shapiq's) reads its coalitions' values from that table: the same game, at no model
 cost, so their times are the estimators' own overhead (see ``lookup``).
 
