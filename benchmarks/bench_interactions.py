@@ -6,12 +6,12 @@ and gives a set the same share of a Möbius coefficient whatever the number of p
 of the blocks is the sum of the blocks' indices on their 8 features). The baseline is 0 (the data mean of the
 standardised features), as in ``bench_shapley.py``.
 
-Two more games, on the features of images and text (fourth session): the bundled shapes CNN on 15 SLIC
-superpixels of its 32 × 32 images (``"slic:48"`` segments 8 of 64 images into exactly 15; class probability)
-and the MiniLM keyword probe on the 13 word pieces of its test sentences ([CLS] and [SEP] kept; absent pieces
-become [MASK]; class probability). For both, every coalition is evaluated once (2^15 and 2^13 forward passes per input), the exact index is computed from those values, and
-every estimator (xaikit's and shapiq's) reads its coalitions' values from that table: the same game, at no model
-cost, so their times are the estimators' own overhead (see ``lookup``).
+Two more games, on the features of images and text (fourth session): the bundled shapes CNN on 15 SLIC superpixels
+of its 32 × 32 images (``"slic:48"`` segments 8 of 64 images into exactly 15; class probability) and the MiniLM
+keyword probe on the 13 word pieces of its test sentences ([CLS] and [SEP] kept; absent pieces become [MASK]; class
+probability). For both, every coalition is evaluated once (2^15 and 2^13 forward passes per input), the exact index
+is computed from those values, and every estimator (xaikit's and shapiq's) reads its coalitions' values from that
+table: the same game, at no model cost, so their times are the estimators' own overhead (see ``lookup``).
 
 Error: ‖Î₂ − I₂‖ / ‖I₂‖ over the pairs of one row (median over rows × seeds). Time: seconds per row
 (xaikit explains the rows in one batched call and its time is divided by the rows; shapiq explains one row per call).
