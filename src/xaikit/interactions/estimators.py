@@ -30,11 +30,11 @@ returned. Efficient: the posterior mean interpolates ``v(N)`` (what the Cholesky
 spread over the singletons).
 Cost ``O(C^3)`` in the C coalitions (one Cholesky per q, shared by all samples); at most :data:`KERNEL_MAX`.
 
-``link="logit"`` (scores that are probabilities, e.g. a softmax output) adds a surrogate before either: a
+``link="logit"`` (scores that are probabilities, e.g. a softmax output) adds a surrogate before any: a
 probability that saturates is far from any low-order polynomial (its Möbius coefficients grow with the order
 and cancel), while its log-odds often are close to one. :func:`logit_surrogate` fits ``h(U) = σ(b + Σ_{T ⊆ U,
-1 <= |T| <= k} β(T))`` to the log-odds of the evaluated values, its index is computed without a model evaluation
-(all ``2^d`` coalitions of ``h`` for ``d <= 16``, else the regression estimate from many coalitions of ``h``),
+1 <= |T| <= k} β(T))`` to the log-odds of the evaluated values (weighted as a logistic regression), its
+index is computed without a model evaluation (all ``2^d`` coalitions of ``h`` for ``d <= 16``, else the regression estimate from many coalitions of ``h``),
 and the estimator above estimates only the index of the residual ``v - h`` (a control variate: Witter et al.
 2025 adjust by any function whose index is known). Still efficient exactly (both parts are) and exact once every
 coalition is evaluated (the residual's estimate is).
@@ -240,9 +240,12 @@ class LogitSurrogate:
 
 def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tensor, z: torch.Tensor,
                     member: torch.Tensor, ridge: float = 1e-3) -> LogitSurrogate:
-    """Fit ``logit h`` to the log-odds of ``v`` on ∅, N and the coalitions ``z`` by least squares with a small
-    ridge ``ridge`` on every coefficient (one linear solve for all games; probabilities clamped to
-    ``[EPS, 1 - EPS]``)."""
+    """Fit ``logit h`` to the log-odds ``y = log(p / (1 - p))`` of the values ``p`` on ∅, N and the coalitions
+    ``z``: least squares weighted by ``p (1 - p)``, the weights of iteratively reweighted least squares for a
+    logistic (quasi-binomial) regression of the probabilities, one step from the observed log-odds (McCullagh &
+    Nelder, *Generalized Linear Models*, 1989, §2.5). A saturated probability, whose log-odds its float
+    rounding decides, weighs next to nothing. A small ridge ``ridge`` × the mean weight on every coefficient;
+    probabilities clamped to ``[EPS, 1 - EPS]``."""
     if bool(((values < 0) | (values > 1)).any()) or bool(((empty < 0) | (empty > 1) | (full < 0) | (full > 1)).any()):
         raise ValueError('link="logit" needs scores in [0, 1] (probabilities, e.g. a softmax output); these scores '
                          'leave it: use link="identity" or explain the probabilities')
@@ -252,9 +255,11 @@ def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tenso
                        torch.ones((1, d), dtype=torch.bool, device=z.device)]).to(device).double()
     m = member.to(device).double()
     x = torch.cat([torch.ones((every.shape[0], 1), dtype=torch.float64, device=device),
-                   ((every @ m.T) == m.sum(1)[None]).double()], 1)
+                   ((every @ m.T) == m.sum(1)[None]).double()], 1)  # (C + 2, 1 + P)
     p = torch.cat([empty[:, None], values, full[:, None]], 1).double().clamp(EPS, 1 - EPS)
     y = torch.log(p) - torch.log1p(-p)
-    gram = x.T @ x + ridge * torch.eye(x.shape[1], dtype=torch.float64, device=device)
-    coefficients = torch.linalg.solve(gram, x.T @ y.T).T  # (G, 1 + P)
+    weight = p * (1 - p)  # (G, C + 2)
+    eye = torch.eye(x.shape[1], dtype=torch.float64, device=device)
+    coefficients = torch.stack([torch.linalg.solve(x.T @ (w[:, None] * x) + ridge * w.mean() * eye, x.T @ (w * t))
+                                for w, t in zip(weight, y)])  # (G, 1 + P): one system per game
     return LogitSurrogate(coefficients[:, 0], coefficients[:, 1:], member.to(device))
