@@ -30,14 +30,14 @@ returned. Efficient: the posterior mean interpolates ``v(N)`` (what the Cholesky
 spread over the singletons).
 Cost ``O(C^3)`` in the C coalitions (one Cholesky per q, shared by all samples); at most :data:`KERNEL_MAX`.
 
-``link="logit"`` (scores that are probabilities, e.g. a softmax output) adds a surrogate before any: a
-probability that saturates is far from any low-order polynomial (its Möbius coefficients grow with the order
-and cancel), while its log-odds often are close to one. :func:`logit_surrogate` fits ``h(U) = σ(b + Σ_{T ⊆ U,
-1 <= |T| <= k} β(T))`` to the log-odds of the evaluated values (weighted as a logistic regression), its
-index is computed without a model evaluation (all ``2^d`` coalitions of ``h`` for ``d <= 16``, else the regression estimate from many coalitions of ``h``),
-and the estimator above estimates only the index of the residual ``v - h`` (a control variate: Witter et al.
-2025 adjust by any function whose index is known). Still efficient exactly (both parts are) and exact once every
-coalition is evaluated (the residual's estimate is).
+``link="logit"`` (scores that are probabilities, e.g. a softmax output) adds a surrogate before any: a probability
+that saturates is far from any low-order polynomial (its Möbius coefficients grow with the order and cancel), while
+its log-odds often are close to one. :func:`logit_surrogate` fits ``h(U) = σ(b + Σ_{T ⊆ U, 1 <= |T| <= k} β(T))``
+to the log-odds of the evaluated values (weighted as a logistic regression), its index is computed without a model
+evaluation (all ``2^d`` coalitions of ``h`` for ``d <= 16``, else the regression estimate from many coalitions of
+``h``), and the estimator above estimates only the index of the residual ``v - h`` (a control variate: Witter et
+al. 2025 adjust by any function whose index is known). Still efficient exactly (both parts are) and exact once
+every coalition is evaluated (the residual's estimate is).
 """
 from __future__ import annotations
 
