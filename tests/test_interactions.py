@@ -219,7 +219,7 @@ def test_logit_link_surrogate_is_efficient_exact_at_full_budget_and_beats_identi
     pairs = torch.tensor([len(s) == 2 for s in interaction_sets(d, 2)])
     error = {}
     for link in ("identity", "logit"):
-        runs = [ShapleyInteractions(model, index="k-SII", order=2, budget=96, link=link, seed=s)(x, target=0)
+        runs = [ShapleyInteractions(model, index="k-SII", order=2, budget=256, link=link, seed=s)(x, target=0)
                 for s in range(3)]
         for run in runs:
             assert run.efficiency_delta.abs().max() < 1e-9 and run.info["link"] == link
