@@ -247,8 +247,8 @@ def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tenso
     rounding decides, weighs next to nothing. A small ridge ``ridge`` × the mean weight on every coefficient, and
     on the interaction coefficients (order >= 2) the prior of the regression estimator (:func:`_fit`: ``RIDGE ×
     their mean Gram diagonal × P / C``, fading with the evaluations). Without that prior the fit broke down at 128
-    evaluations on the MiniLM probe (error 1.53 against 0.84 without a surrogate; 0.39 with it) and was better by
-    up to 2.8× on the wine MLP at 512-2,048 (both measured; see benchmarks/results/interactions.md).
+    evaluations on the MiniLM probe (error 1.55 against 0.84 without a surrogate; 0.40 with it) and was better by
+    up to 1.9× on the wine MLP at 256-4,096 (both measured; see benchmarks/results/interactions.md).
     Probabilities clamped to ``[EPS, 1 - EPS]``."""
     if bool(((values < 0) | (values > 1)).any()) or bool(((empty < 0) | (empty > 1) | (full < 0) | (full > 1)).any()):
         raise ValueError('link="logit" needs scores in [0, 1] (probabilities, e.g. a softmax output); these scores '
