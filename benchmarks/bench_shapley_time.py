@@ -68,12 +68,20 @@ def wine_game(rows: int):
     return fn, x, target, None, exact, coalitions, (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
-def image_game(photos: int, rows: int = 3, cols: int = 4):
+def image_game(photos: int, rows: int = 3, cols: int = 4, slic: int | None = None):
     from xaikit.zoo import load_efficientnet_lite0, load_image
 
     net = load_efficientnet_lite0()
     x = torch.cat([load_image(name) for name in ("chelsea", "coffee", "astronaut")[:photos]])
-    mask, d = grid_mask(*x.shape[2:], rows, cols), rows * cols
+    if slic is None:
+        mask, d = grid_mask(*x.shape[2:], rows, cols), rows * cols
+    else:  # SLIC superpixels of the first photo (``--slic N``: one photo, its own number of segments)
+        from xaikit.methods.machinery.features import resolve_features
+
+        assert photos == 1, "--slic segments one photo"
+        segments = resolve_features(f"slic:{slic}", x)
+        mask, d = segments.mask[0, 0], int(segments.count[0])
+        print(f"SLIC: {d} superpixels", flush=True)
     with torch.no_grad():
         target = net(x).argmax(1)
     began = time.perf_counter()
@@ -137,13 +145,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10, help="wine rows")
     parser.add_argument("--photos", type=int, default=1)
     parser.add_argument("--grid", default="3x4", help="image cells, rows x columns")
+    parser.add_argument("--slic", type=int, help="SLIC superpixels (about N) of one photo instead of the grid")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--peers", nargs="*", default=list(SHAPIQ))
     parser.add_argument("--budgets", nargs="*", type=int)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    game = wine_game(args.rows) if args.game == "wine" else image_game(args.photos, *map(int, args.grid.split("x")))
+    game = wine_game(args.rows) if args.game == "wine" else image_game(args.photos, *map(int, args.grid.split("x")),
+                                                                       slic=args.slic)
     model, x, target, features, exact, coalitions, budgets = game
     budgets = args.budgets or budgets
     d = exact.shape[1]

@@ -148,7 +148,7 @@ def test_order_one_is_the_shapley_value_and_k_sii_matches_shap_interaction_value
         torch.testing.assert_close(rows, shapley[i].double(), rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("estimator", ["regression", "sampling"])
+@pytest.mark.parametrize("estimator", ["regression", "sampling", "kernel"])
 def test_estimators_converge_and_are_efficient(estimator):
     d = 9
     model = game_model(d)
@@ -181,6 +181,79 @@ def test_regression_estimator_beats_sampling_and_is_seeded():
         assert torch.equal(a.values, b.values)
         error[estimator] = float(((a.values - truth).norm(dim=1) / truth.norm(dim=1)).median())
     assert error["regression"] < 0.5 * error["sampling"], error
+
+
+def test_kernel_estimator_beats_regression_on_a_smooth_model_and_refuses_large_budgets():
+    d = 9
+    model = game_model(d)
+    x = torch.randn(6, d, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    truth = ShapleyInteractions(model, index="k-SII", order=2)(x, target=0).values
+    error = {}
+    for estimator in ("regression", "kernel"):
+        runs = [ShapleyInteractions(model, index="k-SII", order=2, budget=96, estimator=estimator, seed=s)(
+            x, target=0) for s in range(3)]
+        error[estimator] = float(torch.stack([(r.values - truth).norm(dim=1) / truth.norm(dim=1)
+                                              for r in runs]).median())
+    assert error["kernel"] < 0.7 * error["regression"], error
+    with pytest.raises(ValueError, match='estimator="kernel" solves a system of budget × budget'):
+        ShapleyInteractions(model, estimator="kernel", budget=10_000)
+
+
+def probability_model(d: int) -> nn.Module:
+    """A saturating class probability (softmax of a tanh MLP with large weights): far from a low-order polynomial."""
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(d, 16), nn.Tanh(), nn.Linear(16, 3))
+    with torch.no_grad():
+        net[2].weight.mul_(6.0)
+    return nn.Sequential(net, nn.Softmax(-1)).double().eval()
+
+
+def test_logit_link_surrogate_is_efficient_exact_at_full_budget_and_beats_identity_on_probabilities():
+    from xaikit.interactions.estimators import estimate, plan
+    from xaikit.interactions.indices import membership
+
+    d = 9
+    model = probability_model(d)
+    x = torch.randn(6, d, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    truth = ShapleyInteractions(model, index="k-SII", order=2)(x, target=0).values
+    pairs = torch.tensor([len(s) == 2 for s in interaction_sets(d, 2)])
+    error = {}
+    for link in ("identity", "logit"):
+        runs = [ShapleyInteractions(model, index="k-SII", order=2, budget=256, link=link, seed=s)(x, target=0)
+                for s in range(3)]
+        for run in runs:
+            assert run.efficiency_delta.abs().max() < 1e-9 and run.info["link"] == link
+        error[link] = float(torch.stack([(r.values - truth)[:, pairs].norm(dim=1) / truth[:, pairs].norm(dim=1)
+                                         for r in runs]).median())
+    assert error["logit"] < 0.5 * error["identity"], error
+    # every coalition evaluated: the surrogate's index plus the residual's estimate is the exact index
+    z = torch.tensor([[(c >> j) & 1 for j in range(d)] for c in range(2**d)], dtype=torch.bool)
+    with torch.no_grad():
+        v = model(x[:, None] * z[None])[..., 0]
+    design = plan(d, 2**d - 2, True, torch.Generator().manual_seed(0))
+    index_of = {int(sum(1 << j for j in range(d) if row[j])): i for i, row in enumerate(z)}
+    values = v[:, [index_of[int(sum(1 << j for j in range(d) if row[j]))] for row in design.z]]
+    member = membership(interaction_sets(d, 2), d)
+    for index in ("k-SII", "STII", "FSII"):
+        full = estimate(v[:, 0], v[:, -1], values, design, index, 2, "regression", member, "logit")
+        reference = ShapleyInteractions(model, index=index, order=2)(x, target=0).values
+        assert (full - reference).abs().max() < 1e-9, index
+
+
+def test_logit_link_above_sixteen_players_estimates_the_surrogate_and_refuses_non_probabilities():
+    d = 18
+    model = probability_model(d)
+    x = torch.randn(2, d, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    tool = ShapleyInteractions(model, index="k-SII", order=2, budget=256, link="logit", seed=0, batch_size=512)
+    a, b = tool(x, target=1), tool(x, target=1)
+    assert torch.equal(a.values, b.values) and a.efficiency_delta.abs().max() < 1e-9
+    logits = model[0]
+    before = snapshot(logits)
+    with pytest.raises(ValueError, match=r'link="logit" needs scores in \[0, 1\]'):
+        ShapleyInteractions(logits, order=2, budget=256, link="logit")(x, target=0)
+    with pytest.raises(ValueError, match="link"):
+        ShapleyInteractions(model, link="probit")
+    assert_unchanged(logits, before)
 
 
 def test_batch_invariance_and_images_on_grid_and_uneven_masks():

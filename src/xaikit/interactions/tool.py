@@ -25,7 +25,7 @@ from ..modes import eval_semantics
 from ..results import ResultExport
 from ..settings import CheckedSettings
 from ..targets import TargetSpec, check_target, resolve_target
-from .estimators import ESTIMATORS, estimate, min_budget, plan
+from .estimators import ESTIMATORS, KERNEL_MAX, LINKS, estimate, min_budget, plan
 from .indices import INDICES, MAX_EXACT_PLAYERS, exact, interaction_sets, membership
 
 #: evaluations per sample the default spends (exact below: 2^11 - 2 coalitions cover 11 features)
@@ -50,9 +50,15 @@ class ShapleyInteractions(CheckedSettings):
         Model evaluations per sample besides ``v(∅)`` (``v(N) = f(x)`` is free). ``None``: exact when all
         ``2^d - 2`` coalitions fit in 2048 evaluations (``d <= 11``), else 2048. At least one per set of size
         ``1..k``; a budget covering every coalition gives the exact index.
-    estimator : {"regression", "sampling"}
-        At a budget: the polynomial surrogate plus a sampled correction (default) or the plain stratified
-        sampling estimate (:mod:`.estimators`).
+    estimator : {"regression", "sampling", "kernel"}
+        At a budget: the polynomial surrogate plus a sampled correction (default), the plain stratified
+        sampling estimate, or the posterior mean of a Gaussian-process prior on the game (all orders; at most
+        8,192 evaluations) (:mod:`.estimators`).
+    link : {"identity", "logit"}
+        ``"logit"`` for scores that are probabilities (a softmax or sigmoid output): the estimate at a budget
+        first fits ``σ(polynomial of order k)`` to their log-odds, takes that surrogate's index without model
+        evaluations and estimates only the residual's (:mod:`.estimators`); scores outside [0, 1] are refused.
+        Default ``"identity"`` (no surrogate). No effect on an exact computation.
     paired : bool
         Draw each sampled coalition with its complement (default ``True``).
     seed : int, optional
@@ -63,17 +69,22 @@ class ShapleyInteractions(CheckedSettings):
 
     def __init__(self, model: nn.Module, index: str = "k-SII", order: int = 2, features: FeatureSpec = None,
                  baseline: BaselineSpec | None = None, background: torch.Tensor | None = None,
-                 budget: int | None = None, estimator: str = "regression", paired: bool = True,
-                 seed: int | None = None, batch_size: int | str = "auto", progress: bool = False) -> None:
+                 budget: int | None = None, estimator: str = "regression", link: str = "identity",
+                 paired: bool = True, seed: int | None = None, batch_size: int | str = "auto",
+                 progress: bool = False) -> None:
         check_model(model, "the model of ShapleyInteractions")
         check_choice(index, "index", INDICES)
         check_positive(order, "order", integer=True)
         if budget is not None:
             check_positive(budget, "budget", integer=True)
         check_choice(estimator, "estimator", ESTIMATORS)
+        check_choice(link, "link", LINKS)
+        if estimator == "kernel" and budget is not None and budget > KERNEL_MAX:
+            raise ValueError(f'estimator="kernel" solves a system of budget × budget: budget={budget} is above '
+                             f'{KERNEL_MAX}; use estimator="regression" or a smaller budget')
         check_seed(seed)
         self.model, self.index, self.order, self.budget = model, index, int(order), budget
-        self.estimator, self.paired, self.seed = estimator, bool(paired), seed
+        self.estimator, self.link, self.paired, self.seed = estimator, link, bool(paired), seed
         self._settings = dict(features=features, baseline=baseline, background=background, batch_size=batch_size,
                               progress=progress)
         self._game = _Game(model, **self._settings)
@@ -150,9 +161,9 @@ class ShapleyInteractions(CheckedSettings):
                 v_empty = v[:, 0]
                 member = membership(interaction_sets(count, self.order), count)
                 result = estimate(v_empty, full[rows], v[:, 1:], design, self.index, self.order, self.estimator,
-                                  member)
+                                  member, self.link, generator)
                 info_part = {"exact": design.complete, "evaluations": design.z.shape[0] + 1,
-                             "estimator": self.estimator, "exact_sizes": design.exact_sizes}
+                             "estimator": self.estimator, "link": self.link, "exact_sizes": design.exact_sizes}
             keep = torch.tensor([all(j < count for j in s) for s in sets], device=x.device)
             out[rows[:, None], keep.nonzero().flatten()[None]] = result.to(out)
             empty[rows] = v_empty
