@@ -160,7 +160,7 @@ def test_cli_improve_repeats_a_saved_revision(decoy, tmp_path, capsys):
     assert main(["improve", str(tmp_path / "nowhere")]) == 3
     assert "not a saved revision" in capsys.readouterr().err
     assert main(["improve", str(folder), "--data", "bogus", "--weights", str(tmp_path / "base.pt")]) == 2
-    assert "decoy-digits[:SEED] or a .npz" in capsys.readouterr().err
+    assert "decoy-digits[:SEED], ground-truth[:SEED] or a .npz" in capsys.readouterr().err
 
 
 def test_revision_data_specs(tmp_path):
@@ -175,6 +175,6 @@ def test_revision_data_specs(tmp_path):
     assert revision_data(str(tmp_path / "d.npz"))["evaluate"] == {}
     np.savez(tmp_path / "bad.npz", x=np.zeros((3, 4), np.float32))
     for spec, text in (("decoy-digits:x", "integer seed"), (str(tmp_path / "bad.npz"), "missing: y"),
-                       ("photos/", "decoy-digits[:SEED] or a .npz"), (str(tmp_path / "none.npz"), "not found")):
+                       ("photos/", "decoy-digits[:SEED], ground-truth[:SEED] or a .npz"), (str(tmp_path / "none.npz"), "not found")):
         with pytest.raises(CLIError, match=text.replace("[", r"\[").replace("]", r"\]")):
             revision_data(spec)
