@@ -385,8 +385,9 @@ class Anchors(CheckedSettings):
             except StopIteration as stop:
                 rules[i] = stop.value
                 bar.update(1)
-        evaluations = 0
+        evaluations, self.rounds_ = 0, 0
         while pending:
+            self.rounds_ += 1
             order = sorted(pending)
             per_input = max(1, spaces[order[0]].numel)
             groups, group, size = [], [], 0
