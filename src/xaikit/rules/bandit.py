@@ -42,8 +42,15 @@ def kl_bounds(mean: torch.Tensor, n: torch.Tensor, level: torch.Tensor | float,
 
     Both bounds of all arms are bisected together in one float64 array; in numpy, because the arrays are small
     (a few arms) and the search calls this once per bandit step: torch's per-operation overhead dominated."""
-    m = mean.detach().double().cpu().numpy()
-    budget = np.asarray(level, dtype=np.float64) / n.detach().double().cpu().clamp_min(1).numpy()
+    lower, upper = _kl_bounds(mean.detach().double().cpu().numpy(), n.detach().double().cpu().numpy(),
+                              np.asarray(level, dtype=np.float64), iterations)
+    return torch.from_numpy(lower), torch.from_numpy(upper)
+
+
+def _kl_bounds(m: np.ndarray, n: np.ndarray, level: np.ndarray,
+               iterations: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`kl_bounds` on numpy arrays."""
+    budget = level / np.maximum(n, 1)
     p = np.concatenate([m, m])
     budget = np.broadcast_to(budget, m.shape)
     budget = np.concatenate([budget, budget])
@@ -65,7 +72,7 @@ def kl_bounds(mean: torch.Tensor, n: torch.Tensor, level: torch.Tensor | float,
         low = np.where(move_low, mid, low)
         high = np.where(move_low, high, mid)
     # the conservative ends of the last brackets: the upper bracket's high end, the lower bracket's low end
-    return torch.from_numpy(low[k:].copy()), torch.from_numpy(high[:k].copy())
+    return low[k:].copy(), high[:k].copy()
 
 
 def grown_batch(draws: torch.Tensor, batch: int, max_draws: int) -> int:
@@ -93,42 +100,49 @@ def kl_lucb_steps(hits: torch.Tensor, draws: torch.Tensor, best: int, delta: flo
                   batch: int, max_draws: int, rate: str = "kl-lucb",
                   ) -> Generator[tuple[torch.Tensor, int], torch.Tensor, torch.Tensor]:
     """KL-LUCB (batched, see :func:`kl_lucb`) as a generator: it yields the arms to pull and the draws of each
-    (:func:`grown_batch`),
-    is sent their hits, and returns the indices of the ``best`` arms. The caller runs many of them at once (the
-    searches of many explained rows) and serves all their pulls with one model call."""
+    (:func:`grown_batch`), is sent their hits, and returns the indices of the ``best`` arms. The caller runs many
+    of them at once (the searches of many explained rows) and serves all their pulls with one model call.
+
+    The bookkeeping is in numpy (a few hundred arms: torch's per-operation overhead dominated); with
+    ``rate="union"`` the level does not change between rounds, so only the pulled arms' bounds are recomputed."""
     arms = hits.shape[0]
     if arms <= best:
         return torch.arange(arms)
+    h, d = hits.numpy(), draws.numpy()  # views: updated in place
+    lower, upper = np.zeros(arms), np.ones(arms)
+    index = np.arange(arms)  # the arms whose bounds are (re)computed
     t = 0
     while True:
         t += 1
-        mean = hits / draws
-        lower, upper = kl_bounds(mean, draws, exploration_rate(arms, t, delta, rate))
-        order = torch.argsort(mean, descending=True, stable=True)
-        chosen = torch.zeros(arms, dtype=torch.bool)
+        if rate != "union":  # the anytime rate grows with t: every bound moves
+            index = np.arange(arms)
+        mean = h / d
+        lower[index], upper[index] = _kl_bounds(mean[index], d[index],
+                                                np.float64(exploration_rate(arms, t, delta, rate)))
+        order = np.argsort(-mean, kind="stable")
+        chosen = np.zeros(arms, dtype=bool)
         chosen[order[:best]] = True
         floor = lower[chosen].min()
         ceiling = upper[~chosen].max()
-        if float(ceiling - floor) < epsilon:
+        if ceiling - floor < epsilon:
             break
-        pullable = draws < max_draws
+        pullable = d < max_draws
         weak = chosen & pullable & (lower < ceiling - epsilon)  # at most ``best`` arms
         strong = ~chosen & pullable & (upper > floor + epsilon)
         cap = STRONG * best
         if int(strong.sum()) > cap:  # the ``STRONG·best`` highest upper bounds among the others
-            keep = torch.argsort(torch.where(strong, upper, -1.0), descending=True, stable=True)[:cap]
-            strong = torch.zeros_like(strong)
+            keep = np.argsort(-np.where(strong, upper, -1.0), kind="stable")[:cap]
+            strong = np.zeros_like(strong)
             strong[keep] = True
         ambiguous = weak | strong
         if not ambiguous.any():
             break
-        index = ambiguous.nonzero().flatten()
+        index = ambiguous.nonzero()[0]
         n = grown_batch(draws[index], batch, max_draws)
-        got = yield index, n
-        hits[index] += got.to(hits.dtype)
-        draws[index] += n
-    mean = hits / draws
-    return torch.argsort(mean, descending=True, stable=True)[:best]
+        got = yield torch.from_numpy(index), n
+        h[index] += got.double().numpy()
+        d[index] += n
+    return torch.from_numpy(np.argsort(-(h / d), kind="stable")[:best].copy())
 
 
 def kl_lucb(pull: Callable[[torch.Tensor, int], torch.Tensor], hits: torch.Tensor, draws: torch.Tensor, best: int,
