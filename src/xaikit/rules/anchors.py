@@ -37,6 +37,7 @@ from ..methods.machinery.baselines import resolve_baseline
 from ..methods.machinery.features import resolve_features
 from ..methods.machinery.seeding import check_seed, make_generator
 from ..modes import eval_semantics
+from ..numpy_model import NumpyModel
 from ..results import ResultExport
 from ..settings import CheckedSettings
 from ..targets import check_target
@@ -343,8 +344,10 @@ class Anchors(CheckedSettings):
         return kind
 
     def _model_input(self, x: torch.Tensor, kind: str) -> torch.Tensor:
-        """Tabular rows are held in float64; the model gets the dtype of its weights (float32 for a function)."""
-        if kind != "table":
+        """Tabular rows are held in float64; the model gets the dtype of its weights (float32 for a function), a
+        :class:`~xaikit.NumpyModel` float64 (it converts to its own ``dtype`` if it has one; scikit-learn models
+        compute in float64)."""
+        if kind != "table" or isinstance(self.model, NumpyModel):
             return x
         weight = next((p for p in getattr(self.model, "parameters", lambda: iter(()))() if p.is_floating_point()),
                       None)
