@@ -426,9 +426,10 @@ class Anchors(CheckedSettings):
 
         Each size: the candidates (the beam grown by one predicate, those whose coverage cannot beat the best
         anchor so far dropped) get ``samples`` draws each; KL-LUCB picks the ``beam_size`` most precise (its
-        exploration rate set by ``exploration``); the picked ones that could still be an anchor (upper bound of
-        their selection draws ≥ τ, coverage above the best anchor's) are verified on *fresh* draws
-        (:meth:`_verify_steps`), so the guarantee does not depend on the samples that chose them."""
+        exploration rate set by ``exploration``); the picked ones worth checking (the mean of their selection
+        draws ≥ τ, coverage above the best anchor's) are verified on *fresh* draws (:meth:`_verify_steps`), so the
+        guarantee does not depend on the samples that chose them. Which rules are checked never makes a rule
+        valid: skipping one can only miss an anchor."""
         p = space.count
         n = self.samples
         limit = p if self.max_size is None else min(self.max_size, p)
@@ -465,15 +466,15 @@ class Anchors(CheckedSettings):
             except StopIteration as stop:
                 chosen = stop.value
             beam = candidates[chosen]
-            # the selection's own bounds (biased upwards by the choice: they only decide what is worth verifying)
+            # the selection's own estimates (biased upwards by the choice: they only decide what is worth verifying)
             sel_mean = hits[chosen] / draws[chosen]
-            sel_lower, sel_upper = kl_bounds(sel_mean, draws[chosen],
+            sel_lower, _ = kl_bounds(sel_mean, draws[chosen],
                                              exploration_rate(candidates.shape[0], 1, self.delta, self.exploration))
             for k, index in enumerate(chosen.tolist()):
                 if fallback is None or float(sel_lower[k]) > fallback[2]:
                     fallback = (candidates[index], float(sel_mean[k]), float(sel_lower[k]), float(coverage[index]),
                                 int(draws[index]))
-            worth = (sel_upper >= self.threshold) & (coverage[chosen] > (best[3] if best is not None else -1.0))
+            worth = (sel_mean >= self.threshold) & (coverage[chosen] > (best[3] if best is not None else -1.0))
             if not worth.any():
                 continue
             picked = chosen[worth]
