@@ -13,6 +13,7 @@ Run (benchmark venv; the exact install is in benchmarks/results/rules.md):
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
@@ -80,7 +81,8 @@ def main() -> None:
 
     lines = ["# Anchors: xaikit against anchor-exp", "",
              f"`{' '.join(sys.argv)}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, CPU, "
-             f"torch.set_num_threads({args.threads}). The machine was shared with other jobs (load average above 4): "
+             f"torch.set_num_threads({args.threads}). The machine was shared with other jobs (load average "
+             f"{os.getloadavg()[0]:.1f} at the start of this run): "
              "the times are ratios measured interleaved (each repeat: every row by anchor-exp, one row after the "
              "other, then every row by xaikit in one call, whose searches run together), not absolute speeds.", "",
              "Install: `python3 -m venv /work/venvs/i25-rules && /work/venvs/i25-rules/bin/pip install "
