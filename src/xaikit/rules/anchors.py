@@ -11,8 +11,9 @@ search (Algorithm 2): rules grow one predicate at a time; the candidates whose c
 anchor so far are dropped; KL-LUCB (:mod:`xaikit.rules.bandit`) picks the ``beam_size`` most precise; those
 that may be anchors are verified on fresh draws, sampled until their KL confidence interval lies above or below
 ``τ`` (a rule is an anchor when its lower bound reaches ``τ``; the level of the bound is a union over every rule
-the search may verify and every look at it). The samples of all candidates of a round are drawn as one tensor and the model is run on
-them in chunks of ``batch_size`` (one forward per chunk of candidates' samples, never one per query).
+the search may verify and every look at it). The samples of all candidates of a round are drawn as one tensor
+and the model is run on them in chunks of ``batch_size`` (one forward per chunk of candidates' samples, never
+one per query).
 
 Inputs: tabular rows (predicates on column ranges and categories; the data given to :meth:`Anchors.fit` or
 ``data=`` is the sampling distribution and the coverage set), images ``(N, C, H, W)`` (superpixels or grid

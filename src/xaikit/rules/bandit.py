@@ -9,7 +9,7 @@ explained class. The bounds are
 
 found by bisection for all arms at once. KL-LUCB's exploration rate is β(t, δ) = log(k₁ K t^α / δ) (k₁ = 405.5,
 α = 1.1, the constants of the KL-LUCB paper's Theorem 2) for K arms at round t (``rate="kl-lucb"``), or the
-one-look union bound β = log(K / δ) (``rate="union"``): 2–3× narrower in samples, without the guarantee of
+one-look union bound β = log(K / δ) (``rate="union"``): 2–3× fewer samples, without the guarantee of
 Theorem 2 over many looks. Anchors uses the selection only to choose its beam; the precision guarantee of an
 anchor comes from a separate verification on fresh draws (:mod:`xaikit.rules.anchors`).
 """
@@ -78,9 +78,10 @@ def _kl_bounds(m: np.ndarray, n: np.ndarray, level: np.ndarray,
 def grown_batch(draws: torch.Tensor, batch: int, max_draws: int) -> int:
     """Draws of the next pull of arms that have ``draws`` so far: as many as the least-drawn of them has (the
     samples double with each pull, so an arm needs ``O(log n)`` rounds, not ``O(n / batch)``), at least
-    ``batch``, and no more than that arm still may take before ``max_draws``. The bounds hold at any sample
-    count (the exploration rate is indexed by the round ``t`` of the checks), so a growing batch keeps
-    KL-LUCB's guarantee; it spends at most twice the draws a fixed batch would, in far fewer model calls."""
+    ``batch``, and no more than that arm still may take before ``max_draws``. Under the anytime rate
+    (``rate="kl-lucb"``) the bounds hold at any sample count (the rate is indexed by the round ``t`` of the
+    checks), so a growing batch keeps KL-LUCB's guarantee; it spends at most twice the draws a fixed batch would,
+    in far fewer model calls."""
     least = int(draws.min())
     return max(batch, min(least, max_draws - least))
 
