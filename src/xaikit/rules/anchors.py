@@ -144,7 +144,7 @@ class Anchors(CheckedSettings):
         The most draws spent on one candidate's precision (in the selection, and again in the verification).
     exploration : "union" or "kl-lucb"
         The confidence level of the beam selection (KL-LUCB): ``"union"`` (default), ``log(K/δ)`` for ``K``
-        candidates; ``"kl-lucb"``, the KL-LUCB paper's ``log(k₁ K t^α / δ)`` (Theorem 2), 2–3× the model
+        candidates; ``"kl-lucb"``, the KL-LUCB paper's ``log(k₁ K t^α / δ)`` (Theorem 2), about twice the model
         evaluations. Either way the precision guarantee of an anchor is the verification's, on fresh draws.
     data : optional
         Tabular: the data set ``D`` (as :meth:`fit` takes it), instead of calling :meth:`fit`.

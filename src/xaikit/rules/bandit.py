@@ -9,7 +9,7 @@ explained class. The bounds are
 
 found by bisection for all arms at once. KL-LUCB's exploration rate is β(t, δ) = log(k₁ K t^α / δ) (k₁ = 405.5,
 α = 1.1, the constants of the KL-LUCB paper's Theorem 2) for K arms at round t (``rate="kl-lucb"``), or the
-one-look union bound β = log(K / δ) (``rate="union"``): 2–3× fewer samples, without the guarantee of
+one-look union bound β = log(K / δ) (``rate="union"``): about half the samples, without the guarantee of
 Theorem 2 over many looks. Anchors uses the selection only to choose its beam; the precision guarantee of an
 anchor comes from a separate verification on fresh draws (:mod:`xaikit.rules.anchors`).
 """
