@@ -276,6 +276,7 @@ def test_evaluations_are_counted_and_fewer_than_the_anytime_rate_and_the_previou
     union = Anchors(counting, data=data, seed=0)
     result = union(rows)
     assert sum(seen) == result.info["evaluations"] + rows.shape[0]  # + the forward that reads the targets
+    assert len(seen) >= result.info["rounds"] + 1 and result.info["rounds"] > 0
     anytime = Anchors(model, data=data, seed=0, exploration="kl-lucb")(rows)
     assert result.valid.all() and anytime.valid.all()
     assert result.info["evaluations"] < anytime.info["evaluations"]

@@ -83,7 +83,8 @@ class Rule:
 class AnchorsResult(ResultExport):
     """The anchors of a batch: ``rules[i]`` explains sample ``i``.
 
-    ``info`` holds the settings, ``time_s`` and the number of model evaluations (``evaluations``).
+    ``info`` holds the settings, ``time_s``, the number of model evaluations (``evaluations``, the samples the
+    search ran through the model) and of sampling rounds (``rounds``: one model call each, for all rows).
     """
 
     rules: list[Rule]
@@ -280,7 +281,7 @@ class Anchors(CheckedSettings):
                           "lower threshold)", UserWarning, stacklevel=2)
         info = {"threshold": self.threshold, "delta": self.delta, "epsilon": self.epsilon,
                 "beam_size": self.beam_size, "samples": self.samples, "max_samples": self.max_samples,
-                "exploration": self.exploration,
+                "exploration": self.exploration, "rounds": self.rounds_,
                 "seed": self.seed, "kind": kind, "evaluations": evaluations,
                 "time_s": time.perf_counter() - began}
         return AnchorsResult(rules, targets, self.class_names, info)
