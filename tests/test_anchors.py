@@ -252,3 +252,88 @@ def test_image_anchor_regions_are_the_pixels_of_the_deciding_part():
     assert regions.shape == (2, 8, 8) and (regions == expected).all()
     with pytest.raises(ValueError, match="give the x"):
         anchors.regions(x[:1], result)
+
+
+class ThreeSum(nn.Module):
+    """Class 1 iff x0 + x1 + x2 > 1.5 (soft); x3 … x5 ignored."""
+
+    def forward(self, x):
+        s = (x[:, 0] + x[:, 1] + x[:, 2] - 1.5) * 6
+        return torch.stack([-s, s], 1)
+
+
+def test_evaluations_are_counted_and_fewer_than_the_anytime_rate_and_the_previous_search():
+    g = torch.Generator().manual_seed(0)
+    data = torch.rand(400, 6, generator=g, dtype=torch.float64)
+    rows = torch.tensor([[0.9, 0.8, 0.7, 0.1, 0.5, 0.5], [0.1, 0.2, 0.3, 0.9, 0.1, 0.4]], dtype=torch.float64)
+    model = ThreeSum().double().eval()
+    seen = []
+
+    def counting(z):
+        seen.append(z.shape[0])
+        return model(z)
+
+    union = Anchors(counting, data=data, seed=0)
+    result = union(rows)
+    assert sum(seen) == result.info["evaluations"] + rows.shape[0]  # + the forward that reads the targets
+    assert len(seen) >= result.info["rounds"] + 1 and result.info["rounds"] > 0
+    anytime = Anchors(model, data=data, seed=0, exploration="kl-lucb")(rows)
+    assert result.valid.all() and anytime.valid.all()
+    assert result.info["evaluations"] < anytime.info["evaluations"]
+    # the search before the fresh-draw verification and the union rate (commit 4e6e907: samples=128, the
+    # anytime rate, every ambiguous arm pulled) spent 9,856 evaluations on this seeded case
+    assert result.info["evaluations"] < 9856
+    held_out = union.precision(rows, result, samples=4000, seed=5)
+    assert bool((held_out >= TAU).all()), held_out
+    with pytest.raises(ValueError, match="exploration"):
+        Anchors(model, exploration="fast")
+
+
+def drive(steps, precision, g):
+    """Run a verification generator, answering each pull with Bernoulli(precision) hits per rule."""
+    try:
+        rules, n = next(steps)
+        while True:
+            hits = (torch.rand(rules.shape[0], n, generator=g, dtype=torch.float64) < precision).sum(1).double()
+            rules, n = steps.send(hits)
+    except StopIteration as stop:
+        return stop.value
+
+
+def test_verification_accepts_a_rule_below_tau_with_probability_at_most_delta_and_a_good_one_mostly():
+    anchors = Anchors(CellModel(), threshold=TAU, delta=0.1, samples=32, max_samples=4096, beam_size=2)
+    looks = anchors._looks()
+    assert looks == 1 + 7  # 32, 64, …, 4096
+    level = anchors._verification_level(5)
+    assert level == pytest.approx(np.log((1 + 2 * 5) * looks / 0.1))
+    g = torch.Generator().manual_seed(0)
+    rule, cover = torch.ones(1, 5, dtype=torch.bool), torch.ones(1, dtype=torch.float64)
+    wrong = good = 0
+    runs = 200
+    for _ in range(runs):
+        _, lower, draws = drive(anchors._verify_steps(rule, cover, level), TAU - 0.01, g)
+        wrong += bool(lower[0] >= TAU)
+        _, lower, draws = drive(anchors._verify_steps(rule, cover, level), 0.99, g)
+        good += bool(lower[0] >= TAU)
+        assert draws[0] <= 4096
+    assert wrong <= 0.1 * runs / 2  # δ = 0.1, and the level is a union over 11 rules and 8 looks
+    assert good >= 0.9 * runs
+
+
+def test_table_samples_satisfy_their_rule_and_keep_the_data_rows_elsewhere():
+    from xaikit.rules.spaces import TableSpace
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.rand(200, 5, generator=g, dtype=torch.float64)
+    anchors = Anchors(CellModel(), data=data)
+    space = TableSpace(data[0], anchors.data_, anchors.edges, anchors.columns)
+    rules = torch.rand(6, space.count, generator=g) < 0.4
+    rules[0] = False
+    z = space.sample(rules, 300, g).view(6, 300, 5)
+    for k in range(6):
+        assert bool(space.holds(z[k])[:, rules[k]].all())
+        free = sorted(set(range(5)) - {space.feature[p] for p in rules[k].nonzero().flatten().tolist()})
+        # the unconstrained columns of every sample are those of one data row
+        match = (z[k][:, None, free] == data[None, :, free]).all(2).any(1)
+        assert bool(match.all())
+        assert bool(torch.isin(z[k], data).all())  # every value is a value of the data

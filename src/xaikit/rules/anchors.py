@@ -8,10 +8,12 @@ An anchor of an input ``x`` with prediction ``f(x) = t`` is a rule ``A`` (a set 
 
 and, among such rules, one of largest coverage ``cov(A) = E_{D(z)}[A(z)]``. The search is the paper's beam
 search (Algorithm 2): rules grow one predicate at a time; the candidates whose coverage cannot beat the best
-anchor so far are dropped; KL-LUCB (:mod:`xaikit.rules.bandit`) picks the ``beam_size`` most precise; each of
-them is sampled until its KL confidence interval lies above or below ``τ`` (a rule is an anchor when its lower
-bound reaches ``τ``). The samples of all candidates of a round are drawn as one tensor and the model is run on
-them in chunks of ``batch_size`` (one forward per chunk of candidates' samples, never one per query).
+anchor so far are dropped; KL-LUCB (:mod:`xaikit.rules.bandit`) picks the ``beam_size`` most precise; those
+that may be anchors are verified on fresh draws, sampled until their KL confidence interval lies above or below
+``τ`` (a rule is an anchor when its lower bound reaches ``τ``; the level of the bound is a union over every rule
+the search may verify and every look at it). The samples of all candidates of a round are drawn as one tensor
+and the model is run on them in chunks of ``batch_size`` (one forward per chunk of candidates' samples, never
+one per query).
 
 Inputs: tabular rows (predicates on column ranges and categories; the data given to :meth:`Anchors.fit` or
 ``data=`` is the sampling distribution and the coverage set), images ``(N, C, H, W)`` (superpixels or grid
@@ -36,10 +38,11 @@ from ..methods.machinery.baselines import resolve_baseline
 from ..methods.machinery.features import resolve_features
 from ..methods.machinery.seeding import check_seed, make_generator
 from ..modes import eval_semantics
+from ..numpy_model import NumpyModel
 from ..results import ResultExport
 from ..settings import CheckedSettings
 from ..targets import check_target
-from .bandit import grown_batch, kl_bounds, kl_lucb_steps
+from .bandit import RATES, exploration_rate, kl_bounds, kl_lucb_steps
 from .spaces import PartSpace, TableSpace, part_names, quantile_edges
 
 KINDS = ("auto", "table", "image", "tokens")
@@ -80,7 +83,8 @@ class Rule:
 class AnchorsResult(ResultExport):
     """The anchors of a batch: ``rules[i]`` explains sample ``i``.
 
-    ``info`` holds the settings, ``time_s`` and the number of model evaluations (``evaluations``).
+    ``info`` holds the settings, ``time_s``, the number of model evaluations (``evaluations``, the samples the
+    search ran through the model) and of sampling rounds (``rounds``: one model call each, for all rows).
     """
 
     rules: list[Rule]
@@ -135,9 +139,14 @@ class Anchors(CheckedSettings):
     max_size : int, optional
         The most predicates a rule may have (default: all).
     samples : int
-        Draws of ``D(z|A)`` per candidate when it enters (and per KL-LUCB pull).
+        Draws of ``D(z|A)`` per candidate when it enters (and the first pull of KL-LUCB and of the verification;
+        later pulls double an arm's draws).
     max_samples : int
-        The most draws spent on one candidate's precision.
+        The most draws spent on one candidate's precision (in the selection, and again in the verification).
+    exploration : "union" or "kl-lucb"
+        The confidence level of the beam selection (KL-LUCB): ``"union"`` (default), ``log(K/δ)`` for ``K``
+        candidates; ``"kl-lucb"``, the KL-LUCB paper's ``log(k₁ K t^α / δ)`` (Theorem 2), about twice the model
+        evaluations. Either way the precision guarantee of an anchor is the verification's, on fresh draws.
     data : optional
         Tabular: the data set ``D`` (as :meth:`fit` takes it), instead of calling :meth:`fit`.
     feature_names, categorical, bins
@@ -168,7 +177,8 @@ class Anchors(CheckedSettings):
     """
 
     def __init__(self, model: Any, threshold: float = 0.95, delta: float = 0.1, epsilon: float = 0.15,
-                 beam_size: int = 2, max_size: int | None = None, samples: int = 128, max_samples: int = 4096,
+                 beam_size: int = 2, max_size: int | None = None, samples: int = 32, max_samples: int = 4096,
+                 exploration: str = "union",
                  data: Any = None, feature_names: Sequence[str] | None = None, categorical: Any = None,
                  bins: int = 4, kind: str = "auto", features: Any = None, baseline: Any = "mean",
                  mask_token: int | None = None, keep: float = 0.5, vocabulary: Any = None,
@@ -188,6 +198,7 @@ class Anchors(CheckedSettings):
         if bins < 2:
             raise ValueError(f"bins must be >= 2 (quantile bins of numeric columns), got {bins}")
         check_choice(kind, "kind", KINDS)
+        check_choice(exploration, "exploration", RATES)
         if mask_token is not None and (isinstance(mask_token, bool) or not isinstance(mask_token, int)):
             raise TypeError(f"mask_token must be a token id (int), got {type(mask_token).__name__}")
         check_seed(seed)
@@ -196,6 +207,7 @@ class Anchors(CheckedSettings):
         check_batch_size(batch_size)
         self.model, self.threshold, self.delta, self.epsilon = model, float(threshold), float(delta), float(epsilon)
         self.beam_size, self.max_size, self.samples, self.max_samples = beam_size, max_size, samples, max_samples
+        self.exploration = exploration
         self.feature_names, self.categorical, self.bins, self.kind = feature_names, categorical, bins, kind
         self.features, self.baseline, self.mask_token, self.keep = features, baseline, mask_token, float(keep)
         self.vocabulary, self.seed, self.batch_size, self.progress = vocabulary, seed, batch_size, progress
@@ -269,6 +281,7 @@ class Anchors(CheckedSettings):
                           "lower threshold)", UserWarning, stacklevel=2)
         info = {"threshold": self.threshold, "delta": self.delta, "epsilon": self.epsilon,
                 "beam_size": self.beam_size, "samples": self.samples, "max_samples": self.max_samples,
+                "exploration": self.exploration, "rounds": self.rounds_,
                 "seed": self.seed, "kind": kind, "evaluations": evaluations,
                 "time_s": time.perf_counter() - began}
         return AnchorsResult(rules, targets, self.class_names, info)
@@ -333,8 +346,10 @@ class Anchors(CheckedSettings):
         return kind
 
     def _model_input(self, x: torch.Tensor, kind: str) -> torch.Tensor:
-        """Tabular rows are held in float64; the model gets the dtype of its weights (float32 for a function)."""
-        if kind != "table":
+        """Tabular rows are held in float64; the model gets the dtype of its weights (float32 for a function), a
+        :class:`~xaikit.NumpyModel` float64 (it converts to its own ``dtype`` if it has one; scikit-learn models
+        compute in float64)."""
+        if kind != "table" or isinstance(self.model, NumpyModel):
             return x
         weight = next((p for p in getattr(self.model, "parameters", lambda: iter(()))() if p.is_floating_point()),
                       None)
@@ -375,8 +390,9 @@ class Anchors(CheckedSettings):
             except StopIteration as stop:
                 rules[i] = stop.value
                 bar.update(1)
-        evaluations = 0
+        evaluations, self.rounds_ = 0, 0
         while pending:
+            self.rounds_ += 1
             order = sorted(pending)
             per_input = max(1, spaces[order[0]].numel)
             groups, group, size = [], [], 0
@@ -408,21 +424,27 @@ class Anchors(CheckedSettings):
 
     def _search_steps(self, space: Any, target: int) -> Generator[tuple[torch.Tensor, int], torch.Tensor, Rule]:
         """The beam search of Algorithm 2 for one input, as a generator: it yields the rules ``(A, P)`` to sample
-        and the draws of each, is sent their hits ``(A,)`` and returns the input's :class:`Rule`."""
+        and the draws of each, is sent their hits ``(A,)`` and returns the input's :class:`Rule`.
+
+        Each size: the candidates (the beam grown by one predicate, those whose coverage cannot beat the best
+        anchor so far dropped) get ``samples`` draws each; KL-LUCB picks the ``beam_size`` most precise (its
+        exploration rate set by ``exploration``); the picked ones worth checking (the mean of their selection
+        draws ≥ τ, coverage above the best anchor's) are verified on *fresh* draws (:meth:`_verify_steps`), so the
+        guarantee does not depend on the samples that chose them. Which rules are checked never makes a rule
+        valid: skipping one can only miss an anchor."""
         p = space.count
         n = self.samples
-        # the level of the final check: a union bound over the candidates verified at each size
-        level = math.log(max(self.beam_size * max(p, 1), 1) / self.delta)
+        limit = p if self.max_size is None else min(self.max_size, p)
+        level = self._verification_level(limit)
         best: tuple[torch.Tensor, float, float, float, int] | None = None  # rule, mean, lower, coverage, draws
         fallback: tuple[torch.Tensor, float, float, float, int] | None = None
         empty = torch.zeros(1, p, dtype=torch.bool)
-        hits, draws = (yield empty, n), torch.full((1,), float(n), dtype=torch.float64)
-        mean, lower = yield from self._verify_steps(empty, hits, draws, level)
+        mean, lower, draws = yield from self._verify_steps(empty, torch.ones(1, dtype=torch.float64), level)
         if lower[0] >= self.threshold:  # the prediction holds without any predicate
             return Rule([], [], [], target, float(mean[0]), float(lower[0]), 1.0, int(draws[0]), True)
+        fallback = (empty[0], float(mean[0]), float(lower[0]), 1.0, int(draws[0]))
         beam = empty
         eye = torch.eye(p, dtype=torch.bool)
-        limit = p if self.max_size is None else min(self.max_size, p)
         for _ in range(limit):
             grown = beam[:, None, :] | eye[None]  # (B, P, P): one predicate added
             new = ~(beam[:, :, None] & eye[None]).any(1)
@@ -435,46 +457,88 @@ class Anchors(CheckedSettings):
                 candidates, coverage = candidates[keep], coverage[keep]
                 if candidates.shape[0] == 0:
                     break
-            hits = yield candidates, n
+            hits = (yield candidates, n).clone()
             draws = torch.full((candidates.shape[0],), float(n), dtype=torch.float64)
-            steps = kl_lucb_steps(hits, draws, self.beam_size, self.delta, self.epsilon, n, self.max_samples)
+            steps = kl_lucb_steps(hits, draws, self.beam_size, self.delta, self.epsilon, n, self.max_samples,
+                                  self.exploration)
             try:
                 arms, pulls = next(steps)
                 while True:
                     arms, pulls = steps.send((yield candidates[arms], pulls))
             except StopIteration as stop:
                 chosen = stop.value
-            sub_hits, sub_draws = hits[chosen].clone(), draws[chosen].clone()
-            mean, lower = yield from self._verify_steps(candidates[chosen], sub_hits, sub_draws, level)
+            beam = candidates[chosen]
+            # the selection's own estimates (biased upwards by the choice: they only decide what is worth verifying)
+            sel_mean = hits[chosen] / draws[chosen]
+            sel_lower, _ = kl_bounds(sel_mean, draws[chosen],
+                                             exploration_rate(candidates.shape[0], 1, self.delta, self.exploration))
             for k, index in enumerate(chosen.tolist()):
-                entry = (candidates[index], float(mean[k]), float(lower[k]), float(coverage[index]),
-                         int(sub_draws[k]))
+                if fallback is None or float(sel_lower[k]) > fallback[2]:
+                    fallback = (candidates[index], float(sel_mean[k]), float(sel_lower[k]), float(coverage[index]),
+                                int(draws[index]))
+            worth = (sel_mean >= self.threshold) & (coverage[chosen] > (best[3] if best is not None else -1.0))
+            if not worth.any():
+                continue
+            picked = chosen[worth]
+            mean, lower, used = yield from self._verify_steps(candidates[picked], coverage[picked], level)
+            for k, index in enumerate(picked.tolist()):
+                entry = (candidates[index], float(mean[k]), float(lower[k]), float(coverage[index]), int(used[k]))
+                if used[k] == 0:
+                    continue  # not decided: a rule of more coverage was accepted first
                 if lower[k] >= self.threshold:
                     if best is None or entry[3] > best[3]:
                         best = entry
-                elif fallback is None or entry[2] > fallback[2]:
+                elif entry[2] > fallback[2]:
                     fallback = entry
-            beam = candidates[chosen]
         chosen_entry = best if best is not None else fallback
         rule_mask = chosen_entry[0]
         text, conditions = space.describe(rule_mask)
         return Rule(rule_mask.nonzero().flatten().tolist(), text, conditions, target, chosen_entry[1],
                     chosen_entry[2], chosen_entry[3], chosen_entry[4], best is not None)
 
-    def _verify_steps(self, rules: torch.Tensor, hits: torch.Tensor, draws: torch.Tensor,
-                      level: float) -> Generator[tuple[torch.Tensor, int], torch.Tensor,
-                                                 tuple[torch.Tensor, torch.Tensor]]:
-        """Sample the rules until each one's KL interval lies above τ (lower bound ≥ τ) or below it (upper bound
-        < τ), or ``max_samples`` draws were spent; the undecided rules of a step are sampled together (yielded,
-        their hits sent back), with doubling draws (:func:`~xaikit.rules.bandit.grown_batch`). Updates
-        ``hits``/``draws`` in place; returns the means and lower bounds."""
-        while True:
-            mean = hits / draws
-            lower, upper = kl_bounds(mean, draws, level)
-            open_ = (lower < self.threshold) & (upper >= self.threshold) & (draws < self.max_samples)
-            if not open_.any():
-                return mean, lower
+    def _looks(self) -> int:
+        """How many times the verification may look at a rule: after ``samples·2^k`` fresh draws, k = 0, 1, …,
+        and at ``max_samples``."""
+        looks, n = 1, self.samples
+        while n < self.max_samples:
+            n *= 2
+            looks += 1
+        return looks
+
+    def _verification_level(self, sizes: int) -> float:
+        """``β = log(V·L / δ)``: a union bound over every rule the search may verify (the empty rule, then at
+        most ``beam_size`` per size: ``V = 1 + B·sizes``) and each of its ``L`` looks (:meth:`_looks`), so that
+        every rule reported valid has precision ≥ τ with probability ≥ 1 − δ (paper eq. 3) however many rules
+        were checked and whenever the check stopped."""
+        return math.log((1 + self.beam_size * max(sizes, 1)) * self._looks() / self.delta)
+
+    def _verify_steps(self, rules: torch.Tensor, coverage: torch.Tensor, level: float,
+                      ) -> Generator[tuple[torch.Tensor, int], torch.Tensor,
+                                     tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Sample the rules on fresh draws (``samples``, then doubling up to ``max_samples``: the looks of
+        :meth:`_looks`) until each one's KL interval at ``level`` lies above τ (lower bound ≥ τ: an anchor) or
+        below it (upper bound < τ), or ``max_samples`` draws were spent. Once a rule is accepted, the undecided
+        rules of no more coverage are dropped (they could not replace it; their draws are reported as 0). The
+        undecided rules of a step are sampled together (yielded, their hits sent back). Returns the means,
+        lower bounds and draws."""
+        count = rules.shape[0]
+        hits = torch.zeros(count, dtype=torch.float64)
+        draws = torch.zeros(count, dtype=torch.float64)
+        open_ = torch.ones(count, dtype=torch.bool)
+        lower = torch.zeros(count, dtype=torch.float64)
+        while open_.any():
             index = open_.nonzero().flatten()
-            pulls = grown_batch(draws[index], self.samples, self.max_samples)
+            have = int(draws[index[0]])  # the open rules share the schedule
+            pulls = self.samples if have == 0 else min(have, self.max_samples - have)
             hits[index] += yield rules[index], pulls
             draws[index] += pulls
+            mean = hits / draws.clamp_min(1)
+            low, high = kl_bounds(mean[index], draws[index], level)
+            lower[index] = low
+            open_[index] = (low < self.threshold) & (high >= self.threshold) & (draws[index] < self.max_samples)
+            accepted = (lower >= self.threshold) & (draws > 0)
+            if accepted.any():
+                ceiling = float(coverage[accepted].max())
+                dropped = open_ & (coverage <= ceiling)
+                draws[dropped], hits[dropped], open_[dropped] = 0.0, 0.0, False
+        return hits / draws.clamp_min(1), lower, draws

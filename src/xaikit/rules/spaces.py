@@ -97,24 +97,21 @@ class TableSpace:
             1, self.features.expand(a, -1), torch.where(rules, self.high, inf), "amin")
         rows = torch.randint(m, (a, n), generator=generator)
         out = self.data.double()[rows]  # (A, n, D)
-        constrained = (low > -inf) | (high < inf)  # (A, D)
-        cols = constrained.any(0).nonzero().flatten()  # only the columns some rule constrains are redrawn
-        c = cols.numel()
-        if c == 0:
+        # only the (rule, column) pairs a rule constrains are redrawn: K pairs, K·n values
+        rule, col = ((low > -inf) | (high < inf)).nonzero(as_tuple=True)
+        if rule.numel() == 0:
             return out.reshape(a * n, d)
-        low, high, constrained = low[:, cols], high[:, cols], constrained[:, cols]
-        sorted_ = self.sorted[cols]  # (C, M)
-        first = torch.searchsorted(sorted_, low.t().contiguous(), right=True).t()  # (A, C): first value > low
-        stop = torch.searchsorted(sorted_, high.t().contiguous(), right=True).t()  # after the last ≤ high
-        width = (stop - first).clamp_min(0)
-        u = torch.rand(a, n, c, generator=generator, dtype=torch.float64)
-        pick = first[:, None] + (u * width[:, None]).long().clamp_max((width[:, None] - 1).clamp_min(0))
-        drawn = sorted_.gather(1, pick.clamp(0, m - 1).permute(2, 0, 1).reshape(c, -1)).reshape(c, a, n)
-        drawn = drawn.permute(1, 2, 0)
-        drawn = torch.where((width == 0)[:, None], self.x.double()[cols], drawn)  # no data row in x's bin: x
-        current = out[:, :, cols]
-        inside = (current > low[:, None]) & (current <= high[:, None])  # the random row satisfies the rule there
-        out[:, :, cols] = torch.where(constrained[:, None] & ~inside, drawn, current)
+        low, high = low[rule, col], high[rule, col]  # (K,)
+        sorted_ = self.sorted[col]  # (K, M): the column's values, sorted
+        first = torch.searchsorted(sorted_, low[:, None], right=True)[:, 0]  # the first value > low
+        width = torch.searchsorted(sorted_, high[:, None], right=True)[:, 0] - first  # values in (low, high]
+        u = torch.rand(rule.numel(), n, generator=generator, dtype=torch.float64)
+        pick = (first[:, None] + (u * width[:, None]).long().clamp_max((width[:, None] - 1).clamp_min(0)))
+        drawn = sorted_.gather(1, pick.clamp(0, m - 1))  # (K, n)
+        drawn = torch.where((width <= 0)[:, None], self.x.double()[col][:, None], drawn)  # no data row there: x
+        current = out[rule, :, col]  # (K, n)
+        inside = (current > low[:, None]) & (current <= high[:, None])  # the random row satisfies it there
+        out[rule, :, col] = torch.where(inside, current, drawn)
         return out.reshape(a * n, d)
 
     def describe(self, rule: torch.Tensor) -> tuple[list[str], list[dict[str, Any]]]:
