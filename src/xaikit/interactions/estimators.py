@@ -39,17 +39,19 @@ evaluation (all ``2^d`` coalitions of ``h`` for ``d <= 16``, else the regression
 al. 2025 adjust by any function whose index is known). Still efficient exactly (both parts are) and exact once
 every coalition is evaluated (the residual's estimate is).
 
-``estimator="sparse"`` bets on the sparsity of interactions that trained models show (Kang et al., "SPEX:
-Scaling feature interaction explanations for LLMs", ICML 2025; Butler et al., "ProxySPEX", 2025: few
-interactions carry most of the game): an L1-penalised least-squares fit of the Möbius coefficients of order
-``1..k`` to the evaluated values (the Lasso, Tibshirani 1996; coordinate descent of scikit-learn), the penalty chosen
-by :data:`SPARSE_FOLDS`-fold cross-validation on the evaluated coalitions themselves, then an unpenalised refit
-on the chosen sets and the singletons, constrained to ``g(N) = v(N)`` (the relaxed Lasso, Meinshausen 2007: the
-Lasso picks the sets, least squares sizes them), and the index of that polynomial exactly
-(:func:`.indices.from_mobius`). No sampled correction: near ``P`` evaluations for P sets the correction's variance
-is what the estimate cannot afford. Efficient (``Σ a = v(N) - v(∅)``; rounding spread over the singletons); on a
-complete design the regression estimate (exact) is returned. One fit per game (a loop over samples in
-scikit-learn, about ``SPARSE_FOLDS × SPARSE_ALPHAS`` Lasso paths): seconds per sample at d = 30.
+``estimator="sparse"`` is the regression estimator with a sparse polynomial: it bets on the sparsity of
+interactions that trained models show (Kang et al., "SPEX: Scaling feature interaction explanations for LLMs",
+ICML 2025; Butler et al., "ProxySPEX", 2025: few interactions carry most of the game). The Möbius coefficients of
+order ``1..k`` are fitted to the evaluated values by L1-penalised least squares (the Lasso, Tibshirani 1996;
+scikit-learn's coordinate descent), the penalty chosen by :data:`SPARSE_FOLDS`-fold cross-validation on the
+evaluated coalitions themselves (folds drawn from the seed), then refitted without penalty on the sets the Lasso
+keeps and the singletons, constrained to ``g(N) = v(N)`` (the relaxed Lasso, Meinshausen 2007: the Lasso picks
+the sets, least squares sizes them). Its index is taken exactly and the sampled estimate of the residual's added,
+as above: efficient exactly, exact once every coalition is evaluated, and converging to the index (without that
+correction the sparse polynomial alone was more accurate on the breast-cancer blocks at 512 evaluations, 0.35
+against 0.42, but stopped improving on the wine MLP at 0.42 from 1,024 evaluations on: a biased estimate). One
+fit per game (a loop over samples in scikit-learn, ``SPARSE_FOLDS × SPARSE_ALPHAS`` Lasso fits on warm-started
+paths): about a second per sample at d = 30 against a tenth for ``"regression"``.
 """
 from __future__ import annotations
 
@@ -131,11 +133,14 @@ def estimate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tensor, desi
         return (values @ correction + _ends(empty, full, member, index, d, k))
     if estimator == "kernel" and not design.complete:
         return _kernel(empty, full, values, z, member, index, k)
-    if estimator == "sparse" and not design.complete:
-        return _sparse(empty, full, values, contains.double(), member, index, d, k, generator)
-    coefficients = _fit(empty, full, values, contains.double(), design, d, member.sum(1) > 1)  # (G, P) of g
+    if estimator == "sparse":
+        coefficients = _sparse_fit(empty, full, values, contains.double(), member, generator)
+    else:
+        coefficients = _fit(empty, full, values, contains.double(), design, d, member.sum(1) > 1)  # (G, P) of g
     residual = values - empty[:, None] - coefficients @ contains.double().T
-    return from_mobius(coefficients, member.cpu(), index, d, k).to(values.device) + residual @ correction
+    # the residual at N (0 up to the rounding of the constrained fit) keeps the estimate efficient exactly
+    ends = _ends(torch.zeros_like(full), full - empty - coefficients.sum(1), member, index, d, k)
+    return from_mobius(coefficients, member.cpu(), index, d, k).to(values.device) + residual @ correction + ends
 
 
 def _kernel(empty, full, values, z, member, index: str, k: int) -> torch.Tensor:
@@ -177,11 +182,10 @@ def _kernel(empty, full, values, z, member, index: str, k: int) -> torch.Tensor:
     return best + gap[:, None] * (sizes == 1).double()[None] / d
 
 
-def _sparse(empty, full, values, x, member, index: str, d: int, k: int,
-            generator: torch.Generator | None) -> torch.Tensor:
-    """The sparse estimator (module docstring): Lasso with the penalty by cross-validation, relaxed refit on its
-    support and the singletons with ``Σ a = v(N) - v(∅)``, the index of the polynomial. ``x`` ``(C, P)`` is
-    ``[T ⊆ U_c]``; the folds are drawn from ``generator`` (seeded: the same estimate for the same seed)."""
+def _sparse_fit(empty, full, values, x, member, generator: torch.Generator | None) -> torch.Tensor:
+    """Möbius coefficients ``(G, P)``: Lasso with the penalty by cross-validation, relaxed refit on its support and
+    the singletons with ``Σ a = v(N) - v(∅)``. ``x`` ``(C, P)`` is ``[T ⊆ U_c]``; the folds are drawn from
+    ``generator`` (seeded: the same estimate for the same seed)."""
     import warnings
 
     import numpy as np
@@ -212,10 +216,7 @@ def _sparse(empty, full, values, x, member, index: str, d: int, k: int,
         kkt[:p, :p], kkt[:p, p], kkt[p, :p] = chosen.T @ chosen, 1.0, 1.0
         solved = np.linalg.lstsq(kkt, np.concatenate([chosen.T @ y, [gap]]), rcond=None)[0]
         coefficients[g, support] = solved[:p]
-    a = torch.from_numpy(coefficients).to(values)
-    result = from_mobius(a, member.cpu(), index, d, k).to(values.device)
-    gap = (full - empty) - result.sum(1) if index != "SII" else torch.zeros_like(full)
-    return result + gap[:, None] * (member.sum(1) == 1).double().to(values.device)[None] / d
+    return torch.from_numpy(coefficients).to(values)
 
 
 def _correction_weights(z, design: Plan, member, index, d, k) -> torch.Tensor:
