@@ -39,19 +39,19 @@ evaluation (all ``2^d`` coalitions of ``h`` for ``d <= 16``, else the regression
 al. 2025 adjust by any function whose index is known). Still efficient exactly (both parts are) and exact once
 every coalition is evaluated (the residual's estimate is).
 
-``estimator="sparse"`` is the regression estimator with a sparse polynomial: it bets on the sparsity of
-interactions that trained models show (Kang et al., "SPEX: Scaling feature interaction explanations for LLMs",
-ICML 2025; Butler et al., "ProxySPEX", 2025: few interactions carry most of the game). The Möbius coefficients of
-order ``1..k`` are fitted to the evaluated values by L1-penalised least squares (the Lasso, Tibshirani 1996;
+``estimator="sparse"`` is the regression estimator with a sparse polynomial: it bets on the sparsity of interactions
+that trained models show (Kang et al., "SPEX: Scaling feature interaction explanations for LLMs", ICML 2025; Butler
+et al., "ProxySPEX", NeurIPS 2025: few interactions carry most of the game). The Möbius coefficients of order
+``1..k`` are fitted to the evaluated values by L1-penalised least squares (the Lasso, Tibshirani 1996;
 scikit-learn's coordinate descent), the penalty chosen by :data:`SPARSE_FOLDS`-fold cross-validation on the
 evaluated coalitions themselves (folds drawn from the seed), then refitted without penalty on the sets the Lasso
-keeps and the singletons, constrained to ``g(N) = v(N)`` (the relaxed Lasso, Meinshausen 2007: the Lasso picks
-the sets, least squares sizes them). Its index is taken exactly and the sampled estimate of the residual's added,
-as above: efficient exactly, exact once every coalition is evaluated, and converging to the index (without that
+keeps and the singletons, constrained to ``g(N) = v(N)`` (the relaxed Lasso, Meinshausen 2007: the Lasso picks the
+sets, least squares sizes them). Its index is taken exactly and the sampled estimate of the residual's added, as
+above: efficient exactly, exact once every coalition is evaluated, and converging to the index (without that
 correction the sparse polynomial alone was more accurate on the breast-cancer blocks at 512 evaluations, 0.35
-against 0.42, but stopped improving on the wine MLP at 0.42 from 1,024 evaluations on: a biased estimate). One
-fit per game (a loop over samples in scikit-learn, ``SPARSE_FOLDS`` + 1 Lasso paths of ``SPARSE_ALPHAS``
-penalties): 1-3 s per sample at d = 30 against 0.1-0.2 s for ``"regression"`` (loaded 2-core machine).
+against 0.42, but stopped improving on the wine MLP at 0.42 from 1,024 evaluations on: a biased estimate). One fit
+per game (a loop over samples in scikit-learn: ``SPARSE_FOLDS`` Lasso paths of ``SPARSE_ALPHAS`` penalties and a
+final fit): 1-3 s per sample at d = 30 against 0.1-0.2 s for ``"regression"`` (loaded 2-core machine).
 """
 from __future__ import annotations
 
