@@ -39,6 +39,8 @@ from xaikit.zoo import train_cancer_blocks, train_wine_mlp
 BUDGETS = tuple(2**k for k in range(7, 13))
 SHAPIQ = ("KernelSHAPIQ", "InconsistentKernelSHAPIQ", "SVARMIQ", "PermutationSamplingSII")
 PEERS = list(SHAPIQ)
+#: xaikit's columns to run (``--ours``; empty: all)
+OURS: list = []
 #: shapiq's estimates by (game, approximator, budget, seed, rows), kept between runs (``--cache``)
 CACHE: dict = {"path": None, "data": {}}
 
@@ -210,7 +212,9 @@ def run(rows: int, seeds: int, peers: bool, data: str = "both") -> None:
         d = x.shape[1]
         sets = interaction_sets(d, 2)
         pairs = np.array([len(s) == 2 for s in sets])
-        ours_ = ["xaikit regression", "xaikit kernel"] + (["xaikit logit"] if probability else []) + ["xaikit sampling"]
+        ours_ = (["xaikit regression", "xaikit kernel", "xaikit sparse"]
+                 + (["xaikit logit", "xaikit sparse logit"] if probability else []) + ["xaikit sampling"])
+        ours_ = [m for m in ours_ if m in OURS or m == "xaikit sampling"] if OURS else ours_
         methods = ours_ + [m for m in SHAPIQ if peers and m in PEERS]
         print(f"\n### {name}\n")
         print("median error of the pairs (seconds per row)\n")
@@ -229,6 +233,8 @@ def run(rows: int, seeds: int, peers: bool, data: str = "both") -> None:
                 for seed in range(seeds):
                     if method == "xaikit logit":
                         est, spent = ours(fn, x, base, target, budget, seed, "regression", "logit")
+                    elif method == "xaikit sparse logit":
+                        est, spent = ours(fn, x, base, target, budget, seed, "sparse", "logit")
                     elif method.startswith("xaikit"):
                         est, spent = ours(fn, x, base, target, budget, seed, method.split()[1])
                     else:
@@ -271,6 +277,7 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="xaikit only (no shapiq)")
     parser.add_argument("--data", choices=("wine", "cancer", "both", "shapes", "minilm"), default="both")
     parser.add_argument("--peers", nargs="*", default=list(SHAPIQ), help="the shapiq approximators to run")
+    parser.add_argument("--ours", nargs="*", default=[], help='xaikit\'s columns, e.g. "xaikit sparse" (default: all)')
     parser.add_argument("--cache", help="a JSON file keeping shapiq's estimates and times between runs")
     args = parser.parse_args()
     if args.cache:
@@ -280,6 +287,7 @@ def main() -> None:
                 CACHE["data"] = json.load(handle)
     torch.set_num_threads(1)
     PEERS[:] = args.peers
+    OURS[:] = args.ours
     run(args.rows, args.seeds, not args.no_peers, args.data)
 
 

@@ -148,7 +148,7 @@ def test_order_one_is_the_shapley_value_and_k_sii_matches_shap_interaction_value
         torch.testing.assert_close(rows, shapley[i].double(), rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("estimator", ["regression", "sampling", "kernel"])
+@pytest.mark.parametrize("estimator", ["regression", "sampling", "kernel", "sparse"])
 def test_estimators_converge_and_are_efficient(estimator):
     d = 9
     model = game_model(d)
@@ -197,6 +197,36 @@ def test_kernel_estimator_beats_regression_on_a_smooth_model_and_refuses_large_b
     assert error["kernel"] < 0.7 * error["regression"], error
     with pytest.raises(ValueError, match='estimator="kernel" solves a system of budget × budget'):
         ShapleyInteractions(model, estimator="kernel", budget=10_000)
+
+
+class SparseGame(nn.Module):
+    """A game with few interactions: main effects, three products of pairs and one of a triple (16 features)."""
+
+    def forward(self, x):
+        main = x @ torch.linspace(-1.0, 1.0, x.shape[1], dtype=x.dtype)
+        pairs = 1.5 * x[:, 0] * x[:, 1] - x[:, 2] * x[:, 7] + 0.8 * x[:, 4] * x[:, 12]
+        return (main + pairs + 0.6 * x[:, 3] * x[:, 9] * x[:, 14])[:, None]
+
+
+def test_sparse_estimator_beats_regression_on_a_sparse_game_near_the_number_of_sets_and_is_seeded():
+    d = 16  # 136 sets of size 1..2; 160 evaluations
+    model = SparseGame().eval()
+    x = torch.randn(4, d, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    truth = ShapleyInteractions(model, index="k-SII", order=2, budget=2**d - 2)(x, target=0)
+    assert truth.info["exact"]
+    pairs = torch.tensor([len(s) == 2 for s in interaction_sets(d, 2)])
+    error = {}
+    for estimator in ("regression", "kernel", "sparse"):
+        run = ShapleyInteractions(model, index="k-SII", order=2, budget=160, estimator=estimator, seed=0)
+        result = run(x, target=0)
+        assert result.efficiency_delta.abs().max() < 1e-9
+        error[estimator] = float(((result.values - truth.values)[:, pairs].norm(dim=1)
+                                  / truth.values[:, pairs].norm(dim=1)).median())
+        if estimator == "sparse":
+            assert torch.equal(run(x, target=0).values, result.values)  # seeded: the same folds, the same fit
+            other = ShapleyInteractions(model, index="k-SII", order=2, budget=160, estimator=estimator, seed=1)
+            assert not torch.equal(other(x, target=0).values, result.values)
+    assert error["sparse"] < 0.5 * min(error["regression"], error["kernel"]), error
 
 
 def probability_model(d: int) -> nn.Module:

@@ -38,6 +38,20 @@ evaluation (all ``2^d`` coalitions of ``h`` for ``d <= 16``, else the regression
 ``h``), and the estimator above estimates only the index of the residual ``v - h`` (a control variate: Witter et
 al. 2025 adjust by any function whose index is known). Still efficient exactly (both parts are) and exact once
 every coalition is evaluated (the residual's estimate is).
+
+``estimator="sparse"`` is the regression estimator with a sparse polynomial: it bets on the sparsity of interactions
+that trained models show (Kang et al., "SPEX: Scaling feature interaction explanations for LLMs", ICML 2025; Butler
+et al., "ProxySPEX", NeurIPS 2025: few interactions carry most of the game). The Möbius coefficients of order
+``1..k`` are fitted to the evaluated values by L1-penalised least squares (the Lasso, Tibshirani 1996;
+scikit-learn's coordinate descent), the penalty chosen by :data:`SPARSE_FOLDS`-fold cross-validation on the
+evaluated coalitions themselves (folds drawn from the seed), then refitted without penalty on the sets the Lasso
+keeps and the singletons, constrained to ``g(N) = v(N)`` (the relaxed Lasso, Meinshausen 2007: the Lasso picks the
+sets, least squares sizes them). Its index is taken exactly and the sampled estimate of the residual's added, as
+above: efficient exactly, exact once every coalition is evaluated, and converging to the index (without that
+correction the sparse polynomial alone was more accurate on the breast-cancer blocks at 512 evaluations, 0.35
+against 0.42, but stopped improving on the wine MLP at 0.42 from 1,024 evaluations on: a biased estimate). One fit
+per game (a loop over samples in scikit-learn: ``SPARSE_FOLDS`` Lasso paths of ``SPARSE_ALPHAS`` penalties and a
+final fit): 1-3 s per sample at d = 30 against 0.1-0.2 s for ``"regression"`` (loaded 2-core machine).
 """
 from __future__ import annotations
 
@@ -49,7 +63,9 @@ import torch
 from ..methods.machinery.kernel_design import kernel_design
 from .indices import MAX_EXACT_PLAYERS, exact, from_mobius, value_table
 
-ESTIMATORS = ("regression", "sampling", "kernel")
+ESTIMATORS = ("regression", "sampling", "kernel", "sparse")
+#: the sparse estimator's cross-validation: folds, penalties (a geometric grid down to ``SPARSE_RANGE`` × the largest)
+SPARSE_FOLDS, SPARSE_ALPHAS, SPARSE_RANGE = 5, 20, 1e-3
 #: the prior ratios q of the kernel estimator, chosen by marginal likelihood
 KERNEL_Q = (0.01, 0.03, 0.1, 0.3)
 #: most coalitions the kernel estimator accepts (a C × C matrix per q)
@@ -107,7 +123,7 @@ def estimate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tensor, desi
         ends = surrogate.values(torch.stack([torch.zeros_like(design.z[0]), torch.ones_like(design.z[0])]))
         residual = values - surrogate.values(design.z)
         return known + estimate(empty - ends[:, 0], full - ends[:, 1], residual, design, index, k, estimator,
-                                sets_member)
+                                sets_member, generator=generator)
     d = design.z.shape[1]
     z = design.z.to(values.device)
     member = sets_member.to(values.device)
@@ -117,9 +133,14 @@ def estimate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tensor, desi
         return (values @ correction + _ends(empty, full, member, index, d, k))
     if estimator == "kernel" and not design.complete:
         return _kernel(empty, full, values, z, member, index, k)
-    coefficients = _fit(empty, full, values, contains.double(), design, d, member.sum(1) > 1)  # (G, P) of g
+    if estimator == "sparse":
+        coefficients = _sparse_fit(empty, full, values, contains.double(), member, generator)
+    else:
+        coefficients = _fit(empty, full, values, contains.double(), design, d, member.sum(1) > 1)  # (G, P) of g
     residual = values - empty[:, None] - coefficients @ contains.double().T
-    return from_mobius(coefficients, member.cpu(), index, d, k).to(values.device) + residual @ correction
+    # the residual at N (0 up to the rounding of the constrained fit) keeps the estimate efficient exactly
+    ends = _ends(torch.zeros_like(full), full - empty - coefficients.sum(1), member, index, d, k)
+    return from_mobius(coefficients, member.cpu(), index, d, k).to(values.device) + residual @ correction + ends
 
 
 def _kernel(empty, full, values, z, member, index: str, k: int) -> torch.Tensor:
@@ -159,6 +180,43 @@ def _kernel(empty, full, values, z, member, index: str, k: int) -> torch.Tensor:
     # is spread over the singletons, so that efficiency holds to rounding
     gap = y[:, -1] - best.sum(1) if index != "SII" else torch.zeros_like(y[:, -1])
     return best + gap[:, None] * (sizes == 1).double()[None] / d
+
+
+def _sparse_fit(empty, full, values, x, member, generator: torch.Generator | None) -> torch.Tensor:
+    """Möbius coefficients ``(G, P)``: Lasso with the penalty by cross-validation, relaxed refit on its support and
+    the singletons with ``Σ a = v(N) - v(∅)``. ``x`` ``(C, P)`` is ``[T ⊆ U_c]``; the folds are drawn from
+    ``generator`` (seeded: the same estimate for the same seed)."""
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LassoCV
+    from sklearn.model_selection import KFold
+
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    folds = KFold(SPARSE_FOLDS, shuffle=True, random_state=int(torch.randint(2**31 - 1, (1,), generator=generator)))
+    xs = x.cpu().numpy()
+    targets = (values - empty[:, None]).cpu().numpy()
+    gaps = (full - empty).cpu().numpy()
+    singletons = (member.sum(1) == 1).cpu().numpy()
+    coefficients = np.zeros((targets.shape[0], xs.shape[1]))
+    for g, (y, gap) in enumerate(zip(targets, gaps)):
+        top = float(np.abs(xs.T @ y).max()) / len(y)
+        if top > 0:
+            alphas = top * np.geomspace(1.0, SPARSE_RANGE, SPARSE_ALPHAS)
+            with warnings.catch_warnings():  # the smallest penalties of the path may stop at max_iter: they only
+                warnings.simplefilter("ignore", ConvergenceWarning)  # lose the cross-validation to larger ones
+                lasso = LassoCV(alphas=alphas, cv=folds, fit_intercept=False, max_iter=3000, tol=1e-3).fit(xs, y)
+            support = (lasso.coef_ != 0) | singletons
+        else:
+            support = singletons
+        chosen = xs[:, support]
+        p = chosen.shape[1]
+        kkt = np.zeros((p + 1, p + 1))
+        kkt[:p, :p], kkt[:p, p], kkt[p, :p] = chosen.T @ chosen, 1.0, 1.0
+        solved = np.linalg.lstsq(kkt, np.concatenate([chosen.T @ y, [gap]]), rcond=None)[0]
+        coefficients[g, support] = solved[:p]
+    return torch.from_numpy(coefficients).to(values)
 
 
 def _correction_weights(z, design: Plan, member, index, d, k) -> torch.Tensor:

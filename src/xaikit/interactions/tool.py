@@ -50,10 +50,12 @@ class ShapleyInteractions(CheckedSettings):
         Model evaluations per sample besides ``v(∅)`` (``v(N) = f(x)`` is free). ``None``: exact when all
         ``2^d - 2`` coalitions fit in 2048 evaluations (``d <= 11``), else 2048. At least one per set of size
         ``1..k``; a budget covering every coalition gives the exact index.
-    estimator : {"regression", "sampling", "kernel"}
+    estimator : {"regression", "sampling", "kernel", "sparse"}
         At a budget: the polynomial surrogate plus a sampled correction (default), the plain stratified
-        sampling estimate, or the posterior mean of a Gaussian-process prior on the game (all orders; at most
-        8,192 evaluations) (:mod:`.estimators`).
+        sampling estimate, the posterior mean of a Gaussian-process prior on the game (all orders; at most
+        8,192 evaluations), or a sparse polynomial (Lasso with its penalty by cross-validation on the evaluated
+        coalitions, refitted on the sets it keeps; for budgets near the number of sets, seconds per sample at
+        30 features) (:mod:`.estimators`).
     link : {"identity", "logit"}
         ``"logit"`` for scores that are probabilities (a softmax or sigmoid output): the estimate at a budget
         first fits ``σ(polynomial of order k)`` to their log-odds, takes that surrogate's index without model
