@@ -9,6 +9,7 @@
   the training loss.
 - Brittleness: remove the top-k proponents (TRAK, TracIn, random), retrain, share of flipped predictions;
   ``--brittleness QUERIES``: the same with more queries, TRAK with and without shrinkage, paired differences.
+- ``--lds-repeats R``: LDS against the mean of ``R`` retrainings per subset, and the noise ceiling.
 
 Run: ``PYTHONPATH=src nice -n 10 python benchmarks/bench_data_attribution.py [--quick] [--reference]``.
 Writes ``benchmarks/results/data_attribution.json`` (the numbers of ``data_attribution.md``).
@@ -325,6 +326,44 @@ def brittleness(seeds: int = 3, queries: int = 50, n_train: int = 600) -> None:
     print(json.dumps({k: out[k] for k in ("brittleness", "paired", "wall_s", "cpu_s")}, indent=1))
 
 
+def lds_repeats(repeats: int = 3, seeds: int = 3, subsets: int = 50) -> None:
+    """LDS on digits against the mean of ``repeats`` retrainings per subset (``--lds-repeats R``), with the
+    ceiling (Spearman of two independent means of ``repeats``) and a column against the mean of all ``2R``:
+    TRAK (k = 64, 256; with and without ``shrinkage=0.5``) and TracIn (k = 256) on the benchmark's seeds, models
+    and subsets. Writes ``results/data_attribution_lds_r<R>.json``."""
+    rows: dict[str, list[float]] = {}
+    began = time.perf_counter()
+    for seed in range(seeds):
+        x, y, xq, yq, models = ensemble(seed)
+        states = [m.state_dict() for m in models]
+        methods = {f"TRAK, k = {k}, M = 5" + (f", shrinkage = {d}" if d else ""): xk.examples.TRAK(
+            models[0], checkpoints=states, projection=k, shrinkage=d, batch_size=250).fit((x, y)).scores(xq, yq)
+            for k in (64, 256) for d in (0.0, 0.5)}
+        methods["TracIn, k = 256, M = 5"] = xk.examples.TracIn(
+            models[0], checkpoints=states, layer="all", projection=256, batch_size=250).fit((x, y)).scores(xq, yq)
+        first = xk.metrics.LinearDatamodelingScore(subsets=subsets, fraction=0.5, repeats=repeats, seed=seed)
+        first(lambda i, s: train(x[i], y[i], s), xq, yq, next(iter(methods.values())))
+        second = xk.metrics.LinearDatamodelingScore(subsets=subsets, fraction=0.5, repeats=repeats, seed=seed)
+        second(lambda i, s: train(x[i], y[i], s + 7919), xq, yq, next(iter(methods.values())))
+        masks = first.last["masks"].double()
+        assert torch.equal(first.last["masks"], second.last["masks"])
+        both = (first.last["actual"] + second.last["actual"]) / 2
+        for name, scores in methods.items():
+            pred = scores.double() @ masks.T
+            rows.setdefault(name, []).append(float(spearman(pred, first.last["actual"]).nanmean()))
+            rows.setdefault(f"{name} [against the mean of {2 * repeats}]", []).append(
+                float(spearman(pred, both).nanmean()))
+        rows.setdefault(f"ceiling: two means of {repeats}", []).append(
+            float(spearman(first.last["actual"], second.last["actual"]).nanmean()))
+        print(f"seed {seed} ({time.perf_counter() - began:.0f} s): "
+              + ", ".join(f"{n} {v[-1]:.3f}" for n, v in rows.items()), flush=True)
+    out = {"setting": dict(repeats=repeats, seeds=seeds, subsets=subsets, train=600, test=30, models=5),
+           "lds": {n: {"mean": sum(v) / len(v), "se": se(v), "per_seed": v} for n, v in rows.items()},
+           "wall_s": time.perf_counter() - began, "load_after": list(os.getloadavg())}
+    (Path(__file__).parent / "results" / f"data_attribution_lds_r{repeats}.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out["lds"], indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a small run to check the script")
@@ -337,7 +376,11 @@ def main() -> None:
     parser.add_argument("--brittleness", type=int, metavar="QUERIES",
                         help="only: brittleness of TRAK, TracIn, random on QUERIES queries per seed (3 seeds)")
     parser.add_argument("--memory-child", choices=["ours", "traker"], help=argparse.SUPPRESS)
+    parser.add_argument("--lds-repeats", type=int, metavar="R",
+                        help="only: LDS of TRAK and TracIn against the mean of R retrainings per subset, the ceiling")
     args = parser.parse_args()
+    if args.lds_repeats:
+        return lds_repeats(args.lds_repeats)
     if args.memory_child:
         return memory_child(args.memory_child)
     if args.memory:
