@@ -7,7 +7,9 @@
   interleaved repeats; ``--precision``: seed 0's LDS with TRAK's kernel inverted in float32.
 - Label noise: 10 % of the training labels flipped; AUC of finding them by TRAK / TracIn self-influence and by
   the training loss.
-- Brittleness: remove the top-k proponents (TRAK, TracIn, random), retrain, share of flipped predictions.
+- Brittleness: remove the top-k proponents (TRAK, TracIn, random), retrain, share of flipped predictions;
+  ``--brittleness QUERIES``: the same with more queries, TRAK with and without shrinkage, paired differences.
+- ``--lds-repeats R``: LDS against the mean of ``R`` retrainings per subset, and the noise ceiling.
 
 Run: ``PYTHONPATH=src nice -n 10 python benchmarks/bench_data_attribution.py [--quick] [--reference]``.
 Writes ``benchmarks/results/data_attribution.json`` (the numbers of ``data_attribution.md``).
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -266,6 +269,101 @@ def shrinkage_other_uses(seeds: int = 3, n_train: int = 600, n_test: int = 30, b
     print(json.dumps(out, indent=1))
 
 
+def brittleness(seeds: int = 3, queries: int = 50, n_train: int = 600) -> None:
+    """Brittleness with enough queries to tell TRAK from TracIn (``--brittleness``): per seed the first
+    ``queries`` of the seed's random test draw (the benchmark's queries, extended), labelled with the first
+    model's prediction; remove each query's top-k proponents (k = 10, 50) by TRAK (k = 256, M = 5, without and
+    with ``shrinkage=0.5``), TracIn (the same 5 models, k = 256) or random scores, retrain with the *first
+    model's seed* (only the data changes; on the full data that retraining is the first model itself), and count
+    a flip when the retrained prediction differs from the first model's prediction on the full data. Writes
+    ``results/data_attribution_brittleness.json`` with the per-query flips (for paired differences)."""
+    out: dict = {"setting": dict(seeds=seeds, queries=queries, train=n_train, projection=256, models=5,
+                                 threads=torch.get_num_threads()), "load_before": list(os.getloadavg())}
+    per_query: dict[str, list[list[float]]] = {}
+    began, cpu = time.perf_counter(), time.process_time()
+    for seed in range(seeds):
+        x, y, xq, yq = digits(n_train, queries, seed)
+        models = [train(x, y, 1000 * seed + m) for m in range(5)]
+        states = [m.state_dict() for m in models]
+        again = train(x, y, 1000 * seed)  # retraining on all the data with that seed is the first model
+        with torch.no_grad():
+            pred = models[0](xq).argmax(1)
+            assert torch.equal(again(xq).argmax(1), pred), "the retraining is not deterministic"
+        scores = {name: xk.examples.TRAK(models[0], checkpoints=states, projection=256, shrinkage=delta,
+                                         batch_size=250).fit((x, y)).scores(xq, pred)
+                  for name, delta in (("TRAK", 0.0), ("TRAK, shrinkage = 0.5", 0.5))}
+        scores["TracIn"] = xk.examples.TracIn(models[0], checkpoints=states, layer="all", projection=256,
+                                              batch_size=250).fit((x, y)).scores(xq, pred)
+        scores["random"] = torch.rand(queries, n_train, generator=torch.Generator().manual_seed(seed))
+
+        def retrain(indices: torch.Tensor, s: int, seed: int = seed) -> nn.Module:
+            return train(x[indices], y[indices], 1000 * seed)  # the first model's seed: only the data changes
+
+        for kk in (10, 50):
+            for name, s in scores.items():
+                value = xk.metrics.Brittleness(k=kk, seed=seed)(retrain, xq, pred, s)
+                per_query.setdefault(f"{name}, k={kk}", []).append([float(v) for v in value])
+        out.setdefault("accuracy_model0", []).append(float((pred == yq).float().mean()))
+        print(f"seed {seed} ({time.perf_counter() - began:.0f} s): " + ", ".join(
+            f"{n} {sum(v[-1]) / queries:.3f}" for n, v in per_query.items()), flush=True)
+    rows = {}
+    for name, flips in per_query.items():
+        means = [sum(f) / len(f) for f in flips]
+        rows[name] = {"mean": sum(means) / len(means), "se_over_seeds": se(means), "per_seed": means}
+    paired = {}
+    for kk in (10, 50):
+        for a, b in (("TRAK", "TracIn"), ("TRAK, shrinkage = 0.5", "TracIn"), ("TRAK, shrinkage = 0.5", "TRAK"),
+                     ("TracIn", "random"), ("TRAK", "random")):
+            fa = [v for f in per_query[f"{a}, k={kk}"] for v in f]
+            fb = [v for f in per_query[f"{b}, k={kk}"] for v in f]
+            d = [u - v for u, v in zip(fa, fb)]
+            paired[f"{a} - {b}, k={kk}"] = {"mean": sum(d) / len(d), "se_over_queries": se(d), "n": len(d),
+                                             "only_first": sum(u > v for u, v in zip(fa, fb)),
+                                             "only_second": sum(v > u for u, v in zip(fa, fb))}
+    out.update(brittleness=rows, paired=paired, per_query=per_query, wall_s=time.perf_counter() - began,
+               cpu_s=time.process_time() - cpu, load_after=list(os.getloadavg()))
+    (Path(__file__).parent / "results" / "data_attribution_brittleness.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps({k: out[k] for k in ("brittleness", "paired", "wall_s", "cpu_s")}, indent=1))
+
+
+def lds_repeats(repeats: int = 3, seeds: int = 3, subsets: int = 50) -> None:
+    """LDS on digits against the mean of ``repeats`` retrainings per subset (``--lds-repeats R``), with the
+    ceiling (Spearman of two independent means of ``repeats``) and a column against the mean of all ``2R``:
+    TRAK (k = 64, 256; with and without ``shrinkage=0.5``) and TracIn (k = 256) on the benchmark's seeds, models
+    and subsets. Writes ``results/data_attribution_lds_r<R>.json``."""
+    rows: dict[str, list[float]] = {}
+    began = time.perf_counter()
+    for seed in range(seeds):
+        x, y, xq, yq, models = ensemble(seed)
+        states = [m.state_dict() for m in models]
+        methods = {f"TRAK, k = {k}, M = 5" + (f", shrinkage = {d}" if d else ""): xk.examples.TRAK(
+            models[0], checkpoints=states, projection=k, shrinkage=d, batch_size=250).fit((x, y)).scores(xq, yq)
+            for k in (64, 256) for d in (0.0, 0.5)}
+        methods["TracIn, k = 256, M = 5"] = xk.examples.TracIn(
+            models[0], checkpoints=states, layer="all", projection=256, batch_size=250).fit((x, y)).scores(xq, yq)
+        first = xk.metrics.LinearDatamodelingScore(subsets=subsets, fraction=0.5, repeats=repeats, seed=seed)
+        first(lambda i, s: train(x[i], y[i], s), xq, yq, next(iter(methods.values())))
+        second = xk.metrics.LinearDatamodelingScore(subsets=subsets, fraction=0.5, repeats=repeats, seed=seed)
+        second(lambda i, s: train(x[i], y[i], s + 7919), xq, yq, next(iter(methods.values())))
+        masks = first.last["masks"].double()
+        assert torch.equal(first.last["masks"], second.last["masks"])
+        both = (first.last["actual"] + second.last["actual"]) / 2
+        for name, scores in methods.items():
+            pred = scores.double() @ masks.T
+            rows.setdefault(name, []).append(float(spearman(pred, first.last["actual"]).nanmean()))
+            rows.setdefault(f"{name} [against the mean of {2 * repeats}]", []).append(
+                float(spearman(pred, both).nanmean()))
+        rows.setdefault(f"ceiling: two means of {repeats}", []).append(
+            float(spearman(first.last["actual"], second.last["actual"]).nanmean()))
+        print(f"seed {seed} ({time.perf_counter() - began:.0f} s): "
+              + ", ".join(f"{n} {v[-1]:.3f}" for n, v in rows.items()), flush=True)
+    out = {"setting": dict(repeats=repeats, seeds=seeds, subsets=subsets, train=600, test=30, models=5),
+           "lds": {n: {"mean": sum(v) / len(v), "se": se(v), "per_seed": v} for n, v in rows.items()},
+           "wall_s": time.perf_counter() - began, "load_after": list(os.getloadavg())}
+    (Path(__file__).parent / "results" / f"data_attribution_lds_r{repeats}.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out["lds"], indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a small run to check the script")
@@ -275,12 +373,20 @@ def main() -> None:
                         help="only: LDS of TRAK with its kernel in float64 vs float32 and traker (seed 0)")
     parser.add_argument("--shrinkage", action="store_true", help="only: LDS of TRAK with and without shrinkage")
     parser.add_argument("--memory", action="store_true", help="only: peak memory of TRAK vs traker")
+    parser.add_argument("--brittleness", type=int, metavar="QUERIES",
+                        help="only: brittleness of TRAK, TracIn, random on QUERIES queries per seed (3 seeds)")
     parser.add_argument("--memory-child", choices=["ours", "traker"], help=argparse.SUPPRESS)
+    parser.add_argument("--lds-repeats", type=int, metavar="R",
+                        help="only: LDS of TRAK and TracIn against the mean of R retrainings per subset, the ceiling")
     args = parser.parse_args()
+    if args.lds_repeats:
+        return lds_repeats(args.lds_repeats)
     if args.memory_child:
         return memory_child(args.memory_child)
     if args.memory:
         return memory()
+    if args.brittleness:
+        return brittleness(queries=args.brittleness)
     if args.shrinkage:
         shrinkage_rows()
         return shrinkage_other_uses()

@@ -10,6 +10,9 @@ over the queries; mean ± standard error over the seeds. All methods are scored 
 ``--reference``: also traker and dattri (the reference TRAKs, a benchmark venv) on the same models.
 ``--ceiling``: retrain every subset a second time (another seed) and report the mean Spearman correlation of the
 two retrainings' margins: how much of the retrained output the subset determines at all (the training noise).
+``--repeats R``: the retrained output of a subset is the mean margin of ``R`` models trained on it with different
+seeds (``LinearDatamodelingScore(repeats=R)``); with ``--ceiling`` the second set is ``R`` further models per
+subset, and every method is also scored against the mean of all ``2R``.
 ``--first-seed``: the seeds are ``first_seed … first_seed + seeds − 1`` (``shrinkage`` was chosen on seeds 0 and
 9, ``docs/data_attribution.md``; the table reports fresh seeds).
 
@@ -75,6 +78,7 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--reference", action="store_true", help="also traker and dattri (benchmark venv)")
     parser.add_argument("--ceiling", action="store_true", help="retrain each subset twice: the noise ceiling")
+    parser.add_argument("--repeats", type=int, default=1, help="models retrained per subset, their margins averaged")
     parser.add_argument("--short", action="store_true", help="only the rows of the shrinkage table")
     args = parser.parse_args()
     if args.quick:
@@ -135,7 +139,7 @@ def main() -> None:
         def retrain(indices: torch.Tensor, s: int) -> torch.nn.Module:
             return train(x[indices], y[indices], s)
 
-        lds = xk.metrics.LinearDatamodelingScore(subsets=args.subsets, fraction=0.5, seed=seed)
+        lds = xk.metrics.LinearDatamodelingScore(subsets=args.subsets, fraction=0.5, repeats=args.repeats, seed=seed)
         actual = None
         for name, scores in methods.items():
             if actual is None:
@@ -145,11 +149,17 @@ def main() -> None:
                 value = spearman(scores.double() @ lds.last["masks"].double().T, actual)
             rows.setdefault(name, []).append(float(value.nanmean()))
         if args.ceiling:  # the same subsets retrained with other seeds: how reproducible is the output itself?
-            second = xk.metrics.LinearDatamodelingScore(subsets=args.subsets, fraction=0.5, seed=seed)
+            second = xk.metrics.LinearDatamodelingScore(subsets=args.subsets, fraction=0.5, repeats=args.repeats,
+                                                        seed=seed)
             second.masks = lambda n: lds.last["masks"]
             second(lambda i, s: train(x[i], y[i], s + 7919), xq, yq, methods[next(iter(methods))])
-            rows.setdefault("ceiling: two retrainings of the same subsets", []).append(
-                float(spearman(second.last["actual"], actual).nanmean()))
+            name = "ceiling: two retrainings of the same subsets" + (
+                f" (each the mean of {args.repeats})" if args.repeats > 1 else "")
+            rows.setdefault(name, []).append(float(spearman(second.last["actual"], actual).nanmean()))
+            both = (actual + second.last["actual"]) / 2  # the mean of all 2R retrainings of each subset
+            for method, scores in methods.items():
+                rows.setdefault(f"{method} [against the mean of {2 * args.repeats}]", []).append(
+                    float(spearman(scores.double() @ lds.last["masks"].double().T, both).nanmean()))
         print(f"seed {seed} ({time.perf_counter() - began:.0f} s): "
               + ", ".join(f"{n} {v[-1]:.3f}" for n, v in rows.items()), flush=True)
     out["test_accuracy_model0"] = accuracy
@@ -157,7 +167,7 @@ def main() -> None:
     out["time_s"] = {n: sum(v) / len(v) for n, v in times.items()}
     out["wall_s"] = time.perf_counter() - began
     out["load_after"] = os.getloadavg()
-    suffix = f"_{args.first_seed}" if args.first_seed else ""
+    suffix = (f"_{args.first_seed}" if args.first_seed else "") + (f"_r{args.repeats}" if args.repeats > 1 else "")
     name = "data_attribution_shapes_quick.json" if args.quick else f"data_attribution_shapes{suffix}.json"
     (Path(__file__).parent / "results" / name).write_text(json.dumps(out, indent=1))
     print(json.dumps(out["lds"], indent=1))
