@@ -197,6 +197,13 @@ def precision(k: int = 256, subsets: int = 50) -> None:
     print(json.dumps({n: float(spearman(v.double() @ masks.T, actual).nanmean()) for n, v in scores.items()}))
 
 
+def trak_shrinkage_scores(models, states, x, y, xq, yq) -> dict[str, torch.Tensor]:
+    """TRAK's scores of the queries at k = 64 and 256, with and without ``shrinkage=0.5`` (M = 5)."""
+    return {f"TRAK, k = {k}, M = 5" + (f", shrinkage = {d}" if d else ""): xk.examples.TRAK(
+        models[0], checkpoints=states, projection=k, shrinkage=d, batch_size=250).fit((x, y)).scores(xq, yq)
+        for k in (64, 256) for d in (0.0, 0.5)}
+
+
 def shrinkage_rows(seeds: int = 3, subsets: int = 50) -> None:
     """LDS of TRAK with and without ``shrinkage=0.5`` (k = 64, 256; M = 5) on the digits setting, 3 seeds;
     writes ``results/data_attribution_shrinkage.json`` (``--shrinkage`` runs this, then
@@ -205,9 +212,7 @@ def shrinkage_rows(seeds: int = 3, subsets: int = 50) -> None:
     for seed in range(seeds):
         x, y, xq, yq, models = ensemble(seed)
         states = [m.state_dict() for m in models]
-        methods = {f"TRAK, k = {k}, M = 5" + (f", shrinkage = {d}" if d else ""): xk.examples.TRAK(
-            models[0], checkpoints=states, projection=k, shrinkage=d, batch_size=250).fit((x, y)).scores(xq, yq)
-            for k in (64, 256) for d in (0.0, 0.5)}
+        methods = trak_shrinkage_scores(models, states, x, y, xq, yq)
         lds = xk.metrics.LinearDatamodelingScore(subsets=subsets, fraction=0.5, seed=seed)
         actual = None
         for name, scores in methods.items():
@@ -336,9 +341,7 @@ def lds_repeats(repeats: int = 3, seeds: int = 3, subsets: int = 50) -> None:
     for seed in range(seeds):
         x, y, xq, yq, models = ensemble(seed)
         states = [m.state_dict() for m in models]
-        methods = {f"TRAK, k = {k}, M = 5" + (f", shrinkage = {d}" if d else ""): xk.examples.TRAK(
-            models[0], checkpoints=states, projection=k, shrinkage=d, batch_size=250).fit((x, y)).scores(xq, yq)
-            for k in (64, 256) for d in (0.0, 0.5)}
+        methods = trak_shrinkage_scores(models, states, x, y, xq, yq)
         methods["TracIn, k = 256, M = 5"] = xk.examples.TracIn(
             models[0], checkpoints=states, layer="all", projection=256, batch_size=250).fit((x, y)).scores(xq, yq)
         first = xk.metrics.LinearDatamodelingScore(subsets=subsets, fraction=0.5, repeats=repeats, seed=seed)
