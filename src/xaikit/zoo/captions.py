@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .rows import Rows
+
 GLYPHS = ("plus", "cross", "box", "bar", "column", "diagonal")
 BOS, EOS = 0, 1
 VOCAB = ("<bos>", "<eos>", *GLYPHS)
@@ -40,7 +42,7 @@ def _glyphs(size: int) -> torch.Tensor:
 
 
 @dataclass
-class CaptionData:
+class CaptionData(Rows):
     """``images (N, 1, H, W)``, ``captions (N, MAX_OBJECTS + 1)`` word ids (object words then ``<eos>``, padded
     with ``<eos>``), ``lengths (N,)`` (words including the first ``<eos>``), ``objects (N, K)`` bool."""
 
@@ -48,12 +50,6 @@ class CaptionData:
     captions: torch.Tensor
     lengths: torch.Tensor
     objects: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, idx) -> "CaptionData":
-        return CaptionData(self.images[idx], self.captions[idx], self.lengths[idx], self.objects[idx])
 
 
 def make_caption_shapes(n: int = 1000, *, cooccur: float | None = 0.9, pair: tuple[int, int] = (0, 1),

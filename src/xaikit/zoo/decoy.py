@@ -15,24 +15,19 @@ from dataclasses import dataclass
 import torch
 
 from .groundtruth import ShapesData, make_shapes
+from .rows import Rows
 
 #: canvas side of the decoy digits and the decoy patch side
 DECOY_SIZE, PATCH = 12, 2
 
 
 @dataclass
-class DecoyData:
+class DecoyData(Rows):
     """Images ``x`` (N, 1, 12, 12) in [0, 1], labels ``y`` (N,), decoy-patch masks ``mask`` (N, 1, 12, 12)."""
 
     x: torch.Tensor
     y: torch.Tensor
     mask: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def __getitem__(self, index) -> "DecoyData":
-        return DecoyData(self.x[index], self.y[index], self.mask[index])
 
 
 def make_decoy_digits(seed: int = 0, n_train: int = 1000, decoy: bool = True) -> tuple[DecoyData, DecoyData]:
@@ -99,9 +94,6 @@ class WatermarkData(ShapesData):
     """:class:`~xaikit.zoo.ShapesData` with ``artifact`` (N,) bool: which images carry the watermark."""
 
     artifact: torch.Tensor = None  # type: ignore[assignment]
-
-    def __getitem__(self, index) -> "WatermarkData":
-        return WatermarkData(self.x[index], self.y[index], self.mask[index], self.artifact[index])
 
 
 def make_watermark_shapes(n: int = 512, size: int = 32, classes: int = 4, artifact_class: int = 0,

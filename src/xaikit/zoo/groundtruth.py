@@ -15,23 +15,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .rows import Rows
+
 #: object shapes, one class each
 SHAPES = ("disk", "square", "triangle", "cross")
 
 
 @dataclass
-class ShapesData:
+class ShapesData(Rows):
     """Images ``x`` (N, 3, S, S) in [-1, 1], labels ``y`` (N,) and object masks ``mask`` (N, S, S) bool."""
 
     x: torch.Tensor
     y: torch.Tensor
     mask: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def __getitem__(self, index) -> "ShapesData":
-        return ShapesData(self.x[index], self.y[index], self.mask[index])
 
     def astuple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x, y, mask)``, the ``data`` argument of :func:`xaikit.metrics.benchmark`."""
