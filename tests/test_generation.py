@@ -436,3 +436,23 @@ def test_the_answer_as_a_whole_rematerialises_like_the_methods(model, name, monk
     with pytest.raises(ValueError, match=r"remat=True, but the per-token matrix .*\(per_token=False"):
         explain_generation(build(True), ids, mask, max_new_tokens=STEPS)
     assert_unchanged(model, before)
+
+
+@pytest.mark.filterwarnings("ignore:model is in training mode")
+def test_a_model_in_training_mode_is_left_unchanged_and_explained_as_in_eval_mode(model):
+    """explain_generation (the matrix and the answer as a whole) and explain_answer on a model in training mode
+    (mixed flags: one decoder layer in eval mode): parameters, buffers, hooks and every module's flag come back
+    as they were, and the relevance equals that of the same model in eval mode."""
+    ids, mask = prompts()
+    trained = llm("llama", "sdpa", seed=3).double().train()
+    trained.model.layers[0].eval()
+    lrp, reference = xk.LRP(trained, composite="attnlrp"), xk.LRP(model, composite="attnlrp")
+    answer = torch.tensor([[5, 7], [8, 9], [10, 11]])
+    before = snapshot(trained)
+    calls = {"matrix": lambda method: explain_generation(method, ids, mask, max_new_tokens=2),
+             "whole": lambda method: explain_generation(method, ids, mask, max_new_tokens=2, per_token=False),
+             "answer": lambda method: explain_answer(method, ids, answer, mask)}
+    for name, call in calls.items():
+        got = call(lrp)
+        assert_unchanged(trained, before)
+        assert torch.allclose(got.relevance, call(reference).relevance, rtol=1e-10, atol=1e-12), name

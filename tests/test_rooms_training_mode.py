@@ -73,6 +73,7 @@ def _third_session_tools(model, x, y):
     yield "Revise", lambda: xk.improve.Revise(model, "rrr", epochs=1, batch_size=6)(x, y, mask)
     yield "training_culprits", lambda: xk.improve.training_culprits(
         xk.examples.TRAK(model, projection=8, newton=False).fit((x, y)), x[:2])
+    yield "Anchors", lambda: xk.rules.Anchors(model, features="grid:4", seed=0, max_samples=128)(x[:1])
     yield "channel_importance(reference_samples)", lambda: xk.improve.channel_importance(
         model, "features.9", x[xk.improve.reference_samples(y, 1, 0)], y[xk.improve.reference_samples(y, 1, 0)])
 
@@ -80,7 +81,7 @@ def _third_session_tools(model, x, y):
 NAMES = ["Composition", "ChannelRelevance", "ReferenceSamples", "FeatureIndex", "TracIn", "CEM", "DeepLift",
          "GradientShap", "LayerConductance", "NeuronAttribution", "Regression", "ShapleyInteractions", "TCAV",
          "TRAK", "InfluenceFunctions", "Counterfactuals", "Revise", "training_culprits",
-         "channel_importance(reference_samples)"]
+         "channel_importance(reference_samples)", "Anchors"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -145,6 +146,7 @@ def _entry_points(model, x, y):
         model, "features.9", x[:4], y[:4], criterion="taylor")
     yield "improve", "fit_cav", lambda: improve.fit_cav(model, "features.9", x[:6], x[6:], classifier="pattern")
     yield "improve", "layers_after", lambda: improve.clarc.layers_after(model, "features.9", x)
+    yield "rules", "Anchors", lambda: xk.rules.Anchors(model, features="grid:4", seed=0, max_samples=128)(x[:1])
     yield "tune", "tune", lambda: tune.tune(model, (x, None), tune.MethodSpace("integrated_gradients", steps=[1, 2]),
                                                 "pixel_flipping", strategy="grid")
 
