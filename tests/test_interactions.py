@@ -328,6 +328,8 @@ def test_bad_input_is_refused_clearly_and_the_model_is_unchanged():
         ShapleyInteractions(model, order=2, budget=5)(x)
     with pytest.raises(ValueError, match="index"):
         ShapleyInteractions(model, index="shapley-taylor")
+    with pytest.raises(ValueError, match="unknown estimator 'lasso'; valid: kernel, regression, sampling, sparse"):
+        ShapleyInteractions(model, estimator="lasso")
     with pytest.raises(TypeError, match="did you mean 'order'"):
         ShapleyInteractions(model, ordr=2)
     assert_unchanged(model, before)
