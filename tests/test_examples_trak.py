@@ -216,9 +216,9 @@ def test_trak_store_equals_memory_and_resumes_without_recomputing_finished_shard
     calls = []
 
     class Counting(xk.examples.TRAK):
-        def featurise(self, state, xb, yb):
-            calls.append(xb.shape[0])
-            return super().featurise(state, xb, yb)
+        def _features(self, stacked, xb, yb):  # one vmap over a group of ensemble members: counted per member
+            calls.append(xb.shape[0] * next(iter(stacked.values())).shape[0])
+            return super()._features(stacked, xb, yb)
 
     def killed():  # the training set read in batches of 4; the run dies after 16 samples
         for s in range(0, 16, 4):

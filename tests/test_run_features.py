@@ -29,9 +29,9 @@ class Counting(xk.examples.TRAK):
 
     seen = 0
 
-    def featurise(self, state, x, y):
-        Counting.seen += x.shape[0]
-        return super().featurise(state, x, y)
+    def _features(self, stacked, x, y):  # one vmap over a group of ensemble members: counted per member
+        Counting.seen += x.shape[0] * next(iter(stacked.values())).shape[0]
+        return super()._features(stacked, x, y)
 
 
 def _trak(cls=xk.examples.TRAK, models=None):

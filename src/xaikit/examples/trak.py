@@ -213,9 +213,9 @@ class TRAK:
         resumable zarr store shard by shard (:mod:`.store`; ``shard_size`` samples each) and read back block
         by block when scoring; a run killed midway resumes without recomputing finished shards.
 
-        Memory (numbers, besides the model): one batch's gradients ``B p`` (without a store: ``G B p`` for a
-        group of ``G`` ensemble members featurised in one ``vmap``, ``G`` such that ``2 G B p`` numbers fit a
-        quarter of the memory budget) + the projection ``p k`` (cached when ``8 p k`` bytes fit a quarter of
+        Memory (numbers, besides the model): one batch's gradients ``G B p`` for a group of ``G`` ensemble
+        members featurised in one ``vmap`` (``G`` such that ``2 G B p`` numbers fit a quarter of the memory
+        budget) + the projection ``p k`` (cached when ``8 p k`` bytes fit a quarter of
         the memory budget, else ``4096 k`` per generated block) + the kernels ``M k²`` + (with a store) one
         shard ``M S k``, else all features ``M N k``.
         """
@@ -303,22 +303,18 @@ class TRAK:
         """``(features (M, S, k), Newton weights (M, S))`` of samples ``x`` with labels ``y`` at every ensemble
         member, in batches of ``batch_size``: what one shard of a store holds."""
         step = batch_size_for(self.batch_size, x[0])
-        feats, qs = [], []
-        for state in self.checkpoints:
-            parts = [self.featurise(state, x[s:s + step], y[s:s + step]) for s in range(0, x.shape[0], step)]
-            feats.append(torch.cat([p[0] for p in parts]))
-            qs.append(torch.cat([p[1] for p in parts]))
-        return torch.stack(feats), torch.stack(qs)
+        return self._members_of([(x[s:s + step], y[s:s + step]) for s in range(0, x.shape[0], step)])
+
+    def _members_of(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features (M, S, k), Newton weights (M, S))`` of ``batches`` at every ensemble member, the members
+        in groups of one ``vmap`` each (:meth:`featurise_members`), sized for the first (largest) batch."""
+        groups = self._groups(batches[0][0].shape[0])
+        parts = [self.featurise_members(x, y, groups) for x, y in batches]
+        return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
 
     def _write_shard(self, store: FeatureStore, shard: int, pending: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        if not pending:  # finished in an earlier run
-            return
-        feats, qs = [], []
-        for state in self.checkpoints:
-            parts = [self.featurise(state, x, y) for x, y in pending]
-            feats.append(torch.cat([p[0] for p in parts]))
-            qs.append(torch.cat([p[1] for p in parts]))
-        store.write(shard, torch.stack(feats), torch.stack(qs))
+        if pending:  # else finished in an earlier run
+            store.write(shard, *self._members_of(pending))
 
     # ---- scoring --------------------------------------------------------------------------------------------
 
