@@ -322,11 +322,10 @@ def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tenso
     y = torch.log(p) - torch.log1p(-p)
     weight = p * (1 - p)  # (G, C + 2)
     higher = torch.cat([torch.zeros(1, dtype=torch.bool), member.sum(1) > 1]).to(device)
-    solved = []
-    for w, t in zip(weight, y):  # one system per game: the weights differ
-        gram = x.T @ (w[:, None] * x)
-        penalty = ridge * w.mean() + (higher.double() * RIDGE * gram.diagonal()[higher].mean() * x.shape[1] / x.shape[0]
-                                      if higher.any() else 0.0)
-        solved.append(torch.linalg.solve(gram + torch.diag(penalty * torch.ones_like(gram[0])), x.T @ (w * t)))
-    coefficients = torch.stack(solved)  # (G, 1 + P)
+    gram = torch.einsum("ci,gc,cj->gij", x, weight, x)  # one system per game: the weights differ
+    penalty = ridge * weight.mean(1)[:, None] * torch.ones_like(gram[:, 0])  # (G, 1 + P)
+    if higher.any():
+        penalty = penalty + higher.double() * (RIDGE * gram.diagonal(dim1=1, dim2=2)[:, higher].mean(1)
+                                               * x.shape[1] / x.shape[0])[:, None]
+    coefficients = torch.linalg.solve(gram + torch.diag_embed(penalty), (weight * y) @ x)  # (G, 1 + P)
     return LogitSurrogate(coefficients[:, 0], coefficients[:, 1:], member.to(device))
