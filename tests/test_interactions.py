@@ -354,3 +354,67 @@ def test_views_draw_the_values_they_are_given():
         viz.plot_interaction_matrix(ShapleyInteractions(model, order=1)(x, target=0))
     with pytest.raises(ValueError, match="names has 2 entries for 5 features"):
         viz.plot_interaction_matrix(result, 0, names=["a", "b"])
+
+
+def test_auto_link_is_logit_on_softmax_outputs_identity_elsewhere_per_sample():
+    d = 9
+    probabilities = probability_model(d)
+
+    def scaled(x):  # a softmax where x_0 <= 1, twice one (not a probability vector) where x_0 > 1
+        return probabilities(x) * (1.0 + (x[:, :1] > 1).double())
+
+    x = torch.randn(3, d, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    x[:, 0] = torch.tensor([0.5, 1.5, -0.3], dtype=torch.float64)
+    before = snapshot(probabilities)
+    settings = dict(index="k-SII", order=2, budget=200, seed=4)
+    auto = ShapleyInteractions(scaled, **settings)(x, target=1)
+    assert auto.info["link"] == ["logit", "identity", "logit"]
+    for row, link in enumerate(["logit", "identity", "logit"]):
+        alone = ShapleyInteractions(scaled, link=link, **settings)(x[row:row + 1], target=1)
+        assert alone.info["link"] == link
+        assert torch.allclose(auto.values[row], alone.values[0], atol=1e-12, rtol=0), (row, link)
+    assert ShapleyInteractions(probabilities, **settings)(x, target=2).info["link"] == "logit"
+    # logits are not probabilities, even where they happen to lie in [0, 1]; nor is a single output
+    squashed = lambda t: torch.sigmoid(probabilities[0](t)) * 0.5 + 0.25  # noqa: E731
+    assert ShapleyInteractions(squashed, **settings)(x, target=2).info["link"] == "identity"
+    assert ShapleyInteractions(lambda t: probabilities(t)[:, :1], **settings)(x, target=0).info["link"] == "identity"
+    assert auto.efficiency_delta.abs().max() < 1e-9
+    assert_unchanged(probabilities, before)
+
+
+def test_logit_surrogate_prior_is_the_cross_validated_one():
+    """The prior picked per game and its coefficients equal a brute-force cross-validation written here (numpy:
+    every fold and prior fitted from scratch on its own coalitions)."""
+    from xaikit.interactions.estimators import CV_FOLDS, LOGIT_PRIORS, cv_folds, logit_surrogate, plan
+    from xaikit.interactions.indices import membership
+
+    d, ridge = 7, 1e-3
+    design = plan(d, 60, True, torch.Generator().manual_seed(2))
+    member = membership(interaction_sets(d, 2), d)
+    model = probability_model(d)
+    x = torch.randn(4, d, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        v = model(x[:, None] * torch.cat([torch.zeros(1, d, dtype=torch.bool), design.z,
+                                          torch.ones(1, d, dtype=torch.bool)])[None])[..., 0]
+    fitted = logit_surrogate(v[:, 0], v[:, -1], v[:, 1:-1], design.z, member, ridge)
+    every = np.concatenate([np.zeros((1, d)), design.z.numpy(), np.ones((1, d))])
+    sets = member.numpy().astype(float)
+    features = np.concatenate([np.ones((len(every), 1)), (every @ sets.T == sets.sum(1)).astype(float)], 1)
+    higher = np.concatenate([[False], sets.sum(1) > 1])
+    fold = np.concatenate([[-1], cv_folds(len(every) - 2).numpy(), [-1]])
+    for g in range(v.shape[0]):
+        p = np.clip(v[g].numpy(), 1e-6, 1 - 1e-6)
+        y, w = np.log(p / (1 - p)), p * (1 - p)
+
+        def fit(keep, prior):
+            a, ww = features[keep], w[keep]
+            gram = a.T @ (ww[:, None] * a)
+            penalty = ridge * ww.mean() + higher * prior * gram.diagonal()[higher].mean() * a.shape[1] / keep.sum()
+            return np.linalg.solve(gram + np.diag(penalty), a.T @ (ww * y[keep]))
+
+        losses = [sum(((1 / (1 + np.exp(-features[fold == f] @ fit(fold != f, prior))) - p[fold == f]) ** 2).sum()
+                      for f in range(CV_FOLDS)) for prior in LOGIT_PRIORS]
+        best = LOGIT_PRIORS[int(np.argmin(losses))]
+        reference = fit(np.ones(len(every), dtype=bool), best)
+        assert abs(fitted.intercept[g].item() - reference[0]) < 1e-8
+        assert np.abs(fitted.beta[g].numpy() - reference[1:]).max() < 1e-8

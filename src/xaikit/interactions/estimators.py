@@ -33,11 +33,13 @@ Cost ``O(C^3)`` in the C coalitions (one Cholesky per q, shared by all samples);
 ``link="logit"`` (scores that are probabilities, e.g. a softmax output) adds a surrogate before any: a probability
 that saturates is far from any low-order polynomial (its Möbius coefficients grow with the order and cancel), while
 its log-odds often are close to one. :func:`logit_surrogate` fits ``h(U) = σ(b + Σ_{T ⊆ U, 1 <= |T| <= k} β(T))``
-to the log-odds of the evaluated values (weighted as a logistic regression), its index is computed without a model
+to the log-odds of the evaluated values (weighted as a logistic regression, the prior on its interaction terms
+chosen per game by cross-validation), its index is computed without a model
 evaluation (all ``2^d`` coalitions of ``h`` for ``d <= 16``, else the regression estimate from many coalitions of
 ``h``), and the estimator above estimates only the index of the residual ``v - h`` (a control variate: Witter et
 al. 2025 adjust by any function whose index is known). Still efficient exactly (both parts are) and exact once
-every coalition is evaluated (the residual's estimate is).
+every coalition is evaluated (the residual's estimate is). ``link="auto"`` (the tool's default) takes it per game
+where the model's output is a softmax and the scores lie in [0, 1] (:func:`resolve_links`).
 
 ``estimator="sparse"`` is the regression estimator with a sparse polynomial: it bets on the sparsity of interactions
 that trained models show (Kang et al., "SPEX: Scaling feature interaction explanations for LLMs", ICML 2025; Butler
@@ -70,14 +72,16 @@ SPARSE_FOLDS, SPARSE_ALPHAS, SPARSE_RANGE = 5, 20, 1e-3
 KERNEL_Q = (0.01, 0.03, 0.1, 0.3)
 #: most coalitions the kernel estimator accepts (a C × C matrix per q)
 KERNEL_MAX = 2**13
-#: the surrogate's link: none, or the logistic function of a polynomial (for probabilities)
-LINKS = ("identity", "logit")
+#: the surrogate's link: chosen from the scores, none, or the logistic function of a polynomial (for probabilities)
+LINKS = ("auto", "identity", "logit")
 #: probabilities are clamped to [EPS, 1 - EPS] before their log-odds are taken
 EPS = 1e-6
 #: coalitions of the logit surrogate whose index is estimated above 16 players: this many per evaluation, at most
 SURROGATE_FACTOR, SURROGATE_MAX = 16, 2**15
 #: ridge penalty of the surrogate's interaction coefficients, relative (see :func:`_fit`)
 RIDGE = 0.3
+#: the logit surrogate's interaction priors, chosen per game by cross-validation over CV_FOLDS folds
+LOGIT_PRIORS, CV_FOLDS = (0.0, 0.03, 0.1, 0.3, 1.0), 5
 
 
 def min_budget(d: int, k: int) -> int:
@@ -111,12 +115,48 @@ def plan(d: int, budget: int, paired: bool, generator: torch.Generator) -> Plan:
     return Plan(design.z, size, scale, list(design.exact_sizes))
 
 
+def resolve_links(link: str, probability_rows: torch.Tensor, empty: torch.Tensor, full: torch.Tensor,
+                  values: torch.Tensor) -> list[str]:
+    """The link of each game: ``link``, or for ``"auto"`` ``"logit"`` where the model's output at the sample is a
+    probability vector (``probability_rows`` ``(G,)``: see :func:`probability_outputs`) and every score of the game
+    (``v(∅)``, ``v(N)``, every evaluated coalition) lies in [0, 1], else ``"identity"``. Per game: a sample's link
+    does not depend on the others explained with it. The choice only decides the surrogate, a control variate:
+    either estimate stays efficient and converges to the index."""
+    if link != "auto":
+        return [link] * values.shape[0]
+    inside = lambda t: (t >= 0) & (t <= 1)  # noqa: E731
+    probability = probability_rows.to(values.device) & inside(empty) & inside(full) & inside(values).all(1)
+    return ["logit" if p else "identity" for p in probability.tolist()]
+
+
+def probability_outputs(output: torch.Tensor, tolerance: float = 1e-4) -> torch.Tensor:
+    """``(N,)``: whether each row of a model's output ``(N, C)`` is a probability vector over ``C >= 2`` classes
+    (non-negative, summing to 1 within ``tolerance``: a softmax). Any other shape: no row is. A single sigmoid
+    output is not recognised (it cannot be told from a score that happens to lie in [0, 1]): pass
+    ``link="logit"`` for it."""
+    if output.ndim != 2 or output.shape[1] < 2 or not output.is_floating_point():
+        return torch.zeros(output.shape[0], dtype=torch.bool, device=output.device)
+    return (output >= 0).all(1) & ((output.double().sum(1) - 1).abs() <= tolerance)
+
+
 def estimate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tensor, design: Plan, index: str, k: int,
-             estimator: str, sets_member: torch.Tensor, link: str = "identity",
+             estimator: str, sets_member: torch.Tensor, link: str | list[str] = "identity",
              generator: torch.Generator | None = None) -> torch.Tensor:
     """The index ``(G, P)`` of G games from ``v(∅)`` ``(G,)``, ``v(N)`` ``(G,)`` and the values ``(G, C)`` of
     ``design.z``; ``sets_member`` ``(P, d)`` are the sets S. ``link="logit"``: with the logit surrogate
-    (``generator`` draws its coalitions above 16 players)."""
+    (``generator`` draws its coalitions above 16 players); a list: one link per game (:func:`resolve_links`)."""
+    links = [link] * values.shape[0] if isinstance(link, str) else list(link)
+    if len(set(links)) > 1:  # each part from the same generator state: as if explained alone
+        state = generator.get_state() if generator is not None else None
+        out = torch.zeros((values.shape[0], sets_member.shape[0]), dtype=torch.float64, device=values.device)
+        for chosen in sorted(set(links)):
+            rows = torch.tensor([g for g, one in enumerate(links) if one == chosen], device=values.device)
+            if state is not None:
+                generator.set_state(state)
+            out[rows] = estimate(empty[rows], full[rows], values[rows], design, index, k, estimator, sets_member,
+                                 chosen, generator).to(out)
+        return out
+    link = links[0] if links else "identity"
     if link == "logit":
         surrogate = logit_surrogate(empty, full, values, design.z, sets_member)
         known = surrogate.index(index, k, design, generator)
@@ -303,11 +343,14 @@ def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tenso
     logistic (quasi-binomial) regression of the probabilities, one step from the observed log-odds (McCullagh &
     Nelder, *Generalized Linear Models*, 1989, §2.5). A saturated probability, whose log-odds its float
     rounding decides, weighs next to nothing. A small ridge ``ridge`` × the mean weight on every coefficient, and
-    on the interaction coefficients (order >= 2) the prior of the regression estimator (:func:`_fit`: ``RIDGE ×
-    their mean Gram diagonal × P / C``, fading with the evaluations). Without that prior the fit broke down at 128
-    evaluations on the MiniLM probe (error 1.55 against 0.84 without a surrogate; 0.40 with it) and was better by
-    up to 1.9× on the wine MLP at 256-4,096 (both measured; see benchmarks/results/interactions.md).
-    Probabilities clamped to ``[EPS, 1 - EPS]``."""
+    on the interaction coefficients (order >= 2) a prior ``r × their mean Gram diagonal × P / C`` that interactions
+    are smaller than main effects (fading with the evaluations, as in :func:`_fit`), with ``r`` chosen per game
+    from :data:`LOGIT_PRIORS` by :data:`CV_FOLDS`-fold cross-validation: the squared error of the held-out
+    coalitions' probabilities, ∅ and N always in the fit (Stone 1974), the folds a fixed function of the number
+    of coalitions (the same estimate for the same values). No single ``r`` served every game: on the shapes CNN's
+    superpixels ``r = 0`` was best at 128 evaluations (error 0.48 against 0.60 at ``r = 0.3``), on the MiniLM
+    probe ``r = 0`` broke down there (1.40 against 0.40); cross-validated 0.45 and 0.41 (see
+    benchmarks/results/interactions.md). Probabilities clamped to ``[EPS, 1 - EPS]``."""
     if bool(((values < 0) | (values > 1)).any()) or bool(((empty < 0) | (empty > 1) | (full < 0) | (full > 1)).any()):
         raise ValueError('link="logit" needs scores in [0, 1] (probabilities, e.g. a softmax output); these scores '
                          'leave it: use link="identity" or explain the probabilities')
@@ -322,10 +365,49 @@ def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tenso
     y = torch.log(p) - torch.log1p(-p)
     weight = p * (1 - p)  # (G, C + 2)
     higher = torch.cat([torch.zeros(1, dtype=torch.bool), member.sum(1) > 1]).to(device)
-    gram = torch.einsum("ci,gc,cj->gij", x, weight, x)  # one system per game: the weights differ
-    penalty = ridge * weight.mean(1)[:, None] * torch.ones_like(gram[:, 0])  # (G, 1 + P)
+    priors = torch.tensor(LOGIT_PRIORS, dtype=torch.float64, device=device)
+    # fold f of coalition c (∅ and N: -1, always fitted); the Gram and right-hand side of each fold's held-out part
+    inner = cv_folds(every.shape[0] - 2).to(device)
+    fold = torch.cat([inner.new_tensor([-1]), inner, inner.new_tensor([-1])])
+    held = torch.stack([fold == f for f in range(CV_FOLDS)])  # (F, C + 2)
+    gram_out = torch.stack([_weighted_gram(x[h], weight[:, h]) for h in held])  # (F, G, 1 + P, 1 + P)
+    rhs_out = torch.stack([(weight * y)[:, h] @ x[h] for h in held])
+    gram_all = gram_out.sum(0) + _weighted_gram(x[fold < 0], weight[:, fold < 0])
+    rhs_all = (weight * y) @ x
+    train_gram, train_rhs = gram_all[None] - gram_out, rhs_all[None] - rhs_out
+    held = held.double()
+    kept = 1.0 - held.sum(1) / every.shape[0]  # share of coalitions each fold fits
+    coefficients = _logit_solve(train_gram, train_rhs, weight[None] * (1 - held[:, None]), higher, priors, ridge,
+                                x.shape[1] / (every.shape[0] * kept[:, None]))  # (R, F, G, 1 + P)
+    predicted = torch.sigmoid(coefficients @ x.T)  # (R, F, G, C + 2)
+    loss = ((predicted - p) ** 2 * held[None, :, None]).sum((1, 3))  # (R, G)
+    best = loss.argmin(0)
+    final = _logit_solve(gram_all[None], rhs_all[None], weight[None], higher, priors, ridge,
+                         torch.full((1, 1), x.shape[1] / every.shape[0], dtype=torch.float64, device=device))
+    chosen = final[best, 0, torch.arange(p.shape[0], device=device)]  # (G, 1 + P)
+    return LogitSurrogate(chosen[:, 0], chosen[:, 1:], member.to(device))
+
+
+def cv_folds(count: int) -> torch.Tensor:
+    """The fold ``(count,)`` of each of ``count`` coalitions, in ``0..CV_FOLDS-1``: ``c × 7919 mod count mod F``
+    (7919 a prime: a fixed shuffle, so that a fold is not one run of the design's sizes; no generator needed)."""
+    return torch.arange(count) * 7919 % max(count, 1) % CV_FOLDS
+
+
+def _weighted_gram(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``Σ_c weight[g, c] x_c x_cᵀ`` ``(G, Q, Q)`` of ``x`` ``(C, Q)`` (one batched matrix product)."""
+    return (x.T[None] * weight[:, None, :]) @ x
+
+
+def _logit_solve(gram, rhs, weight, higher, priors, ridge: float, per_coalition) -> torch.Tensor:
+    """The penalised weighted least squares of :func:`logit_surrogate` for every prior ``r`` of ``priors``
+    ``(R,)``, and every fold of ``gram`` ``(F, G, Q, Q)``, ``rhs`` ``(F, G, Q)`` (``weight`` ``(F, G, C)`` the
+    fold's weights, ``per_coalition`` ``(F, 1)`` = ``Q / C`` of the fold): ``(R, F, G, Q)``."""
+    penalty = ridge * weight.mean(2)[..., None] * torch.ones_like(gram[..., 0])  # (F, G, Q)
     if higher.any():
-        penalty = penalty + higher.double() * (RIDGE * gram.diagonal(dim1=1, dim2=2)[:, higher].mean(1)
-                                               * x.shape[1] / x.shape[0])[:, None]
-    coefficients = torch.linalg.solve(gram + torch.diag_embed(penalty), (weight * y) @ x)  # (G, 1 + P)
-    return LogitSurrogate(coefficients[:, 0], coefficients[:, 1:], member.to(device))
+        scale = gram.diagonal(dim1=-2, dim2=-1)[..., higher].mean(-1) * per_coalition  # (F, G)
+        penalty = penalty[None] + priors[:, None, None, None] * scale[None, ..., None] * higher.double()
+    else:
+        penalty = penalty[None].expand(len(priors), *penalty.shape)
+    factor = torch.linalg.cholesky(gram[None] + torch.diag_embed(penalty))  # positive definite: the ridge
+    return torch.cholesky_solve(rhs[None].expand(len(priors), *rhs.shape)[..., None], factor)[..., 0]

@@ -137,7 +137,8 @@ def exact(values: torch.Tensor, index: str, k: int, chunk: int = 1 << 24) -> tor
     sets = interaction_sets(d, k)
     keys = torch.tensor([sum(1 << j for j in subset) for subset in sets], dtype=torch.long)
     sizes = torch.tensor([len(subset) for subset in sets], dtype=torch.long)
-    size_of = torch.tensor([bin(c).count("1") for c in range(n)], dtype=torch.long, device=values.device)
+    c = torch.arange(n, device=values.device)
+    size_of = ((c[:, None] >> torch.arange(d, device=values.device)) & 1).sum(1)  # |T| of coalition c
     onehot = (size_of[None] == torch.arange(d + 1, device=values.device)[:, None]).double()  # (d+1, 2^d)
     weights = omega_table(index, d, k).to(values.device)[sizes]  # (P, d+1)
     out = torch.empty((games, len(sets)), dtype=torch.float64, device=values.device)

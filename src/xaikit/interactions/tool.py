@@ -25,7 +25,8 @@ from ..modes import eval_semantics
 from ..results import ResultExport
 from ..settings import CheckedSettings
 from ..targets import TargetSpec, check_target, resolve_target
-from .estimators import ESTIMATORS, KERNEL_MAX, LINKS, estimate, min_budget, plan
+from .estimators import (ESTIMATORS, KERNEL_MAX, LINKS, estimate, min_budget, plan, probability_outputs,
+                         resolve_links)
 from .indices import INDICES, MAX_EXACT_PLAYERS, exact, interaction_sets, membership
 
 #: evaluations per sample the default spends (exact below: 2^11 - 2 coalitions cover 11 features)
@@ -56,11 +57,16 @@ class ShapleyInteractions(CheckedSettings):
         8,192 evaluations), or a sparse polynomial (Lasso with its penalty by cross-validation on the evaluated
         coalitions, refitted on the sets it keeps; for budgets near the number of sets, seconds per sample at
         30 features) (:mod:`.estimators`).
-    link : {"identity", "logit"}
+    link : {"auto", "identity", "logit"}
         ``"logit"`` for scores that are probabilities (a softmax or sigmoid output): the estimate at a budget
         first fits ``σ(polynomial of order k)`` to their log-odds, takes that surrogate's index without model
         evaluations and estimates only the residual's (:mod:`.estimators`); scores outside [0, 1] are refused.
-        Default ``"identity"`` (no surrogate). No effect on an exact computation.
+        ``"identity"``: no such surrogate. ``"auto"`` (default): per sample, ``"logit"`` when the model's
+        output there is a probability vector over classes (non-negative, summing to 1: a softmax) and every
+        score of the game lies in [0, 1], else ``"identity"`` (a single sigmoid output is not recognised: pass
+        ``"logit"``); the choice is reported in ``info["link"]`` (one name, or one per sample where they
+        differ). Either way the estimate is efficient and converges to the index (the
+        surrogate is a control variate). No effect on an exact computation.
     paired : bool
         Draw each sampled coalition with its complement (default ``True``).
     seed : int, optional
@@ -71,7 +77,7 @@ class ShapleyInteractions(CheckedSettings):
 
     def __init__(self, model: nn.Module, index: str = "k-SII", order: int = 2, features: FeatureSpec = None,
                  baseline: BaselineSpec | None = None, background: torch.Tensor | None = None,
-                 budget: int | None = None, estimator: str = "regression", link: str = "identity",
+                 budget: int | None = None, estimator: str = "regression", link: str = "auto",
                  paired: bool = True, seed: int | None = None, batch_size: int | str = "auto",
                  progress: bool = False) -> None:
         check_model(model, "the model of ShapleyInteractions")
@@ -112,7 +118,8 @@ class ShapleyInteractions(CheckedSettings):
             full = resolved.score(output).double()
             self._check(features)
             seed = resolve_seed(self.seed)
-            values, empty, info = self._groups(game, x, features, baseline, resolved, full, seed, args, kwargs)
+            values, empty, info = self._groups(game, x, features, baseline, resolved, full, probability_outputs(output),
+                                               seed, args, kwargs)
         sets = interaction_sets(features.d, self.order)
         info.update(seed=seed, time_s=time.perf_counter() - began)
         return ShapleyInteractionsResult(values.cpu(), sets, self.index, self.order, full.cpu(), empty.cpu(),
@@ -134,7 +141,7 @@ class ShapleyInteractions(CheckedSettings):
             return self.budget
         return 2**d - 2 if 2**d - 2 <= DEFAULT_BUDGET else DEFAULT_BUDGET
 
-    def _groups(self, game, x, features, baseline, target, full, seed, args, kwargs):
+    def _groups(self, game, x, features, baseline, target, full, probability, seed, args, kwargs):
         """Samples with the same number of features are explained together; the values ``(N, P)`` are padded
         with 0 for the sets of missing features."""
         d = features.d
@@ -162,10 +169,12 @@ class ShapleyInteractions(CheckedSettings):
                                 kwargs)[..., 0]
                 v_empty = v[:, 0]
                 member = membership(interaction_sets(count, self.order), count)
+                links = resolve_links(self.link, probability[rows], v_empty, full[rows], v[:, 1:])
                 result = estimate(v_empty, full[rows], v[:, 1:], design, self.index, self.order, self.estimator,
-                                  member, self.link, generator)
+                                  member, links, generator)
+                link = links[0] if len(set(links)) == 1 else links
                 info_part = {"exact": design.complete, "evaluations": design.z.shape[0] + 1,
-                             "estimator": self.estimator, "link": self.link, "exact_sizes": design.exact_sizes}
+                             "estimator": self.estimator, "link": link, "exact_sizes": design.exact_sizes}
             keep = torch.tensor([all(j < count for j in s) for s in sets], device=x.device)
             out[rows[:, None], keep.nonzero().flatten()[None]] = result.to(out)
             empty[rows] = v_empty
