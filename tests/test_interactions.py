@@ -255,7 +255,9 @@ def test_logit_link_surrogate_is_efficient_exact_at_full_budget_and_beats_identi
             assert run.efficiency_delta.abs().max() < 1e-9 and run.info["link"] == link
         error[link] = float(torch.stack([(r.values - truth)[:, pairs].norm(dim=1) / truth[:, pairs].norm(dim=1)
                                          for r in runs]).median())
-    assert error["logit"] < 0.5 * error["identity"], error
+    # median pair error on this model: identity 0.037 (0.111 with the Shapley-kernel weighted fit of earlier
+    # versions), logit 0.022
+    assert error["logit"] < 0.7 * error["identity"], error
     # every coalition evaluated: the surrogate's index plus the residual's estimate is the exact index
     z = torch.tensor([[(c >> j) & 1 for j in range(d)] for c in range(2**d)], dtype=torch.bool)
     with torch.no_grad():
@@ -385,7 +387,7 @@ def test_auto_link_is_logit_on_softmax_outputs_identity_elsewhere_per_sample():
 def test_logit_surrogate_prior_is_the_cross_validated_one():
     """The prior picked per game and its coefficients equal a brute-force cross-validation written here (numpy:
     every fold and prior fitted from scratch on its own coalitions)."""
-    from xaikit.interactions.estimators import CV_FOLDS, LOGIT_PRIORS, cv_folds, logit_surrogate, plan
+    from xaikit.interactions.estimators import CV_FOLDS, PRIORS, cv_folds, logit_surrogate, plan
     from xaikit.interactions.indices import membership
 
     d, ridge = 7, 1e-3
@@ -413,8 +415,8 @@ def test_logit_surrogate_prior_is_the_cross_validated_one():
             return np.linalg.solve(gram + np.diag(penalty), a.T @ (ww * y[keep]))
 
         losses = [sum(((1 / (1 + np.exp(-features[fold == f] @ fit(fold != f, prior))) - p[fold == f]) ** 2).sum()
-                      for f in range(CV_FOLDS)) for prior in LOGIT_PRIORS]
-        best = LOGIT_PRIORS[int(np.argmin(losses))]
+                      for f in range(CV_FOLDS)) for prior in PRIORS]
+        best = PRIORS[int(np.argmin(losses))]
         reference = fit(np.ones(len(every), dtype=bool), best)
         assert abs(fitted.intercept[g].item() - reference[0]) < 1e-8
         assert np.abs(fitted.beta[g].numpy() - reference[1:]).max() < 1e-8

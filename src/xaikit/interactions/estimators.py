@@ -10,13 +10,16 @@ drawn without replacement, each coalition with its complement. Written in the va
   the Horvitz-Thompson estimate of the stratum, as SHAP-IQ does, Fumagalli et al., NeurIPS 2023).
 
 ``estimator="sampling"`` applies this to ``v``. ``estimator="regression"`` (the default) first fits a polynomial
-surrogate ``g(U) = v(∅) + Σ_{T ⊆ U, 1 <= |T| <= k} a(T)`` to the same values by the Shapley-kernel weighted least
-squares that defines FSII (Tsai et al. 2023; each sampled coalition weighted by its stratum's share, the fit
-constrained to ``g(N) = v(N)``), takes the index of ``g`` exactly from its Möbius coefficients ``a``
+surrogate ``g(U) = v(∅) + Σ_{T ⊆ U, 1 <= |T| <= k} a(T)`` to the same values by least squares (every evaluated
+coalition alike, a ridge prior on the interaction terms chosen by cross-validation, the fit constrained to
+``g(N) = v(N)``; :func:`_fit`), takes the index of ``g`` exactly from its Möbius coefficients ``a``
 (:func:`.indices.from_mobius`), and adds the sampling estimate of the index of the residual ``v - g``
 (regression-adjusted Monte Carlo, Witter et al. 2025): the sampling then only estimates what the polynomial
-misses. Both are linear in the values and efficient exactly (each coalition's weights sum to zero over the
-sets, for every efficient index); once every size is enumerated both are exact.
+misses. Any surrogate serves (a control variate); earlier versions fitted FSII's Shapley-kernel weighted least
+squares (Tsai et al. 2023) with a fixed prior, less accurate on every benchmark game (:func:`_fit`). Both are
+efficient exactly (each coalition's weights sum to zero over the sets, for every efficient index; the sampling
+estimate is linear in the values, the regression estimate for a fixed prior); once every size is enumerated
+both are exact.
 
 ``estimator="kernel"`` is a Bayesian alternative to the polynomial: a Gaussian-process prior on the game with
 independent Möbius coefficients, ``m(T) ~ N(0, a q^{|T|})`` for every ``T ≠ ∅`` (all orders, not only up to k),
@@ -78,10 +81,9 @@ LINKS = ("auto", "identity", "logit")
 EPS = 1e-6
 #: coalitions of the logit surrogate whose index is estimated above 16 players: this many per evaluation, at most
 SURROGATE_FACTOR, SURROGATE_MAX = 16, 2**15
-#: ridge penalty of the surrogate's interaction coefficients, relative (see :func:`_fit`)
-RIDGE = 0.3
-#: the logit surrogate's interaction priors, chosen per game by cross-validation over CV_FOLDS folds
-LOGIT_PRIORS, CV_FOLDS = (0.0, 0.03, 0.1, 0.3, 1.0), 5
+#: the surrogates' priors on their interaction coefficients (relative, see :func:`_fit`), chosen per game by
+#: cross-validation over CV_FOLDS folds; RIDGE where the polynomial has more than CV_MAX_SETS sets
+PRIORS, CV_FOLDS, RIDGE, CV_MAX_SETS = (0.0, 0.03, 0.1, 0.3, 1.0), 5, 0.3, 1024
 
 
 def min_budget(d: int, k: int) -> int:
@@ -176,7 +178,7 @@ def estimate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tensor, desi
     if estimator == "sparse":
         coefficients = _sparse_fit(empty, full, values, contains.double(), member, generator)
     else:
-        coefficients = _fit(empty, full, values, contains.double(), design, d, member.sum(1) > 1)  # (G, P) of g
+        coefficients = _fit(empty, full, values, contains.double(), member.sum(1) > 1)  # (G, P) of g
     residual = values - empty[:, None] - coefficients @ contains.double().T
     # the residual at N (0 up to the rounding of the constrained fit) keeps the estimate efficient exactly
     ends = _ends(torch.zeros_like(full), full - empty - coefficients.sum(1), member, index, d, k)
@@ -274,32 +276,63 @@ def _ends(empty, full, member, index, d, k) -> torch.Tensor:
     return empty[:, None] * table[sizes, 0, 0][None] + full[:, None] * table[sizes, sizes, d][None]
 
 
-def _fit(empty, full, values, x, design: Plan, d: int, higher: torch.Tensor) -> torch.Tensor:
-    """Möbius coefficients ``(G, P)`` of the Shapley-kernel weighted least-squares polynomial with ``Σ a = v(N) -
-    v(∅)``, as one KKT system for all games (the pseudo-inverse picks the smallest solution if the coalitions
-    leave it undetermined).
+def _fit(empty, full, values, x, higher: torch.Tensor) -> torch.Tensor:
+    """Möbius coefficients ``(G, P)`` of the least-squares polynomial with ``Σ a = v(N) - v(∅)``, every evaluated
+    coalition weighing alike, as KKT systems shared by all games.
 
-    The coefficients of order >= 2 (``higher``) get a ridge penalty ``RIDGE × (their mean Gram diagonal) × P / C``
-    (P coefficients, C coalitions): a prior that interactions are smaller than main effects, which fades as
-    the evaluations grow. It only shapes the surrogate: the sampled correction keeps the estimate exact once
-    every coalition is evaluated. Measured on the wine MLP (10 rows × 2 seeds, median error of the pairs):
-    2.06 / 1.19 / 0.47 / 0.20 / 0.129 without it at 128 / 256 / 512 / 1024 / 2048 evaluations, 0.88 / 0.66 /
-    0.40 / 0.19 / 0.128 with ``RIDGE = 0.3`` (0.03-1 all help at 128-256 evaluations).
+    The coefficients of order >= 2 (``higher``) get a ridge penalty ``r × (their mean Gram diagonal) × P / C``
+    (P coefficients, C coalitions): a prior that interactions are smaller than main effects, which fades as the
+    evaluations grow; ``r`` is chosen per game from :data:`PRIORS` by :data:`CV_FOLDS`-fold cross-validation
+    (held-out squared error; the folds of :func:`cv_folds`), or is :data:`RIDGE` above :data:`CV_MAX_SETS` sets.
+    It only shapes the surrogate: the sampled correction keeps the estimate exact once every coalition is
+    evaluated. A floor of ``1e-9 ×`` the mean Gram diagonal on every coefficient keeps a fold with fewer
+    coalitions than sets solvable.
+
+    Measured (benchmarks/results/interactions.md, median error of the pairs at 128-4,096 evaluations): the
+    Shapley-kernel weighted fit of FSII with the fixed ``r = 0.3`` of earlier versions was 1.01 / 0.63 / 0.39 /
+    0.20 on the breast-cancer log-odds at 512-4,096 and 0.84-0.036 on the MiniLM probe; this fit 0.77 / 0.59 /
+    0.25 / 0.12 and 0.69-0.019, and no worse anywhere else but by 0.3 % (superpixels at 128).
     """
-    u = design.size.double().to(values.device)
-    binom = torch.exp(torch.lgamma(torch.tensor(d + 1.0)) - torch.lgamma(u + 1) - torch.lgamma(d - u + 1))
-    weight = (d - 1) / (binom * u * (d - u)) * design.scale.to(values.device)  # kernel × stratum share
     p = x.shape[1]
-    gram = x.T @ (weight[:, None] * x)
-    higher = higher.to(gram.device)
-    if higher.any():
-        ridge = RIDGE * gram.diagonal()[higher].mean() * p / max(x.shape[0], 1)
-        gram = gram + torch.diag(higher.double() * ridge)
-    kkt = torch.zeros((p + 1, p + 1), dtype=torch.float64, device=values.device)
-    kkt[:p, :p], kkt[:p, p], kkt[p, :p] = gram, 1.0, 1.0
-    rhs = torch.cat([(values - empty[:, None]) @ (weight[:, None] * x), (full - empty)[:, None]], 1)  # (G, P+1)
-    return (rhs @ torch.linalg.pinv(kkt).T)[:, :p]
+    y = values - empty[:, None]
+    gap = (full - empty)[:, None]
+    higher = higher.to(x.device)
+    if p > CV_MAX_SETS or not higher.any():
+        gram = x.T @ x
+        return _kkt_solve(gram[None], torch.cat([y @ x, gap], 1)[None], higher, RIDGE, p / max(x.shape[0], 1))[0]
+    fold = cv_folds(x.shape[0]).to(x.device)
+    held = [fold == f for f in range(CV_FOLDS)]
+    gram_out = torch.stack([x[h].T @ x[h] for h in held])  # (F, P, P)
+    rhs_out = torch.stack([y[:, h] @ x[h] for h in held])  # (F, G, P)
+    gram_all, rhs_all = gram_out.sum(0), rhs_out.sum(0)
+    train = torch.tensor([x.shape[0] - int(h.sum()) for h in held], dtype=torch.float64, device=x.device)
+    loss = []
+    for prior in PRIORS:
+        a = _kkt_solve(gram_all[None] - gram_out, torch.cat([rhs_all[None] - rhs_out, gap.expand(CV_FOLDS, -1, 1)],
+                                                             2), higher, prior, p / train)  # (F, G, P)
+        loss.append(sum(((y[:, h] - a[f] @ x[h].T) ** 2).sum(1) for f, h in enumerate(held)))
+    best = torch.stack(loss).argmin(0)  # (G,)
+    fits = torch.stack([_kkt_solve(gram_all[None], torch.cat([rhs_all, gap], 1)[None], higher, prior,
+                                   p / x.shape[0])[0] for prior in PRIORS])  # (R, G, P)
+    return fits[best, torch.arange(y.shape[0], device=x.device)]
 
+
+def _kkt_solve(gram, rhs, higher, prior: float, per_coalition) -> torch.Tensor:
+    """Coefficients ``(F, G, P)`` minimising ``‖y - X a‖² + aᵀ D a`` with ``Σ a = gap`` for each of F Gram matrices
+    ``gram`` ``(F, P, P)`` and right-hand sides ``rhs`` ``(F, G, P + 1)`` (``Xᵀy`` and the gap), where ``D`` is the
+    floor plus ``prior × per_coalition × (mean Gram diagonal of the higher orders)`` on ``higher`` (``per_coalition``:
+    ``P / C`` per fold, a number or ``(F,)``). With ``A = XᵀX + D`` (positive definite: the floor) the solution
+    is ``A⁻¹(Xᵀy - λ 1)``, ``λ`` set by the constraint: one Cholesky factor per fold."""
+    diagonal = gram.diagonal(dim1=1, dim2=2)
+    per = torch.as_tensor(per_coalition, dtype=torch.float64, device=gram.device).reshape(-1, 1)
+    penalty = 1e-9 * diagonal.mean(1, keepdim=True) + higher.double() * prior * per * (
+        diagonal[:, higher].mean(1, keepdim=True) if higher.any() else 0.0)
+    factor = torch.linalg.cholesky(gram + torch.diag_embed(penalty))
+    ones = torch.ones_like(rhs[:, :1, :-1])
+    solved = torch.cholesky_solve(torch.cat([rhs[..., :-1], ones], 1).transpose(1, 2), factor)  # (F, P, G + 1)
+    free, unit = solved[..., :-1], solved[..., -1:]  # A⁻¹Xᵀy (F, P, G), A⁻¹1 (F, P, 1)
+    multiplier = (free.sum(1) - rhs[..., -1]) / unit.sum(1)  # (F, G)
+    return (free - unit * multiplier[:, None, :]).transpose(1, 2)
 
 
 @dataclass
@@ -345,7 +378,7 @@ def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tenso
     rounding decides, weighs next to nothing. A small ridge ``ridge`` × the mean weight on every coefficient, and
     on the interaction coefficients (order >= 2) a prior ``r × their mean Gram diagonal × P / C`` that interactions
     are smaller than main effects (fading with the evaluations, as in :func:`_fit`), with ``r`` chosen per game
-    from :data:`LOGIT_PRIORS` by :data:`CV_FOLDS`-fold cross-validation: the squared error of the held-out
+    from :data:`PRIORS` by :data:`CV_FOLDS`-fold cross-validation: the squared error of the held-out
     coalitions' probabilities, ∅ and N always in the fit (Stone 1974), the folds a fixed function of the number
     of coalitions (the same estimate for the same values). No single ``r`` served every game: on the shapes CNN's
     superpixels ``r = 0`` was best at 128 evaluations (error 0.48 against 0.60 at ``r = 0.3``), on the MiniLM
@@ -365,7 +398,7 @@ def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tenso
     y = torch.log(p) - torch.log1p(-p)
     weight = p * (1 - p)  # (G, C + 2)
     higher = torch.cat([torch.zeros(1, dtype=torch.bool), member.sum(1) > 1]).to(device)
-    priors = torch.tensor(LOGIT_PRIORS, dtype=torch.float64, device=device)
+    priors = torch.tensor(PRIORS, dtype=torch.float64, device=device)
     # fold f of coalition c (∅ and N: -1, always fitted); the Gram and right-hand side of each fold's held-out part
     inner = cv_folds(every.shape[0] - 2).to(device)
     fold = torch.cat([inner.new_tensor([-1]), inner, inner.new_tensor([-1])])
