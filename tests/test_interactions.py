@@ -420,3 +420,41 @@ def test_logit_surrogate_prior_is_the_cross_validated_one():
         reference = fit(np.ones(len(every), dtype=bool), best)
         assert abs(fitted.intercept[g].item() - reference[0]) < 1e-8
         assert np.abs(fitted.beta[g].numpy() - reference[1:]).max() < 1e-8
+
+
+def test_regression_surrogate_prior_is_the_cross_validated_one():
+    """The polynomial of ``estimator="regression"``: its prior per game and its coefficients equal a brute-force
+    cross-validation of the constrained least squares written here (numpy, one KKT system per fold and prior)."""
+    from xaikit.interactions.estimators import CV_FOLDS, PRIORS, _fit, cv_folds, plan
+    from xaikit.interactions.indices import membership
+
+    d = 7
+    design = plan(d, 70, True, torch.Generator().manual_seed(5))
+    member = membership(interaction_sets(d, 2), d)
+    x = ((design.z.double() @ member.double().T) == member.sum(1).double()).double()
+    model = game_model(d)
+    rows = torch.randn(4, d, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        v = model(rows[:, None] * torch.cat([torch.zeros(1, d, dtype=torch.bool), design.z,
+                                             torch.ones(1, d, dtype=torch.bool)])[None])[..., 0]
+    higher = member.sum(1) > 1
+    fitted = _fit(v[:, 0], v[:, -1], v[:, 1:-1], x, higher)
+    xs, hs, fold = x.numpy(), higher.numpy(), cv_folds(len(x)).numpy()
+
+    def solve(keep, y, gap, prior):
+        a = xs[keep]
+        gram = a.T @ a
+        diagonal = gram.diagonal()
+        penalty = 1e-9 * diagonal.mean() + hs * prior * diagonal[hs].mean() * a.shape[1] / keep.sum()
+        p = len(penalty)
+        kkt = np.zeros((p + 1, p + 1))
+        kkt[:p, :p], kkt[:p, p], kkt[p, :p] = gram + np.diag(penalty), 1.0, 1.0
+        return np.linalg.solve(kkt, np.concatenate([a.T @ y[keep], [gap]]))[:p]
+
+    for g in range(v.shape[0]):
+        y, gap = (v[g, 1:-1] - v[g, 0]).numpy(), float(v[g, -1] - v[g, 0])
+        losses = [sum(((y[fold == f] - xs[fold == f] @ solve(fold != f, y, gap, prior)) ** 2).sum()
+                      for f in range(CV_FOLDS)) for prior in PRIORS]
+        reference = solve(np.ones(len(xs), dtype=bool), y, gap, PRIORS[int(np.argmin(losses))])
+        assert np.abs(fitted[g].numpy() - reference).max() < 1e-7 * max(1.0, np.abs(reference).max())
+        assert abs(fitted[g].sum().item() - gap) < 1e-9

@@ -318,11 +318,11 @@ def _fit(empty, full, values, x, higher: torch.Tensor) -> torch.Tensor:
 
 
 def _kkt_solve(gram, rhs, higher, prior: float, per_coalition) -> torch.Tensor:
-    """Coefficients ``(F, G, P)`` minimising ``‖y - X a‖² + aᵀ D a`` with ``Σ a = gap`` for each of F Gram matrices
-    ``gram`` ``(F, P, P)`` and right-hand sides ``rhs`` ``(F, G, P + 1)`` (``Xᵀy`` and the gap), where ``D`` is the
-    floor plus ``prior × per_coalition × (mean Gram diagonal of the higher orders)`` on ``higher`` (``per_coalition``:
-    ``P / C`` per fold, a number or ``(F,)``). With ``A = XᵀX + D`` (positive definite: the floor) the solution
-    is ``A⁻¹(Xᵀy - λ 1)``, ``λ`` set by the constraint: one Cholesky factor per fold."""
+    """Coefficients ``(F, G, P)`` minimising ``‖y - X a‖² + aᵀ D a`` with ``Σ a = gap`` for each of F Gram
+    matrices ``gram`` ``(F, P, P)`` and right-hand sides ``rhs`` ``(F, G, P + 1)`` (``Xᵀy`` and the gap), where
+    ``D`` is the floor plus ``prior × per_coalition × (mean Gram diagonal of the higher orders)`` on ``higher``
+    (``per_coalition``: ``P / C`` per fold, a number or ``(F,)``). With ``A = XᵀX + D`` (positive definite: the
+    floor) the solution is ``A⁻¹(Xᵀy - λ 1)``, ``λ`` set by the constraint: one Cholesky factor per fold."""
     diagonal = gram.diagonal(dim1=1, dim2=2)
     per = torch.as_tensor(per_coalition, dtype=torch.float64, device=gram.device).reshape(-1, 1)
     penalty = 1e-9 * diagonal.mean(1, keepdim=True) + higher.double() * prior * per * (
