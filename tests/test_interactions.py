@@ -458,3 +458,31 @@ def test_regression_surrogate_prior_is_the_cross_validated_one():
         reference = solve(np.ones(len(xs), dtype=bool), y, gap, PRIORS[int(np.argmin(losses))])
         assert np.abs(fitted[g].numpy() - reference).max() < 1e-7 * max(1.0, np.abs(reference).max())
         assert abs(fitted[g].sum().item() - gap) < 1e-9
+
+
+def test_above_the_cross_validation_limit_the_surrogates_take_the_fixed_prior(monkeypatch):
+    """Above CV_MAX_SETS sets both surrogates skip the cross-validation (its cost grows as P³ per fold and prior)
+    and fit with the fixed prior RIDGE: equal to the cross-validated fit restricted to that one prior."""
+    from xaikit.interactions import estimators
+    from xaikit.interactions.indices import membership
+
+    d = 8
+    design = estimators.plan(d, 120, True, torch.Generator().manual_seed(1))
+    member = membership(interaction_sets(d, 2), d)
+    x = ((design.z.double() @ member.double().T) == member.sum(1).double()).double()
+    model = probability_model(d)
+    rows = torch.randn(3, d, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        v = model(rows[:, None] * torch.cat([torch.zeros(1, d, dtype=torch.bool), design.z,
+                                             torch.ones(1, d, dtype=torch.bool)])[None])[..., 0]
+    higher = member.sum(1) > 1
+    monkeypatch.setattr(estimators, "CV_MAX_SETS", 10)  # 36 sets: above it
+    fixed_poly = estimators._fit(v[:, 0], v[:, -1], v[:, 1:-1], x, higher)
+    fixed_logit = estimators.logit_surrogate(v[:, 0], v[:, -1], v[:, 1:-1], design.z, member)
+    monkeypatch.setattr(estimators, "CV_MAX_SETS", 1024)
+    monkeypatch.setattr(estimators, "PRIORS", (estimators.RIDGE,))
+    one_poly = estimators._fit(v[:, 0], v[:, -1], v[:, 1:-1], x, higher)
+    one_logit = estimators.logit_surrogate(v[:, 0], v[:, -1], v[:, 1:-1], design.z, member)
+    assert torch.allclose(fixed_poly, one_poly, atol=1e-10, rtol=0)
+    assert torch.allclose(fixed_logit.beta, one_logit.beta, atol=1e-10, rtol=0)
+    assert torch.allclose(fixed_logit.intercept, one_logit.intercept, atol=1e-10, rtol=0)

@@ -378,9 +378,9 @@ def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tenso
     rounding decides, weighs next to nothing. A small ridge ``ridge`` × the mean weight on every coefficient, and
     on the interaction coefficients (order >= 2) a prior ``r × their mean Gram diagonal × P / C`` that interactions
     are smaller than main effects (fading with the evaluations, as in :func:`_fit`), with ``r`` chosen per game
-    from :data:`PRIORS` by :data:`CV_FOLDS`-fold cross-validation: the squared error of the held-out
-    coalitions' probabilities, ∅ and N always in the fit (Stone 1974), the folds a fixed function of the number
-    of coalitions (the same estimate for the same values). No single ``r`` served every game: on the shapes CNN's
+    from :data:`PRIORS` by :data:`CV_FOLDS`-fold cross-validation (``r =`` :data:`RIDGE` above :data:`CV_MAX_SETS`
+    sets): the squared error of the held-out coalitions' probabilities, ∅ and N always in the fit (Stone 1974),
+    the folds a fixed function of the number of coalitions (the same estimate for the same values). No single ``r`` served every game: on the shapes CNN's
     superpixels ``r = 0`` was best at 128 evaluations (error 0.48 against 0.60 at ``r = 0.3``), on the MiniLM
     probe ``r = 0`` broke down there (1.40 against 0.40); cross-validated 0.45 and 0.41 (see
     benchmarks/results/interactions.md). Probabilities clamped to ``[EPS, 1 - EPS]``."""
@@ -398,6 +398,13 @@ def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tenso
     y = torch.log(p) - torch.log1p(-p)
     weight = p * (1 - p)  # (G, C + 2)
     higher = torch.cat([torch.zeros(1, dtype=torch.bool), member.sum(1) > 1]).to(device)
+    rhs_all = (weight * y) @ x
+    if x.shape[1] > CV_MAX_SETS + 1:  # the fixed prior: one system per game
+        gram = _weighted_gram(x, weight)
+        priors = torch.tensor([RIDGE], dtype=torch.float64, device=device)
+        per = torch.full((1, 1), x.shape[1] / every.shape[0], dtype=torch.float64, device=device)
+        chosen = _logit_solve(gram[None], rhs_all[None], weight[None], higher, priors, ridge, per)[0, 0]
+        return LogitSurrogate(chosen[:, 0], chosen[:, 1:], member.to(device))
     priors = torch.tensor(PRIORS, dtype=torch.float64, device=device)
     # fold f of coalition c (∅ and N: -1, always fitted); the Gram and right-hand side of each fold's held-out part
     inner = cv_folds(every.shape[0] - 2).to(device)
@@ -406,7 +413,6 @@ def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tenso
     gram_out = torch.stack([_weighted_gram(x[h], weight[:, h]) for h in held])  # (F, G, 1 + P, 1 + P)
     rhs_out = torch.stack([(weight * y)[:, h] @ x[h] for h in held])
     gram_all = gram_out.sum(0) + _weighted_gram(x[fold < 0], weight[:, fold < 0])
-    rhs_all = (weight * y) @ x
     train_gram, train_rhs = gram_all[None] - gram_out, rhs_all[None] - rhs_out
     held = held.double()
     kept = 1.0 - held.sum(1) / every.shape[0]  # share of coalitions each fold fits
