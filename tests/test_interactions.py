@@ -384,20 +384,29 @@ def test_auto_link_is_logit_on_softmax_outputs_identity_elsewhere_per_sample():
     assert_unchanged(probabilities, before)
 
 
+def surrogate_game(model, d: int, budget: int, rows: int, seed: int):
+    """A design of ``budget`` coalitions on d players (seeded), its sets of size 1..2 (``member``), ``[T ⊆ U]``
+    (``x``, float64) and the model's values on ∅, the coalitions and N for ``rows`` random inputs (``v``)."""
+    from xaikit.interactions.estimators import plan
+    from xaikit.interactions.indices import membership
+
+    design = plan(d, budget, True, torch.Generator().manual_seed(seed))
+    member = membership(interaction_sets(d, 2), d)
+    x = ((design.z.double() @ member.double().T) == member.sum(1).double()).double()
+    inputs = torch.randn(rows, d, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        v = model(inputs[:, None] * torch.cat([torch.zeros(1, d, dtype=torch.bool), design.z,
+                                               torch.ones(1, d, dtype=torch.bool)])[None])[..., 0]
+    return design, member, x, v
+
+
 def test_logit_surrogate_prior_is_the_cross_validated_one():
     """The prior picked per game and its coefficients equal a brute-force cross-validation written here (numpy:
     every fold and prior fitted from scratch on its own coalitions)."""
-    from xaikit.interactions.estimators import CV_FOLDS, PRIORS, cv_folds, logit_surrogate, plan
-    from xaikit.interactions.indices import membership
+    from xaikit.interactions.estimators import CV_FOLDS, PRIORS, cv_folds, logit_surrogate
 
     d, ridge = 7, 1e-3
-    design = plan(d, 60, True, torch.Generator().manual_seed(2))
-    member = membership(interaction_sets(d, 2), d)
-    model = probability_model(d)
-    x = torch.randn(4, d, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        v = model(x[:, None] * torch.cat([torch.zeros(1, d, dtype=torch.bool), design.z,
-                                          torch.ones(1, d, dtype=torch.bool)])[None])[..., 0]
+    design, member, _, v = surrogate_game(probability_model(d), d, 60, 4, seed=2)
     fitted = logit_surrogate(v[:, 0], v[:, -1], v[:, 1:-1], design.z, member, ridge)
     every = np.concatenate([np.zeros((1, d)), design.z.numpy(), np.ones((1, d))])
     sets = member.numpy().astype(float)
@@ -425,18 +434,10 @@ def test_logit_surrogate_prior_is_the_cross_validated_one():
 def test_regression_surrogate_prior_is_the_cross_validated_one():
     """The polynomial of ``estimator="regression"``: its prior per game and its coefficients equal a brute-force
     cross-validation of the constrained least squares written here (numpy, one KKT system per fold and prior)."""
-    from xaikit.interactions.estimators import CV_FOLDS, PRIORS, _fit, cv_folds, plan
-    from xaikit.interactions.indices import membership
+    from xaikit.interactions.estimators import CV_FOLDS, PRIORS, _fit, cv_folds
 
     d = 7
-    design = plan(d, 70, True, torch.Generator().manual_seed(5))
-    member = membership(interaction_sets(d, 2), d)
-    x = ((design.z.double() @ member.double().T) == member.sum(1).double()).double()
-    model = game_model(d)
-    rows = torch.randn(4, d, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
-    with torch.no_grad():
-        v = model(rows[:, None] * torch.cat([torch.zeros(1, d, dtype=torch.bool), design.z,
-                                             torch.ones(1, d, dtype=torch.bool)])[None])[..., 0]
+    _, member, x, v = surrogate_game(game_model(d), d, 70, 4, seed=5)
     higher = member.sum(1) > 1
     fitted = _fit(v[:, 0], v[:, -1], v[:, 1:-1], x, higher)
     xs, hs, fold = x.numpy(), higher.numpy(), cv_folds(len(x)).numpy()
@@ -464,17 +465,9 @@ def test_above_the_cross_validation_limit_the_surrogates_take_the_fixed_prior(mo
     """Above CV_MAX_SETS sets both surrogates skip the cross-validation (its cost grows as P³ per fold and prior)
     and fit with the fixed prior RIDGE: equal to the cross-validated fit restricted to that one prior."""
     from xaikit.interactions import estimators
-    from xaikit.interactions.indices import membership
 
     d = 8
-    design = estimators.plan(d, 120, True, torch.Generator().manual_seed(1))
-    member = membership(interaction_sets(d, 2), d)
-    x = ((design.z.double() @ member.double().T) == member.sum(1).double()).double()
-    model = probability_model(d)
-    rows = torch.randn(3, d, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        v = model(rows[:, None] * torch.cat([torch.zeros(1, d, dtype=torch.bool), design.z,
-                                             torch.ones(1, d, dtype=torch.bool)])[None])[..., 0]
+    design, member, x, v = surrogate_game(probability_model(d), d, 120, 3, seed=1)
     higher = member.sum(1) > 1
     monkeypatch.setattr(estimators, "CV_MAX_SETS", 10)  # 36 sets: above it
     fixed_poly = estimators._fit(v[:, 0], v[:, -1], v[:, 1:-1], x, higher)
