@@ -380,10 +380,10 @@ def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tenso
     are smaller than main effects (fading with the evaluations, as in :func:`_fit`), with ``r`` chosen per game
     from :data:`PRIORS` by :data:`CV_FOLDS`-fold cross-validation (``r =`` :data:`RIDGE` above :data:`CV_MAX_SETS`
     sets): the squared error of the held-out coalitions' probabilities, ∅ and N always in the fit (Stone 1974),
-    the folds a fixed function of the number of coalitions (the same estimate for the same values). No single ``r`` served every game: on the shapes CNN's
-    superpixels ``r = 0`` was best at 128 evaluations (error 0.48 against 0.60 at ``r = 0.3``), on the MiniLM
-    probe ``r = 0`` broke down there (1.40 against 0.40); cross-validated 0.45 and 0.41 (see
-    benchmarks/results/interactions.md). Probabilities clamped to ``[EPS, 1 - EPS]``."""
+    the folds a fixed function of the number of coalitions (the same estimate for the same values). No single ``r``
+    served every game: on the shapes CNN's superpixels ``r = 0`` was best at 128 evaluations (error 0.48 against
+    0.60 at ``r = 0.3``), on the MiniLM probe ``r = 0`` broke down there (1.40 against 0.40); cross-validated 0.45
+    and 0.41 (see benchmarks/results/interactions.md). Probabilities clamped to ``[EPS, 1 - EPS]``."""
     if bool(((values < 0) | (values > 1)).any()) or bool(((empty < 0) | (empty > 1) | (full < 0) | (full > 1)).any()):
         raise ValueError('link="logit" needs scores in [0, 1] (probabilities, e.g. a softmax output); these scores '
                          'leave it: use link="identity" or explain the probabilities')
@@ -399,32 +399,37 @@ def logit_surrogate(empty: torch.Tensor, full: torch.Tensor, values: torch.Tenso
     weight = p * (1 - p)  # (G, C + 2)
     higher = torch.cat([torch.zeros(1, dtype=torch.bool), member.sum(1) > 1]).to(device)
     rhs_all = (weight * y) @ x
-    if x.shape[1] > CV_MAX_SETS + 1:  # the fixed prior: one system per game
-        gram = _weighted_gram(x, weight)
-        priors = torch.tensor([RIDGE], dtype=torch.float64, device=device)
-        per = torch.full((1, 1), x.shape[1] / every.shape[0], dtype=torch.float64, device=device)
-        chosen = _logit_solve(gram[None], rhs_all[None], weight[None], higher, priors, ridge, per)[0, 0]
-        return LogitSurrogate(chosen[:, 0], chosen[:, 1:], member.to(device))
-    priors = torch.tensor(PRIORS, dtype=torch.float64, device=device)
+    if x.shape[1] > CV_MAX_SETS + 1:  # the fixed prior
+        gram_all = _weighted_gram(x, weight)
+        prior = torch.full((1, p.shape[0]), RIDGE, dtype=torch.float64, device=device)
+    else:
+        gram_all, prior = _logit_prior(x, p, y, weight, rhs_all, higher, ridge)
+    per = torch.full((1, 1), x.shape[1] / every.shape[0], dtype=torch.float64, device=device)
+    chosen = _logit_solve(gram_all[None], rhs_all[None], weight[None], higher, prior, ridge, per)[0, 0]  # (G, 1 + P)
+    return LogitSurrogate(chosen[:, 0], chosen[:, 1:], member.to(device))
+
+
+def _logit_prior(x, p, y, weight, rhs_all, higher, ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gram matrices ``(G, Q, Q)`` of :func:`logit_surrogate`'s fit on every coalition ``x`` ``(C + 2, Q)`` (∅
+    first, N last) and each game's prior ``(1, G)`` from :data:`PRIORS` by cross-validation: the squared error of
+    the held-out probabilities ``p`` ``(G, C + 2)``, ∅ and N always fitted (``rhs_all``: the fit's right-hand
+    side on every coalition)."""
+    priors = torch.tensor(PRIORS, dtype=torch.float64, device=x.device)[:, None]  # (R, 1)
     # fold f of coalition c (∅ and N: -1, always fitted); the Gram and right-hand side of each fold's held-out part
-    inner = cv_folds(every.shape[0] - 2).to(device)
+    inner = cv_folds(x.shape[0] - 2).to(x.device)
     fold = torch.cat([inner.new_tensor([-1]), inner, inner.new_tensor([-1])])
     held = torch.stack([fold == f for f in range(CV_FOLDS)])  # (F, C + 2)
-    gram_out = torch.stack([_weighted_gram(x[h], weight[:, h]) for h in held])  # (F, G, 1 + P, 1 + P)
+    gram_out = torch.stack([_weighted_gram(x[h], weight[:, h]) for h in held])  # (F, G, Q, Q)
     rhs_out = torch.stack([(weight * y)[:, h] @ x[h] for h in held])
     gram_all = gram_out.sum(0) + _weighted_gram(x[fold < 0], weight[:, fold < 0])
     train_gram, train_rhs = gram_all[None] - gram_out, rhs_all[None] - rhs_out
     held = held.double()
-    kept = 1.0 - held.sum(1) / every.shape[0]  # share of coalitions each fold fits
+    kept = 1.0 - held.sum(1) / x.shape[0]  # share of coalitions each fold fits
     coefficients = _logit_solve(train_gram, train_rhs, weight[None] * (1 - held[:, None]), higher, priors, ridge,
-                                x.shape[1] / (every.shape[0] * kept[:, None]))  # (R, F, G, 1 + P)
+                                x.shape[1] / (x.shape[0] * kept[:, None]))  # (R, F, G, Q)
     predicted = torch.sigmoid(coefficients @ x.T)  # (R, F, G, C + 2)
     loss = ((predicted - p) ** 2 * held[None, :, None]).sum((1, 3))  # (R, G)
-    best = loss.argmin(0)
-    final = _logit_solve(gram_all[None], rhs_all[None], weight[None], higher, priors, ridge,
-                         torch.full((1, 1), x.shape[1] / every.shape[0], dtype=torch.float64, device=device))
-    chosen = final[best, 0, torch.arange(p.shape[0], device=device)]  # (G, 1 + P)
-    return LogitSurrogate(chosen[:, 0], chosen[:, 1:], member.to(device))
+    return gram_all, priors[loss.argmin(0), 0][None]
 
 
 def cv_folds(count: int) -> torch.Tensor:
@@ -439,14 +444,15 @@ def _weighted_gram(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def _logit_solve(gram, rhs, weight, higher, priors, ridge: float, per_coalition) -> torch.Tensor:
-    """The penalised weighted least squares of :func:`logit_surrogate` for every prior ``r`` of ``priors``
-    ``(R,)``, and every fold of ``gram`` ``(F, G, Q, Q)``, ``rhs`` ``(F, G, Q)`` (``weight`` ``(F, G, C)`` the
-    fold's weights, ``per_coalition`` ``(F, 1)`` = ``Q / C`` of the fold): ``(R, F, G, Q)``."""
+    """The penalised weighted least squares of :func:`logit_surrogate` for every row of ``priors`` ``(R, 1)``
+    (one prior for all games) or ``(R, G)`` (one per game), and every fold of ``gram`` ``(F, G, Q, Q)``, ``rhs``
+    ``(F, G, Q)`` (``weight`` ``(F, G, C)`` the fold's weights, ``per_coalition`` ``(F, 1)`` = ``Q / C`` of the
+    fold): ``(R, F, G, Q)``."""
     penalty = ridge * weight.mean(2)[..., None] * torch.ones_like(gram[..., 0])  # (F, G, Q)
     if higher.any():
         scale = gram.diagonal(dim1=-2, dim2=-1)[..., higher].mean(-1) * per_coalition  # (F, G)
-        penalty = penalty[None] + priors[:, None, None, None] * scale[None, ..., None] * higher.double()
+        penalty = penalty[None] + priors[:, None, :, None] * scale[None, ..., None] * higher.double()
     else:
-        penalty = penalty[None].expand(len(priors), *penalty.shape)
+        penalty = penalty[None].expand(priors.shape[0], *penalty.shape)
     factor = torch.linalg.cholesky(gram[None] + torch.diag_embed(penalty))  # positive definite: the ridge
-    return torch.cholesky_solve(rhs[None].expand(len(priors), *rhs.shape)[..., None], factor)[..., 0]
+    return torch.cholesky_solve(rhs[None].expand(priors.shape[0], *rhs.shape)[..., None], factor)[..., 0]
